@@ -1,0 +1,20 @@
+//! # bare-nvme
+//!
+//! A `no_std`, allocation-free, polled NVMe driver for firmware, unikernels and
+//! bare-metal appliances. It enumerates PCI itself, brings controllers up, serves
+//! block I/O by polling, and watches for hot-add and surprise removal from a timer
+//! tick the embedder calls: no OS, no interrupts, no allocator.
+//!
+//! The embedder implements [`Platform`] (DMA memory, register mapping, a clock) and
+//! hands the driver a [`pci_types::ConfigRegionAccess`] (the [`pci::access`] module
+//! has port I/O and ECAM implementations).
+#![cfg_attr(not(test), no_std)]
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod error;
+pub mod nvme;
+pub mod platform;
+
+pub use error::{Error, Result, Wait};
+pub use platform::{DmaRegion, Instant, MmioRegisters, PhysAddr, Platform, RegisterAccess};

@@ -1,0 +1,417 @@
+//! Identify data structures: byte offsets, parsing and validation
+//! (NVMe Base Specification 2.0, section 5.17.2; NVM Command Set 1.0, 4.1.5).
+//!
+//! Identify pages come from the device and are untrusted: every field that later
+//! becomes an index, a length or a loop bound is range-checked here.
+
+use crate::error::{Error, Result};
+
+/// Size of every Identify data structure.
+pub const PAGE_SIZE: usize = 4096;
+
+/// Byte offsets in the Identify Controller data structure.
+pub mod ctrl {
+    /// PCI vendor ID (2 bytes).
+    pub const VID: usize = 0;
+    /// Serial number (20 ASCII bytes).
+    pub const SN: usize = 4;
+    /// Model number (40 ASCII bytes).
+    pub const MN: usize = 24;
+    /// Firmware revision (8 ASCII bytes).
+    pub const FR: usize = 64;
+    /// Maximum data transfer size, a power of two in units of CAP.MPSMIN.
+    pub const MDTS: usize = 77;
+    /// Controller ID (2 bytes).
+    pub const CNTLID: usize = 78;
+    /// Version (4 bytes).
+    pub const VER: usize = 80;
+    /// Optional admin command support (2 bytes).
+    pub const OACS: usize = 256;
+    /// Abort command limit (0-based).
+    pub const ACL: usize = 258;
+    /// Submission queue entry size (required 3:0, max 7:4).
+    pub const SQES: usize = 512;
+    /// Completion queue entry size.
+    pub const CQES: usize = 513;
+    /// Number of namespaces (4 bytes).
+    pub const NN: usize = 516;
+    /// Optional NVM command support (2 bytes).
+    pub const ONCS: usize = 520;
+    /// Volatile write cache.
+    pub const VWC: usize = 525;
+}
+
+/// Byte offsets in the Identify Namespace data structure (NVM command set).
+pub mod ns {
+    /// Namespace size in logical blocks (8 bytes).
+    pub const NSZE: usize = 0;
+    /// Namespace capacity (8 bytes).
+    pub const NCAP: usize = 8;
+    /// Number of LBA formats, 0-based.
+    pub const NLBAF: usize = 25;
+    /// Formatted LBA size.
+    pub const FLBAS: usize = 26;
+    /// Namespace globally unique identifier (16 bytes).
+    pub const NGUID: usize = 104;
+    /// IEEE extended unique identifier (8 bytes).
+    pub const EUI64: usize = 120;
+    /// First LBA format descriptor (4 bytes each).
+    pub const LBAF0: usize = 128;
+}
+
+/// OACS bit: Doorbell Buffer Config supported.
+pub const OACS_DOORBELL_BUFFER_CONFIG: u16 = 1 << 8;
+/// ONCS bit: Dataset Management supported.
+pub const ONCS_DATASET_MANAGEMENT: u16 = 1 << 2;
+/// ONCS bit: Write Zeroes supported.
+pub const ONCS_WRITE_ZEROES: u16 = 1 << 3;
+
+/// Most namespaces one Active Namespace ID list page names.
+pub const ACTIVE_LIST_ENTRIES: usize = PAGE_SIZE / 4;
+
+fn le16(page: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([page[at], page[at + 1]])
+}
+
+fn le32(page: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([page[at], page[at + 1], page[at + 2], page[at + 3]])
+}
+
+fn le64(page: &[u8], at: usize) -> u64 {
+    le32(page, at) as u64 | (le32(page, at + 4) as u64) << 32
+}
+
+/// An ASCII identification string with the padding spaces trimmed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct IdString<const N: usize> {
+    bytes: [u8; N],
+    len: u8,
+}
+
+impl<const N: usize> IdString<N> {
+    /// Takes the field, replaces non-printable bytes with `?` and trims
+    /// trailing spaces and NULs.
+    pub fn from_field(field: &[u8]) -> Self {
+        let mut bytes = [b' '; N];
+        let n = field.len().min(N);
+        for (dst, &src) in bytes.iter_mut().zip(&field[..n]) {
+            *dst = if src.is_ascii_graphic() || src == b' ' {
+                src
+            } else if src == 0 {
+                b' '
+            } else {
+                b'?'
+            };
+        }
+        let len = bytes.iter().rposition(|&b| b != b' ').map_or(0, |p| p + 1);
+        Self {
+            bytes,
+            len: len as u8,
+        }
+    }
+
+    /// The trimmed string.
+    pub fn as_str(&self) -> &str {
+        // Only printable ASCII is stored, so this never fails.
+        core::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+    }
+}
+
+impl<const N: usize> core::fmt::Debug for IdString<N> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl<const N: usize> core::fmt::Display for IdString<N> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the driver keeps of Identify Controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ControllerInfo {
+    /// PCI vendor ID as reported by the controller.
+    pub vendor_id: u16,
+    /// Serial number.
+    pub serial: IdString<20>,
+    /// Model number.
+    pub model: IdString<40>,
+    /// Firmware revision.
+    pub firmware: IdString<8>,
+    /// MDTS exponent (0 means no limit).
+    pub mdts: u8,
+    /// Controller ID.
+    pub controller_id: u16,
+    /// Optional admin command support.
+    pub oacs: u16,
+    /// Abort command limit (1-based).
+    pub abort_limit: u16,
+    /// Number of namespaces (the highest valid NSID).
+    pub namespace_count: u32,
+    /// Optional NVM command support.
+    pub oncs: u16,
+    /// A volatile write cache is present (flush matters).
+    pub volatile_write_cache: bool,
+}
+
+impl ControllerInfo {
+    /// Parses and validates an Identify Controller page.
+    pub fn parse(page: &[u8]) -> Result<Self> {
+        if page.len() < PAGE_SIZE {
+            return Err(Error::InvalidArgument {
+                what: "identify page shorter than 4096 bytes",
+            });
+        }
+        // SQES/CQES: the 64/16-byte entries the driver uses must be within the
+        // required..maximum range the controller states.
+        let sqes = page[ctrl::SQES];
+        if sqes & 0xF > 6 || sqes >> 4 < 6 {
+            return Err(Error::BadDeviceValue {
+                field: "SQES",
+                value: sqes as u64,
+            });
+        }
+        let cqes = page[ctrl::CQES];
+        if cqes & 0xF > 4 || cqes >> 4 < 4 {
+            return Err(Error::BadDeviceValue {
+                field: "CQES",
+                value: cqes as u64,
+            });
+        }
+        Ok(Self {
+            vendor_id: le16(page, ctrl::VID),
+            serial: IdString::from_field(&page[ctrl::SN..ctrl::SN + 20]),
+            model: IdString::from_field(&page[ctrl::MN..ctrl::MN + 40]),
+            firmware: IdString::from_field(&page[ctrl::FR..ctrl::FR + 8]),
+            mdts: page[ctrl::MDTS],
+            controller_id: le16(page, ctrl::CNTLID),
+            oacs: le16(page, ctrl::OACS),
+            abort_limit: page[ctrl::ACL] as u16 + 1,
+            namespace_count: le32(page, ctrl::NN),
+            oncs: le16(page, ctrl::ONCS),
+            volatile_write_cache: page[ctrl::VWC] & 1 != 0,
+        })
+    }
+
+    /// Whether Write Zeroes is supported.
+    pub fn supports_write_zeroes(&self) -> bool {
+        self.oncs & ONCS_WRITE_ZEROES != 0
+    }
+
+    /// Whether Dataset Management (deallocate) is supported.
+    pub fn supports_deallocate(&self) -> bool {
+        self.oncs & ONCS_DATASET_MANAGEMENT != 0
+    }
+
+    /// Whether Doorbell Buffer Config (shadow doorbells) is supported.
+    pub fn supports_shadow_doorbells(&self) -> bool {
+        self.oacs & OACS_DOORBELL_BUFFER_CONFIG != 0
+    }
+}
+
+/// What the driver keeps of Identify Namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NamespaceInfo {
+    /// Namespace ID.
+    pub nsid: u32,
+    /// Size in logical blocks.
+    pub blocks: u64,
+    /// log2 of the logical block size.
+    pub block_shift: u8,
+    /// IEEE EUI-64 (zero when not reported).
+    pub eui64: u64,
+}
+
+impl NamespaceInfo {
+    /// Smallest block size the driver accepts (512 bytes).
+    pub const MIN_BLOCK_SHIFT: u8 = 9;
+    /// Largest block size the driver accepts (64 KiB).
+    pub const MAX_BLOCK_SHIFT: u8 = 16;
+
+    /// Parses and validates an Identify Namespace page for namespace `nsid`.
+    ///
+    /// Returns `Ok(None)` for an inactive namespace (all zero size), which a
+    /// controller may report for an ID that was in its active list a moment ago.
+    pub fn parse(nsid: u32, page: &[u8]) -> Result<Option<Self>> {
+        if page.len() < PAGE_SIZE {
+            return Err(Error::InvalidArgument {
+                what: "identify page shorter than 4096 bytes",
+            });
+        }
+        let blocks = le64(page, ns::NSZE);
+        if blocks == 0 {
+            return Ok(None);
+        }
+        let capacity = le64(page, ns::NCAP);
+        if capacity > blocks {
+            return Err(Error::BadDeviceValue {
+                field: "NCAP",
+                value: capacity,
+            });
+        }
+        let nlbaf = page[ns::NLBAF] as usize + 1;
+        if nlbaf > 64 {
+            return Err(Error::BadDeviceValue {
+                field: "NLBAF",
+                value: nlbaf as u64 - 1,
+            });
+        }
+        let flbas = page[ns::FLBAS];
+        // Format index: bits 3:0, with bits 6:5 as the high bits when more
+        // than 16 formats exist.
+        let index = (flbas & 0xF) as usize | (((flbas >> 5) & 0x3) as usize) << 4;
+        if index >= nlbaf {
+            return Err(Error::BadDeviceValue {
+                field: "FLBAS",
+                value: flbas as u64,
+            });
+        }
+        let lbaf = le32(page, ns::LBAF0 + 4 * index);
+        let metadata = lbaf & 0xFFFF;
+        let block_shift = (lbaf >> 16) as u8;
+        if !(Self::MIN_BLOCK_SHIFT..=Self::MAX_BLOCK_SHIFT).contains(&block_shift) {
+            return Err(Error::BadDeviceValue {
+                field: "LBADS",
+                value: block_shift as u64,
+            });
+        }
+        if metadata != 0 && flbas & 0x10 != 0 {
+            // Extended LBAs interleave metadata with data: not supported.
+            return Err(Error::DeviceUnsupported {
+                what: "extended-LBA metadata",
+            });
+        }
+        if blocks.checked_shl(block_shift as u32).is_none() || blocks >> (64 - block_shift) != 0 {
+            return Err(Error::BadDeviceValue {
+                field: "NSZE",
+                value: blocks,
+            });
+        }
+        Ok(Some(Self {
+            nsid,
+            blocks,
+            block_shift,
+            eui64: le64(page, ns::EUI64),
+        }))
+    }
+
+    /// Logical block size in bytes.
+    pub fn block_size(&self) -> u32 {
+        1 << self.block_shift
+    }
+}
+
+/// The namespace IDs in an Active Namespace ID list page, validated: strictly
+/// increasing, non-zero, at most `nn`, ending at the first zero entry.
+pub fn active_namespaces(page: &[u8], nn: u32) -> impl Iterator<Item = Result<u32>> + '_ {
+    let mut last = 0u32;
+    let mut done = false;
+    (0..ACTIVE_LIST_ENTRIES.min(page.len() / 4)).map_while(move |i| {
+        if done {
+            return None;
+        }
+        let id = le32(page, i * 4);
+        if id == 0 {
+            return None;
+        }
+        if id <= last || id > nn || id == u32::MAX {
+            done = true;
+            return Some(Err(Error::BadDeviceValue {
+                field: "active namespace list",
+                value: id as u64,
+            }));
+        }
+        last = id;
+        Some(Ok(id))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctrl_page() -> [u8; PAGE_SIZE] {
+        let mut p = [0u8; PAGE_SIZE];
+        p[ctrl::SN..ctrl::SN + 8].copy_from_slice(b"deadbeef");
+        p[ctrl::SN + 8..ctrl::SN + 20].fill(b' ');
+        p[ctrl::SQES] = 0x66;
+        p[ctrl::CQES] = 0x44;
+        p[ctrl::NN] = 4;
+        p[ctrl::MDTS] = 7;
+        p
+    }
+
+    #[test]
+    fn controller_strings_are_trimmed() {
+        let info = ControllerInfo::parse(&ctrl_page()).unwrap();
+        assert_eq!(info.serial.as_str(), "deadbeef");
+        assert_eq!(info.namespace_count, 4);
+        assert_eq!(info.mdts, 7);
+    }
+
+    #[test]
+    fn controller_rejects_entry_sizes_it_cannot_use() {
+        let mut p = ctrl_page();
+        p[ctrl::SQES] = 0x77;
+        assert_eq!(
+            ControllerInfo::parse(&p),
+            Err(Error::BadDeviceValue {
+                field: "SQES",
+                value: 0x77
+            })
+        );
+    }
+
+    fn ns_page(blocks: u64, shift: u8) -> [u8; PAGE_SIZE] {
+        let mut p = [0u8; PAGE_SIZE];
+        p[ns::NSZE..ns::NSZE + 8].copy_from_slice(&blocks.to_le_bytes());
+        p[ns::NCAP..ns::NCAP + 8].copy_from_slice(&blocks.to_le_bytes());
+        p[ns::NLBAF] = 1;
+        p[ns::FLBAS] = 1;
+        p[ns::LBAF0 + 4 + 2] = shift;
+        p
+    }
+
+    #[test]
+    fn namespace_format_is_decoded() {
+        let ns = NamespaceInfo::parse(1, &ns_page(1000, 12)).unwrap().unwrap();
+        assert_eq!(ns.block_size(), 4096);
+        assert_eq!(ns.blocks, 1000);
+    }
+
+    #[test]
+    fn namespace_rejects_bad_format_index_and_size() {
+        let mut p = ns_page(1000, 12);
+        p[ns::FLBAS] = 5;
+        assert!(matches!(
+            NamespaceInfo::parse(1, &p),
+            Err(Error::BadDeviceValue { field: "FLBAS", .. })
+        ));
+        let p = ns_page(1000, 30);
+        assert!(matches!(
+            NamespaceInfo::parse(1, &p),
+            Err(Error::BadDeviceValue { field: "LBADS", .. })
+        ));
+        let p = ns_page(u64::MAX, 12);
+        assert!(matches!(
+            NamespaceInfo::parse(1, &p),
+            Err(Error::BadDeviceValue { field: "NSZE", .. })
+        ));
+    }
+
+    #[test]
+    fn active_list_stops_at_zero_and_rejects_disorder() {
+        let mut p = [0u8; PAGE_SIZE];
+        for (i, id) in [1u32, 2, 5].iter().enumerate() {
+            p[i * 4..i * 4 + 4].copy_from_slice(&id.to_le_bytes());
+        }
+        let ids: Vec<_> = active_namespaces(&p, 8).collect();
+        assert_eq!(ids, vec![Ok(1), Ok(2), Ok(5)]);
+        p[12..16].copy_from_slice(&3u32.to_le_bytes());
+        let ids: Vec<_> = active_namespaces(&p, 8).collect();
+        assert!(ids.last().unwrap().is_err());
+        assert_eq!(ids.len(), 4);
+    }
+}

@@ -1,0 +1,275 @@
+//! The boundary to the embedder: DMA memory, register mapping and time.
+//!
+//! Everything the driver needs from the machine comes through [`Platform`]. The
+//! embedder (a firmware, a unikernel, the QEMU board, the simulated device in the
+//! tests) implements it once. Register access goes through [`RegisterAccess`] so
+//! that a simulated controller can see, count and fail every access; hardware uses
+//! [`MmioRegisters`].
+
+use core::fmt;
+use core::ops::{Add, Sub};
+use core::ptr::NonNull;
+use core::time::Duration;
+
+use volatile::VolatilePtr;
+
+/// A physical (bus) address as the device sees it. Never a bare `u64` in the API,
+/// so that CPU pointers and device addresses cannot be confused.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct PhysAddr(u64);
+
+impl PhysAddr {
+    /// Wraps a raw physical address.
+    pub const fn new(addr: u64) -> Self {
+        Self(addr)
+    }
+
+    /// The raw address, for writing into a device register or command.
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    /// The address `bytes` further on, or `None` on overflow.
+    pub const fn checked_add(self, bytes: u64) -> Option<Self> {
+        match self.0.checked_add(bytes) {
+            Some(a) => Some(Self(a)),
+            None => None,
+        }
+    }
+
+    /// Whether the address is a multiple of `align` (a power of two).
+    pub const fn is_aligned(self, align: u64) -> bool {
+        self.0 & (align - 1) == 0
+    }
+}
+
+impl fmt::Debug for PhysAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PhysAddr({:#x})", self.0)
+    }
+}
+
+/// A point on the platform's monotonic clock, in nanoseconds since an arbitrary
+/// origin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Instant(u64);
+
+impl Instant {
+    /// An instant `nanos` nanoseconds after the clock's origin.
+    pub const fn from_nanos(nanos: u64) -> Self {
+        Self(nanos)
+    }
+
+    /// Nanoseconds since the clock's origin.
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    /// Time elapsed from `earlier` to `self`, zero if `earlier` is later.
+    pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl Add<Duration> for Instant {
+    type Output = Instant;
+    fn add(self, rhs: Duration) -> Instant {
+        let nanos = u64::try_from(rhs.as_nanos()).unwrap_or(u64::MAX);
+        Instant(self.0.saturating_add(nanos))
+    }
+}
+
+impl Sub<Instant> for Instant {
+    type Output = Duration;
+    fn sub(self, rhs: Instant) -> Duration {
+        self.saturating_duration_since(rhs)
+    }
+}
+
+/// A region of zeroed, physically contiguous memory that a device may access by
+/// DMA, owned by whoever holds this value.
+///
+/// It is returned to the platform with [`Platform::dma_free`]; the driver returns
+/// every region it allocated when a controller is detached or removed.
+pub struct DmaRegion {
+    virt: NonNull<u8>,
+    phys: PhysAddr,
+    len: usize,
+}
+
+// SAFETY: a DmaRegion is an owned, exclusive handle to memory (like a Box); moving
+// it between threads moves that ownership.
+unsafe impl Send for DmaRegion {}
+
+impl DmaRegion {
+    /// Wraps memory handed out by a platform allocator.
+    ///
+    /// # Safety
+    /// `virt` must be valid for reads and writes of `len` bytes for as long as
+    /// this value lives, owned exclusively by it, and the device must see the
+    /// same bytes at `phys .. phys + len` (physically contiguous).
+    pub unsafe fn new(virt: NonNull<u8>, phys: PhysAddr, len: usize) -> Self {
+        Self { virt, phys, len }
+    }
+
+    /// The CPU address of the first byte.
+    pub fn virt(&self) -> NonNull<u8> {
+        self.virt
+    }
+
+    /// The device address of the first byte.
+    pub fn phys(&self) -> PhysAddr {
+        self.phys
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the region is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes, for the owner to fill or inspect while no command uses them.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `new` guarantees validity and exclusive ownership for `len`
+        // bytes; the driver only gives the device a region it holds (moved or
+        // mutably borrowed), so no DMA runs while this shared borrow exists.
+        unsafe { core::slice::from_raw_parts(self.virt.as_ptr(), self.len) }
+    }
+
+    /// The bytes, mutable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, with the exclusive borrow of `self`.
+        unsafe { core::slice::from_raw_parts_mut(self.virt.as_ptr(), self.len) }
+    }
+
+    /// A volatile pointer to a `T` at byte `offset`, for memory the device
+    /// reads or writes concurrently (rings). `None` when out of range or
+    /// misaligned for `T`.
+    pub(crate) fn volatile_at<T: Copy>(&self, offset: usize) -> Option<VolatilePtr<'_, T>> {
+        let end = offset.checked_add(core::mem::size_of::<T>())?;
+        if end > self.len {
+            return None;
+        }
+        // SAFETY: offset + size_of::<T>() <= len, so the pointer stays inside
+        // the region guaranteed valid by `new`.
+        let ptr = unsafe { self.virt.as_ptr().add(offset) }.cast::<T>();
+        if !ptr.is_aligned() {
+            return None;
+        }
+        // SAFETY: in bounds, aligned and non-null (derived from NonNull); only
+        // accessed through volatile reads and writes, never as a reference.
+        Some(unsafe { VolatilePtr::new(NonNull::new_unchecked(ptr)) })
+    }
+}
+
+impl fmt::Debug for DmaRegion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DmaRegion")
+            .field("phys", &self.phys)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// Access to a block of 32-bit device registers (an NVMe BAR).
+///
+/// Offsets are in bytes from the start of the block. Implementations decide what
+/// an access outside the mapped length does (the hardware type ignores writes and
+/// reads all-ones), but must never touch memory outside it.
+pub trait RegisterAccess {
+    /// Reads the 32-bit register at `offset`.
+    fn read32(&self, offset: usize) -> u32;
+    /// Writes the 32-bit register at `offset`.
+    fn write32(&self, offset: usize, value: u32);
+    /// Reads a 64-bit register as two 32-bit reads, low half first.
+    fn read64(&self, offset: usize) -> u64 {
+        let lo = self.read32(offset) as u64;
+        let hi = self.read32(offset + 4) as u64;
+        lo | (hi << 32)
+    }
+    /// Writes a 64-bit register as two 32-bit writes, low half first.
+    fn write64(&self, offset: usize, value: u64) {
+        self.write32(offset, value as u32);
+        self.write32(offset + 4, (value >> 32) as u32);
+    }
+}
+
+/// Everything the driver needs from the machine it runs on.
+///
+/// Methods take `&self`: implementations use interior mutability (a `spin`
+/// lock around an allocator, say) so the driver can hold the platform by value.
+pub trait Platform {
+    /// The register access type for a mapped BAR.
+    type Registers: RegisterAccess;
+
+    /// Allocates `len` bytes of zeroed, physically contiguous DMA memory aligned
+    /// to `align` (a power of two, at most 4096). `None` when memory is short.
+    fn dma_alloc(&self, len: usize, align: usize) -> Option<DmaRegion>;
+
+    /// Returns a region obtained from [`Platform::dma_alloc`].
+    fn dma_free(&self, region: DmaRegion);
+
+    /// Maps `len` bytes of device registers at physical address `phys`
+    /// (uncached). `None` when the range cannot be mapped.
+    fn map_registers(&self, phys: PhysAddr, len: usize) -> Option<Self::Registers>;
+
+    /// Releases a mapping made by [`Platform::map_registers`].
+    fn unmap_registers(&self, registers: Self::Registers) {
+        drop(registers);
+    }
+
+    /// The current time on a monotonic clock.
+    fn now(&self) -> Instant;
+}
+
+/// Memory-mapped registers on real hardware, accessed with volatile operations.
+#[derive(Debug)]
+pub struct MmioRegisters {
+    base: NonNull<u32>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain device memory; every access is a single volatile
+// operation, which is what the device expects from any CPU.
+unsafe impl Send for MmioRegisters {}
+
+impl MmioRegisters {
+    /// Wraps a mapping of `len` bytes of registers at `base`.
+    ///
+    /// # Safety
+    /// `base` must be 4-byte aligned and point to `len` bytes of mapped,
+    /// uncached device registers that stay mapped while this value lives.
+    pub unsafe fn new(base: NonNull<u8>, len: usize) -> Self {
+        Self {
+            base: base.cast(),
+            len,
+        }
+    }
+
+    fn reg(&self, offset: usize) -> Option<VolatilePtr<'_, u32>> {
+        if offset % 4 != 0 || offset.checked_add(4)? > self.len {
+            return None;
+        }
+        // SAFETY: offset is aligned and inside the mapping promised by `new`.
+        let ptr = unsafe { self.base.as_ptr().add(offset / 4) };
+        // SAFETY: non-null (derived from NonNull, in bounds) and aligned.
+        Some(unsafe { VolatilePtr::new(NonNull::new_unchecked(ptr)) })
+    }
+}
+
+impl RegisterAccess for MmioRegisters {
+    fn read32(&self, offset: usize) -> u32 {
+        self.reg(offset).map_or(u32::MAX, |r| r.read())
+    }
+
+    fn write32(&self, offset: usize, value: u32) {
+        if let Some(r) = self.reg(offset) {
+            r.write(value);
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! A simulated PCI topology and NVMe controller for host tests of bare-nvme.

@@ -1,0 +1,2 @@
+//! `cargo xtask`: build, boot and test bare-nvme.
+fn main() {}
