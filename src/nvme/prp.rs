@@ -103,3 +103,126 @@ fn write_list(list: &ListArea<'_>, first_page: u64, pages: usize) -> Result<()> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::ptr::NonNull;
+    use std::alloc::{alloc_zeroed, dealloc, Layout};
+
+    /// Heap memory posing as DMA memory at a made-up device address.
+    struct TestRegion {
+        layout: Layout,
+        region: DmaRegion,
+    }
+
+    impl TestRegion {
+        fn new(len: usize, phys: u64) -> Self {
+            let layout = Layout::from_size_align(len, PAGE_SIZE).unwrap();
+            // SAFETY: non-zero size.
+            let ptr = NonNull::new(unsafe { alloc_zeroed(layout) }).unwrap();
+            // SAFETY: freshly allocated, owned, `len` bytes.
+            let region = unsafe { DmaRegion::new(ptr, PhysAddr::new(phys), len) };
+            Self { layout, region }
+        }
+
+        fn entry(&self, i: usize) -> u64 {
+            let b = &self.region.as_slice()[i * 8..i * 8 + 8];
+            u64::from_le_bytes(b.try_into().unwrap())
+        }
+    }
+
+    impl Drop for TestRegion {
+        fn drop(&mut self) {
+            // SAFETY: allocated in `new` with this layout.
+            unsafe { dealloc(self.region.virt().as_ptr(), self.layout) }
+        }
+    }
+
+    const LIST_PHYS: u64 = 0x9000_0000;
+
+    fn area(t: &TestRegion) -> Option<ListArea<'_>> {
+        Some(ListArea {
+            region: &t.region,
+            offset: 0,
+            len: t.region.len(),
+        })
+    }
+
+    #[test]
+    fn single_page_needs_only_prp1() {
+        let t = TestRegion::new(4096, LIST_PHYS);
+        assert_eq!(
+            build(PhysAddr::new(0x10000), 4096, area(&t)),
+            Ok((0x10000, 0))
+        );
+        assert_eq!(
+            build(PhysAddr::new(0x10200), 512, area(&t)),
+            Ok((0x10200, 0))
+        );
+    }
+
+    #[test]
+    fn two_pages_use_prp2_directly() {
+        let t = TestRegion::new(4096, LIST_PHYS);
+        assert_eq!(
+            build(PhysAddr::new(0x10000), 8192, area(&t)),
+            Ok((0x10000, 0x11000))
+        );
+        // An offset start crossing one boundary also fits in two entries.
+        assert_eq!(
+            build(PhysAddr::new(0x10200), 4096, area(&t)),
+            Ok((0x10200, 0x11000))
+        );
+    }
+
+    #[test]
+    fn longer_transfers_use_a_list() {
+        let t = TestRegion::new(4096, LIST_PHYS);
+        let (p1, p2) = build(PhysAddr::new(0x10000), 4 * 4096, area(&t)).unwrap();
+        assert_eq!((p1, p2), (0x10000, LIST_PHYS));
+        assert_eq!(
+            [t.entry(0), t.entry(1), t.entry(2)],
+            [0x11000, 0x12000, 0x13000]
+        );
+        assert!(build(PhysAddr::new(0x10000), 4 * 4096, None).is_err());
+    }
+
+    #[test]
+    fn list_longer_than_a_page_chains() {
+        // 600 pages: PRP1 + 599 list entries, more than one list page holds.
+        let t = TestRegion::new(2 * PAGE_SIZE, LIST_PHYS);
+        let (_, p2) = build(PhysAddr::new(0x100_0000), 600 * 4096, area(&t)).unwrap();
+        assert_eq!(p2, LIST_PHYS);
+        for i in 0..511 {
+            assert_eq!(t.entry(i), 0x100_0000 + (i as u64 + 1) * 4096);
+        }
+        assert_eq!(
+            t.entry(511),
+            LIST_PHYS + 4096,
+            "chain to the next list page"
+        );
+        for i in 0..(599 - 511) {
+            assert_eq!(t.entry(512 + i), 0x100_0000 + (512 + i as u64) * 4096);
+        }
+    }
+
+    #[test]
+    fn stride_fits_the_largest_transfer() {
+        assert_eq!(list_stride(8192), 64);
+        assert_eq!(list_stride(256 << 10), 512);
+        assert_eq!(list_stride(2 << 20), 4096);
+        assert_eq!(list_stride(4 << 20), 3 * 4096);
+    }
+
+    #[test]
+    fn misaligned_buffer_is_refused() {
+        assert_eq!(
+            build(PhysAddr::new(0x10001), 512, None),
+            Err(Error::BufferMisaligned {
+                addr: 0x10001,
+                required: 4
+            })
+        );
+    }
+}
