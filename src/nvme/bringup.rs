@@ -37,6 +37,12 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                 Ok(Outcome::Progress) => continue,
                 Ok(Outcome::Waiting) => break,
                 Err(e) => {
+                    if !self.link.is_present() {
+                        // Gone, not failed: whatever the step saw was the
+                        // absence of the device.
+                        self.surprise_removed();
+                        return Err(Error::DeviceRemoved);
+                    }
                     if self.state == State::Detaching {
                         // A detach that cannot talk to the device still ends
                         // with the memory returned.

@@ -177,6 +177,8 @@ pub struct Controller<P: Platform, L: DeviceLink = ()> {
     pub(crate) queue_entries: u16,
     pub(crate) max_transfer: u32,
     pub(crate) failure: Option<Error>,
+    /// Commands failed by the teardown.
+    pub(crate) failed: u32,
 }
 
 impl<P: Platform, L: DeviceLink> Controller<P, L> {
@@ -203,6 +205,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             queue_entries: 0,
             max_transfer: 0,
             failure: None,
+            failed: 0,
         }
     }
 
@@ -247,6 +250,11 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     /// The error that failed the controller, if it failed.
     pub fn failure(&self) -> Option<Error> {
         self.failure
+    }
+
+    /// Commands the teardown failed (removal, failure or the end of a detach).
+    pub fn failed_commands(&self) -> u32 {
+        self.failed
     }
 
     /// Bad completions the device posted on all queues (each dropped).
@@ -368,6 +376,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         }
         self.release_memory();
         self.admin_cid = None;
+        self.failed = self.failed.saturating_add(failed as u32);
         self.state = state;
         self.step = Step::Finished;
         if state != State::Detached {

@@ -5,6 +5,8 @@
 //! doorbell once per drained batch) and keeps per-command state in a table
 //! indexed by CID.
 
+use log::warn;
+
 use crate::error::{Error, Result, Wait};
 use crate::nvme::command::{nvm, SubmissionEntry};
 use crate::nvme::controller::{Controller, DeviceLink, State, Step};
@@ -338,6 +340,20 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             self.surprise_removed()
         } else {
             self.fail(error)
+        }
+    }
+
+    /// Handles I/O commands past their deadline (called by the tick): the
+    /// controller is reset and what was in flight fails with a timeout.
+    pub fn expire(&mut self, now: crate::Instant) {
+        let overdue = self
+            .io
+            .iter()
+            .filter_map(|q| q.tracker.earliest_deadline())
+            .any(|d| now > d);
+        if overdue && self.state == State::Ready {
+            warn!("nvme: I/O command timed out, resetting the controller");
+            self.recover_from_timeout(Wait::IoCommand);
         }
     }
 

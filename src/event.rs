@@ -1,0 +1,96 @@
+//! What the driver reports from `tick`: each lifecycle change exactly once.
+
+use pci_types::PciAddress;
+
+use crate::error::Error;
+use crate::nvme::identify::IdString;
+
+/// Names one attached controller for as long as it stays attached. A new
+/// attach (even of the same device in the same slot) gets a new identity, so a
+/// handle kept across a removal fails with [`Error::StaleHandle`] instead of
+/// reaching the new controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ControllerId {
+    pub(crate) index: u8,
+    pub(crate) generation: u32,
+}
+
+impl ControllerId {
+    /// The attach generation (counts every attach the driver made).
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+}
+
+impl core::fmt::Display for ControllerId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "nvme{}.{}", self.index, self.generation)
+    }
+}
+
+/// How a removal was noticed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detection {
+    /// The tick read CSTS and found it all-ones, zero, or RDY dropped, and
+    /// the vendor ID in config space confirmed the device is gone.
+    StatusRegister,
+    /// The hot-plug port's Slot Status reported the slot empty or the link
+    /// down.
+    Slot,
+    /// An I/O or admin call noticed it first.
+    IoPath,
+    /// The embedder asked for an orderly detach, or the attention button was
+    /// pressed.
+    Orderly,
+}
+
+/// A lifecycle change of a controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A controller was found (at enumeration or hot-added) and is being
+    /// brought up.
+    Attached {
+        /// Its identity.
+        id: ControllerId,
+        /// Where it sits.
+        address: PciAddress,
+    },
+    /// A controller finished bring-up and serves I/O.
+    Ready {
+        /// Its identity.
+        id: ControllerId,
+        /// Serial number.
+        serial: IdString<20>,
+        /// Model number.
+        model: IdString<40>,
+        /// Active namespaces served.
+        namespaces: u8,
+    },
+    /// The controller is gone; every command it had outstanding completed
+    /// once with [`Error::DeviceRemoved`] (or [`Error::Aborted`] for an orderly
+    /// detach) and all its memory is back with the platform.
+    Removed {
+        /// Its identity.
+        id: ControllerId,
+        /// Commands failed by the teardown.
+        failed_commands: u32,
+        /// How the removal was noticed.
+        detected_by: Detection,
+    },
+    /// The controller failed and was given up (its memory is returned, its
+    /// bus mastering turned off).
+    Failed {
+        /// Its identity.
+        id: ControllerId,
+        /// Why.
+        error: Error,
+    },
+    /// A controller came ready with the serial number of one removed
+    /// earlier: the same device is back.
+    Returned {
+        /// The new identity.
+        id: ControllerId,
+        /// The identity it had before.
+        previous: ControllerId,
+    },
+}

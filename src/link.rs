@@ -1,0 +1,38 @@
+//! A controller's view of its PCI function: presence and bus mastering.
+
+use pci_types::{ConfigRegionAccess, PciAddress};
+
+use crate::nvme::DeviceLink;
+use crate::pci::config::{Command, ConfigSpace};
+
+/// The [`DeviceLink`] of a controller found by the driver's PCI enumeration.
+#[derive(Clone, Debug)]
+pub struct PciLink<C> {
+    access: C,
+    address: PciAddress,
+}
+
+impl<C: ConfigRegionAccess> PciLink<C> {
+    /// The link to the function at `address`, reached through `access`.
+    pub fn new(access: C, address: PciAddress) -> Self {
+        Self { access, address }
+    }
+
+    /// The function's address.
+    pub fn address(&self) -> PciAddress {
+        self.address
+    }
+}
+
+impl<C: ConfigRegionAccess> DeviceLink for PciLink<C> {
+    fn is_present(&self) -> bool {
+        ConfigSpace::new(&self.access, self.address).is_present()
+    }
+
+    fn stop_dma(&self) {
+        let space = ConfigSpace::new(&self.access, self.address);
+        if space.is_present() {
+            space.update_command(Command::empty(), Command::BUS_MASTER);
+        }
+    }
+}
