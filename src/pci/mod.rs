@@ -8,6 +8,7 @@
 pub mod access;
 pub mod capability;
 pub mod config;
+pub mod slot;
 
 #[cfg(test)]
 mod fake;
