@@ -6,9 +6,12 @@
 //! before it is used.
 
 pub mod access;
+pub mod bar;
 pub mod capability;
 pub mod config;
+pub mod enumerate;
 pub mod slot;
+pub mod window;
 
 #[cfg(test)]
 mod fake;
