@@ -15,3 +15,5 @@ pub mod window;
 
 #[cfg(test)]
 mod fake;
+#[cfg(test)]
+mod tests;
