@@ -240,7 +240,10 @@ impl<const WINDOWS: usize, const RANGES: usize> BarAllocator<WINDOWS, RANGES> {
 
     /// The allocator of `parent`'s memory window (the root window for
     /// `None`), created on first use. `Ok(None)` when there is no window.
-    fn window_of(&mut self, parent: Option<&Bridge>) -> Result<Option<&mut WindowAllocator<RANGES>>> {
+    fn window_of(
+        &mut self,
+        parent: Option<&Bridge>,
+    ) -> Result<Option<&mut WindowAllocator<RANGES>>> {
         let Some(bridge) = parent else {
             return Ok(self.root.as_mut());
         };

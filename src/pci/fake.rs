@@ -28,6 +28,13 @@ pub const PCIE_CAP: u16 = 0x60;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Node(usize);
 
+impl Node {
+    /// The node added `index`-th (0-based).
+    pub fn from_index(index: usize) -> Node {
+        Node(index)
+    }
+}
+
 /// One function's configuration space and its write semantics.
 #[derive(Clone)]
 pub struct FakeFunction {

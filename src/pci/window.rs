@@ -215,7 +215,10 @@ mod tests {
         assert_eq!(first.as_u64(), 0xC000_4000);
         assert_eq!(second.as_u64(), 0xC010_0000);
         assert_eq!(third.as_u64(), 0xC000_8000);
-        assert!(a.allocate(owner(3), 0x10_0000, u64::MAX).is_err(), "window full");
+        assert!(
+            a.allocate(owner(3), 0x10_0000, u64::MAX).is_err(),
+            "window full"
+        );
     }
 
     #[test]
@@ -237,7 +240,10 @@ mod tests {
         assert!(a.reserve(owner(1), 0xBFFF_0000, 0x4000).is_err());
         // The same owner may move.
         a.reserve(owner(0), 0xC000_4000, 0x4000).unwrap();
-        assert_eq!(a.range_of(owner(0)), Some((PhysAddr::new(0xC000_4000), 0x4000)));
+        assert_eq!(
+            a.range_of(owner(0)),
+            Some((PhysAddr::new(0xC000_4000), 0x4000))
+        );
         assert_eq!(
             a.allocate(owner(1), 0x4000, u64::MAX),
             Ok(PhysAddr::new(0xC000_0000))

@@ -23,22 +23,45 @@ fn found<const F: usize, const B: usize>(topology: &Topology<F, B>) -> Vec<PciAd
 fn qemu_like_topology_with_firmware_numbers_and_windows() {
     let pci = FakePci::new();
     pci.add_root(0, 0, host_bridge());
-    let rp1 = pci.add_root(4, 0, root_port(1, 0xC000_0000));
+    let rp1 = pci.add_root(
+        4,
+        0,
+        root_port(1, 0xC000_0000).with_prefetchable_window(0x8_0000_0000, 0x8_001F_FFFF),
+    );
     pci.add_root(5, 0, root_port(2, 0xC020_0000));
-    let nvme = pci.add_behind(rp1, 0, 0, FakeFunction::nvme(16 << 10).with_bar0_at(0xC000_0000));
+    let nvme = pci.add_behind(
+        rp1,
+        0,
+        0,
+        FakeFunction::nvme(16 << 10).with_bar0_at(0xC000_0000),
+    );
 
     let (topology, result) = scan::<8, 8>(&pci);
     assert_eq!(result, Ok(()));
     let bridges = topology.bridges();
     assert_eq!(bridges.len(), 2);
     assert_eq!(bridges[0].address, PciAddress::new(0, 0, 4, 0));
-    assert_eq!((bridges[0].primary, bridges[0].secondary, bridges[0].subordinate), (0, 1, 1));
+    assert_eq!(
+        (
+            bridges[0].primary,
+            bridges[0].secondary,
+            bridges[0].subordinate
+        ),
+        (0, 1, 1)
+    );
     assert!(!bridges[0].numbered_by_walk);
     let window = bridges[0].memory.unwrap();
     assert_eq!(window.base, PhysAddr::new(0xC000_0000));
     assert_eq!(window.limit, PhysAddr::new(0xC01F_FFFF));
+    let prefetchable = bridges[0].prefetchable.unwrap();
+    assert_eq!(prefetchable.base, PhysAddr::new(0x8_0000_0000));
+    assert_eq!(prefetchable.size(), 2 * MIB);
+    assert!(bridges[1].prefetchable.is_none(), "reset value 0 is closed");
     assert!(bridges[0].hot_plug_capable());
-    assert_eq!(bridges[0].port.unwrap().capability, crate::pci::fake::PCIE_CAP);
+    assert_eq!(
+        bridges[0].port.unwrap().capability,
+        crate::pci::fake::PCIE_CAP
+    );
     assert_eq!(bridges[1].secondary, 2);
 
     let functions = topology.functions();
@@ -131,7 +154,10 @@ fn a_parent_range_boxed_in_by_a_sibling_is_reported_not_overlapped() {
     let d_nvme = pci.add_behind(d, 0, 0, FakeFunction::nvme(16 << 10));
 
     let (topology, result) = scan::<8, 8>(&pci);
-    assert!(matches!(result, Err(Error::CapacityExceeded { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(Error::CapacityExceeded { .. })),
+        "{result:?}"
+    );
     let bridges = topology.bridges();
     // The bridge behind A got nothing and A still routes only bus 1.
     assert_eq!((bridges[0].secondary, bridges[0].subordinate), (1, 1));
@@ -179,7 +205,11 @@ fn multifunction_devices_are_probed_beyond_function_zero_only_when_flagged() {
     let f1 = pci.add_root(2, 1, FakeFunction::nvme(16 << 10));
     let f5 = pci.add_root(2, 5, FakeFunction::nvme(16 << 10));
     // No multifunction bit: function 1 of device 3 must not be probed.
-    pci.add_root(3, 0, FakeFunction::endpoint(0x8086, 0x1234, [0x02, 0x00, 0x00]));
+    pci.add_root(
+        3,
+        0,
+        FakeFunction::endpoint(0x8086, 0x1234, [0x02, 0x00, 0x00]),
+    );
     pci.add_root(3, 1, FakeFunction::nvme(16 << 10));
     // Function 0 absent: the device does not exist.
     pci.add_root(4, 1, FakeFunction::nvme(16 << 10).multifunction());
@@ -265,11 +295,18 @@ fn nesting_deeper_than_the_bound_stops_with_an_error() {
     let (topology, result) = scan::<8, 64>(&pci);
     assert!(matches!(
         result,
-        Err(Error::CapacityExceeded { what: "bridge nesting depth", .. })
+        Err(Error::CapacityExceeded {
+            what: "bridge nesting depth",
+            ..
+        })
     ));
     assert_eq!(topology.bridges().len(), MAX_DEPTH + 1);
     assert_eq!(
-        topology.bridges().iter().filter(|b| b.secondary != 0).count(),
+        topology
+            .bridges()
+            .iter()
+            .filter(|b| b.secondary != 0)
+            .count(),
         MAX_DEPTH
     );
 }
@@ -280,13 +317,21 @@ fn bus_numbers_run_out_after_255() {
     for device in 0..32 {
         for function in 0..8 {
             let bridge = FakeFunction::bridge();
-            let bridge = if function == 0 { bridge.multifunction() } else { bridge };
+            let bridge = if function == 0 {
+                bridge.multifunction()
+            } else {
+                bridge
+            };
             pci.add_root(device, function, bridge);
         }
     }
     let (topology, result) = scan::<1, 256>(&pci);
     assert!(matches!(result, Err(Error::CapacityExceeded { .. })));
-    let numbered = topology.bridges().iter().filter(|b| b.secondary != 0).count();
+    let numbered = topology
+        .bridges()
+        .iter()
+        .filter(|b| b.secondary != 0)
+        .count();
     assert_eq!(numbered, 255);
 }
 
