@@ -188,7 +188,8 @@ impl<'a, A: ConfigRegionAccess + ?Sized> ConfigSpace<'a, A> {
 
     /// Writes the 16-bit register at `offset` with one dword write, putting
     /// into the other half of the dword what `other` says (ignored when
-    /// misaligned).
+    /// misaligned). With [`OtherHalf::Keep`] the read and the write are two
+    /// accesses: callers serialise their accesses to one function.
     pub fn write16(&self, offset: u16, value: u16, other: OtherHalf) {
         if offset % 2 != 0 {
             return;
