@@ -168,7 +168,8 @@ impl Ecam {
 
 impl ConfigRegionAccess for Ecam {
     unsafe fn read(&self, address: PciAddress, offset: u16) -> u32 {
-        self.register(address, offset).map_or(u32::MAX, |r| r.read())
+        self.register(address, offset)
+            .map_or(u32::MAX, |r| r.read())
     }
 
     unsafe fn write(&self, address: PciAddress, offset: u16, value: u32) {
@@ -194,16 +195,18 @@ mod tests {
     #[test]
     fn ecam_reads_and_writes_the_dword_of_bus_device_function_offset() {
         let mut memory = vec![0u32; 2 * ECAM_BUS_SIZE / 4];
-        let base = NonNull::new(memory.as_mut_ptr().cast::<u8>()).unwrap();
-        // SAFETY: `memory` covers buses 4 and 5 and outlives `ecam`.
-        let ecam = unsafe { Ecam::new(base, 1, 4, 5) };
-        let address = PciAddress::new(1, 5, 3, 2);
-        // SAFETY: the accessor validates everything itself.
-        unsafe { ecam.write(address, 0x10, 0xAABB_CCDD) };
-        // SAFETY: as above.
-        assert_eq!(unsafe { ecam.read(address, 0x10) }, 0xAABB_CCDD);
-        drop(ecam);
-        let index = (ECAM_BUS_SIZE + 3 * 8 * ECAM_FUNCTION_SIZE + 2 * ECAM_FUNCTION_SIZE + 0x10) / 4;
+        {
+            let base = NonNull::new(memory.as_mut_ptr().cast::<u8>()).unwrap();
+            // SAFETY: `memory` covers buses 4 and 5 and outlives `ecam`.
+            let ecam = unsafe { Ecam::new(base, 1, 4, 5) };
+            let address = PciAddress::new(1, 5, 3, 2);
+            // SAFETY: the accessor validates everything itself.
+            unsafe { ecam.write(address, 0x10, 0xAABB_CCDD) };
+            // SAFETY: as above.
+            assert_eq!(unsafe { ecam.read(address, 0x10) }, 0xAABB_CCDD);
+        }
+        let index =
+            (ECAM_BUS_SIZE + 3 * 8 * ECAM_FUNCTION_SIZE + 2 * ECAM_FUNCTION_SIZE + 0x10) / 4;
         assert_eq!(memory[index], 0xAABB_CCDD);
         assert_eq!(memory.iter().filter(|&&d| d != 0).count(), 1);
     }

@@ -6,8 +6,14 @@
 //! before it is used.
 
 pub mod access;
+pub mod bar;
 pub mod capability;
 pub mod config;
+pub mod enumerate;
+pub mod slot;
+pub mod window;
 
 #[cfg(test)]
 mod fake;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,396 @@
+use pci_types::PciAddress;
+
+use super::*;
+use crate::error::Error;
+use crate::pci::bar::{disable_bus_master, probe_bar0, BarAllocator};
+use crate::pci::config::{Command, Status, BAR0, COMMAND, STATUS};
+use crate::pci::enumerate::Topology;
+use crate::pci::fake::{FakePci, Node};
+use crate::pci::window::Window;
+use crate::platform::PhysAddr;
+
+type Allocator = BarAllocator<4, 4>;
+
+fn scan(pci: &FakePci) -> Topology<8, 8> {
+    let mut topology = Topology::new(0);
+    topology.scan(pci).unwrap();
+    topology
+}
+
+/// Assigns BAR0 of every function found, in walk order.
+fn assign_all(
+    pci: &FakePci,
+    topology: &Topology<8, 8>,
+    allocator: &mut Allocator,
+) -> Vec<crate::Result<crate::pci::bar::Bar>> {
+    topology
+        .functions()
+        .iter()
+        .map(|f| allocator.assign_bar0(pci, f.address, topology.parent_of(f)))
+        .collect()
+}
+
+fn enabled(pci: &FakePci, node: Node) -> bool {
+    let wanted = Command::MEMORY | Command::BUS_MASTER | Command::INTX_DISABLE;
+    Command::from_bits_retain(pci.command(node)).contains(wanted)
+}
+
+#[test]
+fn an_unassigned_bar_is_placed_inside_the_parent_window_and_enabled() {
+    let pci = FakePci::new();
+    let rp = pci.add_root(4, 0, root_port(1, 0xC020_0000));
+    let nvme = pci.add_behind(rp, 0, 0, FakeFunction::nvme(16 << 10));
+    let pending = Status::RECEIVED_MASTER_ABORT.bits();
+    pci.raise(nvme, STATUS, pending);
+    let topology = scan(&pci);
+    let mut allocator = Allocator::new(None);
+
+    let bar = assign_all(&pci, &topology, &mut allocator)
+        .remove(0)
+        .unwrap();
+    assert_eq!(bar.address, PhysAddr::new(0xC020_0000));
+    assert_eq!(bar.size, 16 << 10);
+    assert_eq!(
+        pci.peek(nvme, BAR0),
+        0xC020_0004,
+        "address plus 64-bit type"
+    );
+    assert_eq!(pci.peek(nvme, BAR0 + 4), 0);
+    assert!(enabled(&pci, nvme));
+    assert_eq!(
+        (pci.peek(nvme, COMMAND) >> 16) as u16 & pending,
+        pending,
+        "status kept"
+    );
+}
+
+#[test]
+fn two_functions_behind_one_bridge_get_disjoint_bars_in_its_window() {
+    let pci = FakePci::new();
+    let bridge = pci.add_root(
+        3,
+        0,
+        FakeFunction::bridge()
+            .with_buses(0, 1, 1)
+            .with_memory_window(0xD000_0000, 0xD01F_FFFF),
+    );
+    let first = pci.add_behind(bridge, 0, 0, FakeFunction::nvme(16 << 10));
+    let second = pci.add_behind(bridge, 1, 0, FakeFunction::nvme(1 << 20));
+    let third = pci.add_behind(bridge, 2, 0, FakeFunction::nvme(16 << 10));
+    let topology = scan(&pci);
+    let mut allocator = Allocator::new(None);
+
+    let bars: Vec<_> = assign_all(&pci, &topology, &mut allocator)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let window = topology.bridges()[0].memory.unwrap();
+    for (i, a) in bars.iter().enumerate() {
+        assert!(window.contains(a.address.as_u64(), a.size), "{a:?}");
+        assert!(a.address.is_aligned(a.size));
+        for b in &bars[i + 1..] {
+            let disjoint = a.address.as_u64() + a.size <= b.address.as_u64()
+                || b.address.as_u64() + b.size <= a.address.as_u64();
+            assert!(disjoint, "{a:?} overlaps {b:?}");
+        }
+    }
+    for node in [first, second, third] {
+        assert!(enabled(&pci, node));
+    }
+}
+
+#[test]
+fn a_valid_firmware_assignment_is_kept_and_placement_avoids_it() {
+    let pci = FakePci::new();
+    let bridge = pci.add_root(
+        3,
+        0,
+        FakeFunction::bridge()
+            .with_buses(0, 1, 1)
+            .with_memory_window(0xD000_0000, 0xD01F_FFFF),
+    );
+    pci.add_behind(
+        bridge,
+        0,
+        0,
+        FakeFunction::nvme(16 << 10).with_bar0_at(0xD000_0000),
+    );
+    pci.add_behind(bridge, 1, 0, FakeFunction::nvme(16 << 10));
+    let topology = scan(&pci);
+    let mut allocator = Allocator::new(None);
+    let bars = assign_all(&pci, &topology, &mut allocator);
+    assert_eq!(bars[0].unwrap().address, PhysAddr::new(0xD000_0000));
+    assert_eq!(bars[1].unwrap().address, PhysAddr::new(0xD000_4000));
+    // Sizing restores the BAR; nothing else rewrote the kept one.
+    let rewrites = pci
+        .writes()
+        .iter()
+        .filter(|w| w.offset == BAR0 && w.value != u32::MAX && w.value & !0xF != 0xD000_0000)
+        .filter(|w| w.node == Node::from_index(1))
+        .count();
+    assert_eq!(rewrites, 0);
+}
+
+#[test]
+fn a_firmware_assignment_outside_the_window_is_replaced() {
+    for firmware in [0xE000_0000u64, 0xCFFF_C000] {
+        let pci = FakePci::new();
+        let bridge = pci.add_root(
+            3,
+            0,
+            FakeFunction::bridge()
+                .with_buses(0, 1, 1)
+                .with_memory_window(0xD000_0000, 0xD01F_FFFF),
+        );
+        let nvme = pci.add_behind(
+            bridge,
+            0,
+            0,
+            FakeFunction::nvme(16 << 10).with_bar0_at(firmware),
+        );
+        let topology = scan(&pci);
+        let bar = assign_all(&pci, &topology, &mut Allocator::new(None))
+            .remove(0)
+            .unwrap();
+        assert_eq!(
+            bar.address,
+            PhysAddr::new(0xD000_0000),
+            "firmware {firmware:#x}"
+        );
+        assert_eq!(pci.peek(nvme, BAR0) & !0xF, 0xD000_0000);
+    }
+}
+
+#[test]
+fn clashing_firmware_assignments_are_separated() {
+    let pci = FakePci::new();
+    let bridge = pci.add_root(
+        3,
+        0,
+        FakeFunction::bridge()
+            .with_buses(0, 1, 1)
+            .with_memory_window(0xD000_0000, 0xD01F_FFFF),
+    );
+    let a = pci.add_behind(
+        bridge,
+        0,
+        0,
+        FakeFunction::nvme(16 << 10).with_bar0_at(0xD000_8000),
+    );
+    let b = pci.add_behind(
+        bridge,
+        1,
+        0,
+        FakeFunction::nvme(16 << 10).with_bar0_at(0xD000_8000),
+    );
+    let topology = scan(&pci);
+    let bars = assign_all(&pci, &topology, &mut Allocator::new(None));
+    assert_eq!(bars[0].unwrap().address, PhysAddr::new(0xD000_8000));
+    assert_eq!(bars[1].unwrap().address, PhysAddr::new(0xD000_0000));
+    assert_eq!(pci.peek(a, BAR0) & !0xF, 0xD000_8000);
+    assert_eq!(pci.peek(b, BAR0) & !0xF, 0xD000_0000);
+}
+
+#[test]
+fn sizing_happens_with_memory_decoding_off_and_restores_everything() {
+    let pci = FakePci::new();
+    let nvme = pci.add_root(1, 0, FakeFunction::nvme(16 << 10).with_bar0_at(0xFE00_0000));
+    let address = pci.addr(nvme);
+    let before = (
+        pci.peek(nvme, BAR0),
+        pci.peek(nvme, BAR0 + 4),
+        pci.command(nvme),
+    );
+    let bar = probe_bar0(&pci, address).unwrap();
+    assert_eq!(bar.address, PhysAddr::new(0xFE00_0000));
+    assert_eq!(bar.size, 16 << 10);
+    assert_eq!(
+        (
+            pci.peek(nvme, BAR0),
+            pci.peek(nvme, BAR0 + 4),
+            pci.command(nvme)
+        ),
+        before
+    );
+    // Every all-ones write to BAR0 happened while MEMORY was off.
+    let mut memory_on = true;
+    for w in pci.writes() {
+        if w.offset == COMMAND {
+            memory_on = w.value & u32::from(Command::MEMORY.bits()) != 0;
+        }
+        if w.offset == BAR0 && w.value == u32::MAX {
+            assert!(!memory_on, "BAR0 sized with memory decoding on");
+        }
+    }
+}
+
+#[test]
+fn absurd_or_malformed_bars_are_rejected() {
+    let cases = [
+        ("2 GiB", FakeFunction::nvme(2 << 30)),
+        ("4 KiB", FakeFunction::nvme(4 << 10)),
+        (
+            "I/O BAR",
+            FakeFunction::nvme(16 << 10).with_bar0_raw(0x1, 0xFFFF_FF00),
+        ),
+        (
+            "reserved type",
+            FakeFunction::nvme(16 << 10).with_bar0_raw(0x2, 0xFFFF_C000),
+        ),
+        (
+            "not implemented",
+            FakeFunction::nvme(16 << 10).with_bar0_raw(0x0, 0),
+        ),
+        (
+            "holes in the mask",
+            FakeFunction::nvme(16 << 10).with_bar0_raw(0x0, 0xF0F0_0000),
+        ),
+    ];
+    for (name, function) in cases {
+        let pci = FakePci::new();
+        let nvme = pci.add_root(1, 0, function);
+        let result = probe_bar0(&pci, pci.addr(nvme));
+        assert!(
+            matches!(result, Err(Error::BadDeviceValue { .. })),
+            "{name}: {result:?}"
+        );
+        let mut allocator = Allocator::new(Window::new(PhysAddr::new(0xC000_0000), 1 << 28));
+        assert!(allocator.assign_bar0(&pci, pci.addr(nvme), None).is_err());
+        assert!(!enabled(&pci, nvme), "{name}: enabled despite a bad BAR");
+    }
+}
+
+#[test]
+fn a_32_bit_bar_is_sized_and_placed() {
+    let pci = FakePci::new();
+    let nvme = pci.add_root(
+        1,
+        0,
+        FakeFunction::endpoint(0x1B36, 0x0010, [1, 8, 2]).with_bar0_32(0x4000),
+    );
+    let mut allocator = Allocator::new(Window::new(PhysAddr::new(0xC000_0000), 1 << 20));
+    let bar = allocator.assign_bar0(&pci, pci.addr(nvme), None).unwrap();
+    assert!(!bar.is_64bit);
+    assert_eq!(bar.address, PhysAddr::new(0xC000_0000));
+    assert_eq!(pci.peek(nvme, BAR0), 0xC000_0000);
+}
+
+#[test]
+fn bus_zero_uses_the_root_window_or_fails_without_one() {
+    let pci = FakePci::new();
+    let nvme = pci.add_root(1, 0, FakeFunction::nvme(16 << 10));
+    let address = pci.addr(nvme);
+    assert_eq!(
+        Allocator::new(None).assign_bar0(&pci, address, None),
+        Err(Error::DeviceUnsupported {
+            what: "a memory window to place BAR0 in"
+        })
+    );
+    assert!(!enabled(&pci, nvme));
+    let root = Window::new(PhysAddr::new(0x8_0000_0000), 1 << 30);
+    let bar = Allocator::new(root)
+        .assign_bar0(&pci, address, None)
+        .unwrap();
+    assert_eq!(bar.address, PhysAddr::new(0x8_0000_0000));
+    assert_eq!(pci.peek(nvme, BAR0 + 4), 0x8);
+    assert!(enabled(&pci, nvme));
+}
+
+#[test]
+fn a_full_window_is_a_capacity_error() {
+    let pci = FakePci::new();
+    let rp = pci.add_root(4, 0, root_port(1, 0xC000_0000));
+    pci.add_behind(rp, 0, 0, FakeFunction::nvme(4 << 20));
+    let topology = scan(&pci);
+    let result = assign_all(&pci, &topology, &mut Allocator::new(None)).remove(0);
+    assert!(
+        matches!(result, Err(Error::CapacityExceeded { .. })),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn a_bridge_without_a_window_cannot_take_an_unassigned_bar() {
+    let pci = FakePci::new();
+    let bridge = pci.add_root(3, 0, FakeFunction::bridge().with_buses(0, 1, 1));
+    pci.add_behind(bridge, 0, 0, FakeFunction::nvme(16 << 10));
+    let topology = scan(&pci);
+    assert!(topology.bridges()[0].memory.is_none());
+    let result = assign_all(&pci, &topology, &mut Allocator::new(None)).remove(0);
+    assert!(matches!(result, Err(Error::DeviceUnsupported { .. })));
+}
+
+#[test]
+fn a_reinserted_function_gets_the_released_range_back() {
+    let pci = FakePci::new();
+    // A window with room for exactly one 1 MiB BAR after the first function.
+    let rp = pci.add_root(4, 0, root_port(1, 0xC000_0000));
+    let first = pci.add_behind(rp, 0, 0, FakeFunction::nvme(1 << 20));
+    let mut topology = scan(&pci);
+    let mut allocator = Allocator::new(None);
+    let placed = assign_all(&pci, &topology, &mut allocator)
+        .remove(0)
+        .unwrap();
+    let address: PciAddress = pci.addr(first);
+
+    pci.remove(first);
+    topology.forget_function(address).unwrap();
+    assert!(allocator.release(address));
+    assert!(!allocator.release(address));
+
+    let again = pci.add_behind(rp, 0, 0, FakeFunction::nvme(1 << 20));
+    assert_eq!(topology.probe_behind(&pci, 0), Ok(1));
+    let f = topology.functions()[0];
+    let bar = allocator
+        .assign_bar0(&pci, f.address, topology.parent_of(&f))
+        .unwrap();
+    assert_eq!(bar.address, placed.address);
+    assert!(enabled(&pci, again));
+}
+
+#[test]
+fn bus_mastering_can_be_switched_off_for_quarantine() {
+    let pci = FakePci::new();
+    let nvme = pci.add_root(1, 0, FakeFunction::nvme(16 << 10));
+    let address = pci.addr(nvme);
+    let root = Window::new(PhysAddr::new(0xC000_0000), 1 << 20);
+    Allocator::new(root)
+        .assign_bar0(&pci, address, None)
+        .unwrap();
+    assert_eq!(disable_bus_master(&pci, address), Ok(()));
+    let command = Command::from_bits_retain(pci.command(nvme));
+    assert!(!command.contains(Command::BUS_MASTER));
+    assert!(command.contains(Command::MEMORY));
+    pci.remove(nvme);
+    assert_eq!(disable_bus_master(&pci, address), Err(Error::DeviceRemoved));
+}
+
+#[test]
+fn a_prefetchable_bar_in_the_prefetchable_window_is_kept() {
+    let pci = FakePci::new();
+    let bridge = pci.add_root(
+        3,
+        0,
+        FakeFunction::bridge()
+            .with_buses(0, 1, 1)
+            .with_memory_window(0xD000_0000, 0xD01F_FFFF)
+            .with_prefetchable_window(0x8_0000_0000, 0x8_3FFF_FFFF),
+    );
+    let prefetchable_64 = 0b1100;
+    let nvme = pci.add_behind(
+        bridge,
+        0,
+        0,
+        FakeFunction::nvme(16 << 10)
+            .with_bar0_raw(prefetchable_64, 0xFFFF_C000)
+            .with_bar0_at(0x8_0000_0000),
+    );
+    let topology = scan(&pci);
+    let bar = assign_all(&pci, &topology, &mut Allocator::new(None))
+        .remove(0)
+        .unwrap();
+    assert!(bar.prefetchable);
+    assert_eq!(bar.address, PhysAddr::new(0x8_0000_0000));
+    assert_eq!(pci.peek(nvme, BAR0 + 4), 0x8);
+    assert!(enabled(&pci, nvme));
+}
