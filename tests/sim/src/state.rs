@@ -132,15 +132,15 @@ impl State {
         }
     }
 
-    fn bar_len(&self, c: usize) -> u64 {
-        self.ctrls[c].dev.spec.bar_len()
+    fn route_mmio(&self, addr: u64) -> Option<(usize, u64)> {
+        let ctrls = &self.ctrls;
+        self.pci.route_mmio(addr, |c| ctrls[c].dev.spec.bar_len())
     }
 
     pub(crate) fn mmio_read(&mut self, addr: u64) -> u32 {
         self.begin_access();
         self.stats.c.mmio_reads += 1;
-        let lens: Vec<u64> = (0..self.ctrls.len()).map(|c| self.bar_len(c)).collect();
-        match self.pci.route_mmio(addr, |c| lens[c]) {
+        match self.route_mmio(addr) {
             Some((node, offset)) => {
                 let c = self.ctrl_of(node);
                 self.with_ctrl(c, |dev, env| dev.read_reg(offset, env))
@@ -155,8 +155,7 @@ impl State {
     pub(crate) fn mmio_write(&mut self, addr: u64, value: u32) {
         self.begin_access();
         self.stats.c.mmio_writes += 1;
-        let lens: Vec<u64> = (0..self.ctrls.len()).map(|c| self.bar_len(c)).collect();
-        if let Some((node, offset)) = self.pci.route_mmio(addr, |c| lens[c]) {
+        if let Some((node, offset)) = self.route_mmio(addr) {
             let c = self.ctrl_of(node);
             self.with_ctrl(c, |dev, env| dev.write_reg(offset, value, env));
         }

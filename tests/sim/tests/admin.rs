@@ -23,7 +23,7 @@ fn spec() -> ControllerSpec {
 #[test]
 fn cap_and_version_report_the_knobs() {
     let sim = Sim::single(spec().timeout(255).dstrd(2).page_sizes(0, 3));
-    let (_, _, regs, _) = Mini::map(&sim);
+    let (_, _, regs, _) = Mini::map(&sim).unwrap();
     let cap = regs::Cap(regs.read64(regs::CAP));
     assert_eq!(cap.max_queue_entries(), 256);
     assert_eq!(cap.timeout_units(), 255);
@@ -52,7 +52,9 @@ fn identify_pages_parse_with_the_driver_parsers() {
     let mut e = SubmissionEntry::new(admin::IDENTIFY);
     e.cdw10 = cns::ACTIVE_NAMESPACES;
     let (_, page) = m.admin_page(e).unwrap();
-    let ids: Vec<u32> = identify::active_namespaces(&page, 2).map(|r| r.unwrap()).collect();
+    let ids: Vec<u32> = identify::active_namespaces(&page, 2)
+        .map(|r| r.unwrap())
+        .collect();
     assert_eq!(ids, vec![1, 2]);
 
     let mut e = SubmissionEntry::new(admin::IDENTIFY);
@@ -60,11 +62,17 @@ fn identify_pages_parse_with_the_driver_parsers() {
     e.nsid = 2;
     let (_, page) = m.admin_page(e).unwrap();
     let ns = NamespaceInfo::parse(2, &page).unwrap().unwrap();
-    assert_eq!((ns.blocks, ns.block_size(), ns.eui64), (200, 4096, 0x1122_3344_5566_7788));
+    assert_eq!(
+        (ns.blocks, ns.block_size(), ns.eui64),
+        (200, 4096, 0x1122_3344_5566_7788)
+    );
 
     e.nsid = 3;
     let (c, _) = m.admin_page(e).unwrap();
-    assert_eq!((c.status().sct, c.status().sc), (sct::GENERIC, sc::INVALID_NAMESPACE));
+    assert_eq!(
+        (c.status().sct, c.status().sc),
+        (sct::GENERIC, sc::INVALID_NAMESPACE)
+    );
     assert_eq!(sim.counters().admin(admin::IDENTIFY), 4);
     m.shut_down().unwrap();
     let c = sim.counters();
@@ -82,7 +90,8 @@ fn identify_overrides_and_garbage() {
     assert_eq!(ControllerInfo::parse(&page).unwrap().namespace_count, 5000);
     let sim2 = Sim::single(ControllerSpec::default().identify_garbage(42));
     let a = sim2.identify_controller(CtrlId(0));
-    let b = Sim::single(ControllerSpec::default().identify_garbage(42)).identify_controller(CtrlId(0));
+    let b =
+        Sim::single(ControllerSpec::default().identify_garbage(42)).identify_controller(CtrlId(0));
     assert_eq!(a, b, "garbage is reproducible");
     assert!(a.iter().filter(|&&x| x != 0).count() > 3000);
     let mut m = Mini::bring_up(&sim).unwrap();
@@ -121,7 +130,12 @@ fn number_of_queues_is_capped_and_queue_creation_is_validated() {
     e.cdw11 = 1 | 1 << 16;
     let c = m.cmd(false, e).unwrap();
     assert_eq!((c.status().sct, c.status().sc), (1, 0x00));
-    assert_eq!(sim.counters().protocol_errors, 3, "{:?}", sim.protocol_log());
+    assert_eq!(
+        sim.counters().protocol_errors,
+        3,
+        "{:?}",
+        sim.protocol_log()
+    );
     m.p.dma_free(cq);
     m.release();
 }
@@ -147,11 +161,15 @@ fn io_queue_pair_lifecycle_leaves_nothing_behind() {
 #[test]
 fn firmware_enabled_controller_must_be_reset_first() {
     let sim = Sim::single(spec().firmware_enabled(true));
-    let (p, _, regs, _) = Mini::map(&sim);
+    let (p, _, regs, _) = Mini::map(&sim).unwrap();
     assert!(sim.is_ready(CtrlId(0)));
     assert_eq!(regs.read32(regs::CSTS) & 1, 1);
     assert_ne!(regs.read64(regs::ASQ), 0, "firmware's admin queue");
-    assert_eq!(sim.counters().dma_regions, 0, "firmware memory is not the driver's");
+    assert_eq!(
+        sim.counters().dma_regions,
+        0,
+        "firmware memory is not the driver's"
+    );
     drop((p, regs));
     let m = Mini::bring_up(&sim).unwrap();
     m.shut_down().unwrap();
@@ -166,13 +184,16 @@ fn ready_follows_enable_after_the_delay_and_never_when_broken() {
     m.release();
 
     let sim = Sim::single(spec().ready_never(true));
-    assert_eq!(Mini::bring_up(&sim).err().unwrap(), "timeout waiting RDY=true");
+    assert_eq!(
+        Mini::bring_up(&sim).err().unwrap(),
+        "timeout waiting RDY=true"
+    );
 }
 
 #[test]
 fn enabling_with_bad_configuration_is_refused() {
     let sim = Sim::single(spec());
-    let (p, _, regs, _) = Mini::map(&sim);
+    let (p, _, regs, _) = Mini::map(&sim).unwrap();
     let q = p.dma_alloc(4096, 4096).unwrap();
     regs.write32(regs::AQA, regs::aqa_value(16, 16));
     regs.write64(regs::ASQ, q.virt().as_ptr() as u64);
@@ -180,7 +201,12 @@ fn enabling_with_bad_configuration_is_refused() {
     regs.write32(regs::CC, regs::Cc::enable_value(0));
     sim.advance(Duration::from_secs(1));
     assert_eq!(regs.read32(regs::CSTS) & 1, 0);
-    assert_eq!(sim.counters().protocol_errors, 1, "{:?}", sim.protocol_log());
+    assert_eq!(
+        sim.counters().protocol_errors,
+        1,
+        "{:?}",
+        sim.protocol_log()
+    );
     p.dma_free(q);
 }
 
@@ -189,7 +215,10 @@ fn shutdown_reports_complete_unless_configured_not_to() {
     for never in [false, true] {
         let sim = Sim::single(spec().shutdown_never(never));
         let m = Mini::bring_up(&sim).unwrap();
-        m.regs.write32(regs::CC, regs::Cc::enable_value(0) | regs::Cc::SHN_NORMAL.bits());
+        m.regs.write32(
+            regs::CC,
+            regs::Cc::enable_value(0) | regs::Cc::SHN_NORMAL.bits(),
+        );
         let csts = regs::Csts::from_bits_retain(m.regs.read32(regs::CSTS));
         assert_eq!(csts.shutdown_complete(), !never);
         m.release();
@@ -203,7 +232,12 @@ fn doorbell_misuse_is_counted() {
     m.regs.write32(regs::sq_tail_doorbell(0, 0), QSIZE as u32);
     m.regs.write32(regs::sq_tail_doorbell(3, 0), 1);
     m.regs.write32(regs::cq_head_doorbell(0, 0), 1);
-    assert_eq!(sim.counters().protocol_errors, 3, "{:?}", sim.protocol_log());
+    assert_eq!(
+        sim.counters().protocol_errors,
+        3,
+        "{:?}",
+        sim.protocol_log()
+    );
     assert_eq!(sim.counters().sq_doorbell_writes, 2);
     assert_eq!(sim.counters().cq_doorbell_writes, 1);
     let mut e = SubmissionEntry::new(admin::GET_FEATURES);

@@ -15,7 +15,9 @@ fn setup(spec: ControllerSpec) -> (Sim, Mini) {
 }
 
 fn ns512() -> ControllerSpec {
-    ControllerSpec::default().namespace(NamespaceSpec::new(4096, 512)).mdts(5)
+    ControllerSpec::default()
+        .namespace(NamespaceSpec::new(4096, 512))
+        .mdts(5)
 }
 
 fn status(c: bare_nvme::nvme::command::CompletionEntry) -> (u8, u8) {
@@ -23,7 +25,9 @@ fn status(c: bare_nvme::nvme::command::CompletionEntry) -> (u8, u8) {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 fn finish(sim: &Sim, m: Mini) {
@@ -42,13 +46,24 @@ fn write_then_read_back_two_pages_with_offset() {
     let data = pattern(4096, 7);
     buf.as_mut_slice()[512..512 + 4096].copy_from_slice(&data);
     let base = buf.phys().as_u64();
-    ok(m.cmd(true, rw(nvm::WRITE, 1, 100, 8, base + 512, base + 4096)).unwrap()).unwrap();
+    ok(
+        m.cmd(true, rw(nvm::WRITE, 1, 100, 8, base + 512, base + 4096))
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(sim.read_block(CtrlId(0), 1, 101), data[512..1024]);
     buf.as_mut_slice().fill(0);
-    ok(m.cmd(true, rw(nvm::READ, 1, 100, 8, base + 512, base + 4096)).unwrap()).unwrap();
+    ok(
+        m.cmd(true, rw(nvm::READ, 1, 100, 8, base + 512, base + 4096))
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(&buf.as_slice()[512..512 + 4096], &data[..]);
     assert_eq!(buf.as_slice()[..512], [0; 512]);
-    assert_eq!((sim.counters().io(nvm::READ), sim.counters().io(nvm::WRITE)), (1, 1));
+    assert_eq!(
+        (sim.counters().io(nvm::READ), sim.counters().io(nvm::WRITE)),
+        (1, 1)
+    );
     m.p.dma_free(buf);
     finish(&sim, m);
 }
@@ -75,12 +90,19 @@ fn prp_list_with_chained_pages() {
         }
     }
     let blocks = (pages * 8) as u16;
-    ok(m.cmd(true, rw(nvm::WRITE, 1, 0, blocks, d, l + 4096 - 16)).unwrap()).unwrap();
+    ok(m.cmd(true, rw(nvm::WRITE, 1, 0, blocks, d, l + 4096 - 16))
+        .unwrap())
+    .unwrap();
     for p in 0..pages {
-        assert_eq!(sim.read_block(CtrlId(0), 1, p as u64 * 8), expect[p * 4096..p * 4096 + 512]);
+        assert_eq!(
+            sim.read_block(CtrlId(0), 1, p as u64 * 8),
+            expect[p * 4096..p * 4096 + 512]
+        );
     }
     data.as_mut_slice().fill(0);
-    ok(m.cmd(true, rw(nvm::READ, 1, 0, blocks, d, l + 4096 - 16)).unwrap()).unwrap();
+    ok(m.cmd(true, rw(nvm::READ, 1, 0, blocks, d, l + 4096 - 16))
+        .unwrap())
+    .unwrap();
     assert_eq!(data.as_slice(), &expect[..]);
     m.p.dma_free(data);
     m.p.dma_free(lists);
@@ -94,7 +116,9 @@ fn misaligned_prp_entries_fail_and_are_protocol_errors() {
     let b = buf.phys().as_u64();
     let c = m.cmd(true, rw(nvm::READ, 1, 0, 1, b + 2, 0)).unwrap();
     assert_eq!(status(c), (sct::GENERIC, 0x13));
-    let c = m.cmd(true, rw(nvm::READ, 1, 0, 16, b, b + 4096 + 8)).unwrap();
+    let c = m
+        .cmd(true, rw(nvm::READ, 1, 0, 16, b, b + 4096 + 8))
+        .unwrap();
     assert_eq!(status(c), (sct::GENERIC, 0x13));
     assert_eq!(sim.counters().protocol_errors, 2);
     m.p.dma_free(buf);
@@ -166,7 +190,9 @@ fn write_zeroes_and_deallocate_read_back_zeroes() {
     e.cdw11 = 1 << 2;
     e.prp1 = ranges.phys().as_u64();
     ok(m.cmd(true, e).unwrap()).unwrap();
-    let zero: Vec<u64> = (0..16).filter(|&l| sim.read_block(CtrlId(0), 1, l) == [0; 512]).collect();
+    let zero: Vec<u64> = (0..16)
+        .filter(|&l| sim.read_block(CtrlId(0), 1, l) == [0; 512])
+        .collect();
     assert_eq!(zero, vec![2, 3, 10, 11, 12]);
     m.p.dma_free(ranges);
     finish(&sim, m);
@@ -202,7 +228,9 @@ fn without_a_volatile_cache_writes_are_durable_at_once() {
     let (sim, mut m) = setup(ns512().volatile_cache(false));
     let mut buf = m.p.dma_alloc(4096, 4096).unwrap();
     buf.as_mut_slice().fill(0x22);
-    ok(m.cmd(true, rw(nvm::WRITE, 1, 5, 1, buf.phys().as_u64(), 0)).unwrap()).unwrap();
+    ok(m.cmd(true, rw(nvm::WRITE, 1, 5, 1, buf.phys().as_u64(), 0))
+        .unwrap())
+    .unwrap();
     m.p.dma_free(buf);
     m.release();
     sim.power_loss();

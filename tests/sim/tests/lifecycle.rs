@@ -61,7 +61,12 @@ fn surprise_removal_as_qemu_shows_it() {
     assert_eq!(slot_status(&m.cfg, port) & (PDC | DLLSC), 0);
     m.release();
     assert_eq!(sim.counters().dma_regions, 0);
-    assert_eq!(sim.counters().protocol_errors, 0, "{:?}", sim.protocol_log());
+    assert_eq!(
+        sim.counters().protocol_errors,
+        0,
+        "{:?}",
+        sim.protocol_log()
+    );
 }
 
 #[test]
@@ -70,7 +75,7 @@ fn removed_bar_reads_all_ones_in_hardware_mode() {
         .removed_reads(RemovedReads::AllOnes)
         .controller_on_bus0(ControllerSpec::with_blocks(8))
         .build();
-    let (_, _, regs, _) = Mini::map(&sim);
+    let (_, _, regs, _) = Mini::map(&sim).unwrap();
     assert_ne!(regs.read32(regs::VS), u32::MAX);
     sim.surprise_remove(CtrlId(0));
     assert_eq!(regs.read32(regs::CSTS), u32::MAX);
@@ -98,7 +103,10 @@ fn hot_added_controller_comes_up_reset_and_can_be_brought_up() {
     cfg_write(&cfg, a, 0x10, window as u32);
     cfg_write(&cfg, a, 0x14, (window >> 32) as u32);
     cfg_write(&cfg, a, 4, 0x0406);
-    let regs = sim.platform().map_registers(PhysAddr::new(window), 0x4000).unwrap();
+    let regs = sim
+        .platform()
+        .map_registers(PhysAddr::new(window), 0x4000)
+        .unwrap();
     assert_eq!(regs.read32(regs::VS), 0x0001_0400);
     assert_eq!(sim.bar(id), window);
 }
@@ -119,7 +127,12 @@ fn slot_control_power_and_indicator_off_removes_the_device() {
     let port = sim.port_address(PortId(0));
     let dword = cfg_read(&m.cfg, port, SLOT_CTL);
     // Write the control half only (status bits as zero so nothing clears).
-    cfg_write(&m.cfg, port, SLOT_CTL, (dword & 0xFFFF_0000 & !(0x11F << 16)) | 0x07C0);
+    cfg_write(
+        &m.cfg,
+        port,
+        SLOT_CTL,
+        (dword & 0xFFFF_0000 & !(0x11F << 16)) | 0x07C0,
+    );
     assert!(!sim.is_present(CtrlId(0)));
     assert_eq!(slot_status(&m.cfg, port) & PDS, 0);
     assert_eq!(m.regs.read32(regs::CSTS), 0);

@@ -156,19 +156,23 @@ pub type R<T> = Result<T, String>;
 impl Mini {
     /// Maps the first NVMe function (firmware-assigned BAR), enables bus
     /// mastering.
-    pub fn map(sim: &Sim) -> (SimPlatform, SimConfig, SimRegisters, PciAddress) {
+    pub fn map(sim: &Sim) -> R<(SimPlatform, SimConfig, SimRegisters, PciAddress)> {
         let p = sim.platform();
         let cfg = sim.config_access();
-        let a = *find_nvme(&cfg).first().expect("an nvme function");
+        let a = *find_nvme(&cfg).first().ok_or("no nvme function")?;
         let bar = (cfg_read(&cfg, a, 0x10) & !0xF) as u64 | (cfg_read(&cfg, a, 0x14) as u64) << 32;
-        assert_ne!(bar, 0, "BAR assigned by firmware");
+        if bar == 0 || bar & 0xFFFF_FFFF == 0xFFFF_FFF0 {
+            return Err(format!("BAR0 reads {bar:#x}"));
+        }
         cfg_write(&cfg, a, 4, 0x0406);
-        let regs = p.map_registers(bare_nvme::PhysAddr::new(bar), 0x4000).unwrap();
-        (p, cfg, regs, a)
+        let regs = p
+            .map_registers(bare_nvme::PhysAddr::new(bar), 0x4000)
+            .unwrap();
+        Ok((p, cfg, regs, a))
     }
 
     pub fn wait_csts(&self, want_rdy: bool) -> R<()> {
-        let deadline = self.p.now() + Duration::from_millis(500);
+        let deadline = self.p.now() + Duration::from_millis(20);
         loop {
             let csts = self.regs.read32(regs::CSTS);
             if csts == u32::MAX {
@@ -185,7 +189,7 @@ impl Mini {
 
     /// Reset, admin queues, enable.
     pub fn bring_up(sim: &Sim) -> R<Mini> {
-        let (p, cfg, regs, _) = Self::map(sim);
+        let (p, cfg, regs, _) = Self::map(sim)?;
         let cap = regs::Cap(regs.read64(regs::CAP));
         let admin = Queue::new(&p, 0, QSIZE);
         let mut m = Mini {
@@ -198,14 +202,23 @@ impl Mini {
             cid: 0,
             dstrd: cap.doorbell_stride_exp(),
         };
-        m.regs.write32(regs::CC, 0);
-        m.wait_csts(false)?;
-        m.regs.write32(regs::AQA, regs::aqa_value(QSIZE, QSIZE));
-        m.regs.write64(regs::ASQ, m.admin.sq.phys().as_u64());
-        m.regs.write64(regs::ACQ, m.admin.cq.phys().as_u64());
-        m.regs.write32(regs::CC, regs::Cc::enable_value(0));
-        m.wait_csts(true)?;
-        Ok(m)
+        match m.enable() {
+            Ok(()) => Ok(m),
+            Err(e) => {
+                m.release();
+                Err(e)
+            }
+        }
+    }
+
+    fn enable(&mut self) -> R<()> {
+        self.regs.write32(regs::CC, 0);
+        self.wait_csts(false)?;
+        self.regs.write32(regs::AQA, regs::aqa_value(QSIZE, QSIZE));
+        self.regs.write64(regs::ASQ, self.admin.sq.phys().as_u64());
+        self.regs.write64(regs::ACQ, self.admin.cq.phys().as_u64());
+        self.regs.write32(regs::CC, regs::Cc::enable_value(0));
+        self.wait_csts(true)
     }
 
     fn next_cid(&mut self) -> u16 {
@@ -218,22 +231,32 @@ impl Mini {
         let cid = self.next_cid();
         e.set_cid(cid);
         let dstrd = self.dstrd;
-        let q = if io { self.io.as_mut().unwrap() } else { &mut self.admin };
+        let q = if io {
+            self.io.as_mut().unwrap()
+        } else {
+            &mut self.admin
+        };
         q.push(&e);
         let (qid, tail) = (q.qid, q.tail);
-        self.regs.write32(regs::sq_tail_doorbell(qid, dstrd), tail as u32);
+        self.regs
+            .write32(regs::sq_tail_doorbell(qid, dstrd), tail as u32);
         cid
     }
 
     /// Polls for one completion with a deadline and acknowledges it.
     pub fn reap(&mut self, io: bool) -> R<CompletionEntry> {
-        let deadline = self.p.now() + Duration::from_millis(100);
+        let deadline = self.p.now() + Duration::from_millis(10);
         let dstrd = self.dstrd;
         loop {
-            let q = if io { self.io.as_mut().unwrap() } else { &mut self.admin };
+            let q = if io {
+                self.io.as_mut().unwrap()
+            } else {
+                &mut self.admin
+            };
             if let Some(e) = q.pop() {
                 let (qid, head) = (q.qid, q.head);
-                self.regs.write32(regs::cq_head_doorbell(qid, dstrd), head as u32);
+                self.regs
+                    .write32(regs::cq_head_doorbell(qid, dstrd), head as u32);
                 return Ok(e);
             }
             if self.p.now() > deadline {
@@ -268,17 +291,26 @@ impl Mini {
         e.cdw11 = 0;
         ok(self.cmd(false, e)?)?;
         let q = Queue::new(&self.p, 1, size);
+        if let Err(e) = self.create_pair(&q) {
+            q.free(&self.p);
+            return Err(e);
+        }
+        self.io = Some(q);
+        Ok(())
+    }
+
+    fn create_pair(&mut self, q: &Queue) -> R<()> {
+        let size = q.size as u32;
         let mut e = SubmissionEntry::new(admin::CREATE_CQ);
         e.prp1 = q.cq.phys().as_u64();
-        e.cdw10 = 1 | ((size as u32 - 1) << 16);
+        e.cdw10 = 1 | ((size - 1) << 16);
         e.cdw11 = 1;
         ok(self.cmd(false, e)?)?;
         let mut e = SubmissionEntry::new(admin::CREATE_SQ);
         e.prp1 = q.sq.phys().as_u64();
-        e.cdw10 = 1 | ((size as u32 - 1) << 16);
+        e.cdw10 = 1 | ((size - 1) << 16);
         e.cdw11 = 1 | (1 << 16);
         ok(self.cmd(false, e)?)?;
-        self.io = Some(q);
         Ok(())
     }
 
