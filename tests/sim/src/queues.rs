@@ -413,18 +413,31 @@ impl Controller {
         self.drain_backlog(cqid, env);
     }
 
+    /// Takes the CQ head from the shadow doorbell, if configured, and
+    /// publishes it as EventIdx.
+    fn sync_cq_shadow(&mut self, cqid: u16, env: &mut Env) {
+        let Some(size) = self.cqs.get(&cqid).map(|c| c.size) else { return };
+        let Some(h) = self.shadow_value(cqid, true, size, env) else { return };
+        let cq = self.cqs.get_mut(&cqid).expect("exists");
+        let advance = (h + cq.size - cq.head) % cq.size;
+        if advance > cq.used() {
+            let (head, used) = (cq.head, cq.used());
+            env.stats.protocol(format!(
+                "{}: shadow CQ {cqid} head {h} passes posted entries (head {head}, {used} posted)",
+                self.spec.serial
+            ));
+            return;
+        }
+        cq.head = h;
+        self.write_event_idx(cqid, true, h, env);
+    }
+
     /// Writes waiting completions while the CQ has room.
     fn drain_backlog(&mut self, cqid: u16, env: &mut Env) {
-        let size = match self.cqs.get(&cqid) {
-            Some(cq) if !cq.backlog.is_empty() => cq.size,
+        self.sync_cq_shadow(cqid, env);
+        match self.cqs.get(&cqid) {
+            Some(cq) if !cq.backlog.is_empty() => {}
             _ => return,
-        };
-        if let Some(h) = self.shadow_value(cqid, true, size, env) {
-            self.cqs.get_mut(&cqid).expect("exists").head = h;
-        }
-        if let Some(cq) = self.cqs.get(&cqid) {
-            let head = cq.head;
-            self.write_event_idx(cqid, true, head, env);
         }
         let cq = self.cqs.get_mut(&cqid).expect("exists");
         while !cq.full() {
