@@ -32,9 +32,35 @@
 //! Physical addresses of DMA memory start at [`ARENA_PHYS_BASE`], far from host
 //! virtual addresses: a driver that hands the device a CPU pointer gets a
 //! failed command and a `wild_dma` count, not silent success.
+//!
+//! # How strict the model is
+//!
+//! [`Counters::protocol_errors`] counts what a correct driver never does; the
+//! [`Sim::protocol_log`] says what it was. Among them: doorbell values beyond
+//! the queue size, a CQ head passing the posted entries, doorbells for queues
+//! that do not exist or while disabled, creating queues with a bad id, size,
+//! alignment or memory, deleting a CQ that still has SQs, misaligned PRP
+//! entries and list pointers, enabling with a bad CC/AQA/ASQ/ACQ (RDY then
+//! never rises), changing CC other than SHN while enabled, writing admin queue
+//! registers while enabled, unaligned config or register accesses.
+//!
+//! Device memory accesses outside every live DMA allocation (a CPU pointer,
+//! freed memory) are never performed: they count as `wild_dma` and fail the
+//! command with Data Transfer Error. With bus mastering off (on the function or
+//! a bridge above it) the controller fetches nothing and posts nothing
+//! (`dma_blocked`); with memory decoding off, or the BAR outside the windows of
+//! the bridges above, register accesses reach nothing (see [`RemovedReads`]).
+//!
+//! Config space writes are dword writes with hardware semantics: RW1C status
+//! bits (Slot Status, for instance) are cleared by writing back the ones read,
+//! so a read-modify-write of Slot Control must write zeroes in the status half.
+//!
+//! Shadow doorbells (Doorbell Buffer Config) apply to I/O queues; the admin
+//! queue always uses MMIO doorbells, as Linux drives it.
 #![deny(missing_docs)]
 
 mod admin;
+mod builder;
 mod config;
 mod controller;
 mod counters;
@@ -49,11 +75,12 @@ mod sim;
 mod spec;
 mod state;
 
+pub use builder::SimBuilder;
 pub use counters::Counters;
 pub use handles::{SimConfig, SimPlatform, SimRegisters};
 pub use memory::{ARENA_PHYS_BASE, DEFAULT_ARENA_SIZE};
 pub use queues::{Misbehaviour, Queues, Rule};
-pub use sim::{Sim, SimBuilder};
+pub use sim::Sim;
 pub use spec::{ControllerSpec, Hold, NamespaceSpec};
 
 /// The memory range firmware places bridge windows and BARs in, and where a

@@ -355,6 +355,19 @@ impl Topology {
         cfg.set16(p + pcie::LINK_STATUS, link);
     }
 
+    /// Clears Slot Control power-off and turns the power indicator on.
+    pub(crate) fn power_slot_on(&mut self, port: usize) {
+        let at = PORT_PCIE_CAP + pcie::SLOT_CONTROL;
+        let cfg = &mut self.nodes[port].cfg;
+        let ctl = cfg.get16(at);
+        if ctl & slot::CTL_POWER_OFF != 0 {
+            cfg.set16(
+                at,
+                (ctl & !(slot::CTL_POWER_OFF | slot::CTL_PIC_MASK)) | 1 << 8,
+            );
+        }
+    }
+
     pub(crate) fn set_slot_status(&mut self, port: usize, bits: u16) {
         let at = PORT_PCIE_CAP + pcie::SLOT_STATUS;
         let cfg = &mut self.nodes[port].cfg;

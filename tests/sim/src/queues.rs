@@ -416,8 +416,12 @@ impl Controller {
     /// Takes the CQ head from the shadow doorbell, if configured, and
     /// publishes it as EventIdx.
     fn sync_cq_shadow(&mut self, cqid: u16, env: &mut Env) {
-        let Some(size) = self.cqs.get(&cqid).map(|c| c.size) else { return };
-        let Some(h) = self.shadow_value(cqid, true, size, env) else { return };
+        let Some(size) = self.cqs.get(&cqid).map(|c| c.size) else {
+            return;
+        };
+        let Some(h) = self.shadow_value(cqid, true, size, env) else {
+            return;
+        };
         let cq = self.cqs.get_mut(&cqid).expect("exists");
         let advance = (h + cq.size - cq.head) % cq.size;
         if advance > cq.used() {

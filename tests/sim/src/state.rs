@@ -240,7 +240,12 @@ impl State {
     pub(crate) fn hot_add(&mut self, loc: Location, spec: ControllerSpec) -> CtrlId {
         let id = self.add_controller(loc, spec);
         if let Location::Port(p) = loc {
-            self.pci.refresh_port(self.ports[p.0], true);
+            let port = self.ports[p.0];
+            // The ports have no power controller (Slot Capabilities PCP 0):
+            // a card inserted after a power-off write is powered at once, as
+            // with QEMU's power_controller_present=off.
+            self.pci.power_slot_on(port);
+            self.pci.refresh_port(port, true);
         }
         id
     }

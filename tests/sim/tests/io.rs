@@ -272,3 +272,24 @@ fn bus_mastering_off_stops_the_controller() {
     ok(m.reap(true).unwrap()).unwrap();
     finish(&sim, m);
 }
+
+#[test]
+fn doorbell_stride_and_4k_blocks() {
+    let spec = ControllerSpec::default()
+        .namespace(NamespaceSpec::new(64, 4096))
+        .dstrd(3);
+    let (sim, mut m) = setup(spec);
+    assert_eq!(m.dstrd, 3);
+    let mut buf = m.p.dma_alloc(8192, 4096).unwrap();
+    let data = pattern(8192, 9);
+    buf.as_mut_slice().copy_from_slice(&data);
+    let b = buf.phys().as_u64();
+    ok(m.cmd(true, rw(nvm::WRITE, 1, 62, 2, b, b + 4096)).unwrap()).unwrap();
+    buf.as_mut_slice().fill(0);
+    ok(m.cmd(true, rw(nvm::READ, 1, 62, 2, b, b + 4096)).unwrap()).unwrap();
+    assert_eq!(buf.as_slice(), &data[..]);
+    let c = m.cmd(true, rw(nvm::READ, 1, 63, 2, b, b + 4096)).unwrap();
+    assert_eq!(status(c), (sct::GENERIC, sc::LBA_OUT_OF_RANGE));
+    m.p.dma_free(buf);
+    finish(&sim, m);
+}

@@ -137,6 +137,10 @@ fn slot_control_power_and_indicator_off_removes_the_device() {
     assert_eq!(slot_status(&m.cfg, port) & PDS, 0);
     assert_eq!(m.regs.read32(regs::CSTS), 0);
     m.release();
+    // A card inserted afterwards is powered and readable at once.
+    let id = sim.hot_add(PortId(0), ControllerSpec::with_blocks(8).serial("again"));
+    assert_eq!(sim.address(id), Some(addr(1, 0)));
+    assert_eq!(slot_status(&sim.config_access(), port) & PDS, PDS);
 }
 
 #[test]

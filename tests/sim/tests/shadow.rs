@@ -79,7 +79,12 @@ fn background_processing_reads_shadow_tails_and_heads() {
     m.p.dma_free(dbs);
     m.p.dma_free(eis);
     m.release();
-    assert_eq!(sim.counters().protocol_errors, 0, "{:?}", sim.protocol_log());
+    assert_eq!(
+        sim.counters().protocol_errors,
+        0,
+        "{:?}",
+        sim.protocol_log()
+    );
 }
 
 #[test]
@@ -100,7 +105,12 @@ fn mmio_doorbells_also_consult_the_shadow_buffer() {
     m.p.dma_free(dbs);
     m.p.dma_free(eis);
     m.release();
-    assert_eq!(sim.counters().protocol_errors, 0, "{:?}", sim.protocol_log());
+    assert_eq!(
+        sim.counters().protocol_errors,
+        0,
+        "{:?}",
+        sim.protocol_log()
+    );
 }
 
 #[test]
@@ -118,7 +128,9 @@ fn shadow_values_out_of_range_are_protocol_errors() {
 fn unsupported_without_oacs_bit() {
     let sim = Sim::single(ControllerSpec::with_blocks(8).shadow_doorbells(false));
     let mut m = Mini::bring_up(&sim).unwrap();
-    let c = m.cmd(false, SubmissionEntry::new(admin::DOORBELL_BUFFER_CONFIG)).unwrap();
+    let c = m
+        .cmd(false, SubmissionEntry::new(admin::DOORBELL_BUFFER_CONFIG))
+        .unwrap();
     assert_eq!(c.status().sc, bare_nvme::nvme::command::sc::INVALID_OPCODE);
     m.release();
 }
