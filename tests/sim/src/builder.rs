@@ -1,0 +1,159 @@
+//! Building a simulated machine: topology, firmware configuration, options.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::counters::Stats;
+use crate::memory::{Arena, Owner, DEFAULT_ARENA_SIZE};
+use crate::pci::{self, Kind, Port, Topology};
+use crate::sim::Sim;
+use crate::spec::ControllerSpec;
+use crate::state::State;
+use crate::{BridgeId, Location, PortId, RemovedReads};
+
+/// Builds a [`Sim`]. Ports, bridges and controllers are numbered in the
+/// order they are added; a controller may name a port added later.
+pub struct SimBuilder {
+    ports: Vec<bool>,
+    bridges: usize,
+    ctrls: Vec<(Location, ControllerSpec)>,
+    arena: usize,
+    step: Duration,
+    removed_reads: RemovedReads,
+    firmware: bool,
+}
+
+impl SimBuilder {
+    /// Defaults: no ports, firmware-configured, 64 MiB arena, 1 µs clock step.
+    pub(crate) fn new() -> SimBuilder {
+        SimBuilder {
+            ports: Vec::new(),
+            bridges: 0,
+            ctrls: Vec::new(),
+            arena: DEFAULT_ARENA_SIZE,
+            step: Duration::from_micros(1),
+            removed_reads: RemovedReads::Zero,
+            firmware: true,
+        }
+    }
+
+    /// Adds a PCIe root port; `hot_plug` sets Slot Capabilities HPC.
+    pub fn root_port(mut self, hot_plug: bool) -> Self {
+        self.ports.push(hot_plug);
+        self
+    }
+    /// Adds a plain PCI-PCI bridge on bus 0.
+    pub fn pci_bridge(mut self) -> Self {
+        self.bridges += 1;
+        self
+    }
+    /// Plugs a controller into a root port's slot.
+    pub fn controller_on_port(self, port: PortId, spec: ControllerSpec) -> Self {
+        self.controller_at(Location::Port(port), spec)
+    }
+    /// Adds a controller directly on bus 0.
+    pub fn controller_on_bus0(self, spec: ControllerSpec) -> Self {
+        self.controller_at(Location::Bus0, spec)
+    }
+    /// Adds a controller behind a PCI-PCI bridge.
+    pub fn controller_on_bridge(self, bridge: BridgeId, spec: ControllerSpec) -> Self {
+        self.controller_at(Location::Bridge(bridge), spec)
+    }
+    /// Adds a controller at `loc`.
+    pub fn controller_at(mut self, loc: Location, spec: ControllerSpec) -> Self {
+        self.ctrls.push((loc, spec));
+        self
+    }
+    /// DMA arena size in bytes (default 64 MiB).
+    pub fn arena_size(mut self, bytes: usize) -> Self {
+        self.arena = bytes;
+        self
+    }
+    /// How far each `Platform::now()` call advances the clock (default 1 µs).
+    pub fn clock_step(mut self, step: Duration) -> Self {
+        self.step = step;
+        self
+    }
+    /// What reads of a removed device's BAR return (default zero, as QEMU).
+    pub fn removed_reads(mut self, mode: RemovedReads) -> Self {
+        self.removed_reads = mode;
+        self
+    }
+    /// Whether firmware numbered the buses, opened bridge windows and
+    /// assigned BARs (default yes, as SeaBIOS). Without it every bridge has
+    /// bus numbers 0 and closed windows, and the driver assigns everything.
+    pub fn firmware_configured(mut self, on: bool) -> Self {
+        self.firmware = on;
+        self
+    }
+
+    /// Builds the machine.
+    pub fn build(self) -> Sim {
+        let mut st = State {
+            mem: Arena::new(self.arena),
+            now: 0,
+            step: self.step.as_nanos() as u64,
+            pci: Topology::default(),
+            ctrls: Vec::new(),
+            ports: Vec::new(),
+            bridges: Vec::new(),
+            stats: Stats::default(),
+            faults: BTreeMap::new(),
+            accesses: 0,
+            removed_reads: self.removed_reads,
+        };
+        st.pci
+            .add(None, 0, pci::host_bridge_config(), Kind::HostBridge);
+        for (i, &hot_plug) in self.ports.iter().enumerate() {
+            let dev = st.pci.next_device(None);
+            let port = Port {
+                hot_plug,
+                child: None,
+                link_held_down: false,
+            };
+            let node = st.pci.add(
+                None,
+                dev,
+                pci::root_port_config(i as u16 + 1, hot_plug),
+                Kind::RootPort(port),
+            );
+            st.ports.push(node);
+        }
+        for _ in 0..self.bridges {
+            let dev = st.pci.next_device(None);
+            let node = st
+                .pci
+                .add(None, dev, pci::pci_bridge_config(), Kind::PciBridge);
+            st.bridges.push(node);
+        }
+        for (loc, spec) in self.ctrls {
+            st.add_controller(loc, spec);
+        }
+        if self.firmware {
+            let bars: Vec<(u64, bool)> = st
+                .ctrls
+                .iter()
+                .map(|s| {
+                    let spec = &s.dev.spec;
+                    (spec.bar_len(), spec.bar_assigned || spec.firmware_enabled)
+                })
+                .collect();
+            st.pci.firmware_assign(|c| bars[c]);
+        }
+        for &p in &st.ports.clone() {
+            st.pci.refresh_port(p, false);
+        }
+        for c in 0..st.ctrls.len() {
+            if self.firmware && st.ctrls[c].dev.spec.firmware_enabled {
+                let asq = st.mem.alloc(4096, 4096, Owner::Firmware).expect("arena");
+                let acq = st.mem.alloc(4096, 4096, Owner::Firmware).expect("arena");
+                st.ctrls[c]
+                    .dev
+                    .firmware_enable(asq.phys().as_u64(), acq.phys().as_u64());
+            }
+        }
+        Sim::from_state(Rc::new(RefCell::new(st)))
+    }
+}

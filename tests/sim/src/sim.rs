@@ -1,0 +1,362 @@
+//! The test's handle on the simulation: building a topology, lifecycle events,
+//! fault injection, held completions and introspection.
+
+use std::cell::{RefCell, RefMut};
+use std::ops::Range;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bare_nvme::Instant;
+use pci_types::PciAddress;
+
+use crate::counters::Counters;
+use crate::handles::{SimConfig, SimPlatform};
+
+use crate::builder::SimBuilder;
+use crate::pci::{pcie, PORT_PCIE_CAP};
+use crate::queues::Rule;
+use crate::spec::{ControllerSpec, Hold};
+use crate::state::State;
+use crate::{CtrlId, Fault, Location, PortId};
+
+/// A simulated machine. Clones share the same simulation.
+#[derive(Clone)]
+pub struct Sim {
+    state: Rc<RefCell<State>>,
+}
+
+impl Sim {
+    pub(crate) fn from_state(state: Rc<RefCell<State>>) -> Self {
+        Self { state }
+    }
+
+    /// A builder with defaults: no ports, firmware-configured, 64 MiB arena,
+    /// 1 µs clock step.
+    pub fn builder() -> SimBuilder {
+        SimBuilder::new()
+    }
+
+    /// One hot-plug root port (`PortId(0)`) holding one controller
+    /// (`CtrlId(0)`).
+    pub fn single(spec: ControllerSpec) -> Sim {
+        Self::builder()
+            .root_port(true)
+            .controller_on_port(PortId(0), spec)
+            .build()
+    }
+
+    fn st(&self) -> RefMut<'_, State> {
+        self.state.borrow_mut()
+    }
+
+    /// The platform handle for the driver.
+    pub fn platform(&self) -> SimPlatform {
+        SimPlatform {
+            state: self.state.clone(),
+        }
+    }
+
+    /// The config space handle for the driver.
+    pub fn config_access(&self) -> SimConfig {
+        SimConfig {
+            state: self.state.clone(),
+        }
+    }
+
+    // ---- counters and time ----
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> Counters {
+        let s = self.st();
+        let mut c = s.stats.c;
+        (c.dma_regions, c.dma_bytes) = s.mem.outstanding();
+        c
+    }
+
+    /// Zeroes the access and command counters and the protocol log.
+    pub fn reset_counters(&self) {
+        let mut s = self.st();
+        s.stats.c = Counters::default();
+        s.stats.log.clear();
+    }
+
+    /// What each protocol error was, in order.
+    pub fn protocol_log(&self) -> Vec<String> {
+        self.st().stats.log.clone()
+    }
+
+    /// The virtual time (without advancing it).
+    pub fn now(&self) -> Instant {
+        Instant::from_nanos(self.st().now)
+    }
+
+    /// Advances the virtual clock.
+    pub fn advance(&self, by: Duration) {
+        let mut s = self.st();
+        s.now = s.now.saturating_add(by.as_nanos() as u64);
+        let now = s.now;
+        s.ctrls.iter_mut().for_each(|c| c.dev.update(now));
+    }
+
+    /// Changes how far each `now()` call advances the clock.
+    pub fn set_clock_step(&self, step: Duration) {
+        self.st().step = step.as_nanos() as u64;
+    }
+
+    // ---- faults by access index ----
+
+    /// Register and config accesses served so far: the index the next
+    /// access gets.
+    pub fn access_count(&self) -> u64 {
+        self.st().accesses
+    }
+
+    /// Schedules `fault` to happen just before access `index` is served (at
+    /// the next access if `index` already passed).
+    pub fn on_access(&self, index: u64, fault: Fault) {
+        self.st().faults.entry(index).or_default().push(fault);
+    }
+
+    /// Makes `fault` happen now.
+    pub fn inject(&self, fault: Fault) {
+        self.st().apply(fault);
+    }
+
+    // ---- lifecycle ----
+
+    /// The function vanishes: config reads all-ones, BAR reads per
+    /// [`crate::RemovedReads`], writes dropped, in-flight and held commands never
+    /// complete. A root port reports Presence Detect State 0, Presence Detect
+    /// Changed, Data Link Layer Link Active 0 and DLL State Changed.
+    pub fn surprise_remove(&self, ctrl: CtrlId) {
+        self.st().surprise_remove(ctrl.0);
+    }
+
+    /// Plugs a new controller into an empty slot. It comes up reset (command
+    /// register 0, BAR0 unassigned); the port reports presence, link active
+    /// and both change bits. Panics if the slot is occupied.
+    pub fn hot_add(&self, port: PortId, spec: ControllerSpec) -> CtrlId {
+        self.hot_add_at(Location::Port(port), spec)
+    }
+
+    /// Adds a controller anywhere; on bus 0 or behind a bridge nothing
+    /// announces it, only re-probing config space finds it.
+    pub fn hot_add_at(&self, loc: Location, spec: ControllerSpec) -> CtrlId {
+        let spec = spec.firmware_enabled(false).bar_assigned(false);
+        self.st().hot_add(loc, spec)
+    }
+
+    /// Sets Attention Button Pressed in the port's Slot Status.
+    pub fn press_attention_button(&self, port: PortId) {
+        self.st().press_attention_button(port);
+    }
+
+    /// Takes the link down: the device becomes unreachable and is reset
+    /// (queues and in-flight commands gone; data and write cache kept); DLL
+    /// Link Active 0 and DLL State Changed.
+    pub fn link_down(&self, port: PortId) {
+        self.st().set_link(port, false);
+    }
+
+    /// Brings the link back: the device answers again, reset (command
+    /// register 0, BAR0 unassigned, controller disabled).
+    pub fn link_up(&self, port: PortId) {
+        self.st().set_link(port, true);
+    }
+
+    /// [`Sim::link_down`] then [`Sim::link_up`]: the same device comes back
+    /// reset.
+    pub fn link_flap(&self, port: PortId) {
+        self.link_down(port);
+        self.link_up(port);
+    }
+
+    /// Every controller loses power and comes back at power-on register
+    /// values; writes not flushed from the volatile cache are lost. PCI
+    /// configuration is kept (as firmware would restore it).
+    pub fn power_loss(&self) {
+        let mut s = self.st();
+        for c in &mut s.ctrls {
+            c.dev.namespaces.iter_mut().for_each(|n| n.lose_cache());
+            c.dev.power_on_reset();
+        }
+    }
+
+    // ---- controller faults ----
+
+    /// Sets CSTS.CFS.
+    pub fn set_cfs(&self, ctrl: CtrlId) {
+        self.inject(Fault::SetCfs(ctrl));
+    }
+
+    /// Hangs the controller (see [`Fault::Hang`]).
+    pub fn hang(&self, ctrl: CtrlId) {
+        self.inject(Fault::Hang(ctrl));
+    }
+
+    /// Lets a hung controller work again.
+    pub fn unhang(&self, ctrl: CtrlId) {
+        self.st().ctrls[ctrl.0].dev.hung = false;
+    }
+
+    /// Adds a completion misbehaviour rule.
+    pub fn misbehave(&self, ctrl: CtrlId, rule: Rule) {
+        self.st().ctrls[ctrl.0].dev.rules.push(rule);
+    }
+
+    /// Removes all misbehaviour rules.
+    pub fn behave(&self, ctrl: CtrlId) {
+        self.st().ctrls[ctrl.0].dev.rules.clear();
+    }
+
+    /// Reads of `lbas` in namespace `nsid` fail with a media error
+    /// (Unrecovered Read Error).
+    pub fn fail_reads(&self, ctrl: CtrlId, nsid: u32, lbas: Range<u64>) {
+        self.st().ctrls[ctrl.0].dev.namespaces[nsid as usize - 1]
+            .read_errors
+            .push(lbas);
+    }
+
+    /// Writes of `lbas` in namespace `nsid` fail with a media error (Write
+    /// Fault).
+    pub fn fail_writes(&self, ctrl: CtrlId, nsid: u32, lbas: Range<u64>) {
+        self.st().ctrls[ctrl.0].dev.namespaces[nsid as usize - 1]
+            .write_errors
+            .push(lbas);
+    }
+
+    /// Removes injected media errors.
+    pub fn clear_media_errors(&self, ctrl: CtrlId) {
+        for n in &mut self.st().ctrls[ctrl.0].dev.namespaces {
+            n.read_errors.clear();
+            n.write_errors.clear();
+        }
+    }
+
+    // ---- held completions and background work ----
+
+    /// Which completions the controller holds from now on.
+    pub fn hold(&self, ctrl: CtrlId, hold: Hold) {
+        self.st().ctrls[ctrl.0].dev.hold = hold;
+    }
+
+    /// Commands held (fetched, not completed) across all controllers.
+    pub fn held_count(&self) -> usize {
+        let s = self.st();
+        (0..s.ctrls.len())
+            .filter(|&c| s.present(c))
+            .map(|c| s.ctrls[c].dev.held.len())
+            .sum()
+    }
+
+    /// Executes and completes up to `n` held commands, oldest first across
+    /// all controllers; returns how many. Commands stay held while their
+    /// controller cannot work (hung, not ready, bus mastering off).
+    pub fn complete_held(&self, n: usize) -> usize {
+        let mut s = self.st();
+        (0..n).take_while(|_| s.release_one()).count()
+    }
+
+    /// Completes every held command that can complete.
+    pub fn release_all(&self) -> usize {
+        self.complete_held(usize::MAX)
+    }
+
+    /// The device's background work: every controller reads its shadow
+    /// doorbells, runs new submissions and posts waiting completions.
+    pub fn process(&self) {
+        let mut s = self.st();
+        for c in 0..s.ctrls.len() {
+            if s.present(c) && s.pci.reachable(s.ctrls[c].node) {
+                s.with_ctrl(c, |dev, env| dev.poll_shadow(env));
+            }
+        }
+    }
+
+    // ---- introspection ----
+
+    /// Where the controller's config space answers now (None if removed or
+    /// unreachable, e.g. bus numbers not assigned).
+    pub fn address(&self, ctrl: CtrlId) -> Option<PciAddress> {
+        let s = self.st();
+        let node = s.ctrls[ctrl.0].node;
+        s.address_of(node).map(|(b, d)| PciAddress::new(0, b, d, 0))
+    }
+
+    /// Where the root port's config space answers.
+    pub fn port_address(&self, port: PortId) -> PciAddress {
+        let s = self.st();
+        let node = s.ports[port.0];
+        PciAddress::new(0, 0, s.pci.nodes[node].device, 0)
+    }
+
+    /// The root port's Slot Status register.
+    pub fn slot_status(&self, port: PortId) -> u16 {
+        let s = self.st();
+        s.pci.nodes[s.ports[port.0]]
+            .cfg
+            .get16(PORT_PCIE_CAP + pcie::SLOT_STATUS)
+    }
+
+    /// Whether the controller's function exists (not removed).
+    pub fn is_present(&self, ctrl: CtrlId) -> bool {
+        self.st().present(ctrl.0)
+    }
+
+    /// The address BAR0 holds now.
+    pub fn bar(&self, ctrl: CtrlId) -> u64 {
+        self.st().bar_addr(ctrl.0)
+    }
+
+    /// The function's PCI command register.
+    pub fn command_register(&self, ctrl: CtrlId) -> u16 {
+        self.st().command_register(ctrl.0)
+    }
+
+    /// Whether CSTS.RDY is set.
+    pub fn is_ready(&self, ctrl: CtrlId) -> bool {
+        self.st().ctrls[ctrl.0].dev.ready()
+    }
+
+    /// I/O submission queues that exist (created, not deleted).
+    pub fn io_queues(&self, ctrl: CtrlId) -> usize {
+        self.st().ctrls[ctrl.0]
+            .dev
+            .sqs
+            .keys()
+            .filter(|&&q| q != 0)
+            .count()
+    }
+
+    /// Whether Doorbell Buffer Config is in effect.
+    pub fn shadow_doorbells_active(&self, ctrl: CtrlId) -> bool {
+        self.st().ctrls[ctrl.0].dev.shadow.is_some()
+    }
+
+    /// Blocks of namespace `nsid` written but not yet durable.
+    pub fn dirty_blocks(&self, ctrl: CtrlId, nsid: u32) -> usize {
+        self.st().ctrls[ctrl.0].dev.namespaces[nsid as usize - 1].dirty_blocks()
+    }
+
+    /// The content of block `lba` of namespace `nsid` as a read would see it.
+    pub fn read_block(&self, ctrl: CtrlId, nsid: u32, lba: u64) -> Vec<u8> {
+        let s = self.st();
+        let ns = &s.ctrls[ctrl.0].dev.namespaces[nsid as usize - 1];
+        let mut buf = vec![0; ns.block_size()];
+        ns.read_block(lba, &mut buf);
+        buf
+    }
+
+    /// Stores block `lba` of namespace `nsid` durably (test setup).
+    pub fn write_block(&self, ctrl: CtrlId, nsid: u32, lba: u64, data: &[u8]) {
+        let mut s = self.st();
+        let ns = &mut s.ctrls[ctrl.0].dev.namespaces[nsid as usize - 1];
+        assert_eq!(data.len(), ns.block_size());
+        ns.write_block(lba, Some(data), false);
+    }
+
+    /// The Identify Controller page the controller returns.
+    pub fn identify_controller(&self, ctrl: CtrlId) -> Vec<u8> {
+        self.st().ctrls[ctrl.0].dev.identify_controller()
+    }
+}
