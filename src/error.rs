@@ -161,7 +161,10 @@ impl fmt::Display for Error {
                 write!(f, "buffer of {got} bytes, transfer needs {needed}")
             }
             Error::TransferTooLarge { blocks, max } => {
-                write!(f, "{blocks} blocks exceed the {max}-block limit of one command")
+                write!(
+                    f,
+                    "{blocks} blocks exceed the {max}-block limit of one command"
+                )
             }
             Error::EmptyTransfer => write!(f, "transfer of zero blocks"),
             Error::LbaOutOfRange {

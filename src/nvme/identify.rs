@@ -376,7 +376,9 @@ mod tests {
 
     #[test]
     fn namespace_format_is_decoded() {
-        let ns = NamespaceInfo::parse(1, &ns_page(1000, 12)).unwrap().unwrap();
+        let ns = NamespaceInfo::parse(1, &ns_page(1000, 12))
+            .unwrap()
+            .unwrap();
         assert_eq!(ns.block_size(), 4096);
         assert_eq!(ns.blocks, 1000);
     }

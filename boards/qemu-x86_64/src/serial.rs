@@ -16,6 +16,8 @@ const LINE_STATUS: u16 = 5;
 const DLAB: u8 = 0x80;
 /// Line Control: 8 data bits, no parity, one stop bit.
 const EIGHT_N_ONE: u8 = 0x03;
+/// Line Status: a received byte is waiting.
+const DATA_READY: u8 = 0x01;
 /// Line Status: transmit holding register empty.
 const THR_EMPTY: u8 = 0x20;
 /// Polls of Line Status before a byte is sent anyway (a missing UART must not
@@ -67,6 +69,11 @@ impl fmt::Write for Com1 {
         }
         Ok(())
     }
+}
+
+/// Takes one received byte, if any.
+pub fn try_read_byte() -> Option<u8> {
+    (inb(LINE_STATUS) & DATA_READY != 0).then(|| inb(DATA))
 }
 
 /// Prints to the serial port without a newline.

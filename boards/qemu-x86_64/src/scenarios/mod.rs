@@ -115,6 +115,38 @@ pub fn wait_until(deadline: Instant, mut condition: impl FnMut() -> bool) -> boo
     }
 }
 
+/// Longest line the host may send.
+const HOST_LINE: usize = 64;
+
+/// Prints `@@WAIT word` and waits until the host sends the line `word` on the
+/// serial port (`Step::Tell` in xtask), e.g. once it has seen a QMP event the
+/// machine must not end before.
+pub fn wait_for_host(word: &str, timeout_ms: u64) -> Outcome {
+    marker!("WAIT {word}");
+    let mut line: heapless::String<HOST_LINE> = heapless::String::new();
+    let heard = wait_until(deadline_ms(timeout_ms), || {
+        while let Some(byte) = crate::serial::try_read_byte() {
+            match byte {
+                b'\n' | b'\r' => {
+                    if line.as_str() == word {
+                        return true;
+                    }
+                    line.clear();
+                }
+                // A line too long for the buffer cannot be the word.
+                _ => {
+                    if line.push(byte as char).is_err() {
+                        line.clear();
+                    }
+                }
+            }
+        }
+        false
+    });
+    ensure!(heard, "host did not send {word} within {timeout_ms} ms");
+    Ok(())
+}
+
 /// Reports outstanding DMA memory and fails if it differs from `baseline`.
 pub fn check_dma_returned(baseline: DmaStats) -> Outcome {
     let now = dma::stats();

@@ -7,12 +7,14 @@
 //! pull the device, `pull=now` pulls at once, `pull=flap` cuts slot power and
 //! restores it (the device must come back reset), `pull=none` (default)
 //! leaves it;
+//! `hold=WORD` makes the kernel wait, after the pull, until the host sends
+//! WORD (so the host can see QEMU's `DEVICE_DELETED` before the machine ends);
 //! `timeout_ms=N` bounds each wait (default 10000).
 
 use log::info;
 use pci_types::PciAddress;
 
-use super::{deadline_ms, wait_until, Board, Outcome, Scenario};
+use super::{deadline_ms, wait_for_host, wait_until, Board, Outcome, Scenario};
 use crate::hand::{Action, Hand};
 use crate::pci::{self, scan, PortIo, NO_DEVICE};
 use crate::{clock, ensure, failure, marker};
@@ -90,7 +92,10 @@ fn run(board: &Board) -> Outcome {
         (clock::now() - pulled).as_micros(),
         hand.presence() as u8
     );
-    Ok(())
+    match args.get("hold") {
+        Some(word) => wait_for_host(word, timeout_ms),
+        None => Ok(()),
+    }
 }
 
 /// A link flap: power off, the function vanishes; power on, it returns reset.
