@@ -14,6 +14,7 @@
 
 pub mod error;
 pub mod nvme;
+pub mod pci;
 pub mod platform;
 
 pub use error::{Error, Result, Wait};

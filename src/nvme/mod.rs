@@ -1,5 +1,16 @@
 //! NVMe: registers, commands, identify data, queues and the controller.
 
+mod bringup;
 pub mod command;
+pub mod controller;
 pub mod identify;
+mod io;
+mod prp;
+mod qpair;
+mod queue;
 pub mod regs;
+mod tracker;
+
+pub use controller::{Config, Controller, DeviceLink, Namespace, State};
+pub use io::{Completion, IoOp, Rejected, Token};
+pub use qpair::QueueFaults;

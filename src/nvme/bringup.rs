@@ -1,0 +1,486 @@
+//! The controller's lifecycle state machine: reset, enable, identify, create
+//! queues, discover namespaces; and the orderly detach back down.
+
+use log::{info, warn};
+
+use crate::error::{Error, Result, Wait};
+use crate::nvme::command::{admin, cns, feature, SubmissionEntry};
+use crate::nvme::controller::{
+    Controller, DeviceLink, Namespace, State, Step, ADMIN_QUEUE_DEPTH, MAX_IO_QUEUES,
+    MAX_QUEUE_DEPTH, MAX_TRANSFER_LIMIT,
+};
+use crate::nvme::identify::{self, ControllerInfo, NamespaceInfo};
+use crate::nvme::prp::{self, PAGE_SIZE};
+use crate::nvme::qpair::QueuePair;
+use crate::nvme::regs::{self, Cap, Cc, Csts};
+use crate::platform::{Platform, RegisterAccess};
+
+/// Most step transitions one `advance` call makes: bounds the work per tick.
+const STEPS_PER_ADVANCE: usize = 16;
+
+/// What one step did.
+enum Outcome {
+    /// Moved on; try the next step now.
+    Progress,
+    /// Waiting for the device.
+    Waiting,
+}
+
+impl<P: Platform, L: DeviceLink> Controller<P, L> {
+    /// Advances bring-up or detach by a bounded amount of work without
+    /// blocking, and returns the state reached. An error means the controller
+    /// failed (or vanished) and was torn down; the error is also kept in
+    /// [`Controller::failure`].
+    pub fn advance(&mut self) -> Result<State> {
+        for _ in 0..STEPS_PER_ADVANCE {
+            match self.step() {
+                Ok(Outcome::Progress) => continue,
+                Ok(Outcome::Waiting) => break,
+                Err(e) => {
+                    if self.state == State::Detaching {
+                        // A detach that cannot talk to the device still ends
+                        // with the memory returned.
+                        self.teardown(State::Detached, Error::Aborted);
+                        return Ok(self.state);
+                    }
+                    warn!("nvme: controller failed during {:?}: {}", self.step, e);
+                    self.fail(e);
+                    return Err(e);
+                }
+            }
+        }
+        match self.state {
+            State::Failed | State::Removed => Err(self.failure.unwrap_or(Error::ControllerFailed)),
+            s => Ok(s),
+        }
+    }
+
+    fn step(&mut self) -> Result<Outcome> {
+        match self.step {
+            Step::Start => self.start_reset(),
+            Step::WaitDisabled {
+                deadline,
+                then_enable,
+            } => {
+                let csts = self.read_status();
+                if csts.bits() == u32::MAX {
+                    return Err(Error::DeviceRemoved);
+                }
+                if !csts.contains(Csts::RDY) {
+                    if then_enable {
+                        self.enable()?;
+                    } else {
+                        self.step = Step::Finished;
+                    }
+                    return Ok(Outcome::Progress);
+                }
+                self.check_deadline(deadline, Wait::Disable)
+            }
+            Step::WaitEnabled { deadline } => {
+                let csts = self.read_status();
+                if csts.bits() == u32::MAX || csts.contains(Csts::CFS) {
+                    return Err(Error::ControllerFailed);
+                }
+                if csts.contains(Csts::RDY) {
+                    self.state = State::Initializing;
+                    self.step = Step::IdentifyController;
+                    return Ok(Outcome::Progress);
+                }
+                self.check_deadline(deadline, Wait::Enable)
+            }
+            Step::IdentifyController => {
+                let scratch = self.scratch_phys()?;
+                let mut sqe = SubmissionEntry::new(admin::IDENTIFY);
+                sqe.prp1 = scratch;
+                sqe.cdw10 = cns::CONTROLLER;
+                let Some(_) = self.admin_exchange(sqe)? else {
+                    return Ok(Outcome::Waiting);
+                };
+                let info = ControllerInfo::parse(self.scratch_bytes())?;
+                self.max_transfer = transfer_limit(self.config.max_transfer, info.mdts);
+                info!(
+                    "nvme: controller {} {} fw {} mdts {} KiB, {} namespaces",
+                    info.model,
+                    info.serial,
+                    info.firmware,
+                    self.max_transfer >> 10,
+                    info.namespace_count
+                );
+                self.info = Some(info);
+                self.step = Step::SetQueueCount;
+                Ok(Outcome::Progress)
+            }
+            Step::SetQueueCount => {
+                let wanted = self.config.io_queues.clamp(1, MAX_IO_QUEUES as u16);
+                let mut sqe = SubmissionEntry::new(admin::SET_FEATURES);
+                sqe.cdw10 = feature::NUMBER_OF_QUEUES;
+                sqe.cdw11 = ((wanted as u32 - 1) << 16) | (wanted as u32 - 1);
+                let Some(dw0) = self.admin_exchange(sqe)? else {
+                    return Ok(Outcome::Waiting);
+                };
+                // Both counts are 0-based; a controller may grant more or fewer.
+                let granted_sq = (dw0 & 0xFFFF) + 1;
+                let granted_cq = (dw0 >> 16) + 1;
+                let count = (wanted as u32).min(granted_sq).min(granted_cq) as u16;
+                self.setup_io_queues(count)?;
+                self.step = Step::CreateCq(0);
+                Ok(Outcome::Progress)
+            }
+            Step::CreateCq(i) => {
+                let q = &self.io[i as usize];
+                let (_, cq_phys) = q.ring_addresses().ok_or(Error::NotReady)?;
+                let mut sqe = SubmissionEntry::new(admin::CREATE_CQ);
+                sqe.prp1 = cq_phys;
+                sqe.cdw10 = ((q.entries() as u32 - 1) << 16) | q.qid as u32;
+                sqe.cdw11 = 1; // physically contiguous, interrupts off
+                let Some(_) = self.admin_exchange(sqe)? else {
+                    return Ok(Outcome::Waiting);
+                };
+                self.step = Step::CreateSq(i);
+                Ok(Outcome::Progress)
+            }
+            Step::CreateSq(i) => {
+                let q = &self.io[i as usize];
+                let (sq_phys, _) = q.ring_addresses().ok_or(Error::NotReady)?;
+                let mut sqe = SubmissionEntry::new(admin::CREATE_SQ);
+                sqe.prp1 = sq_phys;
+                sqe.cdw10 = ((q.entries() as u32 - 1) << 16) | q.qid as u32;
+                sqe.cdw11 = ((q.qid as u32) << 16) | 1; // its CQ, contiguous
+                let Some(_) = self.admin_exchange(sqe)? else {
+                    return Ok(Outcome::Waiting);
+                };
+                self.step = if (i as usize + 1) < self.io.len() {
+                    Step::CreateCq(i + 1)
+                } else {
+                    Step::ActiveNamespaces
+                };
+                Ok(Outcome::Progress)
+            }
+            Step::ActiveNamespaces => {
+                let scratch = self.scratch_phys()?;
+                let mut sqe = SubmissionEntry::new(admin::IDENTIFY);
+                sqe.prp1 = scratch;
+                sqe.cdw10 = cns::ACTIVE_NAMESPACES;
+                let Some(_) = self.admin_exchange(sqe)? else {
+                    return Ok(Outcome::Waiting);
+                };
+                let nn = self.info.map_or(0, |i| i.namespace_count);
+                let mut ids = heapless::Vec::new();
+                let mut skipped = 0;
+                for id in identify::active_namespaces(self.scratch_bytes(), nn) {
+                    if ids.push(id?).is_err() {
+                        skipped += 1;
+                    }
+                }
+                if skipped > 0 {
+                    warn!("nvme: {skipped} namespaces beyond the driver's limit are not served");
+                }
+                self.pending_nsids = ids;
+                self.namespaces.clear();
+                self.step = Step::IdentifyNamespace(0);
+                Ok(Outcome::Progress)
+            }
+            Step::IdentifyNamespace(k) => {
+                let Some(&nsid) = self.pending_nsids.get(k as usize) else {
+                    self.state = State::Ready;
+                    self.step = Step::Ready;
+                    info!(
+                        "nvme: ready, {} I/O queues of {} entries, {} namespaces",
+                        self.io.len(),
+                        self.queue_entries,
+                        self.namespaces.len()
+                    );
+                    return Ok(Outcome::Progress);
+                };
+                let scratch = self.scratch_phys()?;
+                let mut sqe = SubmissionEntry::new(admin::IDENTIFY);
+                sqe.prp1 = scratch;
+                sqe.nsid = nsid;
+                sqe.cdw10 = cns::NAMESPACE;
+                let Some(_) = self.admin_exchange(sqe)? else {
+                    return Ok(Outcome::Waiting);
+                };
+                if let Some(info) = NamespaceInfo::parse(nsid, self.scratch_bytes())? {
+                    let max_blocks = (self.max_transfer >> info.block_shift).min(1 << 16);
+                    // The list has at most MAX_NAMESPACES entries, as does this.
+                    let _ = self.namespaces.push(Namespace { info, max_blocks });
+                }
+                self.step = Step::IdentifyNamespace(k + 1);
+                Ok(Outcome::Progress)
+            }
+            Step::Ready | Step::Finished => Ok(Outcome::Waiting),
+            Step::Drain { deadline } => {
+                for q in self.io.iter_mut() {
+                    q.publish(&self.regs);
+                    q.reap(&self.regs);
+                }
+                if self.in_flight() == 0 || self.now() > deadline {
+                    self.step = Step::DeleteSq(0);
+                    return Ok(Outcome::Progress);
+                }
+                Ok(Outcome::Waiting)
+            }
+            Step::DeleteSq(i) => {
+                let Some(q) = self.io.get(i as usize) else {
+                    self.step = Step::DeleteCq(0);
+                    return Ok(Outcome::Progress);
+                };
+                let mut sqe = SubmissionEntry::new(admin::DELETE_SQ);
+                sqe.cdw10 = q.qid as u32;
+                if self.admin_exchange(sqe)?.is_none() {
+                    return Ok(Outcome::Waiting);
+                }
+                self.step = Step::DeleteSq(i + 1);
+                Ok(Outcome::Progress)
+            }
+            Step::DeleteCq(i) => {
+                let Some(q) = self.io.get(i as usize) else {
+                    self.step = Step::Shutdown;
+                    return Ok(Outcome::Progress);
+                };
+                let mut sqe = SubmissionEntry::new(admin::DELETE_CQ);
+                sqe.cdw10 = q.qid as u32;
+                if self.admin_exchange(sqe)?.is_none() {
+                    return Ok(Outcome::Waiting);
+                }
+                self.step = Step::DeleteCq(i + 1);
+                Ok(Outcome::Progress)
+            }
+            Step::Shutdown => {
+                let cc = self.regs.read32(regs::CC) & !Cc::SHN_MASK;
+                self.regs.write32(regs::CC, cc | Cc::SHN_NORMAL.bits());
+                let deadline = self.now() + self.config.shutdown_timeout;
+                self.step = Step::WaitShutdown { deadline };
+                Ok(Outcome::Progress)
+            }
+            Step::WaitShutdown { deadline } => {
+                let csts = self.read_status();
+                if csts.bits() != u32::MAX && csts.shutdown_complete() {
+                    self.teardown(State::Detached, Error::Aborted);
+                    info!("nvme: controller shut down");
+                    return Ok(Outcome::Progress);
+                }
+                self.check_deadline(deadline, Wait::Shutdown)
+            }
+        }
+    }
+
+    fn start_reset(&mut self) -> Result<Outcome> {
+        let cap = Cap(self.regs.read64(regs::CAP));
+        validate_cap(cap, self.regs_len)?;
+        self.cap = cap;
+        self.state = State::Resetting;
+        // Firmware may have left the controller enabled with its own queues:
+        // always start from a reset.
+        let cc = self.regs.read32(regs::CC);
+        if cc & Cc::EN.bits() != 0 {
+            self.regs.write32(regs::CC, cc & !Cc::EN.bits());
+        }
+        let deadline = self.now() + self.ready_timeout();
+        self.step = Step::WaitDisabled {
+            deadline,
+            then_enable: true,
+        };
+        Ok(Outcome::Progress)
+    }
+
+    /// Clears CC.EN and waits (bounded by CAP.TO) for CSTS.RDY = 0: after
+    /// that the controller performs no more DMA.
+    pub(crate) fn disable_blocking(&mut self) -> Result<()> {
+        let cc = self.regs.read32(regs::CC);
+        self.regs.write32(regs::CC, cc & !Cc::EN.bits());
+        let deadline = self.now() + self.ready_timeout();
+        loop {
+            let csts = self.read_status();
+            if csts.bits() != u32::MAX && !csts.contains(Csts::RDY) {
+                return Ok(());
+            }
+            if let Err(e) = self.check_deadline(deadline, Wait::Disable) {
+                return Err(e);
+            }
+        }
+    }
+
+    fn enable(&mut self) -> Result<()> {
+        if self.scratch.is_none() {
+            self.scratch = Some(
+                self.platform
+                    .dma_alloc(PAGE_SIZE, PAGE_SIZE)
+                    .ok_or(Error::OutOfDmaMemory { bytes: PAGE_SIZE })?,
+            );
+        }
+        let dstrd = self.cap.doorbell_stride_exp();
+        let entries = (ADMIN_QUEUE_DEPTH as u32).min(self.cap.max_queue_entries()) as u16;
+        self.admin.attach_rings(&self.platform, entries, dstrd, 0)?;
+        let (asq, acq) = self.admin.ring_addresses().ok_or(Error::NotReady)?;
+        self.regs
+            .write32(regs::AQA, regs::aqa_value(entries, entries));
+        self.regs.write64(regs::ASQ, asq);
+        self.regs.write64(regs::ACQ, acq);
+        // Interrupts are not used: mask them all.
+        self.regs.write32(regs::INTMS, u32::MAX);
+        self.regs.write32(regs::CC, Cc::enable_value(0));
+        self.state = State::Enabling;
+        let deadline = self.now() + self.ready_timeout();
+        self.step = Step::WaitEnabled { deadline };
+        Ok(())
+    }
+
+    fn setup_io_queues(&mut self, count: u16) -> Result<()> {
+        let entries = (self.config.queue_depth as u32)
+            .min(self.cap.max_queue_entries())
+            .min(MAX_QUEUE_DEPTH as u32) as u16;
+        if entries < 2 {
+            return Err(Error::BadDeviceValue {
+                field: "CAP.MQES",
+                value: self.cap.max_queue_entries() as u64 - 1,
+            });
+        }
+        let dstrd = self.cap.doorbell_stride_exp();
+        let stride = prp::list_stride(self.max_transfer as usize);
+        if self.io.len() != count as usize || self.queue_entries != entries {
+            for q in self.io.iter_mut() {
+                q.release(&self.platform);
+            }
+            self.io.clear();
+            for qid in 1..=count {
+                // count <= MAX_IO_QUEUES, so this always fits.
+                let _ = self.io.push(QueuePair::new(qid, entries));
+            }
+        }
+        self.queue_entries = entries;
+        for q in self.io.iter_mut() {
+            q.attach_rings(&self.platform, entries, dstrd, stride)?;
+        }
+        Ok(())
+    }
+
+    fn check_deadline(&self, deadline: crate::Instant, what: Wait) -> Result<Outcome> {
+        let now = self.now();
+        if now > deadline {
+            let waited = self.ready_timeout().max(self.config.admin_timeout);
+            return Err(Error::Timeout {
+                what,
+                after_ms: waited.as_millis().min(u32::MAX as u128) as u32,
+            });
+        }
+        Ok(Outcome::Waiting)
+    }
+
+    fn scratch_phys(&self) -> Result<u64> {
+        self.scratch
+            .as_ref()
+            .map(|s| s.phys().as_u64())
+            .ok_or(Error::NotReady)
+    }
+
+    fn scratch_bytes(&self) -> &[u8] {
+        self.scratch.as_ref().map_or(&[], |s| s.as_slice())
+    }
+
+    /// Submits `sqe` on the admin queue if no admin command is outstanding,
+    /// otherwise polls for the outstanding one. `Ok(Some(dw0))` once it
+    /// completed successfully, `Ok(None)` while waiting.
+    pub(crate) fn admin_exchange(&mut self, mut sqe: SubmissionEntry) -> Result<Option<u32>> {
+        let Some(cid) = self.admin_cid else {
+            let deadline = self.now() + self.config.admin_timeout;
+            let cid = self.admin.reserve(sqe.opcode(), 0, deadline)?;
+            sqe.set_cid(cid);
+            self.admin.push(&sqe);
+            self.admin.publish(&self.regs);
+            self.admin_cid = Some(cid);
+            return Ok(None);
+        };
+        self.admin.reap(&self.regs);
+        if let Some(done) = self.admin.tracker.take_done_cid(cid) {
+            self.admin_cid = None;
+            return done.result.map(Some);
+        }
+        let now = self.now();
+        if self
+            .admin
+            .tracker
+            .earliest_deadline()
+            .is_some_and(|d| now > d)
+        {
+            let csts = self.read_status();
+            if csts.bits() == u32::MAX || csts.contains(Csts::CFS) {
+                return Err(Error::ControllerFailed);
+            }
+            return Err(Error::Timeout {
+                what: Wait::AdminCommand,
+                after_ms: self.config.admin_timeout.as_millis().min(u32::MAX as u128) as u32,
+            });
+        }
+        Ok(None)
+    }
+}
+
+/// Checks CAP for what the driver relies on.
+fn validate_cap(cap: Cap, regs_len: usize) -> Result<()> {
+    if cap.0 == u64::MAX {
+        return Err(Error::DeviceRemoved);
+    }
+    if !cap.nvm_command_set() {
+        return Err(Error::DeviceUnsupported {
+            what: "NVM command set",
+        });
+    }
+    if cap.mpsmin() != 0 {
+        // The driver uses 4 KiB memory pages.
+        return Err(Error::BadDeviceValue {
+            field: "CAP.MPSMIN",
+            value: cap.mpsmin() as u64,
+        });
+    }
+    if cap.mpsmax() < cap.mpsmin() {
+        return Err(Error::BadDeviceValue {
+            field: "CAP.MPSMAX",
+            value: cap.mpsmax() as u64,
+        });
+    }
+    if cap.max_queue_entries() < 2 {
+        return Err(Error::BadDeviceValue {
+            field: "CAP.MQES",
+            value: cap.max_queue_entries() as u64 - 1,
+        });
+    }
+    // Every doorbell the driver may ring must lie inside the mapped BAR.
+    let last = regs::cq_head_doorbell(MAX_IO_QUEUES as u16, cap.doorbell_stride_exp()) + 4;
+    if last > regs_len {
+        return Err(Error::BadDeviceValue {
+            field: "CAP.DSTRD",
+            value: cap.doorbell_stride_exp() as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Bytes one command may carry: the embedder's choice, bounded by MDTS (a
+/// power of two of 4 KiB pages, 0 = unlimited) and the driver's own limit.
+fn transfer_limit(wanted: u32, mdts: u8) -> u32 {
+    let by_mdts = if mdts == 0 || mdts > 20 {
+        u64::MAX
+    } else {
+        (PAGE_SIZE as u64) << mdts
+    };
+    let bytes = (wanted as u64)
+        .min(by_mdts)
+        .min(MAX_TRANSFER_LIMIT as u64)
+        .max(PAGE_SIZE as u64);
+    bytes as u32 & !(PAGE_SIZE as u32 - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_limit_follows_mdts() {
+        assert_eq!(transfer_limit(1 << 20, 0), 1 << 20);
+        assert_eq!(transfer_limit(1 << 20, 5), 128 << 10);
+        assert_eq!(transfer_limit(64 << 20, 0), MAX_TRANSFER_LIMIT);
+        assert_eq!(transfer_limit(1000, 0), 4096);
+        assert_eq!(transfer_limit(1 << 20, 255), 1 << 20);
+    }
+}

@@ -1,0 +1,415 @@
+//! One NVMe controller: its configuration, state, queues and namespaces.
+//!
+//! Bring-up and orderly detach are non-blocking state machines
+//! ([`Controller::advance`]), so a tick can drive many controllers at once;
+//! [`Controller::bring_up`] and [`Controller::detach`] are thin blocking loops
+//! over them for embedders that want simple code.
+
+use core::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::nvme::identify::{ControllerInfo, NamespaceInfo};
+use crate::nvme::qpair::{QueueFaults, QueuePair};
+use crate::nvme::regs::{self, Cap, Csts};
+use crate::platform::{DmaRegion, Instant, Platform, RegisterAccess};
+
+/// Most I/O queue pairs per controller.
+pub const MAX_IO_QUEUES: usize = 4;
+/// Most entries per I/O queue.
+pub const MAX_QUEUE_DEPTH: usize = 256;
+/// Entries of the admin queue.
+pub const ADMIN_QUEUE_DEPTH: usize = 32;
+/// Most namespaces served per controller.
+pub const MAX_NAMESPACES: usize = 16;
+/// Largest transfer one command may carry, whatever MDTS allows.
+pub const MAX_TRANSFER_LIMIT: u32 = 4 << 20;
+
+/// What the embedder chooses for each controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// I/O queue pairs to ask for (clamped to what the controller grants and
+    /// to [`MAX_IO_QUEUES`]).
+    pub io_queues: u16,
+    /// Entries per I/O queue (clamped to CAP.MQES and [`MAX_QUEUE_DEPTH`]).
+    pub queue_depth: u16,
+    /// Largest transfer per command in bytes (clamped to MDTS and
+    /// [`MAX_TRANSFER_LIMIT`]); the blocking wrappers split larger requests.
+    pub max_transfer: u32,
+    /// Deadline of each admin command.
+    pub admin_timeout: Duration,
+    /// Deadline of each I/O command.
+    pub io_timeout: Duration,
+    /// Upper bound on the CAP.TO ready timeout a controller may claim.
+    pub ready_timeout_limit: Duration,
+    /// Deadline for a normal shutdown (CC.SHN) to report completion.
+    pub shutdown_timeout: Duration,
+    /// Use shadow doorbells when the controller offers them.
+    pub shadow_doorbells: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            io_queues: 1,
+            queue_depth: 128,
+            max_transfer: 256 << 10,
+            admin_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(10),
+            ready_timeout_limit: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(5),
+            shadow_doorbells: true,
+        }
+    }
+}
+
+/// Where a controller is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Being reset (CC.EN cleared, waiting for CSTS.RDY = 0).
+    Resetting,
+    /// Admin queue set up, waiting for CSTS.RDY = 1.
+    Enabling,
+    /// Identify, queue creation and namespace discovery in progress.
+    Initializing,
+    /// Serving I/O.
+    Ready,
+    /// Orderly detach in progress: draining, deleting queues, shutting down.
+    Detaching,
+    /// Detached in an orderly way; all memory returned.
+    Detached,
+    /// The device is gone; all memory returned, commands failed.
+    Removed,
+    /// The controller failed and was given up; all memory returned.
+    Failed,
+}
+
+/// A namespace as the driver serves it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Namespace {
+    /// Identify data.
+    pub info: NamespaceInfo,
+    /// Most blocks one command may carry.
+    pub max_blocks: u32,
+}
+
+impl Namespace {
+    /// Namespace ID.
+    pub fn id(&self) -> u32 {
+        self.info.nsid
+    }
+    /// Logical block size in bytes.
+    pub fn block_size(&self) -> u32 {
+        self.info.block_size()
+    }
+    /// Size in logical blocks.
+    pub fn blocks(&self) -> u64 {
+        self.info.blocks
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    Start,
+    WaitDisabled {
+        deadline: Instant,
+        then_enable: bool,
+    },
+    WaitEnabled {
+        deadline: Instant,
+    },
+    IdentifyController,
+    SetQueueCount,
+    CreateCq(u16),
+    CreateSq(u16),
+    ActiveNamespaces,
+    IdentifyNamespace(u16),
+    Ready,
+    Drain {
+        deadline: Instant,
+    },
+    DeleteSq(u16),
+    DeleteCq(u16),
+    Shutdown,
+    WaitShutdown {
+        deadline: Instant,
+    },
+    Finished,
+}
+
+/// What a controller can learn about and do to its PCI function without
+/// knowing PCI: whether the function is still there, and stopping its DMA.
+///
+/// The driver's PCI layer implements it over configuration space; `()` is the
+/// implementation for a controller used on its own (always present, no way to
+/// stop DMA other than CC.EN).
+pub trait DeviceLink {
+    /// Whether the device still answers (vendor ID is not all-ones).
+    fn is_present(&self) -> bool;
+    /// Turns bus mastering off, so the device can no longer reach memory.
+    fn stop_dma(&self);
+}
+
+impl DeviceLink for () {
+    fn is_present(&self) -> bool {
+        true
+    }
+    fn stop_dma(&self) {}
+}
+
+/// An NVMe controller driven by polling.
+pub struct Controller<P: Platform, L: DeviceLink = ()> {
+    pub(crate) platform: P,
+    pub(crate) link: L,
+    pub(crate) regs: P::Registers,
+    pub(crate) regs_len: usize,
+    pub(crate) config: Config,
+    pub(crate) cap: Cap,
+    pub(crate) state: State,
+    pub(crate) step: Step,
+    pub(crate) admin: QueuePair<ADMIN_QUEUE_DEPTH>,
+    /// The admin command the state machine waits for.
+    pub(crate) admin_cid: Option<u16>,
+    pub(crate) io: heapless::Vec<QueuePair<MAX_QUEUE_DEPTH>, MAX_IO_QUEUES>,
+    pub(crate) scratch: Option<DmaRegion>,
+    pub(crate) info: Option<ControllerInfo>,
+    pub(crate) namespaces: heapless::Vec<Namespace, MAX_NAMESPACES>,
+    pub(crate) pending_nsids: heapless::Vec<u32, MAX_NAMESPACES>,
+    pub(crate) queue_entries: u16,
+    pub(crate) max_transfer: u32,
+    pub(crate) failure: Option<Error>,
+}
+
+impl<P: Platform, L: DeviceLink> Controller<P, L> {
+    /// A controller whose registers (`regs_len` bytes of BAR0) are mapped at
+    /// `regs`, reached through `link`. Nothing is touched until
+    /// [`Controller::advance`] or [`Controller::bring_up`].
+    pub fn new(platform: P, link: L, regs: P::Registers, regs_len: usize, config: Config) -> Self {
+        Self {
+            platform,
+            link,
+            regs,
+            regs_len,
+            config,
+            cap: Cap(0),
+            state: State::Resetting,
+            step: Step::Start,
+            admin: QueuePair::new(0, ADMIN_QUEUE_DEPTH as u16),
+            admin_cid: None,
+            io: heapless::Vec::new(),
+            scratch: None,
+            info: None,
+            namespaces: heapless::Vec::new(),
+            pending_nsids: heapless::Vec::new(),
+            queue_entries: 0,
+            max_transfer: 0,
+            failure: None,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Identify Controller data, once read.
+    pub fn info(&self) -> Option<&ControllerInfo> {
+        self.info.as_ref()
+    }
+
+    /// The active namespaces, once discovered.
+    pub fn namespaces(&self) -> &[Namespace] {
+        &self.namespaces
+    }
+
+    /// The namespace `nsid`.
+    pub fn namespace(&self, nsid: u32) -> Result<&Namespace> {
+        self.namespaces
+            .iter()
+            .find(|n| n.id() == nsid)
+            .ok_or(Error::UnknownNamespace { nsid })
+    }
+
+    /// Number of I/O queues in use.
+    pub fn io_queue_count(&self) -> u16 {
+        self.io.len() as u16
+    }
+
+    /// Entries per I/O queue.
+    pub fn queue_depth(&self) -> u16 {
+        self.queue_entries
+    }
+
+    /// Largest transfer one command may carry, in bytes.
+    pub fn max_transfer(&self) -> u32 {
+        self.max_transfer
+    }
+
+    /// The error that failed the controller, if it failed.
+    pub fn failure(&self) -> Option<Error> {
+        self.failure
+    }
+
+    /// Bad completions the device posted on all queues (each dropped).
+    pub fn faults(&self) -> QueueFaults {
+        let mut total = self.admin.faults;
+        for q in &self.io {
+            total.wrong_queue += q.faults.wrong_queue;
+            total.bad_sq_head += q.faults.bad_sq_head;
+            total.unknown_cid += q.faults.unknown_cid;
+        }
+        total
+    }
+
+    /// Completions consumed from all rings since the controller was created: a
+    /// cheap liveness sign (if it moved, the device is alive).
+    pub fn completions_seen(&self) -> u64 {
+        self.io.iter().map(|q| q.reaped).sum::<u64>() + self.admin.reaped
+    }
+
+    /// Commands in flight on all I/O queues.
+    pub fn in_flight(&self) -> usize {
+        self.io.iter().map(|q| q.tracker.in_flight()).sum()
+    }
+
+    /// Reads CSTS (one register read).
+    pub fn read_status(&self) -> Csts {
+        Csts::from_bits_retain(self.regs.read32(regs::CSTS))
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        self.platform.now()
+    }
+
+    /// The ready timeout from CAP.TO, validated and bounded.
+    pub(crate) fn ready_timeout(&self) -> Duration {
+        // TO = 0 is invalid; give such a controller the shortest legal wait.
+        let units = self.cap.timeout_units().max(1) as u64;
+        Duration::from_millis(units * 500).min(self.config.ready_timeout_limit)
+    }
+
+    /// Brings the controller up, blocking until it is ready or failed. Every
+    /// step has its own deadline, so this returns in bounded time.
+    pub fn bring_up(&mut self) -> Result<()> {
+        loop {
+            match self.advance()? {
+                State::Ready => return Ok(()),
+                State::Failed | State::Removed | State::Detached => {
+                    return Err(self.failure.unwrap_or(Error::NotReady))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Detaches in an orderly way, blocking: drains in-flight commands (up to
+    /// the I/O timeout), deletes the I/O queues, shuts the controller down
+    /// (CC.SHN) and returns all memory. Commands still in flight at the end
+    /// complete with [`Error::Aborted`] and are delivered by `poll`.
+    pub fn detach(&mut self) -> Result<()> {
+        self.begin_detach();
+        loop {
+            match self.advance()? {
+                State::Detached => return Ok(()),
+                State::Failed | State::Removed => {
+                    return Err(self.failure.unwrap_or(Error::ControllerFailed))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Starts an orderly detach; [`Controller::advance`] carries it out.
+    pub fn begin_detach(&mut self) {
+        match self.state {
+            State::Ready => {
+                let deadline = self.now() + self.config.io_timeout;
+                self.state = State::Detaching;
+                self.step = Step::Drain { deadline };
+            }
+            State::Detaching | State::Detached | State::Removed | State::Failed => {}
+            _ => {
+                // Not yet serving I/O: no queues to drain, shut down directly.
+                self.abandon_admin_command();
+                self.state = State::Detaching;
+                self.step = Step::DeleteCq(self.io.len() as u16);
+            }
+        }
+    }
+
+    /// The device is gone: touch no register, fail every outstanding command
+    /// exactly once with [`Error::DeviceRemoved`], return all memory. Returns
+    /// how many commands were failed. Calling it again does nothing.
+    pub fn surprise_removed(&mut self) -> usize {
+        self.teardown(State::Removed, Error::DeviceRemoved)
+    }
+
+    /// Gives up on the controller: stops it if it still listens, fails every
+    /// outstanding command once with `error`, returns all memory.
+    pub fn fail(&mut self, error: Error) -> usize {
+        if matches!(self.state, State::Removed | State::Failed | State::Detached) {
+            return 0;
+        }
+        // Clear CC.EN so a controller that still listens stops, and bus
+        // mastering so one that does not can no longer reach the memory that
+        // is about to be handed back.
+        let cc = self.regs.read32(regs::CC);
+        self.regs.write32(regs::CC, cc & !regs::Cc::EN.bits());
+        self.link.stop_dma();
+        self.teardown(State::Failed, error)
+    }
+
+    pub(crate) fn teardown(&mut self, state: State, error: Error) -> usize {
+        if matches!(self.state, State::Removed | State::Failed | State::Detached) {
+            return 0;
+        }
+        let mut failed = self.admin.tracker.fail_all(error);
+        for q in self.io.iter_mut() {
+            failed += q.tracker.fail_all(error);
+        }
+        self.release_memory();
+        self.admin_cid = None;
+        self.state = state;
+        self.step = Step::Finished;
+        if state != State::Detached {
+            self.failure = Some(error);
+        }
+        failed
+    }
+
+    pub(crate) fn release_memory(&mut self) {
+        // Undelivered admin completions have no owner outside the driver.
+        while self.admin.tracker.take_done().is_some() {}
+        self.admin.release(&self.platform);
+        for q in self.io.iter_mut() {
+            q.release(&self.platform);
+        }
+        if let Some(s) = self.scratch.take() {
+            self.platform.dma_free(s);
+        }
+    }
+
+    /// Forgets the admin command the state machine waited for.
+    pub(crate) fn abandon_admin_command(&mut self) {
+        self.admin_cid = None;
+    }
+
+    /// The platform this controller uses.
+    pub fn platform(&self) -> &P {
+        &self.platform
+    }
+}
+
+impl<P: Platform, L: DeviceLink> Drop for Controller<P, L> {
+    fn drop(&mut self) {
+        // Stop the device before its memory goes back, and return caller
+        // buffers still held, even when the embedder just drops the value.
+        self.fail(Error::Aborted);
+        for q in self.io.iter_mut() {
+            while let Some(done) = q.tracker.take_done() {
+                if let Some(buffer) = done.buffer {
+                    self.platform.dma_free(buffer);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! Block I/O: split-phase submit and poll, and blocking wrappers on top.
+//!
+//! The hot path builds the SQE in place, reads no register, rings each
+//! doorbell once per batch (the SQ doorbell when the caller polls, the CQ head
+//! doorbell once per drained batch) and keeps per-command state in a table
+//! indexed by CID.
+
+use crate::error::{Error, Result, Wait};
+use crate::nvme::command::{nvm, SubmissionEntry};
+use crate::nvme::controller::{Controller, DeviceLink, State, Step};
+use crate::nvme::prp;
+use crate::nvme::regs::Csts;
+use crate::platform::{DmaRegion, PhysAddr, Platform};
+
+/// Write Zeroes: deallocate the blocks too if the device can (CDW12 bit 25).
+const WRITE_ZEROES_DEAC: u32 = 1 << 25;
+/// Dataset Management attribute: deallocate (CDW11 bit 2).
+const DSM_DEALLOCATE: u32 = 1 << 2;
+/// How often a blocking wait with no progress checks CSTS, in nanoseconds.
+const STATUS_CHECK_NS: u64 = 1_000_000;
+
+/// A block operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoOp {
+    /// Read `blocks` blocks at `lba` into the buffer.
+    Read {
+        /// Namespace ID.
+        nsid: u32,
+        /// First block.
+        lba: u64,
+        /// Number of blocks.
+        blocks: u32,
+    },
+    /// Write `blocks` blocks at `lba` from the buffer.
+    Write {
+        /// Namespace ID.
+        nsid: u32,
+        /// First block.
+        lba: u64,
+        /// Number of blocks.
+        blocks: u32,
+    },
+    /// Make every completed write durable.
+    Flush {
+        /// Namespace ID.
+        nsid: u32,
+    },
+    /// Set blocks to zero without a data buffer.
+    WriteZeroes {
+        /// Namespace ID.
+        nsid: u32,
+        /// First block.
+        lba: u64,
+        /// Number of blocks.
+        blocks: u32,
+    },
+    /// Tell the device the blocks' contents are no longer needed (TRIM).
+    Deallocate {
+        /// Namespace ID.
+        nsid: u32,
+        /// First block.
+        lba: u64,
+        /// Number of blocks.
+        blocks: u32,
+    },
+}
+
+impl IoOp {
+    fn nsid(&self) -> u32 {
+        match *self {
+            IoOp::Read { nsid, .. }
+            | IoOp::Write { nsid, .. }
+            | IoOp::Flush { nsid }
+            | IoOp::WriteZeroes { nsid, .. }
+            | IoOp::Deallocate { nsid, .. } => nsid,
+        }
+    }
+
+    fn opcode(&self) -> u8 {
+        match self {
+            IoOp::Read { .. } => nvm::READ,
+            IoOp::Write { .. } => nvm::WRITE,
+            IoOp::Flush { .. } => nvm::FLUSH,
+            IoOp::WriteZeroes { .. } => nvm::WRITE_ZEROES,
+            IoOp::Deallocate { .. } => nvm::DATASET_MANAGEMENT,
+        }
+    }
+}
+
+/// Names a submitted command until it completes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Token {
+    /// The I/O queue index.
+    pub queue: u16,
+    /// The command identifier.
+    pub cid: u16,
+}
+
+/// A finished command.
+#[derive(Debug)]
+pub struct Completion {
+    /// The token `submit` returned.
+    pub token: Token,
+    /// The caller's tag given to `submit`.
+    pub tag: u64,
+    /// Success, or why the command failed.
+    pub result: Result<()>,
+    /// The buffer given to `submit`, handed back.
+    pub buffer: Option<DmaRegion>,
+}
+
+/// A submission the driver refused; nothing reached the device.
+#[derive(Debug)]
+pub struct Rejected {
+    /// Why.
+    pub error: Error,
+    /// The buffer given to `submit`, handed back.
+    pub buffer: Option<DmaRegion>,
+}
+
+impl<P: Platform, L: DeviceLink> Controller<P, L> {
+    /// Queues `op` on I/O queue `queue` with `buffer` (required for reads and
+    /// writes, ignored otherwise) and the caller's `tag`. The command reaches
+    /// the device at the next [`Controller::poll`] (or
+    /// [`Controller::ring_doorbells`]), so a batch costs one doorbell write.
+    /// The buffer is held by the driver until the command completes.
+    pub fn submit(
+        &mut self,
+        queue: u16,
+        op: IoOp,
+        buffer: Option<DmaRegion>,
+        tag: u64,
+    ) -> core::result::Result<Token, Rejected> {
+        let data = buffer.as_ref().map(|b| (b.phys(), b.len()));
+        match self.prepare(queue, op, data, tag, false) {
+            Ok(cid) => {
+                if let Some(slot) = self.io[queue as usize].tracker.in_flight_mut(cid) {
+                    slot.buffer = buffer;
+                }
+                Ok(Token { queue, cid })
+            }
+            Err(error) => Err(Rejected { error, buffer }),
+        }
+    }
+
+    /// Rings the submission doorbells of queues with new entries.
+    pub fn ring_doorbells(&mut self) {
+        for q in self.io.iter_mut() {
+            q.publish(&self.regs);
+        }
+    }
+
+    /// Rings `queue`'s doorbell if needed, consumes its completions and hands
+    /// each finished command to `on_complete`, exactly once. Returns how many
+    /// were delivered. After removal or failure, delivers the commands that
+    /// were outstanding, each with its error.
+    pub fn poll(&mut self, queue: u16, mut on_complete: impl FnMut(Completion)) -> usize {
+        let Some(q) = self.io.get_mut(queue as usize) else {
+            return 0;
+        };
+        q.publish(&self.regs);
+        q.reap(&self.regs);
+        let mut delivered = 0;
+        while let Some(done) = q.tracker.take_done() {
+            if done.internal {
+                continue;
+            }
+            delivered += 1;
+            on_complete(Completion {
+                token: Token {
+                    queue,
+                    cid: done.cid,
+                },
+                tag: done.tag,
+                result: done.result.map(|_| ()),
+                buffer: done.buffer,
+            });
+        }
+        delivered
+    }
+
+    /// Reads `buffer.len()` bytes (a multiple of the block size) at `lba`,
+    /// blocking. Splits transfers larger than one command may carry.
+    pub fn read(&mut self, nsid: u32, lba: u64, buffer: &mut DmaRegion) -> Result<()> {
+        self.transfer_blocking(nsid, lba, buffer.phys(), buffer.len(), false)
+    }
+
+    /// Writes `buffer.len()` bytes (a multiple of the block size) at `lba`,
+    /// blocking. Splits transfers larger than one command may carry.
+    pub fn write(&mut self, nsid: u32, lba: u64, buffer: &DmaRegion) -> Result<()> {
+        self.transfer_blocking(nsid, lba, buffer.phys(), buffer.len(), true)
+    }
+
+    /// Makes every completed write to `nsid` durable, blocking.
+    pub fn flush(&mut self, nsid: u32) -> Result<()> {
+        self.execute_blocking(IoOp::Flush { nsid }, None)
+    }
+
+    /// Sets `blocks` blocks at `lba` to zero, blocking.
+    pub fn write_zeroes(&mut self, nsid: u32, lba: u64, blocks: u64) -> Result<()> {
+        self.ranged_blocking(nsid, lba, blocks, |nsid, lba, blocks| IoOp::WriteZeroes {
+            nsid,
+            lba,
+            blocks,
+        })
+    }
+
+    /// Deallocates (trims) `blocks` blocks at `lba`, blocking.
+    pub fn deallocate(&mut self, nsid: u32, lba: u64, blocks: u64) -> Result<()> {
+        self.ranged_blocking(nsid, lba, blocks, |nsid, lba, blocks| IoOp::Deallocate {
+            nsid,
+            lba,
+            blocks,
+        })
+    }
+
+    fn transfer_blocking(
+        &mut self,
+        nsid: u32,
+        lba: u64,
+        phys: PhysAddr,
+        len: usize,
+        write: bool,
+    ) -> Result<()> {
+        let ns = *self.namespace(nsid)?;
+        let block = ns.block_size() as usize;
+        if len == 0 || len % block != 0 {
+            return Err(Error::InvalidArgument {
+                what: "buffer length must be a non-zero multiple of the block size",
+            });
+        }
+        let total = (len / block) as u64;
+        check_range(lba, total, ns.blocks())?;
+        let mut done = 0u64;
+        while done < total {
+            let blocks = (total - done).min(ns.max_blocks as u64) as u32;
+            let offset = (done as usize) * block;
+            let at = phys
+                .checked_add(offset as u64)
+                .ok_or(Error::InvalidArgument {
+                    what: "buffer address overflows",
+                })?;
+            let lba = lba + done;
+            let op = if write {
+                IoOp::Write { nsid, lba, blocks }
+            } else {
+                IoOp::Read { nsid, lba, blocks }
+            };
+            self.execute_blocking(op, Some((at, blocks as usize * block)))?;
+            done += blocks as u64;
+        }
+        Ok(())
+    }
+
+    fn ranged_blocking(
+        &mut self,
+        nsid: u32,
+        lba: u64,
+        blocks: u64,
+        op: impl Fn(u32, u64, u32) -> IoOp,
+    ) -> Result<()> {
+        let ns = *self.namespace(nsid)?;
+        if blocks == 0 {
+            return Err(Error::EmptyTransfer);
+        }
+        check_range(lba, blocks, ns.blocks())?;
+        let mut done = 0;
+        while done < blocks {
+            let n = (blocks - done).min(1 << 16) as u32;
+            self.execute_blocking(op(nsid, lba + done, n), None)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Submits one command on queue 0 for a caller who waits, and waits for it
+    /// with the I/O deadline. Completions of other commands that arrive
+    /// meanwhile stay queued for the caller's next `poll`.
+    fn execute_blocking(&mut self, op: IoOp, data: Option<(PhysAddr, usize)>) -> Result<()> {
+        let cid = self.prepare(0, op, data, 0, true)?;
+        let mut last_progress = self.now();
+        loop {
+            let q = &mut self.io[0];
+            q.publish(&self.regs);
+            if q.reap(&self.regs) > 0 {
+                last_progress = self.platform.now();
+            }
+            if let Some(done) = q.tracker.take_done_cid(cid) {
+                return done.result.map(|_| ());
+            }
+            if !matches!(self.state, State::Ready) {
+                // Torn down meanwhile (removal found by a nested check).
+                return Err(self.failure.unwrap_or(Error::NotReady));
+            }
+            let now = self.now();
+            let deadline = self.io[0]
+                .tracker
+                .in_flight_mut(cid)
+                .map(|s| s.deadline)
+                .unwrap_or(now);
+            if now > deadline {
+                return Err(self.recover_from_timeout(Wait::IoCommand));
+            }
+            if now.as_nanos().saturating_sub(last_progress.as_nanos()) > STATUS_CHECK_NS {
+                last_progress = now;
+                if let Some(error) = self.check_health() {
+                    self.lost(error);
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// One CSTS read: `None` if the controller looks healthy, else what it
+    /// looks like (removed or failed).
+    pub fn check_health(&self) -> Option<Error> {
+        let csts = self.read_status();
+        let healthy = csts.contains(Csts::RDY)
+            && !csts.contains(Csts::CFS)
+            && !csts.contains(Csts::NSSRO)
+            && csts.bits() != u32::MAX;
+        if healthy {
+            return None;
+        }
+        // All-ones (real hardware) and all-zero (an unassigned address in
+        // QEMU) both happen after removal: the config space tells which.
+        Some(if self.link.is_present() {
+            Error::ControllerFailed
+        } else {
+            Error::DeviceRemoved
+        })
+    }
+
+    /// Tears the controller down after `error` (removal or failure), failing
+    /// each outstanding command once. Returns how many were failed.
+    pub fn lost(&mut self, error: Error) -> usize {
+        if error == Error::DeviceRemoved {
+            self.surprise_removed()
+        } else {
+            self.fail(error)
+        }
+    }
+
+    /// A command passed its deadline: the device may still own its buffer, so
+    /// stop the controller (which ends its DMA) before anything is handed
+    /// back, fail what was in flight, and start a fresh bring-up.
+    pub(crate) fn recover_from_timeout(&mut self, what: Wait) -> Error {
+        let error = Error::Timeout {
+            what,
+            after_ms: self.config.io_timeout.as_millis().min(u32::MAX as u128) as u32,
+        };
+        if !self.link.is_present() {
+            self.surprise_removed();
+            return Error::DeviceRemoved;
+        }
+        if self.disable_blocking().is_err() {
+            self.fail(Error::ControllerFailed);
+            return error;
+        }
+        for q in self.io.iter_mut() {
+            q.tracker.fail_all(error);
+        }
+        self.abandon_admin_command();
+        self.state = State::Resetting;
+        self.step = Step::Start;
+        error
+    }
+
+    /// Validates `op` and writes its SQE into `queue`'s ring. Nothing is
+    /// submitted when it fails.
+    fn prepare(
+        &mut self,
+        queue: u16,
+        op: IoOp,
+        data: Option<(PhysAddr, usize)>,
+        tag: u64,
+        internal: bool,
+    ) -> Result<u16> {
+        match self.state {
+            State::Ready => {}
+            State::Removed => return Err(Error::DeviceRemoved),
+            State::Failed => return Err(Error::ControllerFailed),
+            _ => return Err(Error::NotReady),
+        }
+        if queue as usize >= self.io.len() {
+            return Err(Error::UnknownQueue { queue });
+        }
+        let ns = *self.namespace(op.nsid())?;
+        let info = self.info.ok_or(Error::NotReady)?;
+        let mut sqe = SubmissionEntry::new(op.opcode());
+        sqe.nsid = ns.id();
+        let mut transfer = None;
+        match op {
+            IoOp::Read { lba, blocks, .. } | IoOp::Write { lba, blocks, .. } => {
+                check_blocks(lba, blocks, ns.blocks(), ns.max_blocks)?;
+                let bytes = blocks as usize * ns.block_size() as usize;
+                let (phys, len) = data.ok_or(Error::BufferTooSmall {
+                    needed: bytes,
+                    got: 0,
+                })?;
+                if len < bytes {
+                    return Err(Error::BufferTooSmall {
+                        needed: bytes,
+                        got: len,
+                    });
+                }
+                if phys.as_u64() & 3 != 0 {
+                    return Err(Error::BufferMisaligned {
+                        addr: phys.as_u64(),
+                        required: 4,
+                    });
+                }
+                sqe.set_lba_range(lba, blocks as u16);
+                transfer = Some((phys, bytes));
+            }
+            IoOp::Flush { .. } => {}
+            IoOp::WriteZeroes { lba, blocks, .. } => {
+                if !info.supports_write_zeroes() {
+                    return Err(Error::Unsupported {
+                        what: "Write Zeroes",
+                    });
+                }
+                check_blocks(lba, blocks, ns.blocks(), 1 << 16)?;
+                sqe.set_lba_range(lba, blocks as u16);
+                sqe.cdw12 |= WRITE_ZEROES_DEAC;
+            }
+            IoOp::Deallocate { lba, blocks, .. } => {
+                if !info.supports_deallocate() {
+                    return Err(Error::Unsupported {
+                        what: "Dataset Management",
+                    });
+                }
+                check_blocks(lba, blocks, ns.blocks(), u32::MAX)?;
+                sqe.cdw10 = 0; // one range
+                sqe.cdw11 = DSM_DEALLOCATE;
+            }
+        }
+        let deadline = self.now() + self.config.io_timeout;
+        let q = &mut self.io[queue as usize];
+        let cid = q.reserve(op.opcode(), tag, deadline)?;
+        sqe.set_cid(cid);
+        if let IoOp::Deallocate { lba, blocks, .. } = op {
+            // The single range lives in the command's PRP list storage.
+            let area = q.list_area(cid).ok_or(Error::NotReady)?;
+            let range = area
+                .region
+                .volatile_at::<[u32; 4]>(area.offset)
+                .ok_or(Error::NotReady)?;
+            range.write([
+                0,
+                blocks.to_le(),
+                (lba as u32).to_le(),
+                ((lba >> 32) as u32).to_le(),
+            ]);
+            sqe.prp1 = area.region.phys().as_u64() + area.offset as u64;
+        }
+        if let Some((phys, bytes)) = transfer {
+            match prp::build(phys, bytes, q.list_area(cid)) {
+                Ok((prp1, prp2)) => {
+                    sqe.prp1 = prp1;
+                    sqe.prp2 = prp2;
+                }
+                Err(e) => {
+                    q.tracker.cancel(cid);
+                    return Err(e);
+                }
+            }
+        }
+        if let Some(slot) = q.tracker.in_flight_mut(cid) {
+            slot.internal = internal;
+        }
+        q.push(&sqe);
+        Ok(cid)
+    }
+}
+
+fn check_range(lba: u64, blocks: u64, capacity: u64) -> Result<()> {
+    match lba.checked_add(blocks) {
+        Some(end) if end <= capacity => Ok(()),
+        _ => Err(Error::LbaOutOfRange {
+            lba,
+            blocks,
+            capacity,
+        }),
+    }
+}
+
+fn check_blocks(lba: u64, blocks: u32, capacity: u64, max: u32) -> Result<()> {
+    if blocks == 0 {
+        return Err(Error::EmptyTransfer);
+    }
+    if blocks > max {
+        return Err(Error::TransferTooLarge {
+            blocks: blocks as u64,
+            max,
+        });
+    }
+    check_range(lba, blocks as u64, capacity)
+}

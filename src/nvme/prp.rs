@@ -1,0 +1,228 @@
+//! Physical Region Page entries and lists (NVMe Base Specification 2.0,
+//! section 4.1.1).
+//!
+//! A transfer of `len` bytes at a physically contiguous buffer needs PRP1 (the
+//! first byte, any dword-aligned offset), and either nothing, a second page in
+//! PRP2, or PRP2 pointing to a list of page addresses. A list fills at most one
+//! memory page; a longer list chains: the last entry of a full list page points
+//! to the next list page.
+
+use crate::error::{Error, Result};
+use crate::platform::{DmaRegion, PhysAddr};
+
+/// The memory page size the driver configures (CC.MPS = 0).
+pub const PAGE_SIZE: usize = 4096;
+const ENTRIES_PER_PAGE: usize = PAGE_SIZE / 8;
+
+/// Bytes of list storage one command needs for transfers up to `max_bytes`,
+/// laid out so that a list never crosses a page except through a chain entry:
+/// a power of two up to a page, whole pages beyond.
+pub(crate) fn list_stride(max_bytes: usize) -> usize {
+    // An unaligned start can touch one more page than max_bytes / PAGE_SIZE.
+    let pages = max_bytes.div_ceil(PAGE_SIZE) + 1;
+    let entries = pages - 1;
+    if entries <= ENTRIES_PER_PAGE {
+        (entries * 8).next_power_of_two().max(64)
+    } else {
+        // Each full page carries ENTRIES_PER_PAGE - 1 data entries and a chain.
+        let per_chained = ENTRIES_PER_PAGE - 1;
+        let list_pages = (entries - ENTRIES_PER_PAGE).div_ceil(per_chained) + 1;
+        list_pages * PAGE_SIZE
+    }
+}
+
+/// Where a command's PRP list may be written: `len` bytes at `offset` in a
+/// region, page-aligned when longer than a page.
+pub(crate) struct ListArea<'a> {
+    pub(crate) region: &'a DmaRegion,
+    pub(crate) offset: usize,
+    pub(crate) len: usize,
+}
+
+/// Computes PRP1 and PRP2 for `len` bytes at `buf`, writing a PRP list into
+/// `list` when the transfer spans more than two pages.
+pub(crate) fn build(buf: PhysAddr, len: usize, list: Option<ListArea<'_>>) -> Result<(u64, u64)> {
+    let addr = buf.as_u64();
+    if addr & 3 != 0 {
+        return Err(Error::BufferMisaligned { addr, required: 4 });
+    }
+    let first = PAGE_SIZE - (addr as usize & (PAGE_SIZE - 1));
+    if len <= first {
+        return Ok((addr, 0));
+    }
+    let next_page = (addr & !(PAGE_SIZE as u64 - 1)) + PAGE_SIZE as u64;
+    let rest = len - first;
+    let pages = rest.div_ceil(PAGE_SIZE);
+    if pages == 1 {
+        return Ok((addr, next_page));
+    }
+    let list = list.ok_or(Error::InvalidArgument {
+        what: "transfer needs a PRP list",
+    })?;
+    write_list(&list, next_page, pages)?;
+    let list_phys =
+        list.region
+            .phys()
+            .checked_add(list.offset as u64)
+            .ok_or(Error::InvalidArgument {
+                what: "PRP list address overflows",
+            })?;
+    Ok((addr, list_phys.as_u64()))
+}
+
+fn write_list(list: &ListArea<'_>, first_page: u64, pages: usize) -> Result<()> {
+    let base = list.region.phys().as_u64() + list.offset as u64;
+    let mut slot = 0usize; // entry index within the area
+    let mut page = first_page;
+    let mut remaining = pages;
+    while remaining > 0 {
+        let at = slot * 8;
+        if at + 8 > list.len {
+            return Err(Error::InvalidArgument {
+                what: "PRP list area too small",
+            });
+        }
+        let last_in_page = (base as usize + at) % PAGE_SIZE == PAGE_SIZE - 8;
+        let value = if last_in_page && remaining > 1 {
+            // Chain to the next list page, which follows contiguously.
+            base + at as u64 + 8
+        } else {
+            let v = page;
+            page += PAGE_SIZE as u64;
+            remaining -= 1;
+            v
+        };
+        let entry =
+            list.region
+                .volatile_at::<u64>(list.offset + at)
+                .ok_or(Error::InvalidArgument {
+                    what: "PRP list area outside its region",
+                })?;
+        entry.write(value.to_le());
+        slot += 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::ptr::NonNull;
+    use std::alloc::{alloc_zeroed, dealloc, Layout};
+
+    /// Heap memory posing as DMA memory at a made-up device address.
+    struct TestRegion {
+        layout: Layout,
+        region: DmaRegion,
+    }
+
+    impl TestRegion {
+        fn new(len: usize, phys: u64) -> Self {
+            let layout = Layout::from_size_align(len, PAGE_SIZE).unwrap();
+            // SAFETY: non-zero size.
+            let ptr = NonNull::new(unsafe { alloc_zeroed(layout) }).unwrap();
+            // SAFETY: freshly allocated, owned, `len` bytes.
+            let region = unsafe { DmaRegion::new(ptr, PhysAddr::new(phys), len) };
+            Self { layout, region }
+        }
+
+        fn entry(&self, i: usize) -> u64 {
+            let b = &self.region.as_slice()[i * 8..i * 8 + 8];
+            u64::from_le_bytes(b.try_into().unwrap())
+        }
+    }
+
+    impl Drop for TestRegion {
+        fn drop(&mut self) {
+            // SAFETY: allocated in `new` with this layout.
+            unsafe { dealloc(self.region.virt().as_ptr(), self.layout) }
+        }
+    }
+
+    const LIST_PHYS: u64 = 0x9000_0000;
+
+    fn area(t: &TestRegion) -> Option<ListArea<'_>> {
+        Some(ListArea {
+            region: &t.region,
+            offset: 0,
+            len: t.region.len(),
+        })
+    }
+
+    #[test]
+    fn single_page_needs_only_prp1() {
+        let t = TestRegion::new(4096, LIST_PHYS);
+        assert_eq!(
+            build(PhysAddr::new(0x10000), 4096, area(&t)),
+            Ok((0x10000, 0))
+        );
+        assert_eq!(
+            build(PhysAddr::new(0x10200), 512, area(&t)),
+            Ok((0x10200, 0))
+        );
+    }
+
+    #[test]
+    fn two_pages_use_prp2_directly() {
+        let t = TestRegion::new(4096, LIST_PHYS);
+        assert_eq!(
+            build(PhysAddr::new(0x10000), 8192, area(&t)),
+            Ok((0x10000, 0x11000))
+        );
+        // An offset start crossing one boundary also fits in two entries.
+        assert_eq!(
+            build(PhysAddr::new(0x10200), 4096, area(&t)),
+            Ok((0x10200, 0x11000))
+        );
+    }
+
+    #[test]
+    fn longer_transfers_use_a_list() {
+        let t = TestRegion::new(4096, LIST_PHYS);
+        let (p1, p2) = build(PhysAddr::new(0x10000), 4 * 4096, area(&t)).unwrap();
+        assert_eq!((p1, p2), (0x10000, LIST_PHYS));
+        assert_eq!(
+            [t.entry(0), t.entry(1), t.entry(2)],
+            [0x11000, 0x12000, 0x13000]
+        );
+        assert!(build(PhysAddr::new(0x10000), 4 * 4096, None).is_err());
+    }
+
+    #[test]
+    fn list_longer_than_a_page_chains() {
+        // 600 pages: PRP1 + 599 list entries, more than one list page holds.
+        let t = TestRegion::new(2 * PAGE_SIZE, LIST_PHYS);
+        let (_, p2) = build(PhysAddr::new(0x100_0000), 600 * 4096, area(&t)).unwrap();
+        assert_eq!(p2, LIST_PHYS);
+        for i in 0..511 {
+            assert_eq!(t.entry(i), 0x100_0000 + (i as u64 + 1) * 4096);
+        }
+        assert_eq!(
+            t.entry(511),
+            LIST_PHYS + 4096,
+            "chain to the next list page"
+        );
+        for i in 0..(599 - 511) {
+            assert_eq!(t.entry(512 + i), 0x100_0000 + (512 + i as u64) * 4096);
+        }
+    }
+
+    #[test]
+    fn stride_fits_the_largest_transfer() {
+        assert_eq!(list_stride(8192), 64);
+        assert_eq!(list_stride(256 << 10), 512);
+        assert_eq!(list_stride(2 << 20), 4096);
+        assert_eq!(list_stride(4 << 20), 3 * 4096);
+    }
+
+    #[test]
+    fn misaligned_buffer_is_refused() {
+        assert_eq!(
+            build(PhysAddr::new(0x10001), 512, None),
+            Err(Error::BufferMisaligned {
+                addr: 0x10001,
+                required: 4
+            })
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! A submission/completion queue pair with its command table and PRP list
+//! storage: the unit of the I/O path.
+
+use crate::error::{Error, Result};
+use crate::nvme::command::{CompletionEntry, SubmissionEntry};
+use crate::nvme::prp::{ListArea, PAGE_SIZE};
+use crate::nvme::queue::{alloc_ring, CompletionRing, SubmissionRing, CQE_SIZE, SQE_SIZE};
+use crate::nvme::tracker::{Tracker, INDEX_BITS};
+use crate::platform::{DmaRegion, Instant, Platform, RegisterAccess};
+
+/// Counts of what the device got wrong on one queue; each bad entry is
+/// dropped, never trusted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct QueueFaults {
+    /// Completions naming another submission queue.
+    pub wrong_queue: u32,
+    /// Completions with an SQ head outside the ring.
+    pub bad_sq_head: u32,
+    /// Completions naming no command in flight (unknown, stale or duplicate).
+    pub unknown_cid: u32,
+}
+
+impl QueueFaults {
+    /// Total bad completions.
+    pub fn total(&self) -> u32 {
+        self.wrong_queue + self.bad_sq_head + self.unknown_cid
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct QueuePair<const N: usize> {
+    pub(crate) qid: u16,
+    rings: Option<(SubmissionRing, CompletionRing)>,
+    lists: Option<DmaRegion>,
+    list_stride: usize,
+    pub(crate) tracker: Tracker<N>,
+    /// Completions consumed from the ring, ever (a liveness sign for the tick).
+    pub(crate) reaped: u64,
+    pub(crate) faults: QueueFaults,
+}
+
+impl<const N: usize> QueuePair<N> {
+    /// A queue pair without memory yet; its table holds `entries - 1`
+    /// commands, as one ring slot always stays empty.
+    pub(crate) fn new(qid: u16, entries: u16) -> Self {
+        Self {
+            qid,
+            rings: None,
+            lists: None,
+            list_stride: 0,
+            tracker: Tracker::new((entries as usize).min(N).saturating_sub(1)),
+            reaped: 0,
+            faults: QueueFaults::default(),
+        }
+    }
+
+    /// Allocates fresh rings of `entries` each and, when `list_stride` is
+    /// non-zero, PRP list storage for every command slot. The command table
+    /// is kept (a reset keeps undelivered completions).
+    pub(crate) fn attach_rings<P: Platform>(
+        &mut self,
+        platform: &P,
+        entries: u16,
+        dstrd: u8,
+        list_stride: usize,
+    ) -> Result<()> {
+        self.release(platform);
+        let entries = entries.min(N as u16);
+        let sq_mem = alloc_ring(platform, entries, SQE_SIZE)?;
+        let cq_mem = match alloc_ring(platform, entries, CQE_SIZE) {
+            Ok(m) => m,
+            Err(e) => {
+                platform.dma_free(sq_mem);
+                return Err(e);
+            }
+        };
+        if list_stride > 0 {
+            let bytes = (list_stride * entries as usize).next_multiple_of(PAGE_SIZE);
+            match platform.dma_alloc(bytes, PAGE_SIZE) {
+                Some(m) => self.lists = Some(m),
+                None => {
+                    platform.dma_free(sq_mem);
+                    platform.dma_free(cq_mem);
+                    return Err(Error::OutOfDmaMemory { bytes });
+                }
+            }
+        }
+        self.list_stride = list_stride;
+        self.rings = Some((
+            SubmissionRing::new(sq_mem, entries, self.qid, dstrd),
+            CompletionRing::new(cq_mem, entries, self.qid, dstrd),
+        ));
+        Ok(())
+    }
+
+    /// Number of ring entries.
+    pub(crate) fn entries(&self) -> u16 {
+        self.rings.as_ref().map_or(0, |(sq, _)| sq.entries())
+    }
+
+    /// Device addresses of the SQ and CQ rings, for the create commands.
+    pub(crate) fn ring_addresses(&self) -> Option<(u64, u64)> {
+        self.rings
+            .as_ref()
+            .map(|(sq, cq)| (sq_phys(sq), cq_phys(cq)))
+    }
+
+    /// Reserves a command slot. `QueueFull` when the table or ring is full.
+    pub(crate) fn reserve(&mut self, opcode: u8, tag: u64, deadline: Instant) -> Result<u16> {
+        let (sq, _) = self.rings.as_ref().ok_or(Error::NotReady)?;
+        if sq.is_full() {
+            return Err(Error::QueueFull { queue: self.qid });
+        }
+        self.tracker
+            .allocate(opcode, tag, deadline)
+            .ok_or(Error::QueueFull { queue: self.qid })
+    }
+
+    /// The PRP list storage of the command `cid`.
+    pub(crate) fn list_area(&self, cid: u16) -> Option<ListArea<'_>> {
+        let region = self.lists.as_ref()?;
+        let index = (cid & ((1 << INDEX_BITS) - 1)) as usize;
+        Some(ListArea {
+            region,
+            offset: index * self.list_stride,
+            len: self.list_stride,
+        })
+    }
+
+    /// Writes a prepared entry into the ring (no doorbell yet).
+    pub(crate) fn push(&mut self, entry: &SubmissionEntry) {
+        if let Some((sq, _)) = self.rings.as_mut() {
+            sq.push(entry);
+        }
+    }
+
+    /// Rings the SQ doorbell if entries are waiting. Returns whether it wrote.
+    pub(crate) fn publish<R: RegisterAccess>(&mut self, regs: &R) -> bool {
+        self.rings.as_mut().is_some_and(|(sq, _)| sq.publish(regs))
+    }
+
+    /// Whether submissions wait for a doorbell.
+    pub(crate) fn has_unpublished(&self) -> bool {
+        self.rings
+            .as_ref()
+            .is_some_and(|(sq, _)| sq.has_unpublished())
+    }
+
+    /// Consumes posted completions (at most one ring's worth, so a device that
+    /// keeps posting cannot hold the caller), validates each, and marks the
+    /// commands done. Writes the CQ head doorbell once. Returns the number of
+    /// commands completed.
+    pub(crate) fn reap<R: RegisterAccess>(&mut self, regs: &R) -> usize {
+        let Some((sq, cq)) = self.rings.as_mut() else {
+            return 0;
+        };
+        let entries = sq.entries();
+        let mut completed = 0;
+        for _ in 0..entries {
+            let Some(cqe) = cq.pop() else { break };
+            self.reaped += 1;
+            if cqe.sq_id != self.qid {
+                self.faults.wrong_queue += 1;
+                continue;
+            }
+            if cqe.sq_head >= entries {
+                self.faults.bad_sq_head += 1;
+                continue;
+            }
+            let opcode = match self.tracker.in_flight_mut(cqe.cid) {
+                Some(slot) => slot.opcode,
+                None => {
+                    self.faults.unknown_cid += 1;
+                    continue;
+                }
+            };
+            sq.set_head(cqe.sq_head);
+            self.tracker.finish(cqe.cid, result_of(&cqe, opcode));
+            completed += 1;
+        }
+        cq.acknowledge(regs);
+        completed
+    }
+
+    /// Returns the ring and list memory to the platform. The command table
+    /// stays, so failed commands can still be delivered.
+    pub(crate) fn release<P: Platform>(&mut self, platform: &P) {
+        if let Some((sq, cq)) = self.rings.take() {
+            platform.dma_free(sq.into_memory());
+            platform.dma_free(cq.into_memory());
+        }
+        if let Some(lists) = self.lists.take() {
+            platform.dma_free(lists);
+        }
+    }
+
+    /// Whether the rings are still allocated.
+    pub(crate) fn is_live(&self) -> bool {
+        self.rings.is_some()
+    }
+}
+
+fn sq_phys(sq: &SubmissionRing) -> u64 {
+    sq.phys().as_u64()
+}
+
+fn cq_phys(cq: &CompletionRing) -> u64 {
+    cq.phys().as_u64()
+}
+
+/// The caller-visible result of a completion.
+pub(crate) fn result_of(cqe: &CompletionEntry, opcode: u8) -> Result<u32> {
+    let status = cqe.status();
+    if status.is_success() {
+        Ok(cqe.dw0)
+    } else {
+        Err(Error::CommandFailed { status, opcode })
+    }
+}

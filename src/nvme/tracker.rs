@@ -1,0 +1,290 @@
+//! Per-queue table of commands in flight, indexed by command identifier.
+//!
+//! A CID is `index | generation << INDEX_BITS`. The generation changes every
+//! time a slot is reused, so a completion that names a command which already
+//! completed (a duplicate, a stale or a made-up CID) is recognised and dropped
+//! instead of completing somebody else's request.
+
+use heapless::Deque;
+
+use crate::error::Error;
+use crate::platform::{DmaRegion, Instant};
+
+/// Bits of a CID that index the table.
+pub const INDEX_BITS: u32 = 10;
+const INDEX_MASK: u16 = (1 << INDEX_BITS) - 1;
+const GENERATION_MASK: u8 = (1 << (16 - INDEX_BITS)) - 1;
+
+/// What a slot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotState {
+    /// Unused.
+    Free,
+    /// Submitted, awaiting its completion.
+    InFlight,
+    /// Completed (or failed by the driver), awaiting delivery to the caller.
+    Done,
+}
+
+/// One command's bookkeeping.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) state: SlotState,
+    generation: u8,
+    pub(crate) opcode: u8,
+    pub(crate) tag: u64,
+    pub(crate) deadline: Instant,
+    /// The caller's buffer, held while the device may access it.
+    pub(crate) buffer: Option<DmaRegion>,
+    pub(crate) result: Result<u32, Error>,
+    /// Issued by a blocking wrapper: never delivered through `poll`.
+    pub(crate) internal: bool,
+}
+
+impl Slot {
+    const EMPTY: Slot = Slot {
+        state: SlotState::Free,
+        generation: 0,
+        opcode: 0,
+        tag: 0,
+        deadline: Instant::from_nanos(0),
+        buffer: None,
+        result: Ok(0),
+        internal: false,
+    };
+}
+
+/// Fixed-capacity command table with `N` slots (`N <= 1 << INDEX_BITS`).
+#[derive(Debug)]
+pub(crate) struct Tracker<const N: usize> {
+    slots: [Slot; N],
+    free: heapless::Vec<u16, N>,
+    done: Deque<u16, N>,
+    in_flight: usize,
+}
+
+impl<const N: usize> Tracker<N> {
+    const FITS: () = assert!(N <= 1 << INDEX_BITS && N > 0);
+
+    /// A table that hands out at most `capacity` slots at once.
+    pub(crate) fn new(capacity: usize) -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::FITS;
+        let mut free = heapless::Vec::new();
+        // Lowest index on top, so a lightly loaded queue reuses hot slots.
+        for i in (0..capacity.min(N) as u16).rev() {
+            let _ = free.push(i);
+        }
+        Self {
+            slots: [const { Slot::EMPTY }; N],
+            free,
+            done: Deque::new(),
+            in_flight: 0,
+        }
+    }
+
+    /// Takes a free slot and returns its CID.
+    pub(crate) fn allocate(&mut self, opcode: u8, tag: u64, deadline: Instant) -> Option<u16> {
+        let index = self.free.pop()?;
+        let slot = &mut self.slots[index as usize];
+        slot.generation = slot.generation.wrapping_add(1) & GENERATION_MASK;
+        slot.state = SlotState::InFlight;
+        slot.opcode = opcode;
+        slot.tag = tag;
+        slot.deadline = deadline;
+        slot.result = Ok(0);
+        slot.internal = false;
+        self.in_flight += 1;
+        Some(index | (slot.generation as u16) << INDEX_BITS)
+    }
+
+    /// Gives back a slot that was allocated but never submitted.
+    pub(crate) fn cancel(&mut self, cid: u16) -> Option<DmaRegion> {
+        let index = self.lookup(cid, SlotState::InFlight)?;
+        let slot = &mut self.slots[index];
+        slot.state = SlotState::Free;
+        self.in_flight -= 1;
+        let _ = self.free.push(index as u16);
+        slot.buffer.take()
+    }
+
+    fn lookup(&self, cid: u16, state: SlotState) -> Option<usize> {
+        let index = (cid & INDEX_MASK) as usize;
+        let slot = self.slots.get(index)?;
+        (slot.state == state && slot.generation as u16 == cid >> INDEX_BITS).then_some(index)
+    }
+
+    /// The slot of an in-flight command, or `None` when `cid` names no
+    /// command in flight (the device sent garbage or a duplicate).
+    pub(crate) fn in_flight_mut(&mut self, cid: u16) -> Option<&mut Slot> {
+        let index = self.lookup(cid, SlotState::InFlight)?;
+        Some(&mut self.slots[index])
+    }
+
+    /// Marks an in-flight command done with `result`; it waits in the done
+    /// queue until delivered. Returns false for an unknown CID.
+    pub(crate) fn finish(&mut self, cid: u16, result: Result<u32, Error>) -> bool {
+        let Some(index) = self.lookup(cid, SlotState::InFlight) else {
+            return false;
+        };
+        let slot = &mut self.slots[index];
+        slot.state = SlotState::Done;
+        slot.result = result;
+        self.in_flight -= 1;
+        // Cannot overflow: at most N slots are done at once.
+        let _ = self
+            .done
+            .push_back(index as u16 | (slot.generation as u16) << INDEX_BITS);
+        true
+    }
+
+    /// Delivers the oldest done command, freeing its slot.
+    pub(crate) fn take_done(&mut self) -> Option<Delivered> {
+        let cid = self.done.pop_front()?;
+        self.take(cid)
+    }
+
+    /// Delivers the done command `cid`, out of order (a blocking wait).
+    pub(crate) fn take_done_cid(&mut self, cid: u16) -> Option<Delivered> {
+        // One full rotation removes `cid` and keeps the others in order.
+        let mut found = false;
+        for _ in 0..self.done.len() {
+            let c = self.done.pop_front()?;
+            if !found && c == cid {
+                found = true;
+            } else {
+                let _ = self.done.push_back(c);
+            }
+        }
+        if found {
+            self.take(cid)
+        } else {
+            None
+        }
+    }
+
+    fn take(&mut self, cid: u16) -> Option<Delivered> {
+        let index = self.lookup(cid, SlotState::Done)?;
+        let slot = &mut self.slots[index];
+        slot.state = SlotState::Free;
+        let _ = self.free.push(index as u16);
+        Some(Delivered {
+            cid,
+            tag: slot.tag,
+            result: slot.result,
+            buffer: slot.buffer.take(),
+            internal: slot.internal,
+        })
+    }
+
+    /// Whether `cid` is done and not yet delivered.
+    pub(crate) fn is_done(&self, cid: u16) -> bool {
+        self.lookup(cid, SlotState::Done).is_some()
+    }
+
+    /// Commands in flight.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Commands done but not delivered.
+    pub(crate) fn undelivered(&self) -> usize {
+        self.done.len()
+    }
+
+    /// Fails every in-flight command with `error`, each exactly once. Returns
+    /// how many were failed.
+    pub(crate) fn fail_all(&mut self, error: Error) -> usize {
+        let mut failed = 0;
+        for index in 0..N {
+            let slot = &self.slots[index];
+            if slot.state == SlotState::InFlight {
+                let cid = index as u16 | (slot.generation as u16) << INDEX_BITS;
+                if self.finish(cid, Err(error)) {
+                    failed += 1;
+                }
+            }
+        }
+        failed
+    }
+
+    /// CIDs of in-flight commands whose deadline is before `now`.
+    pub(crate) fn expired(&self, now: Instant) -> impl Iterator<Item = u16> + '_ {
+        self.slots.iter().enumerate().filter_map(move |(i, s)| {
+            (s.state == SlotState::InFlight && s.deadline < now)
+                .then_some(i as u16 | (s.generation as u16) << INDEX_BITS)
+        })
+    }
+
+    /// The oldest deadline among in-flight commands.
+    pub(crate) fn earliest_deadline(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .filter(|s| s.state == SlotState::InFlight)
+            .map(|s| s.deadline)
+            .min()
+    }
+}
+
+/// A finished command handed back to the caller.
+#[derive(Debug)]
+pub(crate) struct Delivered {
+    pub(crate) cid: u16,
+    pub(crate) tag: u64,
+    pub(crate) result: Result<u32, Error>,
+    pub(crate) buffer: Option<DmaRegion>,
+    pub(crate) internal: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_and_duplicate_cids_are_rejected() {
+        let mut t: Tracker<4> = Tracker::new(4);
+        let cid = t.allocate(2, 7, Instant::from_nanos(10)).unwrap();
+        assert!(t.finish(cid, Ok(0)));
+        assert!(!t.finish(cid, Ok(0)), "duplicate completion");
+        let d = t.take_done().unwrap();
+        assert_eq!((d.cid, d.tag), (cid, 7));
+        let again = t.allocate(2, 8, Instant::from_nanos(10)).unwrap();
+        assert_eq!(again & INDEX_MASK, cid & INDEX_MASK, "slot reused");
+        assert_ne!(again, cid, "with a new generation");
+        assert!(!t.finish(cid, Ok(0)), "stale CID");
+        assert!(!t.finish(0x3FF, Ok(0)), "index out of range");
+    }
+
+    #[test]
+    fn fail_all_completes_each_once() {
+        let mut t: Tracker<8> = Tracker::new(8);
+        for i in 0..5 {
+            t.allocate(1, i, Instant::from_nanos(0)).unwrap();
+        }
+        assert_eq!(t.fail_all(Error::DeviceRemoved), 5);
+        assert_eq!(t.fail_all(Error::DeviceRemoved), 0);
+        let mut tags = std::vec::Vec::new();
+        while let Some(d) = t.take_done() {
+            assert_eq!(d.result, Err(Error::DeviceRemoved));
+            tags.push(d.tag);
+        }
+        tags.sort();
+        assert_eq!(tags, [0, 1, 2, 3, 4]);
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn out_of_order_delivery_keeps_the_rest() {
+        let mut t: Tracker<8> = Tracker::new(8);
+        let a = t.allocate(1, 1, Instant::from_nanos(0)).unwrap();
+        let b = t.allocate(1, 2, Instant::from_nanos(0)).unwrap();
+        let c = t.allocate(1, 3, Instant::from_nanos(0)).unwrap();
+        for cid in [a, b, c] {
+            t.finish(cid, Ok(0));
+        }
+        assert_eq!(t.take_done_cid(b).unwrap().tag, 2);
+        assert_eq!(t.take_done().unwrap().tag, 1);
+        assert_eq!(t.take_done().unwrap().tag, 3);
+        assert!(t.take_done().is_none());
+    }
+}

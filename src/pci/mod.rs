@@ -1,0 +1,13 @@
+//! PCI: configuration access, enumeration through bridges, BAR placement and
+//! PCI Express slot monitoring.
+//!
+//! Everything read from configuration space is untrusted: every walk is
+//! bounded, every pointer checked before it is followed, every size validated
+//! before it is used.
+
+pub mod access;
+pub mod capability;
+pub mod config;
+
+#[cfg(test)]
+mod fake;
