@@ -51,7 +51,7 @@ impl Hand {
     /// A hand on the slot of the root port at `port`; `None` if the port has
     /// no PCI Express capability.
     pub fn new(port: PciAddress) -> Option<Self> {
-        let config = PortIo;
+        let config = pci::port_io();
         let cap = pci::find_capability(&config, port, CAP_ID_PCIE)?;
         Some(Self {
             config,

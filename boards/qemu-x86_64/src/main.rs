@@ -65,11 +65,13 @@ extern "C" fn kmain(start_info_phys: u32) -> ! {
     let uncached = paging::mark_non_ram_uncached(&boot.memory_map);
     info!("{uncached} non-RAM 2 MiB pages mapped uncached");
     init_dma(boot);
-    let ecam = pci::find_ecam(&pci::PortIo);
+    let config = pci::port_io();
+    let ecam = pci::find_ecam(&config);
     let board = scenarios::Board {
         args,
         boot,
         platform: platform::QemuPlatform,
+        config,
         ecam,
         tsc_hz,
     };

@@ -2,8 +2,8 @@
 
 use core::ptr::NonNull;
 
+use bare_nvme::pci::access::Ecam;
 use pci_types::{ConfigRegionAccess, PciAddress};
-use volatile::VolatilePtr;
 
 use crate::paging;
 
@@ -52,42 +52,17 @@ pub fn find_ecam(access: &impl ConfigRegionAccess) -> Option<EcamWindow> {
     })
 }
 
-/// ECAM access through the identity map.
-#[derive(Clone, Copy, Debug)]
-pub struct Ecam {
-    window: EcamWindow,
-}
-
-impl Ecam {
-    /// Access through `window`; `None` if the window is outside the identity map.
-    pub fn new(window: EcamWindow) -> Option<Self> {
-        paging::is_mapped(window.base, u64::from(window.buses) << 20).then_some(Self { window })
+/// The driver's ECAM accessor over `window`; `None` if the window is outside
+/// the identity map.
+pub fn ecam_access(window: EcamWindow) -> Option<Ecam> {
+    let len = u64::from(window.buses) << 20;
+    if !paging::is_mapped(window.base, len) {
+        return None;
     }
-
-    fn register(&self, addr: PciAddress, offset: u16) -> Option<VolatilePtr<'_, u32>> {
-        if addr.segment() != 0 || u16::from(addr.bus()) >= self.window.buses || offset > 0xFFC {
-            return None;
-        }
-        let offset = (u64::from(addr.bus()) << 20)
-            | (u64::from(addr.device() & 0x1F) << 15)
-            | (u64::from(addr.function() & 0x7) << 12)
-            | u64::from(offset & 0xFFC);
-        let ptr = NonNull::new((self.window.base + offset) as *mut u32)?;
-        // SAFETY: inside the ECAM window (checked in `new` to be identity
-        // mapped, uncached as non-RAM), dword aligned; accessed only through
-        // volatile operations.
-        Some(unsafe { VolatilePtr::new(ptr) })
-    }
-}
-
-impl ConfigRegionAccess for Ecam {
-    unsafe fn read(&self, addr: PciAddress, offset: u16) -> u32 {
-        self.register(addr, offset).map_or(u32::MAX, |r| r.read())
-    }
-
-    unsafe fn write(&self, addr: PciAddress, offset: u16, value: u32) {
-        if let Some(r) = self.register(addr, offset) {
-            r.write(value);
-        }
-    }
+    let base = NonNull::new(window.base as *mut u8)?;
+    let end_bus = u8::try_from(window.buses - 1).unwrap_or(u8::MAX);
+    // SAFETY: the window is identity mapped (checked above), uncached because
+    // it holds no RAM (`paging::mark_non_ram_uncached`), 256 MiB aligned as
+    // PCIEXBAR requires, covers `buses` buses from bus 0, and is never unmapped.
+    Some(unsafe { Ecam::new(base, 0, 0, end_bus) })
 }

@@ -6,7 +6,7 @@ use log::info;
 use pci_types::PciAddress;
 
 use super::{check_dma_returned, Board, Outcome, Scenario};
-use crate::pci::{self, scan, Ecam, PortIo, NO_DEVICE};
+use crate::pci::{self, scan, NO_DEVICE};
 use crate::{clock, dma, ensure, marker};
 
 /// The scenario.
@@ -26,7 +26,7 @@ fn run(board: &Board) -> Outcome {
         "no usable RAM in the memory map"
     );
     check_clock(board)?;
-    let topology = scan::walk(&PortIo);
+    let topology = scan::walk(&board.config);
     info!(
         "{} functions, {} root ports with slots",
         topology.functions,
@@ -78,7 +78,7 @@ fn check_ecam(board: &Board) -> Result<usize, super::Failure> {
         info!("no ECAM");
         return Ok(0);
     };
-    let Some(ecam) = Ecam::new(window) else {
+    let Some(ecam) = pci::ecam_access(window) else {
         return Err(crate::failure!(
             "ECAM at {:#x} is outside the map",
             window.base
@@ -88,7 +88,7 @@ fn check_ecam(board: &Board) -> Result<usize, super::Failure> {
     let mut checked = 0;
     for device in 0..32 {
         let addr = PciAddress::new(0, 0, device, 0);
-        let by_port = pci::read32(&PortIo, addr, 0);
+        let by_port = pci::read32(&board.config, addr, 0);
         let by_ecam = pci::read32(&ecam, addr, 0);
         ensure!(
             by_port == by_ecam,

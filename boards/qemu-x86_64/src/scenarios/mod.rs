@@ -16,7 +16,7 @@ use bare_nvme::Instant;
 
 use crate::cmdline::Args;
 use crate::dma::{self, DmaStats};
-use crate::pci::EcamWindow;
+use crate::pci::{EcamWindow, PortIo};
 use crate::platform::QemuPlatform;
 use crate::start_info::BootInfo;
 use crate::{clock, marker};
@@ -29,6 +29,9 @@ pub struct Board {
     pub boot: &'static BootInfo,
     /// The driver's view of the machine.
     pub platform: QemuPlatform,
+    /// Configuration access for the driver and the scenario (the hand has
+    /// its own).
+    pub config: PortIo,
     /// ECAM, if the chipset has it enabled.
     pub ecam: Option<EcamWindow>,
     /// Calibrated TSC frequency.

@@ -35,13 +35,14 @@ fn run(board: &Board) -> Outcome {
     let timeout_ms = args
         .number("timeout_ms", 10_000)
         .ok_or_else(|| failure!("malformed timeout_ms="))?;
-    let topology = scan::walk(&PortIo);
+    let config = &board.config;
+    let topology = scan::walk(config);
     let Some(root) = topology.root_ports.iter().find(|p| p.addr == port) else {
         return Err(failure!("no root port with a slot at {port}"));
     };
     let child = PciAddress::new(0, root.secondary_bus, 0, 0);
     info!("watching slot {} (bus {})", root.slot, root.secondary_bus);
-    let present = || pci::vendor_id(&PortIo, child) != NO_DEVICE;
+    let present = || pci::vendor_id(config, child) != NO_DEVICE;
 
     marker!("READY");
     let ready = clock::now();
@@ -53,8 +54,8 @@ fn run(board: &Board) -> Outcome {
         );
     }
     ensure!(present(), "no device in the slot");
-    let id = pci::read32(&PortIo, child, 0);
-    let class = pci::read32(&PortIo, child, 0x08) >> 8;
+    let id = pci::read32(config, child, 0);
+    let class = pci::read32(config, child, 0x08) >> 8;
     marker!("PHASE attached");
     marker!(
         "RESULT attached_vendor={:#06x} attached_device={:#06x} attached_class={:#08x} seen_after_us={}",
@@ -70,7 +71,7 @@ fn run(board: &Board) -> Outcome {
     match args.get("pull").unwrap_or("none") {
         "none" => return Ok(()),
         "now" => hand.remove(),
-        "flap" => return flap(&hand, child, timeout_ms),
+        "flap" => return flap(config, &hand, child, timeout_ms),
         "button" => {
             hand.arm();
             marker!("PHASE armed");
@@ -99,8 +100,8 @@ fn run(board: &Board) -> Outcome {
 }
 
 /// A link flap: power off, the function vanishes; power on, it returns reset.
-fn flap(hand: &Hand, child: PciAddress, timeout_ms: u64) -> Outcome {
-    let present = || pci::vendor_id(&PortIo, child) != NO_DEVICE;
+fn flap(config: &PortIo, hand: &Hand, child: PciAddress, timeout_ms: u64) -> Outcome {
+    let present = || pci::vendor_id(config, child) != NO_DEVICE;
     hand.power_off();
     marker!("PHASE power-off");
     ensure!(
@@ -114,7 +115,7 @@ fn flap(hand: &Hand, child: PciAddress, timeout_ms: u64) -> Outcome {
         wait_until(deadline_ms(timeout_ms), present),
         "device did not come back after power-on"
     );
-    let command = pci::read32(&PortIo, child, 0x04) as u16;
+    let command = pci::read32(config, child, 0x04) as u16;
     marker!(
         "RESULT back_after_us={} command_after_flap={command:#06x}",
         (clock::now() - off).as_micros()
