@@ -168,7 +168,8 @@ impl Ecam {
 
 impl ConfigRegionAccess for Ecam {
     unsafe fn read(&self, address: PciAddress, offset: u16) -> u32 {
-        self.register(address, offset).map_or(u32::MAX, |r| r.read())
+        self.register(address, offset)
+            .map_or(u32::MAX, |r| r.read())
     }
 
     unsafe fn write(&self, address: PciAddress, offset: u16, value: u32) {
@@ -203,7 +204,8 @@ mod tests {
         // SAFETY: as above.
         assert_eq!(unsafe { ecam.read(address, 0x10) }, 0xAABB_CCDD);
         drop(ecam);
-        let index = (ECAM_BUS_SIZE + 3 * 8 * ECAM_FUNCTION_SIZE + 2 * ECAM_FUNCTION_SIZE + 0x10) / 4;
+        let index =
+            (ECAM_BUS_SIZE + 3 * 8 * ECAM_FUNCTION_SIZE + 2 * ECAM_FUNCTION_SIZE + 0x10) / 4;
         assert_eq!(memory[index], 0xAABB_CCDD);
         assert_eq!(memory.iter().filter(|&&d| d != 0).count(), 1);
     }

@@ -126,7 +126,9 @@ mod tests {
     use crate::pci::fake::{FakeFunction, FakePci, Node};
 
     fn collect(pci: &FakePci, node: Node) -> Vec<Result<Capability>> {
-        ConfigSpace::new(pci, pci.addr(node)).capabilities().collect()
+        ConfigSpace::new(pci, pci.addr(node))
+            .capabilities()
+            .collect()
     }
 
     fn cap(id: u8, offset: u16) -> Result<Capability> {
@@ -179,8 +181,14 @@ mod tests {
         pci.poke(node, 0x50, u32::from(ID_MSIX) | (0x40 << 8));
         let walk = collect(&pci, node);
         assert_eq!(walk.len(), 3);
-        assert_eq!(walk[..2], [cap(ID_POWER_MANAGEMENT, 0x40), cap(ID_MSIX, 0x50)]);
-        assert!(matches!(walk[2], Err(Error::BadDeviceValue { value: 0x40, .. })));
+        assert_eq!(
+            walk[..2],
+            [cap(ID_POWER_MANAGEMENT, 0x40), cap(ID_MSIX, 0x50)]
+        );
+        assert!(matches!(
+            walk[2],
+            Err(Error::BadDeviceValue { value: 0x40, .. })
+        ));
         let config = ConfigSpace::new(&pci, pci.addr(node));
         assert!(config.find_capability(ID_PCI_EXPRESS).is_err());
     }

@@ -283,7 +283,11 @@ mod tests {
 
     fn one_function() -> (FakePci, Node, PciAddress) {
         let pci = FakePci::new();
-        let node = pci.add_root(0, 0, FakeFunction::endpoint(0x1234, 0x5678, [0x01, 0x08, 0x02]));
+        let node = pci.add_root(
+            0,
+            0,
+            FakeFunction::endpoint(0x1234, 0x5678, [0x01, 0x08, 0x02]),
+        );
         (pci, node, PciAddress::new(0, 0, 0, 0))
     }
 
@@ -322,7 +326,11 @@ mod tests {
         let config = ConfigSpace::new(&pci, address);
         config.write_command(Command::MEMORY);
         // Status is RO/RW1C; the low half (Command) must survive the write.
-        config.write16(STATUS, Status::RECEIVED_MASTER_ABORT.bits(), OtherHalf::Keep);
+        config.write16(
+            STATUS,
+            Status::RECEIVED_MASTER_ABORT.bits(),
+            OtherHalf::Keep,
+        );
         assert_eq!(config.command(), Command::MEMORY);
     }
 

@@ -49,7 +49,8 @@ impl FakeFunction {
     pub fn endpoint(vendor: u16, device: u16, class: [u8; 3]) -> Self {
         let mut f = Self::blank();
         f.config[0] = u32::from(vendor) | (u32::from(device) << 16);
-        f.config[2] = (u32::from(class[0]) << 24) | (u32::from(class[1]) << 16) | (u32::from(class[2]) << 8);
+        f.config[2] =
+            (u32::from(class[0]) << 24) | (u32::from(class[1]) << 16) | (u32::from(class[2]) << 8);
         f.writable[1] = COMMAND_WRITABLE;
         f.rw1c[1] = STATUS_RW1C;
         f

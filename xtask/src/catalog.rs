@@ -21,6 +21,15 @@ pub fn fresh_disk(name: &str) -> Disk {
     }
 }
 
+/// The disk shared by `persist-write` (fresh) and `persist-check` (kept).
+fn persist_disk(fresh: bool) -> Disk {
+    Disk {
+        path: paths::work().join("persist").join("disk0.img"),
+        size: DISK_BYTES,
+        fresh,
+    }
+}
+
 /// The standard topology with a fresh disk behind `nvme0`.
 pub fn standard(name: &str) -> Machine {
     Machine::standard(fresh_disk(name))
@@ -42,6 +51,43 @@ pub fn all() -> Vec<Scenario> {
         .expect("root_ports", "2")
         .expect("dma_regions", "0")
         .expect("dma_bytes", "0"),
+        Scenario::new(
+            "io",
+            "the driver brings up the cold-plugged controller and serves block I/O",
+            standard("io"),
+            "scenario=io",
+        )
+        .expect("namespaces", "1")
+        .expect("block_size", "512")
+        .expect("write_zeroes", "ok")
+        .expect("flush", "ok")
+        .expect("dma_regions", "0")
+        .expect("dma_bytes", "0"),
+        Scenario::new(
+            "small-mdts",
+            "MDTS of 8 KiB: the blocking wrappers split a 1 MiB transfer",
+            Machine::q35()
+                .root_port("rp1", 1, 0x4)
+                .raw_drive("d0", fresh_disk("small-mdts"))
+                .nvme("nvme0", "deadbeef", "d0", "rp1", ",mdts=1"),
+            "scenario=io size=1048576",
+        )
+        .expect("max_transfer", "8192")
+        .expect("dma_regions", "0"),
+        Scenario::new(
+            "persist-write",
+            "write a pattern and flush (the next scenario boots on the same disk)",
+            Machine::standard(persist_disk(true)),
+            "scenario=io persist=write seed=7",
+        )
+        .expect("persist_written", "ok"),
+        Scenario::new(
+            "persist-check",
+            "a new boot on the same disk reads the pattern back",
+            Machine::standard(persist_disk(false)),
+            "scenario=io persist=check seed=7",
+        )
+        .expect("persisted", "ok"),
         Scenario::new(
             "hot-add",
             "device_add on rp2 is seen in config space; device_del makes the hand pull it",

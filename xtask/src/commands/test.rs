@@ -114,7 +114,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
             for s in &scenarios {
                 let report = scenario::run(s, &kernel, false, &[]);
                 let verdict = if report.passed() { "ok  " } else { "FAIL" };
-                println!("{verdict} qemu {:<12} {}", report.name, timing(&report));
+                println!("{verdict} qemu {:<14} {}", report.name, timing(&report));
                 if let Some(why) = &report.failure {
                     println!("     {why}");
                     print!("{}", report.tail(TAIL_LINES));
@@ -134,7 +134,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
 fn report_stage(name: &str, ok: bool, start: Instant) {
     let verdict = if ok { "ok  " } else { "FAIL" };
     println!(
-        "{verdict} {name:<17} {:.3} s",
+        "{verdict} {name:<19} {:.3} s",
         start.elapsed().as_secs_f64()
     );
 }

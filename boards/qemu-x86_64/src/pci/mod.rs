@@ -3,6 +3,7 @@
 //! bus walker that shows what firmware left behind.
 
 mod ecam;
+pub mod function;
 pub mod scan;
 
 pub use bare_nvme::pci::access::PortIo;

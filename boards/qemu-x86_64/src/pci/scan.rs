@@ -28,6 +28,11 @@ pub struct RootPort {
     pub slot: u16,
 }
 
+/// Most NVMe functions remembered.
+pub const MAX_NVME: usize = 8;
+/// Class code of an NVM Express I/O controller (class, subclass, interface).
+const CLASS_NVME: u32 = 0x01_08_02;
+
 /// What the walk found.
 #[derive(Debug, Default)]
 pub struct Topology {
@@ -35,6 +40,8 @@ pub struct Topology {
     pub functions: usize,
     /// Root ports with a slot.
     pub root_ports: Vec<RootPort, MAX_PORTS>,
+    /// NVMe controllers, in walk order.
+    pub nvme: Vec<PciAddress, MAX_NVME>,
 }
 
 /// Walks bus 0 and every bus behind a bridge, logging each function.
@@ -57,6 +64,10 @@ fn walk_bus(access: &impl ConfigRegionAccess, bus: u8, depth: u8, topology: &mut
             topology.functions += 1;
             let header_type = (read32(access, addr, 0x0C) >> 16) as u8;
             show_function(access, addr, header_type);
+            if read32(access, addr, 0x08) >> 8 == CLASS_NVME {
+                // Beyond MAX_NVME controllers the rest are only shown.
+                let _ = topology.nvme.push(addr);
+            }
             if header_type & 0x7F == HEADER_BRIDGE {
                 let buses = read32(access, addr, 0x18);
                 let secondary = (buses >> 8) as u8;

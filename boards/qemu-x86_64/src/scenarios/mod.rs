@@ -8,6 +8,7 @@
 //! one: write a module with a `pub const SCENARIO` and list it in [`ALL`].
 
 mod boot;
+mod io;
 mod slots;
 
 use core::fmt;
@@ -85,7 +86,7 @@ pub struct Scenario {
 }
 
 /// Every scenario the kernel knows.
-pub const ALL: &[Scenario] = &[boot::SCENARIO, slots::SCENARIO];
+pub const ALL: &[Scenario] = &[boot::SCENARIO, io::SCENARIO, slots::SCENARIO];
 
 /// Runs the scenario the command line names.
 pub fn run(board: &Board) -> Outcome {
