@@ -1,7 +1,9 @@
-//! `cargo xtask run`: the tour for newcomers. Builds the kernel, boots it on
-//! the standard topology (a controller on `rp1` backed by a raw image, an empty
-//! `rp2`), streams the serial log, then hot-adds a second controller over QMP
-//! and lets the kernel's hand pull it, and ends with a summary.
+//! `cargo xtask run`: the tour for newcomers. Builds the kernel and boots it
+//! on the standard topology (a controller on `rp1` backed by a raw image that
+//! persists between runs, an empty `rp2`), streaming the serial log: first the
+//! board on its own, then the driver bringing the controller up and doing
+//! I/O, then a hot-add of a second controller over QMP that the kernel's hand
+//! pulls again. Ends with a summary.
 
 use crate::catalog;
 use crate::machine::{Disk, Machine};
@@ -34,6 +36,15 @@ pub fn main(args: &[String]) -> Result<(), String> {
     );
     println!("\n== boot: {} ==", boot.append);
     reports.push(scenario::run(&boot, &kernel, true, &[]));
+
+    let io = Scenario::new(
+        "io",
+        "the driver serves I/O",
+        machine.clone(),
+        "scenario=io persist=write",
+    );
+    println!("\n== io: {} ==", io.append);
+    reports.push(scenario::run(&io, &kernel, true, &[]));
 
     if let Some(mut hot_add) = catalog::find("hot-add") {
         hot_add.machine = machine;
