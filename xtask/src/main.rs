@@ -1,2 +1,70 @@
 //! `cargo xtask`: build, boot and test bare-nvme.
-fn main() {}
+//!
+//! ```text
+//! cargo xtask test [--qemu-only] [NAME ...]   fmt, clippy, host tests, kernel, QEMU scenarios
+//! cargo xtask run                             boot the demo and stream its serial log
+//! cargo xtask qemu [SCENARIO] [k=v ...] [-- QEMU ARGS]
+//! cargo xtask bench                           (reserved)
+//! ```
+
+mod catalog;
+mod commands;
+mod kernel;
+mod machine;
+mod paths;
+mod prereq;
+mod qemu;
+mod qmp;
+mod scenario;
+mod serial;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+  test [--qemu-only] [NAME ...]   fmt, clippy, host tests, kernel build, QEMU scenarios
+                                  (NAME filters scenarios); last line: N passed, M failed
+  run                             build, boot the demo on QEMU, stream the serial log
+  qemu [SCENARIO] [key=value ...] [-- QEMU ARGS]
+                                  boot one scenario with extra kernel and QEMU arguments
+  bench                           I/O benchmarks (not yet)
+  list                            list the QEMU scenarios";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = args.first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::FAILURE;
+    };
+    let rest = &args[1..];
+    let result = match command.as_str() {
+        "test" => commands::test::main(rest),
+        "run" => commands::run::main(rest),
+        "qemu" => commands::qemu::main(rest),
+        "bench" => commands::bench::main(rest),
+        "list" => {
+            for s in catalog::all() {
+                println!(
+                    "{:<12} {}\n{:<12} append: {}",
+                    s.name, s.about, "", s.append
+                );
+            }
+            Ok(())
+        }
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command {other}\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("xtask: {e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The hand: pulls a device out of a root port's slot the way real hardware
+//! loses it.
+//!
+//! It shares nothing with the driver and never calls it: it owns its own
+//! configuration accessor and only writes the port's Slot Control. QEMU
+//! destroys the device during a Slot Control write that turns the power
+//! controller off with the power indicator off (0x07c0); 0x05c0 unpowers it
+//! without deleting it, and a later power-on brings it back reset (a link
+//! flap). From the driver's side nothing announces either: it is a surprise.
+//!
+//! The host asks for a removal with QMP `device_del`, which only sets Attention
+//! Button Pressed in the port's Slot Status; an armed hand sees that and acts.
+
+use pci_types::PciAddress;
+
+use crate::pci::{self, PortIo, CAP_ID_PCIE};
+
+/// Slot Control/Slot Status dword, from the PCIe capability.
+const SLOT_CONTROL: u16 = 0x18;
+/// Slot Status bits (upper half of the dword).
+const ATTENTION_BUTTON_PRESSED: u32 = 1 << 16;
+const PRESENCE_DETECT_STATE: u32 = 1 << (16 + 6);
+/// Slot Control: power controller off, power indicator off, attention
+/// indicator off. QEMU deletes the device on this write.
+const REMOVE: u32 = 0x07C0;
+/// Slot Control: power controller off, power indicator on: the device is
+/// unpowered but stays.
+const POWER_OFF: u32 = 0x05C0;
+/// Slot Control: power controller on, power indicator on, attention off.
+const POWER_ON: u32 = 0x01C0;
+
+/// What the hand did on a poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing.
+    None,
+    /// The button was pressed and the device pulled.
+    Removed,
+}
+
+/// A hand on one root port's slot.
+pub struct Hand {
+    /// Its own accessor: never the driver's.
+    config: PortIo,
+    port: PciAddress,
+    slot_control: u16,
+    armed: bool,
+}
+
+impl Hand {
+    /// A hand on the slot of the root port at `port`; `None` if the port has
+    /// no PCI Express capability.
+    pub fn new(port: PciAddress) -> Option<Self> {
+        let config = pci::port_io();
+        let cap = pci::find_capability(&config, port, CAP_ID_PCIE)?;
+        Some(Self {
+            config,
+            port,
+            slot_control: cap + SLOT_CONTROL,
+            armed: false,
+        })
+    }
+
+    fn slot_dword(&self) -> u32 {
+        pci::read32(&self.config, self.port, self.slot_control)
+    }
+
+    /// Writes Slot Control; the status half is written as zeroes, which leaves
+    /// its write-one-to-clear bits alone.
+    fn write_slot_control(&self, value: u32) {
+        pci::write32(&self.config, self.port, self.slot_control, value & 0xFFFF);
+    }
+
+    /// Whether the slot reports a card present.
+    pub fn presence(&self) -> bool {
+        self.slot_dword() & PRESENCE_DETECT_STATE != 0
+    }
+
+    /// From now on, a press of the attention button pulls the device. A press
+    /// seen before arming (QEMU presses it on every `device_add`) is cleared.
+    pub fn arm(&mut self) {
+        self.clear_button();
+        self.armed = true;
+    }
+
+    fn clear_button(&self) {
+        let control = self.slot_dword() & 0xFFFF;
+        pci::write32(
+            &self.config,
+            self.port,
+            self.slot_control,
+            control | ATTENTION_BUTTON_PRESSED,
+        );
+    }
+
+    /// Checks the button once; pulls the device if armed and pressed.
+    pub fn poll(&mut self) -> Action {
+        if !self.armed || self.slot_dword() & ATTENTION_BUTTON_PRESSED == 0 {
+            return Action::None;
+        }
+        self.clear_button();
+        self.armed = false;
+        self.remove();
+        Action::Removed
+    }
+
+    /// Pulls the device now.
+    pub fn remove(&self) {
+        self.write_slot_control(REMOVE);
+    }
+
+    /// Cuts slot power without deleting the device (first half of a link flap).
+    pub fn power_off(&self) {
+        self.write_slot_control(POWER_OFF);
+    }
+
+    /// Restores slot power (second half of a link flap; the device comes back
+    /// reset).
+    pub fn power_on(&self) {
+        self.write_slot_control(POWER_ON);
+    }
+}

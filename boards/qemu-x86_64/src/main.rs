@@ -1,0 +1,119 @@
+//! A PVH kernel for QEMU q35 that runs bare-nvme scenarios.
+//!
+//! QEMU loads the ELF at 1 MiB and enters `boot::pvh_start`, which reaches
+//! [`kmain`] in long mode. The command line (`-append`) names the scenario;
+//! the result leaves through serial markers and the isa-debug-exit device.
+#![no_std]
+#![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod boot;
+mod clock;
+mod cmdline;
+mod dma;
+mod exit;
+mod hand;
+mod logger;
+mod paging;
+mod pci;
+mod platform;
+mod scenarios;
+mod serial;
+mod start_info;
+
+use core::panic::PanicInfo;
+
+use log::{error, info, LevelFilter};
+use spin::Once;
+
+use crate::cmdline::Args;
+use crate::start_info::BootInfo;
+
+static BOOT_INFO: Once<BootInfo> = Once::new();
+
+extern "C" {
+    /// End of the loaded image (linker script).
+    static __image_end: u8;
+}
+
+/// The Rust entry, called by the boot stub with the start info's address.
+#[no_mangle]
+extern "C" fn kmain(start_info_phys: u32) -> ! {
+    let entry_tsc = clock::rdtsc();
+    serial::init();
+    logger::init(LevelFilter::Info);
+    let boot = BOOT_INFO.call_once(|| {
+        let mut info = BootInfo::empty();
+        if let Err(e) = start_info::read(start_info_phys, &mut info) {
+            panic!("bad PVH start info at {start_info_phys:#x}: {e}");
+        }
+        info
+    });
+    let args = Args::new(boot.cmdline());
+    if let Some(level) = args.get("log").and_then(logger::parse_level) {
+        log::set_max_level(level);
+    }
+    let tsc_hz = clock::calibrate();
+    // QEMU starts the TSC at zero with the machine, so the TSC at entry is the
+    // time firmware and loader took.
+    marker!(
+        "BOOT kmain_us={} tsc_hz={}",
+        clock::cycles_to_nanos(entry_tsc) / 1000,
+        tsc_hz
+    );
+    info!("bare-nvme QEMU board; command line: {}", args.line());
+    let uncached = paging::mark_non_ram_uncached(&boot.memory_map);
+    info!("{uncached} non-RAM 2 MiB pages mapped uncached");
+    init_dma(boot);
+    let config = pci::port_io();
+    let ecam = pci::find_ecam(&config);
+    let board = scenarios::Board {
+        args,
+        boot,
+        platform: platform::QemuPlatform,
+        config,
+        ecam,
+        tsc_hz,
+    };
+    match scenarios::run(&board) {
+        Ok(()) => {
+            marker!("PASS");
+            exit::exit_qemu(exit::SUCCESS)
+        }
+        Err(failure) => {
+            error!("scenario failed: {failure}");
+            marker!("FAIL {failure}");
+            exit::exit_qemu(exit::FAILURE)
+        }
+    }
+}
+
+/// Gives the DMA allocator the largest usable RAM block above the image.
+fn init_dma(boot: &BootInfo) {
+    let image_end = core::ptr::addr_of!(__image_end) as u64;
+    let best = boot
+        .memory_map
+        .usable()
+        .map(|r| {
+            let start = r.addr.max(image_end);
+            let end = r.addr.saturating_add(r.len);
+            (start, end.saturating_sub(start))
+        })
+        .max_by_key(|&(_, len)| len);
+    match best {
+        Some((start, len)) if len > 0 => {
+            let managed = dma::init(start, len);
+            info!("DMA pool at {start:#x}: {} MiB", managed >> 20);
+        }
+        _ => panic!("no usable RAM above the kernel image for DMA"),
+    }
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    use core::fmt::Write as _;
+    // A fresh writer: the panic may have happened while the shared one was held.
+    let mut serial = serial::Com1;
+    let _ = writeln!(serial, "\n@@FAIL panic: {}", info);
+    exit::exit_qemu(exit::FAILURE)
+}

@@ -1,0 +1,179 @@
+//! The QEMU machine: a q35 under TCG with the topology a scenario asks for.
+
+use std::path::{Path, PathBuf};
+
+use crate::prereq::QEMU;
+
+/// A raw disk image a machine uses.
+#[derive(Clone, Debug)]
+pub struct Disk {
+    /// Where the image lives.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// Whether a run starts from an all-zero image (else an existing image is
+    /// kept, e.g. to see data persist across boots).
+    pub fresh: bool,
+}
+
+impl Disk {
+    /// Creates the image (or zeroes it when `fresh`).
+    pub fn prepare(&self) -> std::io::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        if self.fresh || !self.path.exists() {
+            let file = std::fs::File::create(&self.path)?;
+            file.set_len(self.size)?;
+        } else {
+            let file = std::fs::OpenOptions::new().write(true).open(&self.path)?;
+            if file.metadata()?.len() < self.size {
+                file.set_len(self.size)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A machine description: everything on the QEMU command line except the
+/// kernel, its command line, serial and QMP.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    memory_mib: u32,
+    args: Vec<String>,
+    disks: Vec<Disk>,
+}
+
+impl Default for Machine {
+    fn default() -> Self {
+        Self::q35()
+    }
+}
+
+impl Machine {
+    /// A bare q35 with ACPI PCI hot-plug off (so root ports use native PCIe
+    /// hot-plug) and no devices.
+    pub fn q35() -> Self {
+        Self {
+            memory_mib: 512,
+            args: Vec::new(),
+            disks: Vec::new(),
+        }
+    }
+
+    /// The usual test topology: root ports `rp1` (00:04.0) and `rp2`
+    /// (00:05.0) without power controllers, a 1 GiB null block node `null0`
+    /// for hot-added controllers, and `nvme0` (serial `deadbeef`) on `rp1`
+    /// backed by the raw image `disk`.
+    pub fn standard(disk: Disk) -> Self {
+        Self::q35()
+            .root_port("rp1", 1, 0x4)
+            .root_port("rp2", 2, 0x5)
+            .null_block("null0", 1 << 30, None)
+            .raw_drive("d0", disk)
+            .nvme("nvme0", "deadbeef", "d0", "rp1", "")
+    }
+
+    /// A PCIe root port on `pcie.0` at device `addr`, with a slot numbered
+    /// `chassis` and no power controller.
+    pub fn root_port(self, id: &str, chassis: u8, addr: u8) -> Self {
+        self.arg("-device").arg(&format!(
+            "pcie-root-port,id={id},chassis={chassis},slot={chassis},bus=pcie.0,\
+             addr={addr:#x},power_controller_present=off"
+        ))
+    }
+
+    /// A PCIe root port like [`Machine::root_port`] but with a power
+    /// controller, so that Slot Control can cut and restore slot power.
+    pub fn powered_root_port(self, id: &str, chassis: u8, addr: u8) -> Self {
+        self.arg("-device").arg(&format!(
+            "pcie-root-port,id={id},chassis={chassis},slot={chassis},bus=pcie.0,\
+             addr={addr:#x},power_controller_present=on"
+        ))
+    }
+
+    /// A null block node of `size` bytes that reads zeroes, optionally slow.
+    pub fn null_block(self, node: &str, size: u64, latency_ns: Option<u64>) -> Self {
+        let latency = latency_ns
+            .map(|ns| format!(",latency-ns={ns}"))
+            .unwrap_or_default();
+        self.arg("-blockdev").arg(&format!(
+            "driver=null-co,node-name={node},size={size},read-zeroes=on{latency}"
+        ))
+    }
+
+    /// A raw image as drive `id`.
+    pub fn raw_drive(mut self, id: &str, disk: Disk) -> Self {
+        let path = disk.path.display().to_string();
+        self.disks.push(disk);
+        self.arg("-drive")
+            .arg(&format!("if=none,id={id},file={path},format=raw"))
+    }
+
+    /// An NVMe controller on `bus` backed by `drive`; `extra` is appended to
+    /// its properties (e.g. `",mdts=2"`).
+    pub fn nvme(self, id: &str, serial: &str, drive: &str, bus: &str, extra: &str) -> Self {
+        self.arg("-device").arg(&format!(
+            "nvme,id={id},serial={serial},drive={drive},bus={bus}{extra}"
+        ))
+    }
+
+    /// Any further QEMU argument.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    /// Several further QEMU arguments.
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, args: I) -> Self {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_string()));
+        self
+    }
+
+    /// The disk images the machine needs.
+    pub fn disks(&self) -> &[Disk] {
+        &self.disks
+    }
+
+    /// The full command line: `kernel` booted with `append`, serial on
+    /// stdio, QMP on `qmp` (a unix socket path), paused at start if `paused`.
+    pub fn command(&self, kernel: &Path, append: &str, qmp: &Path, paused: bool) -> Vec<String> {
+        let mut cmd: Vec<String> = [
+            QEMU,
+            "-M",
+            "q35",
+            "-accel",
+            "tcg",
+            "-smp",
+            "1",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-global",
+            "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-serial",
+            "stdio",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        cmd.push("-m".into());
+        cmd.push(self.memory_mib.to_string());
+        cmd.push("-qmp".into());
+        cmd.push(format!("unix:{},server=on,wait=off", qmp.display()));
+        if paused {
+            cmd.push("-S".into());
+        }
+        cmd.extend(self.args.iter().cloned());
+        cmd.push("-kernel".into());
+        cmd.push(kernel.display().to_string());
+        cmd.push("-append".into());
+        cmd.push(append.to_string());
+        cmd
+    }
+}

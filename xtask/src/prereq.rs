@@ -1,0 +1,80 @@
+//! Prerequisites on a fresh machine: the bare-metal target and QEMU.
+
+use std::process::Command;
+
+/// The target the board is built for.
+pub const TARGET: &str = "x86_64-unknown-none";
+/// The QEMU binary.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// Makes sure the target and QEMU are there, installing what can be
+/// installed. Returns a message saying what to run when something is missing.
+pub fn ensure() -> Result<(), String> {
+    ensure_target()?;
+    ensure_qemu()
+}
+
+fn ensure_target() -> Result<(), String> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    let Ok(installed) = installed else {
+        // Without rustup the toolchain manages its targets another way; the
+        // build will say if the target is missing.
+        return Ok(());
+    };
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == TARGET)
+    {
+        return Ok(());
+    }
+    eprintln!("xtask: installing the {TARGET} target");
+    let status = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+        .map_err(|e| format!("cannot run rustup: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`rustup target add {TARGET}` failed; run it by hand"
+        ))
+    }
+}
+
+fn qemu_present() -> bool {
+    Command::new(QEMU)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn ensure_qemu() -> Result<(), String> {
+    if qemu_present() {
+        return Ok(());
+    }
+    let install = "apt-get update && apt-get install -y qemu-system-x86";
+    if !is_root() {
+        return Err(format!(
+            "{QEMU} is missing; install it with: sudo sh -c '{install}'"
+        ));
+    }
+    eprintln!("xtask: installing QEMU ({install})");
+    let status = Command::new("sh")
+        .args(["-c", install])
+        .status()
+        .map_err(|e| format!("cannot run apt-get: {e}"))?;
+    if status.success() && qemu_present() {
+        Ok(())
+    } else {
+        Err(format!("installing QEMU failed; run `{install}` by hand"))
+    }
+}
