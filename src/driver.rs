@@ -72,15 +72,18 @@ pub(crate) struct Entry<P: Platform, C: ConfigRegionAccess> {
 
 /// A polled NVMe driver over PCI: enumerates, brings controllers up, serves
 /// them, and watches for hot-add and removal from [`Driver::tick`].
-pub struct Driver<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize = MAX_CONTROLLERS>
-{
+pub struct Driver<
+    P: Platform + Clone,
+    C: ConfigRegionAccess + Clone,
+    const N: usize = MAX_CONTROLLERS,
+> {
     pub(crate) platform: P,
     pub(crate) access: C,
     pub(crate) config: DriverConfig,
     pub(crate) entries: [Option<Entry<P, C>>; N],
     generation: u32,
     history: heapless::Deque<(IdString<20>, ControllerId), HISTORY>,
-    pub(crate) topology: crate::pci::Topology,
+    pub(crate) pci: crate::hotplug::Pci,
     next_slot_poll: Instant,
 }
 
@@ -94,7 +97,7 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             entries: [const { None }; N],
             generation: 0,
             history: heapless::Deque::new(),
-            topology: crate::pci::Topology::new(),
+            pci: crate::hotplug::Pci::new(config.root_window),
             next_slot_poll: Instant::from_nanos(0),
         }
     }
@@ -202,14 +205,19 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             self.next_slot_poll = now + self.config.slot_poll_interval;
             self.poll_slots();
         }
-        self.probe_buses();
+        self.probe_buses(now);
         for index in 0..N {
             self.tick_entry(index, now, &mut events);
         }
         events
     }
 
-    fn tick_entry(&mut self, index: usize, now: Instant, events: &mut heapless::Vec<Event, MAX_EVENTS>) {
+    fn tick_entry(
+        &mut self,
+        index: usize,
+        now: Instant,
+        events: &mut heapless::Vec<Event, MAX_EVENTS>,
+    ) {
         let Some(entry) = self.entries[index].as_mut() else {
             return;
         };
@@ -242,7 +250,13 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
         };
         let id = entry.id;
         if !entry.reported.attached {
-            if events.push(Event::Attached { id, address: entry.address }).is_err() {
+            if events
+                .push(Event::Attached {
+                    id,
+                    address: entry.address,
+                })
+                .is_err()
+            {
                 return;
             }
             entry.reported.attached = true;
@@ -291,7 +305,10 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             },
             State::Failed => Event::Failed {
                 id,
-                error: entry.controller.failure().unwrap_or(Error::ControllerFailed),
+                error: entry
+                    .controller
+                    .failure()
+                    .unwrap_or(Error::ControllerFailed),
             },
             _ => return,
         };
@@ -320,7 +337,11 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
 
     /// Attaches the NVMe function at `address` (BAR placed and enabled) as a
     /// new controller; bring-up starts at the next tick.
-    pub(crate) fn attach(&mut self, address: PciAddress, port: Option<usize>) -> Result<ControllerId> {
+    pub(crate) fn attach(
+        &mut self,
+        address: PciAddress,
+        port: Option<usize>,
+    ) -> Result<ControllerId> {
         let index = self.free_entry()?;
         let (bar, len) = self.enable_function(address, port)?;
         let regs = self
@@ -388,6 +409,16 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             .enumerate()
             .filter(move |(_, e)| e.as_ref().is_some_and(|e| e.port == Some(port)))
             .map(|(i, _)| i)
+    }
+
+    /// Whether entry `index` holds a controller that is not finished.
+    pub(crate) fn is_live(&self, index: usize) -> bool {
+        self.entries[index].as_ref().is_some_and(|e| {
+            !matches!(
+                e.controller.state(),
+                State::Removed | State::Failed | State::Detached
+            )
+        })
     }
 
     /// Whether a live (not finished) controller sits at `address`.

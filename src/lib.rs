@@ -12,10 +12,20 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod driver;
 pub mod error;
+mod event;
+mod hotplug;
+mod link;
 pub mod nvme;
 pub mod pci;
 pub mod platform;
 
+pub use driver::{Driver, DriverConfig, DriverController, MAX_CONTROLLERS, MAX_EVENTS};
 pub use error::{Error, Result, Wait};
+pub use event::{ControllerId, Detection, Event};
+pub use link::PciLink;
+pub use nvme::{
+    Completion, Config, Controller, DeviceLink, IoOp, Namespace, Rejected, State, Token,
+};
 pub use platform::{DmaRegion, Instant, MmioRegisters, PhysAddr, Platform, RegisterAccess};

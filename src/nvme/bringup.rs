@@ -301,9 +301,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             if csts.bits() != u32::MAX && !csts.contains(Csts::RDY) {
                 return Ok(());
             }
-            if let Err(e) = self.check_deadline(deadline, Wait::Disable) {
-                return Err(e);
-            }
+            self.check_deadline(deadline, Wait::Disable)?;
         }
     }
 

@@ -139,13 +139,6 @@ impl<const N: usize> QueuePair<N> {
         self.rings.as_mut().is_some_and(|(sq, _)| sq.publish(regs))
     }
 
-    /// Whether submissions wait for a doorbell.
-    pub(crate) fn has_unpublished(&self) -> bool {
-        self.rings
-            .as_ref()
-            .is_some_and(|(sq, _)| sq.has_unpublished())
-    }
-
     /// Consumes posted completions (at most one ring's worth, so a device that
     /// keeps posting cannot hold the caller), validates each, and marks the
     /// commands done. Writes the CQ head doorbell once. Returns the number of
@@ -192,11 +185,6 @@ impl<const N: usize> QueuePair<N> {
         if let Some(lists) = self.lists.take() {
             platform.dma_free(lists);
         }
-    }
-
-    /// Whether the rings are still allocated.
-    pub(crate) fn is_live(&self) -> bool {
-        self.rings.is_some()
     }
 }
 

@@ -75,11 +75,6 @@ impl SubmissionRing {
         self.tail = self.next(self.tail);
     }
 
-    /// Whether entries were pushed since the last doorbell write.
-    pub(crate) fn has_unpublished(&self) -> bool {
-        self.tail != self.published
-    }
-
     /// Rings the tail doorbell if anything was pushed since the last ring.
     pub(crate) fn publish<R: RegisterAccess>(&mut self, regs: &R) -> bool {
         if self.tail == self.published {

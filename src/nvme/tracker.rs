@@ -177,19 +177,9 @@ impl<const N: usize> Tracker<N> {
         })
     }
 
-    /// Whether `cid` is done and not yet delivered.
-    pub(crate) fn is_done(&self, cid: u16) -> bool {
-        self.lookup(cid, SlotState::Done).is_some()
-    }
-
     /// Commands in flight.
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight
-    }
-
-    /// Commands done but not delivered.
-    pub(crate) fn undelivered(&self) -> usize {
-        self.done.len()
     }
 
     /// Fails every in-flight command with `error`, each exactly once. Returns
@@ -206,14 +196,6 @@ impl<const N: usize> Tracker<N> {
             }
         }
         failed
-    }
-
-    /// CIDs of in-flight commands whose deadline is before `now`.
-    pub(crate) fn expired(&self, now: Instant) -> impl Iterator<Item = u16> + '_ {
-        self.slots.iter().enumerate().filter_map(move |(i, s)| {
-            (s.state == SlotState::InFlight && s.deadline < now)
-                .then_some(i as u16 | (s.generation as u16) << INDEX_BITS)
-        })
     }
 
     /// The oldest deadline among in-flight commands.

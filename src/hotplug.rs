@@ -1,0 +1,220 @@
+//! The PCI side of the driver: enumeration, BAR placement, hot-plug slot
+//! polling and probing of plain buses for hot-added functions.
+
+use log::{info, warn};
+use pci_types::{ConfigRegionAccess, PciAddress};
+
+use crate::driver::Driver;
+use crate::error::{Error, Result};
+use crate::event::Detection;
+use crate::pci::bar::BarAllocator;
+use crate::pci::config::{ConfigSpace, CLASS};
+use crate::pci::enumerate::{Topology, NVME_CLASS};
+use crate::pci::slot::{LinkStatus, SlotStatus};
+use crate::pci::window::Window;
+use crate::platform::{Instant, PhysAddr, Platform};
+
+/// NVMe functions the topology records.
+const MAX_FUNCTIONS: usize = 16;
+/// Bridges the topology records.
+const MAX_BRIDGES: usize = 32;
+/// Device numbers on a bus.
+const DEVICES: u8 = 32;
+
+/// What the driver knows of the PCI segment.
+pub(crate) struct Pci {
+    pub(crate) topology: Topology<MAX_FUNCTIONS, MAX_BRIDGES>,
+    bars: BarAllocator<MAX_BRIDGES, MAX_FUNCTIONS>,
+    /// Plain-bus probe position: index into the probed buses, device number.
+    cursor: (usize, u8),
+    next_probe: Instant,
+}
+
+impl Pci {
+    pub(crate) fn new(root_window: Option<(PhysAddr, u64)>) -> Self {
+        let root = root_window.and_then(|(base, size)| Window::new(base, size));
+        Self {
+            topology: Topology::new(0),
+            bars: BarAllocator::new(root),
+            cursor: (0, 0),
+            next_probe: Instant::from_nanos(0),
+        }
+    }
+}
+
+impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<P, C, N> {
+    /// Walks the PCI segment; returns the NVMe functions with their bridge.
+    pub(crate) fn enumerate(
+        &mut self,
+    ) -> Result<heapless::Vec<(PciAddress, Option<usize>), MAX_FUNCTIONS>> {
+        if let Err(e) = self.pci.topology.scan(&self.access) {
+            // The walk records what it could; serve that.
+            warn!("pci: enumeration incomplete: {e}");
+        }
+        let mut found = heapless::Vec::new();
+        for f in self.pci.topology.functions() {
+            let _ = found.push((f.address, f.parent));
+        }
+        info!(
+            "pci: {} bridges, {} NVMe functions",
+            self.pci.topology.bridges().len(),
+            found.len()
+        );
+        Ok(found)
+    }
+
+    /// Places BAR0 of `address` (keeping a valid firmware assignment) and turns
+    /// on memory decoding and bus mastering. Returns BAR0's address and size.
+    pub(crate) fn enable_function(
+        &mut self,
+        address: PciAddress,
+        bridge: Option<usize>,
+    ) -> Result<(PhysAddr, usize)> {
+        let parent = bridge
+            .and_then(|i| self.pci.topology.bridges().get(i))
+            .copied();
+        let bar = self
+            .pci
+            .bars
+            .assign_bar0(&self.access, address, parent.as_ref())?;
+        let len = usize::try_from(bar.size).map_err(|_| Error::BadDeviceValue {
+            field: "BAR0 size",
+            value: bar.size,
+        })?;
+        Ok((bar.address, len))
+    }
+
+    /// Forgets a function that is gone, so its BAR range can be reused.
+    pub(crate) fn release_function(&mut self, address: PciAddress) {
+        if self.is_attached(address) {
+            // A new controller already sits at the same address.
+            return;
+        }
+        self.pci.bars.release(address);
+        self.pci.topology.forget_function(address);
+    }
+
+    /// Reads Slot Status of every hot-plug port (one config read each; Link
+    /// Status only when the link state changed) and acts on what changed:
+    /// an emptied slot or a dead link is a surprise removal, a filled slot is
+    /// probed and attached, the attention button starts an orderly detach.
+    pub(crate) fn poll_slots(&mut self) {
+        for index in 0..self.pci.topology.bridges().len() {
+            let bridge = self.pci.topology.bridges()[index];
+            let Some(port) = bridge.port.filter(|_| bridge.hot_plug_capable()) else {
+                continue;
+            };
+            let Ok(status) = port.slot_status(&self.access) else {
+                continue; // the port itself is gone: nothing behind it answers
+            };
+            let events = status.events();
+            let mut link_down = false;
+            if events.contains(SlotStatus::DATA_LINK_STATE_CHANGED) {
+                link_down = !port
+                    .link_status(&self.access)
+                    .contains(LinkStatus::DLL_LINK_ACTIVE);
+            }
+            let present = status.contains(SlotStatus::PRESENCE_DETECT_STATE);
+            let live: heapless::Vec<usize, N> = self
+                .entries_on_port(index)
+                .filter(|&i| self.is_live(i))
+                .collect();
+            if !present || link_down {
+                for &i in &live {
+                    self.remove_entry(i, Detection::Slot);
+                }
+            } else if events.contains(SlotStatus::ATTENTION_BUTTON_PRESSED) {
+                for &i in &live {
+                    self.detach_entry(i);
+                }
+            }
+            let arrived = events.intersects(
+                SlotStatus::PRESENCE_DETECT_CHANGED | SlotStatus::DATA_LINK_STATE_CHANGED,
+            );
+            if present && !link_down && arrived && live.is_empty() {
+                self.attach_behind(index);
+            }
+            port.clear_slot_status(&self.access, events);
+        }
+    }
+
+    fn attach_behind(&mut self, bridge: usize) {
+        if let Err(e) = self.pci.topology.probe_behind(&self.access, bridge) {
+            warn!("pci: probing behind bridge {bridge}: {e}");
+        }
+        let candidates: heapless::Vec<PciAddress, MAX_FUNCTIONS> = self
+            .pci
+            .topology
+            .functions()
+            .iter()
+            .filter(|f| f.parent == Some(bridge))
+            .map(|f| f.address)
+            .collect();
+        for address in candidates {
+            if self.is_attached(address) {
+                continue;
+            }
+            if let Err(e) = self.attach(address, Some(bridge)) {
+                warn!("nvme: cannot attach hot-added {address}: {e}");
+                self.pci.topology.forget_function(address);
+            }
+        }
+    }
+
+    /// Probes one device number of a bus without a hot-plug slot (bus 0 and
+    /// buses behind plain bridges), so a sweep over all of them takes the
+    /// configured rescan interval. A new NVMe function is attached.
+    pub(crate) fn probe_buses(&mut self, now: Instant) {
+        let Some(interval) = self.config.bus_rescan_interval else {
+            return;
+        };
+        if now < self.pci.next_probe {
+            return;
+        }
+        let buses = self.plain_buses();
+        if buses.is_empty() {
+            return;
+        }
+        let per_probe = interval / (buses.len() as u32 * DEVICES as u32);
+        self.pci.next_probe = now + per_probe;
+        let (mut bus_index, device) = self.pci.cursor;
+        if bus_index >= buses.len() {
+            bus_index = 0;
+        }
+        let (bus, bridge) = buses[bus_index];
+        self.pci.cursor = if device + 1 >= DEVICES {
+            (bus_index + 1, 0)
+        } else {
+            (bus_index, device + 1)
+        };
+        let address = PciAddress::new(0, bus, device, 0);
+        if self.is_attached(address) {
+            return;
+        }
+        let space = ConfigSpace::new(&self.access, address);
+        if !space.is_present() {
+            return;
+        }
+        let class = space.read32(CLASS & !3) >> 8;
+        let nvme = (NVME_CLASS.0 as u32) << 16 | (NVME_CLASS.1 as u32) << 8 | NVME_CLASS.2 as u32;
+        if class != nvme {
+            return;
+        }
+        info!("pci: NVMe function appeared at {address}");
+        if let Err(e) = self.attach(address, bridge) {
+            warn!("nvme: cannot attach hot-added {address}: {e}");
+        }
+    }
+
+    /// Bus 0 and the secondary buses of bridges without a hot-plug slot.
+    fn plain_buses(&self) -> heapless::Vec<(u8, Option<usize>), MAX_BRIDGES> {
+        let mut buses = heapless::Vec::new();
+        let _ = buses.push((0, None));
+        for (i, b) in self.pci.topology.bridges().iter().enumerate() {
+            if !b.hot_plug_capable() && b.secondary != 0 {
+                let _ = buses.push((b.secondary, Some(i)));
+            }
+        }
+        buses
+    }
+}
