@@ -229,13 +229,15 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             State::Ready => {
                 let seen = c.completions_seen();
                 if seen != entry.last_seen {
+                    // Completions arrived: the device is alive, no read needed.
                     entry.last_seen = seen;
                 } else if let Some(error) = c.check_health() {
-                    entry.detection.get_or_insert(Detection::StatusRegister);
+                    if error == Error::DeviceRemoved {
+                        entry.detection.get_or_insert(Detection::StatusRegister);
+                    }
                     c.lost(error);
-                } else {
-                    c.expire(now);
                 }
+                c.expire(now);
             }
             State::Detached | State::Removed | State::Failed => {}
         }

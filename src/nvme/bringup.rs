@@ -50,7 +50,13 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                         return Ok(self.state);
                     }
                     warn!("nvme: controller failed during {:?}: {}", self.step, e);
-                    self.fail(e);
+                    if is_permanent(e) || self.resets >= crate::nvme::recovery::MAX_RESETS {
+                        self.fail(e);
+                    } else {
+                        // A transient failure (timeout, fatal status) gets a
+                        // bounded number of retries with backoff.
+                        self.reset(e);
+                    }
                     return Err(e);
                 }
             }
@@ -63,6 +69,13 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
 
     fn step(&mut self) -> Result<Outcome> {
         match self.step {
+            Step::Backoff { until } => {
+                if self.now() < until {
+                    return Ok(Outcome::Waiting);
+                }
+                self.step = Step::Start;
+                Ok(Outcome::Progress)
+            }
             Step::Start => self.start_reset(),
             Step::WaitDisabled {
                 deadline,
@@ -276,6 +289,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         validate_cap(cap, self.regs_len)?;
         self.cap = cap;
         self.state = State::Resetting;
+        self.clear_subsystem_reset();
         // Firmware may have left the controller enabled with its own queues:
         // always start from a reset.
         let cc = self.regs.read32(regs::CC);
@@ -418,6 +432,17 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         }
         Ok(None)
     }
+}
+
+/// Errors that another reset cannot cure: the device is unusable as it is.
+fn is_permanent(error: Error) -> bool {
+    matches!(
+        error,
+        Error::BadDeviceValue { .. }
+            | Error::DeviceUnsupported { .. }
+            | Error::OutOfDmaMemory { .. }
+            | Error::MapFailed { .. }
+    )
 }
 
 /// Checks CAP for what the driver relies on.
