@@ -119,7 +119,14 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
                 .entries_on_port(index)
                 .filter(|&i| self.is_live(i))
                 .collect();
-            if !present || link_down {
+            // A presence or link change while a controller is attached means
+            // the device it talked to is gone, even if a device is back by now
+            // (a link flap faster than the poll): that one comes up reset,
+            // without its BAR, and is a new attach.
+            let changed = events.intersects(
+                SlotStatus::PRESENCE_DETECT_CHANGED | SlotStatus::DATA_LINK_STATE_CHANGED,
+            );
+            if !present || link_down || changed {
                 for &i in &live {
                     self.remove_entry(i, Detection::Slot);
                 }
@@ -128,10 +135,12 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
                     self.detach_entry(i);
                 }
             }
-            let arrived = events.intersects(
-                SlotStatus::PRESENCE_DETECT_CHANGED | SlotStatus::DATA_LINK_STATE_CHANGED,
-            );
-            if present && !link_down && arrived && live.is_empty() {
+            if present && !link_down && changed {
+                for &i in &live {
+                    if let Some(address) = self.entries[i].as_ref().map(|e| e.address) {
+                        self.release_function(address);
+                    }
+                }
                 self.attach_behind(index);
             }
             port.clear_slot_status(&self.access, events);
