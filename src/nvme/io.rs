@@ -226,9 +226,12 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     ) -> Result<()> {
         let ns = *self.namespace(nsid)?;
         let block = ns.block_size() as usize;
-        if len == 0 || len % block != 0 {
+        if len == 0 {
+            return Err(Error::EmptyTransfer);
+        }
+        if len % block != 0 {
             return Err(Error::InvalidArgument {
-                what: "buffer length must be a non-zero multiple of the block size",
+                what: "buffer length must be a multiple of the block size",
             });
         }
         let total = (len / block) as u64;
