@@ -456,7 +456,11 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         }
         let deadline = self.now() + self.config.io_timeout;
         let q = &mut self.io[queue as usize];
-        let cid = q.reserve(op.opcode(), tag, deadline)?;
+        // The queue pair knows its NVMe queue ID; the caller knows the index.
+        let cid = q.reserve(op.opcode(), tag, deadline).map_err(|e| match e {
+            Error::QueueFull { .. } => Error::QueueFull { queue },
+            other => other,
+        })?;
         sqe.set_cid(cid);
         if let IoOp::Deallocate { lba, blocks, .. } = op {
             // The single range lives in the command's PRP list storage.
