@@ -316,3 +316,46 @@ fn a_media_error_completes_with_its_decoded_status_and_the_buffer() {
     p.dma_free(ok);
     finish(&sim, driver);
 }
+
+#[test]
+fn write_zeroes_and_deallocate_longer_than_one_command_are_split() {
+    const START: u64 = 10;
+    let (sim, mut driver, id) = single(spec(200_000, 512), Config::default());
+    let p = sim.platform();
+    let marks = [0u64, 65_535, 65_536, 65_537, 139_999, 140_000];
+    for &at in &marks {
+        let data = filled(&p, 512, at as u8);
+        let c = driver.controller(id).unwrap();
+        c.write(NS, START + at, &data).unwrap();
+        p.dma_free(data);
+    }
+    // Which marks hold data (true) or zeroes (false) after each step.
+    let check = |expected: [bool; 6]| {
+        for (&at, &data) in marks.iter().zip(&expected) {
+            let want = if data {
+                pattern(512, at as u8)
+            } else {
+                vec![0; 512]
+            };
+            assert_eq!(
+                sim.read_block(CtrlId(0), NS, START + at),
+                want,
+                "block {at}"
+            );
+        }
+    };
+    sim.reset_counters();
+    let c = driver.controller(id).unwrap();
+    // Exactly the most one command may carry.
+    c.write_zeroes(NS, START, 65_536).unwrap();
+    assert_eq!(sim.counters().io(nvm::WRITE_ZEROES), 1);
+    check([false, false, true, true, true, true]);
+    // One block more takes a second command.
+    c.write_zeroes(NS, START, 65_537).unwrap();
+    assert_eq!(sim.counters().io(nvm::WRITE_ZEROES), 3);
+    check([false, false, false, true, true, true]);
+    c.deallocate(NS, START, 140_000).unwrap();
+    assert_eq!(sim.counters().io(nvm::DATASET_MANAGEMENT), 3);
+    check([false, false, false, false, false, true]);
+    finish(&sim, driver);
+}
