@@ -209,3 +209,38 @@ fn an_orderly_detach_deletes_the_queues_and_returns_all_memory() {
     assert_eq!(removed.len(), 1, "{removed:?}");
     assert_clean(&sim);
 }
+
+#[test]
+fn settings_outside_their_range_are_clamped_rather_than_failing_the_controller() {
+    let cases = [
+        // (io_queues, queue_depth, max_transfer) -> (queues, depth, transfer)
+        ((0, 128, 256 << 10), (1, 128, 256 << 10)),
+        ((1, 0, 256 << 10), (1, 2, 256 << 10)),
+        ((1, 1, 256 << 10), (1, 2, 256 << 10)),
+        ((1, 128, 0), (1, 128, 4096)),
+        ((1, 128, 6000), (1, 128, 4096)),
+        // MDTS 7 of the simulated controller: 512 KiB.
+        ((100, 10_000, u32::MAX), (4, 256, 512 << 10)),
+    ];
+    for ((io_queues, queue_depth, max_transfer), expected) in cases {
+        let config = Config {
+            io_queues,
+            queue_depth,
+            max_transfer,
+            ..Config::default()
+        };
+        let (sim, mut driver, id) = single(spec(64, 512), config);
+        let c = driver.controller(id).unwrap();
+        let got = (c.io_queue_count(), c.queue_depth(), c.max_transfer());
+        assert_eq!(got, expected, "{config:?}");
+        let p = sim.platform();
+        let data = filled(&p, 4096, 1);
+        let mut back = zeroed(&p, 4096);
+        c.write(1, 0, &data).unwrap();
+        c.read(1, 0, &mut back).unwrap();
+        assert_eq!(back.as_slice(), data.as_slice());
+        p.dma_free(data);
+        p.dma_free(back);
+        finish(&sim, driver);
+    }
+}

@@ -204,6 +204,9 @@ fn detach_with_commands_in_flight_hands_every_buffer_back_and_frees_all_memory()
         assert_eq!(d.result, Err(Error::Aborted), "tag {}", d.tag);
         p.dma_free(d.buffer.expect("buffer handed back"));
     }
+    // Whatever the device still held can no longer reach that memory.
+    assert_eq!(sim.held_count(), 0, "deleting the queue dropped them");
+    sim.release_all();
     assert_clean(&sim);
     assert_eq!(sim.counters().dma_regions, 0);
 }

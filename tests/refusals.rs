@@ -250,3 +250,42 @@ fn a_handle_to_a_replaced_controller_is_stale() {
     assert_clean(&sim);
     assert_eq!(sim.counters().dma_regions, 0);
 }
+
+#[test]
+fn a_controller_that_failed_bring_up_refuses_io_as_failed() {
+    // CAP.MQES 0 (one entry) is illegal: the controller cannot be used.
+    let sim = Sim::single(spec(64, 512).mqes(0));
+    let mut driver = Box::new(Drv::new(
+        sim.platform(),
+        sim.config_access(),
+        DriverConfig::default(),
+    ));
+    assert_eq!(driver.scan().unwrap(), 1);
+    let events = driver.wait_ready(PATIENCE);
+    let id = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Failed { id, error } => {
+                assert!(matches!(error, Error::BadDeviceValue { .. }), "{error:?}");
+                Some(*id)
+            }
+            _ => None,
+        })
+        .expect("a Failed event");
+    assert_eq!(sim.counters().dma_regions, 0, "memory returned on failure");
+    sim.reset_counters();
+    let p = sim.platform();
+    let mut buf = zeroed(&p, 512);
+    let c = driver.controller(id).unwrap();
+    assert_eq!(c.state(), State::Failed);
+    assert_eq!(c.read(NS, 0, &mut buf), Err(Error::ControllerFailed));
+    assert_eq!(c.write(NS, 0, &buf), Err(Error::ControllerFailed));
+    assert_eq!(c.write_zeroes(NS, 0, 1), Err(Error::ControllerFailed));
+    assert_eq!(c.deallocate(NS, 0, 1), Err(Error::ControllerFailed));
+    assert_eq!(c.flush(NS), Err(Error::ControllerFailed));
+    let r = c.submit(0, write(0), Some(buf), 0).unwrap_err();
+    assert_eq!(r.error, Error::ControllerFailed);
+    assert_eq!(sim.counters().mmio(), 0);
+    p.dma_free(r.buffer.unwrap());
+    assert_clean(&sim);
+}

@@ -331,7 +331,10 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     }
 
     fn setup_io_queues(&mut self, count: u16) -> Result<()> {
-        let entries = (self.config.queue_depth as u32)
+        // A queue needs two entries (one always stays empty); a smaller
+        // request is the embedder's, clamped like the other settings, so
+        // only the controller's CAP.MQES can make this fail.
+        let entries = (self.config.queue_depth.max(2) as u32)
             .min(self.cap.max_queue_entries())
             .min(MAX_QUEUE_DEPTH as u32) as u16;
         if entries < 2 {

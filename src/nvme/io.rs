@@ -224,6 +224,8 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         len: usize,
         write: bool,
     ) -> Result<()> {
+        // A controller that is not serving has no namespaces worth naming.
+        self.serving()?;
         let ns = *self.namespace(nsid)?;
         let block = ns.block_size() as usize;
         if len == 0 {
@@ -264,6 +266,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         blocks: u64,
         op: impl Fn(u32, u64, u32) -> IoOp,
     ) -> Result<()> {
+        self.serving()?;
         let ns = *self.namespace(nsid)?;
         if blocks == 0 {
             return Err(Error::EmptyTransfer);
@@ -385,6 +388,16 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         error
     }
 
+    /// `Ok` while the controller serves I/O, else why not.
+    fn serving(&self) -> Result<()> {
+        match self.state {
+            State::Ready => Ok(()),
+            State::Removed => Err(Error::DeviceRemoved),
+            State::Failed => Err(Error::ControllerFailed),
+            _ => Err(Error::NotReady),
+        }
+    }
+
     /// Validates `op` and writes its SQE into `queue`'s ring. Nothing is
     /// submitted when it fails.
     fn prepare(
@@ -395,12 +408,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         tag: u64,
         internal: bool,
     ) -> Result<u16> {
-        match self.state {
-            State::Ready => {}
-            State::Removed => return Err(Error::DeviceRemoved),
-            State::Failed => return Err(Error::ControllerFailed),
-            _ => return Err(Error::NotReady),
-        }
+        self.serving()?;
         if queue as usize >= self.io.len() {
             return Err(Error::UnknownQueue { queue });
         }
