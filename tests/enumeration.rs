@@ -256,3 +256,49 @@ fn a_bus_0_controller_with_nowhere_to_place_its_bar_is_left_disabled() {
     each_serves_its_own_media(&sim, &mut driver, &map);
     finish(&sim, driver);
 }
+
+/// Five controllers on bus 0, one more than a default driver serves.
+fn five_on_bus0() -> Sim {
+    (0..5)
+        .fold(Sim::builder(), |b, i| {
+            b.controller_on_bus0(ctrl(&format!("c{i}"), true))
+        })
+        .build()
+}
+
+#[test]
+fn controllers_beyond_the_driver_capacity_are_left_untouched() {
+    let sim = five_on_bus0();
+    let commands: Vec<u16> = (0..5).map(|c| sim.command_register(CtrlId(c))).collect();
+    let (mut driver, ids) = up(&sim, Config::default());
+    assert_eq!(ids.len(), bare_nvme::MAX_CONTROLLERS);
+    let map = by_address(&sim, &driver, 5);
+    let left: Vec<usize> = (0..5).filter(|c| !map.contains_key(c)).collect();
+    assert_eq!(left.len(), 1);
+    let c = CtrlId(left[0]);
+    assert_eq!(sim.command_register(c), commands[left[0]], "not touched");
+    assert!(!sim.is_ready(c));
+    each_serves_its_own_media(&sim, &mut driver, &map);
+    finish(&sim, driver);
+}
+
+#[test]
+fn a_driver_sized_for_more_controllers_serves_them_all() {
+    let sim = five_on_bus0();
+    let mut driver: Box<bare_nvme::Driver<_, _, 8>> = Box::new(bare_nvme::Driver::new(
+        sim.platform(),
+        sim.config_access(),
+        DriverConfig::default(),
+    ));
+    assert_eq!(driver.scan().unwrap(), 5);
+    driver.wait_ready(PATIENCE);
+    let ids: Vec<ControllerId> = driver.ready_controllers().collect();
+    assert_eq!(ids.len(), 5);
+    for id in ids {
+        driver.controller(id).unwrap().flush(1).unwrap();
+        driver.controller(id).unwrap().detach().unwrap();
+    }
+    assert_eq!(sim.counters().io(bare_nvme::nvme::command::nvm::FLUSH), 5);
+    assert_clean(&sim);
+    assert_eq!(sim.counters().dma_regions, 0);
+}
