@@ -159,6 +159,7 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
     /// in the following ticks (or [`Driver::wait_ready`]). Returns how many
     /// controllers were attached.
     pub fn scan(&mut self) -> Result<usize> {
+        self.pci.unpark_all();
         let found = self.enumerate()?;
         let mut attached = 0;
         for (address, port) in found {
@@ -334,7 +335,13 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             let _ = self.history.push_back((serial, id));
         }
         let address = entry.address;
-        self.release_function(address);
+        if state == State::Detached {
+            // Detached, not gone: keep its BAR range and do not attach it
+            // again until it leaves (or the embedder scans again).
+            self.pci.park(address);
+        } else {
+            self.release_function(address);
+        }
     }
 
     /// Attaches the NVMe function at `address` (BAR placed and enabled) as a

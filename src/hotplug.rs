@@ -28,6 +28,9 @@ pub(crate) struct Pci {
     /// Plain-bus probe position: index into the probed buses, device number.
     cursor: (usize, u8),
     next_probe: Instant,
+    /// Functions detached in an orderly way that are still in place: not
+    /// attached again until they leave.
+    parked: heapless::Vec<PciAddress, MAX_FUNCTIONS>,
 }
 
 impl Pci {
@@ -38,7 +41,30 @@ impl Pci {
             bars: BarAllocator::new(root),
             cursor: (0, 0),
             next_probe: Instant::from_nanos(0),
+            parked: heapless::Vec::new(),
         }
+    }
+
+    pub(crate) fn park(&mut self, address: PciAddress) {
+        if !self.parked.contains(&address) {
+            // More detached-and-present functions than the topology holds
+            // cannot exist.
+            let _ = self.parked.push(address);
+        }
+    }
+
+    pub(crate) fn is_parked(&self, address: PciAddress) -> bool {
+        self.parked.contains(&address)
+    }
+
+    fn unpark(&mut self, address: PciAddress) -> bool {
+        let before = self.parked.len();
+        self.parked.retain(|&a| a != address);
+        before != self.parked.len()
+    }
+
+    pub(crate) fn unpark_all(&mut self) {
+        self.parked.clear();
     }
 }
 
@@ -135,6 +161,20 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
                     self.detach_entry(i);
                 }
             }
+            if changed {
+                let bus = bridge.secondary;
+                let gone: heapless::Vec<PciAddress, MAX_FUNCTIONS> = self
+                    .pci
+                    .parked
+                    .iter()
+                    .copied()
+                    .filter(|a| a.bus() == bus)
+                    .collect();
+                for address in gone {
+                    self.pci.unpark(address);
+                    self.release_function(address);
+                }
+            }
             if present && !link_down && changed {
                 for &i in &live {
                     if let Some(address) = self.entries[i].as_ref().map(|e| e.address) {
@@ -201,7 +241,15 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             return;
         }
         let space = ConfigSpace::new(&self.access, address);
-        if !space.is_present() {
+        let present = space.is_present();
+        if self.pci.is_parked(address) {
+            if !present {
+                self.pci.unpark(address);
+                self.release_function(address);
+            }
+            return;
+        }
+        if !present {
             return;
         }
         let class = space.read32(CLASS & !3) >> 8;

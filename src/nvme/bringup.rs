@@ -46,7 +46,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                     if self.state == State::Detaching {
                         // A detach that cannot talk to the device still ends
                         // with the memory returned.
-                        self.teardown(State::Detached, Error::Aborted);
+                        self.finish_detach();
                         return Ok(self.state);
                     }
                     warn!("nvme: controller failed during {:?}: {}", self.step, e);
@@ -275,13 +275,20 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             Step::WaitShutdown { deadline } => {
                 let csts = self.read_status();
                 if csts.bits() != u32::MAX && csts.shutdown_complete() {
-                    self.teardown(State::Detached, Error::Aborted);
+                    self.finish_detach();
                     info!("nvme: controller shut down");
                     return Ok(Outcome::Progress);
                 }
                 self.check_deadline(deadline, Wait::Shutdown)
             }
         }
+    }
+
+    /// The end of an orderly detach: the function stays where it is, but may
+    /// no longer reach memory, which goes back to the platform now.
+    fn finish_detach(&mut self) {
+        self.link.stop_dma();
+        self.teardown(State::Detached, Error::Aborted);
     }
 
     fn start_reset(&mut self) -> Result<Outcome> {
@@ -345,7 +352,10 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     }
 
     fn setup_io_queues(&mut self, count: u16) -> Result<()> {
-        let entries = (self.config.queue_depth as u32)
+        // A queue needs two entries (one always stays empty); a smaller
+        // request is the embedder's, clamped like the other settings, so
+        // only the controller's CAP.MQES can make this fail.
+        let entries = (self.config.queue_depth.max(2) as u32)
             .min(self.cap.max_queue_entries())
             .min(MAX_QUEUE_DEPTH as u32) as u16;
         if entries < 2 {

@@ -227,11 +227,16 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         len: usize,
         write: bool,
     ) -> Result<()> {
+        // A controller that is not serving has no namespaces worth naming.
+        self.ensure_ready()?;
         let ns = *self.namespace(nsid)?;
         let block = ns.block_size() as usize;
-        if len == 0 || len % block != 0 {
+        if len == 0 {
+            return Err(Error::EmptyTransfer);
+        }
+        if len % block != 0 {
             return Err(Error::InvalidArgument {
-                what: "buffer length must be a non-zero multiple of the block size",
+                what: "buffer length must be a multiple of the block size",
             });
         }
         let total = (len / block) as u64;
@@ -264,6 +269,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         blocks: u64,
         op: impl Fn(u32, u64, u32) -> IoOp,
     ) -> Result<()> {
+        self.ensure_ready()?;
         let ns = *self.namespace(nsid)?;
         if blocks == 0 {
             return Err(Error::EmptyTransfer);
@@ -312,6 +318,16 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         }
     }
 
+    /// `Ok` while the controller serves I/O, else why not.
+    fn serving(&self) -> Result<()> {
+        match self.state {
+            State::Ready => Ok(()),
+            State::Removed => Err(Error::DeviceRemoved),
+            State::Failed => Err(Error::ControllerFailed),
+            _ => Err(Error::NotReady),
+        }
+    }
+
     /// Validates `op` and writes its SQE into `queue`'s ring. Nothing is
     /// submitted when it fails.
     fn prepare(
@@ -322,12 +338,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         tag: u64,
         internal: bool,
     ) -> Result<u16> {
-        match self.state {
-            State::Ready => {}
-            State::Removed => return Err(Error::DeviceRemoved),
-            State::Failed => return Err(Error::ControllerFailed),
-            _ => return Err(Error::NotReady),
-        }
+        self.serving()?;
         if queue as usize >= self.io.len() {
             return Err(Error::UnknownQueue { queue });
         }
@@ -383,7 +394,11 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         }
         let deadline = self.now() + self.config.io_timeout;
         let q = &mut self.io[queue as usize];
-        let cid = q.reserve(op.opcode(), tag, deadline)?;
+        // The queue pair knows its NVMe queue ID; the caller knows the index.
+        let cid = q.reserve(op.opcode(), tag, deadline).map_err(|e| match e {
+            Error::QueueFull { .. } => Error::QueueFull { queue },
+            other => other,
+        })?;
         sqe.set_cid(cid);
         if let IoOp::Deallocate { lba, blocks, .. } = op {
             // The single range lives in the command's PRP list storage.

@@ -185,7 +185,8 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             State::Ready => Ok(()),
             State::Resetting | State::Enabling | State::Initializing => self.bring_up(),
             State::Removed => Err(Error::DeviceRemoved),
-            State::Failed => Err(self.failure.unwrap_or(Error::ControllerFailed)),
+            // Why it failed is in `failure()` and the Failed event.
+            State::Failed => Err(Error::ControllerFailed),
             State::Detaching | State::Detached => Err(Error::NotReady),
         }
     }
