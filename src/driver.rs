@@ -231,8 +231,23 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
                 if seen != entry.last_seen {
                     entry.last_seen = seen;
                 } else if let Some(error) = c.check_health() {
-                    entry.detection.get_or_insert(Detection::StatusRegister);
-                    c.lost(error);
+                    let port = entry.port;
+                    if let (Error::ControllerFailed, Some(port)) = (error, port) {
+                        // The function answers config space but its controller
+                        // is not running: a link flap or a card swapped
+                        // between slot polls looks exactly like this. The slot
+                        // tells a reset device (removed, then attached again)
+                        // from a failed one.
+                        self.poll_slot(port);
+                        if !self.is_live(index) {
+                            self.report(index, events);
+                            return;
+                        }
+                    }
+                    if let Some(entry) = self.entries[index].as_mut() {
+                        entry.detection.get_or_insert(Detection::StatusRegister);
+                        entry.controller.lost(error);
+                    }
                 } else {
                     c.expire(now);
                 }

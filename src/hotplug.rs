@@ -100,42 +100,50 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
     /// probed and attached, the attention button starts an orderly detach.
     pub(crate) fn poll_slots(&mut self) {
         for index in 0..self.pci.topology.bridges().len() {
-            let bridge = self.pci.topology.bridges()[index];
-            let Some(port) = bridge.port.filter(|_| bridge.hot_plug_capable()) else {
-                continue;
-            };
-            let Ok(status) = port.slot_status(&self.access) else {
-                continue; // the port itself is gone: nothing behind it answers
-            };
-            let events = status.events();
-            let mut link_down = false;
-            if events.contains(SlotStatus::DATA_LINK_STATE_CHANGED) {
-                link_down = !port
-                    .link_status(&self.access)
-                    .contains(LinkStatus::DLL_LINK_ACTIVE);
-            }
-            let present = status.contains(SlotStatus::PRESENCE_DETECT_STATE);
-            let live: heapless::Vec<usize, N> = self
-                .entries_on_port(index)
-                .filter(|&i| self.is_live(i))
-                .collect();
-            if !present || link_down {
-                for &i in &live {
-                    self.remove_entry(i, Detection::Slot);
-                }
-            } else if events.contains(SlotStatus::ATTENTION_BUTTON_PRESSED) {
-                for &i in &live {
-                    self.detach_entry(i);
-                }
-            }
-            let arrived = events.intersects(
-                SlotStatus::PRESENCE_DETECT_CHANGED | SlotStatus::DATA_LINK_STATE_CHANGED,
-            );
-            if present && !link_down && arrived && live.is_empty() {
-                self.attach_behind(index);
-            }
-            port.clear_slot_status(&self.access, events);
+            self.poll_slot(index);
         }
+    }
+
+    /// Polls the slot of bridge `index` (nothing if it has none); see
+    /// [`Driver::poll_slots`].
+    pub(crate) fn poll_slot(&mut self, index: usize) {
+        let Some(bridge) = self.pci.topology.bridges().get(index).copied() else {
+            return;
+        };
+        let Some(port) = bridge.port.filter(|_| bridge.hot_plug_capable()) else {
+            return;
+        };
+        let Ok(status) = port.slot_status(&self.access) else {
+            return; // the port itself is gone: nothing behind it answers
+        };
+        let events = status.events();
+        let link_changed = events.contains(SlotStatus::DATA_LINK_STATE_CHANGED);
+        let link_down = link_changed
+            && !port
+                .link_status(&self.access)
+                .contains(LinkStatus::DLL_LINK_ACTIVE);
+        let present = status.contains(SlotStatus::PRESENCE_DETECT_STATE);
+        // A link that went down and came back between two polls (a link
+        // flap), or a card pulled and pushed back, reset the device: what the
+        // driver knew of it is gone even though the slot looks as before.
+        let changed = link_changed || events.contains(SlotStatus::PRESENCE_DETECT_CHANGED);
+        let live: heapless::Vec<usize, N> = self
+            .entries_on_port(index)
+            .filter(|&i| self.is_live(i))
+            .collect();
+        if !present || link_down || changed {
+            for &i in &live {
+                self.remove_entry(i, Detection::Slot);
+            }
+        } else if events.contains(SlotStatus::ATTENTION_BUTTON_PRESSED) {
+            for &i in &live {
+                self.detach_entry(i);
+            }
+        }
+        if present && !link_down && changed {
+            self.attach_behind(index);
+        }
+        port.clear_slot_status(&self.access, events);
     }
 
     fn attach_behind(&mut self, bridge: usize) {
