@@ -281,6 +281,11 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             let Some(info) = entry.controller.info().copied() else {
                 return;
             };
+            let returning = self.history.iter().any(|(s, _)| *s == info.serial);
+            if events.capacity() - events.len() < 1 + returning as usize {
+                // Ready and Returned go out together, or both next tick.
+                return;
+            }
             let ready = Event::Ready {
                 id,
                 serial: info.serial,
@@ -341,6 +346,14 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             _ => {}
         }
         if let Some(serial) = entry.serial {
+            // One entry per serial, naming its latest controller: a device
+            // removed again and again must neither crowd out the others nor
+            // be reported as returning from an older attach.
+            let mut kept = heapless::Deque::new();
+            for &(s, previous) in self.history.iter().filter(|(s, _)| *s != serial) {
+                let _ = kept.push_back((s, previous));
+            }
+            self.history = kept;
             if self.history.is_full() {
                 self.history.pop_front();
             }

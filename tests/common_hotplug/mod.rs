@@ -123,6 +123,8 @@ pub struct Ledger {
     pub unknown: Vec<u64>,
     /// Submissions refused, with the error.
     pub rejected: Vec<Error>,
+    /// Commands checked and forgotten by [`Ledger::retire`].
+    pub retired: usize,
 }
 
 impl Ledger {
@@ -225,6 +227,17 @@ impl Ledger {
             }
         }
         n
+    }
+
+    /// Checks that every command of `id` completed exactly once and forgets
+    /// them (keeps long runs linear); returns (succeeded, failed with
+    /// `DeviceRemoved`).
+    pub fn retire(&mut self, id: ControllerId, context: &str) -> (usize, usize) {
+        let removed = self.assert_exactly_once(id, context);
+        let before = self.entries.len();
+        self.entries.retain(|_, e| e.ctrl != id);
+        self.retired += before - self.entries.len();
+        (before - self.entries.len() - removed, removed)
     }
 
     /// Tags submitted to `id` that have not completed yet.
