@@ -147,9 +147,8 @@ fn burst(d: &mut Drv, sim: &Sim, ledger: &mut Ledger, id: ControllerId, events: 
     ledger.poll(d, &p, id);
 }
 
-fn sweep_burst(mode: RemovedReads, shadow_doorbells: bool) -> u64 {
-    let mut config = DriverConfig::default();
-    config.controller.shadow_doorbells = shadow_doorbells;
+fn sweep_burst(mode: RemovedReads) -> u64 {
+    let config = DriverConfig::default();
     // Reference run: where the burst's accesses lie, and that it works.
     let sim0 = sim(mode);
     let mut d = driver(&sim0, config);
@@ -166,7 +165,7 @@ fn sweep_burst(mode: RemovedReads, shadow_doorbells: bool) -> u64 {
 
     let mut total_failed = 0;
     for n in start..end {
-        let context = format!("{mode:?} (shadow {shadow_doorbells}) removal at burst access {n}");
+        let context = format!("{mode:?} removal at burst access {n}");
         let sim = sim(mode);
         let mut d = driver(&sim, config);
         let id = bring_up(&mut d, &sim, 1)[0];
@@ -222,6 +221,7 @@ fn sweep_burst(mode: RemovedReads, shadow_doorbells: bool) -> u64 {
 
 #[test]
 fn removal_at_every_bring_up_access_zero_reads() {
+    println!("driver value: {} bytes", driver_size());
     let n = sweep_bring_up(RemovedReads::Zero);
     println!("bring-up sweep (reads 0): {n} removal points");
 }
@@ -234,16 +234,200 @@ fn removal_at_every_bring_up_access_all_ones_reads() {
 
 #[test]
 fn removal_at_every_io_burst_access_zero_reads() {
-    for shadow in [true, false] {
-        let n = sweep_burst(RemovedReads::Zero, shadow);
-        println!("I/O burst sweep (reads 0, shadow doorbells {shadow}): {n} removal points");
-    }
+    let n = sweep_burst(RemovedReads::Zero);
+    println!("I/O burst sweep (reads 0): {n} removal points");
 }
 
 #[test]
 fn removal_at_every_io_burst_access_all_ones_reads() {
-    for shadow in [true, false] {
-        let n = sweep_burst(RemovedReads::AllOnes, shadow);
-        println!("I/O burst sweep (reads all-ones, shadow doorbells {shadow}): {n} removal points");
+    let n = sweep_burst(RemovedReads::AllOnes);
+    println!("I/O burst sweep (reads all-ones): {n} removal points");
+}
+
+/// Two ports: a controller serving on port 0, port 1 empty until the test
+/// plugs one in.
+fn two_port_sim(mode: RemovedReads) -> Sim {
+    Sim::builder()
+        .root_port(true)
+        .controller_on_port(PortId(0), spec("stays"))
+        .root_port(true)
+        .removed_reads(mode)
+        .build()
+}
+
+/// The controller on port 0 still serves verified I/O.
+fn assert_serves(d: &mut Drv, sim: &Sim, id: ControllerId, context: &str) {
+    use bare_nvme::Platform;
+    let p = sim.platform();
+    let mut buf = p.dma_alloc(BLOCK, 4096).unwrap();
+    buf.as_mut_slice().fill(0xC3);
+    let c = d.controller(id).unwrap();
+    assert_eq!(c.state(), bare_nvme::State::Ready, "{context}");
+    c.write(1, 5, &buf).unwrap();
+    let mut back = p.dma_alloc(BLOCK, 4096).unwrap();
+    c.read(1, 5, &mut back).unwrap();
+    assert_eq!(back.as_slice(), buf.as_slice(), "{context}");
+    p.dma_free(buf);
+    p.dma_free(back);
+}
+
+fn sweep_hot_add(mode: RemovedReads) -> u64 {
+    let setup = |mode| {
+        let sim = two_port_sim(mode);
+        let mut d = driver(&sim, DriverConfig::default());
+        let stay = bring_up(&mut d, &sim, 1)[0];
+        let added = sim.hot_add(PortId(1), spec("hot-added"));
+        (sim, d, stay, added)
+    };
+    let (sim0, mut d, _, _) = setup(mode);
+    let start = sim0.access_count();
+    let (events, _) = tick_until(&mut d, &sim0, 1_000, |ev| ready_id(ev).is_some());
+    assert!(ready_id(&events).is_some());
+    let end = sim0.access_count();
+    for n in start..end {
+        let context = format!("{mode:?} removal at hot-add access {n}");
+        let (sim, mut d, stay, added) = setup(mode);
+        let base = sim.counters();
+        assert_eq!(sim.access_count(), start, "{context}: not deterministic");
+        sim.on_access(n, Fault::SurpriseRemove(added));
+        let (events, _) = tick_until(&mut d, &sim, MAX_TICKS, |ev| {
+            ev.iter()
+                .any(|e| matches!(e, Event::Removed { .. } | Event::Failed { .. }))
+        });
+        assert!(sim.address(added).is_none(), "{context}: fault not fired");
+        assert!(
+            events.iter().all(|e| event_id(e) != stay),
+            "{context}: {events:?}"
+        );
+        let attached: Vec<ControllerId> = events
+            .iter()
+            .filter(|e| matches!(e, Event::Attached { .. }))
+            .map(event_id)
+            .collect();
+        match attached[..] {
+            // Gone before the slot poll attached it.
+            [] => assert!(events.is_empty(), "{context}: {events:?}"),
+            [id] => {
+                assert_one_removal(&events, id, &context);
+            }
+            _ => panic!("{context}: {events:?}"),
+        }
+        assert_quiet(&mut d, &sim, &context);
+        assert_serves(&mut d, &sim, stay, &context);
+        let c = sim.counters();
+        assert_eq!(c.protocol_errors, 0, "{context}: {:?}", sim.protocol_log());
+        assert_eq!(c.wild_dma, 0, "{context}");
+        assert_eq!(
+            (c.dma_regions, c.dma_bytes),
+            (base.dma_regions, base.dma_bytes),
+            "{context}: DMA memory not back"
+        );
     }
+    end - start
+}
+
+#[test]
+fn removal_at_every_hot_add_access() {
+    with_big_stack(|| {
+        for mode in [RemovedReads::Zero, RemovedReads::AllOnes] {
+            let n = sweep_hot_add(mode);
+            println!("hot-add bring-up sweep ({mode:?}): {n} removal points");
+        }
+    });
+}
+
+/// Orderly detach by the attention button with commands in flight, the
+/// device finishing them after a few ticks.
+fn detach_script(
+    d: &mut Drv,
+    sim: &Sim,
+    ledger: &mut Ledger,
+    id: ControllerId,
+    events: &mut Vec<Event>,
+) {
+    let p = sim.platform();
+    sim.press_attention_button(PortId(0));
+    for _ in 0..3 {
+        events.extend(tick(d, sim));
+        ledger.poll(d, &p, id);
+    }
+    sim.release_all();
+    for _ in 0..MAX_TICKS {
+        if !endings(events, id).is_empty() {
+            break;
+        }
+        events.extend(tick(d, sim));
+        ledger.poll(d, &p, id);
+    }
+}
+
+fn sweep_detach(mode: RemovedReads) -> u64 {
+    let setup = |mode| {
+        let sim = sim(mode);
+        let p = sim.platform();
+        let mut d = driver(&sim, DriverConfig::default());
+        let id = bring_up(&mut d, &sim, 1)[0];
+        sim.hold(CtrlId(0), Hold::Io);
+        let mut ledger = Ledger::default();
+        for lba in 0..4 {
+            ledger.write(&mut d, &p, id, lba, 2).unwrap();
+        }
+        ledger.poll(&mut d, &p, id);
+        sim.process();
+        (sim, d, id, ledger)
+    };
+    let (sim0, mut d, id, mut ledger) = setup(mode);
+    let start = sim0.access_count();
+    let mut events = Vec::new();
+    detach_script(&mut d, &sim0, &mut ledger, id, &mut events);
+    let end = sim0.access_count();
+    assert_eq!(
+        events,
+        [Event::Removed {
+            id,
+            failed_commands: 0,
+            detected_by: bare_nvme::Detection::Orderly
+        }]
+    );
+    assert_eq!(ledger.assert_exactly_once(id, "reference detach"), 0);
+    for n in start..end {
+        let context = format!("{mode:?} removal at detach access {n}");
+        let (sim, mut d, id, mut ledger) = setup(mode);
+        assert_eq!(sim.access_count(), start, "{context}: not deterministic");
+        sim.on_access(n, Fault::SurpriseRemove(CtrlId(0)));
+        let mut events = Vec::new();
+        detach_script(&mut d, &sim, &mut ledger, id, &mut events);
+        assert!(
+            sim.address(CtrlId(0)).is_none(),
+            "{context}: fault not fired"
+        );
+        let ends = endings(&events, id);
+        let failed = match ends[..] {
+            [Event::Removed {
+                failed_commands, ..
+            }] => failed_commands as usize,
+            _ => panic!("{context}: {events:?}"),
+        };
+        ledger.poll(&mut d, &sim.platform(), id);
+        // Completed, or failed by the removal; never twice, never lost.
+        let removed = ledger.assert_exactly_once(id, &context);
+        // The teardown may also have failed the detach's own admin command.
+        assert!(
+            failed == removed || failed == removed + 1,
+            "{context}: failed_commands {failed}, {removed} delivered"
+        );
+        assert_quiet(&mut d, &sim, &context);
+        assert_clean(&sim, &context);
+    }
+    end - start
+}
+
+#[test]
+fn removal_at_every_orderly_detach_access() {
+    with_big_stack(|| {
+        for mode in [RemovedReads::Zero, RemovedReads::AllOnes] {
+            let n = sweep_detach(mode);
+            println!("orderly detach sweep ({mode:?}): {n} removal points");
+        }
+    });
 }

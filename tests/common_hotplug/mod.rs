@@ -286,3 +286,20 @@ pub fn finished(driver: &mut Drv, id: ControllerId) -> bool {
         Err(_) => true,
     }
 }
+
+/// Runs `f` on a thread with a large stack: the driver holds every queue's
+/// tracker inline (no allocator), and debug builds keep several copies of
+/// it on the stack while it is moved around.
+pub fn with_big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// Size of the driver value, for the record.
+pub fn driver_size() -> usize {
+    std::mem::size_of::<Drv>()
+}
