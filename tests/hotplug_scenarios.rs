@@ -8,7 +8,7 @@ mod common_hotplug;
 use std::time::Duration;
 
 use bare_nvme::{Detection, DriverConfig, Error, Event, Platform, State};
-use bare_nvme_sim::{CtrlId, Hold, PortId, Sim};
+use bare_nvme_sim::{CtrlId, Hold, PortId, RemovedReads, Sim};
 use common_hotplug::*;
 
 const DELETE_SQ: u8 = 0x00;
@@ -125,14 +125,27 @@ fn attention_button_aborts_what_does_not_drain() {
     assert_eq!(c.dma_regions, 0);
 }
 
-#[test]
-fn link_flap_removes_and_brings_back() {
-    let sim = Sim::single(spec("flapper"));
+/// A link flap `phase` ticks after bring-up settled, the controller busy
+/// or idle: Removed (by the slot, however it was first noticed), then the
+/// same device attached again, Ready and Returned.
+fn link_flap(mode: RemovedReads, phase: usize, busy: bool) {
+    let context = format!("{mode:?} phase {phase} busy {busy}");
+    let sim = Sim::builder()
+        .root_port(true)
+        .controller_on_port(PortId(0), spec("flapper"))
+        .removed_reads(mode)
+        .build();
     let p = sim.platform();
     let mut d = driver(&sim, DriverConfig::default());
     let id = bring_up(&mut d, &sim, 1)[0];
-    sim.hold(CtrlId(0), Hold::Io);
+    tick_until(&mut d, &sim, phase, |_| false);
     let mut ledger = Ledger::default();
+    if busy {
+        // Completions flowed since the last tick: the tick reads no CSTS.
+        ledger.read(&mut d, &p, id, 9, 1).unwrap();
+        assert_eq!(ledger.poll(&mut d, &p, id), 1);
+    }
+    sim.hold(CtrlId(0), Hold::Io);
     for lba in 0..4 {
         ledger.write(&mut d, &p, id, lba, 1).unwrap();
     }
@@ -142,25 +155,33 @@ fn link_flap_removes_and_brings_back() {
     let (events, ticks) = tick_until(&mut d, &sim, 2_000, |ev| {
         ev.iter().any(|e| matches!(e, Event::Returned { .. }))
     });
-    println!("link flap: back after {ticks} ticks: {events:?}");
     let removed: Vec<&Event> = events
         .iter()
         .filter(|e| matches!(e, Event::Removed { .. } | Event::Failed { .. }))
         .collect();
     assert!(
-        matches!(removed[..], [Event::Removed { id: r, failed_commands: 4, .. }] if *r == id),
-        "{events:?}"
+        matches!(removed[..], [Event::Removed { id: r, failed_commands: 4, detected_by: Detection::Slot }] if *r == id),
+        "{context}: {events:?}"
     );
     let new = ready_id(&events).expect("ready again");
     assert_ne!(new, id);
-    assert!(events.contains(&Event::Returned {
-        id: new,
-        previous: id
-    }));
+    assert!(
+        events.contains(&Event::Returned {
+            id: new,
+            previous: id
+        }),
+        "{context}: {events:?}"
+    );
+    assert_eq!(events.len(), 4, "{context}: {events:?}");
+    if phase == 0 && !busy {
+        println!("link flap ({mode:?}): back after {ticks} ticks: {events:?}");
+    }
     ledger.poll(&mut d, &p, id);
-    assert_eq!(ledger.assert_exactly_once(id, "link flap"), 4);
+    assert_eq!(ledger.assert_exactly_once(id, &context), 4);
     // The old handle never reaches the new controller.
+    let io = sim.counters().io_commands;
     assert!(ledger.write(&mut d, &p, id, 0, 1).is_none());
+    assert_eq!(sim.counters().io_commands, io);
     // The device serves I/O again.
     sim.hold(CtrlId(0), Hold::None);
     let mut buf = p.dma_alloc(BLOCK, 4096).unwrap();
@@ -168,6 +189,87 @@ fn link_flap_removes_and_brings_back() {
     d.controller(new).unwrap().write(1, 7, &buf).unwrap();
     assert_eq!(sim.read_block(CtrlId(0), 1, 7), buf.as_slice());
     p.dma_free(buf);
+    d.controller(new).unwrap().detach().unwrap();
+    assert_clean(&sim);
+}
+
+#[test]
+fn link_flap_removes_and_brings_back() {
+    with_big_stack(|| {
+        for mode in [RemovedReads::Zero, RemovedReads::AllOnes] {
+            // Every phase of the 10 ms slot poll: the CSTS read may notice
+            // the reset device first, or the slot poll.
+            for phase in 0..12 {
+                for busy in [false, true] {
+                    link_flap(mode, phase, busy);
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn link_down_then_up() {
+    let sim = Sim::single(spec("down-up"));
+    let mut d = driver(&sim, DriverConfig::default());
+    let id = bring_up(&mut d, &sim, 1)[0];
+    sim.link_down(PortId(0));
+    let (events, _) = tick_until(&mut d, &sim, 100, |_| false);
+    assert!(
+        matches!(events[..], [Event::Removed { id: r, failed_commands: 0, .. }] if r == id),
+        "{events:?}"
+    );
+    assert_clean(&sim);
+    sim.link_up(PortId(0));
+    let (events, _) = tick_until(&mut d, &sim, 1_000, |ev| {
+        ev.iter().any(|e| matches!(e, Event::Returned { .. }))
+    });
+    let new = ready_id(&events).expect("back");
+    assert!(events.contains(&Event::Returned {
+        id: new,
+        previous: id
+    }));
+    d.controller(new).unwrap().detach().unwrap();
+    assert_clean(&sim);
+}
+
+#[test]
+fn plain_bus_removal_and_hot_add() {
+    // Bus 0 has no slot: CSTS finds the removal, re-probing finds the
+    // hot-add within the rescan interval.
+    let sim = Sim::builder().controller_on_bus0(spec("on-bus0")).build();
+    // A hot-added function on bus 0 comes with BAR0 unassigned; the driver
+    // needs a root window to place it (the top of the MMIO aperture, above
+    // what firmware assigned).
+    let config = DriverConfig {
+        root_window: Some((
+            bare_nvme::PhysAddr::new(bare_nvme_sim::MMIO_APERTURE.1 - (64 << 20)),
+            64 << 20,
+        )),
+        ..DriverConfig::default()
+    };
+    let mut d = driver(&sim, config);
+    let id = bring_up(&mut d, &sim, 1)[0];
+    tick_until(&mut d, &sim, 5, |_| false);
+    sim.surprise_remove(CtrlId(0));
+    let (events, ticks) = tick_until(&mut d, &sim, 100, |ev| !ev.is_empty());
+    assert_eq!(ticks, 1);
+    assert!(
+        matches!(events[..], [Event::Removed { id: r, detected_by: Detection::StatusRegister, .. }] if r == id),
+        "{events:?}"
+    );
+    assert_clean(&sim);
+    let added = sim.hot_add_at(bare_nvme_sim::Location::Bus0, spec("on-bus0"));
+    let (events, ticks) = tick_until(&mut d, &sim, 5_000, |ev| ready_id(ev).is_some());
+    let new = ready_id(&events).expect("found by re-probing");
+    let rescan_ticks = (config.bus_rescan_interval.unwrap().as_nanos() / TICK.as_nanos()) as usize;
+    println!("bus 0 hot-add found and ready after {ticks} ticks (rescan {rescan_ticks} ticks)");
+    assert!(ticks <= rescan_ticks + 50, "{ticks}");
+    assert!(events.contains(&Event::Returned {
+        id: new,
+        previous: id
+    }));
+    assert_eq!(d.address(new).ok(), sim.address(added));
     d.controller(new).unwrap().detach().unwrap();
     assert_clean(&sim);
 }
