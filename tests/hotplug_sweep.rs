@@ -431,3 +431,112 @@ fn removal_at_every_orderly_detach_access() {
         }
     });
 }
+
+/// The burst on the controller in port 0 while the one in port 1 keeps
+/// serving its own stream of commands.
+fn burst_beside(
+    d: &mut Drv,
+    sim: &Sim,
+    ledger: &mut Ledger,
+    (gone, stay): (ControllerId, ControllerId),
+    events: &mut Vec<Event>,
+) {
+    let p = sim.platform();
+    sim.hold(CtrlId(0), Hold::Io);
+    for round in 0..3u64 {
+        ledger.write(d, &p, gone, round * 8, 8);
+        ledger.read(d, &p, gone, 100 + round, 1);
+        ledger
+            .write(d, &p, stay, round, 1)
+            .expect("survivor refused");
+        ledger
+            .read(d, &p, stay, 50 + round, 2)
+            .expect("survivor refused");
+        ledger.poll(d, &p, gone);
+        ledger.poll(d, &p, stay);
+        sim.process();
+        sim.complete_held(1);
+        ledger.poll(d, &p, gone);
+        events.extend(tick(d, sim));
+        ledger.poll(d, &p, stay);
+        sim.advance(std::time::Duration::from_millis(10));
+    }
+    sim.release_all();
+    ledger.poll(d, &p, gone);
+    ledger.poll(d, &p, stay);
+    events.extend(tick(d, sim));
+}
+
+fn sweep_burst_beside(mode: RemovedReads) -> u64 {
+    let setup = |mode| {
+        let sim = Sim::builder()
+            .root_port(true)
+            .controller_on_port(PortId(0), spec("goes"))
+            .root_port(true)
+            .controller_on_port(PortId(1), spec("stays"))
+            .removed_reads(mode)
+            .build();
+        let mut d = driver(&sim, DriverConfig::default());
+        let ids = bring_up(&mut d, &sim, 2);
+        let gone = if d.address(ids[0]).ok() == sim.address(CtrlId(0)) {
+            ids[0]
+        } else {
+            ids[1]
+        };
+        let stay = if gone == ids[0] { ids[1] } else { ids[0] };
+        (sim, d, gone, stay)
+    };
+    let (sim0, mut d, gone, stay) = setup(mode);
+    let start = sim0.access_count();
+    let mut ledger = Ledger::default();
+    let mut events = Vec::new();
+    burst_beside(&mut d, &sim0, &mut ledger, (gone, stay), &mut events);
+    let end = sim0.access_count();
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(ledger.assert_exactly_once(gone, "reference"), 0);
+    for n in start..end {
+        let context = format!("{mode:?} removal at access {n} beside a serving controller");
+        let (sim, mut d, gone, stay) = setup(mode);
+        assert_eq!(sim.access_count(), start, "{context}: not deterministic");
+        sim.on_access(n, Fault::SurpriseRemove(CtrlId(0)));
+        let p = sim.platform();
+        let mut ledger = Ledger::default();
+        let mut events = Vec::new();
+        burst_beside(&mut d, &sim, &mut ledger, (gone, stay), &mut events);
+        for _ in 0..MAX_TICKS {
+            if !endings(&events, gone).is_empty() {
+                break;
+            }
+            events.extend(tick(&mut d, &sim));
+        }
+        assert!(
+            events.iter().all(|e| event_id(e) == gone),
+            "{context}: {events:?}"
+        );
+        let failed = assert_one_removal(&events, gone, &context);
+        ledger.poll(&mut d, &p, gone);
+        ledger.poll(&mut d, &p, stay);
+        assert_eq!(ledger.assert_exactly_once(gone, &context) as u32, failed);
+        // The survivor: every command succeeded, nothing failed or dropped.
+        assert_eq!(ledger.assert_exactly_once(stay, &context), 0);
+        let c = d.controller(stay).unwrap();
+        assert_eq!(c.failed_commands(), 0, "{context}");
+        let f = c.faults();
+        assert_eq!((f.wrong_queue, f.bad_sq_head, f.unknown_cid), (0, 0, 0));
+        assert_quiet(&mut d, &sim, &context);
+        assert_serves(&mut d, &sim, stay, &context);
+        d.controller(stay).unwrap().detach().unwrap();
+        assert_clean(&sim, &context);
+    }
+    end - start
+}
+
+#[test]
+fn removal_at_every_access_beside_a_serving_controller() {
+    with_big_stack(|| {
+        for mode in [RemovedReads::Zero, RemovedReads::AllOnes] {
+            let n = sweep_burst_beside(mode);
+            println!("burst beside a serving controller ({mode:?}): {n} removal points");
+        }
+    });
+}
