@@ -110,10 +110,17 @@ fn run(cycles: u64, seed: u64, mode: RemovedReads) -> u64 {
                 Fault::SurpriseRemove(ctrl),
             );
             ledger.poll(&mut d, &p, id);
-            while sim.address(ctrl).is_some() {
+            for _ in 0..100 {
+                if sim.address(ctrl).is_none() {
+                    break;
+                }
                 events.extend(tick(&mut d, &sim));
                 ledger.poll(&mut d, &p, id);
             }
+            assert!(
+                sim.address(ctrl).is_none(),
+                "{context}: removal never fired"
+            );
         }
         let reinsert_now = rng.below(4) == 0;
         if reinsert_now {
