@@ -7,7 +7,7 @@
 //! reads and a quarter of that with all-ones reads). The simulation keeps
 //! every controller ever plugged in and routes each access past all of them,
 //! so its cost grows with the cycles done: the run is split into segments of
-//! `HOTPLUG_SEGMENT` cycles (default 200), each on a fresh machine and
+//! `HOTPLUG_SEGMENT` cycles (default 100), each on a fresh machine and
 //! driver, which keeps a debug `cargo test` at a few seconds per thousand
 //! cycles. All 10,000 cycles on one machine and one driver:
 //! `HOTPLUG_SEGMENT=10000 cargo test --release --test hotplug_cycles -- --nocapture`.
@@ -231,7 +231,7 @@ fn run(cycles: u64, seed: u64, mode: RemovedReads) -> u64 {
 
 /// `cycles` cycles in segments of `HOTPLUG_SEGMENT`.
 fn run_segments(cycles: u64, seed: u64, mode: RemovedReads) -> u64 {
-    let segment = env("HOTPLUG_SEGMENT", 200).max(1);
+    let segment = env("HOTPLUG_SEGMENT", 100).max(1);
     let start = std::time::Instant::now();
     let mut done = 0;
     let mut n = 0;
