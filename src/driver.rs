@@ -233,12 +233,29 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
                     // Completions arrived: the device is alive, no read needed.
                     entry.last_seen = seen;
                 } else if let Some(error) = c.check_health() {
-                    if error == Error::DeviceRemoved {
-                        entry.detection.get_or_insert(Detection::StatusRegister);
+                    let port = entry.port;
+                    if let (Error::ControllerFailed, Some(port)) = (error, port) {
+                        // The function answers config space but its controller
+                        // is not running: a link flap or a card swapped
+                        // between slot polls looks exactly like this. The slot
+                        // tells a reset device (removed, then attached again)
+                        // from a failed one.
+                        self.poll_slot(port);
+                        if !self.is_live(index) {
+                            self.report(index, events);
+                            return;
+                        }
                     }
-                    c.lost(error);
+                    if let Some(entry) = self.entries[index].as_mut() {
+                        if error == Error::DeviceRemoved {
+                            entry.detection.get_or_insert(Detection::StatusRegister);
+                        }
+                        entry.controller.lost(error);
+                    }
                 }
-                c.expire(now);
+                if let Some(entry) = self.entries[index].as_mut() {
+                    entry.controller.expire(now);
+                }
             }
             State::Detached | State::Removed | State::Failed => {}
         }
@@ -269,6 +286,11 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             let Some(info) = entry.controller.info().copied() else {
                 return;
             };
+            let returning = self.history.iter().any(|(s, _)| *s == info.serial);
+            if events.capacity() - events.len() < 1 + returning as usize {
+                // Ready and Returned go out together, or both next tick.
+                return;
+            }
             let ready = Event::Ready {
                 id,
                 serial: info.serial,
@@ -329,6 +351,14 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             _ => {}
         }
         if let Some(serial) = entry.serial {
+            // One entry per serial, naming its latest controller: a device
+            // removed again and again must neither crowd out the others nor
+            // be reported as returning from an older attach.
+            let mut kept = heapless::Deque::new();
+            for &(s, previous) in self.history.iter().filter(|(s, _)| *s != serial) {
+                let _ = kept.push_back((s, previous));
+            }
+            self.history = kept;
             if self.history.is_full() {
                 self.history.pop_front();
             }

@@ -126,65 +126,72 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
     /// probed and attached, the attention button starts an orderly detach.
     pub(crate) fn poll_slots(&mut self) {
         for index in 0..self.pci.topology.bridges().len() {
-            let bridge = self.pci.topology.bridges()[index];
-            let Some(port) = bridge.port.filter(|_| bridge.hot_plug_capable()) else {
-                continue;
-            };
-            let Ok(status) = port.slot_status(&self.access) else {
-                continue; // the port itself is gone: nothing behind it answers
-            };
-            let events = status.events();
-            let mut link_down = false;
-            if events.contains(SlotStatus::DATA_LINK_STATE_CHANGED) {
-                link_down = !port
-                    .link_status(&self.access)
-                    .contains(LinkStatus::DLL_LINK_ACTIVE);
+            self.poll_slot(index);
+        }
+    }
+
+    /// Polls the slot of bridge `index` (nothing if it has none); see
+    /// [`Driver::poll_slots`].
+    pub(crate) fn poll_slot(&mut self, index: usize) {
+        let Some(bridge) = self.pci.topology.bridges().get(index).copied() else {
+            return;
+        };
+        let Some(port) = bridge.port.filter(|_| bridge.hot_plug_capable()) else {
+            return;
+        };
+        let Ok(status) = port.slot_status(&self.access) else {
+            return; // the port itself is gone: nothing behind it answers
+        };
+        let events = status.events();
+        let mut link_down = false;
+        if events.contains(SlotStatus::DATA_LINK_STATE_CHANGED) {
+            link_down = !port
+                .link_status(&self.access)
+                .contains(LinkStatus::DLL_LINK_ACTIVE);
+        }
+        let present = status.contains(SlotStatus::PRESENCE_DETECT_STATE);
+        let live: heapless::Vec<usize, N> = self
+            .entries_on_port(index)
+            .filter(|&i| self.is_live(i))
+            .collect();
+        // A presence or link change while a controller is attached means
+        // the device it talked to is gone, even if a device is back by now
+        // (a link flap faster than the poll): that one comes up reset,
+        // without its BAR, and is a new attach.
+        let changed = events
+            .intersects(SlotStatus::PRESENCE_DETECT_CHANGED | SlotStatus::DATA_LINK_STATE_CHANGED);
+        if !present || link_down || changed {
+            for &i in &live {
+                self.remove_entry(i, Detection::Slot);
             }
-            let present = status.contains(SlotStatus::PRESENCE_DETECT_STATE);
-            let live: heapless::Vec<usize, N> = self
-                .entries_on_port(index)
-                .filter(|&i| self.is_live(i))
+        } else if events.contains(SlotStatus::ATTENTION_BUTTON_PRESSED) {
+            for &i in &live {
+                self.detach_entry(i);
+            }
+        }
+        if changed {
+            let bus = bridge.secondary;
+            let gone: heapless::Vec<PciAddress, MAX_FUNCTIONS> = self
+                .pci
+                .parked
+                .iter()
+                .copied()
+                .filter(|a| a.bus() == bus)
                 .collect();
-            // A presence or link change while a controller is attached means
-            // the device it talked to is gone, even if a device is back by now
-            // (a link flap faster than the poll): that one comes up reset,
-            // without its BAR, and is a new attach.
-            let changed = events.intersects(
-                SlotStatus::PRESENCE_DETECT_CHANGED | SlotStatus::DATA_LINK_STATE_CHANGED,
-            );
-            if !present || link_down || changed {
-                for &i in &live {
-                    self.remove_entry(i, Detection::Slot);
-                }
-            } else if events.contains(SlotStatus::ATTENTION_BUTTON_PRESSED) {
-                for &i in &live {
-                    self.detach_entry(i);
-                }
+            for address in gone {
+                self.pci.unpark(address);
+                self.release_function(address);
             }
-            if changed {
-                let bus = bridge.secondary;
-                let gone: heapless::Vec<PciAddress, MAX_FUNCTIONS> = self
-                    .pci
-                    .parked
-                    .iter()
-                    .copied()
-                    .filter(|a| a.bus() == bus)
-                    .collect();
-                for address in gone {
-                    self.pci.unpark(address);
+        }
+        if present && !link_down && changed {
+            for &i in &live {
+                if let Some(address) = self.entries[i].as_ref().map(|e| e.address) {
                     self.release_function(address);
                 }
             }
-            if present && !link_down && changed {
-                for &i in &live {
-                    if let Some(address) = self.entries[i].as_ref().map(|e| e.address) {
-                        self.release_function(address);
-                    }
-                }
-                self.attach_behind(index);
-            }
-            port.clear_slot_status(&self.access, events);
+            self.attach_behind(index);
         }
+        port.clear_slot_status(&self.access, events);
     }
 
     fn attach_behind(&mut self, bridge: usize) {

@@ -265,9 +265,21 @@ impl PciePort {
         })
     }
 
-    /// Slot Status alone.
+    /// Slot Status alone, in one dword read (the monitor's per-poll cost).
+    /// A port that no longer answers gives `DeviceRemoved`.
     pub fn slot_status<A: ConfigRegionAccess + ?Sized>(&self, access: &A) -> Result<SlotStatus> {
-        self.slot_state(access).map(|s| s.status)
+        let slot = self.config(access).read32(self.reg(SLOT_CONTROL));
+        if slot == u32::MAX {
+            return Err(Error::DeviceRemoved);
+        }
+        let status = (slot >> 16) as u16;
+        if status & !SlotStatus::all().bits() != 0 {
+            return Err(Error::BadDeviceValue {
+                field: "Slot Status",
+                value: status.into(),
+            });
+        }
+        Ok(SlotStatus::from_bits_retain(status))
     }
 
     /// Link Status alone.
