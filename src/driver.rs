@@ -278,9 +278,12 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             entry.reported.ready = true;
             entry.serial = Some(info.serial);
             info!("nvme: {id} ready: {} {}", info.model, info.serial);
+            // The most recent removal of this serial: a device removed and
+            // re-inserted many times returns as its last identity.
             let previous = self
                 .history
                 .iter()
+                .rev()
                 .find(|(s, _)| *s == info.serial)
                 .map(|&(_, p)| p);
             if let Some(previous) = previous {

@@ -7,6 +7,7 @@ use pci_types::{ConfigRegionAccess, PciAddress};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::event::Detection;
+use crate::nvme::State;
 use crate::pci::bar::BarAllocator;
 use crate::pci::config::{ConfigSpace, CLASS};
 use crate::pci::enumerate::{Topology, NVME_CLASS};
@@ -131,11 +132,31 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             let arrived = events.intersects(
                 SlotStatus::PRESENCE_DETECT_CHANGED | SlotStatus::DATA_LINK_STATE_CHANGED,
             );
-            if present && !link_down && arrived && live.is_empty() {
+            if present
+                && !link_down
+                && live.is_empty()
+                && (arrived || self.awaits_return(index, bridge.secondary))
+            {
                 self.attach_behind(index);
             }
             port.clear_slot_status(&self.access, events);
         }
+    }
+
+    /// Whether a slot that still reports a card should be probed although
+    /// no slot event arrived: its last controller was surprise-removed (not
+    /// failed, not detached on request) and the function answers again. A
+    /// slot power cycle brings the device back without any slot event on
+    /// some ports (QEMU's among them). One config read.
+    fn awaits_return(&self, bridge: usize, secondary: u8) -> bool {
+        let last = self
+            .entries_on_port(bridge)
+            .filter_map(|i| self.entries[i].as_ref())
+            .max_by_key(|e| e.id.generation);
+        let removed = last.is_some_and(|e| e.controller.state() == State::Removed);
+        removed
+            && secondary != 0
+            && ConfigSpace::new(&self.access, PciAddress::new(0, secondary, 0, 0)).is_present()
     }
 
     fn attach_behind(&mut self, bridge: usize) {
