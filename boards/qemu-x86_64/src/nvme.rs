@@ -152,6 +152,23 @@ impl Monitor {
         }
     }
 
+    /// Ticks until `count` more Removed events arrived (several may come in
+    /// one tick); fails after `timeout_ms`.
+    pub fn removals(&mut self, d: &mut Nvme, count: u32, timeout_ms: u64) -> Outcome {
+        let target = self.removed + count;
+        let deadline = clock::now() + Duration::from_millis(timeout_ms);
+        while self.removed < target {
+            if clock::now() > deadline {
+                return Err(failure!(
+                    "{} of {count} removals within {timeout_ms} ms",
+                    count - (target - self.removed)
+                ));
+            }
+            self.tick(d);
+        }
+        Ok(())
+    }
+
     /// Ticks for `ms` milliseconds; fails on any event (the driver must stay
     /// quiet).
     pub fn quiet(&mut self, d: &mut Nvme, ms: u64) -> Outcome {

@@ -142,17 +142,7 @@ fn run(board: &Board) -> Outcome {
         d.detach(id).map_err(|e| failure!("detach {id}: {e}"))?;
     }
     let mut monitor = Monitor::new(Duration::from_millis(1));
-    let mut removed = 0;
-    while removed < ids.len() {
-        monitor.until(
-            &mut d,
-            10_000,
-            "Removed after detach",
-            |e| matches!(e, Event::Removed { .. }),
-            |_| Ok(()),
-        )?;
-        removed += 1;
-    }
+    monitor.removals(&mut d, ids.len() as u32, 10_000)?;
     marker!("PHASE detached");
     monitor.quiet(&mut d, 50)?;
     drop(d);

@@ -142,15 +142,7 @@ fn detach_all(cx: &mut Ctx, d: &mut Nvme) -> Outcome {
     for &id in &live {
         d.detach(id).map_err(|e| failure!("detach {id}: {e}"))?;
     }
-    for _ in 0..live.len() {
-        cx.monitor.until(
-            d,
-            cx.timeout_ms,
-            "Removed after detach",
-            |e| matches!(e, Event::Removed { .. }),
-            |_| Ok(()),
-        )?;
-    }
+    cx.monitor.removals(d, live.len() as u32, cx.timeout_ms)?;
     cx.monitor.quiet(d, 30)
 }
 
