@@ -195,6 +195,9 @@ pub fn run(scenario: &Scenario, kernel: &Path, echo: bool, extra: &[String]) -> 
     }
     if failure.is_none() {
         for (index, step) in scenario.steps.iter().enumerate() {
+            if echo && !matches!(step, Step::Marker(_)) {
+                println!("host> {}", step.describe());
+            }
             if let Err(e) = perform(&mut qemu, step, deadline) {
                 failure = Some(format!("step {} ({}): {e}", index + 1, step.describe()));
                 break;

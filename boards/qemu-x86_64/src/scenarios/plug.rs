@@ -21,7 +21,8 @@
 //! - `bringup`: the controller in the slot is pulled `after_ticks=N` ticks
 //!   into its bring-up;
 //!
-//! `survivor=io` runs verified I/O on a controller outside the slot on every
+//! `warmup=BYTES` first writes, reads back and times BYTES on the controller
+//! outside the slot; `survivor=io` runs verified I/O on a controller outside the slot on every
 //! tick of the removal; `verify=pattern|zeroes` (zeroes for a null backend);
 //! `timeout_ms=N` bounds each wait (default 10000).
 
@@ -98,6 +99,7 @@ fn run(board: &Board) -> Outcome {
         "bringup" => bringup(&mut cx, &mut d, number("after_ticks", 1)?),
         _ => {
             settle(&mut cx, &mut d)?;
+            warmup(&mut cx, &mut d, number("warmup", 0)? as usize)?;
             match mode {
                 "cycles" => cycles(&mut cx, &mut d, number("cycles", 1)?),
                 "surprise" => surprise(&mut cx, &mut d),
@@ -133,6 +135,55 @@ fn settle(cx: &mut Ctx, d: &mut Nvme) -> Outcome {
         ensure!(clock::now() < deadline, "controllers not ready in time");
         cx.monitor.tick(d);
     }
+}
+
+/// Shows the controller outside the slot at work before the slot is played
+/// with: `bytes` written, read back and compared, with throughput figures.
+fn warmup(cx: &mut Ctx, d: &mut Nvme, bytes: usize) -> Outcome {
+    if bytes == 0 {
+        return Ok(());
+    }
+    let id = outside(d, cx.bus).ok_or_else(|| failure!("no controller outside the slot"))?;
+    let c = ctrl(d, id)?;
+    let ns = *c
+        .namespaces()
+        .first()
+        .ok_or_else(|| failure!("{id} has no namespace"))?;
+    let block = ns.block_size() as usize;
+    let bytes = bytes / block * block;
+    let mut buffers = Buffers::new(cx.board.platform);
+    let w = buffers.alloc(bytes)?;
+    let r = buffers.alloc(bytes)?;
+    nvme::fill(&mut buffers.regions[w], 0xD0, 0, block);
+    let start = clock::now();
+    c.write(ns.id(), 0, &buffers.regions[w])
+        .map_err(|e| failure!("write: {e}"))?;
+    marker!(
+        "RESULT boot_to_first_io_us={}",
+        nvme::since_machine_start().as_micros()
+    );
+    let written = clock::now() - start;
+    let start = clock::now();
+    c.read(ns.id(), 0, &mut buffers.regions[r])
+        .map_err(|e| failure!("read: {e}"))?;
+    let read = clock::now() - start;
+    ensure!(
+        nvme::mismatch(&buffers.regions[r], 0xD0, 0, block).is_none(),
+        "read back differs"
+    );
+    let kib_s = |t: Duration| (bytes as u128 * 1_000_000 / t.as_micros().max(1) / 1024) as u64;
+    info!(
+        "{id}: {} KiB written, read back and verified: write {} KiB/s, read {} KiB/s",
+        bytes >> 10,
+        kib_s(written),
+        kib_s(read)
+    );
+    marker!(
+        "RESULT write_kib_s={} read_kib_s={}",
+        kib_s(written),
+        kib_s(read)
+    );
+    Ok(())
 }
 
 /// Orderly detach of every live controller; each reports Removed once, then
@@ -289,6 +340,8 @@ fn pull(
     victim: ControllerId,
     survivor: Option<ControllerId>,
 ) -> Result<(u32, Detection, u64, Duration), Failure> {
+    let in_flight = ctrl(d, victim)?.in_flight();
+    info!("hand: pulling {victim} out of its slot with {in_flight} commands in flight");
     cx.hand.remove();
     let removed_before = cx.monitor.removed;
     let timeout = cx.timeout_ms;
