@@ -214,7 +214,7 @@ pub fn all() -> Vec<Scenario> {
             "20 hot-add / surprise-removal cycles in one VM, verified I/O after each add, \
              DMA back to its baseline after each removal",
             with_spare_drive("cycles"),
-            &format!("scenario=plug mode=cycles cycles={CYCLES} port=0:5.0 inflight=8"),
+            &format!("scenario=plug mode=cycles cycles={CYCLES} port=0:5.0 inflight=0"),
         )
         .steps(cycle_steps(CYCLES, "d1"))
         .expect("cycles", &CYCLES.to_string())
