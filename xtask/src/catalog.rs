@@ -262,6 +262,16 @@ pub fn all() -> Vec<Scenario> {
         .expect("dma_regions", "0")
         .expect("dma_bytes", "0"),
         Scenario::new(
+            "bringup-pull-early",
+            "the hand pulls a controller before the first tick of its bring-up",
+            with_second("bringup-pull-early", 0),
+            "scenario=plug mode=bringup port=0:5.0 after_ticks=0",
+        )
+        .expect("pulled_in", "Resetting")
+        .expect("survivor", "ready")
+        .expect("dma_regions", "0")
+        .expect("dma_bytes", "0"),
+        Scenario::new(
             "slot-pull",
             "the board's hand alone: it pulls the cold-plugged controller; QEMU deletes it",
             standard("slot-pull"),

@@ -8,7 +8,9 @@ pub mod scan;
 pub use bare_nvme::pci::access::{Ecam, PortIo};
 pub use ecam::{ecam_access, find_ecam, EcamWindow};
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use pci_types::{ConfigRegionAccess, PciAddress};
+
 use spin::Once;
 
 /// The configuration accessor handed to the driver: ECAM when the chipset
@@ -32,8 +34,17 @@ impl Access {
     }
 }
 
+/// Configuration reads made through [`Access`] (the driver's) since boot.
+static CONFIG_READS: AtomicU64 = AtomicU64::new(0);
+
+/// Configuration reads the driver made so far.
+pub fn config_reads() -> u64 {
+    CONFIG_READS.load(Ordering::Relaxed)
+}
+
 impl ConfigRegionAccess for Access {
     unsafe fn read(&self, address: PciAddress, offset: u16) -> u32 {
+        CONFIG_READS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the caller's contract is passed on unchanged.
         unsafe {
             match self {

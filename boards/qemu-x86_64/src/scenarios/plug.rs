@@ -36,7 +36,7 @@ use super::{check_dma_returned, wait_for_host, Board, Failure, Outcome, Scenario
 use crate::hand::Hand;
 use crate::nvme::{self, ctrl, Buffers, Monitor, Nvme};
 use crate::pci::{self, scan, NO_DEVICE};
-use crate::{clock, dma, ensure, failure, marker};
+use crate::{clock, dma, ensure, failure, marker, platform};
 
 /// The scenario.
 pub const SCENARIO: Scenario = Scenario {
@@ -100,6 +100,7 @@ fn run(board: &Board) -> Outcome {
         _ => {
             settle(&mut cx, &mut d)?;
             warmup(&mut cx, &mut d, number("warmup", 0)? as usize)?;
+            idle_cost(&mut cx, &mut d, 200)?;
             match mode {
                 "cycles" => cycles(&mut cx, &mut d, number("cycles", 1)?),
                 "surprise" => surprise(&mut cx, &mut d),
@@ -183,6 +184,37 @@ fn warmup(cx: &mut Ctx, d: &mut Nvme, bytes: usize) -> Outcome {
         kib_s(written),
         kib_s(read)
     );
+    Ok(())
+}
+
+/// What `ticks` idle ticks, 1 ms apart, cost: config and register reads per
+/// tick, and the time one tick takes.
+fn idle_cost(cx: &mut Ctx, d: &mut Nvme, ticks: u64) -> Outcome {
+    let (config, mmio) = (pci::config_reads(), platform::mmio_reads());
+    let mut busy = Duration::ZERO;
+    for _ in 0..ticks {
+        // The period the scenarios tick at, so time-based polls count.
+        clock::delay_us(1000);
+        let start = clock::now();
+        let events = d.tick();
+        busy += clock::now() - start;
+        ensure!(events.is_empty(), "event while idle: {:?}", events[0]);
+    }
+    let per = |n: u64| n * 100 / ticks;
+    let (c, m) = (
+        per(pci::config_reads() - config),
+        per(platform::mmio_reads() - mmio),
+    );
+    let ready = d.ready_controllers().count();
+    marker!(
+        "RESULT idle_controllers={ready} idle_config_reads_per_tick={}.{:02} idle_mmio_reads_per_tick={}.{:02} idle_tick_us={}",
+        c / 100,
+        c % 100,
+        m / 100,
+        m % 100,
+        busy.as_micros() as u64 / ticks
+    );
+    let _ = cx;
     Ok(())
 }
 
