@@ -100,6 +100,7 @@ pub fn all() -> Vec<Scenario> {
             standard("cold-boot"),
             "scenario=io io_queues=2",
         )
+        .expect("firmware_left_enabled", "1")
         .expect("controllers", "1")
         .expect("namespaces", "1")
         .expect("block_sizes", "512")

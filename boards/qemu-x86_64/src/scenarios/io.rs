@@ -13,11 +13,12 @@
 use core::fmt::Write as _;
 use core::time::Duration;
 
-use bare_nvme::{ControllerId, Error, Event, IoOp, Platform};
+use bare_nvme::{ControllerId, Error, Event, IoOp, PhysAddr, Platform, RegisterAccess};
 use log::info;
 
 use super::{check_dma_returned, Board, Outcome, Scenario};
 use crate::nvme::{self, ctrl, fill, mismatch, Buffers, Ctrl, Monitor};
+use crate::pci::{self, scan};
 use crate::{clock, dma, ensure, failure, marker};
 
 /// The scenario.
@@ -33,6 +34,8 @@ fn run(board: &Board) -> Outcome {
     let args = board.args;
     let baseline = dma::stats();
     let config = nvme::config_from(&args)?;
+    let firmware_enabled = enabled_by_firmware(board);
+    marker!("RESULT firmware_left_enabled={firmware_enabled}");
     let mut d = nvme::driver(board.platform, board.access, config);
     let start = clock::now();
     let attached = d.scan().map_err(|e| failure!("scan: {e}"))?;
@@ -147,6 +150,28 @@ fn run(board: &Board) -> Outcome {
     monitor.quiet(&mut d, 50)?;
     drop(d);
     check_dma_returned(baseline)
+}
+
+/// How many NVMe controllers firmware left enabled (CSTS.RDY = 1), read
+/// before the driver starts, through the BAR0 firmware assigned. The driver
+/// must reset these before it gives them queues of its own.
+fn enabled_by_firmware(board: &Board) -> usize {
+    const BAR0: u16 = 0x10;
+    const CSTS: usize = 0x1C;
+    scan::walk(&board.config)
+        .nvme
+        .iter()
+        .filter(|&&address| {
+            let low = pci::read32(&board.config, address, BAR0);
+            let high = pci::read32(&board.config, address, BAR0 + 4);
+            let bar = (u64::from(high) << 32) | u64::from(low & !0xF);
+            bar != 0
+                && board
+                    .platform
+                    .map_registers(PhysAddr::new(bar), 0x1000)
+                    .is_some_and(|regs| regs.read32(CSTS) & 1 == 1)
+        })
+        .count()
 }
 
 /// Pattern over `size` bytes, read back, write zeroes, deallocate.
