@@ -254,6 +254,20 @@ pub fn all() -> Vec<Scenario> {
         .expect("dma_regions", "0")
         .expect("dma_bytes", "0"),
         Scenario::new(
+            "quick-flap",
+            "slot power off and at once on again, before any tick: the driver finds a \
+             reset controller, ends the old one once and reports the device returned",
+            Machine::q35()
+                .powered_root_port("rp1", 1, 0x4)
+                .raw_drive("d0", fresh_disk("quick-flap"))
+                .nvme("nvme0", "deadbeef", "d0", "rp1", ""),
+            "scenario=plug mode=flap quick=on port=0:4.0",
+        )
+        .expect("returned", "yes")
+        .expect("serial", "deadbeef")
+        .expect("dma_regions", "0")
+        .expect("dma_bytes", "0"),
+        Scenario::new(
             "bringup-pull",
             "the hand pulls a controller one tick into its bring-up; the other comes up",
             with_second("bringup-pull", 0),
