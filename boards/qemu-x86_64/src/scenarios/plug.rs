@@ -101,7 +101,7 @@ fn run(board: &Board) -> Outcome {
         _ => {
             settle(&mut cx, &mut d)?;
             warmup(&mut cx, &mut d, number("warmup", 0)? as usize)?;
-            idle_cost(&mut cx, &mut d, 200)?;
+            idle_cost(&mut d, 200)?;
             match mode {
                 "cycles" => cycles(&mut cx, &mut d, number("cycles", 1)?),
                 "surprise" => surprise(&mut cx, &mut d),
@@ -190,7 +190,7 @@ fn warmup(cx: &mut Ctx, d: &mut Nvme, bytes: usize) -> Outcome {
 
 /// What `ticks` idle ticks, 1 ms apart, cost: config and register reads per
 /// tick, and the time one tick takes.
-fn idle_cost(cx: &mut Ctx, d: &mut Nvme, ticks: u64) -> Outcome {
+fn idle_cost(d: &mut Nvme, ticks: u64) -> Outcome {
     let (config, mmio) = (pci::config_reads(), platform::mmio_reads());
     let mut busy = Duration::ZERO;
     for _ in 0..ticks {
@@ -215,7 +215,6 @@ fn idle_cost(cx: &mut Ctx, d: &mut Nvme, ticks: u64) -> Outcome {
         m % 100,
         busy.as_micros() as u64 / ticks
     );
-    let _ = cx;
     Ok(())
 }
 
@@ -620,6 +619,10 @@ fn surprise(cx: &mut Ctx, d: &mut Nvme) -> Outcome {
         ensure!(
             ctrl(d, id)?.state() == State::Ready,
             "the second controller left Ready"
+        );
+        ensure!(
+            !cx.survivor_io || cx.survivor_rounds > 1,
+            "no verified I/O on the second controller"
         );
         marker!("RESULT survivor=ready");
     }
