@@ -209,6 +209,11 @@ pub fn run(scenario: &Scenario, kernel: &Path, echo: bool, extra: &[String]) -> 
     }
     let status = qemu.wait_exit(deadline);
     let wall = qemu.started.elapsed();
+    if status.is_some() {
+        // QEMU has exited; its last lines may still be in the pipe.
+        qemu.serial
+            .wait_end(Instant::now() + Duration::from_secs(2));
+    }
     let log = qemu.serial.history();
     let stderr = if status.is_some() {
         qemu.stderr()
