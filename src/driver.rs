@@ -159,6 +159,7 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
     /// in the following ticks (or [`Driver::wait_ready`]). Returns how many
     /// controllers were attached.
     pub fn scan(&mut self) -> Result<usize> {
+        self.pci.unpark_all();
         let found = self.enumerate()?;
         let mut attached = 0;
         for (address, port) in found {
@@ -229,13 +230,15 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             State::Ready => {
                 let seen = c.completions_seen();
                 if seen != entry.last_seen {
+                    // Completions arrived: the device is alive, no read needed.
                     entry.last_seen = seen;
                 } else if let Some(error) = c.check_health() {
-                    entry.detection.get_or_insert(Detection::StatusRegister);
+                    if error == Error::DeviceRemoved {
+                        entry.detection.get_or_insert(Detection::StatusRegister);
+                    }
                     c.lost(error);
-                } else {
-                    c.expire(now);
                 }
+                c.expire(now);
             }
             State::Detached | State::Removed | State::Failed => {}
         }
@@ -335,7 +338,13 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             let _ = self.history.push_back((serial, id));
         }
         let address = entry.address;
-        self.release_function(address);
+        if state == State::Detached {
+            // Detached, not gone: keep its BAR range and do not attach it
+            // again until it leaves (or the embedder scans again).
+            self.pci.park(address);
+        } else {
+            self.release_function(address);
+        }
     }
 
     /// Attaches the NVMe function at `address` (BAR placed and enabled) as a

@@ -29,6 +29,9 @@ pub(crate) struct Pci {
     /// Plain-bus probe position: index into the probed buses, device number.
     cursor: (usize, u8),
     next_probe: Instant,
+    /// Functions detached in an orderly way that are still in place: not
+    /// attached again until they leave.
+    parked: heapless::Vec<PciAddress, MAX_FUNCTIONS>,
 }
 
 impl Pci {
@@ -39,7 +42,30 @@ impl Pci {
             bars: BarAllocator::new(root),
             cursor: (0, 0),
             next_probe: Instant::from_nanos(0),
+            parked: heapless::Vec::new(),
         }
+    }
+
+    pub(crate) fn park(&mut self, address: PciAddress) {
+        if !self.parked.contains(&address) {
+            // More detached-and-present functions than the topology holds
+            // cannot exist.
+            let _ = self.parked.push(address);
+        }
+    }
+
+    pub(crate) fn is_parked(&self, address: PciAddress) -> bool {
+        self.parked.contains(&address)
+    }
+
+    fn unpark(&mut self, address: PciAddress) -> bool {
+        let before = self.parked.len();
+        self.parked.retain(|&a| a != address);
+        before != self.parked.len()
+    }
+
+    pub(crate) fn unpark_all(&mut self) {
+        self.parked.clear();
     }
 }
 
@@ -120,7 +146,14 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
                 .entries_on_port(index)
                 .filter(|&i| self.is_live(i))
                 .collect();
-            if !present || link_down {
+            // A presence or link change while a controller is attached means
+            // the device it talked to is gone, even if a device is back by now
+            // (a link flap faster than the poll): that one comes up reset,
+            // without its BAR, and is a new attach.
+            let changed = events.intersects(
+                SlotStatus::PRESENCE_DETECT_CHANGED | SlotStatus::DATA_LINK_STATE_CHANGED,
+            );
+            if !present || link_down || changed {
                 for &i in &live {
                     self.remove_entry(i, Detection::Slot);
                 }
@@ -129,14 +162,33 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
                     self.detach_entry(i);
                 }
             }
-            let arrived = events.intersects(
-                SlotStatus::PRESENCE_DETECT_CHANGED | SlotStatus::DATA_LINK_STATE_CHANGED,
-            );
-            if present
+            if changed {
+                let bus = bridge.secondary;
+                let gone: heapless::Vec<PciAddress, MAX_FUNCTIONS> = self
+                    .pci
+                    .parked
+                    .iter()
+                    .copied()
+                    .filter(|a| a.bus() == bus)
+                    .collect();
+                for address in gone {
+                    self.pci.unpark(address);
+                    self.release_function(address);
+                }
+            }
+            // No slot event, but the device may be back (see awaits_return);
+            // checked only for an occupied slot.
+            let returned = present
                 && !link_down
+                && !changed
                 && live.is_empty()
-                && (arrived || self.awaits_return(index, bridge.secondary))
-            {
+                && self.awaits_return(index, bridge.secondary);
+            if present && !link_down && (changed || returned) {
+                for &i in &live {
+                    if let Some(address) = self.entries[i].as_ref().map(|e| e.address) {
+                        self.release_function(address);
+                    }
+                }
                 self.attach_behind(index);
             }
             port.clear_slot_status(&self.access, events);
@@ -221,7 +273,15 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             return;
         }
         let space = ConfigSpace::new(&self.access, address);
-        if !space.is_present() {
+        let present = space.is_present();
+        if self.pci.is_parked(address) {
+            if !present {
+                self.pci.unpark(address);
+                self.release_function(address);
+            }
+            return;
+        }
+        if !present {
             return;
         }
         let class = space.read32(CLASS & !3) >> 8;

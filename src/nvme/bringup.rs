@@ -46,11 +46,17 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                     if self.state == State::Detaching {
                         // A detach that cannot talk to the device still ends
                         // with the memory returned.
-                        self.teardown(State::Detached, Error::Aborted);
+                        self.finish_detach();
                         return Ok(self.state);
                     }
                     warn!("nvme: controller failed during {:?}: {}", self.step, e);
-                    self.fail(e);
+                    if is_permanent(e) || self.resets >= crate::nvme::recovery::MAX_RESETS {
+                        self.fail(e);
+                    } else {
+                        // A transient failure (timeout, fatal status) gets a
+                        // bounded number of retries with backoff.
+                        self.reset(e);
+                    }
                     return Err(e);
                 }
             }
@@ -63,6 +69,13 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
 
     fn step(&mut self) -> Result<Outcome> {
         match self.step {
+            Step::Backoff { until } => {
+                if self.now() < until {
+                    return Ok(Outcome::Waiting);
+                }
+                self.step = Step::Start;
+                Ok(Outcome::Progress)
+            }
             Step::Start => self.start_reset(),
             Step::WaitDisabled {
                 deadline,
@@ -262,7 +275,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             Step::WaitShutdown { deadline } => {
                 let csts = self.read_status();
                 if csts.bits() != u32::MAX && csts.shutdown_complete() {
-                    self.teardown(State::Detached, Error::Aborted);
+                    self.finish_detach();
                     info!("nvme: controller shut down");
                     return Ok(Outcome::Progress);
                 }
@@ -271,11 +284,19 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         }
     }
 
+    /// The end of an orderly detach: the function stays where it is, but may
+    /// no longer reach memory, which goes back to the platform now.
+    fn finish_detach(&mut self) {
+        self.link.stop_dma();
+        self.teardown(State::Detached, Error::Aborted);
+    }
+
     fn start_reset(&mut self) -> Result<Outcome> {
         let cap = Cap(self.regs.read64(regs::CAP));
         validate_cap(cap, self.regs_len)?;
         self.cap = cap;
         self.state = State::Resetting;
+        self.clear_subsystem_reset();
         // Firmware may have left the controller enabled with its own queues:
         // always start from a reset.
         let cc = self.regs.read32(regs::CC);
@@ -331,7 +352,10 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     }
 
     fn setup_io_queues(&mut self, count: u16) -> Result<()> {
-        let entries = (self.config.queue_depth as u32)
+        // A queue needs two entries (one always stays empty); a smaller
+        // request is the embedder's, clamped like the other settings, so
+        // only the controller's CAP.MQES can make this fail.
+        let entries = (self.config.queue_depth.max(2) as u32)
             .min(self.cap.max_queue_entries())
             .min(MAX_QUEUE_DEPTH as u32) as u16;
         if entries < 2 {
@@ -418,6 +442,17 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         }
         Ok(None)
     }
+}
+
+/// Errors that another reset cannot cure: the device is unusable as it is.
+fn is_permanent(error: Error) -> bool {
+    matches!(
+        error,
+        Error::BadDeviceValue { .. }
+            | Error::DeviceUnsupported { .. }
+            | Error::OutOfDmaMemory { .. }
+            | Error::MapFailed { .. }
+    )
 }
 
 /// Checks CAP for what the driver relies on.

@@ -109,6 +109,9 @@ impl Namespace {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Step {
+    Backoff {
+        until: Instant,
+    },
     Start,
     WaitDisabled {
         deadline: Instant,
@@ -179,6 +182,10 @@ pub struct Controller<P: Platform, L: DeviceLink = ()> {
     pub(crate) failure: Option<Error>,
     /// Commands failed by the teardown.
     pub(crate) failed: u32,
+    /// Resets in a row without a successful command.
+    pub(crate) resets: u8,
+    /// The abort the recovery waits for.
+    pub(crate) abort: Option<crate::nvme::recovery::PendingAbort>,
 }
 
 impl<P: Platform, L: DeviceLink> Controller<P, L> {
@@ -206,6 +213,8 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             max_transfer: 0,
             failure: None,
             failed: 0,
+            resets: 0,
+            abort: None,
         }
     }
 
@@ -299,7 +308,13 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     /// step has its own deadline, so this returns in bounded time.
     pub fn bring_up(&mut self) -> Result<()> {
         loop {
-            match self.advance()? {
+            let state = match self.advance() {
+                Ok(state) => state,
+                // A transient failure scheduled a reset with backoff: retry.
+                Err(_) if self.state == State::Resetting => continue,
+                Err(e) => return Err(e),
+            };
+            match state {
                 State::Ready => return Ok(()),
                 State::Failed | State::Removed | State::Detached => {
                     return Err(self.failure.unwrap_or(Error::NotReady))

@@ -5,13 +5,10 @@
 //! doorbell once per drained batch) and keeps per-command state in a table
 //! indexed by CID.
 
-use log::warn;
-
-use crate::error::{Error, Result, Wait};
-use crate::nvme::command::{nvm, SubmissionEntry};
-use crate::nvme::controller::{Controller, DeviceLink, State, Step};
+use crate::error::{Error, Result};
+use crate::nvme::command::{nvm, sc, sct, SubmissionEntry};
+use crate::nvme::controller::{Controller, DeviceLink, State};
 use crate::nvme::prp;
-use crate::nvme::regs::Csts;
 use crate::platform::{DmaRegion, PhysAddr, Platform};
 
 /// Write Zeroes: deallocate the blocks too if the device can (CDW12 bit 25).
@@ -157,13 +154,16 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     /// were delivered. After removal or failure, delivers the commands that
     /// were outstanding, each with its error.
     pub fn poll(&mut self, queue: u16, mut on_complete: impl FnMut(Completion)) -> usize {
+        let timeout = self.timeout_error();
         let Some(q) = self.io.get_mut(queue as usize) else {
             return 0;
         };
         q.publish(&self.regs);
         q.reap(&self.regs);
         let mut delivered = 0;
+        let mut succeeded = false;
         while let Some(done) = q.tracker.take_done() {
+            succeeded |= done.result.is_ok();
             if done.internal {
                 continue;
             }
@@ -174,9 +174,12 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                     cid: done.cid,
                 },
                 tag: done.tag,
-                result: done.result.map(|_| ()),
+                result: aborted_means_timeout(done.result, timeout),
                 buffer: done.buffer,
             });
+        }
+        if succeeded {
+            self.note_success();
         }
         delivered
     }
@@ -224,11 +227,16 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         len: usize,
         write: bool,
     ) -> Result<()> {
+        // A controller that is not serving has no namespaces worth naming.
+        self.ensure_ready()?;
         let ns = *self.namespace(nsid)?;
         let block = ns.block_size() as usize;
-        if len == 0 || len % block != 0 {
+        if len == 0 {
+            return Err(Error::EmptyTransfer);
+        }
+        if len % block != 0 {
             return Err(Error::InvalidArgument {
-                what: "buffer length must be a non-zero multiple of the block size",
+                what: "buffer length must be a multiple of the block size",
             });
         }
         let total = (len / block) as u64;
@@ -261,6 +269,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         blocks: u64,
         op: impl Fn(u32, u64, u32) -> IoOp,
     ) -> Result<()> {
+        self.ensure_ready()?;
         let ns = *self.namespace(nsid)?;
         if blocks == 0 {
             return Err(Error::EmptyTransfer);
@@ -279,6 +288,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     /// with the I/O deadline. Completions of other commands that arrive
     /// meanwhile stay queued for the caller's next `poll`.
     fn execute_blocking(&mut self, op: IoOp, data: Option<(PhysAddr, usize)>) -> Result<()> {
+        self.ensure_ready()?;
         let cid = self.prepare(0, op, data, 0, true)?;
         let mut last_progress = self.now();
         loop {
@@ -287,99 +297,35 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             if q.reap(&self.regs) > 0 {
                 last_progress = self.platform.now();
             }
+            // Done also covers a command failed by a reset or a removal.
             if let Some(done) = q.tracker.take_done_cid(cid) {
-                return done.result.map(|_| ());
+                if done.result.is_ok() {
+                    self.note_success();
+                }
+                return aborted_means_timeout(done.result, self.timeout_error());
             }
-            if !matches!(self.state, State::Ready) {
-                // Torn down meanwhile (removal found by a nested check).
+            if matches!(self.state, State::Removed | State::Failed | State::Detached) {
                 return Err(self.failure.unwrap_or(Error::NotReady));
             }
             let now = self.now();
-            let deadline = self.io[0]
-                .tracker
-                .in_flight_mut(cid)
-                .map(|s| s.deadline)
-                .unwrap_or(now);
-            if now > deadline {
-                return Err(self.recover_from_timeout(Wait::IoCommand));
-            }
+            self.expire(now);
             if now.as_nanos().saturating_sub(last_progress.as_nanos()) > STATUS_CHECK_NS {
                 last_progress = now;
                 if let Some(error) = self.check_health() {
                     self.lost(error);
-                    return Err(error);
                 }
             }
         }
     }
 
-    /// One CSTS read: `None` if the controller looks healthy, else what it
-    /// looks like (removed or failed).
-    pub fn check_health(&self) -> Option<Error> {
-        let csts = self.read_status();
-        let healthy = csts.contains(Csts::RDY)
-            && !csts.contains(Csts::CFS)
-            && !csts.contains(Csts::NSSRO)
-            && csts.bits() != u32::MAX;
-        if healthy {
-            return None;
+    /// `Ok` while the controller serves I/O, else why not.
+    fn serving(&self) -> Result<()> {
+        match self.state {
+            State::Ready => Ok(()),
+            State::Removed => Err(Error::DeviceRemoved),
+            State::Failed => Err(Error::ControllerFailed),
+            _ => Err(Error::NotReady),
         }
-        // All-ones (real hardware) and all-zero (an unassigned address in
-        // QEMU) both happen after removal: the config space tells which.
-        Some(if self.link.is_present() {
-            Error::ControllerFailed
-        } else {
-            Error::DeviceRemoved
-        })
-    }
-
-    /// Tears the controller down after `error` (removal or failure), failing
-    /// each outstanding command once. Returns how many were failed.
-    pub fn lost(&mut self, error: Error) -> usize {
-        if error == Error::DeviceRemoved {
-            self.surprise_removed()
-        } else {
-            self.fail(error)
-        }
-    }
-
-    /// Handles I/O commands past their deadline (called by the tick): the
-    /// controller is reset and what was in flight fails with a timeout.
-    pub fn expire(&mut self, now: crate::Instant) {
-        let overdue = self
-            .io
-            .iter()
-            .filter_map(|q| q.tracker.earliest_deadline())
-            .any(|d| now > d);
-        if overdue && self.state == State::Ready {
-            warn!("nvme: I/O command timed out, resetting the controller");
-            self.recover_from_timeout(Wait::IoCommand);
-        }
-    }
-
-    /// A command passed its deadline: the device may still own its buffer, so
-    /// stop the controller (which ends its DMA) before anything is handed
-    /// back, fail what was in flight, and start a fresh bring-up.
-    pub(crate) fn recover_from_timeout(&mut self, what: Wait) -> Error {
-        let error = Error::Timeout {
-            what,
-            after_ms: self.config.io_timeout.as_millis().min(u32::MAX as u128) as u32,
-        };
-        if !self.link.is_present() {
-            self.surprise_removed();
-            return Error::DeviceRemoved;
-        }
-        if self.disable_blocking().is_err() {
-            self.fail(Error::ControllerFailed);
-            return error;
-        }
-        for q in self.io.iter_mut() {
-            q.tracker.fail_all(error);
-        }
-        self.abandon_admin_command();
-        self.state = State::Resetting;
-        self.step = Step::Start;
-        error
     }
 
     /// Validates `op` and writes its SQE into `queue`'s ring. Nothing is
@@ -392,12 +338,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         tag: u64,
         internal: bool,
     ) -> Result<u16> {
-        match self.state {
-            State::Ready => {}
-            State::Removed => return Err(Error::DeviceRemoved),
-            State::Failed => return Err(Error::ControllerFailed),
-            _ => return Err(Error::NotReady),
-        }
+        self.serving()?;
         if queue as usize >= self.io.len() {
             return Err(Error::UnknownQueue { queue });
         }
@@ -453,7 +394,11 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         }
         let deadline = self.now() + self.config.io_timeout;
         let q = &mut self.io[queue as usize];
-        let cid = q.reserve(op.opcode(), tag, deadline)?;
+        // The queue pair knows its NVMe queue ID; the caller knows the index.
+        let cid = q.reserve(op.opcode(), tag, deadline).map_err(|e| match e {
+            Error::QueueFull { .. } => Error::QueueFull { queue },
+            other => other,
+        })?;
         sqe.set_cid(cid);
         if let IoOp::Deallocate { lba, blocks, .. } = op {
             // The single range lives in the command's PRP list storage.
@@ -487,6 +432,19 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         }
         q.push(&sqe);
         Ok(cid)
+    }
+}
+
+/// The driver sends Abort only for commands past their deadline, so a command
+/// that ended with "Command Abort Requested" timed out.
+fn aborted_means_timeout(result: Result<u32>, timeout: Error) -> Result<()> {
+    match result {
+        Err(Error::CommandFailed { status, .. })
+            if status.sct == sct::GENERIC && status.sc == sc::ABORT_REQUESTED =>
+        {
+            Err(timeout)
+        }
+        r => r.map(|_| ()),
     }
 }
 

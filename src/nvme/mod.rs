@@ -8,6 +8,7 @@ mod io;
 mod prp;
 mod qpair;
 mod queue;
+pub mod recovery;
 pub mod regs;
 mod tracker;
 
