@@ -303,9 +303,12 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             entry.reported.ready = true;
             entry.serial = Some(info.serial);
             info!("nvme: {id} ready: {} {}", info.model, info.serial);
+            // The most recent removal of this serial: a device removed and
+            // re-inserted many times returns as its last identity.
             let previous = self
                 .history
                 .iter()
+                .rev()
                 .find(|(s, _)| *s == info.serial)
                 .map(|&(_, p)| p);
             if let Some(previous) = previous {
@@ -420,15 +423,24 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
         if let Some(i) = self.entries.iter().position(|e| e.is_none()) {
             return Ok(i);
         }
-        let finished = self.entries.iter().position(|e| {
-            e.as_ref().is_some_and(|e| {
-                e.reported.ended
+        // Reuse a finished entry: one whose failed commands were all collected
+        // first, the oldest among equals, so a caller still collecting from a
+        // removed controller keeps its handle as long as possible.
+        let finished = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                let e = e.as_ref()?;
+                let done = e.reported.ended
                     && matches!(
                         e.controller.state(),
                         State::Removed | State::Failed | State::Detached
-                    )
+                    );
+                done.then_some((e.controller.undelivered() > 0, e.id.generation, i))
             })
-        });
+            .min()
+            .map(|(_, _, i)| i);
         match finished {
             Some(i) => {
                 self.entries[i] = None;

@@ -7,8 +7,9 @@ use pci_types::{ConfigRegionAccess, PciAddress};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::event::Detection;
+use crate::nvme::State;
 use crate::pci::bar::BarAllocator;
-use crate::pci::config::{ConfigSpace, CLASS};
+use crate::pci::config::{Command, ConfigSpace, CLASS};
 use crate::pci::enumerate::{Topology, NVME_CLASS};
 use crate::pci::slot::{LinkStatus, SlotStatus};
 use crate::pci::window::Window;
@@ -183,7 +184,14 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
                 self.release_function(address);
             }
         }
-        if present && !link_down && changed {
+        // No slot event, but the device may be back (see awaits_return);
+        // checked only for an occupied slot.
+        let returned = present
+            && !link_down
+            && !changed
+            && live.is_empty()
+            && self.awaits_return(index, bridge.secondary);
+        if present && !link_down && (changed || returned) {
             for &i in &live {
                 if let Some(address) = self.entries[i].as_ref().map(|e| e.address) {
                     self.release_function(address);
@@ -192,6 +200,30 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             self.attach_behind(index);
         }
         port.clear_slot_status(&self.access, events);
+    }
+
+    /// Whether a slot that still reports a card should be probed although
+    /// no slot event arrived: a slot power cycle brings the device back
+    /// without any slot event on some ports (QEMU's among them). That is the
+    /// case when the slot's last controller was surprise-removed (not
+    /// detached on request) and the function answers again, or when it
+    /// failed and the function has since been reset (memory decoding off,
+    /// which the driver had turned on): a device that fails on its own is
+    /// not retried. One or two config reads, only for such slots.
+    fn awaits_return(&self, bridge: usize, secondary: u8) -> bool {
+        let last = self
+            .entries_on_port(bridge)
+            .filter_map(|i| self.entries[i].as_ref())
+            .max_by_key(|e| e.id.generation);
+        let Some(state) = last.map(|e| e.controller.state()) else {
+            return false;
+        };
+        if secondary == 0 || !matches!(state, State::Removed | State::Failed) {
+            return false;
+        }
+        let space = ConfigSpace::new(&self.access, PciAddress::new(0, secondary, 0, 0));
+        space.is_present()
+            && (state == State::Removed || !space.command().contains(Command::MEMORY))
     }
 
     fn attach_behind(&mut self, bridge: usize) {

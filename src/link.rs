@@ -25,8 +25,14 @@ impl<C: ConfigRegionAccess> PciLink<C> {
 }
 
 impl<C: ConfigRegionAccess> DeviceLink for PciLink<C> {
+    /// Present means the function the driver configured is still there: it
+    /// answers config space and still decodes its BAR. A function that was
+    /// reset behind the driver's back (a link flap, a slot power cycle) has
+    /// memory decoding off again, and the controller the driver knew is gone
+    /// as surely as if it had been pulled.
     fn is_present(&self) -> bool {
-        ConfigSpace::new(&self.access, self.address).is_present()
+        let space = ConfigSpace::new(&self.access, self.address);
+        space.is_present() && space.command().contains(Command::MEMORY)
     }
 
     fn stop_dma(&self) {

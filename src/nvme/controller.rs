@@ -283,6 +283,12 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         self.io.iter().map(|q| q.reaped).sum::<u64>() + self.admin.reaped
     }
 
+    /// Finished commands on all I/O queues that `poll` has not delivered yet
+    /// (after a removal: the failed ones).
+    pub fn undelivered(&self) -> usize {
+        self.io.iter().map(|q| q.tracker.undelivered()).sum()
+    }
+
     /// Commands in flight on all I/O queues.
     pub fn in_flight(&self) -> usize {
         self.io.iter().map(|q| q.tracker.in_flight()).sum()

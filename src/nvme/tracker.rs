@@ -177,6 +177,11 @@ impl<const N: usize> Tracker<N> {
         })
     }
 
+    /// Commands done but not yet delivered.
+    pub(crate) fn undelivered(&self) -> usize {
+        self.done.len()
+    }
+
     /// Commands in flight.
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight

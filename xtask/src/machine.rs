@@ -118,6 +118,34 @@ impl Machine {
         ))
     }
 
+    /// An NVMe controller on `bus` without a drive of its own: its
+    /// namespaces come from [`Machine::namespace`].
+    pub fn nvme_bare(self, id: &str, serial: &str, bus: &str, extra: &str) -> Self {
+        self.arg("-device")
+            .arg(&format!("nvme,id={id},serial={serial},bus={bus}{extra}"))
+    }
+
+    /// Namespace `nsid` of controller `controller`, backed by `drive`, with
+    /// `block`-byte logical blocks.
+    pub fn namespace(self, controller: &str, nsid: u32, drive: &str, block: u32) -> Self {
+        self.arg("-device").arg(&format!(
+            "nvme-ns,drive={drive},nsid={nsid},bus={controller},\
+             logical_block_size={block},physical_block_size={block}"
+        ))
+    }
+
+    /// Block node `node`: the raw image `disk` behind `blkdebug`, which fails
+    /// every read covering 512-byte sector `sector` with EIO.
+    pub fn bad_drive(mut self, node: &str, disk: Disk, sector: u64) -> Self {
+        let path = disk.path.display().to_string();
+        self.disks.push(disk);
+        self.arg("-blockdev").arg(&format!(
+            "driver=raw,node-name={node},file.driver=blkdebug,\
+             file.inject-error.0.event=read_aio,file.inject-error.0.sector={sector},\
+             file.inject-error.0.errno=5,file.image.driver=file,file.image.filename={path}"
+        ))
+    }
+
     /// Any further QEMU argument.
     pub fn arg(mut self, arg: &str) -> Self {
         self.args.push(arg.to_string());

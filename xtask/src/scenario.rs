@@ -139,6 +139,9 @@ pub struct Report {
     pub name: String,
     /// `None` when it passed, else why not.
     pub failure: Option<String>,
+    /// Whether QEMU died from a signal (an emulator crash, not a verdict on
+    /// the kernel).
+    pub qemu_crashed: bool,
     /// Wall time from starting QEMU to its exit.
     pub wall: Duration,
     /// When the kernel's first serial line arrived (host clock).
@@ -195,6 +198,9 @@ pub fn run(scenario: &Scenario, kernel: &Path, echo: bool, extra: &[String]) -> 
     }
     if failure.is_none() {
         for (index, step) in scenario.steps.iter().enumerate() {
+            if echo && !matches!(step, Step::Marker(_)) {
+                println!("host> {}", step.describe());
+            }
             if let Err(e) = perform(&mut qemu, step, deadline) {
                 failure = Some(format!("step {} ({}): {e}", index + 1, step.describe()));
                 break;
@@ -203,6 +209,11 @@ pub fn run(scenario: &Scenario, kernel: &Path, echo: bool, extra: &[String]) -> 
     }
     let status = qemu.wait_exit(deadline);
     let wall = qemu.started.elapsed();
+    if status.is_some() {
+        // QEMU has exited; its last lines may still be in the pipe.
+        qemu.serial
+            .wait_end(Instant::now() + Duration::from_secs(2));
+    }
     let log = qemu.serial.history();
     let stderr = if status.is_some() {
         qemu.stderr()
@@ -210,7 +221,15 @@ pub fn run(scenario: &Scenario, kernel: &Path, echo: bool, extra: &[String]) -> 
         String::new()
     };
     drop(qemu);
-    if failure.is_none() {
+    let crash = status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
+    if let Some(signal) = crash {
+        // QEMU itself died: whatever the guest did, that is an emulator bug,
+        // reported as such (the caller may retry).
+        failure = Some(format!(
+            "QEMU crashed (signal {signal}){}",
+            failure.map(|f| format!(" during: {f}")).unwrap_or_default()
+        ));
+    } else if failure.is_none() {
         failure = verdict(
             scenario,
             status.and_then(|s| s.code()),
@@ -257,6 +276,7 @@ pub fn run(scenario: &Scenario, kernel: &Path, echo: bool, extra: &[String]) -> 
     Report {
         name: scenario.name.clone(),
         failure,
+        qemu_crashed: crash.is_some(),
         wall,
         first_line: log.first().map(|l| l.at),
         kmain,
@@ -306,6 +326,7 @@ fn failed_to_start(scenario: &Scenario, error: String) -> Report {
     Report {
         name: scenario.name.clone(),
         failure: Some(error),
+        qemu_crashed: false,
         wall: Duration::ZERO,
         first_line: None,
         kmain: None,

@@ -5,6 +5,7 @@
 //! `@@FAIL reason`.
 
 use std::io::{BufRead, BufReader, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -53,6 +54,8 @@ impl std::fmt::Display for WaitError {
 pub struct Serial {
     lines: Receiver<Line>,
     history: Arc<Mutex<Vec<Line>>>,
+    /// Set when the stream ended (QEMU closed its end).
+    ended: Arc<AtomicBool>,
 }
 
 impl Serial {
@@ -62,6 +65,8 @@ impl Serial {
         let (tx, rx) = mpsc::channel();
         let history = Arc::new(Mutex::new(Vec::new()));
         let keep = Arc::clone(&history);
+        let ended = Arc::new(AtomicBool::new(false));
+        let end = Arc::clone(&ended);
         thread::spawn(move || {
             let mut reader = BufReader::new(source);
             let mut raw = Vec::new();
@@ -88,8 +93,13 @@ impl Serial {
                     // Nobody waits any more; keep draining into the history.
                 }
             }
+            end.store(true, Ordering::Release);
         });
-        Self { lines: rx, history }
+        Self {
+            lines: rx,
+            history,
+            ended,
+        }
     }
 
     /// Waits for the marker line `@@{marker}` (a prefix, so `PHASE attached`
@@ -110,6 +120,13 @@ impl Serial {
                 Err(RecvTimeoutError::Timeout) => return Err(WaitError::Timeout),
                 Err(RecvTimeoutError::Disconnected) => return Err(WaitError::Ended),
             }
+        }
+    }
+
+    /// Waits until the stream has ended (all output read) or `deadline`.
+    pub fn wait_end(&self, deadline: Instant) {
+        while !self.ended.load(Ordering::Acquire) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(1));
         }
     }
 

@@ -14,6 +14,7 @@ mod dma;
 mod exit;
 mod hand;
 mod logger;
+mod nvme;
 mod paging;
 mod pci;
 mod platform;
@@ -67,11 +68,14 @@ extern "C" fn kmain(start_info_phys: u32) -> ! {
     init_dma(boot);
     let config = pci::port_io();
     let ecam = pci::find_ecam(&config);
+    let access = pci::driver_access(ecam);
+    info!("driver configuration access: {}", access.name());
     let board = scenarios::Board {
         args,
         boot,
         platform: platform::QemuPlatform,
         config,
+        access,
         ecam,
         tsc_hz,
     };

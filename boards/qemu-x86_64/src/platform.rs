@@ -2,7 +2,9 @@
 
 use core::ptr::NonNull;
 
-use bare_nvme::{DmaRegion, Instant, MmioRegisters, PhysAddr, Platform};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use bare_nvme::{DmaRegion, Instant, MmioRegisters, PhysAddr, Platform, RegisterAccess};
 
 use crate::{clock, dma, paging};
 
@@ -12,7 +14,7 @@ use crate::{clock, dma, paging};
 pub struct QemuPlatform;
 
 impl Platform for QemuPlatform {
-    type Registers = MmioRegisters;
+    type Registers = CountedRegisters;
 
     fn dma_alloc(&self, len: usize, align: usize) -> Option<DmaRegion> {
         dma::alloc(len, align)
@@ -22,7 +24,7 @@ impl Platform for QemuPlatform {
         dma::free(region);
     }
 
-    fn map_registers(&self, phys: PhysAddr, len: usize) -> Option<MmioRegisters> {
+    fn map_registers(&self, phys: PhysAddr, len: usize) -> Option<CountedRegisters> {
         let addr = phys.as_u64();
         if !phys.is_aligned(4) || !paging::is_mapped(addr, len as u64) {
             return None;
@@ -31,10 +33,34 @@ impl Platform for QemuPlatform {
         // SAFETY: the range is inside the identity map, 4-byte aligned, and
         // uncached because it holds no RAM (`paging::mark_non_ram_uncached`);
         // the map is never torn down.
-        Some(unsafe { MmioRegisters::new(base, len) })
+        Some(CountedRegisters(unsafe { MmioRegisters::new(base, len) }))
     }
 
     fn now(&self) -> Instant {
         clock::now()
+    }
+}
+
+/// Register reads made by the driver since boot, so that scenarios can show
+/// what a tick costs.
+static MMIO_READS: AtomicU64 = AtomicU64::new(0);
+
+/// Register reads made so far.
+pub fn mmio_reads() -> u64 {
+    MMIO_READS.load(Ordering::Relaxed)
+}
+
+/// The driver's registers: plain MMIO, with reads counted.
+#[derive(Debug)]
+pub struct CountedRegisters(MmioRegisters);
+
+impl RegisterAccess for CountedRegisters {
+    fn read32(&self, offset: usize) -> u32 {
+        MMIO_READS.fetch_add(1, Ordering::Relaxed);
+        self.0.read32(offset)
+    }
+
+    fn write32(&self, offset: usize, value: u32) {
+        self.0.write32(offset, value);
     }
 }

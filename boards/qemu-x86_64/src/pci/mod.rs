@@ -3,13 +3,79 @@
 //! bus walker that shows what firmware left behind.
 
 mod ecam;
-pub mod function;
 pub mod scan;
 
-pub use bare_nvme::pci::access::PortIo;
+pub use bare_nvme::pci::access::{Ecam, PortIo};
 pub use ecam::{ecam_access, find_ecam, EcamWindow};
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use pci_types::{ConfigRegionAccess, PciAddress};
+
+use spin::Once;
+
+/// The configuration accessor handed to the driver: ECAM when the chipset
+/// has it enabled, else port I/O. A copyable reference to an accessor that
+/// lives for the whole run, so the driver can give each controller its own.
+#[derive(Clone, Copy)]
+pub enum Access {
+    /// Memory-mapped configuration space.
+    Ecam(&'static Ecam),
+    /// The legacy CF8/CFC mechanism.
+    Port(&'static PortIo),
+}
+
+impl Access {
+    /// Which mechanism, for the log.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Access::Ecam(_) => "ECAM",
+            Access::Port(_) => "port I/O",
+        }
+    }
+}
+
+/// Configuration reads made through [`Access`] (the driver's) since boot.
+static CONFIG_READS: AtomicU64 = AtomicU64::new(0);
+
+/// Configuration reads the driver made so far.
+pub fn config_reads() -> u64 {
+    CONFIG_READS.load(Ordering::Relaxed)
+}
+
+impl ConfigRegionAccess for Access {
+    unsafe fn read(&self, address: PciAddress, offset: u16) -> u32 {
+        CONFIG_READS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on unchanged.
+        unsafe {
+            match self {
+                Access::Ecam(e) => e.read(address, offset),
+                Access::Port(p) => p.read(address, offset),
+            }
+        }
+    }
+
+    unsafe fn write(&self, address: PciAddress, offset: u16, value: u32) {
+        // SAFETY: the caller's contract is passed on unchanged.
+        unsafe {
+            match self {
+                Access::Ecam(e) => e.write(address, offset, value),
+                Access::Port(p) => p.write(address, offset, value),
+            }
+        }
+    }
+}
+
+static DRIVER_ECAM: Once<Option<Ecam>> = Once::new();
+static DRIVER_PORT: Once<PortIo> = Once::new();
+
+/// The driver's accessor: ECAM over `window` when there is one, else port I/O.
+pub fn driver_access(window: Option<EcamWindow>) -> Access {
+    let ecam = DRIVER_ECAM.call_once(|| window.and_then(ecam_access));
+    match ecam {
+        Some(e) => Access::Ecam(e),
+        None => Access::Port(DRIVER_PORT.call_once(port_io)),
+    }
+}
 
 /// Vendor ID read from an empty slot or a removed function.
 pub const NO_DEVICE: u16 = 0xFFFF;

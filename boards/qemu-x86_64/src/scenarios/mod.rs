@@ -9,6 +9,7 @@
 
 mod boot;
 mod io;
+mod plug;
 mod slots;
 
 use core::fmt;
@@ -17,7 +18,7 @@ use bare_nvme::Instant;
 
 use crate::cmdline::Args;
 use crate::dma::{self, DmaStats};
-use crate::pci::{EcamWindow, PortIo};
+use crate::pci::{Access, EcamWindow, PortIo};
 use crate::platform::QemuPlatform;
 use crate::start_info::BootInfo;
 use crate::{clock, marker};
@@ -33,6 +34,8 @@ pub struct Board {
     /// Configuration access for the driver and the scenario (the hand has
     /// its own).
     pub config: PortIo,
+    /// The driver's configuration accessor.
+    pub access: Access,
     /// ECAM, if the chipset has it enabled.
     pub ecam: Option<EcamWindow>,
     /// Calibrated TSC frequency.
@@ -86,7 +89,12 @@ pub struct Scenario {
 }
 
 /// Every scenario the kernel knows.
-pub const ALL: &[Scenario] = &[boot::SCENARIO, io::SCENARIO, slots::SCENARIO];
+pub const ALL: &[Scenario] = &[
+    boot::SCENARIO,
+    io::SCENARIO,
+    plug::SCENARIO,
+    slots::SCENARIO,
+];
 
 /// Runs the scenario the command line names.
 pub fn run(board: &Board) -> Outcome {
