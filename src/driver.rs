@@ -234,12 +234,18 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
                     entry.last_seen = seen;
                 } else if let Some(error) = c.check_health() {
                     let port = entry.port;
-                    if let (Error::ControllerFailed, Some(port)) = (error, port) {
-                        // The function answers config space but its controller
-                        // is not running: a link flap or a card swapped
-                        // between slot polls looks exactly like this. The slot
-                        // tells a reset device (removed, then attached again)
-                        // from a failed one.
+                    // The function still answers config space but its
+                    // controller is not running (failed, or reset behind the
+                    // driver by a link flap or a card swapped between slot
+                    // polls): the slot tells a reset device (removed, then
+                    // attached again) from a failed one.
+                    let answers = || {
+                        crate::pci::config::ConfigSpace::new(&self.access, self.address_of(index))
+                            .is_present()
+                    };
+                    if let (Some(port), true) =
+                        (port, error == Error::ControllerFailed || answers())
+                    {
                         self.poll_slot(port);
                         if !self.is_live(index) {
                             self.report(index, events);
@@ -460,6 +466,12 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             .enumerate()
             .filter(move |(_, e)| e.as_ref().is_some_and(|e| e.port == Some(port)))
             .map(|(i, _)| i)
+    }
+
+    fn address_of(&self, index: usize) -> PciAddress {
+        self.entries[index]
+            .as_ref()
+            .map_or(PciAddress::new(0, 0, 0, 0), |e| e.address)
     }
 
     /// Whether entry `index` holds a controller that is not finished.
