@@ -148,7 +148,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     /// Rings the submission doorbells of queues with new entries.
     pub fn ring_doorbells(&mut self) {
         for q in self.io.iter_mut() {
-            q.publish(&self.regs);
+            q.publish(&self.regs, self.doorbell_buffers.as_ref());
         }
     }
 
@@ -160,8 +160,9 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         let Some(q) = self.io.get_mut(queue as usize) else {
             return 0;
         };
-        q.publish(&self.regs);
-        q.reap(&self.regs);
+        let shadow = self.doorbell_buffers.as_ref();
+        q.publish(&self.regs, shadow);
+        q.reap(&self.regs, shadow);
         let mut delivered = 0;
         while let Some(done) = q.tracker.take_done() {
             if done.internal {
@@ -283,8 +284,9 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         let mut last_progress = self.now();
         loop {
             let q = &mut self.io[0];
-            q.publish(&self.regs);
-            if q.reap(&self.regs) > 0 {
+            let shadow = self.doorbell_buffers.as_ref();
+            q.publish(&self.regs, shadow);
+            if q.reap(&self.regs, shadow) > 0 {
                 last_progress = self.platform.now();
             }
             if let Some(done) = q.tracker.take_done_cid(cid) {

@@ -4,7 +4,9 @@
 use crate::error::{Error, Result};
 use crate::nvme::command::{CompletionEntry, SubmissionEntry};
 use crate::nvme::prp::{ListArea, PAGE_SIZE};
-use crate::nvme::queue::{alloc_ring, CompletionRing, SubmissionRing, CQE_SIZE, SQE_SIZE};
+use crate::nvme::queue::{
+    alloc_ring, CompletionRing, DoorbellBuffers, SubmissionRing, CQE_SIZE, SQE_SIZE,
+};
 use crate::nvme::tracker::{Tracker, INDEX_BITS};
 use crate::platform::{DmaRegion, Instant, Platform, RegisterAccess};
 
@@ -134,16 +136,37 @@ impl<const N: usize> QueuePair<N> {
         }
     }
 
-    /// Rings the SQ doorbell if entries are waiting. Returns whether it wrote.
-    pub(crate) fn publish<R: RegisterAccess>(&mut self, regs: &R) -> bool {
-        self.rings.as_mut().is_some_and(|(sq, _)| sq.publish(regs))
+    /// Moves both doorbells to their shadow slots (after Doorbell Buffer
+    /// Config succeeded); the rings' next MMIO writes depend on EventIdx.
+    pub(crate) fn use_shadow_doorbells(&mut self) {
+        if let Some((sq, cq)) = self.rings.as_mut() {
+            sq.use_shadow();
+            cq.use_shadow();
+        }
+    }
+
+    /// Rings the SQ doorbell if entries are waiting (`shadow`: the
+    /// controller's shadow doorbell buffers, if configured). Returns whether
+    /// it wrote the MMIO register.
+    pub(crate) fn publish<R: RegisterAccess>(
+        &mut self,
+        regs: &R,
+        shadow: Option<&DoorbellBuffers>,
+    ) -> bool {
+        self.rings
+            .as_mut()
+            .is_some_and(|(sq, _)| sq.publish(regs, shadow))
     }
 
     /// Consumes posted completions (at most one ring's worth, so a device that
     /// keeps posting cannot hold the caller), validates each, and marks the
     /// commands done. Writes the CQ head doorbell once. Returns the number of
     /// commands completed.
-    pub(crate) fn reap<R: RegisterAccess>(&mut self, regs: &R) -> usize {
+    pub(crate) fn reap<R: RegisterAccess>(
+        &mut self,
+        regs: &R,
+        shadow: Option<&DoorbellBuffers>,
+    ) -> usize {
         let Some((sq, cq)) = self.rings.as_mut() else {
             return 0;
         };
@@ -171,7 +194,7 @@ impl<const N: usize> QueuePair<N> {
             self.tracker.finish(cqe.cid, result_of(&cqe, opcode));
             completed += 1;
         }
-        cq.acknowledge(regs);
+        cq.acknowledge(regs, shadow);
         completed
     }
 
