@@ -450,7 +450,9 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     pub(crate) fn admin_exchange(&mut self, mut sqe: SubmissionEntry) -> Result<Option<u32>> {
         let Some(cid) = self.admin_cid else {
             let deadline = self.now() + self.config.admin_timeout;
-            let cid = self.admin.reserve(sqe.opcode(), 0, deadline)?;
+            let cid = self
+                .admin
+                .reserve(sqe.opcode(), 0, deadline, false, &mut None)?;
             sqe.set_cid(cid);
             self.admin.push(&sqe);
             // The admin queue always uses its MMIO doorbells.

@@ -12,6 +12,7 @@ use crate::nvme::command::{nvm, SubmissionEntry};
 use crate::nvme::controller::{Controller, DeviceLink, State, Step};
 use crate::nvme::prp;
 use crate::nvme::regs::Csts;
+use crate::nvme::tracker::Delivered;
 use crate::platform::{DmaRegion, PhysAddr, Platform};
 
 /// Write Zeroes: deallocate the blocks too if the device can (CDW12 bit 25).
@@ -134,13 +135,9 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         tag: u64,
     ) -> core::result::Result<Token, Rejected> {
         let data = buffer.as_ref().map(|b| (b.phys(), b.len()));
-        match self.prepare(queue, op, data, tag, false) {
-            Ok(cid) => {
-                if let Some(slot) = self.io[queue as usize].tracker.in_flight_mut(cid) {
-                    slot.buffer = buffer;
-                }
-                Ok(Token { queue, cid })
-            }
+        let mut buffer = buffer;
+        match self.prepare(queue, op, data, tag, false, &mut buffer) {
+            Ok(cid) => Ok(Token { queue, cid }),
             Err(error) => Err(Rejected { error, buffer }),
         }
     }
@@ -162,11 +159,10 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         };
         let shadow = self.doorbell_buffers.as_ref();
         q.publish(&self.regs, shadow);
-        q.reap(&self.regs, shadow);
         let mut delivered = 0;
-        while let Some(done) = q.tracker.take_done() {
+        let mut hand_over = |done: Delivered| {
             if done.internal {
-                continue;
+                return;
             }
             delivered += 1;
             on_complete(Completion {
@@ -178,6 +174,16 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                 result: done.result.map(|_| ()),
                 buffer: done.buffer,
             });
+        };
+        // What completed earlier (failed by a teardown, reaped by a blocking
+        // wait) first, in order; then the new completions, straight from the
+        // ring without a stop in the done queue.
+        while let Some(done) = q.tracker.take_done() {
+            hand_over(done);
+        }
+        q.reap_delivering(&self.regs, shadow, &mut hand_over);
+        while let Some(done) = q.tracker.take_done() {
+            hand_over(done);
         }
         delivered
     }
@@ -280,7 +286,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     /// with the I/O deadline. Completions of other commands that arrive
     /// meanwhile stay queued for the caller's next `poll`.
     fn execute_blocking(&mut self, op: IoOp, data: Option<(PhysAddr, usize)>) -> Result<()> {
-        let cid = self.prepare(0, op, data, 0, true)?;
+        let cid = self.prepare(0, op, data, 0, true, &mut None)?;
         let mut last_progress = self.now();
         loop {
             let q = &mut self.io[0];
@@ -384,8 +390,9 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         error
     }
 
-    /// Validates `op` and writes its SQE into `queue`'s ring. Nothing is
-    /// submitted when it fails.
+    /// Validates `op` and writes its SQE into `queue`'s ring. On success the
+    /// command's slot holds `buffer` (taken) until the command completes;
+    /// nothing is submitted when it fails, and `buffer` stays with the caller.
     fn prepare(
         &mut self,
         queue: u16,
@@ -393,6 +400,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         data: Option<(PhysAddr, usize)>,
         tag: u64,
         internal: bool,
+        buffer: &mut Option<DmaRegion>,
     ) -> Result<u16> {
         match self.state {
             State::Ready => {}
@@ -403,15 +411,17 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         if queue as usize >= self.io.len() {
             return Err(Error::UnknownQueue { queue });
         }
-        let ns = *self.namespace(op.nsid())?;
-        let info = self.info.ok_or(Error::NotReady)?;
+        // Only the few fields used, not copies of whole identify structures.
+        let ns = self.namespace(op.nsid())?;
+        let (nsid, capacity, block_shift, max_blocks) =
+            (ns.id(), ns.blocks(), ns.info.block_shift, ns.max_blocks);
         let mut sqe = SubmissionEntry::new(op.opcode());
-        sqe.nsid = ns.id();
+        sqe.nsid = nsid;
         let mut transfer = None;
         match op {
             IoOp::Read { lba, blocks, .. } | IoOp::Write { lba, blocks, .. } => {
-                check_blocks(lba, blocks, ns.blocks(), ns.max_blocks)?;
-                let bytes = blocks as usize * ns.block_size() as usize;
+                check_blocks(lba, blocks, capacity, max_blocks)?;
+                let bytes = (blocks as usize) << block_shift;
                 let (phys, len) = data.ok_or(Error::BufferTooSmall {
                     needed: bytes,
                     got: 0,
@@ -433,59 +443,65 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             }
             IoOp::Flush { .. } => {}
             IoOp::WriteZeroes { lba, blocks, .. } => {
-                if !info.supports_write_zeroes() {
+                if !self
+                    .info
+                    .as_ref()
+                    .is_some_and(|i| i.supports_write_zeroes())
+                {
                     return Err(Error::Unsupported {
                         what: "Write Zeroes",
                     });
                 }
-                check_blocks(lba, blocks, ns.blocks(), 1 << 16)?;
+                check_blocks(lba, blocks, capacity, 1 << 16)?;
                 sqe.set_lba_range(lba, blocks as u16);
                 sqe.cdw12 |= WRITE_ZEROES_DEAC;
             }
             IoOp::Deallocate { lba, blocks, .. } => {
-                if !info.supports_deallocate() {
+                if !self.info.as_ref().is_some_and(|i| i.supports_deallocate()) {
                     return Err(Error::Unsupported {
                         what: "Dataset Management",
                     });
                 }
-                check_blocks(lba, blocks, ns.blocks(), u32::MAX)?;
+                check_blocks(lba, blocks, capacity, u32::MAX)?;
                 sqe.cdw10 = 0; // one range
                 sqe.cdw11 = DSM_DEALLOCATE;
             }
         }
         let deadline = self.now() + self.config.io_timeout;
         let q = &mut self.io[queue as usize];
-        let cid = q.reserve(op.opcode(), tag, deadline)?;
+        let cid = q.reserve(op.opcode(), tag, deadline, internal, buffer)?;
         sqe.set_cid(cid);
         if let IoOp::Deallocate { lba, blocks, .. } = op {
             // The single range lives in the command's PRP list storage.
-            let area = q.list_area(cid).ok_or(Error::NotReady)?;
-            let range = area
-                .region
-                .volatile_at::<[u32; 4]>(area.offset)
-                .ok_or(Error::NotReady)?;
-            range.write([
-                0,
-                blocks.to_le(),
-                (lba as u32).to_le(),
-                ((lba >> 32) as u32).to_le(),
-            ]);
-            sqe.prp1 = area.region.phys().as_u64() + area.offset as u64;
+            let range = q.list_area(cid).and_then(|area| {
+                let at = area.region.volatile_at::<[u32; 4]>(area.offset)?;
+                at.write([
+                    0,
+                    blocks.to_le(),
+                    (lba as u32).to_le(),
+                    ((lba >> 32) as u32).to_le(),
+                ]);
+                Some(area.region.phys().as_u64() + area.offset as u64)
+            });
+            match range {
+                Some(addr) => sqe.prp1 = addr,
+                None => {
+                    *buffer = q.tracker.cancel(cid);
+                    return Err(Error::NotReady);
+                }
+            }
         }
         if let Some((phys, bytes)) = transfer {
-            match prp::build(phys, bytes, q.list_area(cid)) {
+            match prp::build(phys, bytes, || q.list_area(cid)) {
                 Ok((prp1, prp2)) => {
                     sqe.prp1 = prp1;
                     sqe.prp2 = prp2;
                 }
                 Err(e) => {
-                    q.tracker.cancel(cid);
+                    *buffer = q.tracker.cancel(cid);
                     return Err(e);
                 }
             }
-        }
-        if let Some(slot) = q.tracker.in_flight_mut(cid) {
-            slot.internal = internal;
         }
         q.push(&sqe);
         Ok(cid)

@@ -7,7 +7,7 @@ use crate::nvme::prp::{ListArea, PAGE_SIZE};
 use crate::nvme::queue::{
     alloc_ring, CompletionRing, DoorbellBuffers, SubmissionRing, CQE_SIZE, SQE_SIZE,
 };
-use crate::nvme::tracker::{Tracker, INDEX_BITS};
+use crate::nvme::tracker::{Delivered, Finished, Tracker, INDEX_BITS};
 use crate::platform::{DmaRegion, Instant, Platform, RegisterAccess};
 
 /// Counts of what the device got wrong on one queue; each bad entry is
@@ -107,14 +107,22 @@ impl<const N: usize> QueuePair<N> {
             .map(|(sq, cq)| (sq_phys(sq), cq_phys(cq)))
     }
 
-    /// Reserves a command slot. `QueueFull` when the table or ring is full.
-    pub(crate) fn reserve(&mut self, opcode: u8, tag: u64, deadline: Instant) -> Result<u16> {
+    /// Reserves a command slot, which takes `buffer` on success.
+    /// `QueueFull` when the table or ring is full.
+    pub(crate) fn reserve(
+        &mut self,
+        opcode: u8,
+        tag: u64,
+        deadline: Instant,
+        internal: bool,
+        buffer: &mut Option<DmaRegion>,
+    ) -> Result<u16> {
         let (sq, _) = self.rings.as_ref().ok_or(Error::NotReady)?;
         if sq.is_full() {
             return Err(Error::QueueFull { queue: self.qid });
         }
         self.tracker
-            .allocate(opcode, tag, deadline)
+            .allocate(opcode, tag, deadline, internal, buffer)
             .ok_or(Error::QueueFull { queue: self.qid })
     }
 
@@ -167,6 +175,28 @@ impl<const N: usize> QueuePair<N> {
         regs: &R,
         shadow: Option<&DoorbellBuffers>,
     ) -> usize {
+        self.drain(regs, shadow, false, |_| {})
+    }
+
+    /// Like [`QueuePair::reap`], but hands each caller's command to
+    /// `deliver` at once instead of queueing it (commands of blocking
+    /// wrappers are still queued for their waiters).
+    pub(crate) fn reap_delivering<R: RegisterAccess>(
+        &mut self,
+        regs: &R,
+        shadow: Option<&DoorbellBuffers>,
+        deliver: impl FnMut(Delivered),
+    ) -> usize {
+        self.drain(regs, shadow, true, deliver)
+    }
+
+    fn drain<R: RegisterAccess>(
+        &mut self,
+        regs: &R,
+        shadow: Option<&DoorbellBuffers>,
+        take: bool,
+        mut deliver: impl FnMut(Delivered),
+    ) -> usize {
         let Some((sq, cq)) = self.rings.as_mut() else {
             return 0;
         };
@@ -183,15 +213,18 @@ impl<const N: usize> QueuePair<N> {
                 self.faults.bad_sq_head += 1;
                 continue;
             }
-            let opcode = match self.tracker.in_flight_mut(cqe.cid) {
-                Some(slot) => slot.opcode,
-                None => {
+            match self
+                .tracker
+                .complete(cqe.cid, take, |opcode| result_of(&cqe, opcode))
+            {
+                Finished::Unknown => {
                     self.faults.unknown_cid += 1;
                     continue;
                 }
-            };
+                Finished::Queued => {}
+                Finished::Taken(done) => deliver(done),
+            }
             sq.set_head(cqe.sq_head);
-            self.tracker.finish(cqe.cid, result_of(&cqe, opcode));
             completed += 1;
         }
         cq.acknowledge(regs, shadow);
@@ -221,6 +254,10 @@ fn cq_phys(cq: &CompletionRing) -> u64 {
 
 /// The caller-visible result of a completion.
 pub(crate) fn result_of(cqe: &CompletionEntry, opcode: u8) -> Result<u32> {
+    // Success (status field 0) is by far the common case: no decoding.
+    if cqe.status >> 1 == 0 {
+        return Ok(cqe.dw0);
+    }
     let status = cqe.status();
     if status.is_success() {
         Ok(cqe.dw0)

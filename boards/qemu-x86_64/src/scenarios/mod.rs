@@ -7,6 +7,7 @@
 //! or `@@FAIL reason` after the scenario returns and ends the machine. To add
 //! one: write a module with a `pub const SCENARIO` and list it in [`ALL`].
 
+mod bench;
 mod boot;
 mod io;
 mod slots;
@@ -86,7 +87,12 @@ pub struct Scenario {
 }
 
 /// Every scenario the kernel knows.
-pub const ALL: &[Scenario] = &[boot::SCENARIO, io::SCENARIO, slots::SCENARIO];
+pub const ALL: &[Scenario] = &[
+    boot::SCENARIO,
+    io::SCENARIO,
+    slots::SCENARIO,
+    bench::SCENARIO,
+];
 
 /// Runs the scenario the command line names.
 pub fn run(board: &Board) -> Outcome {
