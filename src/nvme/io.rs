@@ -415,7 +415,8 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         let ns = self.namespace(op.nsid())?;
         let (nsid, capacity, block_shift, max_blocks) =
             (ns.id(), ns.blocks(), ns.info.block_shift, ns.max_blocks);
-        let mut sqe = SubmissionEntry::new(op.opcode());
+        let opcode = op.opcode();
+        let mut sqe = SubmissionEntry::new(opcode);
         sqe.nsid = nsid;
         let mut transfer = None;
         match op {
@@ -469,7 +470,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         }
         let deadline = self.now() + self.config.io_timeout;
         let q = &mut self.io[queue as usize];
-        let cid = q.reserve(op.opcode(), tag, deadline, internal, buffer)?;
+        let cid = q.reserve(opcode, tag, deadline, internal, buffer)?;
         sqe.set_cid(cid);
         if let IoOp::Deallocate { lba, blocks, .. } = op {
             // The single range lives in the command's PRP list storage.

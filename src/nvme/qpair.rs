@@ -213,16 +213,15 @@ impl<const N: usize> QueuePair<N> {
                 self.faults.bad_sq_head += 1;
                 continue;
             }
-            match self
-                .tracker
-                .complete(cqe.cid, take, |opcode| result_of(&cqe, opcode))
-            {
-                Finished::Unknown => {
-                    self.faults.unknown_cid += 1;
-                    continue;
-                }
-                Finished::Queued => {}
-                Finished::Taken(done) => deliver(done),
+            let finished = self.tracker.complete(
+                cqe.cid,
+                take,
+                |opcode| result_of(&cqe, opcode),
+                &mut deliver,
+            );
+            if finished == Finished::Unknown {
+                self.faults.unknown_cid += 1;
+                continue;
             }
             sq.set_head(cqe.sq_head);
             completed += 1;

@@ -12,6 +12,8 @@
 
 use core::sync::atomic::{fence, Ordering};
 
+use volatile::map_field;
+
 use crate::error::{Error, Result};
 use crate::nvme::command::{CompletionEntry, SubmissionEntry};
 use crate::nvme::prp::PAGE_SIZE;
@@ -262,14 +264,15 @@ impl CompletionRing {
     /// The next entry if the device has posted it, consuming it.
     pub(crate) fn pop(&mut self) -> Option<CompletionEntry> {
         let offset = self.head as usize * CQE_SIZE;
-        let status = self.mem.volatile_at::<u16>(offset + 14)?.read();
+        let slot = self.mem.volatile_at::<CompletionEntry>(offset)?;
+        let status = map_field!(slot.status).read();
         if (status & 1 != 0) != self.phase {
             return None;
         }
         // Read the body only after seeing the phase tag: the device may write
         // the entry in more than one transaction, the tag last.
         fence(Ordering::Acquire);
-        let entry = self.mem.volatile_at::<CompletionEntry>(offset)?.read();
+        let entry = slot.read();
         self.head += 1;
         if self.head == self.entries {
             self.head = 0;

@@ -166,6 +166,7 @@ impl<const N: usize> Tracker<N> {
         cid: u16,
         take: bool,
         result: impl FnOnce(u8) -> Result<u32, Error>,
+        deliver: impl FnOnce(Delivered),
     ) -> Finished {
         let Some(index) = self.lookup(cid, SlotState::InFlight) else {
             return Finished::Unknown;
@@ -183,13 +184,14 @@ impl<const N: usize> Tracker<N> {
         slot.state = SlotState::Free;
         self.in_flight -= 1;
         let _ = self.free.push(index as u16);
-        Finished::Taken(Delivered {
+        deliver(Delivered {
             cid,
             tag: slot.tag,
             result,
             buffer: slot.buffer.take(),
             internal: false,
-        })
+        });
+        Finished::Taken
     }
 
     /// Delivers the oldest done command, freeing its slot.
@@ -263,14 +265,14 @@ impl<const N: usize> Tracker<N> {
 }
 
 /// What [`Tracker::complete`] did.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Finished {
     /// No command in flight has that CID.
     Unknown,
     /// Done, waiting in the done queue.
     Queued,
     /// Done and handed back.
-    Taken(Delivered),
+    Taken,
 }
 
 /// A finished command handed back to the caller.

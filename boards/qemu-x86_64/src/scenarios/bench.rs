@@ -1,4 +1,4 @@
-//! `bench`: 4 KiB random reads at queue depth 1 and 32, with and without
+//! `bench`: 4 KiB random reads at queue depth 1, 4 and 32, with and without
 //! shadow doorbells, in one boot (so the numbers compare within one run).
 //!
 //! Arguments: `controller=N` picks the N-th NVMe function of the walk
@@ -22,7 +22,7 @@ use crate::{clock, dma, ensure, failure, marker};
 /// The scenario.
 pub const SCENARIO: Scenario = Scenario {
     name: "bench",
-    about: "4 KiB random-read IOPS at QD 1 and 32, with and without shadow doorbells",
+    about: "4 KiB random-read IOPS at QD 1, 4 and 32, with and without shadow doorbells",
     run,
 };
 
@@ -119,7 +119,7 @@ fn run(board: &Board) -> Outcome {
                 .ok_or_else(|| failure!("no DMA memory"))?;
             let _ = buffers.push(Some(b));
         }
-        for qd in [1usize, 32] {
+        for qd in [1usize, 4, 32] {
             let (ios, writes, elapsed) = stream(&mut nvme, &mut buffers, qd, blocks, per_io, ms)?;
             let iops = ios as u128 * 1_000_000_000 / elapsed.as_nanos().max(1);
             let key = |what: &str| -> heapless::String<40> {
