@@ -121,6 +121,9 @@ fn ring<R: RegisterAccess>(
 pub const SQE_SIZE: usize = 64;
 /// Size of a completion queue entry.
 pub const CQE_SIZE: usize = 16;
+/// The CQ head is written back once `entries / ACK_FRACTION` entries were
+/// consumed (and at least one).
+const ACK_FRACTION: u16 = 4;
 
 /// A submission ring: the driver produces at `tail`, the device consumes up to
 /// the head it reports in completions.
@@ -287,14 +290,18 @@ impl CompletionRing {
         self.shadowed = true;
     }
 
-    /// Tells the device which entries it may reuse, once per drained batch.
-    /// Returns whether it wrote the MMIO register.
+    /// Tells the device which entries it may reuse, at most once per drained
+    /// batch, and only once a quarter of the ring waits: the device needs the
+    /// head only to reuse slots, so a small batch need not cost a doorbell.
+    /// A full ring cannot stall: the device posts nothing more, the driver
+    /// consumes what is there, and then more than a quarter waits. Returns
+    /// whether it wrote the MMIO register.
     pub(crate) fn acknowledge<R: RegisterAccess>(
         &mut self,
         regs: &R,
         shadow: Option<&DoorbellBuffers>,
     ) -> bool {
-        if self.unacked == 0 {
+        if self.unacked == 0 || self.unacked < self.entries / ACK_FRACTION {
             return false;
         }
         self.unacked = 0;

@@ -92,9 +92,10 @@ fn run(board: &Board) -> Outcome {
         let Some(regs) = platform.map_registers(PhysAddr::new(bar.addr), bar.size as usize) else {
             return Err(failure!("cannot map BAR0 at {:#x}", bar.addr));
         };
+        // The default configuration (128 entries per queue), only the
+        // switch under test changed.
         let config = Config {
             shadow_doorbells: shadow,
-            queue_depth: 64,
             ..Config::default()
         };
         let mut nvme: Nvme = Controller::new(
