@@ -233,12 +233,14 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     ) -> Result<()> {
         let ns = *self.namespace(nsid)?;
         let block = ns.block_size() as usize;
-        if len == 0 || len % block != 0 {
+        // Block sizes are powers of two (validated at identify): masks and
+        // shifts, no division.
+        if len == 0 || len & (block - 1) != 0 {
             return Err(Error::InvalidArgument {
                 what: "buffer length must be a non-zero multiple of the block size",
             });
         }
-        let total = (len / block) as u64;
+        let total = (len >> ns.info.block_shift) as u64;
         check_range(lba, total, ns.blocks())?;
         let mut done = 0u64;
         while done < total {
