@@ -2,7 +2,9 @@
 //! shadow doorbells, in one boot (so the numbers compare within one run).
 //!
 //! Arguments: `controller=N` picks the N-th NVMe function of the walk
-//! (default 0); `ms=N` is the guest time per configuration (default 1000).
+//! (default 0); `ms=N` is the guest time per configuration and round
+//! (default 1000); `rounds=N` repeats the interleaved MMIO / shadow runs
+//! (default 2) and the results add up over them.
 //! For each configuration it prints
 //! `@@RESULT qd{Q}_shadow{S}_ios=.. qd{Q}_shadow{S}_iops=.. qd{Q}_shadow{S}_mmio_writes_milli=..`
 //! (register writes per I/O, times 1000) and `shadow_active=0|1`.
@@ -12,6 +14,7 @@ use core::time::Duration;
 
 use bare_nvme::nvme::{Config, Controller};
 use bare_nvme::{DmaRegion, Instant, IoOp, MmioRegisters, PhysAddr, Platform, RegisterAccess};
+use pci_types::PciAddress;
 
 use super::{check_dma_returned, Board, Outcome, Scenario};
 use crate::pci::function::{enable_bar0, ConfigLink};
@@ -88,40 +91,27 @@ fn run(board: &Board) -> Outcome {
         return Err(failure!("{addr}: BAR0 is not an assigned memory BAR"));
     };
     let platform = CountingPlatform(board.platform);
-    for shadow in [false, true] {
-        let Some(regs) = platform.map_registers(PhysAddr::new(bar.addr), bar.size as usize) else {
-            return Err(failure!("cannot map BAR0 at {:#x}", bar.addr));
-        };
-        // The default configuration (128 entries per queue), only the
-        // switch under test changed.
-        let config = Config {
-            shadow_doorbells: shadow,
-            ..Config::default()
-        };
-        let mut nvme: Nvme = Controller::new(
-            platform,
-            ConfigLink::new(addr),
-            regs,
-            bar.size as usize,
-            config,
-        );
-        nvme.bring_up()
-            .map_err(|e| failure!("bring-up failed: {e}"))?;
-        let Some(ns) = nvme.namespaces().first().copied() else {
-            return Err(failure!("no active namespace"));
-        };
-        ensure!(ns.block_size() <= 4096, "block size {}", ns.block_size());
-        let per_io = 4096 / ns.block_size();
-        let blocks = ns.blocks() / per_io as u64;
-        let mut buffers: heapless::Vec<Option<DmaRegion>, MAX_QD> = heapless::Vec::new();
-        for _ in 0..MAX_QD {
-            let b = platform
-                .dma_alloc(4096, 4096)
-                .ok_or_else(|| failure!("no DMA memory"))?;
-            let _ = buffers.push(Some(b));
+    // Interleaved (and repeated) so that drift of the host under TCG hits
+    // both variants alike; the numbers add up over the rounds.
+    let rounds = args
+        .number("rounds", 2)
+        .ok_or_else(|| failure!("malformed rounds="))?;
+    let mut totals: Totals = [[(0, 0, Duration::ZERO); 2]; QDS.len()];
+    for _ in 0..rounds {
+        for shadow in [false, true] {
+            run_one(
+                platform,
+                addr,
+                (bar.addr, bar.size),
+                shadow,
+                ms,
+                &mut totals,
+            )?;
         }
-        for qd in [1usize, 4, 32] {
-            let (ios, writes, elapsed) = stream(&mut nvme, &mut buffers, qd, blocks, per_io, ms)?;
+    }
+    for (q, &qd) in QDS.iter().enumerate() {
+        for shadow in [false, true] {
+            let (ios, writes, elapsed) = totals[q][shadow as usize];
             let iops = ios as u128 * 1_000_000_000 / elapsed.as_nanos().max(1);
             let key = |what: &str| -> heapless::String<40> {
                 let mut k = heapless::String::new();
@@ -139,13 +129,72 @@ fn run(board: &Board) -> Outcome {
                 writes * 1000 / ios.max(1)
             );
         }
-        nvme.detach().map_err(|e| failure!("detach failed: {e}"))?;
-        drop(nvme);
-        for b in buffers.iter_mut().filter_map(Option::take) {
-            platform.dma_free(b);
-        }
     }
     check_dma_returned(baseline)
+}
+
+/// Queue depths measured.
+const QDS: [usize; 3] = [1, 4, 32];
+
+/// (I/Os, register writes, time) per queue depth and shadow switch.
+type Totals = [[(u64, u64, Duration); 2]; QDS.len()];
+
+/// One bring-up with `shadow` doorbells on or off, each queue depth for `ms`,
+/// detach; adds (I/Os, register writes, time) to `totals[qd][shadow]`.
+fn run_one(
+    platform: CountingPlatform,
+    addr: PciAddress,
+    bar: (u64, u64),
+    shadow: bool,
+    ms: u64,
+    totals: &mut Totals,
+) -> Result<(), super::Failure> {
+    let (bar_addr, bar_size) = (bar.0, bar.1 as usize);
+    let Some(regs) = platform.map_registers(PhysAddr::new(bar_addr), bar_size) else {
+        return Err(failure!("cannot map BAR0 at {bar_addr:#x}"));
+    };
+    // The default configuration (128 entries per queue), only the switch
+    // under test changed.
+    let config = Config {
+        shadow_doorbells: shadow,
+        ..Config::default()
+    };
+    let mut nvme: Nvme = Controller::new(platform, ConfigLink::new(addr), regs, bar_size, config);
+    nvme.bring_up()
+        .map_err(|e| failure!("bring-up failed: {e}"))?;
+    let Some(ns) = nvme.namespaces().first().copied() else {
+        return Err(failure!("no active namespace"));
+    };
+    ensure!(ns.block_size() <= 4096, "block size {}", ns.block_size());
+    let per_io = 4096 / ns.block_size();
+    let blocks = ns.blocks() / per_io as u64;
+    let mut buffers: heapless::Vec<Option<DmaRegion>, MAX_QD> = heapless::Vec::new();
+    for _ in 0..MAX_QD {
+        let b = platform
+            .dma_alloc(4096, 4096)
+            .ok_or_else(|| failure!("no DMA memory"))?;
+        let _ = buffers.push(Some(b));
+    }
+    let mut result = Ok(());
+    for (q, &qd) in QDS.iter().enumerate() {
+        match stream(&mut nvme, &mut buffers, qd, blocks, per_io, ms) {
+            Ok((ios, writes, elapsed)) => {
+                let t = &mut totals[q][shadow as usize];
+                *t = (t.0 + ios, t.1 + writes, t.2 + elapsed);
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    let detached = nvme.detach().map_err(|e| failure!("detach failed: {e}"));
+    drop(nvme);
+    for b in buffers.iter_mut().filter_map(Option::take) {
+        platform.dma_free(b);
+    }
+    result?;
+    detached
 }
 
 /// Keeps `qd` random 4 KiB reads in flight for `ms` of guest time. Returns
