@@ -168,7 +168,8 @@ impl<const N: usize> QueuePair<N> {
 
     /// Consumes posted completions (at most one ring's worth, so a device that
     /// keeps posting cannot hold the caller), validates each, and marks the
-    /// commands done. Writes the CQ head doorbell once. Returns the number of
+    /// commands done. Writes the CQ head doorbell at most once (see
+    /// `CompletionRing::acknowledge`). Returns the number of
     /// commands completed.
     pub(crate) fn reap<R: RegisterAccess>(
         &mut self,
