@@ -123,7 +123,7 @@ fn a_batch_of_32_rings_the_submission_doorbell_once() {
 }
 
 #[test]
-fn completions_arriving_in_parts_cost_one_cq_doorbell_per_poll_that_found_some() {
+fn completions_arriving_in_parts_acknowledge_the_cq_head_once_a_quarter_of_the_ring_is_used() {
     let (sim, mut driver, id) = single(spec(8192, 512).hold(Hold::Io), Config::default());
     sim.reset_counters();
     submit_batch(&sim, &mut driver, id, 0, true);
@@ -143,7 +143,9 @@ fn completions_arriving_in_parts_cost_one_cq_doorbell_per_poll_that_found_some()
         counters.sq_doorbell_writes, counters.cq_doorbell_writes
     );
     assert_eq!(counters.sq_doorbell_writes, 1);
-    assert_eq!(counters.cq_doorbell_writes, 4);
+    // The CQ holds every command that can be in flight, so the head doorbell
+    // can wait until a quarter of the ring (32 of 128 entries) was consumed.
+    assert_eq!(counters.cq_doorbell_writes, 1);
     assert_eq!(counters.mmio_reads, 0);
     let p = sim.platform();
     for d in got {

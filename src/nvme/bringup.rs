@@ -12,6 +12,7 @@ use crate::nvme::controller::{
 use crate::nvme::identify::{self, ControllerInfo, NamespaceInfo};
 use crate::nvme::prp::{self, PAGE_SIZE};
 use crate::nvme::qpair::QueuePair;
+use crate::nvme::queue::DoorbellBuffers;
 use crate::nvme::regs::{self, Cap, Cc, Csts};
 use crate::platform::{Platform, RegisterAccess};
 
@@ -171,10 +172,11 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                 self.step = if (i as usize + 1) < self.io.len() {
                     Step::CreateCq(i + 1)
                 } else {
-                    Step::ActiveNamespaces
+                    Step::DoorbellBuffers
                 };
                 Ok(Outcome::Progress)
             }
+            Step::DoorbellBuffers => self.configure_doorbell_buffers(),
             Step::ActiveNamespaces => {
                 let scratch = self.scratch_phys()?;
                 let mut sqe = SubmissionEntry::new(admin::IDENTIFY);
@@ -229,9 +231,10 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             }
             Step::Ready | Step::Finished => Ok(Outcome::Waiting),
             Step::Drain { deadline } => {
+                let shadow = self.doorbell_buffers.as_ref();
                 for q in self.io.iter_mut() {
-                    q.publish(&self.regs);
-                    q.reap(&self.regs);
+                    q.publish(&self.regs, shadow);
+                    q.reap(&self.regs, shadow);
                 }
                 if self.in_flight() == 0 || self.now() > deadline {
                     self.step = Step::DeleteSq(0);
@@ -289,6 +292,65 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     fn finish_detach(&mut self) {
         self.link.stop_dma();
         self.teardown(State::Detached, Error::Aborted);
+    }
+
+    /// Doorbell Buffer Config (admin opcode 0x7C, OACS bit 8) when the
+    /// embedder wants shadow doorbells: I/O queues then announce tails and
+    /// heads in memory and write MMIO only when EventIdx asks for it. The
+    /// admin queue keeps its MMIO doorbells. A controller that refuses the
+    /// command keeps working with MMIO doorbells.
+    fn configure_doorbell_buffers(&mut self) -> Result<Outcome> {
+        let supported = self.info.is_some_and(|i| i.supports_shadow_doorbells());
+        let last = regs::cq_head_doorbell(self.io.len() as u16, self.cap.doorbell_stride_exp());
+        if !self.config.shadow_doorbells || !supported || !DoorbellBuffers::covers(last) {
+            self.release_doorbell_buffers();
+            self.step = Step::ActiveNamespaces;
+            return Ok(Outcome::Progress);
+        }
+        if self.admin_cid.is_none() {
+            // About to issue the command: fresh, zeroed pages (tails and
+            // heads of the new queues are 0).
+            match self.doorbell_buffers.as_mut() {
+                Some(buffers) => buffers.clear(),
+                None => match DoorbellBuffers::alloc(&self.platform) {
+                    Ok(buffers) => self.doorbell_buffers = Some(buffers),
+                    Err(e) => {
+                        warn!("nvme: no memory for shadow doorbells ({e}), using MMIO doorbells");
+                        self.step = Step::ActiveNamespaces;
+                        return Ok(Outcome::Progress);
+                    }
+                },
+            }
+        }
+        let Some((shadow, event_idx)) = self.doorbell_buffers.as_ref().map(|b| b.addresses())
+        else {
+            return Err(Error::NotReady);
+        };
+        let mut sqe = SubmissionEntry::new(admin::DOORBELL_BUFFER_CONFIG);
+        sqe.prp1 = shadow;
+        sqe.prp2 = event_idx;
+        match self.admin_exchange(sqe) {
+            Ok(None) => return Ok(Outcome::Waiting),
+            Ok(Some(_)) => {
+                for q in self.io.iter_mut() {
+                    q.use_shadow_doorbells();
+                }
+                info!("nvme: shadow doorbells on");
+            }
+            Err(Error::CommandFailed { status, .. }) => {
+                warn!("nvme: Doorbell Buffer Config failed ({status}), using MMIO doorbells");
+                self.release_doorbell_buffers();
+            }
+            Err(e) => return Err(e),
+        }
+        self.step = Step::ActiveNamespaces;
+        Ok(Outcome::Progress)
+    }
+
+    fn release_doorbell_buffers(&mut self) {
+        if let Some(buffers) = self.doorbell_buffers.take() {
+            buffers.release(&self.platform);
+        }
     }
 
     fn start_reset(&mut self) -> Result<Outcome> {
@@ -412,14 +474,17 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     pub(crate) fn admin_exchange(&mut self, mut sqe: SubmissionEntry) -> Result<Option<u32>> {
         let Some(cid) = self.admin_cid else {
             let deadline = self.now() + self.config.admin_timeout;
-            let cid = self.admin.reserve(sqe.opcode(), 0, deadline)?;
+            let cid = self
+                .admin
+                .reserve(sqe.opcode(), 0, deadline, false, &mut None)?;
             sqe.set_cid(cid);
             self.admin.push(&sqe);
-            self.admin.publish(&self.regs);
+            // The admin queue always uses its MMIO doorbells.
+            self.admin.publish(&self.regs, None);
             self.admin_cid = Some(cid);
             return Ok(None);
         };
-        self.admin.reap(&self.regs);
+        self.admin.reap(&self.regs, None);
         if let Some(done) = self.admin.tracker.take_done_cid(cid) {
             self.admin_cid = None;
             return done.result.map(Some);

@@ -10,6 +10,7 @@ use core::time::Duration;
 use crate::error::{Error, Result};
 use crate::nvme::identify::{ControllerInfo, NamespaceInfo};
 use crate::nvme::qpair::{QueueFaults, QueuePair};
+use crate::nvme::queue::DoorbellBuffers;
 use crate::nvme::regs::{self, Cap, Csts};
 use crate::platform::{DmaRegion, Instant, Platform, RegisterAccess};
 
@@ -124,6 +125,7 @@ pub(crate) enum Step {
     SetQueueCount,
     CreateCq(u16),
     CreateSq(u16),
+    DoorbellBuffers,
     ActiveNamespaces,
     IdentifyNamespace(u16),
     Ready,
@@ -174,6 +176,9 @@ pub struct Controller<P: Platform, L: DeviceLink = ()> {
     pub(crate) admin_cid: Option<u16>,
     pub(crate) io: heapless::Vec<QueuePair<MAX_QUEUE_DEPTH>, MAX_IO_QUEUES>,
     pub(crate) scratch: Option<DmaRegion>,
+    /// Shadow doorbell and EventIdx pages, while Doorbell Buffer Config is
+    /// in effect (or about to be).
+    pub(crate) doorbell_buffers: Option<DoorbellBuffers>,
     pub(crate) info: Option<ControllerInfo>,
     pub(crate) namespaces: heapless::Vec<Namespace, MAX_NAMESPACES>,
     pub(crate) pending_nsids: heapless::Vec<u32, MAX_NAMESPACES>,
@@ -206,6 +211,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             admin_cid: None,
             io: heapless::Vec::new(),
             scratch: None,
+            doorbell_buffers: None,
             info: None,
             namespaces: heapless::Vec::new(),
             pending_nsids: heapless::Vec::new(),
@@ -415,6 +421,9 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         }
         if let Some(s) = self.scratch.take() {
             self.platform.dma_free(s);
+        }
+        if let Some(buffers) = self.doorbell_buffers.take() {
+            buffers.release(&self.platform);
         }
     }
 

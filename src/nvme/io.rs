@@ -1,14 +1,17 @@
 //! Block I/O: split-phase submit and poll, and blocking wrappers on top.
 //!
-//! The hot path builds the SQE in place, reads no register, rings each
-//! doorbell once per batch (the SQ doorbell when the caller polls, the CQ head
-//! doorbell once per drained batch) and keeps per-command state in a table
-//! indexed by CID.
+//! The hot path builds the SQE once and stores it into the ring slot with a
+//! single 64-byte write, reads no register, rings each doorbell at most once
+//! per batch (the SQ doorbell when the caller polls, the CQ head doorbell
+//! once per drained batch when a quarter of the ring was consumed) and keeps
+//! per-command state in a table indexed by CID. Completions go to the caller
+//! straight from the ring, with one table lookup each.
 
 use crate::error::{Error, Result};
 use crate::nvme::command::{nvm, sc, sct, SubmissionEntry};
 use crate::nvme::controller::{Controller, DeviceLink, State};
 use crate::nvme::prp;
+use crate::nvme::tracker::Delivered;
 use crate::platform::{DmaRegion, PhysAddr, Platform};
 
 /// Write Zeroes: deallocate the blocks too if the device can (CDW12 bit 25).
@@ -131,13 +134,9 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         tag: u64,
     ) -> core::result::Result<Token, Rejected> {
         let data = buffer.as_ref().map(|b| (b.phys(), b.len()));
-        match self.prepare(queue, op, data, tag, false) {
-            Ok(cid) => {
-                if let Some(slot) = self.io[queue as usize].tracker.in_flight_mut(cid) {
-                    slot.buffer = buffer;
-                }
-                Ok(Token { queue, cid })
-            }
+        let mut buffer = buffer;
+        match self.prepare(queue, op, data, tag, false, &mut buffer) {
+            Ok(cid) => Ok(Token { queue, cid }),
             Err(error) => Err(Rejected { error, buffer }),
         }
     }
@@ -145,7 +144,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     /// Rings the submission doorbells of queues with new entries.
     pub fn ring_doorbells(&mut self) {
         for q in self.io.iter_mut() {
-            q.publish(&self.regs);
+            q.publish(&self.regs, self.doorbell_buffers.as_ref());
         }
     }
 
@@ -158,14 +157,14 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         let Some(q) = self.io.get_mut(queue as usize) else {
             return 0;
         };
-        q.publish(&self.regs);
-        q.reap(&self.regs);
+        let shadow = self.doorbell_buffers.as_ref();
+        q.publish(&self.regs, shadow);
         let mut delivered = 0;
         let mut succeeded = false;
-        while let Some(done) = q.tracker.take_done() {
+        let mut hand_over = |done: Delivered| {
             succeeded |= done.result.is_ok();
             if done.internal {
-                continue;
+                return;
             }
             delivered += 1;
             on_complete(Completion {
@@ -177,6 +176,16 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                 result: aborted_means_timeout(done.result, timeout),
                 buffer: done.buffer,
             });
+        };
+        // What completed earlier (failed by a teardown, reaped by a blocking
+        // wait) first, in order; then the new completions, straight from the
+        // ring without a stop in the done queue.
+        while let Some(done) = q.tracker.take_done() {
+            hand_over(done);
+        }
+        q.reap_delivering(&self.regs, shadow, &mut hand_over);
+        while let Some(done) = q.tracker.take_done() {
+            hand_over(done);
         }
         if succeeded {
             self.note_success();
@@ -234,12 +243,14 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         if len == 0 {
             return Err(Error::EmptyTransfer);
         }
-        if len % block != 0 {
+        // Block sizes are powers of two (validated at identify): masks and
+        // shifts, no division.
+        if len & (block - 1) != 0 {
             return Err(Error::InvalidArgument {
                 what: "buffer length must be a multiple of the block size",
             });
         }
-        let total = (len / block) as u64;
+        let total = (len >> ns.info.block_shift) as u64;
         check_range(lba, total, ns.blocks())?;
         let mut done = 0u64;
         while done < total {
@@ -289,12 +300,13 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     /// meanwhile stay queued for the caller's next `poll`.
     fn execute_blocking(&mut self, op: IoOp, data: Option<(PhysAddr, usize)>) -> Result<()> {
         self.ensure_ready()?;
-        let cid = self.prepare(0, op, data, 0, true)?;
+        let cid = self.prepare(0, op, data, 0, true, &mut None)?;
         let mut last_progress = self.now();
         loop {
             let q = &mut self.io[0];
-            q.publish(&self.regs);
-            if q.reap(&self.regs) > 0 {
+            let shadow = self.doorbell_buffers.as_ref();
+            q.publish(&self.regs, shadow);
+            if q.reap(&self.regs, shadow) > 0 {
                 last_progress = self.platform.now();
             }
             // Done also covers a command failed by a reset or a removal.
@@ -328,8 +340,9 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         }
     }
 
-    /// Validates `op` and writes its SQE into `queue`'s ring. Nothing is
-    /// submitted when it fails.
+    /// Validates `op` and writes its SQE into `queue`'s ring. On success the
+    /// command's slot holds `buffer` (taken) until the command completes;
+    /// nothing is submitted when it fails, and `buffer` stays with the caller.
     fn prepare(
         &mut self,
         queue: u16,
@@ -337,20 +350,24 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         data: Option<(PhysAddr, usize)>,
         tag: u64,
         internal: bool,
+        buffer: &mut Option<DmaRegion>,
     ) -> Result<u16> {
         self.serving()?;
         if queue as usize >= self.io.len() {
             return Err(Error::UnknownQueue { queue });
         }
-        let ns = *self.namespace(op.nsid())?;
-        let info = self.info.ok_or(Error::NotReady)?;
-        let mut sqe = SubmissionEntry::new(op.opcode());
-        sqe.nsid = ns.id();
+        // Only the few fields used, not copies of whole identify structures.
+        let ns = self.namespace(op.nsid())?;
+        let (nsid, capacity, block_shift, max_blocks) =
+            (ns.id(), ns.blocks(), ns.info.block_shift, ns.max_blocks);
+        let opcode = op.opcode();
+        let mut sqe = SubmissionEntry::new(opcode);
+        sqe.nsid = nsid;
         let mut transfer = None;
         match op {
             IoOp::Read { lba, blocks, .. } | IoOp::Write { lba, blocks, .. } => {
-                check_blocks(lba, blocks, ns.blocks(), ns.max_blocks)?;
-                let bytes = blocks as usize * ns.block_size() as usize;
+                check_blocks(lba, blocks, capacity, max_blocks)?;
+                let bytes = (blocks as usize) << block_shift;
                 let (phys, len) = data.ok_or(Error::BufferTooSmall {
                     needed: bytes,
                     got: 0,
@@ -372,22 +389,26 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             }
             IoOp::Flush { .. } => {}
             IoOp::WriteZeroes { lba, blocks, .. } => {
-                if !info.supports_write_zeroes() {
+                if !self
+                    .info
+                    .as_ref()
+                    .is_some_and(|i| i.supports_write_zeroes())
+                {
                     return Err(Error::Unsupported {
                         what: "Write Zeroes",
                     });
                 }
-                check_blocks(lba, blocks, ns.blocks(), 1 << 16)?;
+                check_blocks(lba, blocks, capacity, 1 << 16)?;
                 sqe.set_lba_range(lba, blocks as u16);
                 sqe.cdw12 |= WRITE_ZEROES_DEAC;
             }
             IoOp::Deallocate { lba, blocks, .. } => {
-                if !info.supports_deallocate() {
+                if !self.info.as_ref().is_some_and(|i| i.supports_deallocate()) {
                     return Err(Error::Unsupported {
                         what: "Dataset Management",
                     });
                 }
-                check_blocks(lba, blocks, ns.blocks(), u32::MAX)?;
+                check_blocks(lba, blocks, capacity, u32::MAX)?;
                 sqe.cdw10 = 0; // one range
                 sqe.cdw11 = DSM_DEALLOCATE;
             }
@@ -395,40 +416,44 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         let deadline = self.now() + self.config.io_timeout;
         let q = &mut self.io[queue as usize];
         // The queue pair knows its NVMe queue ID; the caller knows the index.
-        let cid = q.reserve(op.opcode(), tag, deadline).map_err(|e| match e {
-            Error::QueueFull { .. } => Error::QueueFull { queue },
-            other => other,
-        })?;
+        let cid = q
+            .reserve(opcode, tag, deadline, internal, buffer)
+            .map_err(|e| match e {
+                Error::QueueFull { .. } => Error::QueueFull { queue },
+                other => other,
+            })?;
         sqe.set_cid(cid);
         if let IoOp::Deallocate { lba, blocks, .. } = op {
             // The single range lives in the command's PRP list storage.
-            let area = q.list_area(cid).ok_or(Error::NotReady)?;
-            let range = area
-                .region
-                .volatile_at::<[u32; 4]>(area.offset)
-                .ok_or(Error::NotReady)?;
-            range.write([
-                0,
-                blocks.to_le(),
-                (lba as u32).to_le(),
-                ((lba >> 32) as u32).to_le(),
-            ]);
-            sqe.prp1 = area.region.phys().as_u64() + area.offset as u64;
+            let range = q.list_area(cid).and_then(|area| {
+                let at = area.region.volatile_at::<[u32; 4]>(area.offset)?;
+                at.write([
+                    0,
+                    blocks.to_le(),
+                    (lba as u32).to_le(),
+                    ((lba >> 32) as u32).to_le(),
+                ]);
+                Some(area.region.phys().as_u64() + area.offset as u64)
+            });
+            match range {
+                Some(addr) => sqe.prp1 = addr,
+                None => {
+                    *buffer = q.tracker.cancel(cid);
+                    return Err(Error::NotReady);
+                }
+            }
         }
         if let Some((phys, bytes)) = transfer {
-            match prp::build(phys, bytes, q.list_area(cid)) {
+            match prp::build(phys, bytes, || q.list_area(cid)) {
                 Ok((prp1, prp2)) => {
                     sqe.prp1 = prp1;
                     sqe.prp2 = prp2;
                 }
                 Err(e) => {
-                    q.tracker.cancel(cid);
+                    *buffer = q.tracker.cancel(cid);
                     return Err(e);
                 }
             }
-        }
-        if let Some(slot) = q.tracker.in_flight_mut(cid) {
-            slot.internal = internal;
         }
         q.push(&sqe);
         Ok(cid)

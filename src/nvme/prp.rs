@@ -12,6 +12,8 @@ use crate::platform::{DmaRegion, PhysAddr};
 
 /// The memory page size the driver configures (CC.MPS = 0).
 pub const PAGE_SIZE: usize = 4096;
+/// log2 of [`PAGE_SIZE`].
+const PAGE_SHIFT: u32 = PAGE_SIZE.trailing_zeros();
 const ENTRIES_PER_PAGE: usize = PAGE_SIZE / 8;
 
 /// Bytes of list storage one command needs for transfers up to `max_bytes`,
@@ -40,8 +42,13 @@ pub(crate) struct ListArea<'a> {
 }
 
 /// Computes PRP1 and PRP2 for `len` bytes at `buf`, writing a PRP list into
-/// `list` when the transfer spans more than two pages.
-pub(crate) fn build(buf: PhysAddr, len: usize, list: Option<ListArea<'_>>) -> Result<(u64, u64)> {
+/// the area `list` gives when the transfer spans more than two pages (only
+/// then is it asked).
+pub(crate) fn build<'a>(
+    buf: PhysAddr,
+    len: usize,
+    list: impl FnOnce() -> Option<ListArea<'a>>,
+) -> Result<(u64, u64)> {
     let addr = buf.as_u64();
     if addr & 3 != 0 {
         return Err(Error::BufferMisaligned { addr, required: 4 });
@@ -52,11 +59,12 @@ pub(crate) fn build(buf: PhysAddr, len: usize, list: Option<ListArea<'_>>) -> Re
     }
     let next_page = (addr & !(PAGE_SIZE as u64 - 1)) + PAGE_SIZE as u64;
     let rest = len - first;
-    let pages = rest.div_ceil(PAGE_SIZE);
+    // A shift, not a division: PAGE_SIZE is a power of two.
+    let pages = (rest + PAGE_SIZE - 1) >> PAGE_SHIFT;
     if pages == 1 {
         return Ok((addr, next_page));
     }
-    let list = list.ok_or(Error::InvalidArgument {
+    let list = list().ok_or(Error::InvalidArgument {
         what: "transfer needs a PRP list",
     })?;
     write_list(&list, next_page, pages)?;
@@ -82,7 +90,7 @@ fn write_list(list: &ListArea<'_>, first_page: u64, pages: usize) -> Result<()> 
                 what: "PRP list area too small",
             });
         }
-        let last_in_page = (base as usize + at) % PAGE_SIZE == PAGE_SIZE - 8;
+        let last_in_page = (base as usize + at) & (PAGE_SIZE - 1) == PAGE_SIZE - 8;
         let value = if last_in_page && remaining > 1 {
             // Chain to the next list page, which follows contiguously.
             base + at as u64 + 8
@@ -141,12 +149,14 @@ mod tests {
 
     const LIST_PHYS: u64 = 0x9000_0000;
 
-    fn area(t: &TestRegion) -> Option<ListArea<'_>> {
-        Some(ListArea {
-            region: &t.region,
-            offset: 0,
-            len: t.region.len(),
-        })
+    fn area<'a>(t: &'a TestRegion) -> impl FnOnce() -> Option<ListArea<'a>> {
+        || {
+            Some(ListArea {
+                region: &t.region,
+                offset: 0,
+                len: t.region.len(),
+            })
+        }
     }
 
     #[test]
@@ -185,7 +195,7 @@ mod tests {
             [t.entry(0), t.entry(1), t.entry(2)],
             [0x11000, 0x12000, 0x13000]
         );
-        assert!(build(PhysAddr::new(0x10000), 4 * 4096, None).is_err());
+        assert!(build(PhysAddr::new(0x10000), 4 * 4096, || None).is_err());
     }
 
     #[test]
@@ -218,7 +228,7 @@ mod tests {
     #[test]
     fn misaligned_buffer_is_refused() {
         assert_eq!(
-            build(PhysAddr::new(0x10001), 512, None),
+            build(PhysAddr::new(0x10001), 512, || None),
             Err(Error::BufferMisaligned {
                 addr: 0x10001,
                 required: 4

@@ -4,8 +4,10 @@
 use crate::error::{Error, Result};
 use crate::nvme::command::{CompletionEntry, SubmissionEntry};
 use crate::nvme::prp::{ListArea, PAGE_SIZE};
-use crate::nvme::queue::{alloc_ring, CompletionRing, SubmissionRing, CQE_SIZE, SQE_SIZE};
-use crate::nvme::tracker::{Tracker, INDEX_BITS};
+use crate::nvme::queue::{
+    alloc_ring, CompletionRing, DoorbellBuffers, SubmissionRing, CQE_SIZE, SQE_SIZE,
+};
+use crate::nvme::tracker::{Delivered, Finished, Tracker, INDEX_BITS};
 use crate::platform::{DmaRegion, Instant, Platform, RegisterAccess};
 
 /// Counts of what the device got wrong on one queue; each bad entry is
@@ -105,14 +107,22 @@ impl<const N: usize> QueuePair<N> {
             .map(|(sq, cq)| (sq_phys(sq), cq_phys(cq)))
     }
 
-    /// Reserves a command slot. `QueueFull` when the table or ring is full.
-    pub(crate) fn reserve(&mut self, opcode: u8, tag: u64, deadline: Instant) -> Result<u16> {
+    /// Reserves a command slot, which takes `buffer` on success.
+    /// `QueueFull` when the table or ring is full.
+    pub(crate) fn reserve(
+        &mut self,
+        opcode: u8,
+        tag: u64,
+        deadline: Instant,
+        internal: bool,
+        buffer: &mut Option<DmaRegion>,
+    ) -> Result<u16> {
         let (sq, _) = self.rings.as_ref().ok_or(Error::NotReady)?;
         if sq.is_full() {
             return Err(Error::QueueFull { queue: self.qid });
         }
         self.tracker
-            .allocate(opcode, tag, deadline)
+            .allocate(opcode, tag, deadline, internal, buffer)
             .ok_or(Error::QueueFull { queue: self.qid })
     }
 
@@ -134,16 +144,60 @@ impl<const N: usize> QueuePair<N> {
         }
     }
 
-    /// Rings the SQ doorbell if entries are waiting. Returns whether it wrote.
-    pub(crate) fn publish<R: RegisterAccess>(&mut self, regs: &R) -> bool {
-        self.rings.as_mut().is_some_and(|(sq, _)| sq.publish(regs))
+    /// Moves both doorbells to their shadow slots (after Doorbell Buffer
+    /// Config succeeded); the rings' next MMIO writes depend on EventIdx.
+    pub(crate) fn use_shadow_doorbells(&mut self) {
+        if let Some((sq, cq)) = self.rings.as_mut() {
+            sq.use_shadow();
+            cq.use_shadow();
+        }
+    }
+
+    /// Rings the SQ doorbell if entries are waiting (`shadow`: the
+    /// controller's shadow doorbell buffers, if configured). Returns whether
+    /// it wrote the MMIO register.
+    pub(crate) fn publish<R: RegisterAccess>(
+        &mut self,
+        regs: &R,
+        shadow: Option<&DoorbellBuffers>,
+    ) -> bool {
+        self.rings
+            .as_mut()
+            .is_some_and(|(sq, _)| sq.publish(regs, shadow))
     }
 
     /// Consumes posted completions (at most one ring's worth, so a device that
     /// keeps posting cannot hold the caller), validates each, and marks the
-    /// commands done. Writes the CQ head doorbell once. Returns the number of
+    /// commands done. Writes the CQ head doorbell at most once (see
+    /// `CompletionRing::acknowledge`). Returns the number of
     /// commands completed.
-    pub(crate) fn reap<R: RegisterAccess>(&mut self, regs: &R) -> usize {
+    pub(crate) fn reap<R: RegisterAccess>(
+        &mut self,
+        regs: &R,
+        shadow: Option<&DoorbellBuffers>,
+    ) -> usize {
+        self.drain(regs, shadow, false, |_| {})
+    }
+
+    /// Like [`QueuePair::reap`], but hands each caller's command to
+    /// `deliver` at once instead of queueing it (commands of blocking
+    /// wrappers are still queued for their waiters).
+    pub(crate) fn reap_delivering<R: RegisterAccess>(
+        &mut self,
+        regs: &R,
+        shadow: Option<&DoorbellBuffers>,
+        deliver: impl FnMut(Delivered),
+    ) -> usize {
+        self.drain(regs, shadow, true, deliver)
+    }
+
+    fn drain<R: RegisterAccess>(
+        &mut self,
+        regs: &R,
+        shadow: Option<&DoorbellBuffers>,
+        take: bool,
+        mut deliver: impl FnMut(Delivered),
+    ) -> usize {
         let Some((sq, cq)) = self.rings.as_mut() else {
             return 0;
         };
@@ -160,18 +214,20 @@ impl<const N: usize> QueuePair<N> {
                 self.faults.bad_sq_head += 1;
                 continue;
             }
-            let opcode = match self.tracker.in_flight_mut(cqe.cid) {
-                Some(slot) => slot.opcode,
-                None => {
-                    self.faults.unknown_cid += 1;
-                    continue;
-                }
-            };
+            let finished = self.tracker.complete(
+                cqe.cid,
+                take,
+                |opcode| result_of(&cqe, opcode),
+                &mut deliver,
+            );
+            if finished == Finished::Unknown {
+                self.faults.unknown_cid += 1;
+                continue;
+            }
             sq.set_head(cqe.sq_head);
-            self.tracker.finish(cqe.cid, result_of(&cqe, opcode));
             completed += 1;
         }
-        cq.acknowledge(regs);
+        cq.acknowledge(regs, shadow);
         completed
     }
 
@@ -198,6 +254,10 @@ fn cq_phys(cq: &CompletionRing) -> u64 {
 
 /// The caller-visible result of a completion.
 pub(crate) fn result_of(cqe: &CompletionEntry, opcode: u8) -> Result<u32> {
+    // Success (status field 0) is by far the common case: no decoding.
+    if cqe.status >> 1 == 0 {
+        return Ok(cqe.dw0);
+    }
     let status = cqe.status();
     if status.is_success() {
         Ok(cqe.dw0)

@@ -80,8 +80,9 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                 Ok(Some(_)) | Err(Error::CommandFailed { .. }) => {
                     self.abort = None;
                     let error = self.timeout_error();
+                    let shadow = self.doorbell_buffers.as_ref();
                     let q = &mut self.io[pending.queue as usize];
-                    q.reap(&self.regs);
+                    q.reap(&self.regs, shadow);
                     if q.tracker.in_flight_mut(pending.cid).is_some() {
                         warn!("nvme: abort did not end the command, resetting");
                         self.reset(error);

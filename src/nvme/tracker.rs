@@ -83,17 +83,26 @@ impl<const N: usize> Tracker<N> {
         }
     }
 
-    /// Takes a free slot and returns its CID.
-    pub(crate) fn allocate(&mut self, opcode: u8, tag: u64, deadline: Instant) -> Option<u16> {
+    /// Takes a free slot, which takes `buffer`, and returns its CID.
+    /// `internal`: issued by a blocking wrapper, never delivered by `poll`.
+    pub(crate) fn allocate(
+        &mut self,
+        opcode: u8,
+        tag: u64,
+        deadline: Instant,
+        internal: bool,
+        buffer: &mut Option<DmaRegion>,
+    ) -> Option<u16> {
         let index = self.free.pop()?;
-        let slot = &mut self.slots[index as usize];
+        let slot = self.slots.get_mut(index as usize)?;
         slot.generation = slot.generation.wrapping_add(1) & GENERATION_MASK;
         slot.state = SlotState::InFlight;
         slot.opcode = opcode;
         slot.tag = tag;
         slot.deadline = deadline;
         slot.result = Ok(0);
-        slot.internal = false;
+        slot.internal = internal;
+        slot.buffer = buffer.take();
         self.in_flight += 1;
         Some(index | (slot.generation as u16) << INDEX_BITS)
     }
@@ -124,18 +133,65 @@ impl<const N: usize> Tracker<N> {
     /// Marks an in-flight command done with `result`; it waits in the done
     /// queue until delivered. Returns false for an unknown CID.
     pub(crate) fn finish(&mut self, cid: u16, result: Result<u32, Error>) -> bool {
+        self.finish_with(cid, |_| result)
+    }
+
+    /// Like [`Tracker::finish`], with the result computed from the
+    /// command's opcode (one lookup for the whole completion).
+    pub(crate) fn finish_with(
+        &mut self,
+        cid: u16,
+        result: impl FnOnce(u8) -> Result<u32, Error>,
+    ) -> bool {
         let Some(index) = self.lookup(cid, SlotState::InFlight) else {
             return false;
         };
         let slot = &mut self.slots[index];
         slot.state = SlotState::Done;
-        slot.result = result;
+        slot.result = result(slot.opcode);
         self.in_flight -= 1;
         // Cannot overflow: at most N slots are done at once.
         let _ = self
             .done
             .push_back(index as u16 | (slot.generation as u16) << INDEX_BITS);
         true
+    }
+
+    /// Completes an in-flight command with the result computed from its
+    /// opcode. A command from a caller (not `internal`) is handed back at
+    /// once when `take` is set, freeing its slot; otherwise it waits in the
+    /// done queue. One lookup for the whole completion.
+    pub(crate) fn complete(
+        &mut self,
+        cid: u16,
+        take: bool,
+        result: impl FnOnce(u8) -> Result<u32, Error>,
+        deliver: impl FnOnce(Delivered),
+    ) -> Finished {
+        let Some(index) = self.lookup(cid, SlotState::InFlight) else {
+            return Finished::Unknown;
+        };
+        let slot = &mut self.slots[index];
+        let result = result(slot.opcode);
+        if !take || slot.internal {
+            slot.state = SlotState::Done;
+            slot.result = result;
+            self.in_flight -= 1;
+            // Cannot overflow: at most N slots are done at once.
+            let _ = self.done.push_back(cid);
+            return Finished::Queued;
+        }
+        slot.state = SlotState::Free;
+        self.in_flight -= 1;
+        let _ = self.free.push(index as u16);
+        deliver(Delivered {
+            cid,
+            tag: slot.tag,
+            result,
+            buffer: slot.buffer.take(),
+            internal: false,
+        });
+        Finished::Taken
     }
 
     /// Delivers the oldest done command, freeing its slot.
@@ -228,6 +284,17 @@ impl<const N: usize> Tracker<N> {
     }
 }
 
+/// What [`Tracker::complete`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Finished {
+    /// No command in flight has that CID.
+    Unknown,
+    /// Done, waiting in the done queue.
+    Queued,
+    /// Done and handed back.
+    Taken,
+}
+
 /// A finished command handed back to the caller.
 #[derive(Debug)]
 pub(crate) struct Delivered {
@@ -245,12 +312,16 @@ mod tests {
     #[test]
     fn stale_and_duplicate_cids_are_rejected() {
         let mut t: Tracker<4> = Tracker::new(4);
-        let cid = t.allocate(2, 7, Instant::from_nanos(10)).unwrap();
+        let cid = t
+            .allocate(2, 7, Instant::from_nanos(10), false, &mut None)
+            .unwrap();
         assert!(t.finish(cid, Ok(0)));
         assert!(!t.finish(cid, Ok(0)), "duplicate completion");
         let d = t.take_done().unwrap();
         assert_eq!((d.cid, d.tag), (cid, 7));
-        let again = t.allocate(2, 8, Instant::from_nanos(10)).unwrap();
+        let again = t
+            .allocate(2, 8, Instant::from_nanos(10), false, &mut None)
+            .unwrap();
         assert_eq!(again & INDEX_MASK, cid & INDEX_MASK, "slot reused");
         assert_ne!(again, cid, "with a new generation");
         assert!(!t.finish(cid, Ok(0)), "stale CID");
@@ -261,7 +332,8 @@ mod tests {
     fn fail_all_completes_each_once() {
         let mut t: Tracker<8> = Tracker::new(8);
         for i in 0..5 {
-            t.allocate(1, i, Instant::from_nanos(0)).unwrap();
+            t.allocate(1, i, Instant::from_nanos(0), false, &mut None)
+                .unwrap();
         }
         assert_eq!(t.fail_all(Error::DeviceRemoved), 5);
         assert_eq!(t.fail_all(Error::DeviceRemoved), 0);
@@ -278,9 +350,15 @@ mod tests {
     #[test]
     fn out_of_order_delivery_keeps_the_rest() {
         let mut t: Tracker<8> = Tracker::new(8);
-        let a = t.allocate(1, 1, Instant::from_nanos(0)).unwrap();
-        let b = t.allocate(1, 2, Instant::from_nanos(0)).unwrap();
-        let c = t.allocate(1, 3, Instant::from_nanos(0)).unwrap();
+        let a = t
+            .allocate(1, 1, Instant::from_nanos(0), false, &mut None)
+            .unwrap();
+        let b = t
+            .allocate(1, 2, Instant::from_nanos(0), false, &mut None)
+            .unwrap();
+        let c = t
+            .allocate(1, 3, Instant::from_nanos(0), false, &mut None)
+            .unwrap();
         for cid in [a, b, c] {
             t.finish(cid, Ok(0));
         }

@@ -4,7 +4,7 @@
 //! cargo xtask test [--qemu-only] [NAME ...]   fmt, clippy, host tests, kernel, QEMU scenarios
 //! cargo xtask run                             boot the demo and stream its serial log
 //! cargo xtask qemu [SCENARIO] [k=v ...] [-- QEMU ARGS]
-//! cargo xtask bench                           (reserved)
+//! cargo xtask bench [--no-qemu]               instructions, register accesses, QEMU IOPS -> BENCHMARKS.md
 //! ```
 
 mod catalog;
@@ -28,7 +28,8 @@ usage: cargo xtask <command>
   run                             build, boot the demo on QEMU, stream the serial log
   qemu [SCENARIO] [key=value ...] [-- QEMU ARGS]
                                   boot one scenario with extra kernel and QEMU arguments
-  bench                           I/O benchmarks (not yet)
+  bench [--no-qemu]               instructions per I/O (callgrind), register accesses, QEMU
+                                  IOPS; prints the table and writes BENCHMARKS.md
   list                            list the QEMU scenarios";
 
 fn main() -> ExitCode {

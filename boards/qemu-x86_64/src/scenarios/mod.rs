@@ -7,6 +7,7 @@
 //! or `@@FAIL reason` after the scenario returns and ends the machine. To add
 //! one: write a module with a `pub const SCENARIO` and list it in [`ALL`].
 
+mod bench;
 mod boot;
 mod io;
 mod plug;
@@ -94,6 +95,7 @@ pub const ALL: &[Scenario] = &[
     io::SCENARIO,
     plug::SCENARIO,
     slots::SCENARIO,
+    bench::SCENARIO,
 ];
 
 /// Runs the scenario the command line names.
