@@ -13,13 +13,12 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
 
 use bare_nvme::nvme::{Config, Controller};
-use bare_nvme::{DmaRegion, Instant, IoOp, MmioRegisters, PhysAddr, Platform, RegisterAccess};
-use pci_types::PciAddress;
+use bare_nvme::pci::bar;
+use bare_nvme::{DmaRegion, Instant, IoOp, PhysAddr, Platform, RegisterAccess};
 
 use super::{check_dma_returned, Board, Outcome, Scenario};
-use crate::pci::function::{enable_bar0, ConfigLink};
 use crate::pci::scan;
-use crate::platform::QemuPlatform;
+use crate::platform::{CountedRegisters, QemuPlatform};
 use crate::{clock, dma, ensure, failure, marker};
 
 /// The scenario.
@@ -37,7 +36,7 @@ static WRITES: AtomicU64 = AtomicU64::new(0);
 struct CountingPlatform(QemuPlatform);
 
 /// Registers whose writes are counted.
-struct CountingRegisters(MmioRegisters);
+struct CountingRegisters(CountedRegisters);
 
 impl RegisterAccess for CountingRegisters {
     fn read32(&self, offset: usize) -> u32 {
@@ -70,7 +69,7 @@ impl Platform for CountingPlatform {
     }
 }
 
-type Nvme = Controller<CountingPlatform, ConfigLink>;
+type Nvme = Controller<CountingPlatform, ()>;
 
 const MAX_QD: usize = 32;
 
@@ -87,9 +86,12 @@ fn run(board: &Board) -> Outcome {
     let Some(&addr) = topology.nvme.get(index) else {
         return Err(failure!("no NVMe controller number {index}"));
     };
-    let Some(bar) = enable_bar0(&board.config, addr) else {
-        return Err(failure!("{addr}: BAR0 is not an assigned memory BAR"));
+    // Firmware placed BAR0; keep it and turn decoding and bus mastering on.
+    let bar = match bar::probe_bar0(&board.config, addr) {
+        Ok(b) if b.is_assigned() => b,
+        _ => return Err(failure!("{addr}: BAR0 is not an assigned memory BAR")),
     };
+    bar::enable(&board.config, addr).map_err(|e| failure!("{addr}: {e}"))?;
     let platform = CountingPlatform(board.platform);
     // Interleaved (and repeated) so that drift of the host under TCG hits
     // both variants alike; the numbers add up over the rounds.
@@ -101,8 +103,7 @@ fn run(board: &Board) -> Outcome {
         for shadow in [false, true] {
             run_one(
                 platform,
-                addr,
-                (bar.addr, bar.size),
+                (bar.address.as_u64(), bar.size),
                 shadow,
                 ms,
                 &mut totals,
@@ -143,7 +144,6 @@ type Totals = [[(u64, u64, Duration); 2]; QDS.len()];
 /// detach; adds (I/Os, register writes, time) to `totals[qd][shadow]`.
 fn run_one(
     platform: CountingPlatform,
-    addr: PciAddress,
     bar: (u64, u64),
     shadow: bool,
     ms: u64,
@@ -159,7 +159,7 @@ fn run_one(
         shadow_doorbells: shadow,
         ..Config::default()
     };
-    let mut nvme: Nvme = Controller::new(platform, ConfigLink::new(addr), regs, bar_size, config);
+    let mut nvme: Nvme = Controller::new(platform, (), regs, bar_size, config);
     nvme.bring_up()
         .map_err(|e| failure!("bring-up failed: {e}"))?;
     let Some(ns) = nvme.namespaces().first().copied() else {
