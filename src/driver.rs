@@ -229,7 +229,10 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             State::Ready => {
                 let seen = c.completions_seen();
                 if seen != entry.last_seen {
+                    // Alive: no register read needed, but a command stuck
+                    // among others that complete is still overdue.
                     entry.last_seen = seen;
+                    c.expire(now);
                 } else if let Some(error) = c.check_health() {
                     entry.detection.get_or_insert(Detection::StatusRegister);
                     c.lost(error);
