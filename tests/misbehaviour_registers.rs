@@ -1,0 +1,234 @@
+//! Controller registers that lie or stall: CAP.TO at its extremes, MQES 0,
+//! RDY that never rises, a shutdown that never completes, CSTS.CFS and an
+//! NVM subsystem reset while serving I/O.
+
+mod misbehaviour_common;
+
+use std::time::Duration;
+
+use bare_nvme::{Detection, Error, Event, IoOp, State, Wait};
+use bare_nvme_sim::{CtrlId, Fault, Hold, Sim};
+use misbehaviour_common::*;
+
+const CTRL: CtrlId = CtrlId(0);
+
+fn failed_with(events: &[Event]) -> Option<Error> {
+    events.iter().find_map(|e| match e {
+        Event::Failed { error, .. } => Some(*error),
+        _ => None,
+    })
+}
+
+#[test]
+fn cap_timeout_zero_still_brings_the_controller_up() {
+    let sim = Sim::single(spec().timeout(0));
+    let (mut driver, id) = ready(&sim);
+    round_trip(&mut driver, &sim, id, 0);
+    finish(driver, &sim);
+}
+
+#[test]
+fn cap_timeout_zero_with_rdy_never_rising_fails_within_the_shortest_wait() {
+    let sim = Sim::single(spec().timeout(0).ready_never(true));
+    let started = sim.now();
+    let (driver, events) = start(&sim);
+    assert!(
+        matches!(
+            failed_with(&events),
+            Some(Error::Timeout {
+                what: Wait::Enable,
+                ..
+            })
+        ),
+        "{events:?}"
+    );
+    // TO = 0 is treated as one unit (500 ms), never as "no wait".
+    let waited = sim.now() - started;
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+    finish(driver, &sim);
+}
+
+#[test]
+fn a_huge_cap_timeout_is_bounded_by_the_configured_limit() {
+    // TO = 255 claims 127.5 s; the embedder's limit (2 s here) wins.
+    let sim = Sim::single(spec().timeout(255).ready_never(true));
+    let started = sim.now();
+    let (driver, events) = start(&sim);
+    assert!(
+        matches!(
+            failed_with(&events),
+            Some(Error::Timeout {
+                what: Wait::Enable,
+                ..
+            })
+        ),
+        "{events:?}"
+    );
+    let waited = sim.now() - started;
+    assert!(
+        waited >= READY_LIMIT && waited < READY_LIMIT + Duration::from_secs(1),
+        "{waited:?}"
+    );
+    finish(driver, &sim);
+}
+
+#[test]
+fn mqes_zero_is_refused_with_the_field_named() {
+    let sim = Sim::single(spec().mqes(0));
+    let (driver, events) = start(&sim);
+    assert_eq!(
+        failed_with(&events),
+        Some(Error::BadDeviceValue {
+            field: "CAP.MQES",
+            value: 0
+        }),
+        "{events:?}"
+    );
+    assert!(!sim.is_ready(CTRL), "never enabled");
+    finish(driver, &sim);
+}
+
+#[test]
+fn a_tiny_mqes_gives_small_queues_that_still_work() {
+    // MQES 1: two entries per queue, one command at a time.
+    let sim = Sim::single(spec().mqes(1));
+    let (mut driver, id) = ready(&sim);
+    assert_eq!(driver.controller(id).unwrap().queue_depth(), 2);
+    round_trip(&mut driver, &sim, id, 100);
+    finish(driver, &sim);
+}
+
+#[test]
+fn cfs_while_serving_io_fails_the_controller_and_each_command_once() {
+    let sim = Sim::single(spec().hold(Hold::Io));
+    let (mut driver, id) = ready(&sim);
+    for tag in 0..3 {
+        submit_read(&mut driver, &sim, id, tag);
+    }
+    driver.controller(id).unwrap().ring_doorbells();
+    assert_eq!(sim.held_count(), 3);
+    sim.set_cfs(CTRL);
+    let events = tick_for(&mut driver, &sim, Duration::from_millis(50), |d| {
+        d.controller_state(id) == Some(State::Failed)
+    });
+    assert_eq!(failed_with(&events), Some(Error::ControllerFailed));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Failed { .. }))
+            .count(),
+        1
+    );
+    // Stopped before the buffers came back: disabled, bus mastering off.
+    assert_eq!(sim.command_register(CTRL) & 0x4, 0, "bus master off");
+    let seen = poll(&mut driver, id);
+    let mut tags: Vec<u64> = seen.iter().map(|c| c.tag).collect();
+    tags.sort();
+    assert_eq!(tags, [0, 1, 2]);
+    assert!(seen
+        .iter()
+        .all(|c| c.result == Err(Error::ControllerFailed) && c.buffer.is_some()));
+    free(&sim, seen);
+    assert!(poll(&mut driver, id).is_empty(), "nothing completes twice");
+    // Later ticks are quiet; new I/O is refused with the typed error.
+    let later = tick_for(&mut driver, &sim, Duration::from_millis(20), |_| false);
+    assert!(later.is_empty(), "{later:?}");
+    let c = driver.controller(id).unwrap();
+    let r = c.submit(0, IoOp::Flush { nsid: 1 }, None, 9);
+    assert_eq!(r.unwrap_err().error, Error::ControllerFailed);
+    finish(driver, &sim);
+}
+
+#[test]
+fn cfs_during_a_blocking_read_returns_a_typed_error() {
+    let sim = Sim::single(spec().hold(Hold::Io));
+    let (mut driver, id) = ready(&sim);
+    // CFS rises a few accesses into the read: after the doorbell.
+    sim.on_access(sim.access_count() + 2, Fault::SetCfs(CTRL));
+    let mut buf = buffer(&sim, 512);
+    let r = driver.controller(id).unwrap().read(1, 0, &mut buf);
+    assert_eq!(r, Err(Error::ControllerFailed));
+    assert_eq!(driver.controller_state(id), Some(State::Failed));
+    bare_nvme::Platform::dma_free(&sim.platform(), buf);
+    let events = tick_for(&mut driver, &sim, Duration::from_millis(5), |_| false);
+    assert_eq!(failed_with(&events), Some(Error::ControllerFailed));
+    finish(driver, &sim);
+}
+
+#[test]
+fn cfs_during_bring_up_fails_it() {
+    let sim = Sim::single(spec());
+    // Well into bring-up: after enable, while identifying.
+    let mut driver = Box::new(bare_nvme::Driver::new(
+        sim.platform(),
+        sim.config_access(),
+        config(),
+    ));
+    driver.scan().unwrap();
+    sim.on_access(sim.access_count() + 12, Fault::SetCfs(CTRL));
+    let events = tick_for(&mut driver, &sim, Duration::from_secs(5), |d| {
+        let id = d.controllers().next().unwrap();
+        matches!(d.controller_state(id), Some(State::Failed | State::Ready))
+    });
+    assert!(failed_with(&events).is_some(), "{events:?}");
+    finish(driver, &sim);
+}
+
+#[test]
+fn an_nvm_subsystem_reset_is_noticed_by_the_tick() {
+    let sim = Sim::single(spec());
+    let (mut driver, id) = ready(&sim);
+    sim.inject(Fault::NssrOccurred(CTRL));
+    let events = tick_for(&mut driver, &sim, Duration::from_millis(50), |d| {
+        d.controller_state(id) != Some(State::Ready)
+    });
+    assert_eq!(failed_with(&events), Some(Error::ControllerFailed));
+    finish(driver, &sim);
+}
+
+#[test]
+fn a_hung_controller_times_out_and_is_given_up() {
+    let sim = Sim::single(spec());
+    let (mut driver, id) = ready(&sim);
+    sim.hang(CTRL);
+    let mut buf = buffer(&sim, 512);
+    let r = driver.controller(id).unwrap().read(1, 0, &mut buf);
+    // RDY is frozen, so the reset cannot complete: the controller fails.
+    assert!(
+        matches!(
+            r,
+            Err(Error::Timeout {
+                what: Wait::IoCommand,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(driver.controller_state(id), Some(State::Failed));
+    bare_nvme::Platform::dma_free(&sim.platform(), buf);
+    finish(driver, &sim);
+}
+
+#[test]
+fn a_shutdown_that_never_completes_still_ends_the_detach() {
+    let sim = Sim::single(spec().shutdown_never(true));
+    let (mut driver, id) = ready(&sim);
+    driver.detach(id).unwrap();
+    let events = tick_for(&mut driver, &sim, Duration::from_secs(5), |d| {
+        d.controller_state(id) == Some(State::Detached)
+    });
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Removed {
+                detected_by: Detection::Orderly,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    finish(driver, &sim);
+}
