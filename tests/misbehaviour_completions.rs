@@ -206,10 +206,7 @@ fn a_blocking_read_that_never_completes_returns_a_timeout() {
 #[test]
 fn admin_commands_that_never_complete_fail_bring_up_with_a_timeout() {
     let sim = Sim::single(spec());
-    sim.misbehave(
-        CTRL,
-        Misbehaviour::NeverComplete.always().on(Queues::Admin),
-    );
+    sim.misbehave(CTRL, Misbehaviour::NeverComplete.always().on(Queues::Admin));
     let (driver, events) = start(&sim);
     assert!(
         events.iter().any(|e| matches!(

@@ -112,10 +112,7 @@ fn a_hot_added_controller_with_an_absurd_bar_is_refused() {
     let sim = Sim::builder().root_port(true).build();
     let mut driver = Box::new(Driver::new(sim.platform(), sim.config_access(), config()));
     driver.scan().unwrap();
-    sim.hot_add_at(
-        Location::Port(PortId(0)),
-        healthy().bar_size(1 << 62),
-    );
+    sim.hot_add_at(Location::Port(PortId(0)), healthy().bar_size(1 << 62));
     let events = tick_for(&mut driver, &sim, Duration::from_millis(200), |_| false);
     assert!(driver.ready_controllers().next().is_none(), "{events:?}");
     finish(driver, &sim);

@@ -40,7 +40,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bare_nvme::{
-    Config, ControllerId, Driver, DriverConfig, DmaRegion, Event, Instant, IoOp, PhysAddr,
+    Config, ControllerId, DmaRegion, Driver, DriverConfig, Event, Instant, IoOp, PhysAddr,
     Platform, RegisterAccess, State,
 };
 use bare_nvme_sim::{
@@ -466,7 +466,14 @@ pub fn run(data: &[u8]) {
         let events = driver.wait_ready(Duration::from_millis(500));
         ledger.events(&events);
         for op in &script {
-            step(&sim, &platform, &mut driver, &mut ledger, *op, flags & 16 == 0);
+            step(
+                &sim,
+                &platform,
+                &mut driver,
+                &mut ledger,
+                *op,
+                flags & 16 == 0,
+            );
         }
     }
 

@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use bare_nvme::{
-    Completion, Config, ControllerId, DmaRegion, Driver, DriverConfig, Event, IoOp, Platform,
-    State,
+    Completion, Config, ControllerId, DmaRegion, Driver, DriverConfig, Event, IoOp, Platform, State,
 };
 use bare_nvme_sim::{ControllerSpec, NamespaceSpec, Sim, SimConfig, SimPlatform};
 

@@ -5,6 +5,8 @@
 //! cargo xtask run                             boot the demo and stream its serial log
 //! cargo xtask qemu [SCENARIO] [k=v ...] [-- QEMU ARGS]
 //! cargo xtask bench                           (reserved)
+//! cargo xtask fuzz [--ci] [--seconds N]         fuzz the driver against a lying device
+//! cargo xtask miri                            the unsafe layer under Miri
 //! ```
 
 mod catalog;
@@ -29,6 +31,9 @@ usage: cargo xtask <command>
   qemu [SCENARIO] [key=value ...] [-- QEMU ARGS]
                                   boot one scenario with extra kernel and QEMU arguments
   bench                           I/O benchmarks (not yet)
+  fuzz [--ci] [--seconds N]       fuzz the driver against a lying device (nightly,
+                                  cargo-fuzz); --ci: the short run of `test`
+  miri                            the driver's unit tests and smoke test under Miri
   list                            list the QEMU scenarios";
 
 fn main() -> ExitCode {
@@ -43,6 +48,8 @@ fn main() -> ExitCode {
         "run" => commands::run::main(rest),
         "qemu" => commands::qemu::main(rest),
         "bench" => commands::bench::main(rest),
+        "fuzz" => commands::fuzz::main(rest),
+        "miri" => commands::fuzz::miri_main(rest),
         "list" => {
             for s in catalog::all() {
                 println!(
