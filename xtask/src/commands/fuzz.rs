@@ -4,9 +4,9 @@
 //! The fuzz target (`fuzz/`, cargo-fuzz) lets the fuzzer control everything
 //! the device says while the driver brings a controller up and serves I/O;
 //! `--ci` is the short run `cargo xtask test` does. Miri runs the driver's
-//! unit tests and the simulated-device smoke test, which between them cover
-//! the unsafe layer: DMA regions, volatile ring access, register access, PRP
-//! list writes, ECAM. Both install what they lack (cargo-fuzz from crates.io,
+//! unit tests, the simulated-device smoke test and the duplicate-completion
+//! tests, which between them cover the unsafe layer: DMA regions, volatile
+//! ring access, register access, PRP list writes, ECAM. Both install what they lack (cargo-fuzz from crates.io,
 //! the miri component with rustup); the nightly toolchain itself must be there.
 
 use std::process::{Command, Stdio};
@@ -185,9 +185,11 @@ fn fuzz(seconds: u64) -> Result<(), String> {
     }
 }
 
-/// Runs the driver's unit tests and the smoke test under Miri.
+/// Runs the driver's unit tests, the smoke test and the duplicate-completion
+/// tests under Miri (the tests that wait out deadlines take minutes there).
 fn miri() -> Result<(), String> {
     ensure_miri()?;
+    let target_dir = paths::root().join("target").join("miri");
     let mut c = nightly_cargo(&paths::root());
     c.args([
         "miri",
@@ -199,12 +201,22 @@ fn miri() -> Result<(), String> {
         "smoke",
         "--",
     ])
-    .env(
-        "CARGO_TARGET_DIR",
-        paths::root().join("target").join("miri"),
-    );
+    .env("CARGO_TARGET_DIR", &target_dir);
     for skip in MIRI_SKIP {
         c.args(["--skip", skip]);
     }
-    run(c, "cargo miri test")
+    run(c, "cargo miri test")?;
+    let mut c = nightly_cargo(&paths::root());
+    c.args([
+        "miri",
+        "test",
+        "-p",
+        "bare-nvme",
+        "--test",
+        "misbehaviour_completions",
+        "--",
+        "duplicate",
+    ])
+    .env("CARGO_TARGET_DIR", &target_dir);
+    run(c, "cargo miri test (completions)")
 }
