@@ -3,5 +3,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    bare_nvme_fuzz::run(data);
+    let _ = bare_nvme_fuzz::run(data);
 });

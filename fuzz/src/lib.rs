@@ -326,6 +326,7 @@ type FuzzDriver = Driver<FuzzPlatform, FuzzConfig, 2>;
 struct Ledger {
     next_tag: u64,
     outstanding: HashSet<u64>,
+    delivered: u64,
     /// Buffers handed back, to be freed at the end.
     returned: Vec<DmaRegion>,
     terminal: HashMap<ControllerId, u32>,
@@ -337,6 +338,7 @@ impl Ledger {
             self.outstanding.remove(&tag),
             "command {tag} completed twice or was never submitted"
         );
+        self.delivered += 1;
         self.returned.extend(buffer);
     }
 
@@ -368,8 +370,23 @@ fn tick(driver: &mut FuzzDriver, ledger: &mut Ledger) {
     ledger.events(&events);
 }
 
-/// Runs one input.
-pub fn run(data: &[u8]) {
+/// How far one input got, for checking that the harness reaches I/O.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reached {
+    /// A controller became ready.
+    pub ready: bool,
+    /// Submissions attempted (accepted or refused).
+    pub submitted: u64,
+    /// Commands delivered back through `poll`.
+    pub delivered: u64,
+    /// Lies the device told.
+    pub lies: usize,
+    /// Platform calls made.
+    pub calls: u64,
+}
+
+/// Runs one input; panics when the driver breaks an invariant.
+pub fn run(data: &[u8]) -> Reached {
     let mut input = Input { data };
     let flags = input.u8();
     let mqes = input.u8();
@@ -462,9 +479,11 @@ pub fn run(data: &[u8]) {
     let mut driver: FuzzDriver = Driver::new(platform.clone(), access, config);
     let mut ledger = Ledger::default();
 
+    let mut reached = Reached::default();
     if driver.scan().is_ok() {
         let events = driver.wait_ready(Duration::from_millis(500));
         ledger.events(&events);
+        reached.ready = driver.ready_controllers().next().is_some();
         for op in &script {
             step(
                 &sim,
@@ -514,6 +533,12 @@ pub fn run(data: &[u8]) {
         (0, 0),
         "DMA memory leaked after teardown"
     );
+    let chaos = chaos.borrow();
+    reached.submitted = ledger.next_tag;
+    reached.delivered = ledger.delivered;
+    reached.lies = chaos.next;
+    reached.calls = chaos.calls;
+    reached
 }
 
 /// One scripted operation.
