@@ -35,7 +35,7 @@
 //! `at(k-1) + skip + 1`.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -325,7 +325,8 @@ type FuzzDriver = Driver<FuzzPlatform, FuzzConfig, 2>;
 #[derive(Default)]
 struct Ledger {
     next_tag: u64,
-    outstanding: HashSet<u64>,
+    /// Submitted, not yet delivered: which controller has them.
+    outstanding: HashMap<u64, ControllerId>,
     delivered: u64,
     /// Buffers handed back, to be freed at the end.
     returned: Vec<DmaRegion>,
@@ -333,10 +334,11 @@ struct Ledger {
 }
 
 impl Ledger {
-    fn delivered(&mut self, tag: u64, buffer: Option<DmaRegion>) {
-        assert!(
+    fn delivered(&mut self, id: ControllerId, tag: u64, buffer: Option<DmaRegion>) {
+        assert_eq!(
             self.outstanding.remove(&tag),
-            "command {tag} completed twice or was never submitted"
+            Some(id),
+            "command {tag} completed twice, on the wrong controller, or was never submitted"
         );
         self.delivered += 1;
         self.returned.extend(buffer);
@@ -360,7 +362,7 @@ fn poll_all(driver: &mut FuzzDriver, ledger: &mut Ledger) {
             continue;
         };
         for q in 0..c.io_queue_count() {
-            c.poll(q, |done| ledger.delivered(done.tag, done.buffer));
+            c.poll(q, |done| ledger.delivered(id, done.tag, done.buffer));
         }
     }
 }
@@ -518,6 +520,12 @@ pub fn run(data: &[u8]) -> Reached {
         tick(&mut driver, &mut ledger);
     }
     poll_all(&mut driver, &mut ledger);
+    // A finished controller's entry may be recycled for a new attach once
+    // the table is full; what it still held for the caller went back to the
+    // platform with it (the leak check below covers the memory).
+    ledger
+        .outstanding
+        .retain(|_, id| driver.controller(*id).is_ok());
     assert!(
         ledger.outstanding.is_empty(),
         "commands never completed after teardown: {:?}",
@@ -554,6 +562,10 @@ fn step(
         return;
     };
     let [kind, a, b, c] = op;
+    if std::env::var_os("FUZZ_TRACE").is_some() {
+        let state = driver.controller(id).map(|c| c.state());
+        eprintln!("op {} {a} {b} {c} in {state:?}", kind % 16);
+    }
     match kind % 16 {
         0 | 1 => {
             let Ok(ctrl) = driver.controller(id) else {
@@ -579,7 +591,7 @@ fn step(
             ledger.next_tag += 1;
             match ctrl.submit(queue, op, Some(buffer), tag) {
                 Ok(_) => {
-                    ledger.outstanding.insert(tag);
+                    ledger.outstanding.insert(tag, id);
                 }
                 Err(rejected) => ledger.returned.extend(rejected.buffer),
             }
@@ -626,7 +638,7 @@ fn step(
             ledger.next_tag += 1;
             match ctrl.submit(u16::from(a >> 2 & 3), op, None, tag) {
                 Ok(_) => {
-                    ledger.outstanding.insert(tag);
+                    ledger.outstanding.insert(tag, id);
                 }
                 Err(rejected) => ledger.returned.extend(rejected.buffer),
             }
