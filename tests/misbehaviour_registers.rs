@@ -232,3 +232,78 @@ fn a_shutdown_that_never_completes_still_ends_the_detach() {
     );
     finish(driver, &sim);
 }
+
+/// Bring-up, a write and a read back, with CFS rising just before access
+/// `at` (or never): returns the I/O results and the events.
+/// Also returns the access index where the final detach started.
+fn cfs_at(at: Option<u64>) -> (Vec<bare_nvme::Result<()>>, Vec<Event>, u64) {
+    let sim = Sim::single(spec());
+    if let Some(at) = at {
+        sim.on_access(at, Fault::SetCfs(CTRL));
+    }
+    let (mut driver, mut events) = start(&sim);
+    let mut results = Vec::new();
+    let ready = driver.ready_controllers().next();
+    if let Some(id) = ready {
+        let c = driver.controller(id).unwrap();
+        let mut data = buffer(&sim, 1024);
+        data.as_mut_slice().fill(0x33);
+        results.push(c.write(1, 8, &data));
+        let mut back = buffer(&sim, 1024);
+        results.push(c.read(1, 8, &mut back));
+        if results.iter().all(|r| r.is_ok()) {
+            assert_eq!(back.as_slice(), data.as_slice());
+        }
+        bare_nvme::Platform::dma_free(&sim.platform(), data);
+        bare_nvme::Platform::dma_free(&sim.platform(), back);
+        events.extend(tick_for(
+            &mut driver,
+            &sim,
+            Duration::from_millis(20),
+            |_| false,
+        ));
+    }
+    let detach = sim.access_count();
+    finish(driver, &sim);
+    (results, events, detach)
+}
+
+#[test]
+fn cfs_swept_over_every_access_fails_cleanly_once() {
+    let (results, events, detach) = cfs_at(None);
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    assert!(failed_with(&events).is_none());
+    assert!(detach > 30, "{detach} accesses");
+    let mut failed = 0;
+    for n in 0..detach {
+        let (results, events, _) = cfs_at(Some(n));
+        let failures = events
+            .iter()
+            .filter(|e| matches!(e, Event::Failed { .. }))
+            .count();
+        // CFS seen by a step or a check: reported once, as a typed error.
+        assert!(failures <= 1, "CFS before access {n}: {events:?}");
+        for r in &results {
+            assert!(
+                matches!(
+                    r,
+                    Ok(()) | Err(Error::ControllerFailed | Error::Timeout { .. })
+                ),
+                "CFS before access {n}: {r:?}"
+            );
+        }
+        if let Some(error) = failed_with(&events) {
+            failed += 1;
+            assert!(
+                matches!(error, Error::ControllerFailed | Error::Timeout { .. }),
+                "CFS before access {n}: {error:?}"
+            );
+        }
+    }
+    // Before the detach, CFS is always noticed and reported (during the
+    // detach it ends the detach instead).
+    assert_eq!(
+        failed, detach,
+        "CFS noticed for {failed} of {detach} accesses"
+    );
+}
