@@ -156,7 +156,11 @@ fn fuzz(seconds: u64) -> Result<(), String> {
     let dir = paths::root().join("fuzz");
     let start = Instant::now();
     let output = nightly_cargo(&dir)
-        .args(["fuzz", "run", TARGET, "--"])
+        // New inputs go to the (ignored) working corpus; `seeds/` holds
+        // inputs that once broke an invariant, replayed first on every run.
+        .args(["fuzz", "run", TARGET])
+        .arg(format!("corpus/{TARGET}"))
+        .args(["seeds", "--"])
         .arg(format!("-max_total_time={seconds}"))
         .args([MAX_LEN, "-len_control=0", "-print_final_stats=1"])
         .stdout(Stdio::inherit())
