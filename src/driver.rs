@@ -230,7 +230,8 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             State::Ready => {
                 let seen = c.completions_seen();
                 if seen != entry.last_seen {
-                    // Completions arrived: the device is alive, no read needed.
+                    // Alive: no register read needed (a command stuck among
+                    // others that complete is still expired below).
                     entry.last_seen = seen;
                 } else if let Some(error) = c.check_health() {
                     let port = entry.port;

@@ -429,6 +429,15 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         let dstrd = self.cap.doorbell_stride_exp();
         let stride = prp::list_stride(self.max_transfer as usize);
         if self.io.len() != count as usize || self.queue_entries != entries {
+            // After a reset the old command tables may still hold commands
+            // the reset failed, waiting for the caller's poll (with their
+            // buffers): they must not be dropped with the old geometry.
+            if self.io.iter().any(|q| !q.tracker.is_idle()) {
+                return Err(Error::BadDeviceValue {
+                    field: "queue geometry after reset",
+                    value: ((count as u64) << 16) | entries as u64,
+                });
+            }
             for q in self.io.iter_mut() {
                 q.release(&self.platform);
             }

@@ -189,6 +189,8 @@ pub struct Controller<P: Platform, L: DeviceLink = ()> {
     pub(crate) failed: u32,
     /// Resets in a row without a successful command.
     pub(crate) resets: u8,
+    /// Resets since the controller was attached.
+    pub(crate) reset_count: u32,
     /// The abort the recovery waits for.
     pub(crate) abort: Option<crate::nvme::recovery::PendingAbort>,
 }
@@ -220,6 +222,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             failure: None,
             failed: 0,
             resets: 0,
+            reset_count: 0,
             abort: None,
         }
     }
@@ -265,6 +268,12 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     /// The error that failed the controller, if it failed.
     pub fn failure(&self) -> Option<Error> {
         self.failure
+    }
+
+    /// Resets the driver made since the controller was attached (after a
+    /// timeout the abort could not cure, fatal status, a subsystem reset).
+    pub fn reset_count(&self) -> u32 {
+        self.reset_count
     }
 
     /// Commands the teardown failed (removal, failure or the end of a detach).

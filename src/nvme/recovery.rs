@@ -143,7 +143,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         }
         if let Err(e) = self.disable_blocking() {
             warn!("nvme: controller does not stop: {e}");
-            return self.fail(Error::ControllerFailed);
+            return self.fail(cause);
         }
         let mut failed = 0;
         for q in self.io.iter_mut() {
@@ -155,6 +155,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         self.abort = None;
         let backoff = BACKOFF * (1u32 << self.resets);
         self.resets += 1;
+        self.reset_count = self.reset_count.saturating_add(1);
         warn!(
             "nvme: controller reset {} of {MAX_RESETS} after {cause}, {failed} commands failed",
             self.resets

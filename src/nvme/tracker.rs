@@ -243,6 +243,11 @@ impl<const N: usize> Tracker<N> {
         self.in_flight
     }
 
+    /// Whether no command is in flight or waiting for delivery.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.in_flight == 0 && self.done.is_empty()
+    }
+
     /// Fails every in-flight command with `error`, each exactly once. Returns
     /// how many were failed.
     pub(crate) fn fail_all(&mut self, error: Error) -> usize {

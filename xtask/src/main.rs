@@ -5,6 +5,8 @@
 //! cargo xtask run                             boot the demo and stream its serial log
 //! cargo xtask qemu [SCENARIO] [k=v ...] [-- QEMU ARGS]
 //! cargo xtask bench [--no-qemu]               instructions, register accesses, QEMU IOPS -> BENCHMARKS.md
+//! cargo xtask fuzz [--ci] [--seconds N]         fuzz the driver against a lying device
+//! cargo xtask miri                            the unsafe layer under Miri
 //! ```
 
 mod catalog;
@@ -30,6 +32,9 @@ usage: cargo xtask <command>
                                   boot one scenario with extra kernel and QEMU arguments
   bench [--no-qemu]               instructions per I/O (callgrind), register accesses, QEMU
                                   IOPS; prints the table and writes BENCHMARKS.md
+  fuzz [--ci] [--seconds N]       fuzz the driver against a lying device (nightly,
+                                  cargo-fuzz); --ci: the short run of `test`
+  miri                            the driver's unit tests and a sim test under Miri
   list                            list the QEMU scenarios";
 
 fn main() -> ExitCode {
@@ -44,6 +49,8 @@ fn main() -> ExitCode {
         "run" => commands::run::main(rest),
         "qemu" => commands::qemu::main(rest),
         "bench" => commands::bench::main(rest),
+        "fuzz" => commands::fuzz::main(rest),
+        "miri" => commands::fuzz::miri_main(rest),
         "list" => {
             for s in catalog::all() {
                 println!(

@@ -61,8 +61,9 @@ impl Controller {
             return Err(generic(sc::LBA_OUT_OF_RANGE));
         }
         let bytes = blocks as usize * n.block_size();
-        let mdts = self.spec.mdts;
-        if mdts != 0 && bytes > (4096usize << self.spec.mpsmin) << mdts {
+        // MDTS is a power of two of minimum pages; past 2^63 bytes it is no limit.
+        let shift = 12 + u32::from(self.spec.mpsmin) + u32::from(self.spec.mdts);
+        if self.spec.mdts != 0 && shift < usize::BITS && bytes > 1usize << shift {
             return Err(generic(sc::INVALID_FIELD));
         }
         Ok((lba, blocks, bytes))

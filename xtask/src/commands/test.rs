@@ -95,6 +95,15 @@ pub fn main(args: &[String]) -> Result<(), String> {
             report_stage(stage.name, ok, start);
             tally.record(ok);
         }
+        for (name, check) in crate::commands::fuzz::STAGES {
+            let start = Instant::now();
+            let result = check();
+            if let Err(e) = &result {
+                println!("     {e}");
+            }
+            report_stage(name, result.is_ok(), start);
+            tally.record(result.is_ok());
+        }
     }
 
     let scenarios: Vec<_> = catalog::all()
