@@ -154,6 +154,9 @@ fn ensure_miri() -> Result<(), String> {
 fn fuzz(seconds: u64) -> Result<(), String> {
     ensure_cargo_fuzz()?;
     let dir = paths::root().join("fuzz");
+    // libFuzzer wants the working corpus to exist; a fresh clone has none.
+    std::fs::create_dir_all(dir.join("corpus").join(TARGET))
+        .map_err(|e| format!("cannot create the fuzz corpus directory: {e}"))?;
     let start = Instant::now();
     let output = nightly_cargo(&dir)
         // New inputs go to the (ignored) working corpus; `seeds/` holds
