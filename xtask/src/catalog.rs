@@ -165,10 +165,12 @@ pub fn all() -> Vec<Scenario> {
         .expect("dma_regions", "0"),
         Scenario::new(
             "persist-write",
-            "write a pattern and flush (the next scenario boots on the same disk)",
+            "write a pattern, flush, and cut the power (SIGKILL) as soon as the flush \
+             completed; the next scenario boots on the same disk",
             Machine::standard(persist_disk(true)),
-            "scenario=io persist=write seed=7",
+            "scenario=io persist=write power=cut seed=7",
         )
+        .steps([Step::marker("RESULT persist_written=ok"), Step::Kill])
         .expect("persist_written", "ok"),
         Scenario::new(
             "persist-check",

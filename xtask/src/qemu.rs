@@ -110,6 +110,17 @@ impl Qemu {
             .map_err(|e| format!("serial input: {e}"))
     }
 
+    /// Kills QEMU at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) -> Result<(), String> {
+        self.child
+            .kill()
+            .map_err(|e| format!("cannot kill QEMU: {e}"))?;
+        self.child
+            .wait()
+            .map(|_| ())
+            .map_err(|e| format!("cannot reap QEMU: {e}"))
+    }
+
     /// Waits for QEMU to exit until `deadline`; `None` on timeout.
     pub fn wait_exit(&mut self, deadline: Instant) -> Option<ExitStatus> {
         loop {

@@ -28,6 +28,10 @@ pub enum Step {
     /// Send a line to the kernel on its serial port (it waits for it after
     /// printing `@@WAIT {word}`).
     Tell(String),
+    /// Kill QEMU at once (SIGKILL): the power is cut, nothing is flushed by
+    /// the guest or by an orderly QEMU exit. Must be the last step; the run
+    /// is then judged by the steps before it and the expected results.
+    Kill,
 }
 
 impl Step {
@@ -76,6 +80,7 @@ impl Step {
             Step::Qmp(cmd, args) => format!("QMP {cmd} {args}"),
             Step::Event(e) => format!("wait for QMP event {e}"),
             Step::Tell(w) => format!("tell the kernel {w}"),
+            Step::Kill => "kill QEMU (power cut)".to_string(),
         }
     }
 }
@@ -207,6 +212,7 @@ pub fn run(scenario: &Scenario, kernel: &Path, echo: bool, extra: &[String]) -> 
             }
         }
     }
+    let killed = failure.is_none() && matches!(scenario.steps.last(), Some(Step::Kill));
     let status = qemu.wait_exit(deadline);
     let wall = qemu.started.elapsed();
     if status.is_some() {
@@ -222,7 +228,13 @@ pub fn run(scenario: &Scenario, kernel: &Path, echo: bool, extra: &[String]) -> 
     };
     drop(qemu);
     let crash = status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
-    if let Some(signal) = crash {
+    if killed {
+        // Killed on purpose: the guest's last words decide.
+        failure = log
+            .iter()
+            .find(|l| l.text.starts_with("@@FAIL"))
+            .map(|l| l.text.trim_start_matches("@@").to_string());
+    } else if let Some(signal) = crash {
         // QEMU itself died: whatever the guest did, that is an emulator bug,
         // reported as such (the caller may retry).
         failure = Some(format!(
@@ -276,7 +288,7 @@ pub fn run(scenario: &Scenario, kernel: &Path, echo: bool, extra: &[String]) -> 
     Report {
         name: scenario.name.clone(),
         failure,
-        qemu_crashed: crash.is_some(),
+        qemu_crashed: crash.is_some() && !killed,
         wall,
         first_line: log.first().map(|l| l.at),
         kmain,
@@ -296,6 +308,7 @@ fn perform(qemu: &mut Qemu, step: &Step, deadline: Instant) -> Result<(), String
         Step::Qmp(command, args) => qemu.qmp()?.execute(command, args.clone()).map(|_| ()),
         Step::Event(name) => qemu.qmp()?.wait_event(name, deadline).map(|_| ()),
         Step::Tell(word) => qemu.tell(word),
+        Step::Kill => qemu.kill(),
     }
 }
 

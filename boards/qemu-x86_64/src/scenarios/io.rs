@@ -272,6 +272,11 @@ fn persistence(board: &Board, c: &mut Ctrl, nsid: u32) -> Outcome {
                 .map_err(|e| failure!("write: {e}"))?;
             c.flush(nsid).map_err(|e| failure!("flush: {e}"))?;
             marker!("RESULT persist_written=ok");
+            if args.get("power") == Some("cut") {
+                // The host cuts the power now; nothing after the completed
+                // flush may be needed for the data to survive.
+                super::wait_for_host("never", 60_000)?;
+            }
         }
         Some("check") => {
             c.read(nsid, lba, &mut buffers.regions[b])
