@@ -149,9 +149,8 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
     /// Starts an orderly detach of `id`; `tick` carries it out and reports
     /// [`Event::Removed`] with [`Detection::Orderly`].
     pub fn detach(&mut self, id: ControllerId) -> Result<()> {
-        let entry = self.entry_mut(id)?;
-        entry.detection.get_or_insert(Detection::Orderly);
-        entry.controller.begin_detach();
+        self.entry_mut(id)?;
+        self.detach_entry(id.index as usize);
         Ok(())
     }
 
@@ -293,8 +292,13 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             let Some(info) = entry.controller.info().copied() else {
                 return;
             };
-            let returning = self.history.iter().any(|(s, _)| *s == info.serial);
-            if events.capacity() - events.len() < 1 + returning as usize {
+            // The history keeps one entry per serial, its latest identity.
+            let previous = self
+                .history
+                .iter()
+                .find(|(s, _)| *s == info.serial)
+                .map(|&(_, p)| p);
+            if events.capacity() - events.len() < 1 + previous.is_some() as usize {
                 // Ready and Returned go out together, or both next tick.
                 return;
             }
@@ -310,14 +314,6 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             entry.reported.ready = true;
             entry.serial = Some(info.serial);
             info!("nvme: {id} ready: {} {}", info.model, info.serial);
-            // The most recent removal of this serial: a device removed and
-            // re-inserted many times returns as its last identity.
-            let previous = self
-                .history
-                .iter()
-                .rev()
-                .find(|(s, _)| *s == info.serial)
-                .map(|&(_, p)| p);
             if let Some(previous) = previous {
                 let _ = events.push(Event::Returned { id, previous });
             }
@@ -439,11 +435,7 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             .enumerate()
             .filter_map(|(i, e)| {
                 let e = e.as_ref()?;
-                let done = e.reported.ended
-                    && matches!(
-                        e.controller.state(),
-                        State::Removed | State::Failed | State::Detached
-                    );
+                let done = e.reported.ended && e.controller.state().is_finished();
                 done.then_some((e.controller.undelivered() > 0, e.id.generation, i))
             })
             .min()
@@ -477,23 +469,17 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
 
     /// Whether entry `index` holds a controller that is not finished.
     pub(crate) fn is_live(&self, index: usize) -> bool {
-        self.entries[index].as_ref().is_some_and(|e| {
-            !matches!(
-                e.controller.state(),
-                State::Removed | State::Failed | State::Detached
-            )
-        })
+        self.entries[index]
+            .as_ref()
+            .is_some_and(|e| !e.controller.state().is_finished())
     }
 
     /// Whether a live (not finished) controller sits at `address`.
     pub(crate) fn is_attached(&self, address: PciAddress) -> bool {
-        self.entries.iter().flatten().any(|e| {
-            e.address == address
-                && !matches!(
-                    e.controller.state(),
-                    State::Removed | State::Failed | State::Detached
-                )
-        })
+        self.entries
+            .iter()
+            .flatten()
+            .any(|e| e.address == address && !e.controller.state().is_finished())
     }
 
     /// Surprise removal of entry `index`, noticed by `how`.

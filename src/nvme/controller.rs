@@ -84,6 +84,14 @@ pub enum State {
     Failed,
 }
 
+impl State {
+    /// Whether the controller is done for: removed, failed or detached, its
+    /// memory returned. Nothing moves it out of these states.
+    pub fn is_finished(self) -> bool {
+        matches!(self, State::Removed | State::Failed | State::Detached)
+    }
+}
+
 /// A namespace as the driver serves it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Namespace {
@@ -390,7 +398,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     /// Gives up on the controller: stops it if it still listens, fails every
     /// outstanding command once with `error`, returns all memory.
     pub fn fail(&mut self, error: Error) -> usize {
-        if matches!(self.state, State::Removed | State::Failed | State::Detached) {
+        if self.state.is_finished() {
             return 0;
         }
         // Clear CC.EN so a controller that still listens stops, and bus
@@ -403,7 +411,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     }
 
     pub(crate) fn teardown(&mut self, state: State, error: Error) -> usize {
-        if matches!(self.state, State::Removed | State::Failed | State::Detached) {
+        if self.state.is_finished() {
             return 0;
         }
         let mut failed = self.admin.tracker.fail_all(error);

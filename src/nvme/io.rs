@@ -316,7 +316,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                 }
                 return aborted_means_timeout(done.result, self.timeout_error());
             }
-            if matches!(self.state, State::Removed | State::Failed | State::Detached) {
+            if self.state.is_finished() {
                 return Err(self.failure.unwrap_or(Error::NotReady));
             }
             let now = self.now();

@@ -131,7 +131,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     /// be disabled or has been reset too often in a row. Returns how many
     /// commands were failed.
     pub(crate) fn reset(&mut self, cause: Error) -> usize {
-        if matches!(self.state, State::Removed | State::Failed | State::Detached) {
+        if self.state.is_finished() {
             return 0;
         }
         if !self.link.is_present() {
