@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::event::Detection;
 use crate::nvme::State;
 use crate::pci::bar::BarAllocator;
-use crate::pci::config::{Command, ConfigSpace, CLASS};
+use crate::pci::config::{Command, ConfigSpace};
 use crate::pci::enumerate::{Topology, NVME_CLASS};
 use crate::pci::slot::{LinkStatus, SlotStatus};
 use crate::pci::window::Window;
@@ -58,10 +58,8 @@ impl Pci {
         self.parked.contains(&address)
     }
 
-    fn unpark(&mut self, address: PciAddress) -> bool {
-        let before = self.parked.len();
+    fn unpark(&mut self, address: PciAddress) {
         self.parked.retain(|&a| a != address);
-        before != self.parked.len()
     }
 
     pub(crate) fn unpark_all(&mut self) {
@@ -73,7 +71,7 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
     /// Walks the PCI segment; returns the NVMe functions with their bridge.
     pub(crate) fn enumerate(
         &mut self,
-    ) -> Result<heapless::Vec<(PciAddress, Option<usize>), MAX_FUNCTIONS>> {
+    ) -> heapless::Vec<(PciAddress, Option<usize>), MAX_FUNCTIONS> {
         if let Err(e) = self.pci.topology.scan(&self.access) {
             // The walk records what it could; serve that.
             warn!("pci: enumeration incomplete: {e}");
@@ -87,7 +85,7 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             self.pci.topology.bridges().len(),
             found.len()
         );
-        Ok(found)
+        found
     }
 
     /// Places BAR0 of `address` (keeping a valid firmware assignment) and turns
@@ -291,9 +289,7 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
         if !present {
             return;
         }
-        let class = space.read32(CLASS & !3) >> 8;
-        let nvme = (NVME_CLASS.0 as u32) << 16 | (NVME_CLASS.1 as u32) << 8 | NVME_CLASS.2 as u32;
-        if class != nvme {
+        if space.class_code() != NVME_CLASS {
             return;
         }
         info!("pci: NVMe function appeared at {address}");
