@@ -145,6 +145,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// A timeout while waiting for `what` after `waited`.
+    pub fn timeout(what: Wait, waited: core::time::Duration) -> Self {
+        Error::Timeout {
+            what,
+            after_ms: waited.as_millis().min(u32::MAX as u128) as u32,
+        }
+    }
+
     /// Whether the error means the device can no longer be used at all.
     pub fn is_fatal(&self) -> bool {
         matches!(self, Error::DeviceRemoved | Error::ControllerFailed)

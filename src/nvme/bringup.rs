@@ -458,10 +458,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         let now = self.now();
         if now > deadline {
             let waited = self.ready_timeout().max(self.config.admin_timeout);
-            return Err(Error::Timeout {
-                what,
-                after_ms: waited.as_millis().min(u32::MAX as u128) as u32,
-            });
+            return Err(Error::timeout(what, waited));
         }
         Ok(Outcome::Waiting)
     }
@@ -509,10 +506,10 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             if csts.bits() == u32::MAX || csts.contains(Csts::CFS) {
                 return Err(Error::ControllerFailed);
             }
-            return Err(Error::Timeout {
-                what: Wait::AdminCommand,
-                after_ms: self.config.admin_timeout.as_millis().min(u32::MAX as u128) as u32,
-            });
+            return Err(Error::timeout(
+                Wait::AdminCommand,
+                self.config.admin_timeout,
+            ));
         }
         Ok(None)
     }

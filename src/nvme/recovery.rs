@@ -119,10 +119,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     }
 
     pub(crate) fn timeout_error(&self) -> Error {
-        Error::Timeout {
-            what: Wait::IoCommand,
-            after_ms: self.config.io_timeout.as_millis().min(u32::MAX as u128) as u32,
-        }
+        Error::timeout(Wait::IoCommand, self.config.io_timeout)
     }
 
     /// Resets the controller after `cause`: disables it (after which it does
