@@ -8,9 +8,9 @@ use pci_types::{ConfigRegionAccess, PciAddress};
 
 use crate::error::{Error, Result};
 use crate::event::{ControllerId, Detection, Event};
-use crate::link::PciLink;
 use crate::nvme::identify::IdString;
 use crate::nvme::{Config, Controller, State};
+use crate::pci::link::PciLink;
 use crate::platform::{Instant, PhysAddr, Platform};
 
 /// Default number of controllers a driver serves at once.
@@ -55,6 +55,7 @@ struct Reported {
     attached: bool,
     ready: bool,
     ended: bool,
+    quarantined: bool,
 }
 
 pub(crate) struct Entry<P: Platform, C: ConfigRegionAccess> {
@@ -162,7 +163,9 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
         let found = self.enumerate();
         let mut attached = 0;
         for (address, port) in found {
-            if self.entries.iter().flatten().any(|e| e.address == address) {
+            // A finished controller at the same address (detached, removed)
+            // does not hold it: the function found now is a new attach.
+            if self.is_attached(address) {
                 continue;
             }
             match self.attach(address, port) {
@@ -174,13 +177,16 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
     }
 
     /// Ticks until every attached controller is ready, failed or gone, or
-    /// `timeout` passed; returns the events seen meanwhile.
+    /// `timeout` passed; returns the events seen meanwhile. Returns early
+    /// when [`MAX_EVENTS`] events were collected: no event is dropped, the
+    /// rest are reported by the next `wait_ready` or `tick`.
     pub fn wait_ready(&mut self, timeout: Duration) -> heapless::Vec<Event, MAX_EVENTS> {
         let deadline = self.platform.now() + timeout;
         let mut all = heapless::Vec::new();
         loop {
-            for e in self.tick() {
-                let _ = all.push(e);
+            self.tick_into(&mut all);
+            if all.is_full() {
+                return all;
             }
             let busy = self.entries.iter().flatten().any(|e| {
                 matches!(
@@ -199,17 +205,23 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
     /// commands since the last tick), polls hot-plug slots and probes for
     /// hot-added functions. Each lifecycle change is reported exactly once.
     pub fn tick(&mut self) -> heapless::Vec<Event, MAX_EVENTS> {
-        let now = self.platform.now();
         let mut events = heapless::Vec::new();
+        self.tick_into(&mut events);
+        events
+    }
+
+    /// One tick, reporting into `events`: what does not fit there is
+    /// reported by a later tick, never dropped.
+    fn tick_into(&mut self, events: &mut heapless::Vec<Event, MAX_EVENTS>) {
+        let now = self.platform.now();
         if now >= self.next_slot_poll {
             self.next_slot_poll = now + self.config.slot_poll_interval;
             self.poll_slots();
         }
         self.probe_buses(now);
         for index in 0..N {
-            self.tick_entry(index, now, &mut events);
+            self.tick_entry(index, now, events);
         }
-        events
     }
 
     fn tick_entry(
@@ -223,7 +235,11 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
         };
         let c = &mut entry.controller;
         match c.state() {
-            State::Resetting | State::Enabling | State::Initializing | State::Detaching => {
+            State::Resetting
+            | State::Enabling
+            | State::Initializing
+            | State::Detaching
+            | State::Stopping => {
                 let _ = c.advance();
             }
             State::Ready => {
@@ -322,6 +338,19 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             return;
         };
         if entry.reported.ended {
+            let kept = entry.controller.quarantined();
+            if kept.regions > 0
+                && !entry.reported.quarantined
+                && events
+                    .push(Event::Quarantined {
+                        id,
+                        regions: kept.regions,
+                        bytes: kept.bytes,
+                    })
+                    .is_ok()
+            {
+                entry.reported.quarantined = true;
+            }
             return;
         }
         let event = match state {
@@ -398,7 +427,10 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             index: index as u8,
             generation: self.generation,
         };
-        let link = PciLink::new(self.access.clone(), address);
+        let above = port
+            .and_then(|i| self.pci.topology.bridges().get(i))
+            .and_then(|b| b.port);
+        let link = PciLink::new(self.access.clone(), address, above);
         let controller = Controller::new(
             self.platform.clone(),
             link,
@@ -467,11 +499,13 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             .map_or(PciAddress::new(0, 0, 0, 0), |e| e.address)
     }
 
-    /// Whether entry `index` holds a controller that is not finished.
+    /// Whether entry `index` holds a controller that is neither finished nor
+    /// being stopped.
     pub(crate) fn is_live(&self, index: usize) -> bool {
-        self.entries[index]
-            .as_ref()
-            .is_some_and(|e| !e.controller.state().is_finished())
+        self.entries[index].as_ref().is_some_and(|e| {
+            let state = e.controller.state();
+            !state.is_finished() && state != State::Stopping
+        })
     }
 
     /// Whether a live (not finished) controller sits at `address`.
@@ -486,7 +520,7 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
     pub(crate) fn remove_entry(&mut self, index: usize, how: Detection) {
         if let Some(entry) = self.entries[index].as_mut() {
             entry.detection.get_or_insert(how);
-            entry.controller.surprise_removed();
+            entry.controller.remove();
         }
     }
 

@@ -130,6 +130,11 @@ pub enum Error {
     /// The command was aborted because its controller is being reset, detached
     /// or removed in an orderly way.
     Aborted,
+    /// A blocking call's command ended with its controller, and the device
+    /// could not be proven unable to reach memory: the buffer the call
+    /// borrowed may still be written by the device. Do not reuse or free it
+    /// (leak it); the controller's other memory is quarantined the same way.
+    Quarantined,
     /// A value read from the device is out of its valid range.
     BadDeviceValue {
         /// The register or data structure field.
@@ -204,6 +209,7 @@ impl fmt::Display for Error {
             Error::DeviceRemoved => write!(f, "device removed"),
             Error::ControllerFailed => write!(f, "controller failed"),
             Error::Aborted => write!(f, "command aborted"),
+            Error::Quarantined => write!(f, "buffer quarantined: the device may still write it"),
             Error::BadDeviceValue { field, value } => {
                 write!(f, "device reported invalid {field} = {value:#x}")
             }

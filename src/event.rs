@@ -85,6 +85,17 @@ pub enum Event {
         /// Why.
         error: Error,
     },
+    /// After `Removed` or `Failed`: the device could not be proven unable to
+    /// reach memory (it did not stop within CAP.TO), so the memory it could
+    /// reach is kept for good, never handed back. Reported once.
+    Quarantined {
+        /// Its identity.
+        id: ControllerId,
+        /// DMA regions kept.
+        regions: u32,
+        /// Their total size in bytes.
+        bytes: u64,
+    },
     /// A controller came ready with the serial number of one removed
     /// earlier: the same device is back.
     Returned {
@@ -93,4 +104,18 @@ pub enum Event {
         /// The identity it had before.
         previous: ControllerId,
     },
+}
+
+impl Event {
+    /// The controller the event is about.
+    pub fn id(&self) -> ControllerId {
+        match *self {
+            Event::Attached { id, .. }
+            | Event::Ready { id, .. }
+            | Event::Removed { id, .. }
+            | Event::Failed { id, .. }
+            | Event::Quarantined { id, .. }
+            | Event::Returned { id, .. } => id,
+        }
+    }
 }

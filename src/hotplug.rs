@@ -157,8 +157,15 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
         // the device it talked to is gone, even if a device is back by now
         // (a link flap faster than the poll): that one comes up reset,
         // without its BAR, and is a new attach.
-        let changed = events
+        let mut changed = events
             .intersects(SlotStatus::PRESENCE_DETECT_CHANGED | SlotStatus::DATA_LINK_STATE_CHANGED);
+        if changed && present && !link_down && !live.is_empty() && self.unchanged(&live) {
+            // A bouncing presence detect (or a link that recovered without
+            // resetting the function): the controller still answers as the
+            // one the driver configured, so nothing was removed.
+            info!("pci: slot event on bridge {index}, but its controller is unchanged: ignored");
+            changed = false;
+        }
         if !present || link_down || changed {
             for &i in &live {
                 self.remove_entry(i, Detection::Slot);
@@ -198,6 +205,18 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             self.attach_behind(index);
         }
         port.clear_slot_status(&self.access, events);
+    }
+
+    /// Whether every controller of `entries` still is the one the driver
+    /// configured: its function answers with memory decoding on and its
+    /// registers read back the CAP the controller reported. A function reset
+    /// by a link flap, or a swapped card, fails this.
+    fn unchanged(&self, entries: &[usize]) -> bool {
+        entries.iter().all(|&i| {
+            self.entries[i]
+                .as_ref()
+                .is_some_and(|e| e.controller.answers_as_configured())
+        })
     }
 
     /// Whether a slot that still reports a card should be probed although

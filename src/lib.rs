@@ -16,7 +16,7 @@ mod driver;
 pub mod error;
 mod event;
 mod hotplug;
-mod link;
+pub mod link;
 pub mod nvme;
 pub mod pci;
 pub mod platform;
@@ -24,8 +24,9 @@ pub mod platform;
 pub use driver::{Driver, DriverConfig, DriverController, MAX_CONTROLLERS, MAX_EVENTS};
 pub use error::{Error, Result, Wait};
 pub use event::{ControllerId, Detection, Event};
-pub use link::PciLink;
+pub use link::{DeviceLink, DmaStop, Presence};
 pub use nvme::{
-    Completion, Config, Controller, DeviceLink, IoOp, Namespace, Rejected, State, Token,
+    Completion, Config, Controller, IoOp, Namespace, Quarantine, Rejected, State, Token,
 };
+pub use pci::link::PciLink;
 pub use platform::{DmaRegion, Instant, MmioRegisters, PhysAddr, Platform, RegisterAccess};

@@ -1,44 +1,59 @@
-//! A controller's view of its PCI function: presence and bus mastering.
+//! What a controller can learn about and do to its device without knowing
+//! PCI: whether the device is still there, and stopping its DMA with proof.
+//!
+//! The driver's PCI layer implements [`DeviceLink`] over configuration space
+//! ([`crate::PciLink`]); `()` is the implementation for a controller used on
+//! its own, which can only stop DMA by disabling the controller.
 
-use pci_types::{ConfigRegionAccess, PciAddress};
-
-use crate::nvme::DeviceLink;
-use crate::pci::config::{Command, ConfigSpace};
-
-/// The [`DeviceLink`] of a controller found by the driver's PCI enumeration.
-#[derive(Clone, Debug)]
-pub struct PciLink<C> {
-    access: C,
-    address: PciAddress,
+/// What the device's configuration space says about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Presence {
+    /// The function the driver configured is there and decodes its registers.
+    Present,
+    /// A function answers, but memory decoding is off: it was reset behind
+    /// the driver's back (a link flap, a slot power cycle, a swapped card).
+    /// The controller the driver knew is gone, yet the function may still
+    /// be able to reach memory.
+    Reset,
+    /// Nothing answers, on two reads in a row (one silent read is a glitch).
+    Absent,
 }
 
-impl<C: ConfigRegionAccess> PciLink<C> {
-    /// The link to the function at `address`, reached through `access`.
-    pub fn new(access: C, address: PciAddress) -> Self {
-        Self { access, address }
-    }
-
-    /// The function's address.
-    pub fn address(&self) -> PciAddress {
-        self.address
-    }
+/// How the driver established that a device can no longer reach memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DmaStop {
+    /// The device is gone: configuration space does not answer and the slot
+    /// or link above says empty or down (without a slot or link to ask: it
+    /// stayed silent on two reads in a row).
+    Gone,
+    /// Bus mastering was switched off and read back off.
+    BusMasterOff,
+    /// CC.EN = 0 was written and CSTS.RDY = 0 seen, with CAP reading back
+    /// intact (so the register reads reached the controller).
+    Disabled,
 }
 
-impl<C: ConfigRegionAccess> DeviceLink for PciLink<C> {
-    /// Present means the function the driver configured is still there: it
-    /// answers config space and still decodes its BAR. A function that was
-    /// reset behind the driver's back (a link flap, a slot power cycle) has
-    /// memory decoding off again, and the controller the driver knew is gone
-    /// as surely as if it had been pulled.
-    fn is_present(&self) -> bool {
-        let space = ConfigSpace::new(&self.access, self.address);
-        space.is_present() && space.command().contains(Command::MEMORY)
+/// A controller's view of its device at the platform boundary.
+pub trait DeviceLink {
+    /// What configuration space says about the device now.
+    fn presence(&self) -> Presence;
+
+    /// Tries to make the device unable to reach memory without the
+    /// controller's help: turns bus mastering off and reads it back.
+    /// Returns the proof (`Gone` or `BusMasterOff`), or `None` when none
+    /// could be established (the function ignores the write, or is silent
+    /// while its slot and link say it is there, or there is no config space).
+    fn stop_dma(&self) -> Option<DmaStop>;
+}
+
+/// A controller used on its own: always present, and DMA stops only by
+/// disabling the controller (CC.EN = 0, then CSTS.RDY = 0).
+impl DeviceLink for () {
+    fn presence(&self) -> Presence {
+        Presence::Present
     }
 
-    fn stop_dma(&self) {
-        let space = ConfigSpace::new(&self.access, self.address);
-        if space.is_present() {
-            space.update_command(Command::empty(), Command::BUS_MASTER);
-        }
+    fn stop_dma(&self) -> Option<DmaStop> {
+        None
     }
 }

@@ -6,7 +6,7 @@ mod misbehaviour_common;
 
 use std::time::Duration;
 
-use bare_nvme::{Detection, Error, Event, State, Wait};
+use bare_nvme::{Error, Event, State, Wait};
 use bare_nvme_sim::{CtrlId, Fault, Hold, Sim};
 use misbehaviour_common::*;
 
@@ -222,23 +222,33 @@ fn a_hung_controller_times_out_and_is_given_up() {
 }
 
 #[test]
-fn a_shutdown_that_never_completes_still_ends_the_detach() {
+fn a_shutdown_that_never_completes_ends_the_detach_as_failed() {
     let sim = Sim::single(spec().shutdown_never(true));
     let (mut driver, id) = ready(&sim);
     driver.detach(id).unwrap();
-    let events = tick_for(&mut driver, &sim, Duration::from_secs(5), |d| {
-        d.controller_state(id) == Some(State::Detached)
+    let events = tick_for(&mut driver, &sim, Duration::from_secs(10), |d| {
+        d.controller_state(id) == Some(State::Failed)
     });
+    // The detach could not end with a completed shutdown: that is reported,
+    // never passed off as an orderly removal.
     assert!(
         events.iter().any(|e| matches!(
             e,
-            Event::Removed {
-                detected_by: Detection::Orderly,
+            Event::Failed {
+                error: Error::Timeout {
+                    what: Wait::Shutdown,
+                    ..
+                },
                 ..
             }
         )),
         "{events:?}"
     );
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Removed { .. })),
+        "{events:?}"
+    );
+    assert_eq!(sim.command_register(CTRL) & 0x4, 0, "bus master off");
     finish(driver, &sim);
 }
 

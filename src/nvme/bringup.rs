@@ -4,10 +4,11 @@
 use log::{info, warn};
 
 use crate::error::{Error, Result, Wait};
+use crate::link::{DeviceLink, Presence};
 use crate::nvme::command::{admin, cns, feature, SubmissionEntry};
 use crate::nvme::controller::{
-    Controller, DeviceLink, Namespace, State, Step, ADMIN_QUEUE_DEPTH, MAX_IO_QUEUES,
-    MAX_QUEUE_DEPTH, MAX_TRANSFER_LIMIT,
+    Controller, Namespace, State, Step, ADMIN_QUEUE_DEPTH, MAX_IO_QUEUES, MAX_QUEUE_DEPTH,
+    MAX_TRANSFER_LIMIT,
 };
 use crate::nvme::identify::{self, ControllerInfo, NamespaceInfo};
 use crate::nvme::prp::{self, PAGE_SIZE};
@@ -38,17 +39,17 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                 Ok(Outcome::Progress) => continue,
                 Ok(Outcome::Waiting) => break,
                 Err(e) => {
-                    if !self.link.is_present() {
+                    if self.link.presence() != Presence::Present {
                         // Gone, not failed: whatever the step saw was the
                         // absence of the device.
-                        self.surprise_removed();
+                        self.remove();
                         return Err(Error::DeviceRemoved);
                     }
                     if self.state == State::Detaching {
-                        // A detach that cannot talk to the device still ends
-                        // with the memory returned.
-                        self.finish_detach();
-                        return Ok(self.state);
+                        if self.detach_step_failed(e) {
+                            continue;
+                        }
+                        return Err(e);
                     }
                     warn!("nvme: controller failed during {:?}: {}", self.step, e);
                     if is_permanent(e) || self.resets >= crate::nvme::recovery::MAX_RESETS {
@@ -78,24 +79,29 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                 Ok(Outcome::Progress)
             }
             Step::Start => self.start_reset(),
-            Step::WaitDisabled {
-                deadline,
-                then_enable,
-            } => {
+            Step::WaitDisabled { deadline } => {
                 let csts = self.read_status();
                 if csts.bits() == u32::MAX {
                     return Err(Error::DeviceRemoved);
                 }
                 if !csts.contains(Csts::RDY) {
-                    if then_enable {
-                        self.enable()?;
-                    } else {
-                        self.step = Step::Finished;
-                    }
+                    self.enable()?;
                     return Ok(Outcome::Progress);
                 }
                 self.check_deadline(deadline, Wait::Disable)
             }
+            Step::ResetDisable { deadline, backoff } => {
+                Ok(if self.reset_disable_step(deadline, backoff) {
+                    Outcome::Progress
+                } else {
+                    Outcome::Waiting
+                })
+            }
+            Step::StopDma { deadline } => Ok(if self.stop_dma_step(deadline) {
+                Outcome::Progress
+            } else {
+                Outcome::Waiting
+            }),
             Step::WaitEnabled { deadline } => {
                 let csts = self.read_status();
                 if csts.bits() == u32::MAX || csts.contains(Csts::CFS) {
@@ -278,20 +284,41 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             Step::WaitShutdown { deadline } => {
                 let csts = self.read_status();
                 if csts.bits() != u32::MAX && csts.shutdown_complete() {
-                    self.finish_detach();
                     info!("nvme: controller shut down");
+                    self.begin_teardown(State::Detached, Error::Aborted);
                     return Ok(Outcome::Progress);
                 }
-                self.check_deadline(deadline, Wait::Shutdown)
+                if self.now() > deadline {
+                    return Err(Error::timeout(Wait::Shutdown, self.config.shutdown_timeout));
+                }
+                Ok(Outcome::Waiting)
             }
         }
     }
 
-    /// The end of an orderly detach: the function stays where it is, but may
-    /// no longer reach memory, which goes back to the platform now.
-    fn finish_detach(&mut self) {
-        self.link.stop_dma();
-        self.teardown(State::Detached, Error::Aborted);
+    /// A detach step failed with `e`. A queue deletion that fails does not
+    /// skip the shutdown (cached writes would be lost): the detach goes on
+    /// with CC.SHN and reports the error at the end. A shutdown that fails
+    /// ends the controller as `Failed` with the error: the detach could not
+    /// complete. Returns whether the detach goes on.
+    fn detach_step_failed(&mut self, e: Error) -> bool {
+        match self.step {
+            Step::Drain { .. } | Step::DeleteSq(_) | Step::DeleteCq(_) => {
+                warn!(
+                    "nvme: detach: {:?} failed ({e}), shutting down anyway",
+                    self.step
+                );
+                self.detach_error.get_or_insert(e);
+                self.abandon_admin_command();
+                self.step = Step::Shutdown;
+                true
+            }
+            _ => {
+                warn!("nvme: detach could not shut the controller down: {e}");
+                self.fail(e);
+                false
+            }
+        }
     }
 
     /// Doorbell Buffer Config (admin opcode 0x7C, OACS bit 8) when the
@@ -307,7 +334,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             self.step = Step::ActiveNamespaces;
             return Ok(Outcome::Progress);
         }
-        if self.admin_cid.is_none() {
+        if self.admin_pending.is_none() {
             // About to issue the command: fresh, zeroed pages (tails and
             // heads of the new queues are 0).
             match self.doorbell_buffers.as_mut() {
@@ -366,26 +393,8 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             self.regs.write32(regs::CC, cc & !Cc::EN.bits());
         }
         let deadline = self.now() + self.ready_timeout();
-        self.step = Step::WaitDisabled {
-            deadline,
-            then_enable: true,
-        };
+        self.step = Step::WaitDisabled { deadline };
         Ok(Outcome::Progress)
-    }
-
-    /// Clears CC.EN and waits (bounded by CAP.TO) for CSTS.RDY = 0: after
-    /// that the controller performs no more DMA.
-    pub(crate) fn disable_blocking(&mut self) -> Result<()> {
-        let cc = self.regs.read32(regs::CC);
-        self.regs.write32(regs::CC, cc & !Cc::EN.bits());
-        let deadline = self.now() + self.ready_timeout();
-        loop {
-            let csts = self.read_status();
-            if csts.bits() != u32::MAX && !csts.contains(Csts::RDY) {
-                return Ok(());
-            }
-            self.check_deadline(deadline, Wait::Disable)?;
-        }
     }
 
     fn enable(&mut self) -> Result<()> {
@@ -398,8 +407,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         }
         let dstrd = self.cap.doorbell_stride_exp();
         let entries = (ADMIN_QUEUE_DEPTH as u32).min(self.cap.max_queue_entries()) as u16;
-        self.admin.attach_rings(&self.platform, entries, dstrd, 0)?;
-        let (asq, acq) = self.admin.ring_addresses().ok_or(Error::NotReady)?;
+        let (asq, acq) = self.admin.attach_rings(&self.platform, entries, dstrd)?;
         self.regs
             .write32(regs::AQA, regs::aqa_value(entries, entries));
         self.regs.write64(regs::ASQ, asq);
@@ -477,41 +485,29 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     /// Submits `sqe` on the admin queue if no admin command is outstanding,
     /// otherwise polls for the outstanding one. `Ok(Some(dw0))` once it
     /// completed successfully, `Ok(None)` while waiting.
-    pub(crate) fn admin_exchange(&mut self, mut sqe: SubmissionEntry) -> Result<Option<u32>> {
-        let Some(cid) = self.admin_cid else {
-            let deadline = self.now() + self.config.admin_timeout;
-            let cid = self
-                .admin
-                .reserve(sqe.opcode(), 0, deadline, false, &mut None)?;
-            sqe.set_cid(cid);
-            self.admin.push(&sqe);
-            // The admin queue always uses its MMIO doorbells.
-            self.admin.publish(&self.regs, None);
-            self.admin_cid = Some(cid);
+    pub(crate) fn admin_exchange(&mut self, sqe: SubmissionEntry) -> Result<Option<u32>> {
+        let now = self.now();
+        let Some(ticket) = self.admin_pending else {
+            self.admin_pending = Some(self.admin.submit(&self.regs, sqe, now)?);
             return Ok(None);
         };
-        self.admin.reap(&self.regs, None);
-        if let Some(done) = self.admin.tracker.take_done_cid(cid) {
-            self.admin_cid = None;
-            return done.result.map(Some);
-        }
-        let now = self.now();
-        if self
-            .admin
-            .tracker
-            .earliest_deadline()
-            .is_some_and(|d| now > d)
-        {
-            let csts = self.read_status();
-            if csts.bits() == u32::MAX || csts.contains(Csts::CFS) {
-                return Err(Error::ControllerFailed);
+        match self.admin.poll(&self.regs, ticket, now) {
+            None => Ok(None),
+            Some(Ok(dw0)) => {
+                self.admin_pending = None;
+                Ok(Some(dw0))
             }
-            return Err(Error::timeout(
-                Wait::AdminCommand,
-                self.config.admin_timeout,
-            ));
+            Some(Err(e)) => {
+                self.admin_pending = None;
+                if matches!(e, Error::Timeout { .. }) {
+                    let csts = self.read_status();
+                    if csts.bits() == u32::MAX || csts.contains(Csts::CFS) {
+                        return Err(Error::ControllerFailed);
+                    }
+                }
+                Err(e)
+            }
         }
-        Ok(None)
     }
 }
 

@@ -8,6 +8,8 @@
 use core::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::link::{DeviceLink, DmaStop};
+use crate::nvme::admin::{AdminChannel, Ticket};
 use crate::nvme::identify::{ControllerInfo, NamespaceInfo};
 use crate::nvme::qpair::{QueueFaults, QueuePair};
 use crate::nvme::queue::DoorbellBuffers;
@@ -76,17 +78,24 @@ pub enum State {
     Ready,
     /// Orderly detach in progress: draining, deleting queues, shutting down.
     Detaching,
-    /// Detached in an orderly way; all memory returned.
+    /// Removal or failure noticed, outstanding commands failed: the device
+    /// is being stopped (bus mastering off, or CC.EN = 0 and CSTS.RDY = 0)
+    /// before anything it could reach is handed back. Bounded by CAP.TO.
+    Stopping,
+    /// Detached in an orderly way: the controller was shut down (CC.SHN),
+    /// its DMA stopped, all memory returned.
     Detached,
-    /// The device is gone; all memory returned, commands failed.
+    /// The device is gone; commands failed, memory returned (or, if the
+    /// device could not be proven stopped, quarantined).
     Removed,
-    /// The controller failed and was given up; all memory returned.
+    /// The controller failed and was given up; commands failed, memory
+    /// returned (or quarantined).
     Failed,
 }
 
 impl State {
     /// Whether the controller is done for: removed, failed or detached, its
-    /// memory returned. Nothing moves it out of these states.
+    /// memory returned or quarantined. Nothing moves it out of these states.
     pub fn is_finished(self) -> bool {
         matches!(self, State::Removed | State::Failed | State::Detached)
     }
@@ -124,7 +133,6 @@ pub(crate) enum Step {
     Start,
     WaitDisabled {
         deadline: Instant,
-        then_enable: bool,
     },
     WaitEnabled {
         deadline: Instant,
@@ -137,6 +145,12 @@ pub(crate) enum Step {
     ActiveNamespaces,
     IdentifyNamespace(u16),
     Ready,
+    /// A reset cleared CC.EN: waiting for CSTS.RDY = 0 before the commands
+    /// it failed are handed back and bring-up starts again after `backoff`.
+    ResetDisable {
+        deadline: Instant,
+        backoff: Duration,
+    },
     Drain {
         deadline: Instant,
     },
@@ -146,27 +160,30 @@ pub(crate) enum Step {
     WaitShutdown {
         deadline: Instant,
     },
+    /// A teardown waits for proof that the device can no longer reach
+    /// memory before anything is handed back.
+    StopDma {
+        deadline: Instant,
+    },
     Finished,
 }
 
-/// What a controller can learn about and do to its PCI function without
-/// knowing PCI: whether the function is still there, and stopping its DMA.
-///
-/// The driver's PCI layer implements it over configuration space; `()` is the
-/// implementation for a controller used on its own (always present, no way to
-/// stop DMA other than CC.EN).
-pub trait DeviceLink {
-    /// Whether the device still answers (vendor ID is not all-ones).
-    fn is_present(&self) -> bool;
-    /// Turns bus mastering off, so the device can no longer reach memory.
-    fn stop_dma(&self);
+/// Memory the driver kept because it could not prove that the device can no
+/// longer reach it (the device did not stop within its deadline). It is never
+/// handed back, neither to the platform nor to a caller.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Quarantine {
+    /// DMA regions kept.
+    pub regions: u32,
+    /// Their total size in bytes.
+    pub bytes: u64,
 }
 
-impl DeviceLink for () {
-    fn is_present(&self) -> bool {
-        true
-    }
-    fn stop_dma(&self) {}
+/// How a teardown in progress ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ending {
+    pub(crate) state: State,
+    pub(crate) error: Error,
 }
 
 /// An NVMe controller driven by polling.
@@ -179,9 +196,9 @@ pub struct Controller<P: Platform, L: DeviceLink = ()> {
     pub(crate) cap: Cap,
     pub(crate) state: State,
     pub(crate) step: Step,
-    pub(crate) admin: QueuePair<ADMIN_QUEUE_DEPTH>,
-    /// The admin command the state machine waits for.
-    pub(crate) admin_cid: Option<u16>,
+    pub(crate) admin: AdminChannel,
+    /// The admin command the lifecycle waits for.
+    pub(crate) admin_pending: Option<Ticket>,
     pub(crate) io: heapless::Vec<QueuePair<MAX_QUEUE_DEPTH>, MAX_IO_QUEUES>,
     pub(crate) scratch: Option<DmaRegion>,
     /// Shadow doorbell and EventIdx pages, while Doorbell Buffer Config is
@@ -193,7 +210,7 @@ pub struct Controller<P: Platform, L: DeviceLink = ()> {
     pub(crate) queue_entries: u16,
     pub(crate) max_transfer: u32,
     pub(crate) failure: Option<Error>,
-    /// Commands failed by the teardown.
+    /// Caller commands failed by teardowns.
     pub(crate) failed: u32,
     /// Resets in a row without a successful command.
     pub(crate) resets: u8,
@@ -201,6 +218,20 @@ pub struct Controller<P: Platform, L: DeviceLink = ()> {
     pub(crate) reset_count: u32,
     /// The abort the recovery waits for.
     pub(crate) abort: Option<crate::nvme::recovery::PendingAbort>,
+    /// Failed commands are not handed back while set: the device may still
+    /// reach their buffers (a reset or teardown waits for proof it cannot).
+    pub(crate) holding: bool,
+    /// What the teardown in progress ends in.
+    pub(crate) ending: Option<Ending>,
+    /// How the device was proven unable to reach memory at the end.
+    pub(crate) dma_stop: Option<DmaStop>,
+    /// Memory kept for good because no such proof could be had.
+    pub(crate) quarantine: Quarantine,
+    /// Odd status reads that a second read contradicted.
+    pub(crate) glitches: u32,
+    /// Set when an orderly detach could not do everything it should (a
+    /// queue deletion failed); the shutdown still runs.
+    pub(crate) detach_error: Option<Error>,
 }
 
 impl<P: Platform, L: DeviceLink> Controller<P, L> {
@@ -217,8 +248,8 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             cap: Cap(0),
             state: State::Resetting,
             step: Step::Start,
-            admin: QueuePair::new(0, ADMIN_QUEUE_DEPTH as u16),
-            admin_cid: None,
+            admin: AdminChannel::new(config.admin_timeout),
+            admin_pending: None,
             io: heapless::Vec::new(),
             scratch: None,
             doorbell_buffers: None,
@@ -232,6 +263,12 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             resets: 0,
             reset_count: 0,
             abort: None,
+            holding: false,
+            ending: None,
+            dma_stop: None,
+            quarantine: Quarantine::default(),
+            glitches: 0,
+            detach_error: None,
         }
     }
 
@@ -284,14 +321,34 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         self.reset_count
     }
 
-    /// Commands the teardown failed (removal, failure or the end of a detach).
+    /// Caller I/O commands the teardown failed (removal, failure or the end
+    /// of a detach). The driver's own admin commands are not counted.
     pub fn failed_commands(&self) -> u32 {
         self.failed
     }
 
+    /// How the end of the controller made sure the device can no longer
+    /// reach memory; `None` while it is not finished, or when no proof could
+    /// be had and the memory was quarantined.
+    pub fn dma_stop(&self) -> Option<DmaStop> {
+        self.dma_stop
+    }
+
+    /// Memory kept for good because the device could not be proven unable
+    /// to reach it.
+    pub fn quarantined(&self) -> Quarantine {
+        self.quarantine
+    }
+
+    /// Odd status reads (CSTS without RDY, a silent config read) that a
+    /// second read contradicted: glitches, not failures.
+    pub fn glitches(&self) -> u32 {
+        self.glitches
+    }
+
     /// Bad completions the device posted on all queues (each dropped).
     pub fn faults(&self) -> QueueFaults {
-        let mut total = self.admin.faults;
+        let mut total = self.admin.faults();
         for q in &self.io {
             total.wrong_queue += q.faults.wrong_queue;
             total.bad_sq_head += q.faults.bad_sq_head;
@@ -303,7 +360,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     /// Completions consumed from all rings since the controller was created: a
     /// cheap liveness sign (if it moved, the device is alive).
     pub fn completions_seen(&self) -> u64 {
-        self.io.iter().map(|q| q.reaped).sum::<u64>() + self.admin.reaped
+        self.io.iter().map(|q| q.reaped).sum::<u64>() + self.admin.reaped()
     }
 
     /// Finished commands on all I/O queues that `poll` has not delivered yet
@@ -340,7 +397,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             let state = match self.advance() {
                 Ok(state) => state,
                 // A transient failure scheduled a reset with backoff: retry.
-                Err(_) if self.state == State::Resetting => continue,
+                Err(_) if matches!(self.state, State::Resetting | State::Stopping) => continue,
                 Err(e) => return Err(e),
             };
             match state {
@@ -355,13 +412,16 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
 
     /// Detaches in an orderly way, blocking: drains in-flight commands (up to
     /// the I/O timeout), deletes the I/O queues, shuts the controller down
-    /// (CC.SHN) and returns all memory. Commands still in flight at the end
-    /// complete with [`Error::Aborted`] and are delivered by `poll`.
+    /// (CC.SHN), stops its DMA and returns all memory. Commands still in
+    /// flight at the end complete with [`Error::Aborted`] and are delivered
+    /// by `poll`. An error means the detach could not end with a completed
+    /// shutdown (the controller is then `Failed`, its memory returned only
+    /// if its DMA was proven stopped), or could not delete its queues first.
     pub fn detach(&mut self) -> Result<()> {
         self.begin_detach();
         loop {
             match self.advance()? {
-                State::Detached => return Ok(()),
+                State::Detached => return self.detach_error.map_or(Ok(()), Err),
                 State::Failed | State::Removed => {
                     return Err(self.failure.unwrap_or(Error::ControllerFailed))
                 }
@@ -375,78 +435,29 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         match self.state {
             State::Ready => {
                 let deadline = self.now() + self.config.io_timeout;
+                self.forget_abort();
                 self.state = State::Detaching;
                 self.step = Step::Drain { deadline };
             }
-            State::Detaching | State::Detached | State::Removed | State::Failed => {}
+            State::Detaching | State::Stopping => {}
+            s if s.is_finished() => {}
             _ => {
-                // Not yet serving I/O: no queues to drain, shut down directly.
+                // Not yet serving I/O (or resetting): no queues to drain;
+                // delete what exists and shut down.
                 self.abandon_admin_command();
+                self.forget_abort();
                 self.state = State::Detaching;
                 self.step = Step::DeleteCq(self.io.len() as u16);
             }
         }
     }
 
-    /// The device is gone: touch no register, fail every outstanding command
-    /// exactly once with [`Error::DeviceRemoved`], return all memory. Returns
-    /// how many commands were failed. Calling it again does nothing.
-    pub fn surprise_removed(&mut self) -> usize {
-        self.teardown(State::Removed, Error::DeviceRemoved)
-    }
-
-    /// Gives up on the controller: stops it if it still listens, fails every
-    /// outstanding command once with `error`, returns all memory.
-    pub fn fail(&mut self, error: Error) -> usize {
-        if self.state.is_finished() {
-            return 0;
-        }
-        // Clear CC.EN so a controller that still listens stops, and bus
-        // mastering so one that does not can no longer reach the memory that
-        // is about to be handed back.
-        let cc = self.regs.read32(regs::CC);
-        self.regs.write32(regs::CC, cc & !regs::Cc::EN.bits());
-        self.link.stop_dma();
-        self.teardown(State::Failed, error)
-    }
-
-    pub(crate) fn teardown(&mut self, state: State, error: Error) -> usize {
-        if self.state.is_finished() {
-            return 0;
-        }
-        let mut failed = self.admin.tracker.fail_all(error);
-        for q in self.io.iter_mut() {
-            failed += q.tracker.fail_all(error);
-        }
-        self.release_memory();
-        self.admin_cid = None;
-        self.failed = self.failed.saturating_add(failed as u32);
-        self.state = state;
-        self.step = Step::Finished;
-        if state != State::Detached {
-            self.failure = Some(error);
-        }
-        failed
-    }
-
-    pub(crate) fn release_memory(&mut self) {
-        // Undelivered admin completions have no owner outside the driver.
-        while self.admin.tracker.take_done().is_some() {}
-        self.admin.release(&self.platform);
-        for q in self.io.iter_mut() {
-            q.release(&self.platform);
-        }
-        if let Some(s) = self.scratch.take() {
-            self.platform.dma_free(s);
-        }
-        if let Some(buffers) = self.doorbell_buffers.take() {
-            buffers.release(&self.platform);
-        }
-    }
-
-    /// Forgets the admin command the state machine waited for.
+    /// Forgets the admin command the lifecycle waited for: its completion
+    /// is discarded when it arrives.
     pub(crate) fn abandon_admin_command(&mut self) {
-        self.admin_cid = None;
+        if let Some(ticket) = self.admin_pending.take() {
+            self.admin.forget(ticket);
+        }
     }
 
     /// The platform this controller uses.
@@ -457,9 +468,11 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
 
 impl<P: Platform, L: DeviceLink> Drop for Controller<P, L> {
     fn drop(&mut self) {
-        // Stop the device before its memory goes back, and return caller
-        // buffers still held, even when the embedder just drops the value.
-        self.fail(Error::Aborted);
+        // Stop the device before its memory goes back, even when the
+        // embedder just drops the value: bounded by CAP.TO; memory the
+        // device could still reach after that is kept (leaked), not freed.
+        self.stop_blocking(State::Failed, Error::Aborted);
+        // Quarantined buffers were taken out already; the rest go back.
         for q in self.io.iter_mut() {
             while let Some(done) = q.tracker.take_done() {
                 if let Some(buffer) = done.buffer {

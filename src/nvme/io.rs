@@ -8,8 +8,9 @@
 //! straight from the ring, with one table lookup each.
 
 use crate::error::{Error, Result};
+use crate::link::DeviceLink;
 use crate::nvme::command::{nvm, sc, sct, SubmissionEntry};
-use crate::nvme::controller::{Controller, DeviceLink, State};
+use crate::nvme::controller::{Controller, State, Step};
 use crate::nvme::prp;
 use crate::nvme::tracker::Delivered;
 use crate::platform::{DmaRegion, PhysAddr, Platform};
@@ -143,22 +144,41 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
 
     /// Rings the submission doorbells of queues with new entries.
     pub fn ring_doorbells(&mut self) {
+        if !self.rings_live() {
+            return;
+        }
         for q in self.io.iter_mut() {
             q.publish(&self.regs, self.doorbell_buffers.as_ref());
         }
     }
 
+    /// Whether the I/O rings are live on the device: serving, or draining
+    /// for a detach. Outside that no doorbell is written and no ring read
+    /// (a reset may have the controller disabled).
+    fn rings_live(&self) -> bool {
+        matches!(self.step, Step::Ready | Step::Drain { .. })
+    }
+
     /// Rings `queue`'s doorbell if needed, consumes its completions and hands
     /// each finished command to `on_complete`, exactly once. Returns how many
     /// were delivered. After removal or failure, delivers the commands that
-    /// were outstanding, each with its error.
+    /// were outstanding, each with its error, once the device is proven
+    /// unable to reach their buffers (until then, during a reset's disable or
+    /// a teardown's stop, nothing is delivered). A command whose buffer was
+    /// quarantined (see [`Controller::quarantined`]) is delivered without it.
     pub fn poll(&mut self, queue: u16, mut on_complete: impl FnMut(Completion)) -> usize {
+        if self.holding {
+            return 0;
+        }
         let timeout = self.timeout_error();
+        let live = self.rings_live();
         let Some(q) = self.io.get_mut(queue as usize) else {
             return 0;
         };
         let shadow = self.doorbell_buffers.as_ref();
-        q.publish(&self.regs, shadow);
+        if live {
+            q.publish(&self.regs, shadow);
+        }
         let mut delivered = 0;
         let mut succeeded = false;
         let mut hand_over = |done: Delivered| {
@@ -183,9 +203,11 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         while let Some(done) = q.tracker.take_done() {
             hand_over(done);
         }
-        q.reap_delivering(&self.regs, shadow, &mut hand_over);
-        while let Some(done) = q.tracker.take_done() {
-            hand_over(done);
+        if live {
+            q.reap_delivering(&self.regs, shadow, &mut hand_over);
+            while let Some(done) = q.tracker.take_done() {
+                hand_over(done);
+            }
         }
         if succeeded {
             self.note_success();
@@ -303,21 +325,37 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         let cid = self.prepare(0, op, data, 0, true, &mut None)?;
         let mut last_progress = self.now();
         loop {
+            let live = self.rings_live();
             let q = &mut self.io[0];
             let shadow = self.doorbell_buffers.as_ref();
-            q.publish(&self.regs, shadow);
-            if q.reap(&self.regs, shadow) > 0 {
-                last_progress = self.platform.now();
-            }
-            // Done also covers a command failed by a reset or a removal.
-            if let Some(done) = q.tracker.take_done_cid(cid) {
-                if done.result.is_ok() {
-                    self.note_success();
+            if live {
+                q.publish(&self.regs, shadow);
+                if q.reap(&self.regs, shadow) > 0 {
+                    last_progress = self.platform.now();
                 }
-                return aborted_means_timeout(done.result, self.timeout_error());
+            }
+            // Done also covers a command failed by a reset or a removal,
+            // once the device is proven unable to reach the buffer.
+            if !self.holding {
+                if let Some(done) = q.tracker.take_done_cid(cid) {
+                    if done.result.is_ok() {
+                        self.note_success();
+                    }
+                    if self.quarantine.regions > 0 {
+                        // The device may still write the caller's buffer.
+                        return Err(Error::Quarantined);
+                    }
+                    return aborted_means_timeout(done.result, self.timeout_error());
+                }
             }
             if self.state.is_finished() {
                 return Err(self.failure.unwrap_or(Error::NotReady));
+            }
+            if matches!(self.step, Step::ResetDisable { .. } | Step::StopDma { .. }) {
+                // Drive the stop this command waits for; each step is
+                // bounded by CAP.TO.
+                let _ = self.advance();
+                continue;
             }
             let now = self.now();
             self.expire(now);

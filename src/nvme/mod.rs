@@ -1,5 +1,6 @@
 //! NVMe: registers, commands, identify data, queues and the controller.
 
+mod admin;
 mod bringup;
 pub mod command;
 pub mod controller;
@@ -10,8 +11,9 @@ mod qpair;
 mod queue;
 pub mod recovery;
 pub mod regs;
+mod teardown;
 mod tracker;
 
-pub use controller::{Config, Controller, DeviceLink, Namespace, State};
+pub use controller::{Config, Controller, Namespace, Quarantine, State};
 pub use io::{Completion, IoOp, Rejected, Token};
 pub use qpair::QueueFaults;

@@ -234,12 +234,18 @@ impl<const N: usize> QueuePair<N> {
     /// Returns the ring and list memory to the platform. The command table
     /// stays, so failed commands can still be delivered.
     pub(crate) fn release<P: Platform>(&mut self, platform: &P) {
+        self.release_with(|region| platform.dma_free(region));
+    }
+
+    /// Hands the ring and list memory to `keep` (quarantine, or the
+    /// platform).
+    pub(crate) fn release_with(&mut self, mut keep: impl FnMut(DmaRegion)) {
         if let Some((sq, cq)) = self.rings.take() {
-            platform.dma_free(sq.into_memory());
-            platform.dma_free(cq.into_memory());
+            keep(sq.into_memory());
+            keep(cq.into_memory());
         }
         if let Some(lists) = self.lists.take() {
-            platform.dma_free(lists);
+            keep(lists);
         }
     }
 }

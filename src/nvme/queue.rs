@@ -63,8 +63,13 @@ impl DoorbellBuffers {
 
     /// Returns both pages to the platform.
     pub(crate) fn release<P: Platform>(self, platform: &P) {
-        platform.dma_free(self.shadow);
-        platform.dma_free(self.event_idx);
+        self.release_with(|region| platform.dma_free(region));
+    }
+
+    /// Hands both pages to `keep` (quarantine, or the platform).
+    pub(crate) fn release_with(self, mut keep: impl FnMut(DmaRegion)) {
+        keep(self.shadow);
+        keep(self.event_idx);
     }
 
     /// Stores `new` in the shadow slot of the doorbell at register offset

@@ -11,15 +11,23 @@
 //! it (`Timeout` or `ControllerFailed`); they are not requeued. A write that
 //! timed out may or may not have reached the media, and only the caller knows
 //! whether repeating it is safe (ordering with later writes, idempotence).
+//!
+//! A command's result is what the device reported for it, whatever the order
+//! of the caller's polls and the tick: one that completes successfully while
+//! its Abort is outstanding is `Ok`; one the Abort ended ("Command Abort
+//! Requested") is `Timeout`; one still in flight when the Abort completes is
+//! failed by the reset that follows, with `Timeout`.
 
 use core::time::Duration;
 
 use log::warn;
 
 use crate::error::{Error, Result, Wait};
+use crate::link::{DeviceLink, Presence};
+use crate::nvme::admin::Ticket;
 use crate::nvme::command::{admin, SubmissionEntry};
-use crate::nvme::controller::{Controller, DeviceLink, State, Step};
-use crate::nvme::regs::{self, Csts};
+use crate::nvme::controller::{Controller, State, Step};
+use crate::nvme::regs::{self, Cap, Csts};
 use crate::platform::{Instant, Platform, RegisterAccess};
 
 /// Resets in a row (without a successful command between them) before the
@@ -33,35 +41,54 @@ const BACKOFF: Duration = Duration::from_millis(50);
 pub(crate) struct PendingAbort {
     queue: u16,
     cid: u16,
+    ticket: Ticket,
 }
 
 impl<P: Platform, L: DeviceLink> Controller<P, L> {
-    /// One CSTS read: `None` if the controller looks healthy, else what it
-    /// looks like (removed or failed).
-    pub fn check_health(&self) -> Option<Error> {
-        let csts = self.read_status();
-        let healthy = csts.contains(Csts::RDY)
-            && !csts.contains(Csts::CFS)
-            && !csts.contains(Csts::NSSRO)
-            && csts.bits() != u32::MAX;
-        if healthy {
+    /// One CSTS read when the controller looks healthy; when it does not, a
+    /// second read (one odd read can be a glitch on the bus, counted in
+    /// [`Controller::glitches`]) and then configuration space to tell a
+    /// removed device (silent, or reset behind the driver's back) from a
+    /// failed one. `None` if healthy.
+    pub(crate) fn check_health(&mut self) -> Option<Error> {
+        if self.status_healthy() {
+            return None;
+        }
+        if self.status_healthy() {
+            self.glitches = self.glitches.saturating_add(1);
             return None;
         }
         // All-ones (real hardware) and all-zero (an unassigned address in
         // QEMU) both happen after removal: the config space tells which.
-        Some(if self.link.is_present() {
-            Error::ControllerFailed
-        } else {
-            Error::DeviceRemoved
+        Some(match self.link.presence() {
+            Presence::Present => Error::ControllerFailed,
+            Presence::Reset | Presence::Absent => Error::DeviceRemoved,
         })
+    }
+
+    /// Whether the device still is the controller the driver configured:
+    /// its function answers with memory decoding on, and CAP reads back as
+    /// it did at bring-up (two register reads, some config reads).
+    pub(crate) fn answers_as_configured(&self) -> bool {
+        self.link.presence() == Presence::Present
+            && self.cap.0 != 0
+            && Cap(self.regs.read64(regs::CAP)) == self.cap
+    }
+
+    fn status_healthy(&self) -> bool {
+        let csts = self.read_status();
+        csts.contains(Csts::RDY)
+            && !csts.contains(Csts::CFS)
+            && !csts.contains(Csts::NSSRO)
+            && csts.bits() != u32::MAX
     }
 
     /// Acts on a problem found by a health check or the I/O path: a removed
     /// device is torn down, a failed one reset (or given up once resets are
     /// exhausted). Returns how many commands were failed.
-    pub fn lost(&mut self, error: Error) -> usize {
+    pub(crate) fn lost(&mut self, error: Error) -> usize {
         if error == Error::DeviceRemoved {
-            self.surprise_removed()
+            self.remove()
         } else {
             self.reset(error)
         }
@@ -69,52 +96,57 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
 
     /// Handles I/O commands past their deadline (the tick and the blocking
     /// wrappers call it): abort first, reset if the abort does not help.
-    pub fn expire(&mut self, now: Instant) {
-        if self.state != State::Ready {
+    pub(crate) fn expire(&mut self, now: Instant) {
+        if self.state != State::Ready || self.step != Step::Ready {
             return;
         }
         if let Some(pending) = self.abort {
-            let outcome = self.admin_exchange(SubmissionEntry::new(admin::ABORT));
-            match outcome {
-                Ok(None) => {}
-                Ok(Some(_)) | Err(Error::CommandFailed { .. }) => {
+            match self.admin.poll(&self.regs, pending.ticket, now) {
+                None => {}
+                Some(Ok(_)) | Some(Err(Error::CommandFailed { .. })) => {
                     self.abort = None;
-                    let error = self.timeout_error();
                     let shadow = self.doorbell_buffers.as_ref();
-                    let q = &mut self.io[pending.queue as usize];
+                    let Some(q) = self.io.get_mut(pending.queue as usize) else {
+                        return;
+                    };
                     q.reap(&self.regs, shadow);
+                    // A command that completed keeps the result the device
+                    // gave it (Abort Requested reads as a timeout).
                     if q.tracker.in_flight_mut(pending.cid).is_some() {
                         warn!("nvme: abort did not end the command, resetting");
-                        self.reset(error);
-                    } else {
-                        q.tracker.override_done(pending.cid, Err(error));
+                        self.reset(self.timeout_error());
                     }
                 }
-                Err(_) => {
+                Some(Err(_)) => {
                     self.abort = None;
                     self.reset(self.timeout_error());
                 }
             }
             return;
         }
-        let overdue = self.io.iter().enumerate().find_map(|(i, q)| {
-            q.tracker.overdue(now).map(|cid| PendingAbort {
-                queue: i as u16,
-                cid,
-            })
-        });
-        let Some(pending) = overdue else {
+        let overdue = self
+            .io
+            .iter()
+            .enumerate()
+            .find_map(|(i, q)| q.tracker.overdue(now).map(|cid| (i as u16, q.qid, cid)));
+        let Some((queue, qid, cid)) = overdue else {
             return;
         };
         warn!("nvme: I/O command timed out, aborting it");
         let mut sqe = SubmissionEntry::new(admin::ABORT);
-        let qid = self.io[pending.queue as usize].qid;
-        sqe.cdw10 = ((pending.cid as u32) << 16) | qid as u32;
-        match self.admin_exchange(sqe) {
-            Ok(_) => self.abort = Some(pending),
+        sqe.cdw10 = ((cid as u32) << 16) | qid as u32;
+        match self.admin.submit(&self.regs, sqe, now) {
+            Ok(ticket) => self.abort = Some(PendingAbort { queue, cid, ticket }),
             Err(_) => {
                 self.reset(self.timeout_error());
             }
+        }
+    }
+
+    /// Forgets the abort in progress (its completion is discarded).
+    pub(crate) fn forget_abort(&mut self) {
+        if let Some(pending) = self.abort.take() {
+            self.admin.forget(pending.ticket);
         }
     }
 
@@ -122,34 +154,25 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         Error::timeout(Wait::IoCommand, self.config.io_timeout)
     }
 
-    /// Resets the controller after `cause`: disables it (after which it does
-    /// no DMA), fails what was in flight once with `cause`, and schedules a
-    /// fresh bring-up after a backoff. Gives the controller up when it cannot
-    /// be disabled or has been reset too often in a row. Returns how many
-    /// commands were failed.
+    /// Resets the controller after `cause`: fails what was in flight once
+    /// with `cause` (held until the controller is seen disabled, after which
+    /// it does no DMA), clears CC.EN, and schedules a fresh bring-up after a
+    /// backoff; the disable wait is a step of [`Controller::advance`], never a
+    /// spin. Gives the controller up when it has been reset too often in a
+    /// row or does not stop. Returns how many commands were failed.
     pub(crate) fn reset(&mut self, cause: Error) -> usize {
-        if self.state.is_finished() {
+        if self.state.is_finished() || self.ending.is_some() {
             return 0;
         }
-        if !self.link.is_present() {
-            return self.surprise_removed();
+        if self.link.presence() != Presence::Present {
+            return self.remove();
         }
         if self.resets >= MAX_RESETS {
             warn!("nvme: giving up after {} resets: {cause}", self.resets);
             return self.fail(cause);
         }
-        if let Err(e) = self.disable_blocking() {
-            warn!("nvme: controller does not stop: {e}");
-            return self.fail(cause);
-        }
-        let mut failed = 0;
-        for q in self.io.iter_mut() {
-            failed += q.tracker.fail_all(cause);
-        }
-        self.admin.tracker.fail_all(cause);
-        while self.admin.tracker.take_done().is_some() {}
-        self.abandon_admin_command();
-        self.abort = None;
+        let failed = self.fail_outstanding(cause);
+        self.clear_enable();
         let backoff = BACKOFF * (1u32 << self.resets);
         self.resets += 1;
         self.reset_count = self.reset_count.saturating_add(1);
@@ -158,9 +181,9 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             self.resets
         );
         self.state = State::Resetting;
-        self.step = Step::Backoff {
-            until: self.now() + backoff,
-        };
+        let deadline = self.now() + self.ready_timeout();
+        self.step = Step::ResetDisable { deadline, backoff };
+        self.reset_disable_step(deadline, backoff);
         failed
     }
 
@@ -186,6 +209,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             State::Removed => Err(Error::DeviceRemoved),
             // Why it failed is in `failure()` and the Failed event.
             State::Failed => Err(Error::ControllerFailed),
+            State::Stopping => Err(self.ending.map_or(Error::NotReady, |e| e.error)),
             State::Detaching | State::Detached => Err(Error::NotReady),
         }
     }

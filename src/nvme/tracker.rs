@@ -264,28 +264,24 @@ impl<const N: usize> Tracker<N> {
         failed
     }
 
+    /// Hands the buffers of every command not yet delivered to `keep`
+    /// (quarantine: they are delivered without their buffer).
+    pub(crate) fn take_buffers(&mut self, mut keep: impl FnMut(DmaRegion)) {
+        for slot in self.slots.iter_mut() {
+            if slot.state != SlotState::Free {
+                if let Some(buffer) = slot.buffer.take() {
+                    keep(buffer);
+                }
+            }
+        }
+    }
+
     /// An in-flight command whose deadline is before `now`.
     pub(crate) fn overdue(&self, now: Instant) -> Option<u16> {
         self.slots.iter().enumerate().find_map(|(i, s)| {
             (s.state == SlotState::InFlight && s.deadline < now)
                 .then_some(i as u16 | (s.generation as u16) << INDEX_BITS)
         })
-    }
-
-    /// Replaces the result of a done, undelivered command.
-    pub(crate) fn override_done(&mut self, cid: u16, result: Result<u32, Error>) {
-        if let Some(index) = self.lookup(cid, SlotState::Done) {
-            self.slots[index].result = result;
-        }
-    }
-
-    /// The oldest deadline among in-flight commands.
-    pub(crate) fn earliest_deadline(&self) -> Option<Instant> {
-        self.slots
-            .iter()
-            .filter(|s| s.state == SlotState::InFlight)
-            .map(|s| s.deadline)
-            .min()
     }
 }
 

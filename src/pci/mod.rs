@@ -10,6 +10,7 @@ pub mod bar;
 pub mod capability;
 pub mod config;
 pub mod enumerate;
+pub mod link;
 pub mod slot;
 pub mod window;
 

@@ -39,13 +39,7 @@ pub fn tick(driver: &mut Drv, sim: &Sim) -> Vec<Event> {
 
 /// The controller an event is about.
 pub fn event_id(e: &Event) -> ControllerId {
-    match *e {
-        Event::Attached { id, .. }
-        | Event::Ready { id, .. }
-        | Event::Removed { id, .. }
-        | Event::Failed { id, .. }
-        | Event::Returned { id, .. } => id,
-    }
+    e.id()
 }
 
 /// Ticks until `done` holds for the events so far or `max` ticks passed;

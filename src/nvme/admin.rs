@@ -1,0 +1,136 @@
+//! The admin channel: the admin queue pair with its own submit and poll.
+//!
+//! Several parties use the admin queue at once: the lifecycle (identify,
+//! queue creation and deletion) and recovery (Abort). Each submission gets
+//! its own ticket (the CID), and each party polls for its own ticket, so a
+//! completion can never be taken for another party's command. A ticket its
+//! owner gave up ([`AdminChannel::forget`]) is discarded when it completes.
+
+use core::time::Duration;
+
+use crate::error::{Error, Result, Wait};
+use crate::nvme::command::SubmissionEntry;
+use crate::nvme::controller::ADMIN_QUEUE_DEPTH;
+use crate::nvme::qpair::{QueueFaults, QueuePair};
+use crate::platform::{Instant, Platform, RegisterAccess};
+
+/// Tickets given up by their owners and not completed yet. More than the
+/// lifecycle command and one Abort are never outstanding.
+const FORGOTTEN: usize = 4;
+
+/// A submitted admin command, named by its CID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ticket(u16);
+
+/// The admin queue pair and the tickets nobody waits for any more.
+#[derive(Debug)]
+pub(crate) struct AdminChannel {
+    queue: QueuePair<ADMIN_QUEUE_DEPTH>,
+    forgotten: heapless::Vec<Ticket, FORGOTTEN>,
+    /// Each command's deadline, for the timeout error's message.
+    timeout: Duration,
+}
+
+impl AdminChannel {
+    /// A channel without memory yet, whose commands are given `timeout`.
+    pub(crate) fn new(timeout: Duration) -> Self {
+        Self {
+            queue: QueuePair::new(0, ADMIN_QUEUE_DEPTH as u16),
+            forgotten: heapless::Vec::new(),
+            timeout,
+        }
+    }
+
+    /// Allocates fresh rings of `entries` (after the controller was
+    /// disabled); device addresses of the SQ and CQ for ASQ and ACQ.
+    pub(crate) fn attach_rings<P: Platform>(
+        &mut self,
+        platform: &P,
+        entries: u16,
+        dstrd: u8,
+    ) -> Result<(u64, u64)> {
+        self.queue.attach_rings(platform, entries, dstrd, 0)?;
+        self.queue.ring_addresses().ok_or(Error::NotReady)
+    }
+
+    /// Writes `sqe` into the ring and rings the doorbell (the admin queue
+    /// always uses its MMIO doorbell). The command must complete within the
+    /// admin timeout from `now`.
+    pub(crate) fn submit<R: RegisterAccess>(
+        &mut self,
+        regs: &R,
+        mut sqe: SubmissionEntry,
+        now: Instant,
+    ) -> Result<Ticket> {
+        let deadline = now + self.timeout;
+        let cid = self
+            .queue
+            .reserve(sqe.opcode(), 0, deadline, true, &mut None)?;
+        sqe.set_cid(cid);
+        self.queue.push(&sqe);
+        self.queue.publish(regs, None);
+        Ok(Ticket(cid))
+    }
+
+    /// Consumes posted completions and returns the result of `ticket` once
+    /// it completed (`Ok(dw0)` or the command's error), a timeout once its
+    /// deadline passed, `None` while it is outstanding.
+    pub(crate) fn poll<R: RegisterAccess>(
+        &mut self,
+        regs: &R,
+        ticket: Ticket,
+        now: Instant,
+    ) -> Option<Result<u32>> {
+        self.queue.reap(regs, None);
+        self.discard_forgotten();
+        if let Some(done) = self.queue.tracker.take_done_cid(ticket.0) {
+            return Some(done.result);
+        }
+        let slot = self.queue.tracker.in_flight_mut(ticket.0)?;
+        (now > slot.deadline).then_some(Err(Error::timeout(Wait::AdminCommand, self.timeout)))
+    }
+
+    /// Nobody waits for `ticket` any more: its completion is discarded.
+    pub(crate) fn forget(&mut self, ticket: Ticket) {
+        if self.queue.tracker.take_done_cid(ticket.0).is_none() {
+            // When the list is full, the command stays in the table until
+            // the next reset clears it: harmless, the table has room.
+            let _ = self.forgotten.push(ticket);
+        }
+    }
+
+    fn discard_forgotten(&mut self) {
+        let tracker = &mut self.queue.tracker;
+        self.forgotten.retain(|t| {
+            tracker.take_done_cid(t.0).is_none() && tracker.in_flight_mut(t.0).is_some()
+        });
+    }
+
+    /// Ends every outstanding admin command (the controller is being reset
+    /// or torn down): nobody outside the driver owns them.
+    pub(crate) fn abandon_all(&mut self) {
+        self.queue.tracker.fail_all(Error::Aborted);
+        while self.queue.tracker.take_done().is_some() {}
+        self.forgotten.clear();
+    }
+
+    /// Returns the ring memory to the platform.
+    pub(crate) fn release<P: Platform>(&mut self, platform: &P) {
+        self.queue.release(platform);
+    }
+
+    /// Hands the ring memory to `keep` (quarantine).
+    pub(crate) fn release_with(&mut self, keep: impl FnMut(crate::platform::DmaRegion)) {
+        self.queue.release_with(keep);
+    }
+
+    /// Completions consumed, ever.
+    pub(crate) fn reaped(&self) -> u64 {
+        self.queue.reaped
+    }
+
+    /// Bad completions the device posted.
+    pub(crate) fn faults(&self) -> QueueFaults {
+        self.queue.faults
+    }
+}

@@ -1,0 +1,227 @@
+//! The end of a controller, and the stop inside a reset: the device's DMA is
+//! stopped with proof before anything it could reach is handed back.
+//!
+//! The rule: memory the device may write (rings, PRP lists, shadow doorbell
+//! pages, the identify page, caller buffers of outstanding commands) returns
+//! to the platform or to a caller only once the device provably cannot DMA:
+//! it is gone (config space silent and the slot or link says empty or down),
+//! or bus mastering was switched off and read back off, or CC.EN = 0 was
+//! written and CSTS.RDY = 0 seen. Until then failed commands are held, not
+//! delivered. If no proof comes within CAP.TO the memory is quarantined:
+//! kept for good, counted ([`Controller::quarantined`]) and logged.
+//!
+//! Every teardown runs exactly once ([`Controller::begin_teardown`] ignores
+//! later calls); every outstanding caller command is failed once, at its
+//! start.
+
+use log::warn;
+
+use crate::error::{Error, Wait};
+use crate::link::{DeviceLink, DmaStop, Presence};
+use crate::nvme::controller::{Controller, Ending, State, Step};
+use crate::nvme::regs::{self, Cap, Cc, Csts};
+use crate::platform::{DmaRegion, Instant, Platform, RegisterAccess};
+
+impl<P: Platform, L: DeviceLink> Controller<P, L> {
+    /// Starts the end of the controller in `end` (removed, failed or
+    /// detached): fails every outstanding caller command once with `error`,
+    /// then stops the device's DMA (see the module docs). Most teardowns get
+    /// their proof at once and finish within this call; the others finish in
+    /// later [`Controller::advance`] calls. Later calls do nothing. Returns
+    /// how many caller commands were failed.
+    pub(crate) fn begin_teardown(&mut self, end: State, error: Error) -> usize {
+        if self.state.is_finished() || self.ending.is_some() {
+            return 0;
+        }
+        let failed = self.fail_outstanding(error);
+        self.failed = self.failed.saturating_add(failed as u32);
+        self.ending = Some(Ending { state: end, error });
+        self.state = State::Stopping;
+        let deadline = self.now() + self.ready_timeout();
+        self.step = Step::StopDma { deadline };
+        self.stop_dma_step(deadline);
+        failed
+    }
+
+    /// The device is gone (or was reset behind the driver's back): tear down
+    /// without talking to the controller, once.
+    pub(crate) fn remove(&mut self) -> usize {
+        self.begin_teardown(State::Removed, Error::DeviceRemoved)
+    }
+
+    /// Gives the controller up: stops it if it still listens, fails every
+    /// outstanding command once with `error`, and returns the memory once
+    /// its DMA is proven stopped.
+    pub(crate) fn fail(&mut self, error: Error) -> usize {
+        if self.state.is_finished() || self.ending.is_some() {
+            return 0;
+        }
+        self.clear_enable();
+        self.begin_teardown(State::Failed, error)
+    }
+
+    /// Tears down and waits (bounded by CAP.TO on the platform clock) until
+    /// the teardown finished: for `Drop`, which cannot come back later.
+    pub(crate) fn stop_blocking(&mut self, end: State, error: Error) {
+        if self.state == State::Detaching {
+            // An orderly detach cut short: no shutdown will happen.
+            self.detach_error.get_or_insert(Error::Aborted);
+        }
+        if self.state != State::Stopping {
+            self.fail_or(end, error);
+        }
+        while let Step::StopDma { deadline } = self.step {
+            self.stop_dma_step(deadline);
+        }
+    }
+
+    fn fail_or(&mut self, end: State, error: Error) {
+        if end == State::Failed {
+            self.fail(error);
+        } else {
+            self.begin_teardown(end, error);
+        }
+    }
+
+    /// Fails what is outstanding: caller I/O commands once with `error`
+    /// (held, not delivered, until the device is proven stopped), the
+    /// driver's own admin commands silently. Returns the caller commands.
+    pub(crate) fn fail_outstanding(&mut self, error: Error) -> usize {
+        self.holding = true;
+        self.admin_pending = None;
+        self.abort = None;
+        self.admin.abandon_all();
+        self.io.iter_mut().map(|q| q.tracker.fail_all(error)).sum()
+    }
+
+    /// One look for the proof; finishes the teardown when it is there or
+    /// its deadline passed. Returns whether the teardown finished.
+    pub(crate) fn stop_dma_step(&mut self, deadline: Instant) -> bool {
+        let proof = self.link.stop_dma().or_else(|| self.disabled_proof());
+        if proof.is_none() && self.now() <= deadline {
+            return false;
+        }
+        self.finish_teardown(proof);
+        true
+    }
+
+    /// Clears CC.EN (if it reads set) without waiting.
+    pub(crate) fn clear_enable(&mut self) {
+        let cc = self.regs.read32(regs::CC);
+        if cc != u32::MAX && cc & Cc::EN.bits() != 0 {
+            self.regs.write32(regs::CC, cc & !Cc::EN.bits());
+        }
+    }
+
+    /// Clears CC.EN and looks for CSTS.RDY = 0. A removed device's registers
+    /// may read all-zero, which must not pass for RDY = 0: CAP must read back
+    /// as a controller's (neither all-zero nor all-ones, NVM command set
+    /// supported). At most four register reads.
+    pub(crate) fn disabled_proof(&mut self) -> Option<DmaStop> {
+        self.clear_enable();
+        let csts = self.read_status();
+        if csts.bits() == u32::MAX || csts.contains(Csts::RDY) {
+            return None;
+        }
+        let cap = Cap(self.regs.read64(regs::CAP));
+        let intact = cap.0 != 0 && cap.0 != u64::MAX && cap.nvm_command_set();
+        intact.then_some(DmaStop::Disabled)
+    }
+
+    fn finish_teardown(&mut self, proof: Option<DmaStop>) {
+        let Some(ending) = self.ending.take() else {
+            return;
+        };
+        self.dma_stop = proof;
+        if proof.is_some() {
+            self.release_memory();
+        } else {
+            self.quarantine_memory();
+        }
+        self.holding = false;
+        self.state = ending.state;
+        self.step = Step::Finished;
+        if ending.state != State::Detached {
+            self.failure = Some(ending.error);
+        }
+    }
+
+    /// Returns every region the controller holds to the platform; the
+    /// command tables stay, so failed commands can still be delivered.
+    pub(crate) fn release_memory(&mut self) {
+        let platform = &self.platform;
+        self.admin.release(platform);
+        for q in self.io.iter_mut() {
+            q.release(platform);
+        }
+        if let Some(s) = self.scratch.take() {
+            platform.dma_free(s);
+        }
+        if let Some(buffers) = self.doorbell_buffers.take() {
+            buffers.release(platform);
+        }
+    }
+
+    /// No proof came: keep every region the device could reach, for good,
+    /// caller buffers of failed commands included (they are delivered
+    /// without their buffer).
+    fn quarantine_memory(&mut self) {
+        let mut kept = self.quarantine;
+        let mut keep = |region: DmaRegion| {
+            kept.regions = kept.regions.saturating_add(1);
+            kept.bytes = kept.bytes.saturating_add(region.len() as u64);
+            // Dropping the handle frees nothing: the memory is never given
+            // back to the platform, so nothing can reuse what the device may
+            // still write.
+            let _kept = region;
+        };
+        self.admin.release_with(&mut keep);
+        for q in self.io.iter_mut() {
+            q.release_with(&mut keep);
+            q.tracker.take_buffers(&mut keep);
+        }
+        if let Some(s) = self.scratch.take() {
+            keep(s);
+        }
+        if let Some(buffers) = self.doorbell_buffers.take() {
+            buffers.release_with(&mut keep);
+        }
+        if kept.regions > self.quarantine.regions {
+            warn!(
+                "nvme: the device could not be proven stopped within {} ms: {} regions ({} bytes) quarantined for good",
+                self.ready_timeout().as_millis(),
+                kept.regions - self.quarantine.regions,
+                kept.bytes - self.quarantine.bytes,
+            );
+        }
+        self.quarantine = kept;
+    }
+
+    /// One step of a reset's disable: once CSTS.RDY = 0 is seen the failed
+    /// commands may be handed back and bring-up starts after `backoff`; a
+    /// controller that does not stop by `deadline` is given up. Returns
+    /// whether the step moved on.
+    pub(crate) fn reset_disable_step(
+        &mut self,
+        deadline: Instant,
+        backoff: core::time::Duration,
+    ) -> bool {
+        if self.disabled_proof().is_some() {
+            self.holding = false;
+            self.step = Step::Backoff {
+                until: self.now() + backoff,
+            };
+            return true;
+        }
+        if self.link.presence() != Presence::Present {
+            self.remove();
+            return true;
+        }
+        if self.now() > deadline {
+            warn!("nvme: controller does not stop for its reset");
+            self.fail(Error::timeout(Wait::Disable, self.ready_timeout()));
+            return true;
+        }
+        false
+    }
+}
