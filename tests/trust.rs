@@ -1,0 +1,366 @@
+//! A device that glitches, lies or stalls, and an embedder who uses the
+//! driver in ways the common paths do not: the lifecycle holds its promises.
+//! Memory returns only once the device provably cannot reach it; a detach
+//! ends with a shutdown or says it could not; no doorbell reaches a disabled
+//! controller; a tick never spins; no event is lost or miscounted.
+
+mod misbehaviour_common;
+
+use std::time::Duration;
+
+use bare_nvme::nvme::command::admin;
+use bare_nvme::pci::config::{Command, ConfigSpace};
+use bare_nvme::{
+    Config, Controller, Detection, Driver, DriverConfig, Error, Event, IoOp, PhysAddr, Platform,
+    State, Wait,
+};
+use bare_nvme_sim::{
+    ControllerSpec, CtrlId, Hold, Misbehaviour, NamespaceSpec, PortId, Sim, SimPlatform,
+};
+use misbehaviour_common::*;
+
+const CTRL: CtrlId = CtrlId(0);
+
+/// A controller driven on its own, without the driver's PCI layer: the test
+/// turns on memory decoding and bus mastering, as firmware would.
+fn standalone(sim: &Sim, config: Config) -> Controller<SimPlatform> {
+    let access = sim.config_access();
+    let address = sim.address(CTRL).expect("function");
+    ConfigSpace::new(&access, address)
+        .update_command(Command::MEMORY | Command::BUS_MASTER, Command::empty());
+    let platform = sim.platform();
+    let len = 16 << 10;
+    let regs = platform
+        .map_registers(PhysAddr::new(sim.bar(CTRL)), len)
+        .expect("mapped");
+    Controller::new(platform, (), regs, len, config)
+}
+
+fn short_config() -> Config {
+    config().controller
+}
+
+#[test]
+fn a_standalone_detach_whose_queue_deletion_times_out_still_disables_before_memory_returns() {
+    let sim = Sim::single(spec());
+    let mut c = standalone(&sim, short_config());
+    c.bring_up().expect("ready");
+    // From now on admin commands are never answered: Delete SQ times out.
+    sim.hold(CTRL, Hold::All);
+    let r = c.detach();
+    assert!(
+        matches!(
+            r,
+            Err(Error::Timeout {
+                what: Wait::AdminCommand,
+                ..
+            })
+        ),
+        "the detach says what it could not do: {r:?}"
+    );
+    assert_eq!(c.state(), State::Detached);
+    // Without config space the controller itself must be seen disabled
+    // before its memory goes back.
+    assert!(!sim.is_ready(CTRL), "CSTS.RDY still 1");
+    assert_eq!(c.dma_stop(), Some(bare_nvme::DmaStop::Disabled));
+    drop(c);
+    sim.release_all();
+    assert_eq!(sim.counters().dma_regions, 0);
+}
+
+#[test]
+fn a_detach_while_an_abort_is_outstanding_deletes_the_queues_and_shuts_down() {
+    let sim = Sim::single(spec());
+    let (mut driver, id) = ready(&sim);
+    sim.misbehave(CTRL, Misbehaviour::NeverComplete.once());
+    submit_read(&mut driver, &sim, id, 7);
+    driver.controller(id).unwrap().ring_doorbells();
+    let before = sim.counters();
+    // Past the deadline, one tick sends the Abort; the detach starts before
+    // the tick that would collect the Abort's completion.
+    sim.advance(IO_TIMEOUT * 2);
+    driver.tick();
+    assert_eq!(
+        sim.counters().admin(admin::ABORT),
+        before.admin(admin::ABORT) + 1
+    );
+    driver.detach(id).unwrap();
+    let events = tick_for(&mut driver, &sim, Duration::from_secs(5), |d| {
+        d.controller_state(id).is_some_and(|s| s.is_finished())
+    });
+    let after = sim.counters();
+    assert_eq!(
+        after.admin(admin::DELETE_SQ),
+        before.admin(admin::DELETE_SQ) + 1
+    );
+    assert_eq!(
+        after.admin(admin::DELETE_CQ),
+        before.admin(admin::DELETE_CQ) + 1
+    );
+    assert_eq!(after.protocol_errors, 0, "{:?}", sim.protocol_log());
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Removed {
+                detected_by: Detection::Orderly,
+                failed_commands: 1,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    assert_eq!(driver.controller_state(id), Some(State::Detached));
+    finish(driver, &sim);
+}
+
+#[test]
+fn no_doorbell_reaches_a_controller_being_reset() {
+    let sim = Sim::single(spec().ready_delay(Duration::from_millis(20)));
+    let (mut driver, id) = ready(&sim);
+    // Two reads queued, not yet rung.
+    submit_read(&mut driver, &sim, id, 1);
+    submit_read(&mut driver, &sim, id, 2);
+    sim.set_cfs(CTRL);
+    for _ in 0..3 {
+        driver.tick();
+    }
+    assert_ne!(driver.controller_state(id), Some(State::Ready));
+    // The caller polls while the reset has the controller disabled.
+    let mut got = Vec::new();
+    for _ in 0..200 {
+        got.extend(poll(&mut driver, id));
+        driver.tick();
+        sim.advance(Duration::from_millis(1));
+    }
+    // The simulated controller counts a doorbell written while it is
+    // disabled, or for a queue it does not have, as a protocol error.
+    assert_eq!(
+        sim.counters().protocol_errors,
+        0,
+        "{:?}",
+        sim.protocol_log()
+    );
+    let mut tags: Vec<u64> = got.iter().map(|c| c.tag).collect();
+    tags.sort();
+    assert_eq!(tags, [1, 2], "each command delivered once");
+    assert!(got.iter().all(|c| c.result == Err(Error::ControllerFailed)));
+    free(&sim, got);
+    finish(driver, &sim);
+}
+
+/// Register and config reads one tick may make for one controller: at most
+/// 16 state-machine steps, none of which waits by spinning.
+const TICK_READS: u64 = 64;
+
+#[test]
+fn a_controller_slow_at_every_step_never_stalls_a_tick() {
+    let slow = Duration::from_millis(300);
+    let sim = Sim::single(spec().timeout(4).ready_delay(slow));
+    let mut driver = Box::new(Driver::new(sim.platform(), sim.config_access(), config()));
+    driver.scan().unwrap();
+    let mut worst = (0u64, 0u64, Duration::ZERO);
+    let mut ticks = 0;
+    let mut measure = |driver: &mut Box<SimDriver>, sim: &Sim| {
+        let before = sim.counters();
+        let t0 = sim.now();
+        let events = driver.tick();
+        let after = sim.counters();
+        let spent = sim.now() - t0;
+        worst.0 = worst.0.max(after.mmio_reads - before.mmio_reads);
+        worst.1 = worst.1.max(after.config_reads - before.config_reads);
+        worst.2 = worst.2.max(spent);
+        sim.advance(Duration::from_millis(1));
+        events
+    };
+    let mut events = Vec::new();
+    while driver.ready_controllers().next().is_none() && ticks < 5_000 {
+        events.extend(measure(&mut driver, &sim));
+        ticks += 1;
+    }
+    let id = driver.ready_controllers().next().expect("ready");
+    // A reset: the disable takes `slow` as well.
+    sim.set_cfs(CTRL);
+    for _ in 0..2_000 {
+        events.extend(measure(&mut driver, &sim));
+    }
+    assert_eq!(
+        driver.controller_state(id),
+        Some(State::Ready),
+        "{events:?}"
+    );
+    assert_eq!(driver.controller(id).unwrap().reset_count(), 1);
+    // And an orderly detach, whose shutdown and disable are slow too.
+    driver.detach(id).unwrap();
+    for _ in 0..2_000 {
+        events.extend(measure(&mut driver, &sim));
+    }
+    assert_eq!(driver.controller_state(id), Some(State::Detached));
+    let (reads, config_reads, spent) = worst;
+    println!("worst tick: {reads} register reads, {config_reads} config reads, {spent:?}");
+    assert!(reads <= TICK_READS, "{reads} register reads in one tick");
+    assert!(
+        config_reads <= TICK_READS,
+        "{config_reads} config reads in one tick"
+    );
+    assert!(spent < Duration::from_millis(1), "one tick took {spent:?}");
+    finish(driver, &sim);
+}
+
+#[test]
+fn wait_ready_loses_no_event_with_many_controllers() {
+    // A driver for 16 controllers is built by value before it is boxed.
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(many_controllers)
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+fn many_controllers() {
+    let mut builder = Sim::builder();
+    for i in 0..10 {
+        builder = builder.root_port(true).controller_on_port(
+            PortId(i),
+            ControllerSpec::default()
+                .serial(&format!("many{i}"))
+                .namespace(NamespaceSpec::new(64, 512)),
+        );
+    }
+    let sim = builder.build();
+    let mut driver: Box<Driver<_, _, 16>> = Box::new(Driver::new(
+        sim.platform(),
+        sim.config_access(),
+        DriverConfig::default(),
+    ));
+    assert_eq!(driver.scan().unwrap(), 10);
+    let mut events: Vec<Event> = driver
+        .wait_ready(Duration::from_secs(30))
+        .into_iter()
+        .collect();
+    for _ in 0..20 {
+        events.extend(driver.wait_ready(Duration::from_secs(30)));
+        events.extend(driver.tick());
+    }
+    let ready = events
+        .iter()
+        .filter(|e| matches!(e, Event::Ready { .. }))
+        .count();
+    let attached = events
+        .iter()
+        .filter(|e| matches!(e, Event::Attached { .. }))
+        .count();
+    assert_eq!((attached, ready), (10, 10), "{events:?}");
+}
+
+#[test]
+fn a_removal_counts_only_the_callers_commands() {
+    let sim = Sim::single(spec());
+    let (mut driver, id) = ready(&sim);
+    // One caller command in flight and the driver's Abort for it.
+    sim.hold(CTRL, Hold::All);
+    submit_read(&mut driver, &sim, id, 3);
+    driver.controller(id).unwrap().ring_doorbells();
+    sim.advance(IO_TIMEOUT * 2);
+    driver.tick();
+    sim.surprise_remove(CTRL);
+    let events = tick_for(&mut driver, &sim, Duration::from_secs(1), |d| {
+        d.controller_state(id).is_some_and(|s| s.is_finished())
+    });
+    let removed: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::Removed { .. }))
+        .collect();
+    assert!(
+        matches!(
+            removed.as_slice(),
+            [Event::Removed {
+                failed_commands: 1,
+                ..
+            }]
+        ),
+        "{events:?}"
+    );
+    let delivered = poll(&mut driver, id);
+    assert_eq!(delivered.len(), 1);
+    free(&sim, delivered);
+    finish(driver, &sim);
+}
+
+#[test]
+fn scan_after_an_orderly_detach_attaches_the_controller_again() {
+    let sim = Sim::single(spec());
+    let (mut driver, id) = ready(&sim);
+    driver.detach(id).unwrap();
+    tick_for(&mut driver, &sim, Duration::from_secs(5), |d| {
+        d.controller_state(id) == Some(State::Detached)
+    });
+    assert_eq!(
+        driver.scan().unwrap(),
+        1,
+        "the detached function is attached again"
+    );
+    let events = tick_for(&mut driver, &sim, Duration::from_secs(5), |d| {
+        d.ready_controllers().next().is_some()
+    });
+    let again = driver.ready_controllers().next().expect("ready again");
+    assert_ne!(again, id);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Returned { previous, .. } if *previous == id)),
+        "{events:?}"
+    );
+    round_trip(&mut driver, &sim, again, 8);
+    finish(driver, &sim);
+}
+
+/// A read that completes successfully while its Abort is outstanding; the
+/// Abort's completion is collected by a tick before (`tick_first`) or after
+/// the caller's poll.
+fn abort_race(tick_first: bool) -> Result<(), Error> {
+    let sim = Sim::single(spec());
+    let (mut driver, id) = ready(&sim);
+    sim.hold(CTRL, Hold::All);
+    submit_read(&mut driver, &sim, id, 9);
+    driver.controller(id).unwrap().ring_doorbells();
+    sim.advance(IO_TIMEOUT * 2);
+    driver.tick();
+    // The read completes (successfully), then the Abort finds nothing.
+    assert_eq!(sim.complete_held(2), 2);
+    sim.hold(CTRL, Hold::None);
+    let mut got = Vec::new();
+    if tick_first {
+        driver.tick();
+    }
+    got.extend(poll(&mut driver, id));
+    driver.tick();
+    got.extend(poll(&mut driver, id));
+    assert_eq!(got.len(), 1);
+    let result = got[0].result;
+    free(&sim, got);
+    finish(driver, &sim);
+    result
+}
+
+#[test]
+fn a_command_that_completes_while_its_abort_is_outstanding_has_one_result() {
+    assert_eq!(abort_race(false), Ok(()));
+    assert_eq!(abort_race(true), Ok(()), "the tick's order changes nothing");
+}
+
+#[test]
+fn an_io_to_a_removed_controller_after_its_teardown_is_refused() {
+    let sim = Sim::single(spec());
+    let (mut driver, id) = ready(&sim);
+    sim.surprise_remove(CTRL);
+    tick_for(&mut driver, &sim, Duration::from_millis(10), |d| {
+        d.controller_state(id) == Some(State::Removed)
+    });
+    let c = driver.controller(id).unwrap();
+    assert_eq!(c.dma_stop(), Some(bare_nvme::DmaStop::Gone));
+    let op = IoOp::Flush { nsid: 1 };
+    let r = c.submit(0, op, None, 0);
+    assert!(matches!(r, Err(ref e) if e.error == Error::DeviceRemoved));
+    finish(driver, &sim);
+}
