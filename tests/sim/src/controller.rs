@@ -263,8 +263,8 @@ impl Controller {
                 if shn != 0 && old & regs::Cc::SHN_MASK == 0 {
                     // Shutdown: processing until the delay passed (or
                     // forever), then complete with the cache flushed.
-                    self.csts = (self.csts & !regs::Csts::SHST_MASK)
-                        | regs::Csts::SHST_OCCURRING.bits();
+                    self.csts =
+                        (self.csts & !regs::Csts::SHST_MASK) | regs::Csts::SHST_OCCURRING.bits();
                     if !self.spec.shutdown_never {
                         self.shst_at = Some(env.now + self.spec.shutdown_delay.as_nanos() as u64);
                         self.update(env.now);
