@@ -35,6 +35,12 @@ pub(crate) struct Controller {
     rdy_at: u64,
     /// The last enable was refused (bad configuration): RDY stays 0.
     enable_failed: bool,
+    /// CC.EN went 1 -> 0: queues and held commands go when RDY drops.
+    reset_pending: bool,
+    /// When a shutdown in progress reports complete.
+    shst_at: Option<u64>,
+    /// The next CSTS read returns 0 (a transient glitch).
+    pub(crate) glitch_csts: bool,
     aqa: u32,
     asq: u64,
     acq: u64,
@@ -72,6 +78,9 @@ impl Controller {
             rdy_target: false,
             rdy_at: 0,
             enable_failed: false,
+            reset_pending: false,
+            shst_at: None,
+            glitch_csts: false,
             aqa: 0,
             asq: 0,
             acq: 0,
@@ -136,15 +145,34 @@ impl Controller {
         self.rdy && !self.hung && self.csts & regs::Csts::CFS.bits() == 0
     }
 
-    /// Lets CSTS.RDY follow CC.EN once the delay has passed.
+    /// Whether the controller may still master DMA as far as its own state
+    /// goes: CC.EN or CSTS.RDY set (the bus side is checked by the caller).
+    pub(crate) fn may_dma(&self) -> bool {
+        self.cc & 1 != 0 || self.rdy
+    }
+
+    /// Lets CSTS.RDY follow CC.EN once the delay has passed, finishes a
+    /// reset once RDY dropped, and a shutdown once its time came.
     pub(crate) fn update(&mut self, now: u64) {
-        if self.hung || self.rdy == self.rdy_target || now < self.rdy_at {
-            return;
+        if self.shst_at.is_some_and(|at| now >= at) {
+            self.shst_at = None;
+            self.finish_shutdown();
         }
-        if self.rdy_target && (self.spec.ready_never || self.enable_failed) {
-            return;
+        let blocked = self.rdy_target && (self.spec.ready_never || self.enable_failed);
+        if !self.hung && self.rdy != self.rdy_target && now >= self.rdy_at && !blocked {
+            self.rdy = self.rdy_target;
         }
-        self.rdy = self.rdy_target;
+        if self.reset_pending && !self.rdy {
+            self.reset_pending = false;
+            self.reset_queues();
+        }
+    }
+
+    fn finish_shutdown(&mut self) {
+        self.csts = (self.csts & !regs::Csts::SHST_MASK) | regs::Csts::SHST_COMPLETE.bits();
+        for ns in &mut self.namespaces {
+            ns.flush();
+        }
     }
 
     pub(crate) fn set_cfs(&mut self) {
@@ -160,6 +188,10 @@ impl Controller {
             0x08 => VERSION,
             0x0C | 0x10 => self.intms,
             0x14 => self.cc,
+            0x1C if self.glitch_csts => {
+                self.glitch_csts = false;
+                0
+            }
             0x1C => self.csts | self.rdy as u32,
             0x24 => self.aqa,
             0x28 => self.asq as u32,
@@ -215,25 +247,27 @@ impl Controller {
         match (was, now_en) {
             (false, true) => self.enable(env),
             (true, false) => {
-                self.reset_queues();
+                // Queues (and held commands) live on until RDY drops: until
+                // then the controller may still complete them into memory.
+                self.reset_pending = true;
+                self.shst_at = None;
                 self.csts &= !(regs::Csts::CFS.bits() | regs::Csts::SHST_MASK);
                 self.enable_failed = false;
                 self.rdy_target = false;
-                self.rdy_at = env.now + self.spec.ready_delay.as_nanos() as u64;
+                let delay = self.spec.disable_delay.unwrap_or(self.spec.ready_delay);
+                self.rdy_at = env.now + delay.as_nanos() as u64;
+                self.update(env.now);
             }
             (true, true) => {
                 let shn = value & regs::Cc::SHN_MASK;
                 if shn != 0 && old & regs::Cc::SHN_MASK == 0 {
-                    // Shutdown: nothing to write back in the model; report
-                    // processing or complete.
-                    let shst = if self.spec.shutdown_never {
-                        regs::Csts::SHST_OCCURRING
-                    } else {
-                        regs::Csts::SHST_COMPLETE
-                    };
-                    self.csts = (self.csts & !regs::Csts::SHST_MASK) | shst.bits();
-                    for ns in &mut self.namespaces {
-                        ns.flush();
+                    // Shutdown: processing until the delay passed (or
+                    // forever), then complete with the cache flushed.
+                    self.csts =
+                        (self.csts & !regs::Csts::SHST_MASK) | regs::Csts::SHST_OCCURRING.bits();
+                    if !self.spec.shutdown_never {
+                        self.shst_at = Some(env.now + self.spec.shutdown_delay.as_nanos() as u64);
+                        self.update(env.now);
                     }
                 }
                 if (old ^ value) & !regs::Cc::SHN_MASK != 0 {
@@ -248,6 +282,11 @@ impl Controller {
     }
 
     fn enable(&mut self, env: &mut Env) {
+        if self.reset_pending {
+            // Re-enabled before RDY dropped: the reset happens now.
+            self.reset_pending = false;
+            self.reset_queues();
+        }
         let cc = self.cc;
         let mps = ((cc >> 7) & 0xF) as u8;
         let asqs = (self.aqa & 0xFFF) + 1;
@@ -309,6 +348,9 @@ impl Controller {
         self.rdy = false;
         self.rdy_target = false;
         self.enable_failed = false;
+        self.reset_pending = false;
+        self.shst_at = None;
+        self.glitch_csts = false;
         self.aqa = 0;
         self.asq = 0;
         self.acq = 0;

@@ -137,4 +137,20 @@ pub enum Fault {
     NssrOccurred(CtrlId),
     /// The port's link goes down (and stays down until [`Sim::link_up`]).
     LinkDown(PortId),
+    /// A transient glitch of a present, healthy device (see
+    /// [`Sim::glitch`]): the next CSTS read returns 0 and the next read of
+    /// the function's vendor/device dword returns all-ones.
+    Glitch(CtrlId),
+    /// The function ignores every config write from now on (see
+    /// [`Sim::ignore_config_writes`]).
+    IgnoreConfigWrites(CtrlId),
+    /// The function loses Memory Space Enable while bus mastering and the
+    /// controller keep running (see [`Sim::memory_decoding_off`]).
+    MemoryDecodingOff(CtrlId),
+    /// The slot reports Presence Detect Changed while nothing changed (see
+    /// [`Sim::bounce_presence`]).
+    BouncePresence(PortId),
+    /// The slot reports Data Link Layer State Changed while the link stays
+    /// up (see [`Sim::bounce_link`]).
+    BounceLink(PortId),
 }

@@ -62,6 +62,10 @@ pub(crate) struct Node {
     pub(crate) kind: Kind,
     /// False once removed: the node stays so that ids remain stable.
     pub(crate) present: bool,
+    /// The next read of the vendor/device dword returns all-ones.
+    pub(crate) glitch_id: bool,
+    /// Config writes are dropped; reads stay normal.
+    pub(crate) ignore_writes: bool,
 }
 
 /// What a Slot Control write asked the slot to do with its device.
@@ -169,6 +173,8 @@ impl Topology {
             cfg,
             kind,
             present: true,
+            glitch_id: false,
+            ignore_writes: false,
         });
         self.nodes.len() - 1
     }

@@ -194,6 +194,51 @@ impl Sim {
         self.inject(Fault::Hang(ctrl));
     }
 
+    /// A transient glitch of a present, healthy device: the next CSTS read
+    /// of the controller returns 0 (RDY clear) and the next config read of
+    /// the function's vendor/device dword (offset 0) returns all-ones; after
+    /// those two reads everything reads normally. The controller keeps
+    /// running and keeps its DMA ability throughout.
+    pub fn glitch(&self, ctrl: CtrlId) {
+        self.inject(Fault::Glitch(ctrl));
+    }
+
+    /// Whether the function drops every config write (`on`) or accepts
+    /// them again. Reads stay normal: a driver turning bus mastering off
+    /// reads it back still on.
+    pub fn ignore_config_writes(&self, ctrl: CtrlId, on: bool) {
+        self.st().set_ignore_config_writes(ctrl.0, on);
+    }
+
+    /// The function's Command register loses Memory Space Enable while Bus
+    /// Master stays on and the controller stays enabled and ready: register
+    /// accesses reach nothing, held commands can still complete into memory.
+    pub fn memory_decoding_off(&self, ctrl: CtrlId) {
+        self.inject(Fault::MemoryDecodingOff(ctrl));
+    }
+
+    /// The slot sets Presence Detect Changed while the card stays present,
+    /// the link up and the device alive and untouched (BAR, command
+    /// register and CC.EN unchanged).
+    pub fn bounce_presence(&self, port: PortId) {
+        self.inject(Fault::BouncePresence(port));
+    }
+
+    /// The slot sets Data Link Layer State Changed while the link stays up
+    /// and the device alive and untouched.
+    pub fn bounce_link(&self, port: PortId) {
+        self.inject(Fault::BounceLink(port));
+    }
+
+    /// Whether the controller can write memory now: present, bus mastering
+    /// on along its path, and CC.EN = 1 or CSTS.RDY = 1.
+    pub fn can_dma(&self, ctrl: CtrlId) -> bool {
+        let mut s = self.st();
+        let now = s.now;
+        s.ctrls[ctrl.0].dev.update(now);
+        s.can_dma(ctrl.0)
+    }
+
     /// Lets a hung controller work again.
     pub fn unhang(&self, ctrl: CtrlId) {
         self.st().ctrls[ctrl.0].dev.hung = false;

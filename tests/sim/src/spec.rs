@@ -83,6 +83,8 @@ pub struct ControllerSpec {
     pub(crate) volatile_cache: bool,
     pub(crate) shadow_doorbells: bool,
     pub(crate) ready_delay: Duration,
+    pub(crate) disable_delay: Option<Duration>,
+    pub(crate) shutdown_delay: Duration,
     pub(crate) ready_never: bool,
     pub(crate) shutdown_never: bool,
     pub(crate) bar_size: u64,
@@ -117,6 +119,8 @@ impl Default for ControllerSpec {
             volatile_cache: true,
             shadow_doorbells: true,
             ready_delay: Duration::ZERO,
+            disable_delay: None,
+            shutdown_delay: Duration::ZERO,
             ready_never: false,
             shutdown_never: false,
             bar_size: 16 << 10,
@@ -211,9 +215,24 @@ impl ControllerSpec {
         self.shadow_doorbells = supported;
         self
     }
-    /// Virtual time from CC.EN changing to CSTS.RDY following it.
+    /// Virtual time from CC.EN changing to CSTS.RDY following it (both
+    /// ways, unless [`ControllerSpec::disable_delay`] sets the 1 -> 0 time).
     pub fn ready_delay(mut self, delay: Duration) -> Self {
         self.ready_delay = delay;
+        self
+    }
+    /// Virtual time from CC.EN 1 -> 0 to CSTS.RDY dropping, independent of
+    /// [`ControllerSpec::ready_delay`]. Until RDY drops the controller keeps
+    /// its queues and may still do DMA (held commands can still complete).
+    pub fn disable_delay(mut self, delay: Duration) -> Self {
+        self.disable_delay = Some(delay);
+        self
+    }
+    /// Virtual time from CC.SHN being set to CSTS.SHST reporting shutdown
+    /// complete (processing occurring until then; data is flushed when it
+    /// completes).
+    pub fn shutdown_delay(mut self, delay: Duration) -> Self {
+        self.shutdown_delay = delay;
         self
     }
     /// CSTS.RDY never rises after CC.EN is set.

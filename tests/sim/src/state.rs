@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::off;
+use crate::config::{cmd, off};
 use crate::controller::{Controller, Env};
 use crate::counters::Stats;
 use crate::memory::Arena;
@@ -76,7 +76,40 @@ impl State {
             Fault::Hang(c) => self.ctrls[c.0].dev.hung = true,
             Fault::NssrOccurred(c) => self.ctrls[c.0].dev.subsystem_reset(),
             Fault::LinkDown(p) => self.set_link(p, false),
+            Fault::Glitch(c) => self.glitch(c.0),
+            Fault::IgnoreConfigWrites(c) => self.set_ignore_config_writes(c.0, true),
+            Fault::MemoryDecodingOff(c) => self.memory_decoding_off(c.0),
+            Fault::BouncePresence(p) => self.bounce(p, slot::PRESENCE_DETECT_CHANGED),
+            Fault::BounceLink(p) => self.bounce(p, slot::DLL_STATE_CHANGED),
         }
+    }
+
+    fn glitch(&mut self, c: usize) {
+        let node = self.ctrls[c].node;
+        self.pci.nodes[node].glitch_id = true;
+        self.ctrls[c].dev.glitch_csts = true;
+    }
+
+    pub(crate) fn set_ignore_config_writes(&mut self, c: usize, on: bool) {
+        let node = self.ctrls[c].node;
+        self.pci.nodes[node].ignore_writes = on;
+    }
+
+    fn memory_decoding_off(&mut self, c: usize) {
+        let cfg = &mut self.pci.nodes[self.ctrls[c].node].cfg;
+        let command = cfg.command() & !cmd::MEMORY;
+        cfg.set16(off::COMMAND, command);
+    }
+
+    /// Sets a Slot Status change bit while nothing changed in the slot.
+    fn bounce(&mut self, port: PortId, bit: u16) {
+        self.pci.set_slot_status(self.ports[port.0], bit);
+    }
+
+    /// Whether controller `c` may write memory now: present, bus mastering
+    /// on along the path, and CC.EN or CSTS.RDY set.
+    pub(crate) fn can_dma(&self, c: usize) -> bool {
+        self.present(c) && self.pci.bus_master(self.ctrls[c].node) && self.ctrls[c].dev.may_dma()
     }
 
     pub(crate) fn config_read(&mut self, bus: u8, dev: u8, func: u8, offset: u16) -> u32 {
@@ -88,6 +121,10 @@ impl State {
             return !0;
         }
         match self.pci.route_config(bus, dev, func) {
+            Some(n) if offset == 0 && self.pci.nodes[n].glitch_id => {
+                self.pci.nodes[n].glitch_id = false;
+                !0
+            }
             Some(n) => self.pci.nodes[n].cfg.get32(offset as usize),
             None => !0,
         }
@@ -104,6 +141,9 @@ impl State {
         let Some(n) = self.pci.route_config(bus, dev, func) else {
             return;
         };
+        if self.pci.nodes[n].ignore_writes {
+            return;
+        }
         match self.pci.config_write(n, offset as usize, value) {
             SlotAction::None => {}
             SlotAction::Remove(child) => self.remove_node(child),
