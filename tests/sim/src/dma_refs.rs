@@ -88,7 +88,16 @@ impl Controller {
             self.page_size(),
             &mut lists,
         )
-        .unwrap_or_default();
+        .unwrap_or_else(|_| {
+            // A list the walk cannot follow (freed already, say): the
+            // pages PRP1 and PRP2 name directly are still the command's.
+            let first = page - sqe.prp1 % page;
+            let mut direct = vec![(sqe.prp1, (len as u64).min(first) as usize)];
+            if len as u64 > first {
+                direct.push((sqe.prp2 & !(page - 1), page as usize));
+            }
+            direct
+        });
         segs.iter()
             .map(|&(p, n)| (p, p.saturating_add(n as u64)))
             .chain(lists.iter().map(|&e| (e, e + 8)))
