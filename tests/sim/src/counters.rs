@@ -126,6 +126,8 @@ impl fmt::Debug for Counters {
 pub(crate) struct Stats {
     pub(crate) c: Counters,
     pub(crate) log: Vec<String>,
+    /// The memory-safety lines of the log, kept across counter resets.
+    pub(crate) notes: Vec<String>,
     pub(crate) next_seq: u64,
 }
 
@@ -139,6 +141,7 @@ impl Stats {
     /// Logs a memory-safety finding (counted by its caller, not as a
     /// protocol error).
     pub(crate) fn note(&mut self, what: String) {
+        self.notes.push(what.clone());
         self.log.push(what);
     }
 }
