@@ -188,11 +188,10 @@ fn a_controller_that_keeps_failing_is_given_up_once_with_bus_mastering_off() {
         "bus master off"
     );
     assert_eq!(sim.counters().dma_regions, 0, "all memory returned");
+    let mut buf = sim.platform().dma_alloc(512, 512).unwrap();
     assert_eq!(
-        driver
-            .controller(id)
-            .unwrap()
-            .read(1, 0, &mut sim.platform().dma_alloc(512, 512).unwrap()),
+        driver.controller(id).unwrap().read(1, 0, &mut buf),
         Err(Error::ControllerFailed)
     );
+    sim.platform().dma_free(buf);
 }

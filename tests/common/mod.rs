@@ -112,6 +112,8 @@ pub fn assert_clean(sim: &Sim) {
 }
 
 /// Polls `queue` until `n` completions arrived (bounded), returning them.
+/// Each returned buffer is reported to the model as the caller's again
+/// ([`Sim::caller_owns`]), so a device still writing it is caught.
 pub fn collect(driver: &mut BoxedDrv, id: ControllerId, queue: u16, n: usize) -> Vec<Completion> {
     let mut got = Vec::new();
     for _ in 0..10_000 {
@@ -119,6 +121,9 @@ pub fn collect(driver: &mut BoxedDrv, id: ControllerId, queue: u16, n: usize) ->
             break;
         }
         driver.controller(id).unwrap().poll(queue, |c| got.push(c));
+    }
+    for b in got.iter().filter_map(|c| c.buffer.as_ref()) {
+        driver.platform().caller_owns(b);
     }
     assert_eq!(got.len(), n, "completions missing");
     got

@@ -117,6 +117,9 @@ pub fn poll(driver: &mut SimDriver, id: ControllerId) -> Vec<Completion> {
     for q in 0..c.io_queue_count() {
         c.poll(q, |done| out.push(done));
     }
+    for b in out.iter().filter_map(|c| c.buffer.as_ref()) {
+        driver.platform().caller_owns(b);
+    }
     out
 }
 

@@ -122,6 +122,13 @@ impl Controller {
             self.page_size(),
         )?;
         prp::check(env.mem, env.stats, &segs)?;
+        let serial = &self.spec.serial;
+        if segs
+            .iter()
+            .any(|&(p, n)| env.write_into_caller_memory(serial, p, n))
+        {
+            return Err(Status::new(sct::GENERIC, sc::DATA_TRANSFER_ERROR));
+        }
         prp::write_out(env.mem, &segs, data);
         Ok(())
     }

@@ -103,6 +103,8 @@ impl SimBuilder {
             faults: BTreeMap::new(),
             accesses: 0,
             removed_reads: self.removed_reads,
+            caller_owned: Vec::new(),
+            expect: Default::default(),
         };
         st.pci
             .add(None, 0, pci::host_bridge_config(), Kind::HostBridge);

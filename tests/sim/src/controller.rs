@@ -22,6 +22,8 @@ pub(crate) struct Env<'a> {
     pub(crate) stats: &'a mut Stats,
     pub(crate) now: u64,
     pub(crate) bus_master: bool,
+    /// Memory completions returned to their callers (see `dma_refs.rs`).
+    pub(crate) caller_owned: &'a mut Vec<crate::dma_refs::Range>,
 }
 
 pub(crate) struct Controller {

@@ -31,8 +31,15 @@ pub struct Counters {
     /// Things a correct driver never does (the log says which:
     /// [`crate::Sim::protocol_log`]).
     pub protocol_errors: u64,
-    /// Device accesses to memory outside every live allocation.
+    /// Device accesses to memory outside every live allocation, and device
+    /// writes into buffers a completion returned to their caller
+    /// ([`crate::Sim::caller_owns`]).
     pub wild_dma: u64,
+    /// DMA regions freed (or returned to their caller) while a controller
+    /// that can still DMA references them: a queue ring, a shadow doorbell
+    /// or EventIdx page, or the memory of a command it fetched and has not
+    /// completed. The log says which ([`crate::Sim::protocol_log`]).
+    pub freed_while_dma_possible: u64,
     /// Times the controller could not fetch or post because bus mastering
     /// was off.
     pub dma_blocked: u64,
@@ -74,6 +81,7 @@ impl Default for Counters {
             dma_frees: 0,
             protocol_errors: 0,
             wild_dma: 0,
+            freed_while_dma_possible: 0,
             dma_blocked: 0,
             completions_posted: 0,
             admin_commands: [0; 256],
@@ -104,6 +112,7 @@ impl fmt::Debug for Counters {
             .field("dma_frees", &self.dma_frees)
             .field("protocol_errors", &self.protocol_errors)
             .field("wild_dma", &self.wild_dma)
+            .field("freed_while_dma_possible", &self.freed_while_dma_possible)
             .field("dma_blocked", &self.dma_blocked)
             .field("completions_posted", &self.completions_posted)
             .field("admin_commands", &nonzero(&self.admin_commands))
@@ -117,6 +126,8 @@ impl fmt::Debug for Counters {
 pub(crate) struct Stats {
     pub(crate) c: Counters,
     pub(crate) log: Vec<String>,
+    /// The memory-safety lines of the log, kept across counter resets.
+    pub(crate) notes: Vec<String>,
     pub(crate) next_seq: u64,
 }
 
@@ -124,6 +135,13 @@ impl Stats {
     /// Records something a correct driver never does.
     pub(crate) fn protocol(&mut self, what: String) {
         self.c.protocol_errors += 1;
+        self.log.push(what);
+    }
+
+    /// Logs a memory-safety finding (counted by its caller, not as a
+    /// protocol error).
+    pub(crate) fn note(&mut self, what: String) {
+        self.notes.push(what.clone());
         self.log.push(what);
     }
 }

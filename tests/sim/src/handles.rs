@@ -44,20 +44,32 @@ pub struct SimConfig {
     pub(crate) state: Rc<RefCell<State>>,
 }
 
+impl SimPlatform {
+    /// [`crate::Sim::caller_owns`], for helpers that hold only the platform
+    /// (a driver's `platform()`).
+    pub fn caller_owns(&self, region: &DmaRegion) {
+        self.state.borrow_mut().caller_owns(region);
+    }
+}
+
 impl Platform for SimPlatform {
     type Registers = SimRegisters;
 
     fn dma_alloc(&self, len: usize, align: usize) -> Option<DmaRegion> {
         let mut s = self.state.borrow_mut();
         let region = s.mem.alloc(len, align, Owner::Driver)?;
+        s.forget_caller_owned(&region);
         s.stats.c.dma_allocs += 1;
         Some(region)
     }
 
     /// Panics (failing the test) on a double free or a region that is not
-    /// exactly one outstanding allocation.
+    /// exactly one outstanding allocation. A region a controller that can
+    /// still DMA references counts in `freed_while_dma_possible`.
     fn dma_free(&self, region: DmaRegion) {
         let mut s = self.state.borrow_mut();
+        s.check_handed_back(&region, "freed");
+        s.forget_caller_owned(&region);
         s.mem.free(&region);
         s.stats.c.dma_frees += 1;
     }

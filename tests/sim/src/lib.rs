@@ -51,6 +51,26 @@
 //! (`dma_blocked`); with memory decoding off, or the BAR outside the windows of
 //! the bridges above, register accesses reach nothing (see [`RemovedReads`]).
 //!
+//! # Memory handed back too early, and the end check
+//!
+//! A region given to `dma_free` (or returned to its caller by a completion,
+//! which the test helpers report with [`Sim::caller_owns`]) while a
+//! controller that [`Sim::can_dma`] still references it (its queue rings,
+//! shadow doorbell or EventIdx page, or the data and PRP list pages of a
+//! command it fetched and has not completed) counts in
+//! [`Counters::freed_while_dma_possible`]. A device write into a returned
+//! buffer, before a newly fetched command names that memory again, is not
+//! performed and counts as `wild_dma` ("write into memory the caller owns").
+//!
+//! When the last handle on a simulation is dropped (the driver holds
+//! platform clones, so this happens after the driver), the simulation
+//! checks itself and panics with the log unless: `wild_dma` and
+//! `freed_while_dma_possible` are zero, `protocol_errors` is zero (or
+//! [`Sim::expect_protocol_errors`] was called), and no DMA region is
+//! outstanding (or [`Sim::expect_outstanding`] /
+//! [`Sim::expect_quarantined`] was called). [`Sim::unchecked`] turns the
+//! check off for harnesses that check by themselves.
+//!
 //! Config space writes are dword writes with hardware semantics: RW1C status
 //! bits (Slot Status, for instance) are cleared by writing back the ones read,
 //! so a read-modify-write of Slot Control must write zeroes in the status half.
@@ -64,7 +84,9 @@ mod builder;
 mod config;
 mod controller;
 mod counters;
+mod dma_refs;
 mod handles;
+mod invariants;
 mod io;
 mod memory;
 mod namespace;

@@ -19,6 +19,20 @@ pub(crate) fn segments(
     len: usize,
     page: usize,
 ) -> Result<Vec<(u64, usize)>, Status> {
+    walk(mem, stats, prp1, prp2, len, page, &mut Vec::new())
+}
+
+/// [`segments`], also collecting the address of every PRP list entry read
+/// into `lists`.
+pub(crate) fn walk(
+    mem: &Arena,
+    stats: &mut Stats,
+    prp1: u64,
+    prp2: u64,
+    len: usize,
+    page: usize,
+    lists: &mut Vec<u64>,
+) -> Result<Vec<(u64, usize)>, Status> {
     let bad_offset = Status::new(sct::GENERIC, PRP_OFFSET_INVALID);
     let mut segs = Vec::new();
     if len == 0 {
@@ -57,6 +71,7 @@ pub(crate) fn segments(
             stats.protocol("PRP list longer than the transfer".into());
             return Err(Status::new(sct::GENERIC, sc::INVALID_FIELD));
         }
+        lists.push(entry);
         let value = match mem.read_u64(entry) {
             Ok(v) => v,
             Err(_) => {

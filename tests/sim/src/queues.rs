@@ -207,6 +207,9 @@ impl Controller {
 
     fn write_event_idx(&self, qid: u16, is_cq: bool, value: u16, env: &mut Env) {
         if let Some((_, ei)) = self.shadow_slot(qid, is_cq) {
+            if env.write_into_caller_memory(&self.spec.serial, ei, 4) {
+                return;
+            }
             if env.mem.write_u32(ei, value as u32).is_err() {
                 env.stats.c.wild_dma += 1;
             }
@@ -295,6 +298,8 @@ impl Controller {
                 continue;
             }
             let sqe = sqe_from_bytes(&raw);
+            let named = self.command_memory(qid, &sqe, env.mem);
+            env.fetched(&named);
             let held = match self.hold {
                 Hold::None => false,
                 Hold::Io => qid != 0,
@@ -462,6 +467,9 @@ impl Controller {
             b[12..14].copy_from_slice(&cqe.cid.to_le_bytes());
             b[14..16].copy_from_slice(&(cqe.status & !1 | phase as u16).to_le_bytes());
             let addr = cq.base + cq.tail as u64 * 16;
+            if env.write_into_caller_memory(&self.spec.serial, addr, 16) {
+                continue;
+            }
             if env.mem.write(addr, &b).is_err() {
                 env.stats.c.wild_dma += 1;
                 continue;

@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bare_nvme::Instant;
+use bare_nvme::{DmaRegion, Instant};
 use pci_types::PciAddress;
 
 use crate::counters::Counters;
@@ -73,11 +73,18 @@ impl Sim {
         c
     }
 
-    /// Zeroes the access and command counters and the protocol log.
+    /// Zeroes the access and command counters and the protocol log. The
+    /// memory-safety counters (`wild_dma`, `freed_while_dma_possible`) are
+    /// kept, with their log lines, so the end check still sees them.
     pub fn reset_counters(&self) {
         let mut s = self.st();
-        s.stats.c = Counters::default();
-        s.stats.log.clear();
+        let kept = Counters {
+            wild_dma: s.stats.c.wild_dma,
+            freed_while_dma_possible: s.stats.c.freed_while_dma_possible,
+            ..Counters::default()
+        };
+        s.stats.c = kept;
+        s.stats.log = s.stats.notes.clone();
     }
 
     /// What each protocol error was, in order.
@@ -101,6 +108,44 @@ impl Sim {
     /// Changes how far each `now()` call advances the clock.
     pub fn set_clock_step(&self, step: Duration) {
         self.st().step = step.as_nanos() as u64;
+    }
+
+    // ---- the end-of-simulation check ----
+
+    /// The caller owns `region` again: a completion returned it. Counts in
+    /// `freed_while_dma_possible` if a controller that can still DMA
+    /// references it; from now until the device fetches a command naming
+    /// that memory, any device write there counts as `wild_dma`.
+    pub fn caller_owns(&self, region: &DmaRegion) {
+        self.st().caller_owns(region);
+    }
+
+    /// The test provokes protocol errors on purpose: the end check allows
+    /// them (wild DMA and memory handed back too early still fail it).
+    pub fn expect_protocol_errors(&self) {
+        self.st().expect.protocol_errors = true;
+    }
+
+    /// The test leaves DMA regions allocated at the end (its own buffers):
+    /// the end check allows outstanding regions.
+    pub fn expect_outstanding(&self) {
+        self.st().expect.outstanding = true;
+    }
+
+    /// The driver keeps DMA regions in quarantine because a device may
+    /// still write them: the end check allows outstanding regions.
+    pub fn expect_quarantined(&self) {
+        self.expect_outstanding();
+    }
+
+    /// Turns the end check off, for harnesses that check by themselves.
+    pub fn unchecked(&self) {
+        self.st().expect.unchecked = true;
+    }
+
+    /// What the end check would report now (empty: nothing).
+    pub fn violations(&self) -> Vec<String> {
+        self.st().violations()
     }
 
     // ---- faults by access index ----

@@ -28,6 +28,11 @@ pub(crate) struct State {
     pub(crate) faults: BTreeMap<u64, Vec<Fault>>,
     pub(crate) accesses: u64,
     pub(crate) removed_reads: RemovedReads,
+    /// Memory completions returned to their callers, until the device
+    /// fetches a command naming it again.
+    pub(crate) caller_owned: Vec<crate::dma_refs::Range>,
+    /// What the end-of-simulation check allows.
+    pub(crate) expect: crate::invariants::Expect,
 }
 
 impl State {
@@ -43,6 +48,7 @@ impl State {
             stats: &mut self.stats,
             now: self.now,
             bus_master,
+            caller_owned: &mut self.caller_owned,
         };
         f(&mut self.ctrls[c].dev, &mut env)
     }

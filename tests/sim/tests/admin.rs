@@ -105,6 +105,7 @@ fn identify_overrides_and_garbage() {
 #[test]
 fn number_of_queues_is_capped_and_queue_creation_is_validated() {
     let sim = Sim::single(spec());
+    sim.expect_protocol_errors();
     let mut m = Mini::bring_up(&sim).unwrap();
     let mut e = SubmissionEntry::new(admin::SET_FEATURES);
     e.cdw10 = 7;
@@ -193,6 +194,7 @@ fn ready_follows_enable_after_the_delay_and_never_when_broken() {
 #[test]
 fn enabling_with_bad_configuration_is_refused() {
     let sim = Sim::single(spec());
+    sim.expect_protocol_errors();
     let (p, _, regs, _) = Mini::map(&sim).unwrap();
     let q = p.dma_alloc(4096, 4096).unwrap();
     regs.write32(regs::AQA, regs::aqa_value(16, 16));
@@ -228,6 +230,7 @@ fn shutdown_reports_complete_unless_configured_not_to() {
 #[test]
 fn doorbell_misuse_is_counted() {
     let sim = Sim::single(spec());
+    sim.expect_protocol_errors();
     let mut m = Mini::bring_up(&sim).unwrap();
     m.regs.write32(regs::sq_tail_doorbell(0, 0), QSIZE as u32);
     m.regs.write32(regs::sq_tail_doorbell(3, 0), 1);

@@ -167,6 +167,7 @@ fn unconfigured_machine_needs_bus_numbers_windows_and_bars() {
 #[test]
 fn unaligned_config_access_is_a_protocol_error() {
     let sim = two_ports();
+    sim.expect_protocol_errors();
     let cfg = sim.config_access();
     assert_eq!(cfg_read(&cfg, addr(0, 0), 2), 0xFFFF_FFFF);
     assert_eq!(sim.counters().protocol_errors, 1);

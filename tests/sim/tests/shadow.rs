@@ -47,9 +47,10 @@ fn configuration_seeds_the_buffers_with_current_values() {
     let (sim, m, dbs, eis) = configured();
     assert_eq!((u32_at(&dbs, SQ1), u32_at(&dbs, CQ1)), (1, 1));
     assert_eq!((u32_at(&eis, SQ1), u32_at(&eis, CQ1)), (1, 1));
-    m.p.dma_free(dbs);
-    m.p.dma_free(eis);
+    let p = m.p.clone();
     m.release();
+    p.dma_free(dbs);
+    p.dma_free(eis);
     assert_eq!(sim.counters().protocol_errors, 0);
 }
 
@@ -76,9 +77,10 @@ fn background_processing_reads_shadow_tails_and_heads() {
     assert_eq!(u32_at(&eis, CQ1), 3);
     let c = sim.counters();
     assert_eq!((c.mmio_writes, c.io(nvm::FLUSH)), (0, 2));
-    m.p.dma_free(dbs);
-    m.p.dma_free(eis);
+    let p = m.p.clone();
     m.release();
+    p.dma_free(dbs);
+    p.dma_free(eis);
     assert_eq!(
         sim.counters().protocol_errors,
         0,
@@ -102,9 +104,10 @@ fn mmio_doorbells_also_consult_the_shadow_buffer() {
     let head = q.head;
     m.regs.write32(regs::cq_head_doorbell(1, 0), head as u32);
     assert_eq!(u32_at(&eis, CQ1), 2);
-    m.p.dma_free(dbs);
-    m.p.dma_free(eis);
+    let p = m.p.clone();
     m.release();
+    p.dma_free(dbs);
+    p.dma_free(eis);
     assert_eq!(
         sim.counters().protocol_errors,
         0,
@@ -116,12 +119,14 @@ fn mmio_doorbells_also_consult_the_shadow_buffer() {
 #[test]
 fn shadow_values_out_of_range_are_protocol_errors() {
     let (sim, m, mut dbs, eis) = configured();
+    sim.expect_protocol_errors();
     set_u32(&mut dbs, SQ1, 99);
     sim.process();
     assert!(sim.counters().protocol_errors >= 1);
-    m.p.dma_free(dbs);
-    m.p.dma_free(eis);
+    let p = m.p.clone();
     m.release();
+    p.dma_free(dbs);
+    p.dma_free(eis);
 }
 
 #[test]

@@ -330,8 +330,16 @@ impl Mini {
         Ok(())
     }
 
-    /// Returns the DMA memory without talking to the device.
+    /// Disables the controller (a bounded wait for RDY to drop, so a dead
+    /// or hung device does not stop it) and returns the DMA memory.
     pub fn release(self) {
+        self.regs.write32(regs::CC, 0);
+        let _ = self.wait_csts(false);
+        self.abandon();
+    }
+
+    /// Returns the DMA memory without talking to the device.
+    pub fn abandon(self) {
         if let Some(q) = self.io {
             q.free(&self.p);
         }
