@@ -51,12 +51,58 @@ pub mod ns {
     pub const NLBAF: usize = 25;
     /// Formatted LBA size.
     pub const FLBAS: usize = 26;
+    /// Metadata capabilities.
+    pub const MC: usize = 27;
+    /// End-to-end data protection capabilities.
+    pub const DPC: usize = 28;
+    /// End-to-end data protection type settings.
+    pub const DPS: usize = 29;
     /// Namespace globally unique identifier (16 bytes).
     pub const NGUID: usize = 104;
     /// IEEE extended unique identifier (8 bytes).
     pub const EUI64: usize = 120;
     /// First LBA format descriptor (4 bytes each).
     pub const LBAF0: usize = 128;
+}
+
+/// FLBAS bit 4: metadata is transferred inline at the end of each block's
+/// data (an extended LBA) rather than in a separate buffer.
+pub const FLBAS_EXTENDED_METADATA: u8 = 1 << 4;
+
+/// Namespace Identification Descriptor list (Identify CNS 03h, NVMe Base
+/// Specification 2.0, section 5.17.2.3): each descriptor is a 4-byte header
+/// (NIDT, NIDL, two reserved bytes) followed by NIDL bytes of identifier; a
+/// NIDL of 0 ends the list, which otherwise ends with the 4 KiB page.
+pub mod nid {
+    /// Header bytes before the identifier.
+    pub const HEADER: usize = 4;
+    /// Type: IEEE EUI-64 (8 bytes).
+    pub const EUI64: u8 = 0x1;
+    /// Type: namespace GUID (16 bytes).
+    pub const NGUID: u8 = 0x2;
+    /// Type: namespace UUID (16 bytes).
+    pub const UUID: u8 = 0x3;
+    /// Type: Command Set Identifier (1 byte).
+    pub const CSI: u8 = 0x4;
+    /// The identifier length each defined type must have.
+    pub const fn length(nidt: u8) -> Option<usize> {
+        match nidt {
+            EUI64 => Some(8),
+            NGUID | UUID => Some(16),
+            CSI => Some(1),
+            _ => None,
+        }
+    }
+}
+
+/// Command Set Identifiers (NVMe Base Specification 2.0, figure 286).
+pub mod csi {
+    /// NVM command set.
+    pub const NVM: u8 = 0x0;
+    /// Key Value command set.
+    pub const KEY_VALUE: u8 = 0x1;
+    /// Zoned Namespace command set.
+    pub const ZONED: u8 = 0x2;
 }
 
 /// OACS bit: Doorbell Buffer Config supported.

@@ -81,7 +81,7 @@ pub use handles::{SimConfig, SimPlatform, SimRegisters};
 pub use memory::{ARENA_PHYS_BASE, DEFAULT_ARENA_SIZE};
 pub use queues::{Misbehaviour, Queues, Rule};
 pub use sim::Sim;
-pub use spec::{ControllerSpec, Hold, NamespaceSpec};
+pub use spec::{ControllerSpec, Hold, Metadata, NamespaceSpec};
 
 /// The memory range firmware places bridge windows and BARs in, and where a
 /// driver assigning resources itself should place them: `(start, end)`,
