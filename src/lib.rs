@@ -26,6 +26,7 @@ pub use error::{Error, Result, Wait};
 pub use event::{ControllerId, Detection, Event};
 pub use link::PciLink;
 pub use nvme::{
-    Completion, Config, Controller, DeviceLink, IoOp, Namespace, Rejected, State, Token,
+    Completion, Config, Controller, DeviceLink, IoOp, Namespace, NamespaceRefusal, Rejected, State,
+    Token,
 };
 pub use platform::{DmaRegion, Instant, MmioRegisters, PhysAddr, Platform, RegisterAccess};

@@ -13,5 +13,6 @@ pub mod regs;
 mod tracker;
 
 pub use controller::{Config, Controller, DeviceLink, Namespace, State};
+pub use identify::NamespaceRefusal;
 pub use io::{Completion, IoOp, Rejected, Token};
 pub use qpair::QueueFaults;

@@ -222,7 +222,11 @@ impl Controller {
             cns::NAMESPACE => generic(sc::INVALID_NAMESPACE),
             cns::NAMESPACE_DESCRIPTORS if !self.spec.descriptor_lists => generic(sc::INVALID_FIELD),
             cns::NAMESPACE_DESCRIPTORS if (1..=nn).contains(&sqe.nsid) => {
-                self.reply(sqe, &self.namespace_descriptors(sqe.nsid), env)
+                let n = &self.namespaces[sqe.nsid as usize - 1];
+                match n.spec.descriptor_failure {
+                    Some(code) => generic(code),
+                    None => self.reply(sqe, &self.namespace_descriptors(sqe.nsid), env),
+                }
             }
             cns::NAMESPACE_DESCRIPTORS => generic(sc::INVALID_NAMESPACE),
             cns::ACTIVE_NAMESPACES if sqe.nsid < 0xFFFF_FFFE => {

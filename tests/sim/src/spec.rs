@@ -50,6 +50,7 @@ pub struct NamespaceSpec {
     pub(crate) protection: u8,
     pub(crate) csi: u8,
     pub(crate) descriptor_patches: Vec<(usize, Vec<u8>)>,
+    pub(crate) descriptor_failure: Option<u8>,
 }
 
 impl NamespaceSpec {
@@ -68,6 +69,7 @@ impl NamespaceSpec {
             protection: 0,
             csi: csi::NVM,
             descriptor_patches: Vec::new(),
+            descriptor_failure: None,
         }
     }
 
@@ -105,6 +107,13 @@ impl NamespaceSpec {
     /// (Identify CNS 03h) at `offset`, to report broken descriptors.
     pub fn descriptor_patch(mut self, offset: usize, bytes: &[u8]) -> Self {
         self.descriptor_patches.push((offset, bytes.to_vec()));
+        self
+    }
+
+    /// Fails Identify of this namespace's Namespace Identification
+    /// Descriptor list with generic status `code`.
+    pub fn descriptor_list_fails(mut self, code: u8) -> Self {
+        self.descriptor_failure = Some(code);
         self
     }
 
