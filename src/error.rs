@@ -57,7 +57,8 @@ pub enum Error {
         /// Namespace size in blocks.
         capacity: u64,
     },
-    /// No such active namespace on this controller.
+    /// No such active namespace on this controller, or one the driver
+    /// refused to serve (`Controller::refused_namespaces` says why).
     UnknownNamespace {
         /// The namespace ID asked for.
         nsid: u32,

@@ -226,11 +226,11 @@ fn bad_admin_completions_are_dropped_and_bring_up_still_succeeds() {
         let identifies = sim.counters().admin(0x06);
         if what == Misbehaviour::CompleteTwice {
             assert_eq!(
-                identifies, 3,
-                "{what:?}: no retry (controller, list, namespace)"
+                identifies, 4,
+                "{what:?}: no retry (controller, list, namespace descriptors and data)"
             );
         } else {
-            assert!(identifies > 3, "{what:?}: bring-up retried after the reset");
+            assert!(identifies > 4, "{what:?}: bring-up retried after the reset");
         }
         round_trip(&mut driver, &sim, id, 3);
         finish(driver, &sim);

@@ -8,7 +8,9 @@ use bare_nvme_sim::{ControllerSpec, CtrlId, Hold, Misbehaviour, NamespaceSpec, S
 
 type SimDriver = Driver<bare_nvme_sim::SimPlatform, bare_nvme_sim::SimConfig>;
 
-fn setup() -> (Sim, SimDriver, bare_nvme::ControllerId) {
+/// The driver holds every controller's tables inline (some 400 KiB): on the
+/// heap, not on a test thread's 2 MiB stack.
+fn setup() -> (Sim, Box<SimDriver>, bare_nvme::ControllerId) {
     let sim = Sim::single(
         ControllerSpec::default()
             .serial("rec1")
@@ -22,7 +24,7 @@ fn setup() -> (Sim, SimDriver, bare_nvme::ControllerId) {
         },
         ..DriverConfig::default()
     };
-    let mut driver = Driver::new(sim.platform(), sim.config_access(), config);
+    let mut driver = Box::new(Driver::new(sim.platform(), sim.config_access(), config));
     driver.scan().unwrap();
     driver.wait_ready(Duration::from_secs(1));
     let id = driver.ready_controllers().next().expect("controller ready");

@@ -5,12 +5,12 @@ use log::{info, warn};
 
 use crate::error::{Error, Result, Wait};
 use crate::link::{DeviceLink, Presence};
-use crate::nvme::command::{admin, cns, feature, SubmissionEntry};
+use crate::nvme::command::{admin, cns, feature, sc, sct, SubmissionEntry};
 use crate::nvme::controller::{
     Controller, Namespace, State, Step, ADMIN_QUEUE_DEPTH, MAX_IO_QUEUES, MAX_QUEUE_DEPTH,
     MAX_TRANSFER_LIMIT,
 };
-use crate::nvme::identify::{self, ControllerInfo, NamespaceInfo};
+use crate::nvme::identify::{self, ControllerInfo, NamespaceInfo, NamespaceRefusal};
 use crate::nvme::prp::{self, PAGE_SIZE};
 use crate::nvme::qpair::QueuePair;
 use crate::nvme::queue::DoorbellBuffers;
@@ -204,19 +204,14 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                 }
                 self.pending_nsids = ids;
                 self.namespaces.clear();
-                self.step = Step::IdentifyNamespace(0);
+                self.refused.clear();
+                self.step = Step::NamespaceDescriptors(0);
                 Ok(Outcome::Progress)
             }
+            Step::NamespaceDescriptors(k) => self.namespace_descriptors(k),
             Step::IdentifyNamespace(k) => {
                 let Some(&nsid) = self.pending_nsids.get(k as usize) else {
-                    self.state = State::Ready;
-                    self.step = Step::Ready;
-                    info!(
-                        "nvme: ready, {} I/O queues of {} entries, {} namespaces",
-                        self.io.len(),
-                        self.queue_entries,
-                        self.namespaces.len()
-                    );
+                    self.step = Step::NamespaceDescriptors(k);
                     return Ok(Outcome::Progress);
                 };
                 let scratch = self.scratch_phys()?;
@@ -228,11 +223,17 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                     return Ok(Outcome::Waiting);
                 };
                 if let Some(info) = NamespaceInfo::parse(nsid, self.scratch_bytes())? {
-                    let max_blocks = (self.max_transfer >> info.block_shift).min(1 << 16);
-                    // The list has at most MAX_NAMESPACES entries, as does this.
-                    let _ = self.namespaces.push(Namespace { info, max_blocks });
+                    match info.refusal(self.max_transfer) {
+                        Some(reason) => self.refuse_namespace(nsid, reason),
+                        None => {
+                            // At least 1: the block fits in max_transfer.
+                            let max_blocks = (self.max_transfer >> info.block_shift).min(1 << 16);
+                            // The list has at most MAX_NAMESPACES entries, as does this.
+                            let _ = self.namespaces.push(Namespace { info, max_blocks });
+                        }
+                    }
                 }
-                self.step = Step::IdentifyNamespace(k + 1);
+                self.step = Step::NamespaceDescriptors(k + 1);
                 Ok(Outcome::Progress)
             }
             Step::Ready | Step::Finished => Ok(Outcome::Waiting),
@@ -319,6 +320,62 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                 false
             }
         }
+    }
+
+    /// Learns the command set of the `k`th active namespace from its
+    /// Namespace Identification Descriptor list (Identify CNS 03h) before
+    /// anything else is read of it: only NVM namespaces go on to Identify
+    /// Namespace. Past the last namespace the controller is ready.
+    fn namespace_descriptors(&mut self, k: u16) -> Result<Outcome> {
+        let Some(&nsid) = self.pending_nsids.get(k as usize) else {
+            self.state = State::Ready;
+            self.step = Step::Ready;
+            info!(
+                "nvme: ready, {} I/O queues of {} entries, {} namespaces ({} refused)",
+                self.io.len(),
+                self.queue_entries,
+                self.namespaces.len(),
+                self.refused.len()
+            );
+            return Ok(Outcome::Progress);
+        };
+        let mut sqe = SubmissionEntry::new(admin::IDENTIFY);
+        sqe.prp1 = self.scratch_phys()?;
+        sqe.nsid = nsid;
+        sqe.cdw10 = cns::NAMESPACE_DESCRIPTORS;
+        let refusal = match self.admin_exchange(sqe) {
+            Ok(None) => return Ok(Outcome::Waiting),
+            Ok(Some(_)) => match identify::namespace_command_set(self.scratch_bytes()) {
+                Ok(identify::csi::NVM) => None,
+                Ok(csi) => Some(NamespaceRefusal::CommandSet { csi }),
+                Err(reason) => Some(reason),
+            },
+            Err(Error::CommandFailed { status, .. })
+                if status.sct == sct::GENERIC && status.sc == sc::INVALID_FIELD =>
+            {
+                // Before NVMe 1.3 there was no such list and no command set
+                // but NVM.
+                None
+            }
+            Err(Error::CommandFailed { status, .. }) => {
+                Some(NamespaceRefusal::DescriptorListFailed { status })
+            }
+            Err(e) => return Err(e),
+        };
+        self.step = match refusal {
+            None => Step::IdentifyNamespace(k),
+            Some(reason) => {
+                self.refuse_namespace(nsid, reason);
+                Step::NamespaceDescriptors(k + 1)
+            }
+        };
+        Ok(Outcome::Progress)
+    }
+
+    fn refuse_namespace(&mut self, nsid: u32, reason: NamespaceRefusal) {
+        warn!("nvme: namespace {nsid} not served: {reason}");
+        // The list has at most MAX_NAMESPACES entries, as does this.
+        let _ = self.refused.push((nsid, reason));
     }
 
     /// Doorbell Buffer Config (admin opcode 0x7C, OACS bit 8) when the

@@ -49,6 +49,8 @@ pub mod cns {
     pub const CONTROLLER: u32 = 0x01;
     /// Active Namespace ID list.
     pub const ACTIVE_NAMESPACES: u32 = 0x02;
+    /// Namespace Identification Descriptor list (NVMe 1.3 and later).
+    pub const NAMESPACE_DESCRIPTORS: u32 = 0x03;
 }
 
 /// Feature identifiers.

@@ -10,7 +10,7 @@ use core::time::Duration;
 use crate::error::{Error, Result};
 use crate::link::{DeviceLink, DmaStop};
 use crate::nvme::admin::{AdminChannel, Ticket};
-use crate::nvme::identify::{ControllerInfo, NamespaceInfo};
+use crate::nvme::identify::{ControllerInfo, NamespaceInfo, NamespaceRefusal};
 use crate::nvme::qpair::{QueueFaults, QueuePair};
 use crate::nvme::queue::DoorbellBuffers;
 use crate::nvme::regs::{self, Cap, Csts};
@@ -143,6 +143,7 @@ pub(crate) enum Step {
     CreateSq(u16),
     DoorbellBuffers,
     ActiveNamespaces,
+    NamespaceDescriptors(u16),
     IdentifyNamespace(u16),
     Ready,
     /// A reset cleared CC.EN: waiting for CSTS.RDY = 0 before the commands
@@ -207,6 +208,8 @@ pub struct Controller<P: Platform, L: DeviceLink = ()> {
     pub(crate) info: Option<ControllerInfo>,
     pub(crate) namespaces: heapless::Vec<Namespace, MAX_NAMESPACES>,
     pub(crate) pending_nsids: heapless::Vec<u32, MAX_NAMESPACES>,
+    /// Active namespaces not served, with the reason.
+    pub(crate) refused: heapless::Vec<(u32, NamespaceRefusal), MAX_NAMESPACES>,
     pub(crate) queue_entries: u16,
     pub(crate) max_transfer: u32,
     pub(crate) failure: Option<Error>,
@@ -256,6 +259,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             info: None,
             namespaces: heapless::Vec::new(),
             pending_nsids: heapless::Vec::new(),
+            refused: heapless::Vec::new(),
             queue_entries: 0,
             max_transfer: 0,
             failure: None,
@@ -282,9 +286,16 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         self.info.as_ref()
     }
 
-    /// The active namespaces, once discovered.
+    /// The active namespaces the driver serves, once discovered.
     pub fn namespaces(&self) -> &[Namespace] {
         &self.namespaces
+    }
+
+    /// The active namespaces the driver does not serve, with the reason
+    /// (each is logged once per bring-up). I/O naming one fails with
+    /// [`Error::UnknownNamespace`] without reaching the device.
+    pub fn refused_namespaces(&self) -> &[(u32, NamespaceRefusal)] {
+        &self.refused
     }
 
     /// The namespace `nsid`.

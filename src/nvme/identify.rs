@@ -4,7 +4,10 @@
 //! Identify pages come from the device and are untrusted: every field that later
 //! becomes an index, a length or a loop bound is range-checked here.
 
+use core::fmt;
+
 use crate::error::{Error, Result};
+use crate::nvme::command::Status;
 
 /// Size of every Identify data structure.
 pub const PAGE_SIZE: usize = 4096;
@@ -51,12 +54,58 @@ pub mod ns {
     pub const NLBAF: usize = 25;
     /// Formatted LBA size.
     pub const FLBAS: usize = 26;
+    /// Metadata capabilities.
+    pub const MC: usize = 27;
+    /// End-to-end data protection capabilities.
+    pub const DPC: usize = 28;
+    /// End-to-end data protection type settings.
+    pub const DPS: usize = 29;
     /// Namespace globally unique identifier (16 bytes).
     pub const NGUID: usize = 104;
     /// IEEE extended unique identifier (8 bytes).
     pub const EUI64: usize = 120;
     /// First LBA format descriptor (4 bytes each).
     pub const LBAF0: usize = 128;
+}
+
+/// FLBAS bit 4: metadata is transferred inline at the end of each block's
+/// data (an extended LBA) rather than in a separate buffer.
+pub const FLBAS_EXTENDED_METADATA: u8 = 1 << 4;
+
+/// Namespace Identification Descriptor list (Identify CNS 03h, NVMe Base
+/// Specification 2.0, section 5.17.2.3): each descriptor is a 4-byte header
+/// (NIDT, NIDL, two reserved bytes) followed by NIDL bytes of identifier; a
+/// NIDL of 0 ends the list, which otherwise ends with the 4 KiB page.
+pub mod nid {
+    /// Header bytes before the identifier.
+    pub const HEADER: usize = 4;
+    /// Type: IEEE EUI-64 (8 bytes).
+    pub const EUI64: u8 = 0x1;
+    /// Type: namespace GUID (16 bytes).
+    pub const NGUID: u8 = 0x2;
+    /// Type: namespace UUID (16 bytes).
+    pub const UUID: u8 = 0x3;
+    /// Type: Command Set Identifier (1 byte).
+    pub const CSI: u8 = 0x4;
+    /// The identifier length each defined type must have.
+    pub const fn length(nidt: u8) -> Option<usize> {
+        match nidt {
+            EUI64 => Some(8),
+            NGUID | UUID => Some(16),
+            CSI => Some(1),
+            _ => None,
+        }
+    }
+}
+
+/// Command Set Identifiers (NVMe Base Specification 2.0, figure 286).
+pub mod csi {
+    /// NVM command set.
+    pub const NVM: u8 = 0x0;
+    /// Key Value command set.
+    pub const KEY_VALUE: u8 = 0x1;
+    /// Zoned Namespace command set.
+    pub const ZONED: u8 = 0x2;
 }
 
 /// OACS bit: Doorbell Buffer Config supported.
@@ -222,6 +271,107 @@ pub struct NamespaceInfo {
     pub block_shift: u8,
     /// IEEE EUI-64 (zero when not reported).
     pub eui64: u64,
+    /// Metadata bytes per block of the formatted LBA format (LBAF.MS).
+    pub metadata_size: u16,
+    /// Metadata travels inline after each block's data (FLBAS bit 4), not
+    /// in a separate buffer.
+    pub inline_metadata: bool,
+    /// End-to-end data protection type settings (DPS): bits 2:0 the
+    /// protection information type (0 = none), bit 3 its position.
+    pub protection: u8,
+}
+
+/// Why the driver does not serve an active namespace
+/// ([`crate::Controller::refused_namespaces`]). I/O naming it fails with
+/// [`Error::UnknownNamespace`] and nothing is sent to the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NamespaceRefusal {
+    /// One logical block is larger than one command may carry (MDTS, or the
+    /// embedder's `Config::max_transfer`).
+    BlockLargerThanTransfer {
+        /// Logical block size in bytes.
+        block_size: u32,
+        /// Largest transfer of one command in bytes.
+        max_transfer: u32,
+    },
+    /// Formatted with metadata in a separate buffer: every Read and Write
+    /// would need a metadata pointer (MPTR), which the driver does not
+    /// provide.
+    SeparateMetadata {
+        /// Metadata bytes per block.
+        bytes_per_block: u16,
+    },
+    /// Formatted with metadata inline after each block (extended LBAs):
+    /// every transfer would be larger than the blocks' data.
+    InlineMetadata {
+        /// Metadata bytes per block.
+        bytes_per_block: u16,
+    },
+    /// End-to-end protection information is enabled (DPS type 1 to 3, or a
+    /// reserved type): the controller checks or generates it in metadata.
+    ProtectionInformation {
+        /// The DPS byte.
+        dps: u8,
+    },
+    /// The namespace belongs to an I/O command set other than NVM: key
+    /// value (CSI 1), zoned (CSI 2) or one the driver does not know.
+    CommandSet {
+        /// The Command Set Identifier ([`csi`]).
+        csi: u8,
+    },
+    /// The Namespace Identification Descriptor list breaks its format, so
+    /// the namespace's command set is not known.
+    BadDescriptorList {
+        /// Byte offset of the offending descriptor in the list.
+        offset: u16,
+    },
+    /// The controller failed Identify of the Namespace Identification
+    /// Descriptor list with a status other than Invalid Field (which an
+    /// older controller that only has NVM namespaces answers).
+    DescriptorListFailed {
+        /// The status it completed with.
+        status: Status,
+    },
+}
+
+impl fmt::Display for NamespaceRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            NamespaceRefusal::BlockLargerThanTransfer {
+                block_size,
+                max_transfer,
+            } => write!(
+                f,
+                "{block_size}-byte blocks exceed the {max_transfer}-byte transfer limit"
+            ),
+            NamespaceRefusal::SeparateMetadata { bytes_per_block } => write!(
+                f,
+                "formatted with {bytes_per_block} bytes of separate metadata per block"
+            ),
+            NamespaceRefusal::InlineMetadata { bytes_per_block } => write!(
+                f,
+                "formatted with {bytes_per_block} bytes of inline metadata per block"
+            ),
+            NamespaceRefusal::ProtectionInformation { dps } => {
+                write!(f, "end-to-end protection enabled (DPS {dps:#x})")
+            }
+            NamespaceRefusal::CommandSet { csi: id } => {
+                let name = match id {
+                    csi::KEY_VALUE => "key value",
+                    csi::ZONED => "zoned namespace",
+                    _ => "unknown",
+                };
+                write!(f, "{name} command set (CSI {id:#x})")
+            }
+            NamespaceRefusal::BadDescriptorList { offset } => {
+                write!(f, "malformed identification descriptor at byte {offset}")
+            }
+            NamespaceRefusal::DescriptorListFailed { status } => {
+                write!(f, "identification descriptors failed: {status}")
+            }
+        }
+    }
 }
 
 impl NamespaceInfo {
@@ -269,18 +419,12 @@ impl NamespaceInfo {
             });
         }
         let lbaf = le32(page, ns::LBAF0 + 4 * index);
-        let metadata = lbaf & 0xFFFF;
+        let metadata_size = lbaf as u16;
         let block_shift = (lbaf >> 16) as u8;
         if !(Self::MIN_BLOCK_SHIFT..=Self::MAX_BLOCK_SHIFT).contains(&block_shift) {
             return Err(Error::BadDeviceValue {
                 field: "LBADS",
                 value: block_shift as u64,
-            });
-        }
-        if metadata != 0 && flbas & 0x10 != 0 {
-            // Extended LBAs interleave metadata with data: not supported.
-            return Err(Error::DeviceUnsupported {
-                what: "extended-LBA metadata",
             });
         }
         if blocks.checked_shl(block_shift as u32).is_none() || blocks >> (64 - block_shift) != 0 {
@@ -294,6 +438,9 @@ impl NamespaceInfo {
             blocks,
             block_shift,
             eui64: le64(page, ns::EUI64),
+            metadata_size,
+            inline_metadata: flbas & FLBAS_EXTENDED_METADATA != 0,
+            protection: page[ns::DPS],
         }))
     }
 
@@ -301,6 +448,74 @@ impl NamespaceInfo {
     pub fn block_size(&self) -> u32 {
         1 << self.block_shift
     }
+
+    /// Why the driver cannot serve this namespace when one command carries
+    /// at most `max_transfer` bytes, or `None` if it can. Reads and writes
+    /// carry data only (no metadata pointer, no protection information), so
+    /// the format must have neither.
+    pub fn refusal(&self, max_transfer: u32) -> Option<NamespaceRefusal> {
+        if self.protection & 0x7 != 0 {
+            return Some(NamespaceRefusal::ProtectionInformation {
+                dps: self.protection,
+            });
+        }
+        if self.metadata_size != 0 {
+            let bytes_per_block = self.metadata_size;
+            return Some(if self.inline_metadata {
+                NamespaceRefusal::InlineMetadata { bytes_per_block }
+            } else {
+                NamespaceRefusal::SeparateMetadata { bytes_per_block }
+            });
+        }
+        if self.block_size() > max_transfer {
+            return Some(NamespaceRefusal::BlockLargerThanTransfer {
+                block_size: self.block_size(),
+                max_transfer,
+            });
+        }
+        None
+    }
+}
+
+/// The command set a Namespace Identification Descriptor list names: its
+/// CSI descriptor, or NVM when it has none (a controller without other I/O
+/// command sets need not report one).
+///
+/// The list is untrusted: every descriptor must lie inside the page, a
+/// defined type must have its defined length, the command set may be named
+/// only once, and bytes too few for a header must be zero padding.
+/// Descriptors of types the driver does not know are skipped. The walk
+/// advances at least five bytes per descriptor, so it ends within the page.
+pub fn namespace_command_set(page: &[u8]) -> core::result::Result<u8, NamespaceRefusal> {
+    let len = page.len().min(PAGE_SIZE);
+    let bad = |at: usize| NamespaceRefusal::BadDescriptorList { offset: at as u16 };
+    let mut found = None;
+    let mut at = 0;
+    while at < len {
+        if len - at < nid::HEADER {
+            if page[at..len].iter().any(|&b| b != 0) {
+                return Err(bad(at));
+            }
+            break;
+        }
+        let (nidt, nidl) = (page[at], page[at + 1] as usize);
+        if nidl == 0 {
+            // The end of the list.
+            break;
+        }
+        let end = at + nid::HEADER + nidl;
+        if end > len || nid::length(nidt).is_some_and(|l| l != nidl) {
+            return Err(bad(at));
+        }
+        if nidt == nid::CSI {
+            if found.is_some() {
+                return Err(bad(at));
+            }
+            found = Some(page[at + nid::HEADER]);
+        }
+        at = end;
+    }
+    Ok(found.unwrap_or(csi::NVM))
 }
 
 /// The namespace IDs in an Active Namespace ID list page, validated: strictly
@@ -401,6 +616,101 @@ mod tests {
             NamespaceInfo::parse(1, &p),
             Err(Error::BadDeviceValue { field: "NSZE", .. })
         ));
+    }
+
+    #[test]
+    fn namespace_format_refusals() {
+        let ns = |patch: &[(usize, u8)]| {
+            let mut p = ns_page(1000, 12);
+            for &(at, v) in patch {
+                p[at] = v;
+            }
+            NamespaceInfo::parse(1, &p).unwrap().unwrap()
+        };
+        assert_eq!(ns(&[]).refusal(4096), None);
+        assert_eq!(
+            ns(&[]).refusal(2048),
+            Some(NamespaceRefusal::BlockLargerThanTransfer {
+                block_size: 4096,
+                max_transfer: 2048
+            })
+        );
+        // LBAF 1 with 8 bytes of metadata, separate then inline.
+        let ms = ns::LBAF0 + 4;
+        assert_eq!(
+            ns(&[(ms, 8)]).refusal(1 << 20),
+            Some(NamespaceRefusal::SeparateMetadata { bytes_per_block: 8 })
+        );
+        assert_eq!(
+            ns(&[(ms, 8), (ns::FLBAS, 0x11)]).refusal(1 << 20),
+            Some(NamespaceRefusal::InlineMetadata { bytes_per_block: 8 })
+        );
+        // Inline without metadata is no metadata at all.
+        assert_eq!(ns(&[(ns::FLBAS, 0x11)]).refusal(4096), None);
+        assert_eq!(
+            ns(&[(ms, 8), (ns::DPS, 0x9)]).refusal(1 << 20),
+            Some(NamespaceRefusal::ProtectionInformation { dps: 0x9 })
+        );
+        // PI first without a PI type enables nothing.
+        assert_eq!(ns(&[(ns::DPS, 0x8)]).refusal(4096), None);
+    }
+
+    fn descriptors(list: &[&[u8]]) -> [u8; PAGE_SIZE] {
+        let mut p = [0u8; PAGE_SIZE];
+        let mut at = 0;
+        for d in list {
+            p[at..at + d.len()].copy_from_slice(d);
+            at += d.len();
+        }
+        p
+    }
+
+    #[test]
+    fn descriptor_lists_name_the_command_set() {
+        let eui = &[nid::EUI64, 8, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8][..];
+        let zoned = &[nid::CSI, 1, 0, 0, csi::ZONED][..];
+        let unknown = &[0x7F, 3, 0, 0, 9, 9, 9][..];
+        assert_eq!(namespace_command_set(&descriptors(&[])), Ok(csi::NVM));
+        assert_eq!(namespace_command_set(&descriptors(&[eui])), Ok(csi::NVM));
+        assert_eq!(
+            namespace_command_set(&descriptors(&[eui, unknown, zoned])),
+            Ok(csi::ZONED)
+        );
+        // Nothing past the terminator counts.
+        let mut p = descriptors(&[eui]);
+        p[16..21].copy_from_slice(zoned);
+        assert_eq!(namespace_command_set(&p), Ok(csi::NVM));
+    }
+
+    #[test]
+    fn lying_descriptor_lists_are_refused_at_the_offending_descriptor() {
+        let bad = |offset| Err(NamespaceRefusal::BadDescriptorList { offset });
+        let csi2 = &[nid::CSI, 2, 0, 0, 0, 0][..];
+        assert_eq!(namespace_command_set(&descriptors(&[csi2])), bad(0));
+        let nvm = &[nid::CSI, 1, 0, 0, 0][..];
+        assert_eq!(namespace_command_set(&descriptors(&[nvm, nvm])), bad(5));
+        assert_eq!(namespace_command_set(&[0xFF; PAGE_SIZE]), bad(15 * 259));
+        // A header cut by the end of the page.
+        let mut p = [0u8; PAGE_SIZE];
+        p[0] = 0x80;
+        p[1] = 250;
+        let mut at = 254;
+        while at + 256 <= PAGE_SIZE - 2 {
+            p[at] = 0x80;
+            p[at + 1] = 252;
+            at += 256;
+        }
+        assert_eq!(at, PAGE_SIZE - 2);
+        p[at] = 0x80;
+        assert_eq!(namespace_command_set(&p), bad(PAGE_SIZE as u16 - 2));
+        // A short page is bounded by its length; a full one is valid.
+        assert_eq!(namespace_command_set(&[0x80, 8, 0, 0, 0]), bad(0));
+        let mut p = [0u8; PAGE_SIZE];
+        for at in (0..PAGE_SIZE).step_by(256) {
+            p[at] = 0x80;
+            p[at + 1] = 252;
+        }
+        assert_eq!(namespace_command_set(&p), Ok(csi::NVM));
     }
 
     #[test]

@@ -15,5 +15,6 @@ mod teardown;
 mod tracker;
 
 pub use controller::{Config, Controller, Namespace, Quarantine, State};
+pub use identify::NamespaceRefusal;
 pub use io::{Completion, IoOp, Rejected, Token};
 pub use qpair::QueueFaults;

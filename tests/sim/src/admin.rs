@@ -2,12 +2,12 @@
 //! Buffer Config, Get Log Page.
 
 use bare_nvme::nvme::command::{admin, cns, feature, sc, sct, Status, SubmissionEntry};
-use bare_nvme::nvme::identify::{self, ctrl, ns, PAGE_SIZE};
+use bare_nvme::nvme::identify::{self, ctrl, nid, ns, FLBAS_EXTENDED_METADATA, PAGE_SIZE};
 
 use crate::controller::{Controller, Env};
 use crate::prp;
 use crate::queues::{Cq, Outcome, Sq};
-use crate::spec::garbage_bytes;
+use crate::spec::{garbage_bytes, Metadata};
 
 /// Command specific status codes (NVMe Base 2.0, section 5).
 mod cs {
@@ -97,12 +97,50 @@ impl Controller {
             formats.push(shift);
         }
         p[ns::NLBAF] = formats.len() as u8 - 1;
-        p[ns::FLBAS] = formats.iter().position(|&f| f == shift).expect("listed") as u8;
+        let index = formats.iter().position(|&f| f == shift).expect("listed");
+        p[ns::FLBAS] = index as u8;
         for (i, f) in formats.iter().enumerate() {
             put(&mut p, ns::LBAF0 + 4 * i, &(f << 16).to_le_bytes());
         }
+        if let Some(metadata) = n.spec.metadata {
+            // The formatted LBA format carries the metadata size; MC says
+            // which transfer the namespace supports.
+            let lbaf = shift << 16 | metadata.size() as u32;
+            put(&mut p, ns::LBAF0 + 4 * index, &lbaf.to_le_bytes());
+            match metadata {
+                Metadata::Separate(_) => p[ns::MC] = 0x2,
+                Metadata::Extended(_) => {
+                    p[ns::MC] = 0x1;
+                    p[ns::FLBAS] |= FLBAS_EXTENDED_METADATA;
+                }
+            }
+        }
+        if n.spec.protection & 0x7 != 0 {
+            p[ns::DPC] = 1 << ((n.spec.protection & 0x7) - 1) | 0x18;
+        }
+        p[ns::DPS] = n.spec.protection;
         put(&mut p, ns::EUI64, &n.spec.eui64.to_le_bytes());
         patch(&mut p, n.spec.garbage, &n.spec.patches);
+        p
+    }
+
+    /// The Namespace Identification Descriptor list of namespace `nsid`
+    /// (1-based, valid), as QEMU 7.2 builds it: the EUI-64 when set (big
+    /// endian), then the command set identifier.
+    pub(crate) fn namespace_descriptors(&self, nsid: u32) -> Vec<u8> {
+        let n = &self.namespaces[nsid as usize - 1];
+        let mut p = vec![0u8; PAGE_SIZE];
+        let mut at = 0;
+        if n.spec.eui64 != 0 {
+            p[at] = nid::EUI64;
+            p[at + 1] = 8;
+            put(&mut p, at + nid::HEADER, &n.spec.eui64.to_be_bytes());
+            at += nid::HEADER + 8;
+        }
+        p[at] = nid::CSI;
+        p[at + 1] = 1;
+        p[at + nid::HEADER] = n.spec.csi;
+        patch(&mut p, None, &n.spec.descriptor_patches);
         p
     }
 
@@ -189,6 +227,15 @@ impl Controller {
                 self.reply(sqe, &self.identify_namespace(sqe.nsid), env)
             }
             cns::NAMESPACE => generic(sc::INVALID_NAMESPACE),
+            cns::NAMESPACE_DESCRIPTORS if !self.spec.descriptor_lists => generic(sc::INVALID_FIELD),
+            cns::NAMESPACE_DESCRIPTORS if (1..=nn).contains(&sqe.nsid) => {
+                let n = &self.namespaces[sqe.nsid as usize - 1];
+                match n.spec.descriptor_failure {
+                    Some(code) => generic(code),
+                    None => self.reply(sqe, &self.namespace_descriptors(sqe.nsid), env),
+                }
+            }
+            cns::NAMESPACE_DESCRIPTORS => generic(sc::INVALID_NAMESPACE),
             cns::ACTIVE_NAMESPACES if sqe.nsid < 0xFFFF_FFFE => {
                 let mut p = vec![0u8; PAGE_SIZE];
                 for (i, id) in (sqe.nsid.saturating_add(1)..=nn).take(1024).enumerate() {

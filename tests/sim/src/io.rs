@@ -1,6 +1,7 @@
 //! NVM command set I/O: Read, Write, Flush, Write Zeroes, Dataset Management.
 
 use bare_nvme::nvme::command::{nvm, sc, sct, Status, SubmissionEntry};
+use bare_nvme::nvme::identify::csi;
 
 use crate::controller::{Controller, Env};
 use crate::queues::Outcome;
@@ -11,6 +12,9 @@ const ALL_NAMESPACES: u32 = 0xFFFF_FFFF;
 const FUA: u32 = 1 << 30;
 /// DSM CDW11 bit 2: deallocate.
 const DSM_DEALLOCATE: u32 = 1 << 2;
+/// Command specific status of the Zoned Namespace command set: Zone Invalid
+/// Write.
+const ZONE_INVALID_WRITE: u8 = 0xBC;
 
 fn generic(code: u8) -> Outcome {
     Outcome::err(Status::new(sct::GENERIC, code))
@@ -28,6 +32,16 @@ impl Controller {
             return Some(generic(sc::INVALID_NAMESPACE));
         }
         let ns = sqe.nsid as usize - 1;
+        match self.namespaces[ns].spec.csi {
+            csi::NVM => {}
+            // No write pointers are kept: every write is off the pointer.
+            csi::ZONED if matches!(op, nvm::WRITE | nvm::WRITE_ZEROES) => {
+                let status = Status::new(sct::COMMAND_SPECIFIC, ZONE_INVALID_WRITE);
+                return Some(Outcome::err(status));
+            }
+            csi::ZONED => {}
+            _ => return Some(generic(sc::INVALID_OPCODE)),
+        }
         Some(match op {
             nvm::FLUSH => {
                 self.namespaces[ns].flush();
@@ -60,7 +74,7 @@ impl Controller {
         if !n.in_range(lba, blocks) {
             return Err(generic(sc::LBA_OUT_OF_RANGE));
         }
-        let bytes = blocks as usize * n.block_size();
+        let bytes = blocks as usize * n.transfer_block_size();
         // MDTS is a power of two of minimum pages; past 2^63 bytes it is no limit.
         let shift = 12 + u32::from(self.spec.mpsmin) + u32::from(self.spec.mdts);
         if self.spec.mdts != 0 && shift < usize::BITS && bytes > 1usize << shift {
@@ -78,10 +92,14 @@ impl Controller {
         if n.read_fails(lba, blocks) {
             return Outcome::err(Status::new(sct::MEDIA, sc::UNRECOVERED_READ_ERROR));
         }
-        let bs = n.block_size();
+        let (bs, tbs) = (n.block_size(), n.transfer_block_size());
         let mut data = vec![0u8; bytes];
-        for (i, chunk) in data.chunks_mut(bs).enumerate() {
-            n.read_block(lba + i as u64, chunk);
+        // Inline metadata (the tail of each chunk) reads as zeroes.
+        for (i, chunk) in data.chunks_mut(tbs).enumerate() {
+            n.read_block(lba + i as u64, &mut chunk[..bs]);
+        }
+        if let Err(o) = self.metadata_transfer(ns, sqe, blocks, true, env) {
+            return o;
         }
         match self.transfer_out(sqe, &data, env) {
             Ok(()) => Outcome::ok(0),
@@ -89,11 +107,54 @@ impl Controller {
         }
     }
 
+    /// The separate metadata buffer of a Read (`to_host`) or Write on a
+    /// namespace formatted with one: MPTR must name DMA memory for
+    /// `blocks` times the metadata size. Metadata is not stored; reads
+    /// return zeroes.
+    fn metadata_transfer(
+        &self,
+        ns: usize,
+        sqe: &SubmissionEntry,
+        blocks: u64,
+        to_host: bool,
+        env: &mut Env,
+    ) -> Result<(), Outcome> {
+        let Some(ms) = self.namespaces[ns].separate_metadata() else {
+            return Ok(());
+        };
+        let (serial, nsid, mptr) = (&self.spec.serial, sqe.nsid, sqe.mptr);
+        if mptr == 0 || mptr & 3 != 0 {
+            // A real controller would move the metadata to or from this
+            // address: physical address 0 for MPTR = 0.
+            env.stats.protocol(format!(
+                "{serial}: opcode {:#04x} to namespace {nsid} with {ms}-byte separate \
+                 metadata has MPTR {mptr:#x}",
+                sqe.opcode()
+            ));
+            return Err(generic(sc::INVALID_FIELD));
+        }
+        let len = blocks as usize * ms;
+        if !env.mem.contains(mptr, len) {
+            env.stats.c.wild_dma += 1;
+            return Err(generic(sc::DATA_TRANSFER_ERROR));
+        }
+        let mut metadata = vec![0u8; len];
+        let moved = if to_host {
+            env.mem.write(mptr, &metadata)
+        } else {
+            env.mem.read(mptr, &mut metadata)
+        };
+        moved.map_err(|_| generic(sc::DATA_TRANSFER_ERROR))
+    }
+
     fn write_cmd(&mut self, ns: usize, sqe: &SubmissionEntry, env: &mut Env) -> Outcome {
         let (lba, blocks, bytes) = match self.rw_range(ns, sqe) {
             Ok(r) => r,
             Err(o) => return o,
         };
+        if let Err(o) = self.metadata_transfer(ns, sqe, blocks, false, env) {
+            return o;
+        }
         let mut data = vec![0u8; bytes];
         if let Err(s) = self.transfer_in(sqe, &mut data, env) {
             return Outcome::err(s);
@@ -103,9 +164,10 @@ impl Controller {
         if n.write_fails(lba, blocks) {
             return Outcome::err(Status::new(sct::MEDIA, sc::WRITE_FAULT));
         }
-        let bs = n.block_size();
-        for (i, chunk) in data.chunks(bs).enumerate() {
-            n.write_block(lba + i as u64, Some(chunk), volatile);
+        let (bs, tbs) = (n.block_size(), n.transfer_block_size());
+        // Inline metadata (the tail of each chunk) is not stored.
+        for (i, chunk) in data.chunks(tbs).enumerate() {
+            n.write_block(lba + i as u64, Some(&chunk[..bs]), volatile);
         }
         Outcome::ok(0)
     }

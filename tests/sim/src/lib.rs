@@ -42,7 +42,9 @@
 //! alignment or memory, deleting a CQ that still has SQs, misaligned PRP
 //! entries and list pointers, enabling with a bad CC/AQA/ASQ/ACQ (RDY then
 //! never rises), changing CC other than SHN while enabled, writing admin queue
-//! registers while enabled, unaligned config or register accesses.
+//! registers while enabled, unaligned config or register accesses, a Read or
+//! Write without a metadata pointer (MPTR = 0) to a namespace formatted with
+//! separate metadata.
 //!
 //! Device memory accesses outside every live DMA allocation (a CPU pointer,
 //! freed memory) are never performed: they count as `wild_dma` and fail the
@@ -103,7 +105,7 @@ pub use handles::{SimConfig, SimPlatform, SimRegisters};
 pub use memory::{ARENA_PHYS_BASE, DEFAULT_ARENA_SIZE};
 pub use queues::{Misbehaviour, Queues, Rule};
 pub use sim::Sim;
-pub use spec::{ControllerSpec, Hold, NamespaceSpec};
+pub use spec::{ControllerSpec, Hold, Metadata, NamespaceSpec};
 
 /// The memory range firmware places bridge windows and BARs in, and where a
 /// driver assigning resources itself should place them: `(start, end)`,

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use crate::spec::NamespaceSpec;
+use crate::spec::{Metadata, NamespaceSpec};
 
 pub(crate) struct Namespace {
     pub(crate) spec: NamespaceSpec,
@@ -33,6 +33,23 @@ impl Namespace {
 
     pub(crate) fn block_size(&self) -> usize {
         self.spec.block_size as usize
+    }
+
+    /// Bytes one block moves in the data transfer: its data, plus its
+    /// metadata when that is inline (extended LBAs).
+    pub(crate) fn transfer_block_size(&self) -> usize {
+        match self.spec.metadata {
+            Some(Metadata::Extended(ms)) => self.block_size() + ms as usize,
+            _ => self.block_size(),
+        }
+    }
+
+    /// Metadata bytes per block that travel in a separate buffer (MPTR).
+    pub(crate) fn separate_metadata(&self) -> Option<usize> {
+        match self.spec.metadata {
+            Some(Metadata::Separate(ms)) => Some(ms as usize),
+            _ => None,
+        }
     }
 
     /// Whether `[lba, lba + n)` lies inside the namespace.

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use bare_nvme::nvme::identify::csi;
+
 /// Which completions the controller keeps back until the test releases them
 /// (see [`crate::Sim::complete_held`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -16,6 +18,26 @@ pub enum Hold {
     All,
 }
 
+/// Where a namespace's per-block metadata travels (Identify Namespace
+/// FLBAS bit 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metadata {
+    /// In a separate buffer named by the command's MPTR (FLBAS bit 4 = 0).
+    Separate(u16),
+    /// Inline after each block's data, an extended LBA (FLBAS bit 4 = 1):
+    /// every block transfers `block_size + n` bytes.
+    Extended(u16),
+}
+
+impl Metadata {
+    /// Metadata bytes per block.
+    pub fn size(self) -> u16 {
+        match self {
+            Metadata::Separate(n) | Metadata::Extended(n) => n,
+        }
+    }
+}
+
 /// A namespace of a simulated controller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NamespaceSpec {
@@ -24,6 +46,11 @@ pub struct NamespaceSpec {
     pub(crate) eui64: u64,
     pub(crate) patches: Vec<(usize, Vec<u8>)>,
     pub(crate) garbage: Option<u64>,
+    pub(crate) metadata: Option<Metadata>,
+    pub(crate) protection: u8,
+    pub(crate) csi: u8,
+    pub(crate) descriptor_patches: Vec<(usize, Vec<u8>)>,
+    pub(crate) descriptor_failure: Option<u8>,
 }
 
 impl NamespaceSpec {
@@ -38,7 +65,56 @@ impl NamespaceSpec {
             eui64: 0,
             patches: Vec::new(),
             garbage: None,
+            metadata: None,
+            protection: 0,
+            csi: csi::NVM,
+            descriptor_patches: Vec::new(),
+            descriptor_failure: None,
         }
+    }
+
+    /// Formats the namespace with per-block metadata (LBAF.MS > 0), in a
+    /// separate buffer or inline. A Read or Write sent to a namespace with
+    /// separate metadata and MPTR = 0 is a protocol error (a real controller
+    /// would transfer the metadata at address 0); a non-zero MPTR must name
+    /// DMA memory.
+    pub fn metadata(mut self, metadata: Metadata) -> Self {
+        assert!(metadata.size() > 0);
+        self.metadata = Some(metadata);
+        self
+    }
+
+    /// Identify Namespace DPS: end-to-end protection (bits 2:0 the PI type,
+    /// bit 3 PI first). Protection information lives in the metadata, so
+    /// give the namespace metadata too.
+    pub fn protection(mut self, dps: u8) -> Self {
+        self.protection = dps;
+        self
+    }
+
+    /// The namespace's I/O command set (see
+    /// `bare_nvme::nvme::identify::csi`; any value), reported in the CSI descriptor of
+    /// the Namespace Identification Descriptor list. Under CC.CSS = NVM a
+    /// zoned namespace takes NVM reads and refuses writes with Zone Invalid
+    /// Write (no write pointers are modelled); any other command set
+    /// refuses NVM opcodes.
+    pub fn command_set(mut self, csi: u8) -> Self {
+        self.csi = csi;
+        self
+    }
+
+    /// Overwrites bytes of the Namespace Identification Descriptor list
+    /// (Identify CNS 03h) at `offset`, to report broken descriptors.
+    pub fn descriptor_patch(mut self, offset: usize, bytes: &[u8]) -> Self {
+        self.descriptor_patches.push((offset, bytes.to_vec()));
+        self
+    }
+
+    /// Fails Identify of this namespace's Namespace Identification
+    /// Descriptor list with generic status `code`.
+    pub fn descriptor_list_fails(mut self, code: u8) -> Self {
+        self.descriptor_failure = Some(code);
+        self
     }
 
     /// Reports this IEEE EUI-64 in Identify Namespace.
@@ -94,6 +170,7 @@ pub struct ControllerSpec {
     pub(crate) patches: Vec<(usize, Vec<u8>)>,
     pub(crate) garbage: Option<u64>,
     pub(crate) hold: Hold,
+    pub(crate) descriptor_lists: bool,
 }
 
 impl Default for ControllerSpec {
@@ -130,6 +207,7 @@ impl Default for ControllerSpec {
             patches: Vec::new(),
             garbage: None,
             hold: Hold::None,
+            descriptor_lists: true,
         }
     }
 }
@@ -278,6 +356,13 @@ impl ControllerSpec {
     /// `seed` (patches still apply on top).
     pub fn identify_garbage(mut self, seed: u64) -> Self {
         self.garbage = Some(seed);
+        self
+    }
+    /// Whether Identify CNS 03h (Namespace Identification Descriptor list)
+    /// is answered (default, as QEMU 7.2); without it the command fails with
+    /// Invalid Field in Command, as on controllers older than NVMe 1.3.
+    pub fn descriptor_lists(mut self, supported: bool) -> Self {
+        self.descriptor_lists = supported;
         self
     }
     /// Which completions are held back from the start.

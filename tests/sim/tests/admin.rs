@@ -6,7 +6,7 @@ use bare_nvme::nvme::command::{admin, cns, sc, sct, SubmissionEntry};
 use bare_nvme::nvme::identify::{self, ControllerInfo, NamespaceInfo};
 use bare_nvme::nvme::regs;
 use bare_nvme::{Platform, RegisterAccess};
-use bare_nvme_sim::{ControllerSpec, CtrlId, NamespaceSpec, Sim};
+use bare_nvme_sim::{ControllerSpec, CtrlId, Metadata, NamespaceSpec, Sim};
 use common::*;
 use std::time::Duration;
 
@@ -260,4 +260,62 @@ fn subsystem_reset_sets_nssro_and_disables() {
     m.regs.write32(regs::CSTS, regs::Csts::NSSRO.bits());
     assert_eq!(m.regs.read32(regs::CSTS), 0);
     m.release();
+}
+
+#[test]
+fn namespace_descriptors_and_formats_report_the_spec() {
+    let spec = ControllerSpec::default()
+        .namespace(NamespaceSpec::new(8, 512).eui64(0x0102_0304_0506_0708))
+        .namespace(
+            NamespaceSpec::new(8, 4096)
+                .command_set(identify::csi::ZONED)
+                .metadata(Metadata::Extended(16))
+                .protection(0x9),
+        )
+        .namespace(NamespaceSpec::new(8, 512).metadata(Metadata::Separate(8)));
+    let sim = Sim::single(spec);
+    let mut m = Mini::bring_up(&sim).unwrap();
+    let page = |m: &mut Mini, cns: u32, nsid: u32| {
+        let mut e = SubmissionEntry::new(admin::IDENTIFY);
+        e.cdw10 = cns;
+        e.nsid = nsid;
+        let (c, page) = m.admin_page(e).unwrap();
+        ok(c).unwrap();
+        page
+    };
+    // EUI-64 (big endian), then the command set; zeroes end the list.
+    let list = page(&mut m, cns::NAMESPACE_DESCRIPTORS, 1);
+    assert_eq!(list[..12], [1, 8, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(list[12..17], [4, 1, 0, 0, 0]);
+    assert!(list[17..].iter().all(|&b| b == 0));
+    let list = page(&mut m, cns::NAMESPACE_DESCRIPTORS, 2);
+    assert_eq!(list[..5], [4, 1, 0, 0, identify::csi::ZONED]);
+    // Formats: the formatted one carries MS; FLBAS bit 4 says inline; DPS.
+    let ns2 = page(&mut m, cns::NAMESPACE, 2);
+    let index = (ns2[identify::ns::FLBAS] & 0xF) as usize;
+    let lbaf = &ns2[identify::ns::LBAF0 + 4 * index..][..4];
+    assert_eq!(lbaf, [16, 0, 12, 0]);
+    assert_ne!(ns2[identify::ns::FLBAS] & 0x10, 0);
+    assert_eq!(ns2[identify::ns::DPS], 0x9);
+    let ns3 = page(&mut m, cns::NAMESPACE, 3);
+    let index = (ns3[identify::ns::FLBAS] & 0xF) as usize;
+    assert_eq!(ns3[identify::ns::LBAF0 + 4 * index..][..4], [8, 0, 9, 0]);
+    assert_eq!(ns3[identify::ns::FLBAS] & 0x10, 0);
+    assert_eq!(ns3[identify::ns::DPS], 0);
+    m.shut_down().unwrap();
+
+    // An older controller refuses CNS 03h with Invalid Field.
+    let sim = Sim::single(ControllerSpec::with_blocks(8).descriptor_lists(false));
+    let mut m = Mini::bring_up(&sim).unwrap();
+    let mut e = SubmissionEntry::new(admin::IDENTIFY);
+    e.cdw10 = cns::NAMESPACE_DESCRIPTORS;
+    e.nsid = 1;
+    let (c, _) = m.admin_page(e).unwrap();
+    assert_eq!(
+        (c.status().sct, c.status().sc),
+        (sct::GENERIC, sc::INVALID_FIELD)
+    );
+    m.shut_down().unwrap();
+    let c = sim.counters();
+    assert_eq!((c.protocol_errors, c.wild_dma, c.dma_regions), (0, 0, 0));
 }

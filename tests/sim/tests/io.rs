@@ -3,8 +3,9 @@
 mod common;
 
 use bare_nvme::nvme::command::{nvm, sc, sct, SubmissionEntry};
+use bare_nvme::nvme::identify::csi;
 use bare_nvme::{DmaRegion, Platform};
-use bare_nvme_sim::{ControllerSpec, CtrlId, NamespaceSpec, Sim};
+use bare_nvme_sim::{ControllerSpec, CtrlId, Metadata, NamespaceSpec, Sim};
 use common::*;
 
 fn setup(spec: ControllerSpec) -> (Sim, Mini) {
@@ -293,6 +294,94 @@ fn doorbell_stride_and_4k_blocks() {
     assert_eq!(buf.as_slice(), &data[..]);
     let c = m.cmd(true, rw(nvm::READ, 1, 63, 2, b, b + 4096)).unwrap();
     assert_eq!(status(c), (sct::GENERIC, sc::LBA_OUT_OF_RANGE));
+    m.p.dma_free(buf);
+    finish(&sim, m);
+}
+
+#[test]
+fn separate_metadata_needs_an_mptr_in_dma_memory() {
+    let spec = ControllerSpec::default()
+        .namespace(NamespaceSpec::new(64, 512).metadata(Metadata::Separate(8)));
+    let (sim, mut m) = setup(spec);
+    // Provokes a protocol error and wild DMA on purpose, and counts both.
+    sim.unchecked();
+    let mut buf = m.p.dma_alloc(4096, 4096).unwrap();
+    let meta = m.p.dma_alloc(4096, 4096).unwrap();
+    buf.as_mut_slice()[..1024].copy_from_slice(&pattern(1024, 3));
+    let base = buf.phys().as_u64();
+    // MPTR = 0: the metadata would go to physical address 0.
+    let c = m.cmd(true, rw(nvm::WRITE, 1, 0, 2, base, 0)).unwrap();
+    assert_eq!(status(c), (sct::GENERIC, sc::INVALID_FIELD));
+    assert_eq!(
+        sim.counters().protocol_errors,
+        1,
+        "{:?}",
+        sim.protocol_log()
+    );
+    assert!(sim.protocol_log()[0].contains("MPTR 0x0"));
+    // MPTR outside DMA memory: never performed, counted as wild.
+    let mut e = rw(nvm::WRITE, 1, 0, 2, base, 0);
+    e.mptr = 0x1000;
+    let c = m.cmd(true, e).unwrap();
+    assert_eq!(status(c), (sct::GENERIC, sc::DATA_TRANSFER_ERROR));
+    assert_eq!(sim.counters().wild_dma, 1);
+    // A proper buffer: the data lands, the metadata is zero on reads.
+    let mut e = rw(nvm::WRITE, 1, 0, 2, base, 0);
+    e.mptr = meta.phys().as_u64();
+    ok(m.cmd(true, e).unwrap()).unwrap();
+    assert_eq!(sim.read_block(CtrlId(0), 1, 1), pattern(1024, 3)[512..]);
+    let mut e = rw(nvm::READ, 1, 0, 2, base, 0);
+    e.mptr = meta.phys().as_u64();
+    ok(m.cmd(true, e).unwrap()).unwrap();
+    m.p.dma_free(buf);
+    m.p.dma_free(meta);
+    m.shut_down().unwrap();
+    let c = sim.counters();
+    assert_eq!((c.protocol_errors, c.wild_dma, c.dma_regions), (1, 1, 0));
+}
+
+#[test]
+fn inline_metadata_widens_every_block_of_the_transfer() {
+    let spec = ControllerSpec::default()
+        .namespace(NamespaceSpec::new(64, 512).metadata(Metadata::Extended(8)));
+    let (sim, mut m) = setup(spec);
+    let mut buf = m.p.dma_alloc(4096, 4096).unwrap();
+    let data = pattern(2 * 520, 5);
+    buf.as_mut_slice()[..data.len()].copy_from_slice(&data);
+    let base = buf.phys().as_u64();
+    ok(m.cmd(true, rw(nvm::WRITE, 1, 4, 2, base, 0)).unwrap()).unwrap();
+    // Block 5's data starts after block 4's data and metadata.
+    assert_eq!(sim.read_block(CtrlId(0), 1, 5), data[520..1032]);
+    buf.as_mut_slice().fill(0xEE);
+    ok(m.cmd(true, rw(nvm::READ, 1, 4, 2, base, 0)).unwrap()).unwrap();
+    let back = &buf.as_slice()[..1040];
+    assert_eq!(back[..512], data[..512]);
+    assert_eq!(back[512..520], [0; 8], "metadata reads as zero");
+    assert_eq!(back[1040 - 8..], [0; 8]);
+    assert_eq!(buf.as_slice()[1040], 0xEE, "nothing past the transfer");
+    m.p.dma_free(buf);
+    finish(&sim, m);
+}
+
+#[test]
+fn other_command_sets_refuse_nvm_writes() {
+    let spec = ControllerSpec::default()
+        .namespace(NamespaceSpec::new(64, 512).command_set(csi::ZONED))
+        .namespace(NamespaceSpec::new(64, 512).command_set(csi::KEY_VALUE));
+    let (sim, mut m) = setup(spec);
+    let buf = m.p.dma_alloc(4096, 4096).unwrap();
+    let base = buf.phys().as_u64();
+    let c = m.cmd(true, rw(nvm::WRITE, 1, 0, 1, base, 0)).unwrap();
+    assert_eq!(
+        status(c),
+        (sct::COMMAND_SPECIFIC, 0xBC),
+        "zone invalid write"
+    );
+    ok(m.cmd(true, rw(nvm::READ, 1, 0, 1, base, 0)).unwrap()).unwrap();
+    for op in [nvm::READ, nvm::WRITE] {
+        let c = m.cmd(true, rw(op, 2, 0, 1, base, 0)).unwrap();
+        assert_eq!(status(c), (sct::GENERIC, sc::INVALID_OPCODE));
+    }
     m.p.dma_free(buf);
     finish(&sim, m);
 }
