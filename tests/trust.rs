@@ -364,3 +364,179 @@ fn an_io_to_a_removed_controller_after_its_teardown_is_refused() {
     assert!(matches!(r, Err(ref e) if e.error == Error::DeviceRemoved));
     finish(driver, &sim);
 }
+
+/// A driver with one read held by the device (fetched, not completed).
+fn with_held_read(sim: &Sim) -> (Box<SimDriver>, bare_nvme::ControllerId) {
+    let (mut driver, id) = ready(sim);
+    sim.hold(CTRL, Hold::Io);
+    submit_read(&mut driver, sim, id, 5);
+    driver.controller(id).unwrap().ring_doorbells();
+    assert_eq!(sim.held_count(), 1);
+    (driver, id)
+}
+
+#[test]
+fn memory_decoding_off_with_bus_mastering_on_stops_dma_before_anything_returns() {
+    let sim = Sim::single(spec());
+    let (mut driver, id) = with_held_read(&sim);
+    sim.memory_decoding_off(CTRL);
+    assert!(sim.can_dma(CTRL));
+    let events = tick_for(&mut driver, &sim, Duration::from_secs(1), |d| {
+        d.controller_state(id).is_some_and(|s| s.is_finished())
+    });
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Removed { .. })),
+        "{events:?}"
+    );
+    assert!(
+        !sim.can_dma(CTRL),
+        "bus mastering off before memory returned"
+    );
+    assert_eq!(
+        driver.controller(id).unwrap().dma_stop(),
+        Some(bare_nvme::DmaStop::BusMasterOff)
+    );
+    let got = poll(&mut driver, id);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].result, Err(Error::DeviceRemoved));
+    // The device would complete the read now: it cannot reach memory.
+    sim.release_all();
+    free(&sim, got);
+    drop(driver);
+    // The end-of-simulation check finds no write into returned memory.
+}
+
+#[test]
+fn a_device_that_cannot_be_stopped_gets_its_memory_quarantined_not_returned() {
+    let sim = Sim::single(spec());
+    let (mut driver, id) = with_held_read(&sim);
+    // Bus mastering cannot be turned off, and the registers are out of
+    // reach: nothing proves the device stopped.
+    sim.ignore_config_writes(CTRL, true);
+    sim.memory_decoding_off(CTRL);
+    let events = tick_for(&mut driver, &sim, Duration::from_secs(5), |d| {
+        d.controller_state(id).is_some_and(|s| s.is_finished())
+    });
+    let events: Vec<Event> = events
+        .into_iter()
+        .chain(tick_for(
+            &mut driver,
+            &sim,
+            Duration::from_millis(5),
+            |_| false,
+        ))
+        .collect();
+    let quarantined: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::Quarantined { .. }))
+        .collect();
+    assert!(
+        matches!(quarantined.as_slice(), [Event::Quarantined { regions, bytes, .. }] if *regions > 0 && *bytes > 0),
+        "{events:?}"
+    );
+    let c = driver.controller(id).unwrap();
+    assert_eq!(c.dma_stop(), None);
+    assert!(c.quarantined().regions > 0);
+    let got = poll(&mut driver, id);
+    assert_eq!(got.len(), 1, "the command is still failed once");
+    assert_eq!(got[0].result, Err(Error::DeviceRemoved));
+    assert!(got[0].buffer.is_none(), "its buffer stays in quarantine");
+    // The device completes the read into quarantined memory: allowed, as
+    // nobody got that memory back.
+    sim.release_all();
+    assert_eq!(sim.counters().wild_dma, 0);
+    sim.expect_quarantined();
+    drop(driver);
+}
+
+#[test]
+fn a_glitch_on_a_present_device_is_not_a_removal() {
+    let sim = Sim::single(spec());
+    let (mut driver, id) = with_held_read(&sim);
+    // Idle ticks: the health check reads CSTS.
+    for _ in 0..3 {
+        driver.tick();
+        sim.advance(Duration::from_millis(1));
+    }
+    sim.glitch(CTRL);
+    let events = tick_for(&mut driver, &sim, Duration::from_millis(20), |_| false);
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(driver.controller_state(id), Some(State::Ready));
+    assert_eq!(driver.controller(id).unwrap().glitches(), 1);
+    assert_eq!(sim.complete_held(1), 1);
+    let got = poll(&mut driver, id);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].result, Ok(()));
+    free(&sim, got);
+    sim.hold(CTRL, Hold::None);
+    round_trip(&mut driver, &sim, id, 4);
+    finish(driver, &sim);
+}
+
+#[test]
+fn a_bouncing_presence_detect_or_link_keeps_a_live_controller() {
+    for bounce_link in [false, true] {
+        let sim = Sim::single(spec());
+        let (mut driver, id) = with_held_read(&sim);
+        if bounce_link {
+            sim.bounce_link(PortId(0));
+        } else {
+            sim.bounce_presence(PortId(0));
+        }
+        let events = tick_for(&mut driver, &sim, Duration::from_millis(50), |_| false);
+        assert!(events.is_empty(), "{events:?}");
+        assert_eq!(driver.controller_state(id), Some(State::Ready));
+        assert_eq!(sim.complete_held(1), 1);
+        let got = poll(&mut driver, id);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].result, Ok(()));
+        free(&sim, got);
+        sim.hold(CTRL, Hold::None);
+        round_trip(&mut driver, &sim, id, 4);
+        finish(driver, &sim);
+    }
+}
+
+#[test]
+fn a_real_link_flap_is_still_a_removal_with_dma_stopped_first() {
+    let sim = Sim::single(spec());
+    let (mut driver, id) = with_held_read(&sim);
+    sim.link_flap(PortId(0));
+    let events = tick_for(&mut driver, &sim, Duration::from_millis(100), |d| {
+        d.ready_controllers().any(|r| r != id)
+    });
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Removed { id: r, .. } if *r == id)),
+        "{events:?}"
+    );
+    let got = poll(&mut driver, id);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].result, Err(Error::DeviceRemoved));
+    free(&sim, got);
+    finish(driver, &sim);
+}
+
+#[test]
+fn a_standalone_controller_that_never_stops_quarantines_on_drop() {
+    let sim = Sim::single(spec());
+    let mut c = standalone(&sim, short_config());
+    c.bring_up().expect("ready");
+    sim.hold(CTRL, Hold::Io);
+    let op = IoOp::Read {
+        nsid: 1,
+        lba: 0,
+        blocks: 1,
+    };
+    let buffer = sim.platform().dma_alloc(512, 4096).unwrap();
+    c.submit(0, op, Some(buffer), 1).unwrap();
+    c.ring_doorbells();
+    // RDY freezes: CC.EN = 0 is never acknowledged, and there is no config
+    // space to turn bus mastering off.
+    sim.hang(CTRL);
+    drop(c);
+    assert!(sim.can_dma(CTRL));
+    assert!(sim.counters().dma_regions > 0, "memory kept");
+    sim.expect_quarantined();
+}
