@@ -148,9 +148,10 @@ fn no_doorbell_reaches_a_controller_being_reset() {
     finish(driver, &sim);
 }
 
-/// Register and config reads one tick may make for one controller: at most
-/// 16 state-machine steps, none of which waits by spinning.
-const TICK_READS: u64 = 64;
+/// Register and config reads one tick may make for one controller (it
+/// advances at most 16 state-machine steps, none of which waits by
+/// spinning; in practice a step or two before it waits for the device).
+const TICK_READS: u64 = 16;
 
 #[test]
 fn a_controller_slow_at_every_step_never_stalls_a_tick() {
@@ -539,4 +540,53 @@ fn a_standalone_controller_that_never_stops_quarantines_on_drop() {
     assert!(sim.can_dma(CTRL));
     assert!(sim.counters().dma_regions > 0, "memory kept");
     sim.expect_quarantined();
+}
+
+#[test]
+fn a_standalone_controller_recovers_a_stuck_command_from_its_own_tick() {
+    let sim = Sim::single(spec());
+    let mut c = standalone(&sim, short_config());
+    c.bring_up().expect("ready");
+    sim.misbehave(CTRL, Misbehaviour::NeverComplete.once());
+    let op = IoOp::Read {
+        nsid: 1,
+        lba: 0,
+        blocks: 1,
+    };
+    let buffer = sim.platform().dma_alloc(512, 4096).unwrap();
+    c.submit(0, op, Some(buffer), 1).unwrap();
+    c.ring_doorbells();
+    let mut got = Vec::new();
+    for _ in 0..2_000 {
+        c.tick();
+        c.poll(0, |done| got.push(done));
+        if !got.is_empty() && c.state() == State::Ready {
+            break;
+        }
+        sim.advance(Duration::from_millis(1));
+    }
+    assert_eq!(got.len(), 1);
+    assert!(
+        matches!(
+            got[0].result,
+            Err(Error::Timeout {
+                what: Wait::IoCommand,
+                ..
+            })
+        ),
+        "{:?}",
+        got[0].result
+    );
+    assert_eq!(
+        c.reset_count(),
+        1,
+        "the abort could not end it: a reset did"
+    );
+    assert_eq!(c.state(), State::Ready);
+    for done in got {
+        sim.platform().dma_free(done.buffer.expect("buffer back"));
+    }
+    c.detach().expect("detached");
+    drop(c);
+    assert_eq!(sim.counters().dma_regions, 0);
 }

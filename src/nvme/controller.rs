@@ -493,3 +493,48 @@ impl<P: Platform, L: DeviceLink> Drop for Controller<P, L> {
         }
     }
 }
+
+/// The lifecycle's internals are not API: a safe caller cannot end a
+/// controller, or hand its memory back, behind the DMA-stop rule. This
+/// compiles:
+///
+/// ```
+/// fn f<P: bare_nvme::Platform>(c: &mut bare_nvme::Controller<P>) {
+///     c.begin_detach();
+/// }
+/// ```
+///
+/// and none of these do:
+///
+/// ```compile_fail
+/// fn f<P: bare_nvme::Platform>(c: &mut bare_nvme::Controller<P>) {
+///     c.surprise_removed();
+/// }
+/// ```
+/// ```compile_fail
+/// fn f<P: bare_nvme::Platform>(c: &mut bare_nvme::Controller<P>) {
+///     c.remove();
+/// }
+/// ```
+/// ```compile_fail
+/// fn f<P: bare_nvme::Platform>(c: &mut bare_nvme::Controller<P>) {
+///     c.fail(bare_nvme::Error::Aborted);
+/// }
+/// ```
+/// ```compile_fail
+/// fn f<P: bare_nvme::Platform>(c: &mut bare_nvme::Controller<P>) {
+///     c.lost(bare_nvme::Error::DeviceRemoved);
+/// }
+/// ```
+/// ```compile_fail
+/// fn f<P: bare_nvme::Platform>(c: &mut bare_nvme::Controller<P>, now: bare_nvme::Instant) {
+///     c.expire(now);
+/// }
+/// ```
+/// ```compile_fail
+/// fn f<P: bare_nvme::Platform>(c: &mut bare_nvme::Controller<P>) {
+///     c.release_memory();
+/// }
+/// ```
+#[cfg(doctest)]
+pub struct LifecycleInternalsArePrivate;

@@ -143,6 +143,27 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         }
     }
 
+    /// The monitor of a controller used on its own (the driver's tick does
+    /// this for its controllers; call it every 1-10 ms): advances bring-up,
+    /// detach, resets and stops; for a serving controller, checks its health
+    /// (one CSTS read) and handles commands past their deadline (abort, then
+    /// reset). Returns the state reached.
+    pub fn tick(&mut self) -> State {
+        match self.state {
+            State::Ready => match self.check_health() {
+                Some(error) => {
+                    self.lost(error);
+                }
+                None => self.expire(self.now()),
+            },
+            s if s.is_finished() => {}
+            _ => {
+                let _ = self.advance();
+            }
+        }
+        self.state
+    }
+
     /// Forgets the abort in progress (its completion is discarded).
     pub(crate) fn forget_abort(&mut self) {
         if let Some(pending) = self.abort.take() {
