@@ -23,8 +23,8 @@ pub enum Presence {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DmaStop {
     /// The device is gone: configuration space does not answer and the slot
-    /// or link above says empty or down (without a slot or link to ask: it
-    /// stayed silent on two reads in a row).
+    /// above says empty or powered off, or the link down (without a slot or
+    /// link to ask: it stayed silent on two reads in a row).
     Gone,
     /// Bus mastering was switched off and read back off.
     BusMasterOff,

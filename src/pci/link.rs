@@ -4,7 +4,7 @@ use pci_types::{ConfigRegionAccess, PciAddress};
 
 use crate::link::{DeviceLink, DmaStop, Presence};
 use crate::pci::config::{Command, ConfigSpace};
-use crate::pci::slot::{LinkCapabilities, PciePort};
+use crate::pci::slot::{LinkCapabilities, PciePort, SlotCapabilities, SlotControl};
 
 /// The [`DeviceLink`] of a controller found by the driver's PCI enumeration.
 #[derive(Clone, Debug)]
@@ -36,9 +36,9 @@ impl<C: ConfigRegionAccess> PciLink<C> {
         ConfigSpace::new(&self.access, self.address)
     }
 
-    /// Whether the port above says nothing is behind it: slot empty, or link
-    /// down where the port reports link state. Without such a port a second
-    /// silent read is all the evidence there is.
+    /// Whether the port above says nothing is behind it: slot empty or
+    /// powered off, or link down where the port reports link state. Without
+    /// such a port a second silent read is all the evidence there is.
     fn port_says_gone(&self) -> bool {
         let Some(port) = self.port else {
             return !self.space().is_present();
@@ -47,8 +47,21 @@ impl<C: ConfigRegionAccess> PciLink<C> {
             // The port itself no longer answers: its whole branch is gone.
             return true;
         };
-        if port.slot_implemented(&self.access) && !state.present() {
-            return true;
+        if port.slot_implemented(&self.access) {
+            if !state.present() {
+                return true;
+            }
+            // A slot whose power controller is off has no power for the
+            // card: it cannot master the bus.
+            let powered_off = port
+                .slot_capabilities(&self.access)
+                .contains(SlotCapabilities::POWER_CONTROLLER)
+                && port
+                    .slot_control(&self.access)
+                    .contains(SlotControl::POWER_OFF);
+            if powered_off {
+                return true;
+            }
         }
         let reports_link = port
             .link_capabilities(&self.access)

@@ -119,6 +119,9 @@ impl Monitor {
             }
             Event::Failed { id, error } => info!("event: {id} failed: {error}"),
             Event::Returned { id, previous } => info!("event: {id} returned (was {previous})"),
+            Event::Quarantined { id, regions, bytes } => {
+                info!("event: {id} quarantined {regions} regions ({bytes} bytes)")
+            }
         }
         if self.log.is_full() {
             self.log.pop_front();
