@@ -590,3 +590,40 @@ fn a_standalone_controller_recovers_a_stuck_command_from_its_own_tick() {
     drop(c);
     assert_eq!(sim.counters().dma_regions, 0);
 }
+
+#[test]
+fn a_detach_during_a_reset_ends_orderly_with_the_commands_failed_once() {
+    let sim = Sim::single(spec().disable_delay(Duration::from_millis(30)));
+    let (mut driver, id) = with_held_read(&sim);
+    sim.set_cfs(CTRL);
+    tick_for(&mut driver, &sim, Duration::from_millis(10), |d| {
+        d.controller_state(id) == Some(State::Resetting)
+    });
+    assert_eq!(driver.controller_state(id), Some(State::Resetting));
+    // The reset still waits for RDY = 0: nothing may be handed back yet.
+    assert!(poll(&mut driver, id).is_empty());
+    driver.detach(id).unwrap();
+    let events = tick_for(&mut driver, &sim, Duration::from_secs(2), |d| {
+        d.controller_state(id).is_some_and(|s| s.is_finished())
+    });
+    assert_eq!(
+        driver.controller_state(id),
+        Some(State::Detached),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Removed {
+                detected_by: Detection::Orderly,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    let got = poll(&mut driver, id);
+    assert_eq!(got.len(), 1, "the held read is delivered once");
+    assert_eq!(got[0].result, Err(Error::ControllerFailed));
+    free(&sim, got);
+    finish(driver, &sim);
+}

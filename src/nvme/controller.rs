@@ -452,6 +452,12 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             }
             State::Detaching | State::Stopping => {}
             s if s.is_finished() => {}
+            State::Resetting => {
+                // CC.EN is clear (or being cleared): there is nothing to
+                // delete or shut down, only the DMA stop to prove.
+                self.forget_abort();
+                self.begin_teardown(State::Detached, Error::Aborted);
+            }
             _ => {
                 // Not yet serving I/O (or resetting): no queues to drain;
                 // delete what exists and shut down.
