@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use crate::nvme::command::Status;
+use crate::spec::command::Status;
 
 /// What the driver was waiting for when a deadline passed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -20,6 +20,7 @@ pub mod link;
 pub mod nvme;
 pub mod pci;
 pub mod platform;
+pub mod spec;
 
 pub use driver::{Driver, DriverConfig, DriverController, MAX_CONTROLLERS, MAX_EVENTS};
 pub use error::{Error, Result, Wait};

@@ -2,7 +2,6 @@
 
 mod admin;
 mod bringup;
-pub mod command;
 pub mod controller;
 pub mod identify;
 mod io;
@@ -10,7 +9,6 @@ mod prp;
 mod qpair;
 mod queue;
 pub mod recovery;
-pub mod regs;
 mod teardown;
 mod tracker;
 
@@ -18,3 +16,6 @@ pub use controller::{Config, Controller, Namespace, Quarantine, State};
 pub use identify::NamespaceRefusal;
 pub use io::{Completion, IoOp, Rejected, Token};
 pub use qpair::QueueFaults;
+
+/// The specification's definitions, under the names the driver has always used.
+pub use crate::spec::{command, regs};
