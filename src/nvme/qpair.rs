@@ -16,7 +16,8 @@ use crate::platform::{DmaRegion, Instant, Platform, RegisterAccess};
 pub struct QueueFaults {
     /// Completions naming another submission queue.
     pub wrong_queue: u32,
-    /// Completions with an SQ head outside the ring.
+    /// Completions with an SQ head outside the ring, past the tail the
+    /// driver published, or behind the head reported before.
     pub bad_sq_head: u32,
     /// Completions naming no command in flight (unknown, stale or duplicate).
     pub unknown_cid: u32,
@@ -210,7 +211,7 @@ impl<const N: usize> QueuePair<N> {
                 self.faults.wrong_queue += 1;
                 continue;
             }
-            if cqe.sq_head >= entries {
+            if !sq.head_is_valid(cqe.sq_head) {
                 self.faults.bad_sq_head += 1;
                 continue;
             }

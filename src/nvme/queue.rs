@@ -217,8 +217,26 @@ impl SubmissionRing {
         )
     }
 
+    /// Whether `head`, reported by a completion, lies between the head last
+    /// recorded and the tail last published, circularly, both included: the
+    /// device consumes only entries the doorbell announced, and never gives
+    /// one back. Anything else (past the tail, or going backwards) would make
+    /// the ring's free space a lie.
+    pub(crate) fn head_is_valid(&self, head: u16) -> bool {
+        // Distance from the recorded head, modulo the ring size, without a
+        // division.
+        let ahead = |i: u16| {
+            if i >= self.head {
+                i - self.head
+            } else {
+                self.entries - (self.head - i)
+            }
+        };
+        head < self.entries && ahead(head) <= ahead(self.published)
+    }
+
     /// Records the SQ head reported by a completion. The caller validated it
-    /// (`head < entries`).
+    /// (`head_is_valid`).
     pub(crate) fn set_head(&mut self, head: u16) {
         self.head = head;
     }
