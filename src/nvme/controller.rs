@@ -12,7 +12,8 @@ use crate::nvme::identify::{ControllerInfo, NamespaceInfo};
 use crate::nvme::qpair::{QueueFaults, QueuePair};
 use crate::nvme::queue::DoorbellBuffers;
 use crate::nvme::regs::{self, Cap, Csts};
-use crate::platform::{DmaRegion, Instant, Platform, RegisterAccess};
+use crate::nvme::shared_memory::SharedMemory;
+use crate::platform::{Instant, Platform, RegisterAccess};
 
 /// Most I/O queue pairs per controller.
 pub const MAX_IO_QUEUES: usize = 4;
@@ -183,7 +184,7 @@ pub struct Controller<P: Platform, L: DeviceLink = ()> {
     /// The admin command the state machine waits for.
     pub(crate) admin_cid: Option<u16>,
     pub(crate) io: heapless::Vec<QueuePair<MAX_QUEUE_DEPTH>, MAX_IO_QUEUES>,
-    pub(crate) scratch: Option<DmaRegion>,
+    pub(crate) scratch: Option<SharedMemory>,
     /// Shadow doorbell and EventIdx pages, while Doorbell Buffer Config is
     /// in effect (or about to be).
     pub(crate) doorbell_buffers: Option<DoorbellBuffers>,
@@ -437,7 +438,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             q.release(&self.platform);
         }
         if let Some(s) = self.scratch.take() {
-            self.platform.dma_free(s);
+            s.release(&self.platform);
         }
         if let Some(buffers) = self.doorbell_buffers.take() {
             buffers.release(&self.platform);

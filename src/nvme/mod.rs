@@ -1,5 +1,6 @@
 //! NVMe: registers, commands, identify data, queues and the controller.
 
+mod barrier;
 mod bringup;
 pub mod command;
 pub mod controller;
@@ -10,6 +11,9 @@ mod qpair;
 mod queue;
 pub mod recovery;
 pub mod regs;
+mod shared_memory;
+#[cfg(test)]
+mod test_memory;
 mod tracker;
 
 pub use controller::{Config, Controller, DeviceLink, Namespace, State};
