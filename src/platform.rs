@@ -198,6 +198,10 @@ pub trait Platform {
 
     /// Allocates `len` bytes of zeroed, physically contiguous DMA memory aligned
     /// to `align` (a power of two, at most 4096). `None` when memory is short.
+    ///
+    /// The memory must be coherent with the device (cache-coherent DMA, or
+    /// mapped uncached; not write-combining): the driver orders its accesses
+    /// against the doorbells with barriers but does no cache maintenance.
     fn dma_alloc(&self, len: usize, align: usize) -> Option<DmaRegion>;
 
     /// Returns a region obtained from [`Platform::dma_alloc`].

@@ -73,7 +73,8 @@ pub(crate) fn after_phase_tag() {
         core::arch::asm!("fence ir, ir", options(nostack, preserves_flags));
     }
     // x86: loads are not reordered with other loads (Intel SDM vol. 3A,
-    // "Memory Ordering in P6 and More Recent Processor Families"); Linux x86 `dma_rmb()` is `barrier()`.
+    // "Memory Ordering in P6 and More Recent Processor Families"); Linux x86
+    // `dma_rmb()` is `barrier()`.
     #[cfg(target_arch = "x86_64")]
     compiler_fence(Ordering::SeqCst);
     #[cfg(not(any(
@@ -135,9 +136,9 @@ pub(crate) fn store_then_load() {
     unsafe {
         core::arch::asm!("fence iorw, iorw", options(nostack, preserves_flags));
     }
-    // x86: a store may pass a later load (Intel SDM vol. 3A,
-    // "Loads May Be Reordered with Earlier Stores to Different Locations"); Linux
-    // x86 `mb()` is `mfence` (arch/x86/include/asm/barrier.h).
+    // x86: a load may pass an earlier store (Intel SDM vol. 3A, "Loads May Be
+    // Reordered with Earlier Stores to Different Locations"); Linux x86
+    // `mb()` is `mfence` (arch/x86/include/asm/barrier.h).
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     // SAFETY: a fence instruction: no memory access, no stack, no flags.
     unsafe {
@@ -151,4 +152,18 @@ pub(crate) fn store_then_load() {
         target_arch = "x86_64"
     )))]
     fence(Ordering::SeqCst);
+}
+
+/// Every barrier once, in code the library compiles for itself: elsewhere
+/// they are inlined only into generic code that a user of the crate
+/// instantiates, so building the library for a target would not assemble
+/// them (and so not check them).
+#[used]
+static ASSEMBLE_EVERY_BARRIER: fn() = every_barrier;
+
+fn every_barrier() {
+    before_doorbell();
+    after_phase_tag();
+    before_head_doorbell();
+    store_then_load();
 }
