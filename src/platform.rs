@@ -92,6 +92,13 @@ impl Sub<Instant> for Instant {
 ///
 /// It is returned to the platform with [`Platform::dma_free`]; the driver returns
 /// every region it allocated when a controller is detached or removed.
+///
+/// The slice views are for the owner of a data buffer, between commands: the
+/// device writes into a region only while the driver holds it by value or by
+/// `&mut` (a read's buffer), and only reads one lent by `&` (a write's data),
+/// which a shared borrow allows. Memory the driver shares with the device for
+/// longer (queues, PRP lists, shadow doorbells, identify data) never lends its
+/// bytes out: the driver reaches it only by volatile accesses.
 pub struct DmaRegion {
     virt: NonNull<u8>,
     phys: PhysAddr,
@@ -136,8 +143,9 @@ impl DmaRegion {
     /// The bytes, for the owner to fill or inspect while no command uses them.
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: `new` guarantees validity and exclusive ownership for `len`
-        // bytes; the driver only gives the device a region it holds (moved or
-        // mutably borrowed), so no DMA runs while this shared borrow exists.
+        // bytes; the device writes only into a region the driver holds by
+        // value or `&mut`, never while this shared borrow exists (a command
+        // lent the region by `&` only reads it).
         unsafe { core::slice::from_raw_parts(self.virt.as_ptr(), self.len) }
     }
 
@@ -145,25 +153,6 @@ impl DmaRegion {
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as in `as_slice`, with the exclusive borrow of `self`.
         unsafe { core::slice::from_raw_parts_mut(self.virt.as_ptr(), self.len) }
-    }
-
-    /// A volatile pointer to a `T` at byte `offset`, for memory the device
-    /// reads or writes concurrently (rings). `None` when out of range or
-    /// misaligned for `T`.
-    pub(crate) fn volatile_at<T: Copy>(&self, offset: usize) -> Option<VolatilePtr<'_, T>> {
-        let end = offset.checked_add(core::mem::size_of::<T>())?;
-        if end > self.len {
-            return None;
-        }
-        // SAFETY: offset + size_of::<T>() <= len, so the pointer stays inside
-        // the region guaranteed valid by `new`.
-        let ptr = unsafe { self.virt.as_ptr().add(offset) }.cast::<T>();
-        if !ptr.is_aligned() {
-            return None;
-        }
-        // SAFETY: in bounds, aligned and non-null (derived from NonNull); only
-        // accessed through volatile reads and writes, never as a reference.
-        Some(unsafe { VolatilePtr::new(NonNull::new_unchecked(ptr)) })
     }
 }
 
@@ -209,6 +198,10 @@ pub trait Platform {
 
     /// Allocates `len` bytes of zeroed, physically contiguous DMA memory aligned
     /// to `align` (a power of two, at most 4096). `None` when memory is short.
+    ///
+    /// The memory must be coherent with the device (cache-coherent DMA, or
+    /// mapped uncached; not write-combining): the driver orders its accesses
+    /// against the doorbells with barriers but does no cache maintenance.
     fn dma_alloc(&self, len: usize, align: usize) -> Option<DmaRegion>;
 
     /// Returns a region obtained from [`Platform::dma_alloc`].
@@ -271,5 +264,49 @@ impl RegisterAccess for MmioRegisters {
         if let Some(r) = self.reg(offset) {
             r.write(value);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::boxed::Box;
+
+    /// A register block in host memory: the device side reads and writes the
+    /// array through the raw pointer, as hardware would.
+    #[test]
+    fn mmio_registers_read_and_write_in_range_and_ignore_the_rest() {
+        let block: *mut [u32; 8] = Box::into_raw(Box::new([0u32; 8]));
+        let base = NonNull::new(block.cast::<u8>()).unwrap();
+        let word = |i: usize| {
+            assert!(i < 8);
+            // SAFETY: inside the live allocation, aligned: the device's view.
+            unsafe { VolatilePtr::new(NonNull::new(block.cast::<u32>().wrapping_add(i)).unwrap()) }
+        };
+        let device = |i: usize| word(i).read();
+        {
+            // SAFETY: 32 bytes, 4-byte aligned, alive until freed below.
+            let regs = unsafe { MmioRegisters::new(base, 32) };
+            regs.write32(4, 0xDEAD_BEEF);
+            assert_eq!(device(1), 0xDEAD_BEEF);
+            word(7).write(0x1234);
+            assert_eq!(regs.read32(28), 0x1234);
+            regs.write64(8, 0x0102_0304_0506_0708);
+            assert_eq!((device(2), device(3)), (0x0506_0708, 0x0102_0304));
+            assert_eq!(regs.read64(8), 0x0102_0304_0506_0708);
+            // Outside the block or misaligned: reads all-ones, writes nothing.
+            assert_eq!(regs.read32(32), u32::MAX);
+            assert_eq!(regs.read32(2), u32::MAX);
+            assert_eq!(regs.read32(usize::MAX - 1), u32::MAX);
+            regs.write32(32, 1);
+            regs.write32(6, 1);
+            regs.write32(usize::MAX - 3, 1);
+        }
+        assert_eq!(
+            (0..8).map(device).collect::<std::vec::Vec<_>>(),
+            [0, 0xDEAD_BEEF, 0x0506_0708, 0x0102_0304, 0, 0, 0, 0x1234]
+        );
+        // SAFETY: from Box::into_raw above; the registers are gone.
+        drop(unsafe { Box::from_raw(block) });
     }
 }

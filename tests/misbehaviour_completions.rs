@@ -152,6 +152,20 @@ fn an_sq_head_beyond_the_ring_is_dropped() {
     assert_eq!((f.bad_sq_head, f.total()), (1, 1), "{f:?}");
 }
 
+/// An SQ head past the tail, though inside the ring, would make the queue
+/// look full forever; it is a fault, and the reset gives the queue back.
+#[test]
+fn an_sq_head_past_the_tail_is_dropped_and_the_queue_recovers() {
+    let f = dropped_then_timeout(Misbehaviour::SqHeadPastTail);
+    assert_eq!((f.bad_sq_head, f.total()), (1, 1), "{f:?}");
+}
+
+#[test]
+fn an_sq_head_going_backwards_is_dropped_and_the_queue_recovers() {
+    let f = dropped_then_timeout(Misbehaviour::SqHeadBackwards);
+    assert_eq!((f.bad_sq_head, f.total()), (1, 1), "{f:?}");
+}
+
 #[test]
 fn a_completion_with_the_wrong_phase_is_invisible_and_the_command_times_out() {
     let f = dropped_then_timeout(Misbehaviour::WrongPhase);
@@ -204,6 +218,8 @@ fn bad_admin_completions_are_dropped_and_bring_up_still_succeeds() {
         Misbehaviour::UnknownCid,
         Misbehaviour::WrongSqId,
         Misbehaviour::SqHeadOutOfRange,
+        Misbehaviour::SqHeadPastTail,
+        Misbehaviour::SqHeadBackwards,
     ] {
         let sim = Sim::single(spec());
         sim.misbehave(CTRL, what.once().on(Queues::Admin));

@@ -15,6 +15,7 @@ use crate::nvme::prp::{self, PAGE_SIZE};
 use crate::nvme::qpair::QueuePair;
 use crate::nvme::queue::DoorbellBuffers;
 use crate::nvme::regs::{self, Cap, Cc, Csts};
+use crate::nvme::shared_memory::SharedMemory;
 use crate::platform::{Platform, RegisterAccess};
 
 /// Most step transitions one `advance` call makes: bounds the work per tick.
@@ -122,7 +123,8 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                 let Some(_) = self.admin_exchange(sqe)? else {
                     return Ok(Outcome::Waiting);
                 };
-                let info = ControllerInfo::parse(self.scratch_bytes())?;
+                let mut page = [0; PAGE_SIZE];
+                let info = ControllerInfo::parse(self.read_scratch(&mut page))?;
                 self.max_transfer = transfer_limit(self.config.max_transfer, info.mdts);
                 info!(
                     "nvme: controller {} {} fw {} mdts {} KiB, {} namespaces",
@@ -194,7 +196,8 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                 let nn = self.info.map_or(0, |i| i.namespace_count);
                 let mut ids = heapless::Vec::new();
                 let mut skipped = 0;
-                for id in identify::active_namespaces(self.scratch_bytes(), nn) {
+                let mut page = [0; PAGE_SIZE];
+                for id in identify::active_namespaces(self.read_scratch(&mut page), nn) {
                     if ids.push(id?).is_err() {
                         skipped += 1;
                     }
@@ -222,7 +225,8 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                 let Some(_) = self.admin_exchange(sqe)? else {
                     return Ok(Outcome::Waiting);
                 };
-                if let Some(info) = NamespaceInfo::parse(nsid, self.scratch_bytes())? {
+                let mut page = [0; PAGE_SIZE];
+                if let Some(info) = NamespaceInfo::parse(nsid, self.read_scratch(&mut page))? {
                     match info.refusal(self.max_transfer) {
                         Some(reason) => self.refuse_namespace(nsid, reason),
                         None => {
@@ -343,9 +347,10 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         sqe.prp1 = self.scratch_phys()?;
         sqe.nsid = nsid;
         sqe.cdw10 = cns::NAMESPACE_DESCRIPTORS;
+        let mut page = [0; PAGE_SIZE];
         let refusal = match self.admin_exchange(sqe) {
             Ok(None) => return Ok(Outcome::Waiting),
-            Ok(Some(_)) => match identify::namespace_command_set(self.scratch_bytes()) {
+            Ok(Some(_)) => match identify::namespace_command_set(self.read_scratch(&mut page)) {
                 Ok(identify::csi::NVM) => None,
                 Ok(csi) => Some(NamespaceRefusal::CommandSet { csi }),
                 Err(reason) => Some(reason),
@@ -456,11 +461,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
 
     fn enable(&mut self) -> Result<()> {
         if self.scratch.is_none() {
-            self.scratch = Some(
-                self.platform
-                    .dma_alloc(PAGE_SIZE, PAGE_SIZE)
-                    .ok_or(Error::OutOfDmaMemory { bytes: PAGE_SIZE })?,
-            );
+            self.scratch = Some(SharedMemory::alloc(&self.platform, PAGE_SIZE, PAGE_SIZE)?);
         }
         let dstrd = self.cap.doorbell_stride_exp();
         let entries = (ADMIN_QUEUE_DEPTH as u32).min(self.cap.max_queue_entries()) as u16;
@@ -535,8 +536,11 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             .ok_or(Error::NotReady)
     }
 
-    fn scratch_bytes(&self) -> &[u8] {
-        self.scratch.as_ref().map_or(&[], |s| s.as_slice())
+    /// Copies the scratch page into `page` and returns the bytes copied:
+    /// identify data is parsed from the copy, which the device cannot change.
+    fn read_scratch<'a>(&self, page: &'a mut [u8; PAGE_SIZE]) -> &'a [u8] {
+        let n = self.scratch.as_ref().map_or(0, |s| s.copy_out(0, page));
+        &page[..n]
     }
 
     /// Submits `sqe` on the admin queue if no admin command is outstanding,

@@ -14,7 +14,8 @@ use crate::nvme::identify::{ControllerInfo, NamespaceInfo, NamespaceRefusal};
 use crate::nvme::qpair::{QueueFaults, QueuePair};
 use crate::nvme::queue::DoorbellBuffers;
 use crate::nvme::regs::{self, Cap, Csts};
-use crate::platform::{DmaRegion, Instant, Platform, RegisterAccess};
+use crate::nvme::shared_memory::SharedMemory;
+use crate::platform::{Instant, Platform, RegisterAccess};
 
 /// Most I/O queue pairs per controller.
 pub const MAX_IO_QUEUES: usize = 4;
@@ -201,7 +202,7 @@ pub struct Controller<P: Platform, L: DeviceLink = ()> {
     /// The admin command the lifecycle waits for.
     pub(crate) admin_pending: Option<Ticket>,
     pub(crate) io: heapless::Vec<QueuePair<MAX_QUEUE_DEPTH>, MAX_IO_QUEUES>,
-    pub(crate) scratch: Option<DmaRegion>,
+    pub(crate) scratch: Option<SharedMemory>,
     /// Shadow doorbell and EventIdx pages, while Doorbell Buffer Config is
     /// in effect (or about to be).
     pub(crate) doorbell_buffers: Option<DoorbellBuffers>,

@@ -464,14 +464,16 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         if let IoOp::Deallocate { lba, blocks, .. } = op {
             // The single range lives in the command's PRP list storage.
             let range = q.list_area(cid).and_then(|area| {
-                let at = area.region.volatile_at::<[u32; 4]>(area.offset)?;
-                at.write([
+                area.write::<[u32; 4]>(
                     0,
-                    blocks.to_le(),
-                    (lba as u32).to_le(),
-                    ((lba >> 32) as u32).to_le(),
-                ]);
-                Some(area.region.phys().as_u64() + area.offset as u64)
+                    [
+                        0,
+                        blocks.to_le(),
+                        (lba as u32).to_le(),
+                        ((lba >> 32) as u32).to_le(),
+                    ],
+                )?;
+                area.phys()
             });
             match range {
                 Some(addr) => sqe.prp1 = addr,

@@ -1,6 +1,7 @@
 //! NVMe: registers, commands, identify data, queues and the controller.
 
 mod admin;
+mod barrier;
 mod bringup;
 pub mod controller;
 pub mod identify;
@@ -9,7 +10,10 @@ mod prp;
 mod qpair;
 mod queue;
 pub mod recovery;
+mod shared_memory;
 mod teardown;
+#[cfg(test)]
+mod test_memory;
 mod tracker;
 
 pub use controller::{Config, Controller, Namespace, Quarantine, State};

@@ -8,7 +8,8 @@
 //! to the next list page.
 
 use crate::error::{Error, Result};
-use crate::platform::{DmaRegion, PhysAddr};
+use crate::nvme::shared_memory::SharedMemory;
+use crate::platform::PhysAddr;
 
 /// The memory page size the driver configures (CC.MPS = 0).
 pub const PAGE_SIZE: usize = 4096;
@@ -33,12 +34,38 @@ pub(crate) fn list_stride(max_bytes: usize) -> usize {
     }
 }
 
-/// Where a command's PRP list may be written: `len` bytes at `offset` in a
-/// region, page-aligned when longer than a page.
+/// Where a command's PRP list (or a DSM range) may be written: `len` bytes at
+/// `offset` in shared memory, page-aligned when longer than a page.
 pub(crate) struct ListArea<'a> {
-    pub(crate) region: &'a DmaRegion,
-    pub(crate) offset: usize,
-    pub(crate) len: usize,
+    memory: &'a SharedMemory,
+    offset: usize,
+    len: usize,
+}
+
+impl<'a> ListArea<'a> {
+    /// The `len` bytes at `offset` of `memory`.
+    pub(crate) fn new(memory: &'a SharedMemory, offset: usize, len: usize) -> Self {
+        Self {
+            memory,
+            offset,
+            len,
+        }
+    }
+
+    /// The device address of the area's first byte.
+    pub(crate) fn phys(&self) -> Option<u64> {
+        Some(self.memory.phys().checked_add(self.offset as u64)?.as_u64())
+    }
+
+    /// Writes `value` at byte `at` of the area. `None` when it does not fit
+    /// inside the area and its memory, or is misaligned.
+    #[inline(always)]
+    pub(crate) fn write<T: Copy>(&self, at: usize, value: T) -> Option<()> {
+        if at + core::mem::size_of::<T>() > self.len {
+            return None;
+        }
+        self.memory.write(self.offset + at, value)
+    }
 }
 
 /// Computes PRP1 and PRP2 for `len` bytes at `buf`, writing a PRP list into
@@ -67,29 +94,19 @@ pub(crate) fn build<'a>(
     let list = list().ok_or(Error::InvalidArgument {
         what: "transfer needs a PRP list",
     })?;
-    write_list(&list, next_page, pages)?;
-    let list_phys =
-        list.region
-            .phys()
-            .checked_add(list.offset as u64)
-            .ok_or(Error::InvalidArgument {
-                what: "PRP list address overflows",
-            })?;
-    Ok((addr, list_phys.as_u64()))
+    let list_phys = list.phys().ok_or(Error::InvalidArgument {
+        what: "PRP list address overflows",
+    })?;
+    write_list(&list, list_phys, next_page, pages)?;
+    Ok((addr, list_phys))
 }
 
-fn write_list(list: &ListArea<'_>, first_page: u64, pages: usize) -> Result<()> {
-    let base = list.region.phys().as_u64() + list.offset as u64;
+fn write_list(list: &ListArea<'_>, base: u64, first_page: u64, pages: usize) -> Result<()> {
     let mut slot = 0usize; // entry index within the area
     let mut page = first_page;
     let mut remaining = pages;
     while remaining > 0 {
         let at = slot * 8;
-        if at + 8 > list.len {
-            return Err(Error::InvalidArgument {
-                what: "PRP list area too small",
-            });
-        }
         let last_in_page = (base as usize + at) & (PAGE_SIZE - 1) == PAGE_SIZE - 8;
         let value = if last_in_page && remaining > 1 {
             // Chain to the next list page, which follows contiguously.
@@ -100,13 +117,10 @@ fn write_list(list: &ListArea<'_>, first_page: u64, pages: usize) -> Result<()> 
             remaining -= 1;
             v
         };
-        let entry =
-            list.region
-                .volatile_at::<u64>(list.offset + at)
-                .ok_or(Error::InvalidArgument {
-                    what: "PRP list area outside its region",
-                })?;
-        entry.write(value.to_le());
+        list.write(at, value.to_le())
+            .ok_or(Error::InvalidArgument {
+                what: "PRP list area too small",
+            })?;
         slot += 1;
     }
     Ok(())
@@ -115,48 +129,31 @@ fn write_list(list: &ListArea<'_>, first_page: u64, pages: usize) -> Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::ptr::NonNull;
-    use std::alloc::{alloc_zeroed, dealloc, Layout};
+    use crate::nvme::test_memory::HeapDma;
 
-    /// Heap memory posing as DMA memory at a made-up device address.
+    /// Heap memory posing as a command's list storage.
     struct TestRegion {
-        layout: Layout,
-        region: DmaRegion,
+        heap: HeapDma,
+        memory: SharedMemory,
     }
 
     impl TestRegion {
         fn new(len: usize, phys: u64) -> Self {
-            let layout = Layout::from_size_align(len, PAGE_SIZE).unwrap();
-            // SAFETY: non-zero size.
-            let ptr = NonNull::new(unsafe { alloc_zeroed(layout) }).unwrap();
-            // SAFETY: freshly allocated, owned, `len` bytes.
-            let region = unsafe { DmaRegion::new(ptr, PhysAddr::new(phys), len) };
-            Self { layout, region }
+            let mut heap = HeapDma::new(len, phys);
+            let memory = heap.shared();
+            Self { heap, memory }
         }
 
+        /// List entry `i` as the device reads it.
         fn entry(&self, i: usize) -> u64 {
-            let b = &self.region.as_slice()[i * 8..i * 8 + 8];
-            u64::from_le_bytes(b.try_into().unwrap())
-        }
-    }
-
-    impl Drop for TestRegion {
-        fn drop(&mut self) {
-            // SAFETY: allocated in `new` with this layout.
-            unsafe { dealloc(self.region.virt().as_ptr(), self.layout) }
+            u64::from_le(self.heap.device_read(i * 8))
         }
     }
 
     const LIST_PHYS: u64 = 0x9000_0000;
 
     fn area<'a>(t: &'a TestRegion) -> impl FnOnce() -> Option<ListArea<'a>> {
-        || {
-            Some(ListArea {
-                region: &t.region,
-                offset: 0,
-                len: t.region.len(),
-            })
-        }
+        || Some(ListArea::new(&t.memory, 0, t.memory.len()))
     }
 
     #[test]

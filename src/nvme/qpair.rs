@@ -7,6 +7,7 @@ use crate::nvme::prp::{ListArea, PAGE_SIZE};
 use crate::nvme::queue::{
     alloc_ring, CompletionRing, DoorbellBuffers, SubmissionRing, CQE_SIZE, SQE_SIZE,
 };
+use crate::nvme::shared_memory::SharedMemory;
 use crate::nvme::tracker::{Delivered, Finished, Tracker, INDEX_BITS};
 use crate::platform::{DmaRegion, Instant, Platform, RegisterAccess};
 
@@ -16,7 +17,8 @@ use crate::platform::{DmaRegion, Instant, Platform, RegisterAccess};
 pub struct QueueFaults {
     /// Completions naming another submission queue.
     pub wrong_queue: u32,
-    /// Completions with an SQ head outside the ring.
+    /// Completions with an SQ head outside the ring, past the tail the
+    /// driver published, or behind the head reported before.
     pub bad_sq_head: u32,
     /// Completions naming no command in flight (unknown, stale or duplicate).
     pub unknown_cid: u32,
@@ -33,7 +35,7 @@ impl QueueFaults {
 pub(crate) struct QueuePair<const N: usize> {
     pub(crate) qid: u16,
     rings: Option<(SubmissionRing, CompletionRing)>,
-    lists: Option<DmaRegion>,
+    lists: Option<SharedMemory>,
     list_stride: usize,
     pub(crate) tracker: Tracker<N>,
     /// Completions consumed from the ring, ever (a liveness sign for the tick).
@@ -72,18 +74,18 @@ impl<const N: usize> QueuePair<N> {
         let cq_mem = match alloc_ring(platform, entries, CQE_SIZE) {
             Ok(m) => m,
             Err(e) => {
-                platform.dma_free(sq_mem);
+                sq_mem.release(platform);
                 return Err(e);
             }
         };
         if list_stride > 0 {
             let bytes = (list_stride * entries as usize).next_multiple_of(PAGE_SIZE);
-            match platform.dma_alloc(bytes, PAGE_SIZE) {
-                Some(m) => self.lists = Some(m),
-                None => {
-                    platform.dma_free(sq_mem);
-                    platform.dma_free(cq_mem);
-                    return Err(Error::OutOfDmaMemory { bytes });
+            match SharedMemory::alloc(platform, bytes, PAGE_SIZE) {
+                Ok(m) => self.lists = Some(m),
+                Err(e) => {
+                    sq_mem.release(platform);
+                    cq_mem.release(platform);
+                    return Err(e);
                 }
             }
         }
@@ -128,13 +130,13 @@ impl<const N: usize> QueuePair<N> {
 
     /// The PRP list storage of the command `cid`.
     pub(crate) fn list_area(&self, cid: u16) -> Option<ListArea<'_>> {
-        let region = self.lists.as_ref()?;
+        let memory = self.lists.as_ref()?;
         let index = (cid & ((1 << INDEX_BITS) - 1)) as usize;
-        Some(ListArea {
-            region,
-            offset: index * self.list_stride,
-            len: self.list_stride,
-        })
+        Some(ListArea::new(
+            memory,
+            index * self.list_stride,
+            self.list_stride,
+        ))
     }
 
     /// Writes a prepared entry into the ring (no doorbell yet).
@@ -210,7 +212,7 @@ impl<const N: usize> QueuePair<N> {
                 self.faults.wrong_queue += 1;
                 continue;
             }
-            if cqe.sq_head >= entries {
+            if !sq.head_is_valid(cqe.sq_head) {
                 self.faults.bad_sq_head += 1;
                 continue;
             }
@@ -241,11 +243,11 @@ impl<const N: usize> QueuePair<N> {
     /// platform).
     pub(crate) fn release_with(&mut self, mut keep: impl FnMut(DmaRegion)) {
         if let Some((sq, cq)) = self.rings.take() {
-            keep(sq.into_memory());
-            keep(cq.into_memory());
+            keep(sq.into_memory().into_region());
+            keep(cq.into_memory().into_region());
         }
         if let Some(lists) = self.lists.take() {
-            keep(lists);
+            keep(lists.into_region());
         }
     }
 }

@@ -1,41 +1,43 @@
 //! Submission and completion rings in DMA memory, and their doorbells.
 //!
 //! The rings are shared with the device: the driver only touches them through
-//! volatile accesses, publishes submissions with a release fence before the
-//! doorbell write, and reads a completion's body only after its phase tag was
-//! seen, behind an acquire fence.
+//! volatile accesses ([`SharedMemory`]), publishes submissions behind a DMA
+//! write barrier before the doorbell write, and reads a completion's body only
+//! after its phase tag was seen, behind a DMA read barrier (see `barrier`).
 //!
 //! With shadow doorbells (Doorbell Buffer Config, NVMe Base Specification
 //! 2.0, section 5.8) an I/O queue's tail or head goes to a slot in memory
 //! instead, and the MMIO doorbell is written only when the device asked for
 //! it through the EventIdx slot.
 
-use core::sync::atomic::{fence, Ordering};
-
 use volatile::map_field;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::nvme::barrier;
 use crate::nvme::command::{CompletionEntry, SubmissionEntry};
 use crate::nvme::prp::PAGE_SIZE;
 use crate::nvme::regs;
-use crate::platform::{DmaRegion, PhysAddr, Platform, RegisterAccess};
+use crate::nvme::shared_memory::SharedMemory;
+use crate::platform::{PhysAddr, Platform, RegisterAccess};
 
 /// The shadow doorbell and EventIdx buffers of a controller, one page each,
 /// laid out like the doorbell registers (slot = register offset - 0x1000).
 #[derive(Debug)]
 pub(crate) struct DoorbellBuffers {
-    shadow: DmaRegion,
-    event_idx: DmaRegion,
+    shadow: SharedMemory,
+    event_idx: SharedMemory,
 }
 
 impl DoorbellBuffers {
     /// Allocates both pages (zeroed).
     pub(crate) fn alloc<P: Platform>(platform: &P) -> Result<Self> {
-        let oom = Error::OutOfDmaMemory { bytes: PAGE_SIZE };
-        let shadow = platform.dma_alloc(PAGE_SIZE, PAGE_SIZE).ok_or(oom)?;
-        let Some(event_idx) = platform.dma_alloc(PAGE_SIZE, PAGE_SIZE) else {
-            platform.dma_free(shadow);
-            return Err(oom);
+        let shadow = SharedMemory::alloc(platform, PAGE_SIZE, PAGE_SIZE)?;
+        let event_idx = match SharedMemory::alloc(platform, PAGE_SIZE, PAGE_SIZE) {
+            Ok(m) => m,
+            Err(e) => {
+                shadow.release(platform);
+                return Err(e);
+            }
         };
         Ok(Self { shadow, event_idx })
     }
@@ -51,8 +53,8 @@ impl DoorbellBuffers {
     /// Zeroes both pages: fresh queues start with tail and head 0, and a
     /// previous configuration (before a reset) must not leak into this one.
     pub(crate) fn clear(&mut self) {
-        self.shadow.as_mut_slice().fill(0);
-        self.event_idx.as_mut_slice().fill(0);
+        self.shadow.zero();
+        self.event_idx.zero();
     }
 
     /// Device addresses of the shadow doorbell and EventIdx pages (PRP1, PRP2
@@ -67,9 +69,9 @@ impl DoorbellBuffers {
     }
 
     /// Hands both pages to `keep` (quarantine, or the platform).
-    pub(crate) fn release_with(self, mut keep: impl FnMut(DmaRegion)) {
-        keep(self.shadow);
-        keep(self.event_idx);
+    pub(crate) fn release_with(self, mut keep: impl FnMut(crate::platform::DmaRegion)) {
+        keep(self.shadow.into_region());
+        keep(self.event_idx.into_region());
     }
 
     /// Stores `new` in the shadow slot of the doorbell at register offset
@@ -77,10 +79,9 @@ impl DoorbellBuffers {
     /// `old` is the value the slot held before.
     fn update(&self, doorbell: usize, new: u16, old: u16) -> bool {
         let slot = doorbell.wrapping_sub(regs::DOORBELL_BASE);
-        let (Some(shadow), Some(event_idx)) = (
-            self.shadow.volatile_at::<u32>(slot),
-            self.event_idx.volatile_at::<u32>(slot),
-        ) else {
+        let (Some(shadow), Some(event_idx)) =
+            (self.shadow.at::<u32>(slot), self.event_idx.at::<u32>(slot))
+        else {
             // No slot (checked at configuration, so not expected): the MMIO
             // doorbell is always correct.
             return true;
@@ -89,7 +90,7 @@ impl DoorbellBuffers {
         // The device may read the shadow value and then write EventIdx; a
         // store followed by a load needs a full barrier, or the load may be
         // satisfied before the store is visible and a wake-up is lost.
-        fence(Ordering::SeqCst);
+        barrier::store_then_load();
         let event_idx = u32::from_le(event_idx.read()) as u16;
         need_event(event_idx, new, old)
     }
@@ -134,7 +135,7 @@ const ACK_FRACTION: u16 = 4;
 /// the head it reports in completions.
 #[derive(Debug)]
 pub(crate) struct SubmissionRing {
-    mem: DmaRegion,
+    mem: SharedMemory,
     entries: u16,
     tail: u16,
     head: u16,
@@ -147,7 +148,7 @@ pub(crate) struct SubmissionRing {
 }
 
 impl SubmissionRing {
-    pub(crate) fn new(mem: DmaRegion, entries: u16, qid: u16, dstrd: u8) -> Self {
+    pub(crate) fn new(mem: SharedMemory, entries: u16, qid: u16, dstrd: u8) -> Self {
         debug_assert!(mem.len() >= entries as usize * SQE_SIZE);
         Self {
             mem,
@@ -186,9 +187,7 @@ impl SubmissionRing {
     /// Writes `entry` at the tail. The caller checked `is_full`.
     pub(crate) fn push(&mut self, entry: &SubmissionEntry) {
         let offset = self.tail as usize * SQE_SIZE;
-        if let Some(slot) = self.mem.volatile_at::<SubmissionEntry>(offset) {
-            slot.write(*entry);
-        }
+        self.mem.write(offset, *entry);
         self.tail = self.next(self.tail);
     }
 
@@ -208,9 +207,10 @@ impl SubmissionRing {
         if self.tail == self.published {
             return false;
         }
-        // The entries must be visible in memory before the device can fetch
-        // them; the doorbell (MMIO or shadow) write is what lets it.
-        fence(Ordering::Release);
+        // The entries (and PRP lists) must be visible in memory before the
+        // device can fetch them; the doorbell (MMIO or shadow) write is what
+        // lets it.
+        barrier::before_doorbell();
         let old = self.published;
         self.published = self.tail;
         ring(
@@ -222,13 +222,28 @@ impl SubmissionRing {
         )
     }
 
+    /// Whether `head`, reported by a completion, lies between the head last
+    /// recorded and the tail last published, circularly, both included: the
+    /// device consumes only entries the doorbell announced, and never gives
+    /// one back. Anything else (past the tail, or going backwards) would make
+    /// the ring's free space a lie.
+    pub(crate) fn head_is_valid(&self, head: u16) -> bool {
+        let (from, to) = (self.head, self.published);
+        if from <= to {
+            // Not wrapped (the common case): `to < entries` bounds it too.
+            from <= head && head <= to
+        } else {
+            head < self.entries && (head >= from || head <= to)
+        }
+    }
+
     /// Records the SQ head reported by a completion. The caller validated it
-    /// (`head < entries`).
+    /// (`head_is_valid`).
     pub(crate) fn set_head(&mut self, head: u16) {
         self.head = head;
     }
 
-    pub(crate) fn into_memory(self) -> DmaRegion {
+    pub(crate) fn into_memory(self) -> SharedMemory {
         self.mem
     }
 }
@@ -237,7 +252,7 @@ impl SubmissionRing {
 /// on every wrap; the driver consumes at `head`.
 #[derive(Debug)]
 pub(crate) struct CompletionRing {
-    mem: DmaRegion,
+    mem: SharedMemory,
     entries: u16,
     head: u16,
     phase: bool,
@@ -251,7 +266,7 @@ pub(crate) struct CompletionRing {
 }
 
 impl CompletionRing {
-    pub(crate) fn new(mem: DmaRegion, entries: u16, qid: u16, dstrd: u8) -> Self {
+    pub(crate) fn new(mem: SharedMemory, entries: u16, qid: u16, dstrd: u8) -> Self {
         debug_assert!(mem.len() >= entries as usize * CQE_SIZE);
         Self {
             mem,
@@ -272,14 +287,14 @@ impl CompletionRing {
     /// The next entry if the device has posted it, consuming it.
     pub(crate) fn pop(&mut self) -> Option<CompletionEntry> {
         let offset = self.head as usize * CQE_SIZE;
-        let slot = self.mem.volatile_at::<CompletionEntry>(offset)?;
+        let slot = self.mem.at::<CompletionEntry>(offset)?;
         let status = map_field!(slot.status).read();
         if (status & 1 != 0) != self.phase {
             return None;
         }
         // Read the body only after seeing the phase tag: the device may write
         // the entry in more than one transaction, the tag last.
-        fence(Ordering::Acquire);
+        barrier::after_phase_tag();
         let entry = slot.read();
         self.head += 1;
         if self.head == self.entries {
@@ -312,6 +327,8 @@ impl CompletionRing {
         self.unacked = 0;
         let old = self.acked;
         self.acked = self.head;
+        // The entries this frees were read before the device may reuse them.
+        barrier::before_head_doorbell();
         ring(
             regs,
             shadow.filter(|_| self.shadowed),
@@ -321,7 +338,7 @@ impl CompletionRing {
         )
     }
 
-    pub(crate) fn into_memory(self) -> DmaRegion {
+    pub(crate) fn into_memory(self) -> SharedMemory {
         self.mem
     }
 }
@@ -331,16 +348,161 @@ pub(crate) fn alloc_ring<P: Platform>(
     platform: &P,
     entries: u16,
     entry_size: usize,
-) -> Result<DmaRegion> {
+) -> Result<SharedMemory> {
     let bytes = (entries as usize * entry_size).next_multiple_of(4096);
-    platform
-        .dma_alloc(bytes, 4096)
-        .ok_or(Error::OutOfDmaMemory { bytes })
+    SharedMemory::alloc(platform, bytes, 4096)
+}
+
+#[cfg(test)]
+impl DoorbellBuffers {
+    /// Buffers over given memory (the tests' heap pages).
+    pub(crate) fn from_memory(shadow: SharedMemory, event_idx: SharedMemory) -> Self {
+        Self { shadow, event_idx }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::need_event;
+    use super::*;
+    use crate::nvme::test_memory::{HeapDma, RecordingRegisters};
+
+    const QID: u16 = 1;
+    const ENTRIES: u16 = 4;
+
+    fn sqe(cid: u16) -> SubmissionEntry {
+        let mut e = SubmissionEntry::new(0x02);
+        e.set_cid(cid);
+        e
+    }
+
+    /// The device posts a completion for `cid` at `slot` with `phase`.
+    fn post(heap: &HeapDma, slot: u16, cid: u16, sq_head: u16, phase: bool) {
+        let cqe = CompletionEntry {
+            dw0: 0,
+            dw1: 0,
+            sq_head,
+            sq_id: QID,
+            cid,
+            status: phase as u16,
+        };
+        heap.device_write(slot as usize * CQE_SIZE, cqe);
+    }
+
+    #[test]
+    fn submissions_reach_the_device_and_the_doorbell_once_per_batch() {
+        let regs = RecordingRegisters::default();
+        let mut heap = HeapDma::new(4096, 0x1_0000);
+        let mut sq = SubmissionRing::new(heap.shared(), ENTRIES, QID, 0);
+        let doorbell = regs::sq_tail_doorbell(QID, 0);
+        assert!(!sq.publish(&regs, None), "nothing pushed, nothing rung");
+        for cid in 0..3 {
+            assert!(!sq.is_full());
+            sq.push(&sqe(cid));
+        }
+        assert!(sq.is_full(), "one slot stays empty");
+        assert!(sq.publish(&regs, None));
+        assert_eq!(regs.take(), [(doorbell, 3)]);
+        for i in 0..3 {
+            let seen: SubmissionEntry = heap.device_read(i * SQE_SIZE);
+            assert_eq!(seen, sqe(i as u16));
+        }
+        // The device consumed two: two slots free, and the tail wraps.
+        assert!(sq.head_is_valid(2));
+        sq.set_head(2);
+        sq.push(&sqe(3));
+        sq.push(&sqe(4));
+        assert!(sq.is_full());
+        assert!(sq.publish(&regs, None));
+        assert_eq!(regs.take(), [(doorbell, 1)]);
+        assert_eq!(
+            heap.device_read::<SubmissionEntry>(0),
+            sqe(4),
+            "wrapped to slot 0"
+        );
+    }
+
+    #[test]
+    fn an_sq_head_is_valid_only_between_the_head_and_the_published_tail() {
+        let regs = RecordingRegisters::default();
+        let mut heap = HeapDma::new(4096, 0x1_0000);
+        let mut sq = SubmissionRing::new(heap.shared(), ENTRIES, QID, 0);
+        sq.push(&sqe(0));
+        sq.push(&sqe(1));
+        assert!(!sq.head_is_valid(1), "pushed but not published");
+        sq.publish(&regs, None);
+        assert!((0..=2).all(|h| sq.head_is_valid(h)));
+        assert!(!sq.head_is_valid(3), "past the tail");
+        assert!(!sq.head_is_valid(ENTRIES), "outside the ring");
+        sq.set_head(2);
+        sq.push(&sqe(2));
+        sq.push(&sqe(3));
+        sq.publish(&regs, None);
+        // Head 2, tail 0 (wrapped): 2, 3 and 0 are valid.
+        assert!([2, 3, 0].iter().all(|&h| sq.head_is_valid(h)));
+        assert!(!sq.head_is_valid(1), "behind the head");
+    }
+
+    #[test]
+    fn completions_pop_in_phase_across_the_wrap_and_free_slots_by_doorbell() {
+        let regs = RecordingRegisters::default();
+        let mut heap = HeapDma::new(4096, 0x2_0000);
+        let mut cq = CompletionRing::new(heap.shared(), ENTRIES, QID, 0);
+        let doorbell = regs::cq_head_doorbell(QID, 0);
+        assert_eq!(cq.pop(), None, "zeroed ring: nothing posted");
+        for slot in 0..ENTRIES {
+            post(&heap, slot, 10 + slot, slot + 1, true);
+        }
+        for slot in 0..ENTRIES {
+            let e = cq.pop().expect("posted");
+            assert_eq!((e.cid, e.sq_head), (10 + slot, slot + 1));
+        }
+        // Slot 0 still holds the old phase: not new.
+        assert_eq!(cq.pop(), None);
+        assert!(cq.acknowledge(&regs, None));
+        assert_eq!(regs.take(), [(doorbell, 0)]);
+        // Second lap: phase 0.
+        post(&heap, 0, 20, 1, false);
+        assert_eq!(cq.pop().map(|e| e.cid), Some(20));
+        assert_eq!(cq.pop(), None);
+        assert!(cq.acknowledge(&regs, None), "a quarter of 4 is one entry");
+        assert_eq!(regs.take(), [(doorbell, 1)]);
+        assert!(!cq.acknowledge(&regs, None), "nothing new");
+    }
+
+    #[test]
+    fn shadow_doorbells_write_the_slot_and_ring_mmio_only_when_event_idx_asks() {
+        let regs = RecordingRegisters::default();
+        let mut shadow_page = HeapDma::new(PAGE_SIZE, 0x3_0000);
+        let mut event_page = HeapDma::new(PAGE_SIZE, 0x4_0000);
+        let buffers = DoorbellBuffers::from_memory(shadow_page.shared(), event_page.shared());
+        assert_eq!(buffers.addresses(), (0x3_0000, 0x4_0000));
+        let mut ring = HeapDma::new(4096, 0x1_0000);
+        let mut sq = SubmissionRing::new(ring.shared(), ENTRIES, QID, 0);
+        sq.use_shadow();
+        let doorbell = regs::sq_tail_doorbell(QID, 0);
+        let slot = doorbell - regs::DOORBELL_BASE;
+        // The device last asked to hear about tail 0 (EventIdx 0): 0 -> 1
+        // passes it, so the MMIO doorbell is written too.
+        sq.push(&sqe(0));
+        assert!(sq.publish(&regs, Some(&buffers)));
+        assert_eq!(shadow_page.device_read::<u32>(slot), 1u32.to_le());
+        assert_eq!(regs.take(), [(doorbell, 1)]);
+        // EventIdx still 0: 1 -> 2 does not pass it; only the shadow slot.
+        sq.push(&sqe(1));
+        assert!(!sq.publish(&regs, Some(&buffers)));
+        assert_eq!(shadow_page.device_read::<u32>(slot), 2u32.to_le());
+        assert!(regs.take().is_empty());
+        // The device caught up and asks for anything past 2.
+        event_page.device_write(slot, 2u32.to_le());
+        sq.push(&sqe(2));
+        assert!(sq.publish(&regs, Some(&buffers)));
+        assert_eq!(regs.take(), [(doorbell, 3)]);
+        // A reset clears both pages.
+        let mut buffers = buffers;
+        buffers.clear();
+        assert_eq!(shadow_page.device_read::<u32>(slot), 0);
+        assert_eq!(event_page.device_read::<u32>(slot), 0);
+    }
 
     #[test]
     fn event_idx_inside_the_moved_range_asks_for_mmio() {

@@ -155,7 +155,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             q.release(platform);
         }
         if let Some(s) = self.scratch.take() {
-            platform.dma_free(s);
+            s.release(platform);
         }
         if let Some(buffers) = self.doorbell_buffers.take() {
             buffers.release(platform);
@@ -181,7 +181,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             q.tracker.take_buffers(&mut keep);
         }
         if let Some(s) = self.scratch.take() {
-            keep(s);
+            keep(s.into_region());
         }
         if let Some(buffers) = self.doorbell_buffers.take() {
             buffers.release_with(&mut keep);

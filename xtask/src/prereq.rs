@@ -10,11 +10,13 @@ pub const QEMU: &str = "qemu-system-x86_64";
 /// Makes sure the target and QEMU are there, installing what can be
 /// installed. Returns a message saying what to run when something is missing.
 pub fn ensure() -> Result<(), String> {
-    ensure_target()?;
+    ensure_target(TARGET)?;
     ensure_qemu()
 }
 
-fn ensure_target() -> Result<(), String> {
+/// Makes sure the Rust standard library for `target` is installed, adding it
+/// with rustup when missing.
+pub fn ensure_target(target: &str) -> Result<(), String> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output();
@@ -25,20 +27,20 @@ fn ensure_target() -> Result<(), String> {
     };
     if String::from_utf8_lossy(&installed.stdout)
         .lines()
-        .any(|l| l.trim() == TARGET)
+        .any(|l| l.trim() == target)
     {
         return Ok(());
     }
-    eprintln!("xtask: installing the {TARGET} target");
+    eprintln!("xtask: installing the {target} target");
     let status = Command::new("rustup")
-        .args(["target", "add", TARGET])
+        .args(["target", "add", target])
         .status()
         .map_err(|e| format!("cannot run rustup: {e}"))?;
     if status.success() {
         Ok(())
     } else {
         Err(format!(
-            "`rustup target add {TARGET}` failed; run it by hand"
+            "`rustup target add {target}` failed; run it by hand"
         ))
     }
 }

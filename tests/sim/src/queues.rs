@@ -26,6 +26,12 @@ pub enum Misbehaviour {
     WrongPhase,
     /// The completion reports an SQ head beyond the queue size.
     SqHeadOutOfRange,
+    /// The completion reports an SQ head one past the tail the host wrote:
+    /// inside the ring, but naming entries the host never submitted.
+    SqHeadPastTail,
+    /// The completion reports an SQ head one behind the head this queue's
+    /// previous completion reported.
+    SqHeadBackwards,
 }
 
 /// Which queues a [`Rule`] applies to.
@@ -88,6 +94,8 @@ pub(crate) struct Sq {
     pub(crate) cqid: u16,
     pub(crate) head: u16,
     pub(crate) tail: u16,
+    /// The SQ head the last completion of this queue carried.
+    pub(crate) reported: u16,
 }
 
 impl Sq {
@@ -98,6 +106,7 @@ impl Sq {
             cqid,
             head: 0,
             tail: 0,
+            reported: 0,
         }
     }
 }
@@ -354,6 +363,7 @@ impl Controller {
             return;
         };
         let (cqid, sq_head, sq_size) = (sq.cqid, sq.head, sq.size);
+        let (sq_tail, reported) = (sq.tail, sq.reported);
         let mut cqe = CompletionEntry {
             dw0: o.dw0,
             dw1: 0,
@@ -386,6 +396,15 @@ impl Controller {
                 Misbehaviour::WrongSqId => cqe.sq_id = sqid.wrapping_add(1),
                 Misbehaviour::WrongPhase => wrong_phase = true,
                 Misbehaviour::SqHeadOutOfRange => cqe.sq_head = sq_size.wrapping_add(5),
+                Misbehaviour::SqHeadPastTail => cqe.sq_head = (sq_tail + 1) % sq_size,
+                Misbehaviour::SqHeadBackwards => {
+                    cqe.sq_head = (reported + sq_size - 1) % sq_size;
+                }
+            }
+        }
+        if copies > 0 {
+            if let Some(sq) = self.sqs.get_mut(&sqid) {
+                sq.reported = cqe.sq_head;
             }
         }
         for _ in 0..copies {

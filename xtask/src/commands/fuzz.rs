@@ -5,9 +5,12 @@
 //! the device says while the driver brings a controller up and serves I/O;
 //! `--ci` is the short run `cargo xtask test` does. Miri runs the driver's
 //! unit tests, the simulated-device durability test and the duplicate-completion
-//! tests, which between them cover the unsafe layer: DMA regions, volatile
-//! ring access, register access, PRP list writes, ECAM. Both install what they lack (cargo-fuzz from crates.io,
-//! the miri component with rustup); the nightly toolchain itself must be there.
+//! tests, which between them cover the unsafe layer: shared DMA memory (rings
+//! pushed, published and popped across the phase wrap, shadow doorbell and
+//! EventIdx slots, PRP lists, identify copies, all against a device side that
+//! writes through raw pointers), `MmioRegisters` over a heap array, ECAM.
+//! Both install what they lack (cargo-fuzz from crates.io, the miri component
+//! with rustup); the nightly toolchain itself must be there.
 
 use std::process::{Command, Stdio};
 use std::time::Instant;
