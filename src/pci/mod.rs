@@ -13,8 +13,3 @@ pub mod enumerate;
 pub mod link;
 pub mod slot;
 pub mod window;
-
-#[cfg(test)]
-mod fake;
-#[cfg(test)]
-mod tests;

@@ -23,6 +23,7 @@ pub struct SimBuilder {
     step: Duration,
     removed_reads: RemovedReads,
     firmware: bool,
+    host_bridge: bool,
 }
 
 impl SimBuilder {
@@ -36,6 +37,7 @@ impl SimBuilder {
             step: Duration::from_micros(1),
             removed_reads: RemovedReads::Zero,
             firmware: true,
+            host_bridge: true,
         }
     }
 
@@ -88,6 +90,12 @@ impl SimBuilder {
         self.firmware = on;
         self
     }
+    /// Whether bus 0 device 0 holds a host bridge (default yes). Without it
+    /// the slot is free for a function added with [`Sim::add_function`].
+    pub fn host_bridge(mut self, on: bool) -> Self {
+        self.host_bridge = on;
+        self
+    }
 
     /// Builds the machine.
     pub fn build(self) -> Sim {
@@ -106,8 +114,10 @@ impl SimBuilder {
             caller_owned: Vec::new(),
             expect: Default::default(),
         };
-        st.pci
-            .add(None, 0, pci::host_bridge_config(), Kind::HostBridge);
+        if self.host_bridge {
+            st.pci
+                .add(None, 0, pci::host_bridge_config(), Kind::HostBridge);
+        }
         for (i, &hot_plug) in self.ports.iter().enumerate() {
             let dev = st.pci.next_device(None);
             let port = Port {

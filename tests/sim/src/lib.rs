@@ -79,6 +79,16 @@
 //!
 //! Shadow doorbells (Doorbell Buffer Config) apply to I/O queues; the admin
 //! queue always uses MMIO doorbells, as Linux drives it.
+//!
+//! # Functions described register by register
+//!
+//! Tests of PCI code that need shapes beyond ports, bridges and controllers
+//! (bridge chains of any depth, several functions per device, malformed BARs
+//! and capability lists, half-programmed bridges) add functions built from a
+//! [`FunctionSpec`] with [`Sim::add_function`], usually to a machine built with
+//! `host_bridge(false)` and `firmware_configured(false)`. They are nodes of
+//! the same topology, routed the same way; [`Sim::config_writes`] lists the
+//! config writes they received.
 #![deny(missing_docs)]
 
 mod admin;
@@ -87,6 +97,7 @@ mod config;
 mod controller;
 mod counters;
 mod dma_refs;
+mod function;
 mod handles;
 mod invariants;
 mod io;
@@ -101,6 +112,7 @@ mod state;
 
 pub use builder::SimBuilder;
 pub use counters::Counters;
+pub use function::{ConfigWrite, FunctionId, FunctionSpec, FUNCTION_PCIE_CAP};
 pub use handles::{SimConfig, SimPlatform, SimRegisters};
 pub use memory::{ARENA_PHYS_BASE, DEFAULT_ARENA_SIZE};
 pub use queues::{Misbehaviour, Queues, Rule};

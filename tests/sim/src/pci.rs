@@ -52,12 +52,16 @@ pub(crate) enum Kind {
     RootPort(Port),
     PciBridge,
     Nvme(usize),
+    /// A function built from a [`crate::FunctionSpec`]: config space only.
+    Function,
 }
 
 pub(crate) struct Node {
     /// The bridge node this function sits behind (None: bus 0).
     pub(crate) parent: Option<usize>,
     pub(crate) device: u8,
+    /// Function number (0 for everything but [`crate::FunctionSpec`] functions).
+    pub(crate) function: u8,
     pub(crate) cfg: ConfigSpace,
     pub(crate) kind: Kind,
     /// False once removed: the node stays so that ids remain stable.
@@ -83,6 +87,10 @@ pub(crate) enum SlotAction {
 #[derive(Default)]
 pub(crate) struct Topology {
     pub(crate) nodes: Vec<Node>,
+    /// The nodes of [`crate::FunctionId`] 0, 1, ...
+    pub(crate) functions: Vec<usize>,
+    /// Config writes that reached a [`crate::FunctionId`] function.
+    pub(crate) function_writes: Vec<crate::ConfigWrite>,
 }
 
 /// Config space of an NVMe function as QEMU's nvme presents it.
@@ -170,6 +178,7 @@ impl Topology {
         self.nodes.push(Node {
             parent,
             device,
+            function: 0,
             cfg,
             kind,
             present: true,
@@ -244,15 +253,19 @@ impl Topology {
         }
     }
 
-    /// The function a config access to `bus:device.0` reaches.
+    /// The function a config access to `bus:device.function` reaches.
     pub(crate) fn route_config(&self, bus: u8, device: u8, function: u8) -> Option<usize> {
-        if function != 0 {
-            return None;
-        }
-        self.route_on(None, 0, bus, device)
+        self.route_on(None, 0, bus, device, function)
     }
 
-    fn route_on(&self, parent: Option<usize>, this_bus: u8, bus: u8, device: u8) -> Option<usize> {
+    fn route_on(
+        &self,
+        parent: Option<usize>,
+        this_bus: u8,
+        bus: u8,
+        device: u8,
+        function: u8,
+    ) -> Option<usize> {
         let children = self
             .nodes
             .iter()
@@ -260,7 +273,7 @@ impl Topology {
             .filter(|(i, n)| n.parent == parent && n.present && self.reachable(*i));
         if bus == this_bus {
             return children
-                .filter(|(_, n)| n.device == device)
+                .filter(|(_, n)| n.device == device && n.function == function)
                 .map(|(i, _)| i)
                 .next();
         }
@@ -276,7 +289,7 @@ impl Topology {
             if bus == sec && matches!(n.kind, Kind::RootPort(_)) && device != 0 {
                 return None;
             }
-            return self.route_on(Some(i), sec, bus, device);
+            return self.route_on(Some(i), sec, bus, device, function);
         }
         None
     }
@@ -386,6 +399,7 @@ impl Topology {
         let ctl_at = PORT_PCIE_CAP + pcie::SLOT_CONTROL;
         let is_port = matches!(self.nodes[node].kind, Kind::RootPort(_));
         let old_ctl = self.nodes[node].cfg.get16(ctl_at);
+        self.record_function_write(node, offset, value);
         self.nodes[node].cfg.write32(offset, value);
         if !is_port || offset != ctl_at {
             return SlotAction::None;

@@ -22,7 +22,7 @@ use crate::{CtrlId, Fault, Location, PortId};
 /// A simulated machine. Clones share the same simulation.
 #[derive(Clone)]
 pub struct Sim {
-    state: Rc<RefCell<State>>,
+    pub(crate) state: Rc<RefCell<State>>,
 }
 
 impl Sim {

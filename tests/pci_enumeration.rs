@@ -1,14 +1,17 @@
-use pci_types::PciAddress;
+//! The enumeration walk: bus numbering through bridges, multifunction
+//! devices, malformed headers and bounds.
 
-use super::*;
-use crate::error::Error;
-use crate::pci::enumerate::{Topology, MAX_DEPTH};
-use crate::pci::fake::{FakePci, Node};
-use crate::platform::PhysAddr;
+mod pci_common;
+
+use bare_nvme::pci::enumerate::{Topology, MAX_DEPTH};
+use bare_nvme::{Error, PhysAddr};
+use bare_nvme_sim::{FunctionId, FunctionSpec, FUNCTION_PCIE_CAP};
+use pci_common::{host_bridge, root_port, Fabric, MIB};
+use pci_types::PciAddress;
 
 type Small = Topology<8, 8>;
 
-fn scan<const F: usize, const B: usize>(pci: &FakePci) -> (Topology<F, B>, crate::Result<()>) {
+fn scan<const F: usize, const B: usize>(pci: &Fabric) -> (Topology<F, B>, bare_nvme::Result<()>) {
     let mut topology = Topology::new(0);
     let result = topology.scan(pci);
     (topology, result)
@@ -21,7 +24,7 @@ fn found<const F: usize, const B: usize>(topology: &Topology<F, B>) -> Vec<PciAd
 
 #[test]
 fn qemu_like_topology_with_firmware_numbers_and_windows() {
-    let pci = FakePci::new();
+    let pci = Fabric::new();
     pci.add_root(0, 0, host_bridge());
     let rp1 = pci.add_root(
         4,
@@ -33,7 +36,7 @@ fn qemu_like_topology_with_firmware_numbers_and_windows() {
         rp1,
         0,
         0,
-        FakeFunction::nvme(16 << 10).with_bar0_at(0xC000_0000),
+        FunctionSpec::nvme(16 << 10).with_bar0_at(0xC000_0000),
     );
 
     let (topology, result) = scan::<8, 8>(&pci);
@@ -58,10 +61,7 @@ fn qemu_like_topology_with_firmware_numbers_and_windows() {
     assert_eq!(prefetchable.size(), 2 * MIB);
     assert!(bridges[1].prefetchable.is_none(), "reset value 0 is closed");
     assert!(bridges[0].hot_plug_capable());
-    assert_eq!(
-        bridges[0].port.unwrap().capability,
-        crate::pci::fake::PCIE_CAP
-    );
+    assert_eq!(bridges[0].port.unwrap().capability, FUNCTION_PCIE_CAP);
     assert_eq!(bridges[1].secondary, 2);
 
     let functions = topology.functions();
@@ -80,13 +80,13 @@ fn qemu_like_topology_with_firmware_numbers_and_windows() {
 
 #[test]
 fn unnumbered_nested_bridges_are_numbered_depth_first_and_routed() {
-    let pci = FakePci::new();
-    let a = pci.add_root(1, 0, FakeFunction::bridge());
-    let b = pci.add_behind(a, 0, 0, FakeFunction::bridge());
-    let deep = pci.add_behind(b, 0, 0, FakeFunction::nvme(16 << 10));
-    let beside = pci.add_behind(a, 1, 0, FakeFunction::nvme(16 << 10));
-    let c = pci.add_root(2, 0, FakeFunction::bridge());
-    let other = pci.add_behind(c, 0, 0, FakeFunction::nvme(16 << 10));
+    let pci = Fabric::new();
+    let a = pci.add_root(1, 0, FunctionSpec::bridge());
+    let b = pci.add_behind(a, 0, 0, FunctionSpec::bridge());
+    let deep = pci.add_behind(b, 0, 0, FunctionSpec::nvme(16 << 10));
+    let beside = pci.add_behind(a, 1, 0, FunctionSpec::nvme(16 << 10));
+    let c = pci.add_root(2, 0, FunctionSpec::bridge());
+    let other = pci.add_behind(c, 0, 0, FunctionSpec::nvme(16 << 10));
 
     let (topology, result) = scan::<8, 8>(&pci);
     assert_eq!(result, Ok(()));
@@ -112,12 +112,12 @@ fn unnumbered_nested_bridges_are_numbered_depth_first_and_routed() {
 
 #[test]
 fn an_unnumbered_bridge_uses_a_spare_bus_in_its_parents_range() {
-    let pci = FakePci::new();
+    let pci = Fabric::new();
     // Firmware reserved buses 1..=3 for this port but numbered nothing behind.
-    let a = pci.add_root(1, 0, FakeFunction::bridge().with_buses(0, 1, 3));
-    let b = pci.add_behind(a, 0, 0, FakeFunction::bridge());
-    let nvme = pci.add_behind(b, 0, 0, FakeFunction::nvme(16 << 10));
-    let c = pci.add_root(2, 0, FakeFunction::bridge().with_buses(0, 4, 4));
+    let a = pci.add_root(1, 0, FunctionSpec::bridge().with_buses(0, 1, 3));
+    let b = pci.add_behind(a, 0, 0, FunctionSpec::bridge());
+    let nvme = pci.add_behind(b, 0, 0, FunctionSpec::nvme(16 << 10));
+    let c = pci.add_root(2, 0, FunctionSpec::bridge().with_buses(0, 4, 4));
     let (topology, result) = scan::<8, 8>(&pci);
     assert_eq!(result, Ok(()));
     let bridges = topology.bridges();
@@ -129,10 +129,10 @@ fn an_unnumbered_bridge_uses_a_spare_bus_in_its_parents_range() {
 
 #[test]
 fn the_last_parent_range_grows_to_cover_a_new_bus() {
-    let pci = FakePci::new();
-    let a = pci.add_root(1, 0, FakeFunction::bridge().with_buses(0, 1, 1));
-    let b = pci.add_behind(a, 0, 0, FakeFunction::bridge());
-    let nvme = pci.add_behind(b, 0, 0, FakeFunction::nvme(16 << 10));
+    let pci = Fabric::new();
+    let a = pci.add_root(1, 0, FunctionSpec::bridge().with_buses(0, 1, 1));
+    let b = pci.add_behind(a, 0, 0, FunctionSpec::bridge());
+    let nvme = pci.add_behind(b, 0, 0, FunctionSpec::nvme(16 << 10));
     let (topology, result) = scan::<8, 8>(&pci);
     assert_eq!(result, Ok(()));
     let bridges = topology.bridges();
@@ -145,13 +145,13 @@ fn the_last_parent_range_grows_to_cover_a_new_bus() {
 
 #[test]
 fn a_parent_range_boxed_in_by_a_sibling_is_reported_not_overlapped() {
-    let pci = FakePci::new();
-    let a = pci.add_root(1, 0, FakeFunction::bridge().with_buses(0, 1, 1));
-    pci.add_behind(a, 0, 0, FakeFunction::bridge());
-    let c = pci.add_root(2, 0, FakeFunction::bridge().with_buses(0, 2, 2));
-    let c_nvme = pci.add_behind(c, 0, 0, FakeFunction::nvme(16 << 10));
-    let d = pci.add_root(3, 0, FakeFunction::bridge());
-    let d_nvme = pci.add_behind(d, 0, 0, FakeFunction::nvme(16 << 10));
+    let pci = Fabric::new();
+    let a = pci.add_root(1, 0, FunctionSpec::bridge().with_buses(0, 1, 1));
+    pci.add_behind(a, 0, 0, FunctionSpec::bridge());
+    let c = pci.add_root(2, 0, FunctionSpec::bridge().with_buses(0, 2, 2));
+    let c_nvme = pci.add_behind(c, 0, 0, FunctionSpec::nvme(16 << 10));
+    let d = pci.add_root(3, 0, FunctionSpec::bridge());
+    let d_nvme = pci.add_behind(d, 0, 0, FunctionSpec::nvme(16 << 10));
 
     let (topology, result) = scan::<8, 8>(&pci);
     assert!(
@@ -169,11 +169,11 @@ fn a_parent_range_boxed_in_by_a_sibling_is_reported_not_overlapped() {
 
 #[test]
 fn a_bridge_pointing_back_at_its_own_bus_is_renumbered() {
-    let pci = FakePci::new();
-    let a = pci.add_root(1, 0, FakeFunction::bridge().with_buses(0, 1, 1));
+    let pci = Fabric::new();
+    let a = pci.add_root(1, 0, FunctionSpec::bridge().with_buses(0, 1, 1));
     // Claims its own bus as secondary: following it would loop.
-    let b = pci.add_behind(a, 0, 0, FakeFunction::bridge().with_buses(1, 1, 1));
-    let nvme = pci.add_behind(b, 0, 0, FakeFunction::nvme(16 << 10));
+    let b = pci.add_behind(a, 0, 0, FunctionSpec::bridge().with_buses(1, 1, 1));
+    let nvme = pci.add_behind(b, 0, 0, FunctionSpec::nvme(16 << 10));
     let (topology, result) = scan::<8, 8>(&pci);
     assert_eq!(result, Ok(()));
     assert_eq!(topology.bridges()[1].secondary, 2);
@@ -182,10 +182,10 @@ fn a_bridge_pointing_back_at_its_own_bus_is_renumbered() {
 
 #[test]
 fn a_bridge_claiming_a_siblings_buses_is_renumbered() {
-    let pci = FakePci::new();
-    let a = pci.add_root(1, 0, FakeFunction::bridge().with_buses(0, 1, 2));
-    let b = pci.add_root(2, 0, FakeFunction::bridge().with_buses(0, 2, 2));
-    let a_nvme = pci.add_behind(a, 0, 0, FakeFunction::nvme(16 << 10));
+    let pci = Fabric::new();
+    let a = pci.add_root(1, 0, FunctionSpec::bridge().with_buses(0, 1, 2));
+    let b = pci.add_root(2, 0, FunctionSpec::bridge().with_buses(0, 2, 2));
+    let a_nvme = pci.add_behind(a, 0, 0, FunctionSpec::nvme(16 << 10));
     let (topology, result) = scan::<8, 8>(&pci);
     assert_eq!(result, Ok(()));
     let bridges = topology.bridges();
@@ -196,23 +196,23 @@ fn a_bridge_claiming_a_siblings_buses_is_renumbered() {
 
 #[test]
 fn multifunction_devices_are_probed_beyond_function_zero_only_when_flagged() {
-    let pci = FakePci::new();
+    let pci = Fabric::new();
     pci.add_root(
         2,
         0,
-        FakeFunction::endpoint(0x8086, 0x1234, [0x02, 0x00, 0x00]).multifunction(),
+        FunctionSpec::endpoint(0x8086, 0x1234, [0x02, 0x00, 0x00]).multifunction(),
     );
-    let f1 = pci.add_root(2, 1, FakeFunction::nvme(16 << 10));
-    let f5 = pci.add_root(2, 5, FakeFunction::nvme(16 << 10));
+    let f1 = pci.add_root(2, 1, FunctionSpec::nvme(16 << 10));
+    let f5 = pci.add_root(2, 5, FunctionSpec::nvme(16 << 10));
     // No multifunction bit: function 1 of device 3 must not be probed.
     pci.add_root(
         3,
         0,
-        FakeFunction::endpoint(0x8086, 0x1234, [0x02, 0x00, 0x00]),
+        FunctionSpec::endpoint(0x8086, 0x1234, [0x02, 0x00, 0x00]),
     );
-    pci.add_root(3, 1, FakeFunction::nvme(16 << 10));
+    pci.add_root(3, 1, FunctionSpec::nvme(16 << 10));
     // Function 0 absent: the device does not exist.
-    pci.add_root(4, 1, FakeFunction::nvme(16 << 10).multifunction());
+    pci.add_root(4, 1, FunctionSpec::nvme(16 << 10).multifunction());
 
     let (topology, result) = scan::<8, 8>(&pci);
     assert_eq!(result, Ok(()));
@@ -221,12 +221,12 @@ fn multifunction_devices_are_probed_beyond_function_zero_only_when_flagged() {
 
 #[test]
 fn absent_and_removed_functions_are_skipped() {
-    let pci = FakePci::new();
+    let pci = Fabric::new();
     let rp = pci.add_root(4, 0, root_port(1, 0xC000_0000));
-    let gone = pci.add_behind(rp, 0, 0, FakeFunction::nvme(16 << 10));
-    let kept = pci.add_root(6, 0, FakeFunction::nvme(16 << 10));
+    let gone = pci.add_behind(rp, 0, 0, FunctionSpec::nvme(16 << 10));
+    let kept = pci.add_root(6, 0, FunctionSpec::nvme(16 << 10));
     // A function answering vendor 0 is broken, not present.
-    pci.add_root(7, 0, FakeFunction::endpoint(0, 0, [0x01, 0x08, 0x02]));
+    pci.add_root(7, 0, FunctionSpec::endpoint(0, 0, [0x01, 0x08, 0x02]));
     pci.remove(gone);
     let (topology, result) = scan::<8, 8>(&pci);
     assert_eq!(result, Ok(()));
@@ -236,9 +236,9 @@ fn absent_and_removed_functions_are_skipped() {
 
 #[test]
 fn an_invalid_header_type_is_reported_and_the_walk_goes_on() {
-    let pci = FakePci::new();
-    pci.add_root(1, 0, FakeFunction::nvme(16 << 10).with_header_type(0x05));
-    let good = pci.add_root(2, 0, FakeFunction::nvme(16 << 10));
+    let pci = Fabric::new();
+    pci.add_root(1, 0, FunctionSpec::nvme(16 << 10).with_header_type(0x05));
+    let good = pci.add_root(2, 0, FunctionSpec::nvme(16 << 10));
     let (topology, result) = scan::<8, 8>(&pci);
     assert_eq!(
         result,
@@ -252,11 +252,11 @@ fn an_invalid_header_type_is_reported_and_the_walk_goes_on() {
 
 #[test]
 fn capacity_overflow_is_an_error_but_keeps_what_fit() {
-    let pci = FakePci::new();
-    let first = pci.add_root(1, 0, FakeFunction::nvme(16 << 10));
-    pci.add_root(2, 0, FakeFunction::nvme(16 << 10));
+    let pci = Fabric::new();
+    let first = pci.add_root(1, 0, FunctionSpec::nvme(16 << 10));
+    pci.add_root(2, 0, FunctionSpec::nvme(16 << 10));
     let rp = pci.add_root(3, 0, root_port(1, 0xC000_0000));
-    pci.add_behind(rp, 0, 0, FakeFunction::bridge());
+    pci.add_behind(rp, 0, 0, FunctionSpec::bridge());
     let (topology, result) = scan::<1, 1>(&pci);
     assert!(matches!(
         result,
@@ -268,8 +268,8 @@ fn capacity_overflow_is_an_error_but_keeps_what_fit() {
 
 #[test]
 fn an_absurd_bar_is_recorded_as_an_error_on_the_function() {
-    let pci = FakePci::new();
-    pci.add_root(1, 0, FakeFunction::nvme(2 << 30));
+    let pci = Fabric::new();
+    pci.add_root(1, 0, FunctionSpec::nvme(2 << 30));
     let (topology, result) = scan::<8, 8>(&pci);
     assert_eq!(result, Ok(()));
     assert_eq!(
@@ -283,10 +283,10 @@ fn an_absurd_bar_is_recorded_as_an_error_on_the_function() {
 
 #[test]
 fn nesting_deeper_than_the_bound_stops_with_an_error() {
-    let pci = FakePci::new();
-    let mut parent: Option<Node> = None;
+    let pci = Fabric::new();
+    let mut parent: Option<FunctionId> = None;
     for _ in 0..MAX_DEPTH + 8 {
-        let bridge = FakeFunction::bridge();
+        let bridge = FunctionSpec::bridge();
         parent = Some(match parent {
             None => pci.add_root(1, 0, bridge),
             Some(p) => pci.add_behind(p, 0, 0, bridge),
@@ -313,10 +313,10 @@ fn nesting_deeper_than_the_bound_stops_with_an_error() {
 
 #[test]
 fn bus_numbers_run_out_after_255() {
-    let pci = FakePci::new();
+    let pci = Fabric::new();
     for device in 0..32 {
         for function in 0..8 {
-            let bridge = FakeFunction::bridge();
+            let bridge = FunctionSpec::bridge();
             let bridge = if function == 0 {
                 bridge.multifunction()
             } else {
@@ -337,13 +337,13 @@ fn bus_numbers_run_out_after_255() {
 
 #[test]
 fn probing_behind_a_slot_finds_a_hot_added_function_once() {
-    let pci = FakePci::new();
+    let pci = Fabric::new();
     let rp = pci.add_root(4, 0, root_port(1, 0xC000_0000));
     let mut topology = Small::new(0);
     topology.scan(&pci).unwrap();
     assert!(topology.functions().is_empty());
 
-    let nvme = pci.add_behind(rp, 0, 0, FakeFunction::nvme(16 << 10));
+    let nvme = pci.add_behind(rp, 0, 0, FunctionSpec::nvme(16 << 10));
     assert_eq!(topology.probe_behind(&pci, 0), Ok(1));
     assert_eq!(topology.probe_behind(&pci, 0), Ok(0));
     assert_eq!(found(&topology), [pci.addr(nvme)]);

@@ -1,17 +1,19 @@
-use pci_types::PciAddress;
+//! BAR sizing and placement in bridge windows, and bus master control.
 
-use super::*;
-use crate::error::Error;
-use crate::pci::bar::{disable_bus_master, probe_bar0, BarAllocator};
-use crate::pci::config::{Command, Status, BAR0, COMMAND, STATUS};
-use crate::pci::enumerate::Topology;
-use crate::pci::fake::{FakePci, Node};
-use crate::pci::window::Window;
-use crate::platform::PhysAddr;
+mod pci_common;
+
+use bare_nvme::pci::bar::{disable_bus_master, probe_bar0, BarAllocator};
+use bare_nvme::pci::config::{Command, Status, BAR0, COMMAND, STATUS};
+use bare_nvme::pci::enumerate::Topology;
+use bare_nvme::pci::window::Window;
+use bare_nvme::{Error, PhysAddr};
+use bare_nvme_sim::{FunctionId, FunctionSpec};
+use pci_common::{root_port, Fabric};
+use pci_types::PciAddress;
 
 type Allocator = BarAllocator<4, 4>;
 
-fn scan(pci: &FakePci) -> Topology<8, 8> {
+fn scan(pci: &Fabric) -> Topology<8, 8> {
     let mut topology = Topology::new(0);
     topology.scan(pci).unwrap();
     topology
@@ -19,10 +21,10 @@ fn scan(pci: &FakePci) -> Topology<8, 8> {
 
 /// Assigns BAR0 of every function found, in walk order.
 fn assign_all(
-    pci: &FakePci,
+    pci: &Fabric,
     topology: &Topology<8, 8>,
     allocator: &mut Allocator,
-) -> Vec<crate::Result<crate::pci::bar::Bar>> {
+) -> Vec<bare_nvme::Result<bare_nvme::pci::bar::Bar>> {
     topology
         .functions()
         .iter()
@@ -30,16 +32,16 @@ fn assign_all(
         .collect()
 }
 
-fn enabled(pci: &FakePci, node: Node) -> bool {
+fn enabled(pci: &Fabric, node: FunctionId) -> bool {
     let wanted = Command::MEMORY | Command::BUS_MASTER | Command::INTX_DISABLE;
     Command::from_bits_retain(pci.command(node)).contains(wanted)
 }
 
 #[test]
 fn an_unassigned_bar_is_placed_inside_the_parent_window_and_enabled() {
-    let pci = FakePci::new();
+    let pci = Fabric::new();
     let rp = pci.add_root(4, 0, root_port(1, 0xC020_0000));
-    let nvme = pci.add_behind(rp, 0, 0, FakeFunction::nvme(16 << 10));
+    let nvme = pci.add_behind(rp, 0, 0, FunctionSpec::nvme(16 << 10));
     let pending = Status::RECEIVED_MASTER_ABORT.bits();
     pci.raise(nvme, STATUS, pending);
     let topology = scan(&pci);
@@ -66,17 +68,17 @@ fn an_unassigned_bar_is_placed_inside_the_parent_window_and_enabled() {
 
 #[test]
 fn two_functions_behind_one_bridge_get_disjoint_bars_in_its_window() {
-    let pci = FakePci::new();
+    let pci = Fabric::new();
     let bridge = pci.add_root(
         3,
         0,
-        FakeFunction::bridge()
+        FunctionSpec::bridge()
             .with_buses(0, 1, 1)
             .with_memory_window(0xD000_0000, 0xD01F_FFFF),
     );
-    let first = pci.add_behind(bridge, 0, 0, FakeFunction::nvme(16 << 10));
-    let second = pci.add_behind(bridge, 1, 0, FakeFunction::nvme(1 << 20));
-    let third = pci.add_behind(bridge, 2, 0, FakeFunction::nvme(16 << 10));
+    let first = pci.add_behind(bridge, 0, 0, FunctionSpec::nvme(16 << 10));
+    let second = pci.add_behind(bridge, 1, 0, FunctionSpec::nvme(1 << 20));
+    let third = pci.add_behind(bridge, 2, 0, FunctionSpec::nvme(16 << 10));
     let topology = scan(&pci);
     let mut allocator = Allocator::new(None);
 
@@ -101,11 +103,11 @@ fn two_functions_behind_one_bridge_get_disjoint_bars_in_its_window() {
 
 #[test]
 fn a_valid_firmware_assignment_is_kept_and_placement_avoids_it() {
-    let pci = FakePci::new();
+    let pci = Fabric::new();
     let bridge = pci.add_root(
         3,
         0,
-        FakeFunction::bridge()
+        FunctionSpec::bridge()
             .with_buses(0, 1, 1)
             .with_memory_window(0xD000_0000, 0xD01F_FFFF),
     );
@@ -113,9 +115,9 @@ fn a_valid_firmware_assignment_is_kept_and_placement_avoids_it() {
         bridge,
         0,
         0,
-        FakeFunction::nvme(16 << 10).with_bar0_at(0xD000_0000),
+        FunctionSpec::nvme(16 << 10).with_bar0_at(0xD000_0000),
     );
-    pci.add_behind(bridge, 1, 0, FakeFunction::nvme(16 << 10));
+    pci.add_behind(bridge, 1, 0, FunctionSpec::nvme(16 << 10));
     let topology = scan(&pci);
     let mut allocator = Allocator::new(None);
     let bars = assign_all(&pci, &topology, &mut allocator);
@@ -126,7 +128,7 @@ fn a_valid_firmware_assignment_is_kept_and_placement_avoids_it() {
         .writes()
         .iter()
         .filter(|w| w.offset == BAR0 && w.value != u32::MAX && w.value & !0xF != 0xD000_0000)
-        .filter(|w| w.node == Node::from_index(1))
+        .filter(|w| w.function == FunctionId(1))
         .count();
     assert_eq!(rewrites, 0);
 }
@@ -134,11 +136,11 @@ fn a_valid_firmware_assignment_is_kept_and_placement_avoids_it() {
 #[test]
 fn a_firmware_assignment_outside_the_window_is_replaced() {
     for firmware in [0xE000_0000u64, 0xCFFF_C000] {
-        let pci = FakePci::new();
+        let pci = Fabric::new();
         let bridge = pci.add_root(
             3,
             0,
-            FakeFunction::bridge()
+            FunctionSpec::bridge()
                 .with_buses(0, 1, 1)
                 .with_memory_window(0xD000_0000, 0xD01F_FFFF),
         );
@@ -146,7 +148,7 @@ fn a_firmware_assignment_outside_the_window_is_replaced() {
             bridge,
             0,
             0,
-            FakeFunction::nvme(16 << 10).with_bar0_at(firmware),
+            FunctionSpec::nvme(16 << 10).with_bar0_at(firmware),
         );
         let topology = scan(&pci);
         let bar = assign_all(&pci, &topology, &mut Allocator::new(None))
@@ -163,11 +165,11 @@ fn a_firmware_assignment_outside_the_window_is_replaced() {
 
 #[test]
 fn clashing_firmware_assignments_are_separated() {
-    let pci = FakePci::new();
+    let pci = Fabric::new();
     let bridge = pci.add_root(
         3,
         0,
-        FakeFunction::bridge()
+        FunctionSpec::bridge()
             .with_buses(0, 1, 1)
             .with_memory_window(0xD000_0000, 0xD01F_FFFF),
     );
@@ -175,13 +177,13 @@ fn clashing_firmware_assignments_are_separated() {
         bridge,
         0,
         0,
-        FakeFunction::nvme(16 << 10).with_bar0_at(0xD000_8000),
+        FunctionSpec::nvme(16 << 10).with_bar0_at(0xD000_8000),
     );
     let b = pci.add_behind(
         bridge,
         1,
         0,
-        FakeFunction::nvme(16 << 10).with_bar0_at(0xD000_8000),
+        FunctionSpec::nvme(16 << 10).with_bar0_at(0xD000_8000),
     );
     let topology = scan(&pci);
     let bars = assign_all(&pci, &topology, &mut Allocator::new(None));
@@ -193,8 +195,8 @@ fn clashing_firmware_assignments_are_separated() {
 
 #[test]
 fn sizing_happens_with_memory_decoding_off_and_restores_everything() {
-    let pci = FakePci::new();
-    let nvme = pci.add_root(1, 0, FakeFunction::nvme(16 << 10).with_bar0_at(0xFE00_0000));
+    let pci = Fabric::new();
+    let nvme = pci.add_root(1, 0, FunctionSpec::nvme(16 << 10).with_bar0_at(0xFE00_0000));
     let address = pci.addr(nvme);
     let before = (
         pci.peek(nvme, BAR0),
@@ -227,27 +229,27 @@ fn sizing_happens_with_memory_decoding_off_and_restores_everything() {
 #[test]
 fn absurd_or_malformed_bars_are_rejected() {
     let cases = [
-        ("2 GiB", FakeFunction::nvme(2 << 30)),
-        ("4 KiB", FakeFunction::nvme(4 << 10)),
+        ("2 GiB", FunctionSpec::nvme(2 << 30)),
+        ("4 KiB", FunctionSpec::nvme(4 << 10)),
         (
             "I/O BAR",
-            FakeFunction::nvme(16 << 10).with_bar0_raw(0x1, 0xFFFF_FF00),
+            FunctionSpec::nvme(16 << 10).with_bar0_raw(0x1, 0xFFFF_FF00),
         ),
         (
             "reserved type",
-            FakeFunction::nvme(16 << 10).with_bar0_raw(0x2, 0xFFFF_C000),
+            FunctionSpec::nvme(16 << 10).with_bar0_raw(0x2, 0xFFFF_C000),
         ),
         (
             "not implemented",
-            FakeFunction::nvme(16 << 10).with_bar0_raw(0x0, 0),
+            FunctionSpec::nvme(16 << 10).with_bar0_raw(0x0, 0),
         ),
         (
             "holes in the mask",
-            FakeFunction::nvme(16 << 10).with_bar0_raw(0x0, 0xF0F0_0000),
+            FunctionSpec::nvme(16 << 10).with_bar0_raw(0x0, 0xF0F0_0000),
         ),
     ];
     for (name, function) in cases {
-        let pci = FakePci::new();
+        let pci = Fabric::new();
         let nvme = pci.add_root(1, 0, function);
         let result = probe_bar0(&pci, pci.addr(nvme));
         assert!(
@@ -262,11 +264,11 @@ fn absurd_or_malformed_bars_are_rejected() {
 
 #[test]
 fn a_32_bit_bar_is_sized_and_placed() {
-    let pci = FakePci::new();
+    let pci = Fabric::new();
     let nvme = pci.add_root(
         1,
         0,
-        FakeFunction::endpoint(0x1B36, 0x0010, [1, 8, 2]).with_bar0_32(0x4000),
+        FunctionSpec::endpoint(0x1B36, 0x0010, [1, 8, 2]).with_bar0_32(0x4000),
     );
     let mut allocator = Allocator::new(Window::new(PhysAddr::new(0xC000_0000), 1 << 20));
     let bar = allocator.assign_bar0(&pci, pci.addr(nvme), None).unwrap();
@@ -277,8 +279,8 @@ fn a_32_bit_bar_is_sized_and_placed() {
 
 #[test]
 fn bus_zero_uses_the_root_window_or_fails_without_one() {
-    let pci = FakePci::new();
-    let nvme = pci.add_root(1, 0, FakeFunction::nvme(16 << 10));
+    let pci = Fabric::new();
+    let nvme = pci.add_root(1, 0, FunctionSpec::nvme(16 << 10));
     let address = pci.addr(nvme);
     assert_eq!(
         Allocator::new(None).assign_bar0(&pci, address, None),
@@ -298,9 +300,9 @@ fn bus_zero_uses_the_root_window_or_fails_without_one() {
 
 #[test]
 fn a_full_window_is_a_capacity_error() {
-    let pci = FakePci::new();
+    let pci = Fabric::new();
     let rp = pci.add_root(4, 0, root_port(1, 0xC000_0000));
-    pci.add_behind(rp, 0, 0, FakeFunction::nvme(4 << 20));
+    pci.add_behind(rp, 0, 0, FunctionSpec::nvme(4 << 20));
     let topology = scan(&pci);
     let result = assign_all(&pci, &topology, &mut Allocator::new(None)).remove(0);
     assert!(
@@ -311,9 +313,9 @@ fn a_full_window_is_a_capacity_error() {
 
 #[test]
 fn a_bridge_without_a_window_cannot_take_an_unassigned_bar() {
-    let pci = FakePci::new();
-    let bridge = pci.add_root(3, 0, FakeFunction::bridge().with_buses(0, 1, 1));
-    pci.add_behind(bridge, 0, 0, FakeFunction::nvme(16 << 10));
+    let pci = Fabric::new();
+    let bridge = pci.add_root(3, 0, FunctionSpec::bridge().with_buses(0, 1, 1));
+    pci.add_behind(bridge, 0, 0, FunctionSpec::nvme(16 << 10));
     let topology = scan(&pci);
     assert!(topology.bridges()[0].memory.is_none());
     let result = assign_all(&pci, &topology, &mut Allocator::new(None)).remove(0);
@@ -322,10 +324,10 @@ fn a_bridge_without_a_window_cannot_take_an_unassigned_bar() {
 
 #[test]
 fn a_reinserted_function_gets_the_released_range_back() {
-    let pci = FakePci::new();
+    let pci = Fabric::new();
     // A window with room for exactly one 1 MiB BAR after the first function.
     let rp = pci.add_root(4, 0, root_port(1, 0xC000_0000));
-    let first = pci.add_behind(rp, 0, 0, FakeFunction::nvme(1 << 20));
+    let first = pci.add_behind(rp, 0, 0, FunctionSpec::nvme(1 << 20));
     let mut topology = scan(&pci);
     let mut allocator = Allocator::new(None);
     let placed = assign_all(&pci, &topology, &mut allocator)
@@ -338,7 +340,7 @@ fn a_reinserted_function_gets_the_released_range_back() {
     assert!(allocator.release(address));
     assert!(!allocator.release(address));
 
-    let again = pci.add_behind(rp, 0, 0, FakeFunction::nvme(1 << 20));
+    let again = pci.add_behind(rp, 0, 0, FunctionSpec::nvme(1 << 20));
     assert_eq!(topology.probe_behind(&pci, 0), Ok(1));
     let f = topology.functions()[0];
     let bar = allocator
@@ -350,8 +352,8 @@ fn a_reinserted_function_gets_the_released_range_back() {
 
 #[test]
 fn bus_mastering_can_be_switched_off_for_quarantine() {
-    let pci = FakePci::new();
-    let nvme = pci.add_root(1, 0, FakeFunction::nvme(16 << 10));
+    let pci = Fabric::new();
+    let nvme = pci.add_root(1, 0, FunctionSpec::nvme(16 << 10));
     let address = pci.addr(nvme);
     let root = Window::new(PhysAddr::new(0xC000_0000), 1 << 20);
     Allocator::new(root)
@@ -367,11 +369,11 @@ fn bus_mastering_can_be_switched_off_for_quarantine() {
 
 #[test]
 fn a_prefetchable_bar_in_the_prefetchable_window_is_kept() {
-    let pci = FakePci::new();
+    let pci = Fabric::new();
     let bridge = pci.add_root(
         3,
         0,
-        FakeFunction::bridge()
+        FunctionSpec::bridge()
             .with_buses(0, 1, 1)
             .with_memory_window(0xD000_0000, 0xD01F_FFFF)
             .with_prefetchable_window(0x8_0000_0000, 0x8_3FFF_FFFF),
@@ -381,7 +383,7 @@ fn a_prefetchable_bar_in_the_prefetchable_window_is_kept() {
         bridge,
         0,
         0,
-        FakeFunction::nvme(16 << 10)
+        FunctionSpec::nvme(16 << 10)
             .with_bar0_raw(prefetchable_64, 0xFFFF_C000)
             .with_bar0_at(0x8_0000_0000),
     );
