@@ -290,7 +290,7 @@ fn a_media_error_completes_with_its_decoded_status_and_the_buffer() {
         Err(Error::CommandFailed { status, opcode }) => {
             assert_eq!(
                 (status.sct, status.sc),
-                (sct::MEDIA, sc::UNRECOVERED_READ_ERROR)
+                (sct::MEDIA, sc::media::UNRECOVERED_READ_ERROR)
             );
             assert_eq!(opcode, nvm::READ);
         }

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::nvme::command::Status;
 
 /// Size of every Identify data structure.
-pub const PAGE_SIZE: usize = 4096;
+pub const IDENTIFY_SIZE: usize = 4096;
 
 /// Byte offsets in the Identify Controller data structure.
 pub mod ctrl {
@@ -116,7 +116,7 @@ pub const ONCS_DATASET_MANAGEMENT: u16 = 1 << 2;
 pub const ONCS_WRITE_ZEROES: u16 = 1 << 3;
 
 /// Most namespaces one Active Namespace ID list page names.
-pub const ACTIVE_LIST_ENTRIES: usize = PAGE_SIZE / 4;
+pub const ACTIVE_LIST_ENTRIES: usize = IDENTIFY_SIZE / 4;
 
 fn le16(page: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([page[at], page[at + 1]])
@@ -208,7 +208,7 @@ pub struct ControllerInfo {
 impl ControllerInfo {
     /// Parses and validates an Identify Controller page.
     pub fn parse(page: &[u8]) -> Result<Self> {
-        if page.len() < PAGE_SIZE {
+        if page.len() < IDENTIFY_SIZE {
             return Err(Error::InvalidArgument {
                 what: "identify page shorter than 4096 bytes",
             });
@@ -385,7 +385,7 @@ impl NamespaceInfo {
     /// Returns `Ok(None)` for an inactive namespace (all zero size), which a
     /// controller may report for an ID that was in its active list a moment ago.
     pub fn parse(nsid: u32, page: &[u8]) -> Result<Option<Self>> {
-        if page.len() < PAGE_SIZE {
+        if page.len() < IDENTIFY_SIZE {
             return Err(Error::InvalidArgument {
                 what: "identify page shorter than 4096 bytes",
             });
@@ -487,7 +487,7 @@ impl NamespaceInfo {
 /// Descriptors of types the driver does not know are skipped. The walk
 /// advances at least five bytes per descriptor, so it ends within the page.
 pub fn namespace_command_set(page: &[u8]) -> core::result::Result<u8, NamespaceRefusal> {
-    let len = page.len().min(PAGE_SIZE);
+    let len = page.len().min(IDENTIFY_SIZE);
     let bad = |at: usize| NamespaceRefusal::BadDescriptorList { offset: at as u16 };
     let mut found = None;
     let mut at = 0;
@@ -547,8 +547,8 @@ pub fn active_namespaces(page: &[u8], nn: u32) -> impl Iterator<Item = Result<u3
 mod tests {
     use super::*;
 
-    fn ctrl_page() -> [u8; PAGE_SIZE] {
-        let mut p = [0u8; PAGE_SIZE];
+    fn ctrl_page() -> [u8; IDENTIFY_SIZE] {
+        let mut p = [0u8; IDENTIFY_SIZE];
         p[ctrl::SN..ctrl::SN + 8].copy_from_slice(b"deadbeef");
         p[ctrl::SN + 8..ctrl::SN + 20].fill(b' ');
         p[ctrl::SQES] = 0x66;
@@ -579,8 +579,8 @@ mod tests {
         );
     }
 
-    fn ns_page(blocks: u64, shift: u8) -> [u8; PAGE_SIZE] {
-        let mut p = [0u8; PAGE_SIZE];
+    fn ns_page(blocks: u64, shift: u8) -> [u8; IDENTIFY_SIZE] {
+        let mut p = [0u8; IDENTIFY_SIZE];
         p[ns::NSZE..ns::NSZE + 8].copy_from_slice(&blocks.to_le_bytes());
         p[ns::NCAP..ns::NCAP + 8].copy_from_slice(&blocks.to_le_bytes());
         p[ns::NLBAF] = 1;
@@ -655,8 +655,8 @@ mod tests {
         assert_eq!(ns(&[(ns::DPS, 0x8)]).refusal(4096), None);
     }
 
-    fn descriptors(list: &[&[u8]]) -> [u8; PAGE_SIZE] {
-        let mut p = [0u8; PAGE_SIZE];
+    fn descriptors(list: &[&[u8]]) -> [u8; IDENTIFY_SIZE] {
+        let mut p = [0u8; IDENTIFY_SIZE];
         let mut at = 0;
         for d in list {
             p[at..at + d.len()].copy_from_slice(d);
@@ -689,24 +689,24 @@ mod tests {
         assert_eq!(namespace_command_set(&descriptors(&[csi2])), bad(0));
         let nvm = &[nid::CSI, 1, 0, 0, 0][..];
         assert_eq!(namespace_command_set(&descriptors(&[nvm, nvm])), bad(5));
-        assert_eq!(namespace_command_set(&[0xFF; PAGE_SIZE]), bad(15 * 259));
+        assert_eq!(namespace_command_set(&[0xFF; IDENTIFY_SIZE]), bad(15 * 259));
         // A header cut by the end of the page.
-        let mut p = [0u8; PAGE_SIZE];
+        let mut p = [0u8; IDENTIFY_SIZE];
         p[0] = 0x80;
         p[1] = 250;
         let mut at = 254;
-        while at + 256 <= PAGE_SIZE - 2 {
+        while at + 256 <= IDENTIFY_SIZE - 2 {
             p[at] = 0x80;
             p[at + 1] = 252;
             at += 256;
         }
-        assert_eq!(at, PAGE_SIZE - 2);
+        assert_eq!(at, IDENTIFY_SIZE - 2);
         p[at] = 0x80;
-        assert_eq!(namespace_command_set(&p), bad(PAGE_SIZE as u16 - 2));
+        assert_eq!(namespace_command_set(&p), bad(IDENTIFY_SIZE as u16 - 2));
         // A short page is bounded by its length; a full one is valid.
         assert_eq!(namespace_command_set(&[0x80, 8, 0, 0, 0]), bad(0));
-        let mut p = [0u8; PAGE_SIZE];
-        for at in (0..PAGE_SIZE).step_by(256) {
+        let mut p = [0u8; IDENTIFY_SIZE];
+        for at in (0..IDENTIFY_SIZE).step_by(256) {
             p[at] = 0x80;
             p[at + 1] = 252;
         }
@@ -715,7 +715,7 @@ mod tests {
 
     #[test]
     fn active_list_stops_at_zero_and_rejects_disorder() {
-        let mut p = [0u8; PAGE_SIZE];
+        let mut p = [0u8; IDENTIFY_SIZE];
         for (i, id) in [1u32, 2, 5].iter().enumerate() {
             p[i * 4..i * 4 + 4].copy_from_slice(&id.to_le_bytes());
         }

@@ -187,7 +187,7 @@ pub mod sct {
     pub const PATH: u8 = 3;
 }
 
-/// Selected generic status codes.
+/// Selected generic status codes (status code type [`sct::GENERIC`]).
 pub mod sc {
     /// Successful completion.
     pub const SUCCESS: u8 = 0x00;
@@ -207,10 +207,15 @@ pub mod sc {
     pub const INVALID_NAMESPACE: u8 = 0x0B;
     /// LBA out of range.
     pub const LBA_OUT_OF_RANGE: u8 = 0x80;
-    /// Unrecovered read error (media status type).
-    pub const UNRECOVERED_READ_ERROR: u8 = 0x81;
-    /// Write fault (media status type).
-    pub const WRITE_FAULT: u8 = 0x80;
+
+    /// Selected media and data integrity status codes (status code type
+    /// [`super::sct::MEDIA`]): the same values mean other things there.
+    pub mod media {
+        /// Write fault.
+        pub const WRITE_FAULT: u8 = 0x80;
+        /// Unrecovered read error.
+        pub const UNRECOVERED_READ_ERROR: u8 = 0x81;
+    }
 }
 
 /// A decoded NVMe completion status.

@@ -2,7 +2,7 @@
 //! Buffer Config, Get Log Page.
 
 use bare_nvme::nvme::command::{admin, cns, feature, sc, sct, Status, SubmissionEntry};
-use bare_nvme::nvme::identify::{self, ctrl, nid, ns, FLBAS_EXTENDED_METADATA, PAGE_SIZE};
+use bare_nvme::nvme::identify::{self, ctrl, nid, ns, FLBAS_EXTENDED_METADATA, IDENTIFY_SIZE};
 
 use crate::controller::{Controller, Env};
 use crate::prp;
@@ -54,7 +54,7 @@ impl Controller {
     /// The Identify Controller page.
     pub(crate) fn identify_controller(&self) -> Vec<u8> {
         let s = &self.spec;
-        let mut p = vec![0u8; PAGE_SIZE];
+        let mut p = vec![0u8; IDENTIFY_SIZE];
         put(&mut p, ctrl::VID, &0x1b36u16.to_le_bytes());
         put(&mut p, ctrl::VID + 2, &0x1af4u16.to_le_bytes());
         put_str(&mut p, ctrl::SN, 20, &s.serial);
@@ -86,7 +86,7 @@ impl Controller {
     /// The Identify Namespace page of namespace `nsid` (1-based, valid).
     pub(crate) fn identify_namespace(&self, nsid: u32) -> Vec<u8> {
         let n = &self.namespaces[nsid as usize - 1];
-        let mut p = vec![0u8; PAGE_SIZE];
+        let mut p = vec![0u8; IDENTIFY_SIZE];
         let blocks = n.blocks().to_le_bytes();
         put(&mut p, ns::NSZE, &blocks);
         put(&mut p, ns::NCAP, &blocks);
@@ -129,7 +129,7 @@ impl Controller {
     /// endian), then the command set identifier.
     pub(crate) fn namespace_descriptors(&self, nsid: u32) -> Vec<u8> {
         let n = &self.namespaces[nsid as usize - 1];
-        let mut p = vec![0u8; PAGE_SIZE];
+        let mut p = vec![0u8; IDENTIFY_SIZE];
         let mut at = 0;
         if n.spec.eui64 != 0 {
             p[at] = nid::EUI64;
@@ -237,7 +237,7 @@ impl Controller {
             }
             cns::NAMESPACE_DESCRIPTORS => generic(sc::INVALID_NAMESPACE),
             cns::ACTIVE_NAMESPACES if sqe.nsid < 0xFFFF_FFFE => {
-                let mut p = vec![0u8; PAGE_SIZE];
+                let mut p = vec![0u8; IDENTIFY_SIZE];
                 for (i, id) in (sqe.nsid.saturating_add(1)..=nn).take(1024).enumerate() {
                     put(&mut p, i * 4, &id.to_le_bytes());
                 }

@@ -56,7 +56,7 @@ impl Controller {
                 if !ns.in_range(lba, n) {
                     generic(sc::LBA_OUT_OF_RANGE)
                 } else if ns.write_fails(lba, n) {
-                    Outcome::err(Status::new(sct::MEDIA, sc::WRITE_FAULT))
+                    Outcome::err(Status::new(sct::MEDIA, sc::media::WRITE_FAULT))
                 } else {
                     ns.zero_range(lba, n, volatile);
                     Outcome::ok(0)
@@ -90,7 +90,7 @@ impl Controller {
         };
         let n = &self.namespaces[ns];
         if n.read_fails(lba, blocks) {
-            return Outcome::err(Status::new(sct::MEDIA, sc::UNRECOVERED_READ_ERROR));
+            return Outcome::err(Status::new(sct::MEDIA, sc::media::UNRECOVERED_READ_ERROR));
         }
         let (bs, tbs) = (n.block_size(), n.transfer_block_size());
         let mut data = vec![0u8; bytes];
@@ -162,7 +162,7 @@ impl Controller {
         let volatile = self.write_cache_enabled && sqe.cdw12 & FUA == 0;
         let n = &mut self.namespaces[ns];
         if n.write_fails(lba, blocks) {
-            return Outcome::err(Status::new(sct::MEDIA, sc::WRITE_FAULT));
+            return Outcome::err(Status::new(sct::MEDIA, sc::media::WRITE_FAULT));
         }
         let (bs, tbs) = (n.block_size(), n.transfer_block_size());
         // Inline metadata (the tail of each chunk) is not stored.

@@ -165,9 +165,9 @@ fn media_errors_by_lba_range() {
     let buf = m.p.dma_alloc(4096, 4096).unwrap();
     let b = buf.phys().as_u64();
     let c = m.cmd(true, rw(nvm::READ, 1, 8, 4, b, 0)).unwrap();
-    assert_eq!(status(c), (sct::MEDIA, sc::UNRECOVERED_READ_ERROR));
+    assert_eq!(status(c), (sct::MEDIA, sc::media::UNRECOVERED_READ_ERROR));
     let c = m.cmd(true, rw(nvm::WRITE, 1, 28, 4, b, 0)).unwrap();
-    assert_eq!(status(c), (sct::MEDIA, sc::WRITE_FAULT));
+    assert_eq!(status(c), (sct::MEDIA, sc::media::WRITE_FAULT));
     ok(m.cmd(true, rw(nvm::READ, 1, 0, 8, b, 0)).unwrap()).unwrap();
     sim.clear_media_errors(CtrlId(0));
     ok(m.cmd(true, rw(nvm::READ, 1, 8, 4, b, 0)).unwrap()).unwrap();
