@@ -16,7 +16,7 @@
 mod common_hotplug;
 
 use bare_nvme::{ControllerId, DriverConfig, Error, Event, IoOp, Platform, State};
-use bare_nvme_sim::{CtrlId, Fault, Hold, PortId, RemovedReads, Sim};
+use bare_nvme_sim::{CtrlId, Fault, Hold, PortId, RemovedReads, Sim, SimPlatform};
 use common_hotplug::*;
 
 const SERIAL: &str = "cycler-0001";
@@ -59,46 +59,95 @@ fn random_command(rng: &mut Rng, d: &mut Drv, sim: &Sim, ledger: &mut Ledger, id
     assert!(accepted.is_some(), "refused: {:?}", ledger.rejected);
 }
 
-/// Runs `cycles` remove/re-insert cycles; returns how many completed.
-fn run(cycles: u64, seed: u64, mode: RemovedReads) -> u64 {
-    let sim = Sim::builder()
-        .root_port(true)
-        .controller_on_port(PortId(0), spec(SERIAL))
-        .removed_reads(mode)
-        .build();
-    let p = sim.platform();
-    let mut d = driver(&sim, DriverConfig::default());
-    let mut id = bring_up(&mut d, &sim, 1)[0];
-    let mut ctrl = CtrlId(0);
-    let baseline = sim.counters();
-    let (base_regions, base_bytes) = (baseline.dma_regions, baseline.dma_bytes);
-    assert!(base_regions > 0);
-    let mut rng = Rng(seed | 1);
-    let mut ledger = Ledger::default();
-    let mut old_ids: Vec<ControllerId> = Vec::new();
-    let mut total_failed = 0u64;
-    let mut total_ok = 0u64;
-    let mut immediate = 0;
+/// One port's remove/re-insert cycles: the machine, the driver, the
+/// controller now in the port, and what the cycles added up to.
+struct Cycler {
+    sim: Sim,
+    p: SimPlatform,
+    d: Drv,
+    /// The driver's handle of the controller now in the port.
+    id: ControllerId,
+    /// The simulation's id of that controller.
+    ctrl: CtrlId,
+    /// DMA regions and bytes in use with one ready controller.
+    base: (u64, u64),
+    rng: Rng,
+    ledger: Ledger,
+    /// Handles of the last few removed controllers.
+    old_ids: Vec<ControllerId>,
+    total_failed: u64,
+    total_ok: u64,
+    /// Cycles re-inserted before the driver looked.
+    immediate: u64,
+}
 
-    for cycle in 0..cycles {
-        let context = format!("{mode:?} cycle {cycle} (seed {seed})");
+impl Cycler {
+    /// A machine with one hot-plug port and a ready controller in it.
+    fn new(seed: u64, mode: RemovedReads) -> Self {
+        let sim = Sim::builder()
+            .root_port(true)
+            .controller_on_port(PortId(0), spec(SERIAL))
+            .removed_reads(mode)
+            .build();
+        let p = sim.platform();
+        let mut d = driver(&sim, DriverConfig::default());
+        let id = bring_up(&mut d, &sim, 1)[0];
+        let baseline = sim.counters();
+        let (base_regions, base_bytes) = (baseline.dma_regions, baseline.dma_bytes);
+        assert!(base_regions > 0);
+        Cycler {
+            sim,
+            p,
+            d,
+            id,
+            ctrl: CtrlId(0),
+            base: (base_regions, base_bytes),
+            rng: Rng(seed | 1),
+            ledger: Ledger::default(),
+            old_ids: Vec::new(),
+            total_failed: 0,
+            total_ok: 0,
+            immediate: 0,
+        }
+    }
+
+    /// One cycle: a random set in flight, the removal, the re-insert; the old
+    /// controller ends once, its commands are delivered once, memory is back
+    /// at the baseline and old handles reach nothing.
+    fn cycle(&mut self, cycle: u64, context: &str) {
+        let mut events = self.load_and_remove(context);
+        let new = self.reinsert(&mut events, context);
+        self.check_ending(&events, new, context);
+        self.check_old_handles(context);
+        self.id = new;
+        // Now and then, verified I/O on the new controller.
+        if cycle % 16 == 0 {
+            self.verified_io(cycle, context);
+        }
+    }
+
+    /// Puts a random set of commands in flight and removes the controller;
+    /// returns the events the ticks in between reported.
+    fn load_and_remove(&mut self, context: &str) -> Vec<Event> {
+        let (sim, p, id, ctrl) = (&self.sim, &self.p, self.id, self.ctrl);
+        let (d, rng, ledger) = (&mut self.d, &mut self.rng, &mut self.ledger);
         // A random set in flight: some completed and delivered, some
         // completed but not yet reaped, the rest held by the device.
         sim.hold(ctrl, Hold::Io);
         let k = rng.below(13);
         for _ in 0..k {
-            random_command(&mut rng, &mut d, &sim, &mut ledger, id);
+            random_command(rng, d, sim, ledger, id);
         }
-        ledger.poll(&mut d, &p, id);
+        ledger.poll(d, p, id);
         sim.process();
         sim.complete_held(rng.below(k + 1) as usize);
         if rng.below(2) == 0 {
-            ledger.poll(&mut d, &p, id);
+            ledger.poll(d, p, id);
         }
         sim.complete_held(rng.below(3) as usize);
         let mut events = Vec::new();
         if rng.below(3) == 0 {
-            events.extend(tick(&mut d, &sim));
+            events.extend(tick(d, sim));
         }
         // The removal: now, or at one of the next few register or config
         // accesses the driver makes while serving and ticking.
@@ -109,50 +158,65 @@ fn run(cycles: u64, seed: u64, mode: RemovedReads) -> u64 {
                 sim.access_count() + rng.below(4),
                 Fault::SurpriseRemove(ctrl),
             );
-            ledger.poll(&mut d, &p, id);
+            ledger.poll(d, p, id);
             for _ in 0..100 {
                 if sim.address(ctrl).is_none() {
                     break;
                 }
-                events.extend(tick(&mut d, &sim));
-                ledger.poll(&mut d, &p, id);
+                events.extend(tick(d, sim));
+                ledger.poll(d, p, id);
             }
             assert!(
                 sim.address(ctrl).is_none(),
                 "{context}: removal never fired"
             );
         }
-        let reinsert_now = rng.below(4) == 0;
+        events
+    }
+
+    /// Plugs a new controller in, at once or after the driver saw the
+    /// removal, and ticks until it is reported as returned; returns its
+    /// handle.
+    fn reinsert(&mut self, events: &mut Vec<Event>, context: &str) -> ControllerId {
+        let (sim, p, id) = (&self.sim, &self.p, self.id);
+        let reinsert_now = self.rng.below(4) == 0;
         if reinsert_now {
             // Pulled and pushed back before the driver looked: the slot's
             // change bits still tell.
-            immediate += 1;
+            self.immediate += 1;
         } else {
-            let (more, _) = tick_until(&mut d, &sim, 100, |ev| !endings(ev, id).is_empty());
+            let (more, _) = tick_until(&mut self.d, sim, 100, |ev| !endings(ev, id).is_empty());
             events.extend(more);
-            ledger.poll(&mut d, &p, id);
-            assert_eq!(ledger.outstanding(id), 0, "{context}");
+            self.ledger.poll(&mut self.d, p, id);
+            assert_eq!(self.ledger.outstanding(id), 0, "{context}");
             // Nothing is attached: every byte is back.
             let c = sim.counters();
             assert_eq!((c.dma_regions, c.dma_bytes), (0, 0), "{context}");
         }
-        let old_ctrl = ctrl;
-        ctrl = sim.hot_add(PortId(0), spec(SERIAL));
-        assert_ne!(ctrl, old_ctrl);
-        let (more, ticks) = tick_until(&mut d, &sim, 1_000, |ev| {
+        let old_ctrl = self.ctrl;
+        self.ctrl = sim.hot_add(PortId(0), spec(SERIAL));
+        assert_ne!(self.ctrl, old_ctrl);
+        let (more, ticks) = tick_until(&mut self.d, sim, 1_000, |ev| {
             ev.iter().any(|e| matches!(e, Event::Returned { .. }))
         });
         events.extend(more);
         assert!(ticks < 1_000, "{context}: not back: {events:?}");
+        ready_id(events).expect("ready")
+    }
+
+    /// The old controller ended once, by surprise removal, and `new` returned
+    /// in its place; what was outstanding is delivered once, memory is back
+    /// at the baseline, and the device saw no protocol error or wild DMA.
+    fn check_ending(&mut self, events: &[Event], new: ControllerId, context: &str) {
+        let (sim, p, id) = (&self.sim, &self.p, self.id);
         // Exactly one ending for the old controller, a surprise removal.
-        let ends = endings(&events, id);
+        let ends = endings(events, id);
         let failed = match ends[..] {
             [Event::Removed {
                 failed_commands, ..
             }] => failed_commands,
             _ => panic!("{context}: {events:?}"),
         };
-        let new = ready_id(&events).expect("ready");
         assert!(
             events.contains(&Event::Returned {
                 id: new,
@@ -162,70 +226,83 @@ fn run(cycles: u64, seed: u64, mode: RemovedReads) -> u64 {
         );
         assert_eq!(events.len(), 4, "{context}: {events:?}");
         // What was outstanding is delivered once, with DeviceRemoved.
-        ledger.poll(&mut d, &p, id);
-        assert_eq!(ledger.outstanding(id), 0, "{context}");
-        let (ok, removed) = ledger.retire(id, &context);
+        self.ledger.poll(&mut self.d, p, id);
+        assert_eq!(self.ledger.outstanding(id), 0, "{context}");
+        let (ok, removed) = self.ledger.retire(id, context);
         assert_eq!(removed, failed as usize, "{context}: failed_commands");
-        total_failed += removed as u64;
-        total_ok += ok as u64;
+        self.total_failed += removed as u64;
+        self.total_ok += ok as u64;
         // Memory: back to the baseline of one ready controller.
         let c = sim.counters();
-        assert_eq!(
-            (c.dma_regions, c.dma_bytes),
-            (base_regions, base_bytes),
-            "{context}"
-        );
+        assert_eq!((c.dma_regions, c.dma_bytes), self.base, "{context}");
         assert_eq!(c.protocol_errors, 0, "{context}: {:?}", sim.protocol_log());
         assert_eq!(c.wild_dma, 0, "{context}");
-        // Old handles: stale or a removed controller, never the new one.
-        old_ids.push(id);
-        if old_ids.len() > 8 {
-            old_ids.remove(0);
+    }
+
+    /// Handles of the last few removed controllers, this cycle's included:
+    /// stale or a removed controller, never the new one.
+    fn check_old_handles(&mut self, context: &str) {
+        let (sim, p) = (&self.sim, &self.p);
+        let (d, ledger) = (&mut self.d, &mut self.ledger);
+        self.old_ids.push(self.id);
+        if self.old_ids.len() > 8 {
+            self.old_ids.remove(0);
         }
-        let commands = io_commands(&sim);
-        for &old in &old_ids {
+        let commands = io_commands(sim);
+        for &old in &self.old_ids {
             match d.controller(old) {
                 Err(e) => assert_eq!(e, Error::StaleHandle, "{context}"),
                 Ok(c) => assert_eq!(c.state(), State::Removed, "{context}"),
             }
             let refused = ledger.rejected.len();
-            assert!(ledger.write(&mut d, &p, old, 0, 1).is_none(), "{context}");
+            assert!(ledger.write(d, p, old, 0, 1).is_none(), "{context}");
             assert!(matches!(
                 ledger.rejected[refused..],
                 [Error::StaleHandle | Error::DeviceRemoved]
             ));
             ledger.rejected.clear();
-            assert_eq!(ledger.poll(&mut d, &p, old), 0, "{context}");
+            assert_eq!(ledger.poll(d, p, old), 0, "{context}");
         }
         assert_eq!(
-            io_commands(&sim),
+            io_commands(sim),
             commands,
             "{context}: an old handle reached a device"
         );
-        id = new;
-        // Now and then, verified I/O on the new controller.
-        if cycle % 16 == 0 {
-            let lba = rng.below(1024);
-            let mut buf = p.dma_alloc(BLOCK, 4096).unwrap();
-            buf.as_mut_slice().fill(cycle as u8);
-            d.controller(id).unwrap().write(1, lba, &buf).unwrap();
-            let mut back = p.dma_alloc(BLOCK, 4096).unwrap();
-            d.controller(id).unwrap().read(1, lba, &mut back).unwrap();
-            assert_eq!(back.as_slice(), buf.as_slice(), "{context}");
-            p.dma_free(buf);
-            p.dma_free(back);
-        }
+    }
+
+    /// A block written to the controller in the port reads back the same.
+    fn verified_io(&mut self, cycle: u64, context: &str) {
+        let (p, id) = (&self.p, self.id);
+        let d = &mut self.d;
+        let lba = self.rng.below(1024);
+        let mut buf = p.dma_alloc(BLOCK, 4096).unwrap();
+        buf.as_mut_slice().fill(cycle as u8);
+        d.controller(id).unwrap().write(1, lba, &buf).unwrap();
+        let mut back = p.dma_alloc(BLOCK, 4096).unwrap();
+        d.controller(id).unwrap().read(1, lba, &mut back).unwrap();
+        assert_eq!(back.as_slice(), buf.as_slice(), "{context}");
+        p.dma_free(buf);
+        p.dma_free(back);
+    }
+}
+
+/// Runs `cycles` remove/re-insert cycles; returns how many completed.
+fn run(cycles: u64, seed: u64, mode: RemovedReads) -> u64 {
+    let mut c = Cycler::new(seed, mode);
+    for cycle in 0..cycles {
+        let context = format!("{mode:?} cycle {cycle} (seed {seed})");
+        c.cycle(cycle, &context);
     }
     // Every command of every cycle completed exactly once.
-    ledger.retire(id, "all cycles");
-    assert!(ledger.unknown.is_empty());
+    c.ledger.retire(c.id, "all cycles");
+    assert!(c.ledger.unknown.is_empty());
     println!(
-        "{mode:?}: {cycles} cycles, {} commands ({total_ok} ok, {total_failed} failed with DeviceRemoved), {immediate} re-inserted before the driver looked",
-        ledger.retired
+        "{mode:?}: {cycles} cycles, {} commands ({} ok, {} failed with DeviceRemoved), {} re-inserted before the driver looked",
+        c.ledger.retired, c.total_ok, c.total_failed, c.immediate
     );
-    d.controller(id).unwrap().detach().unwrap();
-    let c = sim.counters();
-    assert_eq!((c.dma_regions, c.dma_bytes), (0, 0));
+    c.d.controller(c.id).unwrap().detach().unwrap();
+    let counters = c.sim.counters();
+    assert_eq!((counters.dma_regions, counters.dma_bytes), (0, 0));
     cycles
 }
 

@@ -83,7 +83,28 @@ pub fn cycle_steps(n: u64, drive: &str) -> Vec<Step> {
 
 /// Every scenario, in the order `test` runs them.
 pub fn all() -> Vec<Scenario> {
-    let scenarios = vec![
+    let groups = [
+        boot_and_io(),
+        persistence(),
+        hot_plug(),
+        power_and_bring_up(),
+    ];
+    groups
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            if s.time_limit == Duration::from_secs(60) {
+                s.time_limit(TIME_LIMIT)
+            } else {
+                s
+            }
+        })
+        .collect()
+}
+
+/// The board, and I/O on controllers of several shapes and a failing disk.
+fn boot_and_io() -> Vec<Scenario> {
+    vec![
         Scenario::new(
             "boot",
             "the board: memory map, clock, PCI walk, ECAM, DMA allocator",
@@ -163,6 +184,12 @@ pub fn all() -> Vec<Scenario> {
         .expect("bad_opcode", "0x02")
         .expect("after_error", "ok")
         .expect("dma_regions", "0"),
+    ]
+}
+
+/// Data that must outlive a power cut.
+fn persistence() -> Vec<Scenario> {
+    vec![
         Scenario::new(
             "persist-write",
             "write a pattern, flush, and cut the power (SIGKILL) as soon as the flush \
@@ -179,6 +206,13 @@ pub fn all() -> Vec<Scenario> {
             "scenario=io persist=check seed=7",
         )
         .expect("persisted", "ok"),
+    ]
+}
+
+/// Controllers added to and pulled from a slot, with commands in flight, many
+/// times over, or after an orderly detach.
+fn hot_plug() -> Vec<Scenario> {
+    vec![
         Scenario::new(
             "hot-add",
             "device_add into the empty rp2: the tick finds it, brings it up, verified I/O; \
@@ -241,6 +275,13 @@ pub fn all() -> Vec<Scenario> {
         .expect("detached_by", "Orderly")
         .expect("dma_regions", "0")
         .expect("dma_bytes", "0"),
+    ]
+}
+
+/// Slot power flapped, controllers pulled during bring-up, and the board's
+/// hand on its own.
+fn power_and_bring_up() -> Vec<Scenario> {
+    vec![
         Scenario::new(
             "link-flap",
             "slot power off (0x05c0) and on: Removed, then Ready and Returned with the \
@@ -300,17 +341,7 @@ pub fn all() -> Vec<Scenario> {
             Step::tell("deleted"),
         ])
         .expect("presence", "0"),
-    ];
-    scenarios
-        .into_iter()
-        .map(|s| {
-            if s.time_limit == Duration::from_secs(60) {
-                s.time_limit(TIME_LIMIT)
-            } else {
-                s
-            }
-        })
-        .collect()
+    ]
 }
 
 /// The scenario called `name`.

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -195,23 +196,7 @@ pub fn run(scenario: &Scenario, kernel: &Path, echo: bool, extra: &[String]) -> 
         Ok(q) => q,
         Err(e) => return failed_to_start(scenario, e),
     };
-    let mut failure = None;
-    if uses_qmp {
-        if let Err(e) = qemu.qmp() {
-            failure = Some(e);
-        }
-    }
-    if failure.is_none() {
-        for (index, step) in scenario.steps.iter().enumerate() {
-            if echo && !matches!(step, Step::Marker(_)) {
-                println!("host> {}", step.describe());
-            }
-            if let Err(e) = perform(&mut qemu, step, deadline) {
-                failure = Some(format!("step {} ({}): {e}", index + 1, step.describe()));
-                break;
-            }
-        }
-    }
+    let failure = play(&mut qemu, scenario, uses_qmp, echo, deadline);
     let killed = failure.is_none() && matches!(scenario.steps.last(), Some(Step::Kill));
     let status = qemu.wait_exit(deadline);
     let wall = qemu.started.elapsed();
@@ -228,30 +213,89 @@ pub fn run(scenario: &Scenario, kernel: &Path, echo: bool, extra: &[String]) -> 
     };
     drop(qemu);
     let crash = status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
+    let mut failure = judge(scenario, failure, killed, crash, status, &log);
+    let (results, kmain) = markers(&log);
+    if failure.is_none() {
+        failure = unmet_expectation(scenario, &results);
+    }
+    Report {
+        name: scenario.name.clone(),
+        failure,
+        qemu_crashed: crash.is_some() && !killed,
+        wall,
+        first_line: log.first().map(|l| l.at),
+        kmain,
+        results,
+        log,
+        stderr,
+    }
+}
+
+/// Connects QMP if the script needs it and performs the steps in order;
+/// returns why the first one failed.
+fn play(
+    qemu: &mut Qemu,
+    scenario: &Scenario,
+    uses_qmp: bool,
+    echo: bool,
+    deadline: Instant,
+) -> Option<String> {
+    if uses_qmp {
+        if let Err(e) = qemu.qmp() {
+            return Some(e);
+        }
+    }
+    for (index, step) in scenario.steps.iter().enumerate() {
+        if echo && !matches!(step, Step::Marker(_)) {
+            println!("host> {}", step.describe());
+        }
+        if let Err(e) = perform(qemu, step, deadline) {
+            return Some(format!("step {} ({}): {e}", index + 1, step.describe()));
+        }
+    }
+    None
+}
+
+/// Why the finished run failed, if it did: a run killed on purpose is judged
+/// by the guest's last words, a QEMU crash is reported as such, otherwise a
+/// failed step or the guest's verdict and exit status decide.
+fn judge(
+    scenario: &Scenario,
+    failure: Option<String>,
+    killed: bool,
+    crash: Option<i32>,
+    status: Option<ExitStatus>,
+    log: &[Line],
+) -> Option<String> {
     if killed {
         // Killed on purpose: the guest's last words decide.
-        failure = log
-            .iter()
+        log.iter()
             .find(|l| l.text.starts_with("@@FAIL"))
-            .map(|l| l.text.trim_start_matches("@@").to_string());
+            .map(|l| l.text.trim_start_matches("@@").to_string())
     } else if let Some(signal) = crash {
         // QEMU itself died: whatever the guest did, that is an emulator bug,
         // reported as such (the caller may retry).
-        failure = Some(format!(
+        Some(format!(
             "QEMU crashed (signal {signal}){}",
             failure.map(|f| format!(" during: {f}")).unwrap_or_default()
-        ));
+        ))
     } else if failure.is_none() {
-        failure = verdict(
+        verdict(
             scenario,
             status.and_then(|s| s.code()),
             status.is_none(),
-            &log,
-        );
+            log,
+        )
+    } else {
+        failure
     }
+}
+
+/// The `@@RESULT` pairs (later values win) and the `@@BOOT kmain_us` time.
+fn markers(log: &[Line]) -> (BTreeMap<String, String>, Option<Duration>) {
     let mut results = BTreeMap::new();
     let mut kmain = None;
-    for line in &log {
+    for line in log {
         match line.marker() {
             Some(("RESULT", rest)) => {
                 for pair in rest.split_whitespace() {
@@ -270,32 +314,19 @@ pub fn run(scenario: &Scenario, kernel: &Path, echo: bool, extra: &[String]) -> 
             _ => {}
         }
     }
-    if failure.is_none() {
-        for (key, want) in &scenario.expect {
-            match results.get(key) {
-                Some(got) if got == want => {}
-                Some(got) => {
-                    failure = Some(format!("result {key}={got}, expected {want}"));
-                    break;
-                }
-                None => {
-                    failure = Some(format!("no result {key} (expected {want})"));
-                    break;
-                }
-            }
+    (results, kmain)
+}
+
+/// The first expected result that is missing or differs.
+fn unmet_expectation(scenario: &Scenario, results: &BTreeMap<String, String>) -> Option<String> {
+    for (key, want) in &scenario.expect {
+        match results.get(key) {
+            Some(got) if got == want => {}
+            Some(got) => return Some(format!("result {key}={got}, expected {want}")),
+            None => return Some(format!("no result {key} (expected {want})")),
         }
     }
-    Report {
-        name: scenario.name.clone(),
-        failure,
-        qemu_crashed: crash.is_some() && !killed,
-        wall,
-        first_line: log.first().map(|l| l.at),
-        kmain,
-        results,
-        log,
-        stderr,
-    }
+    None
 }
 
 fn perform(qemu: &mut Qemu, step: &Step, deadline: Instant) -> Result<(), String> {

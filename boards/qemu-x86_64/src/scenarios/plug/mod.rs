@@ -1,0 +1,193 @@
+//! `plug`: the driver's tick monitor against real (emulated) hot-plug: a
+//! device added to an empty slot, pulled with commands in flight, pulled and
+//! re-added many times, removed in an orderly way with the attention button,
+//! its slot power flapped, pulled during bring-up; and a second controller
+//! that keeps serving meanwhile.
+//!
+//! The hand (`crate::hand`) pulls devices; it shares nothing with the driver,
+//! so each removal is a surprise to it.
+//!
+//! Arguments: `port=B:D.F` (hex) the root port whose slot is played with
+//! (required); `mode=` one of
+//! - `cycles` (`cycles=N`): N times: `@@PHASE empty`, the host adds a
+//!   controller, the tick finds it, verified I/O, `inflight=K` commands
+//!   submitted, the hand pulls it, each command completes once;
+//! - `surprise`: the controller cold-plugged in the slot is pulled with
+//!   `inflight=K` commands in flight (a slow backend keeps them there);
+//! - `button`: the host's `device_del` presses the attention button, the
+//!   driver detaches, then the hand empties the slot (`@@WAIT deleted`);
+//! - `flap`: slot power off, the driver reports the removal, power on, the
+//!   same device is reported ready and returned with its data (`quick=on`:
+//!   power returns before the driver could notice);
+//! - `bringup`: the controller in the slot is pulled `after_ticks=N` ticks
+//!   into its bring-up;
+//!
+//! `warmup=BYTES` first writes, reads back and times BYTES on the controller
+//! outside the slot; `survivor=io` runs verified I/O on a controller outside the slot on every
+//! tick of the removal; `verify=pattern|zeroes` (zeroes for a null backend);
+//! `timeout_ms=N` bounds each wait (default 10000).
+
+mod bringup;
+mod button;
+mod cycles;
+mod flap;
+mod ledger;
+mod pull;
+mod surprise;
+mod verify;
+mod warmup;
+
+use core::time::Duration;
+
+use bare_nvme::{ControllerId, State};
+use pci_types::PciAddress;
+
+use super::{check_dma_returned, Board, Outcome, Scenario};
+use crate::hand::Hand;
+use crate::nvme::{self, Monitor, Nvme};
+use crate::pci::{self, scan, NO_DEVICE};
+use crate::{clock, dma, ensure, failure, marker};
+use bringup::bringup;
+use button::button;
+use cycles::cycles;
+use flap::flap;
+use surprise::surprise;
+use warmup::{idle_cost, warmup};
+
+/// The scenario.
+pub const SCENARIO: Scenario = Scenario {
+    name: "plug",
+    about: "hot-add, surprise removal, cycles, attention button, link flap, removal in bring-up",
+    run,
+};
+
+/// Most commands kept in flight at a pull.
+const MAX_INFLIGHT: usize = 64;
+
+/// What every mode works with: the board, the tick monitor, the hand on the
+/// slot and the arguments.
+struct Ctx<'a> {
+    board: &'a Board,
+    monitor: Monitor,
+    hand: Hand,
+    /// The bus behind the slot.
+    bus: u8,
+    timeout_ms: u64,
+    survivor_io: bool,
+    zeroes: bool,
+    inflight: usize,
+    /// Survivor I/O rounds done.
+    survivor_rounds: u64,
+}
+
+fn run(board: &Board) -> Outcome {
+    let args = board.args;
+    let baseline = dma::stats();
+    let port = args
+        .pci_address("port")
+        .ok_or_else(|| failure!("malformed port="))?
+        .ok_or_else(|| failure!("port= is required"))?;
+    let topology = scan::walk(&board.config);
+    let root = topology
+        .root_ports
+        .iter()
+        .find(|p| p.addr == port)
+        .ok_or_else(|| failure!("no root port with a slot at {port}"))?;
+    let hand = Hand::new(port).ok_or_else(|| failure!("{port} has no PCIe capability"))?;
+    let number = |key, default| {
+        args.number(key, default)
+            .ok_or_else(|| failure!("malformed {key}="))
+    };
+    let mut cx = Ctx {
+        board,
+        monitor: Monitor::new(Duration::from_millis(1)),
+        hand,
+        bus: root.secondary_bus,
+        timeout_ms: number("timeout_ms", 10_000)?,
+        survivor_io: args.get("survivor") == Some("io"),
+        zeroes: args.get("verify") == Some("zeroes"),
+        inflight: (number("inflight", 16)? as usize).min(MAX_INFLIGHT),
+        survivor_rounds: 0,
+    };
+    let config = nvme::config_from(&args)?;
+    let mut d = nvme::driver(board.platform, board.access, config);
+    d.scan().map_err(|e| failure!("scan: {e}"))?;
+    let mode = args.get("mode").unwrap_or("cycles");
+    let result = match mode {
+        "bringup" => bringup(&mut cx, &mut d, number("after_ticks", 1)?),
+        _ => {
+            settle(&mut cx, &mut d)?;
+            warmup(&mut cx, &mut d, number("warmup", 0)? as usize)?;
+            idle_cost(&mut d, 200)?;
+            match mode {
+                "cycles" => cycles(&mut cx, &mut d, number("cycles", 1)?),
+                "surprise" => surprise(&mut cx, &mut d),
+                "button" => button(&mut cx, &mut d),
+                "flap" => flap(&mut cx, &mut d),
+                other => Err(failure!("unknown mode={other}")),
+            }
+        }
+    };
+    result?;
+    detach_all(&mut cx, &mut d)?;
+    marker!("RESULT survivor_rounds={}", cx.survivor_rounds);
+    drop(d);
+    check_dma_returned(baseline)
+}
+
+/// Ticks until no controller is coming up.
+fn settle(cx: &mut Ctx, d: &mut Nvme) -> Outcome {
+    let deadline = super::deadline_ms(cx.timeout_ms);
+    loop {
+        let ids: heapless::Vec<ControllerId, 8> = d.controllers().collect();
+        let busy = ids.iter().any(|&id| {
+            d.controller(id).is_ok_and(|c| {
+                matches!(
+                    c.state(),
+                    State::Resetting | State::Enabling | State::Initializing
+                )
+            })
+        });
+        if !busy {
+            return Ok(());
+        }
+        ensure!(clock::now() < deadline, "controllers not ready in time");
+        cx.monitor.tick(d);
+    }
+}
+
+/// Orderly detach of every live controller; each reports Removed once, then
+/// the driver stays quiet.
+fn detach_all(cx: &mut Ctx, d: &mut Nvme) -> Outcome {
+    let live: heapless::Vec<ControllerId, 8> = d.ready_controllers().collect();
+    for &id in &live {
+        d.detach(id).map_err(|e| failure!("detach {id}: {e}"))?;
+    }
+    cx.monitor.removals(d, live.len() as u32, cx.timeout_ms)?;
+    cx.monitor.quiet(d, 30)
+}
+
+/// Whether `id` sits on `bus`.
+fn on_bus(d: &Nvme, id: ControllerId, bus: u8) -> bool {
+    d.address(id).is_ok_and(|a| a.bus() == bus)
+}
+
+/// The ready controller in the slot, if any.
+fn in_slot(d: &Nvme, bus: u8) -> Option<ControllerId> {
+    d.ready_controllers().find(|&id| on_bus(d, id, bus))
+}
+
+/// A ready controller outside the slot.
+fn outside(d: &Nvme, bus: u8) -> Option<ControllerId> {
+    d.ready_controllers().find(|&id| !on_bus(d, id, bus))
+}
+
+/// The slot's presence as the scenario sees it through its own accessor.
+fn slot_filled(cx: &Ctx) -> bool {
+    pci::vendor_id(&cx.board.config, PciAddress::new(0, cx.bus, 0, 0)) != NO_DEVICE
+}
+
+/// `t` in whole milliseconds.
+fn ms(t: Duration) -> u64 {
+    t.as_micros() as u64 / 1000
+}
