@@ -304,7 +304,10 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             entry.reported.attached = true;
         }
         let state = entry.controller.state();
-        if state == State::Ready && !entry.reported.ready {
+        // Also a controller that came up between ticks (a blocking call
+        // finished its bring-up) and ended before this one: it served, so
+        // it is reported ready before its end.
+        if (state == State::Ready || entry.controller.came_up) && !entry.reported.ready {
             let Some(info) = entry.controller.info().copied() else {
                 return;
             };

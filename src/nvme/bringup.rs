@@ -330,6 +330,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         let Some(&nsid) = self.pending_nsids.get(k as usize) else {
             self.state = State::Ready;
             self.step = Step::Ready;
+            self.came_up = true;
             info!(
                 "nvme: ready, {} I/O queues of {} entries, {} namespaces ({} refused)",
                 self.io.len(),
