@@ -293,6 +293,8 @@ impl BlockModel {
 /// One simulated controller.
 struct DeviceModel {
     location: Location,
+    /// Where its function answered when last looked at.
+    address: Option<pci_types::PciAddress>,
     knobs: Knobs,
     serial: String,
     blocks: HashMap<u64, BlockModel>,
@@ -396,6 +398,7 @@ impl Model {
             let serial = format!("model{}", devices.len());
             devices.push(DeviceModel {
                 location,
+                address: None,
                 knobs,
                 serial: serial.clone(),
                 blocks: HashMap::new(),
@@ -417,6 +420,9 @@ impl Model {
             builder = add(builder, Location::Bus0, k);
         }
         let sim = builder.build();
+        for (d, m) in devices.iter_mut().enumerate() {
+            m.address = sim.address(CtrlId(d));
+        }
         let config = DriverConfig {
             controller: Config {
                 io_queues: 2,
@@ -428,6 +434,11 @@ impl Model {
                 ..Config::default()
             },
             bus_rescan_interval: Some(Duration::from_millis(50)),
+            // Room for BARs of functions hot-added on bus 0.
+            root_window: Some((
+                bare_nvme::PhysAddr::new(bare_nvme_sim::MMIO_APERTURE.0 + (64 << 20)),
+                1 << 20,
+            )),
             ..DriverConfig::default()
         };
         let driver = Box::new(Drv::new(sim.platform(), sim.config_access(), config));
@@ -477,8 +488,15 @@ impl Model {
             self.trace.push(format!("  event {e:?}"));
             match e {
                 Event::Attached { id, address } => {
+                    // The device answering there now, or the last one seen
+                    // there (attached by a scan, removed before the tick).
                     let dev = (0..self.devices.len())
-                        .find(|&d| self.sim.address(CtrlId(d)) == Some(address));
+                        .find(|&d| self.sim.address(CtrlId(d)) == Some(address))
+                        .or_else(|| {
+                            (0..self.devices.len())
+                                .rev()
+                                .find(|&d| self.devices[d].address == Some(address))
+                        });
                     let Some(dev) = dev else {
                         self.fail(format!("{id} attached at {address}: no device there"));
                     };
@@ -551,6 +569,11 @@ impl Model {
     /// Notes which controllers serve, and collects what finished
     /// controllers failed: an embedder collects before the entry is reused.
     fn observe(&mut self) {
+        for d in 0..self.devices.len() {
+            if let Some(a) = self.sim.address(CtrlId(d)) {
+                self.devices[d].address = Some(a);
+            }
+        }
         let c = self.sim.counters();
         let bad = (c.wild_dma, c.freed_while_dma_possible, c.protocol_errors);
         if bad != self.bad {
@@ -996,6 +1019,7 @@ impl Model {
                 assert_eq!(new.0, self.devices.len());
                 self.devices.push(DeviceModel {
                     location,
+                    address: None,
                     knobs,
                     serial,
                     blocks: HashMap::new(),
@@ -1103,11 +1127,12 @@ impl Model {
         }
     }
 
-    /// Ticks for `span` of virtual time, 1 ms apart, observing.
+    /// Ticks for `span` of virtual time, 5 ms apart (the slot poll
+    /// interval is 10 ms), observing.
     fn run_for(&mut self, span: Duration) {
         let end = self.sim.now() + span;
         while self.sim.now() < end {
-            self.sim.advance(Duration::from_millis(1));
+            self.sim.advance(Duration::from_millis(5));
             self.sim.process();
             self.tick();
             self.observe();
@@ -1141,10 +1166,11 @@ impl Model {
             self.devices[d].held = false;
         }
         self.sim.release_all();
-        // Long enough for any reset, stop or detach under way to end.
-        self.run_for(Duration::from_secs(3));
+        // Long enough for any reset (CAP.TO 500 ms, backoffs), stop or
+        // detach under way to end.
+        self.run_for(Duration::from_secs(2));
         self.driver.scan().expect("scan");
-        self.run_for(Duration::from_secs(3));
+        self.run_for(Duration::from_secs(2));
         self.poll_all();
         for d in 0..self.devices.len() {
             if !self.sim.is_present(CtrlId(d)) {
@@ -1189,7 +1215,7 @@ impl Model {
                 self.id_model(id).detach_requested = true;
             }
         }
-        self.run_for(Duration::from_secs(3));
+        self.run_for(Duration::from_secs(2));
         self.poll_all();
         let books: Vec<(ControllerId, bool, bool, bool)> = self
             .ids
