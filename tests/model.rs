@@ -1455,3 +1455,48 @@ fn a_detach_that_fails_its_shutdown_does_not_attach_the_device_again() {
     assert_eq!(attaches, 1, "attached again after its detach: {events:?}");
     assert_eq!(driver.controllers().count(), 1);
 }
+
+/// Found by the model: an orderly detach ends with the controller shut
+/// down but still enabled (CC.EN = 1, CSTS.RDY = 1), its memory returned on
+/// the proof that bus mastering is off. A scan then attaches the function
+/// again and turns bus mastering back on: until the new bring-up disables
+/// the controller, it can reach the returned memory through the queue
+/// addresses it still holds.
+#[test]
+fn a_detached_controller_is_disabled_before_a_scan_attaches_it_again() {
+    let sim = Sim::single(
+        Knobs {
+            depth: 4,
+            slow_disable: 0,
+            slow_shutdown: 0,
+            slow_ready: false,
+            shadow: false,
+        }
+        .spec("again"),
+    );
+    let mut driver = Box::new(Drv::new(
+        sim.platform(),
+        sim.config_access(),
+        DriverConfig::default(),
+    ));
+    driver.scan().expect("scan");
+    driver.wait_ready(Duration::from_secs(5));
+    let id = driver.ready_controllers().next().expect("ready");
+    driver.detach(id).unwrap();
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        sim.advance(Duration::from_millis(1));
+        events.extend(driver.tick());
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Removed { id: r, .. } if *r == id)),
+        "{events:?}"
+    );
+    assert_eq!(driver.scan().expect("scan"), 1, "attached again");
+    assert!(
+        !sim.can_dma(CtrlId(0)),
+        "bus mastering is on and the controller still enabled from the last attach"
+    );
+}

@@ -286,6 +286,11 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                 let csts = self.read_status();
                 if csts.bits() != u32::MAX && csts.shutdown_complete() {
                     info!("nvme: controller shut down");
+                    // Shut down is not disabled: a controller left enabled
+                    // still holds its queue addresses, and whoever turns bus
+                    // mastering on next (a new attach) would let it reach
+                    // the memory returned now.
+                    self.clear_enable();
                     self.begin_teardown(State::Detached, Error::Aborted);
                     return Ok(Outcome::Progress);
                 }
