@@ -461,6 +461,12 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     }
 
     fn enable(&mut self) -> Result<()> {
+        // The controller was seen disabled: only now may it reach memory.
+        if !self.link.allow_dma() {
+            return Err(Error::DeviceUnsupported {
+                what: "bus mastering (the command register ignores it)",
+            });
+        }
         if self.scratch.is_none() {
             self.scratch = Some(
                 self.platform
