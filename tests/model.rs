@@ -1158,6 +1158,16 @@ impl Model {
             self.devices[d].held = false;
         }
         self.sim.release_all();
+        // A glitch still pending would hide the function from the scan
+        // below (see `a_scan_finds_a_function_whose_first_config_read_glitches`):
+        // behaving again means it passed.
+        let access = self.sim.config_access();
+        for d in 0..self.devices.len() {
+            if let Some(address) = self.sim.address(CtrlId(d)) {
+                // SAFETY: a read of the simulated configuration space.
+                let _ = unsafe { pci_types::ConfigRegionAccess::read(&access, address, 0) };
+            }
+        }
         // Long enough for any reset (CAP.TO 500 ms, backoffs), stop or
         // detach under way to end.
         self.run_for(Duration::from_secs(2));
@@ -1494,4 +1504,35 @@ fn a_detached_controller_is_disabled_before_a_scan_attaches_it_again() {
         !sim.can_dma(CtrlId(0)),
         "bus mastering is on and the controller still enabled from the last attach"
     );
+}
+
+/// Found by the model: one config read of a present device that glitches
+/// (all-ones once) during a scan hides the function from it; nothing
+/// looks again (a hot-plug slot is only re-read on slot events), so the
+/// device stays unserved until the embedder scans again. The driver reads
+/// twice before it believes a device gone elsewhere.
+#[test]
+#[ignore = "defect: enumeration believes a single all-ones vendor read"]
+fn a_scan_finds_a_function_whose_first_config_read_glitches() {
+    let sim = Sim::single(
+        Knobs {
+            depth: 4,
+            slow_disable: 0,
+            slow_shutdown: 0,
+            slow_ready: false,
+            shadow: false,
+        }
+        .spec("glitchy"),
+    );
+    let mut driver = Box::new(Drv::new(
+        sim.platform(),
+        sim.config_access(),
+        DriverConfig::default(),
+    ));
+    sim.glitch(CtrlId(0));
+    let found = driver.scan().expect("scan");
+    driver.wait_ready(Duration::from_secs(5));
+    let ready = driver.ready_controllers().count();
+    drop(driver);
+    assert_eq!((found, ready), (1, 1), "the glitched function was missed");
 }
