@@ -1536,3 +1536,44 @@ fn a_scan_finds_a_function_whose_first_config_read_glitches() {
     drop(driver);
     assert_eq!((found, ready), (1, 1), "the glitched function was missed");
 }
+
+/// Found by the model (a simulation defect): a controller given up because
+/// it does not disable within CAP.TO has its bus mastering turned off and
+/// its memory returned; the simulated device then still read its shadow
+/// doorbells and wrote EventIdx there (counted as wild DMA), though with bus
+/// mastering off it can reach no memory.
+#[test]
+fn a_given_up_controller_with_shadow_doorbells_reaches_no_memory() {
+    let knobs = Knobs {
+        depth: 4,
+        slow_disable: 2,
+        slow_shutdown: 0,
+        slow_ready: false,
+        shadow: true,
+    };
+    run_scenario(&Scenario {
+        first: knobs,
+        second: None,
+        bus0: None,
+        depth: 2,
+        steps: vec![
+            Step::Tick { ms: 1 },
+            Step::Blocking {
+                c: 0,
+                op: Blocking::Read,
+                lba: 0,
+                blocks: 1,
+            },
+            // Never rung, so it times out: abort, reset, the disable takes
+            // longer than CAP.TO, the controller is given up.
+            Step::Submit {
+                c: 0,
+                q: 0,
+                write: false,
+                lba: 0,
+                blocks: 1,
+                unaligned: false,
+            },
+        ],
+    });
+}
