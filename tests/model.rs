@@ -316,6 +316,8 @@ struct IdModel {
     /// `DeviceModel::faults` / `holds` when it attached.
     faults_base: u32,
     holds_base: u32,
+    /// `DeviceModel::lost` when it attached.
+    lost_base: u32,
     detach_requested: bool,
     ready: bool,
     seen_serving: bool,
@@ -499,6 +501,7 @@ impl Model {
                         dev,
                         faults_base: self.devices[dev].faults,
                         holds_base: self.devices[dev].holds,
+                        lost_base: self.devices[dev].lost,
                         detach_requested: false,
                         ready: false,
                         seen_serving: false,
@@ -717,8 +720,9 @@ impl Model {
     fn error_allowed(&self, id: ControllerId, error: Error, unrung: bool) -> bool {
         let m = &self.ids[&key(id)].1;
         let d = &self.devices[m.dev];
-        let faulted = d.faults > m.faults_base;
-        let held = d.holds > m.holds_base;
+        // Since it attached, or still in effect from before.
+        let faulted = d.faults > m.faults_base || d.hung;
+        let held = d.holds > m.holds_base || d.held;
         match error {
             Error::DeviceRemoved | Error::ControllerFailed => faulted,
             Error::Timeout { .. } => faulted || held || unrung,
@@ -766,7 +770,7 @@ impl Model {
         );
         let dev = self.ids[&key(id)].1.dev;
         match done.result {
-            Ok(()) => self.check(self.devices[dev].lost == p.lost_at_submit, || {
+            Ok(()) => self.check(self.ids[&key(id)].1.lost_base == p.lost_at_submit, || {
                 format!(
                     "tag {}: Ok though its device vanished before it was sent",
                     done.tag
@@ -830,6 +834,7 @@ impl Model {
         let platform = self.sim.platform();
         let len = blocks as usize * BLOCK;
         let lost_before = self.devices[dev].lost;
+        let lost_base = self.id_model(id).lost_base;
         let outstanding = self
             .ledger
             .values()
@@ -875,7 +880,7 @@ impl Model {
         let quarantined = c.quarantined().regions > 0;
         self.trace.push(format!("  -> {result:?}"));
         match result {
-            Ok(()) => self.check(self.devices[dev].lost == lost_before, || {
+            Ok(()) => self.check(lost_base == lost_before, || {
                 "blocking call Ok though its device vanished before".to_string()
             }),
             Err(Error::Quarantined) => self.check(quarantined, || {
@@ -1574,6 +1579,45 @@ fn a_given_up_controller_with_shadow_doorbells_reaches_no_memory() {
                 blocks: 1,
                 unaligned: false,
             },
+        ],
+    });
+}
+
+/// Found by the model: a controller whose bus mastering cannot be turned
+/// off (the function ignores config writes) is detached while it is still
+/// coming up; its teardown took one CSTS read with RDY = 0 (a glitch) for
+/// proof that it stopped and returned its admin queues while it still ran.
+#[test]
+fn a_glitched_status_read_is_no_proof_that_the_controller_stopped() {
+    let quick = Knobs {
+        depth: 4,
+        slow_disable: 0,
+        slow_shutdown: 0,
+        slow_ready: false,
+        shadow: false,
+    };
+    run_scenario(&Scenario {
+        first: quick,
+        second: None,
+        bus0: Some(Knobs {
+            slow_ready: true,
+            ..quick
+        }),
+        depth: 2,
+        steps: vec![
+            Step::Tick { ms: 1 },
+            Step::Tick { ms: 15 },
+            Step::Device {
+                d: 1,
+                ev: Device::IgnoreConfigWrites(true),
+            },
+            Step::Detach { c: 1 },
+            Step::Tick { ms: 5 },
+            Step::Device {
+                d: 1,
+                ev: Device::Glitch,
+            },
+            Step::Tick { ms: 1 },
         ],
     });
 }
