@@ -41,7 +41,7 @@ use proptest::test_runner::{Config as PropConfig, RngAlgorithm, TestRng, TestRun
 type Drv = Driver<SimPlatform, SimConfig>;
 
 /// Cases per run by default: keeps `cargo test --test model` short in CI.
-const DEFAULT_CASES: u32 = 48;
+const DEFAULT_CASES: u32 = 96;
 /// The fixed seed of the default run.
 const DEFAULT_SEED: u64 = 0x6e76_6d65_6d6f_6465;
 
@@ -318,6 +318,9 @@ struct IdModel {
     holds_base: u32,
     /// `DeviceModel::lost` when it attached.
     lost_base: u32,
+    /// A command never rung ended with an error: its timeout reset the
+    /// controller, failing the others too.
+    unrung_failed: bool,
     detach_requested: bool,
     ready: bool,
     seen_serving: bool,
@@ -502,6 +505,7 @@ impl Model {
                         faults_base: self.devices[dev].faults,
                         holds_base: self.devices[dev].holds,
                         lost_base: self.devices[dev].lost,
+                        unrung_failed: false,
                         detach_requested: false,
                         ready: false,
                         seen_serving: false,
@@ -722,6 +726,10 @@ impl Model {
         let d = &self.devices[m.dev];
         // Since it attached, or still in effect from before.
         let faulted = d.faults > m.faults_base || d.hung;
+        // A command the caller never rang times out and resets the
+        // controller: every command of it may then fail the same way.
+        let unrung =
+            unrung || m.unrung_failed || self.ledger.values().any(|p| p.id == id && !p.rung);
         let held = d.holds > m.holds_base || d.held;
         match error {
             Error::DeviceRemoved | Error::ControllerFailed => faulted,
@@ -784,6 +792,9 @@ impl Model {
             }),
         }
         let ok = done.result.is_ok();
+        if !ok && !p.rung {
+            self.id_model(id).unrung_failed = true;
+        }
         if p.write {
             let d = &mut self.devices[dev];
             for i in 0..p.blocks {
