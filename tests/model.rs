@@ -346,6 +346,8 @@ struct Pending {
     /// `ring_doorbells`): until then the device has not seen it, and the
     /// deadline, counted from submission, may pass without a fault.
     rung: bool,
+    /// Its I/O deadline: rung only after it is as good as never rung.
+    deadline: bare_nvme::Instant,
 }
 
 struct Model {
@@ -695,6 +697,7 @@ impl Model {
                         expect,
                         lost_at_submit,
                         rung: false,
+                        deadline: self.sim.now() + IO_TIMEOUT,
                     },
                 );
             }
@@ -715,6 +718,17 @@ impl Model {
                 });
                 let buffer = rejected.buffer.expect("a rejection hands the buffer back");
                 self.sim.platform().dma_free(buffer);
+            }
+        }
+    }
+
+    /// The doorbell of `id`'s commands (on `queue`, or all) was rung: the
+    /// device sees them now, unless their deadline passed already.
+    fn mark_rung(&mut self, id: ControllerId, queue: Option<u16>) {
+        let now = self.sim.now();
+        for p in self.ledger.values_mut() {
+            if p.id == id && queue.is_none_or(|q| q == p.queue) && now <= p.deadline {
+                p.rung = true;
             }
         }
     }
@@ -754,13 +768,7 @@ impl Model {
             self.deliver(id, done, quarantined);
         }
         // What is still outstanding on the queue reached the doorbell now.
-        for p in self
-            .ledger
-            .values_mut()
-            .filter(|p| p.id == id && p.queue == q)
-        {
-            p.rung = true;
-        }
+        self.mark_rung(id, Some(q));
     }
 
     fn deliver(&mut self, id: ControllerId, done: Completion, quarantined: bool) {
@@ -1109,9 +1117,7 @@ impl Model {
             Step::Ring { c } => {
                 if let Some(id) = self.pick(c) {
                     self.driver.controller(id).unwrap().ring_doorbells();
-                    for p in self.ledger.values_mut().filter(|p| p.id == id) {
-                        p.rung = true;
-                    }
+                    self.mark_rung(id, None);
                 }
             }
             Step::Detach { c } => {
