@@ -935,8 +935,8 @@ impl Model {
         }
         if let Some(b) = buffer {
             if result == Err(Error::Quarantined) {
-                // The device may still write it: leaked, as documented.
-                std::mem::forget(b);
+                // The device may still write it: never freed (leaked), as
+                // documented; the quarantine lets the end check allow it.
                 return;
             }
             self.sim.caller_owns(&b);
