@@ -304,7 +304,10 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             entry.reported.attached = true;
         }
         let state = entry.controller.state();
-        if state == State::Ready && !entry.reported.ready {
+        // Also a controller that came up between ticks (a blocking call
+        // finished its bring-up) and ended before this one: it served, so
+        // it is reported ready before its end.
+        if (state == State::Ready || entry.controller.came_up) && !entry.reported.ready {
             let Some(info) = entry.controller.info().copied() else {
                 return;
             };
@@ -400,7 +403,11 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             let _ = self.history.push_back((serial, id));
         }
         let address = entry.address;
-        if state == State::Detached {
+        // A detach whose shutdown failed ends `Failed`, yet the embedder
+        // asked for the device to go all the same.
+        let detached = state == State::Detached
+            || (state == State::Failed && entry.detection == Some(Detection::Orderly));
+        if detached {
             // Detached, not gone: keep its BAR range and do not attach it
             // again until it leaves (or the embedder scans again).
             self.pci.park(address);

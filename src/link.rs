@@ -44,6 +44,15 @@ pub trait DeviceLink {
     /// could be established (the function ignores the write, or is silent
     /// while its slot and link say it is there, or there is no config space).
     fn stop_dma(&self) -> Option<DmaStop>;
+
+    /// Lets the device reach memory (turns bus mastering on), called once
+    /// the controller was seen disabled, just before it gets its queues: a
+    /// controller still enabled from an earlier attach must not reach
+    /// memory returned since. Returns whether the device can do DMA now.
+    /// The default does nothing: the embedder enabled bus mastering.
+    fn allow_dma(&self) -> bool {
+        true
+    }
 }
 
 /// A controller used on its own: always present, and DMA stops only by

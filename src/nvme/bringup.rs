@@ -290,6 +290,11 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                 let csts = self.read_status();
                 if csts.bits() != u32::MAX && csts.shutdown_complete() {
                     info!("nvme: controller shut down");
+                    // Shut down is not disabled: a controller left enabled
+                    // still holds its queue addresses, and whoever turns bus
+                    // mastering on next (a new attach) would let it reach
+                    // the memory returned now.
+                    self.clear_enable();
                     self.begin_teardown(State::Detached, Error::Aborted);
                     return Ok(Outcome::Progress);
                 }
@@ -334,6 +339,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         let Some(&nsid) = self.pending_nsids.get(k as usize) else {
             self.state = State::Ready;
             self.step = Step::Ready;
+            self.came_up = true;
             info!(
                 "nvme: ready, {} I/O queues of {} entries, {} namespaces ({} refused)",
                 self.io.len(),
@@ -460,6 +466,12 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     }
 
     fn enable(&mut self) -> Result<()> {
+        // The controller was seen disabled: only now may it reach memory.
+        if !self.link.allow_dma() {
+            return Err(Error::DeviceUnsupported {
+                what: "bus mastering (the command register ignores it)",
+            });
+        }
         if self.scratch.is_none() {
             self.scratch = Some(SharedMemory::alloc(&self.platform, PAGE_SIZE, PAGE_SIZE)?);
         }

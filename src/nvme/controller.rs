@@ -236,6 +236,9 @@ pub struct Controller<P: Platform, L: DeviceLink = ()> {
     /// Set when an orderly detach could not do everything it should (a
     /// queue deletion failed); the shutdown still runs.
     pub(crate) detach_error: Option<Error>,
+    /// Whether a bring-up ever finished: the controller served, even if
+    /// it ended before anyone looked (a blocking call can bring it up).
+    pub(crate) came_up: bool,
 }
 
 impl<P: Platform, L: DeviceLink> Controller<P, L> {
@@ -274,6 +277,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             quarantine: Quarantine::default(),
             glitches: 0,
             detach_error: None,
+            came_up: false,
         }
     }
 

@@ -116,12 +116,16 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     /// Clears CC.EN and looks for CSTS.RDY = 0. A removed device's registers
     /// may read all-zero, which must not pass for RDY = 0: CAP must read back
     /// as a controller's (neither all-zero nor all-ones, NVM command set
-    /// supported). At most four register reads.
+    /// supported). At most five register reads.
     pub(crate) fn disabled_proof(&mut self) -> Option<DmaStop> {
         self.clear_enable();
-        let csts = self.read_status();
-        if csts.bits() == u32::MAX || csts.contains(Csts::RDY) {
-            return None;
+        // One odd status read can be a glitch on the bus: RDY = 0 is proof
+        // only when a second read says so too.
+        for _ in 0..2 {
+            let csts = self.read_status();
+            if csts.bits() == u32::MAX || csts.contains(Csts::RDY) {
+                return None;
+            }
         }
         let cap = Cap(self.regs.read64(regs::CAP));
         let intact = cap.0 != 0 && cap.0 != u64::MAX && cap.nvm_command_set();

@@ -196,6 +196,37 @@ pub fn enable<A: ConfigRegionAccess + ?Sized>(access: &A, address: PciAddress) -
     Ok(())
 }
 
+/// Turns on memory decoding and turns off legacy INTx, leaving bus
+/// mastering as it is: a function attached again may hold a controller
+/// still enabled with queue addresses from before, so bus mastering waits
+/// until the controller was seen disabled ([`enable_bus_master`]).
+pub fn enable_decoding<A: ConfigRegionAccess + ?Sized>(
+    access: &A,
+    address: PciAddress,
+) -> Result<()> {
+    let config = ConfigSpace::new(access, address);
+    present(&config)?;
+    let wanted = Command::MEMORY | Command::INTX_DISABLE;
+    config.update_command(wanted, Command::empty());
+    let command = config.command();
+    present(&config)?;
+    if !command.contains(wanted) {
+        return Err(Error::BadDeviceValue {
+            field: "command register",
+            value: command.bits().into(),
+        });
+    }
+    Ok(())
+}
+
+/// Turns on bus mastering and reads it back: whether it is on.
+pub fn enable_bus_master<A: ConfigRegionAccess + ?Sized>(access: &A, address: PciAddress) -> bool {
+    let config = ConfigSpace::new(access, address);
+    config.update_command(Command::BUS_MASTER, Command::empty());
+    let command = config.command();
+    command.bits() != u16::MAX && command.contains(Command::BUS_MASTER)
+}
+
 /// Turns off bus mastering so the function can no longer issue DMA: the last
 /// resort when a controller cannot be disabled and its memory must be
 /// reclaimed. `DeviceRemoved` when the function no longer answers (it cannot
@@ -270,8 +301,9 @@ impl<const WINDOWS: usize, const RANGES: usize> BarAllocator<WINDOWS, RANGES> {
 
     /// Sizes BAR0 of `function` (whose parent bridge is `parent`, `None` on
     /// bus 0), keeps a valid firmware assignment or places it inside the
-    /// parent's memory window, then enables memory decoding and bus mastering
-    /// with INTx off. Returns the BAR as programmed.
+    /// parent's memory window, then enables memory decoding with INTx off
+    /// (bus mastering is the controller's to turn on, once it saw the
+    /// controller disabled). Returns the BAR as programmed.
     pub fn assign_bar0<A: ConfigRegionAccess + ?Sized>(
         &mut self,
         access: &A,
@@ -293,7 +325,7 @@ impl<const WINDOWS: usize, const RANGES: usize> BarAllocator<WINDOWS, RANGES> {
             }
             bar.address = target;
         }
-        enable(access, function)?;
+        enable_decoding(access, function)?;
         Ok(bar)
     }
 

@@ -99,4 +99,8 @@ impl<C: ConfigRegionAccess> DeviceLink for PciLink<C> {
         }
         self.port_says_gone().then_some(DmaStop::Gone)
     }
+
+    fn allow_dma(&self) -> bool {
+        crate::pci::bar::enable_bus_master(&self.access, self.address)
+    }
 }

@@ -443,6 +443,11 @@ impl Controller {
         let Some(size) = self.cqs.get(&cqid).map(|c| c.size) else {
             return;
         };
+        if self.shadow.is_some() && !env.bus_master {
+            // Reading the shadow head and writing EventIdx are DMA too.
+            env.stats.c.dma_blocked += 1;
+            return;
+        }
         let Some(h) = self.shadow_value(cqid, true, size, env) else {
             return;
         };
