@@ -258,7 +258,7 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
         while frame.device < DEVICES {
             let address = PciAddress::new(self.segment, bus, frame.device, frame.function);
             let config = ConfigSpace::new(access, address);
-            if !config.is_present() {
+            if !answers(&config) {
                 frame.next_device();
                 continue;
             }
@@ -299,7 +299,7 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
             let frame = *top;
             let address = PciAddress::new(self.segment, frame.bus, frame.device, frame.function);
             let config = ConfigSpace::new(access, address);
-            if !config.is_present() {
+            if !answers(&config) {
                 // Without function 0 there is no device (PCI Local Bus 3.0,
                 // 6.2.1); a missing function N > 0 leaves the others.
                 if frame.function == 0 {
@@ -465,4 +465,12 @@ fn prefetchable_window<A: ConfigRegionAccess + ?Sized>(
     let base = (u64::from(base_high) << 32) | (u64::from(base_low & 0xFFF0) << 16);
     let limit = (u64::from(limit_high) << 32) | (u64::from(limit_low & 0xFFF0) << 16) | 0xF_FFFF;
     window(base, limit)
+}
+
+/// Whether a function answers configuration space. One all-ones read can be
+/// a glitch on the bus, so a function counts as absent only after two: a
+/// walk is rare (a scan, a slot event), and an empty device number costs one
+/// read more.
+fn answers<A: ConfigRegionAccess + ?Sized>(config: &ConfigSpace<'_, A>) -> bool {
+    config.is_present() || config.is_present()
 }
