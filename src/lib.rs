@@ -15,7 +15,6 @@
 mod driver;
 pub mod error;
 mod event;
-mod hotplug;
 pub mod link;
 pub mod nvme;
 pub mod pci;

@@ -1,0 +1,271 @@
+//! The driver: every controller the PCI enumeration found, and the tick that
+//! watches them.
+
+mod entries;
+mod pci;
+mod report;
+mod slots;
+
+use core::time::Duration;
+
+use log::warn;
+use pci_types::{ConfigRegionAccess, PciAddress};
+
+use crate::error::{Error, Result};
+use crate::event::{ControllerId, Detection, Event};
+use crate::nvme::identify::IdString;
+use crate::nvme::{Config, Controller, State};
+use crate::pci::link::PciLink;
+use crate::platform::{Instant, PhysAddr, Platform};
+
+use entries::Entry;
+
+/// Default number of controllers a driver serves at once.
+pub const MAX_CONTROLLERS: usize = 4;
+/// Most events one tick returns; the rest wait for the next tick.
+pub const MAX_EVENTS: usize = 16;
+/// Serial numbers of removed controllers remembered to recognise a return.
+const HISTORY: usize = 8;
+
+/// The controller type the driver hands out.
+pub type DriverController<P, C> = Controller<P, PciLink<C>>;
+
+/// What the embedder chooses for the whole driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DriverConfig {
+    /// Settings for each controller.
+    pub controller: Config,
+    /// How often hot-plug ports' Slot Status is read.
+    pub slot_poll_interval: Duration,
+    /// How long one sweep over the empty device numbers of buses without a
+    /// hot-plug slot takes (one probe per tick); `None` disables it.
+    pub bus_rescan_interval: Option<Duration>,
+    /// Where BARs of functions on the root bus may be placed when firmware
+    /// left them unassigned (functions behind bridges use the bridge window).
+    pub root_window: Option<(PhysAddr, u64)>,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            controller: Config::default(),
+            slot_poll_interval: Duration::from_millis(10),
+            bus_rescan_interval: Some(Duration::from_millis(500)),
+            root_window: None,
+        }
+    }
+}
+
+/// A polled NVMe driver over PCI: enumerates, brings controllers up, serves
+/// them, and watches for hot-add and removal from [`Driver::tick`].
+pub struct Driver<
+    P: Platform + Clone,
+    C: ConfigRegionAccess + Clone,
+    const N: usize = MAX_CONTROLLERS,
+> {
+    pub(crate) platform: P,
+    pub(crate) access: C,
+    pub(crate) config: DriverConfig,
+    pub(crate) entries: [Option<Entry<P, C>>; N],
+    generation: u32,
+    history: heapless::Deque<(IdString<20>, ControllerId), HISTORY>,
+    pub(crate) pci: pci::Pci,
+    next_slot_poll: Instant,
+}
+
+impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<P, C, N> {
+    /// A driver with nothing attached yet; call [`Driver::scan`] next.
+    pub fn new(platform: P, access: C, config: DriverConfig) -> Self {
+        Self {
+            platform,
+            access,
+            config,
+            entries: [const { None }; N],
+            generation: 0,
+            history: heapless::Deque::new(),
+            pci: pci::Pci::new(config.root_window),
+            next_slot_poll: Instant::from_nanos(0),
+        }
+    }
+
+    /// The platform.
+    pub fn platform(&self) -> &P {
+        &self.platform
+    }
+
+    /// Identities of the controllers attached (in any state).
+    pub fn controllers(&self) -> impl Iterator<Item = ControllerId> + '_ {
+        self.entries.iter().flatten().map(|e| e.id)
+    }
+
+    /// Identities of the controllers serving I/O.
+    pub fn ready_controllers(&self) -> impl Iterator<Item = ControllerId> + '_ {
+        self.entries
+            .iter()
+            .flatten()
+            .filter(|e| e.controller.state() == State::Ready)
+            .map(|e| e.id)
+    }
+
+    /// The controller `id`. Also after its removal, so that the commands it
+    /// failed can still be collected with `poll`; `StaleHandle` once its entry
+    /// was reused.
+    pub fn controller(&mut self, id: ControllerId) -> Result<&mut DriverController<P, C>> {
+        self.entry_mut(id).map(|e| &mut e.controller)
+    }
+
+    /// The PCI address of controller `id`.
+    pub fn address(&self, id: ControllerId) -> Result<PciAddress> {
+        self.entries
+            .get(id.index as usize)
+            .and_then(|e| e.as_ref())
+            .filter(|e| e.id == id)
+            .map(|e| e.address)
+            .ok_or(Error::StaleHandle)
+    }
+
+    fn entry_mut(&mut self, id: ControllerId) -> Result<&mut Entry<P, C>> {
+        self.entries
+            .get_mut(id.index as usize)
+            .and_then(|e| e.as_mut())
+            .filter(|e| e.id == id)
+            .ok_or(Error::StaleHandle)
+    }
+
+    /// Starts an orderly detach of `id`; `tick` carries it out and reports
+    /// [`Event::Removed`] with [`Detection::Orderly`].
+    pub fn detach(&mut self, id: ControllerId) -> Result<()> {
+        self.entry_mut(id)?;
+        self.detach_entry(id.index as usize);
+        Ok(())
+    }
+
+    /// Enumerates PCI and attaches every NVMe controller found; bring-up runs
+    /// in the following ticks (or [`Driver::wait_ready`]). Returns how many
+    /// controllers were attached.
+    pub fn scan(&mut self) -> Result<usize> {
+        self.pci.unpark_all();
+        let found = self.enumerate();
+        let mut attached = 0;
+        for (address, port) in found {
+            // A finished controller at the same address (detached, removed)
+            // does not hold it: the function found now is a new attach.
+            if self.is_attached(address) {
+                continue;
+            }
+            match self.attach(address, port) {
+                Ok(_) => attached += 1,
+                Err(e) => warn!("nvme: cannot attach {address}: {e}"),
+            }
+        }
+        Ok(attached)
+    }
+
+    /// Ticks until every attached controller is ready, failed or gone, or
+    /// `timeout` passed; returns the events seen meanwhile. Returns early
+    /// when [`MAX_EVENTS`] events were collected: no event is dropped, the
+    /// rest are reported by the next `wait_ready` or `tick`.
+    pub fn wait_ready(&mut self, timeout: Duration) -> heapless::Vec<Event, MAX_EVENTS> {
+        let deadline = self.platform.now() + timeout;
+        let mut all = heapless::Vec::new();
+        loop {
+            self.tick_into(&mut all);
+            if all.is_full() {
+                return all;
+            }
+            let busy = self.entries.iter().flatten().any(|e| {
+                matches!(
+                    e.controller.state(),
+                    State::Resetting | State::Enabling | State::Initializing
+                )
+            });
+            if !busy || self.platform.now() > deadline {
+                return all;
+            }
+        }
+    }
+
+    /// The monitor: call every 1-10 ms. Advances bring-up and detach, checks
+    /// each controller with at most one register read (none when it completed
+    /// commands since the last tick), polls hot-plug slots and probes for
+    /// hot-added functions. Each lifecycle change is reported exactly once.
+    pub fn tick(&mut self) -> heapless::Vec<Event, MAX_EVENTS> {
+        let mut events = heapless::Vec::new();
+        self.tick_into(&mut events);
+        events
+    }
+
+    /// One tick, reporting into `events`: what does not fit there is
+    /// reported by a later tick, never dropped.
+    fn tick_into(&mut self, events: &mut heapless::Vec<Event, MAX_EVENTS>) {
+        let now = self.platform.now();
+        if now >= self.next_slot_poll {
+            self.next_slot_poll = now + self.config.slot_poll_interval;
+            self.poll_slots();
+        }
+        self.probe_buses(now);
+        for index in 0..N {
+            self.tick_entry(index, now, events);
+        }
+    }
+
+    fn tick_entry(
+        &mut self,
+        index: usize,
+        now: Instant,
+        events: &mut heapless::Vec<Event, MAX_EVENTS>,
+    ) {
+        let Some(entry) = self.entries[index].as_mut() else {
+            return;
+        };
+        let c = &mut entry.controller;
+        match c.state() {
+            State::Resetting
+            | State::Enabling
+            | State::Initializing
+            | State::Detaching
+            | State::Stopping => {
+                let _ = c.advance();
+            }
+            State::Ready => {
+                let seen = c.completions_seen();
+                if seen != entry.last_seen {
+                    // Alive: no register read needed (a command stuck among
+                    // others that complete is still expired below).
+                    entry.last_seen = seen;
+                } else if let Some(error) = c.check_health() {
+                    let port = entry.port;
+                    // The function still answers config space but its
+                    // controller is not running (failed, or reset behind the
+                    // driver by a link flap or a card swapped between slot
+                    // polls): the slot tells a reset device (removed, then
+                    // attached again) from a failed one.
+                    let answers = || {
+                        crate::pci::config::ConfigSpace::new(&self.access, self.address_of(index))
+                            .is_present()
+                    };
+                    if let (Some(port), true) =
+                        (port, error == Error::ControllerFailed || answers())
+                    {
+                        self.poll_slot(port);
+                        if !self.is_live(index) {
+                            self.report(index, events);
+                            return;
+                        }
+                    }
+                    if let Some(entry) = self.entries[index].as_mut() {
+                        if error == Error::DeviceRemoved {
+                            entry.detection.get_or_insert(Detection::StatusRegister);
+                        }
+                        entry.controller.lost(error);
+                    }
+                }
+                if let Some(entry) = self.entries[index].as_mut() {
+                    entry.controller.expire(now);
+                }
+            }
+            State::Detached | State::Removed | State::Failed => {}
+        }
+        self.report(index, events);
+    }
+}
