@@ -225,7 +225,7 @@ fn a_hung_controller_times_out_and_is_given_up() {
 fn a_shutdown_that_never_completes_ends_the_detach_as_failed() {
     let sim = Sim::single(spec().shutdown_never(true));
     let (mut driver, id) = ready(&sim);
-    driver.detach(id).unwrap();
+    driver.begin_detach(id).unwrap();
     let events = tick_for(&mut driver, &sim, Duration::from_secs(10), |d| {
         d.controller_state(id) == Some(State::Failed)
     });

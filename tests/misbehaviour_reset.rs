@@ -146,7 +146,7 @@ fn commands_failed_by_a_reset_survive_a_changed_queue_geometry() {
         );
         sim.platform().dma_free(done.buffer.expect("buffer back"));
     }
-    let _ = driver.detach(id);
+    let _ = driver.begin_detach(id);
     for _ in 0..2000 {
         driver.tick();
         sim.advance(Duration::from_millis(1));

@@ -1123,7 +1123,7 @@ impl Model {
             Step::Detach { c } => {
                 if let Some(id) = self.pick(c) {
                     self.driver
-                        .detach(id)
+                        .begin_detach(id)
                         .expect("a controller the driver holds");
                     self.id_model(id).detach_requested = true;
                 }
@@ -1235,7 +1235,7 @@ impl Model {
         for id in ids {
             let state = self.driver.controller(id).unwrap().state();
             if !state.is_finished() {
-                self.driver.detach(id).unwrap();
+                self.driver.begin_detach(id).unwrap();
                 self.id_model(id).detach_requested = true;
             }
         }
@@ -1464,7 +1464,7 @@ fn a_detach_that_fails_its_shutdown_does_not_attach_the_device_again() {
     driver.scan().expect("scan");
     let mut events = driver.wait_ready(Duration::from_secs(5)).to_vec();
     let id = driver.ready_controllers().next().expect("ready");
-    driver.detach(id).unwrap();
+    driver.begin_detach(id).unwrap();
     for _ in 0..2000 {
         sim.advance(Duration::from_millis(1));
         events.extend(driver.tick());
@@ -1509,7 +1509,7 @@ fn a_detached_controller_is_disabled_before_a_scan_attaches_it_again() {
     driver.scan().expect("scan");
     driver.wait_ready(Duration::from_secs(5));
     let id = driver.ready_controllers().next().expect("ready");
-    driver.detach(id).unwrap();
+    driver.begin_detach(id).unwrap();
     let mut events = Vec::new();
     for _ in 0..100 {
         sim.advance(Duration::from_millis(1));

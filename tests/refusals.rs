@@ -207,7 +207,7 @@ fn a_handle_to_a_replaced_controller_is_stale() {
     assert_eq!(driver.scan().unwrap(), 1);
     driver.wait_ready(PATIENCE);
     let old = driver.ready_controllers().next().unwrap();
-    driver.detach(old).unwrap();
+    driver.begin_detach(old).unwrap();
     let removed = (0..1000)
         .flat_map(|_| driver.tick())
         .any(|e| matches!(e, Event::Removed { id, .. } if id == old));
@@ -238,7 +238,7 @@ fn a_handle_to_a_replaced_controller_is_stale() {
     assert_ne!(new, old);
     assert_eq!(driver.controller(old).err(), Some(Error::StaleHandle));
     assert_eq!(driver.address(old), Err(Error::StaleHandle));
-    assert_eq!(driver.detach(old), Err(Error::StaleHandle));
+    assert_eq!(driver.begin_detach(old), Err(Error::StaleHandle));
     sim.reset_counters();
     driver.controller(new).unwrap().flush(NS).unwrap();
     assert_eq!(

@@ -84,7 +84,7 @@ fn a_detach_while_an_abort_is_outstanding_deletes_the_queues_and_shuts_down() {
         sim.counters().admin(admin::ABORT),
         before.admin(admin::ABORT) + 1
     );
-    driver.detach(id).unwrap();
+    driver.begin_detach(id).unwrap();
     let events = tick_for(&mut driver, &sim, Duration::from_secs(5), |d| {
         d.controller_state(id).is_some_and(|s| s.is_finished())
     });
@@ -191,7 +191,7 @@ fn a_controller_slow_at_every_step_never_stalls_a_tick() {
     );
     assert_eq!(driver.controller(id).unwrap().reset_count(), 1);
     // And an orderly detach, whose shutdown and disable are slow too.
-    driver.detach(id).unwrap();
+    driver.begin_detach(id).unwrap();
     for _ in 0..2_000 {
         events.extend(measure(&mut driver, &sim));
     }
@@ -292,7 +292,7 @@ fn a_removal_counts_only_the_callers_commands() {
 fn scan_after_an_orderly_detach_attaches_the_controller_again() {
     let sim = Sim::single(spec());
     let (mut driver, id) = ready(&sim);
-    driver.detach(id).unwrap();
+    driver.begin_detach(id).unwrap();
     tick_for(&mut driver, &sim, Duration::from_secs(5), |d| {
         d.controller_state(id) == Some(State::Detached)
     });
@@ -602,7 +602,7 @@ fn a_detach_during_a_reset_ends_orderly_with_the_commands_failed_once() {
     assert_eq!(driver.controller_state(id), Some(State::Resetting));
     // The reset still waits for RDY = 0: nothing may be handed back yet.
     assert!(poll(&mut driver, id).is_empty());
-    driver.detach(id).unwrap();
+    driver.begin_detach(id).unwrap();
     let events = tick_for(&mut driver, &sim, Duration::from_secs(2), |d| {
         d.controller_state(id).is_some_and(|s| s.is_finished())
     });

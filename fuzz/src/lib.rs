@@ -504,7 +504,7 @@ pub fn run(data: &[u8]) -> Reached {
     // Teardown: detach everything, wait for the end, collect every command.
     let ids: Vec<ControllerId> = driver.controllers().collect();
     for id in &ids {
-        let _ = driver.detach(*id);
+        let _ = driver.begin_detach(*id);
     }
     let finished = |driver: &mut FuzzDriver| {
         ids.iter().all(|id| {
@@ -652,7 +652,7 @@ fn step(
         9 => sim.set_cfs(CtrlId(0)),
         10 => sim.surprise_remove(CtrlId(0)),
         11 => {
-            let _ = driver.detach(id);
+            let _ = driver.begin_detach(id);
         }
         12 => {
             sim.advance(Duration::from_millis(u64::from(a)));

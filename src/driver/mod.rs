@@ -134,7 +134,7 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
 
     /// Starts an orderly detach of `id`; `tick` carries it out and reports
     /// [`Event::Removed`] with [`Detection::Orderly`].
-    pub fn detach(&mut self, id: ControllerId) -> Result<()> {
+    pub fn begin_detach(&mut self, id: ControllerId) -> Result<()> {
         self.entry_mut(id)?;
         self.detach_entry(id.index as usize);
         Ok(())

@@ -136,7 +136,7 @@ pub fn collect(driver: &mut BoxedDrv, id: ControllerId, queue: u16, n: usize) ->
 pub fn finish(sim: &Sim, mut driver: BoxedDrv) {
     let ids: Vec<ControllerId> = driver.ready_controllers().collect();
     for &id in &ids {
-        driver.detach(id).unwrap();
+        driver.begin_detach(id).unwrap();
     }
     let mut removed = Vec::new();
     let deadline = sim.now() + PATIENCE;

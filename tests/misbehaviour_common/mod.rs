@@ -151,7 +151,7 @@ pub fn round_trip(driver: &mut SimDriver, sim: &Sim, id: ControllerId, lba: u64)
 pub fn finish(mut driver: Box<SimDriver>, sim: &Sim) {
     let ids: Vec<ControllerId> = driver.controllers().collect();
     for id in &ids {
-        let _ = driver.detach(*id);
+        let _ = driver.begin_detach(*id);
     }
     tick_for(&mut driver, sim, Duration::from_secs(30), |d| {
         ids.iter().all(|id| {
