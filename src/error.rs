@@ -131,6 +131,12 @@ pub enum Error {
     /// The command was aborted because its controller is being reset, detached
     /// or removed in an orderly way.
     Aborted,
+    /// A driver invariant did not hold: a defect of the driver, neither the
+    /// caller's nor the device's doing. Nothing was sent to the device.
+    Internal {
+        /// Which invariant.
+        what: &'static str,
+    },
     /// A blocking call's command ended with its controller, and the device
     /// could not be proven unable to reach memory: the buffer the call
     /// borrowed may still be written by the device. Do not reuse or free it
@@ -210,6 +216,7 @@ impl fmt::Display for Error {
             Error::DeviceRemoved => write!(f, "device removed"),
             Error::ControllerFailed => write!(f, "controller failed"),
             Error::Aborted => write!(f, "command aborted"),
+            Error::Internal { what } => write!(f, "driver invariant broken: {what}"),
             Error::Quarantined => write!(f, "buffer quarantined: the device may still write it"),
             Error::BadDeviceValue { field, value } => {
                 write!(f, "device reported invalid {field} = {value:#x}")

@@ -50,7 +50,9 @@ impl AdminChannel {
         dstrd: u8,
     ) -> Result<(u64, u64)> {
         self.queue.attach_rings(platform, entries, dstrd, 0)?;
-        self.queue.ring_addresses().ok_or(Error::NotReady)
+        self.queue.ring_addresses().ok_or(Error::Internal {
+            what: "admin queue without rings",
+        })
     }
 
     /// Writes `sqe` into the ring and rings the doorbell (the admin queue

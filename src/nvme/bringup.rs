@@ -18,6 +18,11 @@ use crate::nvme::regs::{self, Cap, Cc, Csts};
 use crate::nvme::shared_memory::SharedMemory;
 use crate::platform::{Platform, RegisterAccess};
 
+/// A queue whose rings were allocated at the step before has none.
+const NO_RINGS: Error = Error::Internal {
+    what: "queue without rings",
+};
+
 /// Most step transitions one `advance` call makes: bounds the work per tick.
 const STEPS_PER_ADVANCE: usize = 16;
 
@@ -156,7 +161,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             }
             Step::CreateCq(i) => {
                 let q = &self.io[i as usize];
-                let (_, cq_phys) = q.ring_addresses().ok_or(Error::NotReady)?;
+                let (_, cq_phys) = q.ring_addresses().ok_or(NO_RINGS)?;
                 let mut sqe = SubmissionEntry::new(admin::CREATE_CQ);
                 sqe.prp1 = cq_phys;
                 sqe.cdw10 = ((q.entries() as u32 - 1) << 16) | q.qid as u32;
@@ -169,7 +174,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             }
             Step::CreateSq(i) => {
                 let q = &self.io[i as usize];
-                let (sq_phys, _) = q.ring_addresses().ok_or(Error::NotReady)?;
+                let (sq_phys, _) = q.ring_addresses().ok_or(NO_RINGS)?;
                 let mut sqe = SubmissionEntry::new(admin::CREATE_SQ);
                 sqe.prp1 = sq_phys;
                 sqe.cdw10 = ((q.entries() as u32 - 1) << 16) | q.qid as u32;
@@ -419,7 +424,9 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         }
         let Some((shadow, event_idx)) = self.doorbell_buffers.as_ref().map(|b| b.addresses())
         else {
-            return Err(Error::NotReady);
+            return Err(Error::Internal {
+                what: "shadow doorbell pages missing",
+            });
         };
         let mut sqe = SubmissionEntry::new(admin::DOORBELL_BUFFER_CONFIG);
         sqe.prp1 = shadow;
@@ -545,7 +552,9 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         self.scratch
             .as_ref()
             .map(|s| s.phys().as_u64())
-            .ok_or(Error::NotReady)
+            .ok_or(Error::Internal {
+                what: "identify page missing",
+            })
     }
 
     /// Copies the scratch page into `page` and returns the bytes copied:
@@ -592,6 +601,7 @@ fn is_permanent(error: Error) -> bool {
             | Error::DeviceUnsupported { .. }
             | Error::OutOfDmaMemory { .. }
             | Error::MapFailed { .. }
+            | Error::Internal { .. }
     )
 }
 

@@ -479,7 +479,9 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                 Some(addr) => sqe.prp1 = addr,
                 None => {
                     *buffer = q.tracker.cancel(cid);
-                    return Err(Error::NotReady);
+                    return Err(Error::Internal {
+                        what: "no room for the Dataset Management range",
+                    });
                 }
             }
         }

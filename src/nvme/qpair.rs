@@ -119,7 +119,9 @@ impl<const N: usize> QueuePair<N> {
         internal: bool,
         buffer: &mut Option<DmaRegion>,
     ) -> Result<u16> {
-        let (sq, _) = self.rings.as_ref().ok_or(Error::NotReady)?;
+        let (sq, _) = self.rings.as_ref().ok_or(Error::Internal {
+            what: "queue without rings",
+        })?;
         if sq.is_full() {
             return Err(Error::QueueFull { queue: self.qid });
         }
