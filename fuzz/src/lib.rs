@@ -58,8 +58,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bare_nvme::{
-    Completion, Config, ControllerId, DmaRegion, Driver, DriverConfig, Event, Instant, IoOp, PhysAddr,
-    Platform, RegisterAccess, State,
+    Completion, Config, ControllerId, DmaRegion, Driver, DriverConfig, Event, Instant, IoOp,
+    PhysAddr, Platform, RegisterAccess, State,
 };
 use bare_nvme_sim::{
     ControllerSpec, CtrlId, Hold, Misbehaviour, NamespaceSpec, PortId, Queues, Rule, Sim,
@@ -670,7 +670,11 @@ pub fn run(data: &[u8]) -> Reached {
     let mut rig = Rig {
         sim: sim.clone(),
         platform: platform.clone(),
-        ports: if on_bus0 { 0 } else { 1 + usize::from(two_ports) },
+        ports: if on_bus0 {
+            0
+        } else {
+            1 + usize::from(two_ports)
+        },
         ctrls,
         spec: spec.serial("fuzz-h"),
         down: Vec::new(),
@@ -692,29 +696,45 @@ pub fn run(data: &[u8]) -> Reached {
     reached.recovered = recover(&rig, &mut driver, &mut ledger, &chaos);
 
     // Teardown: detach everything, wait for the end, collect every command.
-    // A tick may attach a function found again (a device that came back),
-    // so until a few ticks pass with every controller finished.
+    // A detach that cannot shut the controller down ends Failed and
+    // releases the function, which the bus rescan then attaches again; after
+    // a few such rounds the devices are pulled, which ends the cycle.
     let mut asked: Vec<ControllerId> = Vec::new();
     let mut ticks = 0;
     let mut quiet_ticks = 0;
+    let mut rounds = 0;
     while quiet_ticks < 4 {
         let ids: Vec<ControllerId> = driver.controllers().collect();
-        let mut all_finished = true;
+        let mut fresh = false;
         for id in ids {
             let Ok(c) = driver.controller(id) else {
                 continue;
             };
-            if c.state().is_finished() {
-                continue;
-            }
-            all_finished = false;
-            if !asked.contains(&id) {
+            if !c.state().is_finished() && !asked.contains(&id) {
                 asked.push(id);
+                fresh = true;
                 let _ = driver.detach(id);
             }
         }
-        quiet_ticks = if all_finished { quiet_ticks + 1 } else { 0 };
+        if fresh && ticks > 0 {
+            rounds += 1;
+            if rounds == 3 {
+                for &(c, _) in &rig.ctrls {
+                    sim.surprise_remove(c);
+                }
+            }
+        }
         tick(&mut driver, &mut ledger);
+        let all_finished = driver
+            .controllers()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .all(|id| {
+                driver
+                    .controller(id)
+                    .map_or(true, |c| c.state().is_finished())
+            });
+        quiet_ticks = if all_finished { quiet_ticks + 1 } else { 0 };
         ticks += 1;
         assert!(ticks < DETACH_TICKS, "detach never finishes");
     }
@@ -800,12 +820,7 @@ pub fn run(data: &[u8]) -> Reached {
 /// ended) within [`SETTLE_TICKS`] of virtual milliseconds, and, unless a
 /// lie may have left the driver misconfigured, every Ready controller must
 /// serve a read of block 0 from its first I/O queue. Returns how many did.
-fn recover(
-    rig: &Rig,
-    driver: &mut FuzzDriver,
-    ledger: &mut Ledger,
-    chaos: &Shared,
-) -> usize {
+fn recover(rig: &Rig, driver: &mut FuzzDriver, ledger: &mut Ledger, chaos: &Shared) -> usize {
     let sim = &rig.sim;
     for &(c, _) in &rig.ctrls {
         sim.behave(c);
@@ -820,9 +835,9 @@ fn recover(
     let settled = |driver: &mut FuzzDriver| {
         let ids: Vec<ControllerId> = driver.controllers().collect();
         ids.into_iter().all(|id| {
-            driver
-                .controller(id)
-                .map_or(true, |c| c.state() == State::Ready || c.state().is_finished())
+            driver.controller(id).map_or(true, |c| {
+                c.state() == State::Ready || c.state().is_finished()
+            })
         })
     };
     let mut ticks = 0;
@@ -849,11 +864,11 @@ fn recover(
     }
     // Commands the misbehaving device lost time out and come back.
     let mut ticks = 0;
-    while ledger
-        .outstanding
-        .values()
-        .any(|id| driver.controller(*id).is_ok_and(|c| c.state() == State::Ready))
-    {
+    while ledger.outstanding.values().any(|id| {
+        driver
+            .controller(*id)
+            .is_ok_and(|c| c.state() == State::Ready)
+    }) {
         poll_all(driver, ledger);
         sim_tick(rig, driver, ledger);
         ticks += 1;
