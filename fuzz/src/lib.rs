@@ -418,6 +418,10 @@ impl Ledger {
 
     fn delivered(&mut self, id: ControllerId, done: Completion) {
         let tag = done.tag;
+        if tracing() {
+            let at = done.buffer.as_ref().map(|b| b.phys().as_u64());
+            eprintln!("delivered {tag} {:?} buffer {at:#x?}", done.result);
+        }
         assert_eq!(
             self.outstanding.remove(&tag),
             Some(id),
@@ -1036,6 +1040,9 @@ fn step(rig: &mut Rig, driver: &mut FuzzDriver, ledger: &mut Ledger, op: [u8; OP
             } else {
                 ctrl.write(ns.id(), lba, &buffer)
             };
+            if tracing() {
+                eprintln!("blocking {result:?} buffer {:#x}", buffer.phys().as_u64());
+            }
             if matches!(result, Err(bare_nvme::Error::Quarantined)) {
                 // The device may still write it: never reused.
                 ledger.kept += 1;
