@@ -23,7 +23,7 @@ const CI_SECONDS: u64 = 45;
 const DEFAULT_SECONDS: u64 = 600;
 /// No AddressSanitizer: the driver's unsafe code only touches DMA memory,
 /// which the simulated machine carves from one arena that ASan cannot see
-/// into, and the run is about twice as fast without it.
+/// into, and the run is about three times as fast without it.
 const SANITIZER: &str = "none";
 /// Longest input the fuzzer tries (configuration, script and device lies).
 const MAX_LEN: &str = "-max_len=2048";
