@@ -13,10 +13,15 @@
 //! - any clock read can jump the virtual clock so deadlines expire,
 //! - any DMA allocation or register mapping can fail.
 //!
-//! On top of that the input picks the controller's capabilities, a
+//! On top of that the input picks the controller's capabilities and timing
+//! (slow disable, slow shutdown), the namespace geometry (512 or 4096 byte
+//! blocks, sizes, count), the topology (bus 0, or one or two hot-plug root
+//! ports with a second controller present or hot-added later), a
 //! misbehaviour rule of the simulated controller and a script of operations
-//! (submissions, polls, ticks, blocking I/O, removal, CFS, link flaps, hangs,
-//! detach).
+//! (submissions up to 64 KiB from unaligned buffers, so PRP lists; polls,
+//! ticks, blocking I/O, removal, CFS, link flaps and bounces, presence
+//! bounces, hangs, glitches, memory decoding off, config writes ignored so
+//! bus mastering cannot be switched off, hot-add, detach).
 //!
 //! Invariants checked (a panic is a finding):
 //! - no panic and no out-of-bounds access in the driver (the sim panics on a
@@ -26,8 +31,21 @@
 //! - every submitted command completes exactly once (a ledger of tags: a
 //!   second completion, or one for a tag never submitted, fails; after
 //!   teardown every command has been delivered),
-//! - each controller reports at most one terminal event (Removed or Failed),
-//! - no DMA memory leaked once the driver is dropped.
+//! - no event lost: every controller reported attached reports exactly one
+//!   end (Removed or Failed), `Quarantined` at most once and only after it,
+//! - memory comes back only when the device provably cannot DMA: no region
+//!   (ring, PRP list, caller buffer) handed back while the simulated device
+//!   could still write it, no device access outside memory it owned, no
+//!   protocol error, and at the end every DMA region is back except those
+//!   the driver declared quarantined (`Event::Quarantined`) and blocking-I/O
+//!   buffers it refused with `Error::Quarantined`. Lies that defeat any
+//!   proof excuse what they can cause: a lying register or config read
+//!   excuses memory handed back early, wild DMA and protocol errors;
+//!   device writes into driver memory excuse wild DMA and protocol errors,
+//! - once the device behaves again (lies stop, rules cleared, hang lifted,
+//!   config writes accepted, held commands completed) every controller
+//!   settles, Ready or ended, within bounded virtual time, and a Ready one
+//!   serves a read from its first I/O queue.
 //!
 //! Input layout: [`HEADER`] bytes of configuration, then `ops` operations of
 //! [`OP_BYTES`] each, then events of [`EVENT_BYTES`] each (a skip count, a
@@ -40,8 +58,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bare_nvme::{
-    Config, ControllerId, DmaRegion, Driver, DriverConfig, Event, Instant, IoOp, PhysAddr,
-    Platform, RegisterAccess, State,
+    Completion, Config, ControllerId, DmaRegion, Driver, DriverConfig, Event, Instant, IoOp,
+    PhysAddr, Platform, RegisterAccess, State,
 };
 use bare_nvme_sim::{
     ControllerSpec, CtrlId, Hold, Misbehaviour, NamespaceSpec, PortId, Queues, Rule, Sim,
@@ -77,6 +95,13 @@ struct Chaos {
     /// DMA regions the driver (or the harness) holds: CPU address and length.
     live: Vec<(usize, usize)>,
     sim: Sim,
+    /// The device stopped lying (the end of the script).
+    quiet: bool,
+    /// A register or config read lied: the driver's proofs of a stopped
+    /// device may have been forged.
+    read_lied: bool,
+    /// The device wrote into driver memory by itself.
+    scribbled: bool,
 }
 
 type Shared = Rc<RefCell<Chaos>>;
@@ -90,6 +115,9 @@ impl Chaos {
             "the driver hangs: {} platform calls",
             self.calls
         );
+        if self.quiet {
+            return None;
+        }
         let lie = *self.lies.get(self.next)?;
         if lie.at > self.calls {
             return None;
@@ -99,7 +127,7 @@ impl Chaos {
     }
 
     /// The device writes into DMA memory the driver gave it.
-    fn scribble(&self, lie: Lie) {
+    fn scribble(&mut self, lie: Lie) {
         if self.live.is_empty() {
             return;
         }
@@ -145,6 +173,7 @@ impl Chaos {
             return;
         }
         let offset = offset % (len - n + 1);
+        self.scribbled = true;
         for (i, &byte) in bytes[..n].iter().enumerate() {
             // SAFETY: `virt .. virt + len` is a live allocation of the sim's
             // arena (removed from `live` when freed); `offset + i < len`. The
@@ -202,6 +231,9 @@ impl Platform for FuzzPlatform {
     }
 
     fn dma_free(&self, region: DmaRegion) {
+        if tracing() {
+            eprintln!("free {:#x}+{:#x}", region.phys().as_u64(), region.len());
+        }
         {
             let mut chaos = self.chaos.borrow_mut();
             chaos.call();
@@ -240,14 +272,17 @@ impl RegisterAccess for FuzzRegisters {
     fn read32(&self, offset: usize) -> u32 {
         let lie = self.chaos.borrow_mut().call();
         let value = self.inner.read32(offset);
-        lie.map_or(value, |lie| lie_about(value, lie))
+        lie.map_or(value, |lie| {
+            self.chaos.borrow_mut().read_lied = true;
+            lie_about(value, lie)
+        })
     }
 
     fn write32(&self, offset: usize, value: u32) {
         let lie = self.chaos.borrow_mut().call();
         self.inner.write32(offset, value);
         if let Some(lie) = lie {
-            self.chaos.borrow().scribble(lie);
+            self.chaos.borrow_mut().scribble(lie);
         }
     }
 }
@@ -257,7 +292,10 @@ impl ConfigRegionAccess for FuzzConfig {
         let lie = self.chaos.borrow_mut().call();
         // SAFETY: forwarded as received; the sim has no unsafe requirements.
         let value = unsafe { self.inner.read(address, offset) };
-        lie.map_or(value, |lie| lie_about(value, lie))
+        lie.map_or(value, |lie| {
+            self.chaos.borrow_mut().read_lied = true;
+            lie_about(value, lie)
+        })
     }
 
     unsafe fn write(&self, address: PciAddress, offset: u16, value: u32) {
@@ -321,35 +359,112 @@ fn rule(byte: u8, times: u8) -> Option<Rule> {
 
 type FuzzDriver = Driver<FuzzPlatform, FuzzConfig, 2>;
 
-/// What the harness knows about the commands it submitted.
-#[derive(Default)]
+/// Whether `FUZZ_TRACE` asks for the operations to be printed (read once).
+fn tracing() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("FUZZ_TRACE").is_some())
+}
+
+/// What the harness knows about the commands it submitted and the events
+/// it was told.
 struct Ledger {
+    sim: Sim,
     next_tag: u64,
     /// Submitted, not yet delivered: which controller has them.
     outstanding: HashMap<u64, ControllerId>,
     delivered: u64,
+    /// Successful deliveries per tag (for the recovery check).
+    succeeded: Vec<u64>,
     /// Buffers handed back, to be freed at the end.
     returned: Vec<DmaRegion>,
-    terminal: HashMap<ControllerId, u32>,
+    attached: Vec<ControllerId>,
+    ended: Vec<ControllerId>,
+    /// Regions the driver declared quarantined, per controller.
+    quarantined: HashMap<ControllerId, u32>,
+    /// Blocking-I/O buffers the driver refused with `Error::Quarantined`:
+    /// kept for good, as the driver asks.
+    kept: u32,
 }
 
 impl Ledger {
-    fn delivered(&mut self, id: ControllerId, tag: u64, buffer: Option<DmaRegion>) {
+    fn new(sim: &Sim) -> Ledger {
+        Ledger {
+            sim: sim.clone(),
+            next_tag: 0,
+            outstanding: HashMap::new(),
+            delivered: 0,
+            succeeded: Vec::new(),
+            returned: Vec::new(),
+            attached: Vec::new(),
+            ended: Vec::new(),
+            quarantined: HashMap::new(),
+            kept: 0,
+        }
+    }
+
+    fn tag(&mut self) -> u64 {
+        self.next_tag += 1;
+        self.next_tag
+    }
+
+    /// A buffer is the caller's again (the sim checks that the device can
+    /// no longer write it); freed at the end.
+    fn give_back(&mut self, buffer: Option<DmaRegion>) {
+        if let Some(buffer) = buffer {
+            self.sim.caller_owns(&buffer);
+            self.returned.push(buffer);
+        }
+    }
+
+    fn delivered(&mut self, id: ControllerId, done: Completion) {
+        let tag = done.tag;
+        if tracing() {
+            let at = done.buffer.as_ref().map(|b| b.phys().as_u64());
+            eprintln!("delivered {tag} {:?} buffer {at:#x?}", done.result);
+        }
         assert_eq!(
             self.outstanding.remove(&tag),
             Some(id),
             "command {tag} completed twice, on the wrong controller, or was never submitted"
         );
         self.delivered += 1;
-        self.returned.extend(buffer);
+        if done.result.is_ok() {
+            self.succeeded.push(tag);
+        }
+        self.give_back(done.buffer);
     }
 
     fn events(&mut self, events: &[Event]) {
         for e in events {
-            if let Event::Removed { id, .. } | Event::Failed { id, .. } = *e {
-                let n = self.terminal.entry(id).or_default();
-                *n += 1;
-                assert_eq!(*n, 1, "{id:?} reported its end twice: {events:?}");
+            if tracing() {
+                eprintln!("event {e:?}");
+            }
+            match *e {
+                Event::Attached { id, .. } => {
+                    assert!(
+                        !self.attached.contains(&id),
+                        "{id:?} attached twice: {events:?}"
+                    );
+                    self.attached.push(id);
+                }
+                Event::Removed { id, .. } | Event::Failed { id, .. } => {
+                    assert!(
+                        !self.ended.contains(&id),
+                        "{id:?} reported its end twice: {events:?}"
+                    );
+                    self.ended.push(id);
+                }
+                Event::Quarantined { id, regions, .. } => {
+                    assert!(
+                        self.ended.contains(&id),
+                        "{id:?} quarantined before its end was reported: {events:?}"
+                    );
+                    assert!(
+                        self.quarantined.insert(id, regions).is_none(),
+                        "{id:?} reported quarantine twice: {events:?}"
+                    );
+                }
+                Event::Ready { .. } | Event::Returned { .. } => {}
             }
         }
     }
@@ -362,7 +477,7 @@ fn poll_all(driver: &mut FuzzDriver, ledger: &mut Ledger) {
             continue;
         };
         for q in 0..c.io_queue_count() {
-            c.poll(q, |done| ledger.delivered(id, done.tag, done.buffer));
+            c.poll(q, |done| ledger.delivered(id, done));
         }
     }
 }
@@ -385,7 +500,58 @@ pub struct Reached {
     pub lies: usize,
     /// Platform calls made.
     pub calls: u64,
+    /// Controllers the driver reported attached.
+    pub attached: usize,
+    /// Reads served after the device behaved again (the recovery check).
+    pub recovered: usize,
+    /// DMA regions the driver declared quarantined.
+    pub quarantined: u32,
 }
+
+/// The simulated machine as the script sees it.
+struct Rig {
+    sim: Sim,
+    platform: FuzzPlatform,
+    /// Hot-plug root ports (none: the controller sits on bus 0).
+    ports: usize,
+    /// Every controller ever plugged in, with its port.
+    ctrls: Vec<(CtrlId, Option<PortId>)>,
+    /// For hot-added controllers.
+    spec: ControllerSpec,
+    /// Ports whose link the script took down.
+    down: Vec<PortId>,
+    /// A device was reset behind the driver's back (power loss, link
+    /// down): until the driver notices, its doorbell writes reach a
+    /// disabled controller, which the sim counts as protocol errors.
+    reset_behind: bool,
+}
+
+impl Rig {
+    fn ctrl(&self, pick: u8) -> CtrlId {
+        self.ctrls[usize::from(pick) % self.ctrls.len()].0
+    }
+
+    fn port(&self, pick: u8) -> Option<PortId> {
+        (self.ports > 0).then(|| PortId(usize::from(pick) % self.ports))
+    }
+}
+
+/// Delays of a slow disable or shutdown: the last one outlasts the
+/// driver's ready timeout, so the device cannot be proven stopped in time.
+const DELAYS_MS: [u64; 4] = [0, 2, 30, 400];
+/// Most blocks of a namespace beyond its base size (geometry byte).
+const SIZE_STEP: u64 = 61;
+/// Virtual time each platform clock read takes: coarse, so that the
+/// driver's waits (tens of milliseconds) take few iterations.
+const CLOCK_STEP_US: u64 = 1_000;
+/// DMA arena of the simulated machine: rings, PRP lists, a few transfers
+/// and what a quarantine keeps.
+const ARENA_BYTES: usize = 1 << 20;
+/// Longest transfer the driver is configured for: PRP lists beyond 8 KiB.
+const MAX_TRANSFER: usize = 64 << 10;
+/// Ticks, each 1 ms of virtual time, for controllers to settle once the
+/// device behaves again.
+const SETTLE_TICKS: usize = 3_000;
 
 /// Runs one input; panics when the driver breaks an invariant.
 pub fn run(data: &[u8]) -> Reached {
@@ -396,41 +562,60 @@ pub fn run(data: &[u8]) -> Reached {
     let mdts = input.u8();
     let queues = input.u8();
     let geometry = input.u8();
-    let dstrd = input.u8();
+    let shape = input.u8();
     let ops = input.u8() % 48;
     let (rule_kind, rule_times) = (input.u8(), input.u8());
 
     let block_size = if geometry & 1 == 0 { 512 } else { 4096 };
+    let base_blocks = 64 + u64::from(geometry >> 3) * SIZE_STEP;
     let mut spec = ControllerSpec::default()
         .serial("fuzz")
         .mqes(if mqes == 0 { 2047 } else { u16::from(mqes) - 1 })
         .timeout(timeout)
         .mdts(mdts)
         .max_ioqpairs(u16::from(queues >> 4).max(1))
-        .dstrd(dstrd & 3)
+        .dstrd(shape & 3)
         .firmware_enabled(flags & 1 != 0)
         .shadow_doorbells(flags & 2 != 0)
         .volatile_cache(flags & 4 != 0)
-        .hold(if flags & 8 != 0 { Hold::Io } else { Hold::None });
-    for n in 0..1 + (geometry >> 1) % 3 {
-        spec = spec.namespace(NamespaceSpec::new(64 + u64::from(n) * 32, block_size));
+        .hold(if flags & 8 != 0 { Hold::Io } else { Hold::None })
+        .shutdown_delay(Duration::from_millis(DELAYS_MS[usize::from(shape >> 6)]));
+    if shape >> 4 & 3 != 0 {
+        spec = spec.disable_delay(Duration::from_millis(
+            DELAYS_MS[usize::from(shape >> 4 & 3)],
+        ));
     }
-    let sim = if flags & 16 != 0 {
-        Sim::builder()
-            .controller_on_bus0(spec)
-            .clock_step(Duration::from_micros(50))
-            .arena_size(2 << 20)
-            .build()
+    for n in 0..1 + (geometry >> 1) % 3 {
+        spec = spec.namespace(NamespaceSpec::new(
+            base_blocks + u64::from(n) * 32,
+            block_size,
+        ));
+    }
+    let on_bus0 = flags & 16 != 0;
+    let two_ports = !on_bus0 && shape & 4 != 0;
+    let second = two_ports && shape & 8 != 0;
+    let mut builder = Sim::builder()
+        .clock_step(Duration::from_micros(CLOCK_STEP_US))
+        .arena_size(ARENA_BYTES);
+    let mut ctrls = vec![(CtrlId(0), None)];
+    if on_bus0 {
+        builder = builder.controller_on_bus0(spec.clone());
     } else {
-        Sim::builder()
+        builder = builder
             .root_port(true)
-            .controller_on_port(PortId(0), spec)
-            .clock_step(Duration::from_micros(50))
-            .arena_size(2 << 20)
-            .build()
-    };
-    // The run checks teardown itself; a lying device may provoke what the
-    // simulation's own end check rejects.
+            .controller_on_port(PortId(0), spec.clone());
+        ctrls[0].1 = Some(PortId(0));
+        if two_ports {
+            builder = builder.root_port(true);
+        }
+        if second {
+            builder = builder.controller_on_port(PortId(1), spec.clone().serial("fuzz-b"));
+            ctrls.push((CtrlId(1), Some(PortId(1))));
+        }
+    }
+    let sim = builder.build();
+    // The run does the end check itself (below): which lies excuse what
+    // only the harness knows.
     sim.unchecked();
     if let Some(rule) = rule(rule_kind, rule_times) {
         sim.misbehave(CtrlId(0), rule);
@@ -457,6 +642,9 @@ pub fn run(data: &[u8]) -> Reached {
         calls: 0,
         live: Vec::new(),
         sim: sim.clone(),
+        quiet: false,
+        read_lied: false,
+        scribbled: false,
     }));
     let platform = FuzzPlatform {
         inner: sim.platform(),
@@ -470,7 +658,7 @@ pub fn run(data: &[u8]) -> Reached {
         controller: Config {
             io_queues: u16::from(queues & 7).max(1),
             queue_depth: 2 + u16::from(queues >> 3 & 1) * 30,
-            max_transfer: 8 << 10,
+            max_transfer: MAX_TRANSFER as u32,
             admin_timeout: Duration::from_millis(20),
             io_timeout: Duration::from_millis(50),
             ready_timeout_limit: Duration::from_millis(100),
@@ -482,50 +670,82 @@ pub fn run(data: &[u8]) -> Reached {
         root_window: Some((PhysAddr::new(0xC000_0000), 0x3000_0000)),
     };
     let mut driver: FuzzDriver = Driver::new(platform.clone(), access, config);
-    let mut ledger = Ledger::default();
+    let mut ledger = Ledger::new(&sim);
+    let mut rig = Rig {
+        sim: sim.clone(),
+        platform: platform.clone(),
+        ports: if on_bus0 {
+            0
+        } else {
+            1 + usize::from(two_ports)
+        },
+        ctrls,
+        spec: spec.serial("fuzz-h"),
+        down: Vec::new(),
+        reset_behind: false,
+    };
 
     let mut reached = Reached::default();
     if driver.scan().is_ok() {
-        let events = driver.wait_ready(Duration::from_millis(500));
+        let events = driver.wait_ready(Duration::from_millis(200));
         ledger.events(&events);
         reached.ready = driver.ready_controllers().next().is_some();
         for op in &script {
-            step(
-                &sim,
-                &platform,
-                &mut driver,
-                &mut ledger,
-                *op,
-                flags & 16 == 0,
-            );
+            step(&mut rig, &mut driver, &mut ledger, *op);
         }
     }
 
+    // The device behaves again: a controller still in service must serve.
+    chaos.borrow_mut().quiet = true;
+    reached.recovered = recover(&rig, &mut driver, &mut ledger, &chaos);
+
     // Teardown: detach everything, wait for the end, collect every command.
-    let ids: Vec<ControllerId> = driver.controllers().collect();
-    for id in &ids {
-        let _ = driver.begin_detach(*id);
-    }
-    let finished = |driver: &mut FuzzDriver| {
-        ids.iter().all(|id| {
-            driver.controller(*id).map_or(true, |c| {
-                matches!(c.state(), State::Detached | State::Removed | State::Failed)
-            })
-        })
-    };
+    // A detach that cannot shut the controller down ends Failed and
+    // releases the function, which the bus rescan then attaches again; after
+    // a few such rounds the devices are pulled, which ends the cycle.
+    let mut asked: Vec<ControllerId> = Vec::new();
     let mut ticks = 0;
-    while !finished(&mut driver) {
+    let mut quiet_ticks = 0;
+    let mut rounds = 0;
+    while quiet_ticks < 4 {
+        let ids: Vec<ControllerId> = driver.controllers().collect();
+        let mut fresh = false;
+        for id in ids {
+            let Ok(c) = driver.controller(id) else {
+                continue;
+            };
+            if !c.state().is_finished() && !asked.contains(&id) {
+                asked.push(id);
+                fresh = true;
+                let _ = driver.begin_detach(id);
+            }
+        }
+        if fresh && ticks > 0 {
+            rounds += 1;
+            if rounds == 3 {
+                for &(c, _) in &rig.ctrls {
+                    sim.surprise_remove(c);
+                }
+            }
+        }
         tick(&mut driver, &mut ledger);
+        let all_finished = driver
+            .controllers()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .all(|id| {
+                driver
+                    .controller(id)
+                    .map_or(true, |c| c.state().is_finished())
+            });
+        quiet_ticks = if all_finished { quiet_ticks + 1 } else { 0 };
         ticks += 1;
         assert!(ticks < DETACH_TICKS, "detach never finishes");
-    }
-    for _ in 0..4 {
-        tick(&mut driver, &mut ledger);
     }
     poll_all(&mut driver, &mut ledger);
     // A finished controller's entry may be recycled for a new attach once
     // the table is full; what it still held for the caller went back to the
-    // platform with it (the leak check below covers the memory).
+    // platform with it (the memory check below covers it).
     ledger
         .outstanding
         .retain(|_, id| driver.controller(*id).is_ok());
@@ -534,43 +754,236 @@ pub fn run(data: &[u8]) -> Reached {
         "commands never completed after teardown: {:?}",
         ledger.outstanding
     );
+    // No event lost: every controller attached reported its end, and the
+    // quarantine of each one still known.
+    for id in &ledger.attached {
+        assert!(
+            ledger.ended.contains(id),
+            "{id:?} attached but never reported its end (ended: {:?})",
+            ledger.ended
+        );
+        if let Ok(c) = driver.controller(*id) {
+            let kept = c.quarantined().regions;
+            assert_eq!(
+                ledger.quarantined.get(id).copied().unwrap_or(0),
+                kept,
+                "{id:?} quarantined {kept} regions, reported otherwise"
+            );
+        }
+    }
     drop(driver);
     for buffer in ledger.returned.drain(..) {
         platform.dma_free(buffer);
     }
+    let declared = ledger.quarantined.values().sum::<u32>() + ledger.kept;
     let c = sim.counters();
-    assert_eq!(
-        (c.dma_regions, c.dma_bytes),
-        (0, 0),
-        "DMA memory leaked after teardown"
-    );
     let chaos = chaos.borrow();
+    // A lying read can forge any proof that the device stopped; device
+    // writes into the rings can make it fetch or write anything.
+    let forged = chaos.read_lied || chaos.scribbled;
+    assert!(
+        c.freed_while_dma_possible == 0 || chaos.read_lied,
+        "memory handed back while the device could still write it: {:?}\n{:#?}",
+        sim.violations(),
+        sim.protocol_log()
+    );
+    assert!(
+        c.wild_dma == 0 || forged,
+        "the device reached memory it did not own: {:?}",
+        sim.violations()
+    );
+    assert!(
+        c.protocol_errors == 0 || forged || rig.reset_behind,
+        "the device was driven wrongly: {:?}\n{:#?}",
+        sim.violations(),
+        sim.protocol_log()
+    );
+    if declared == 0 {
+        assert_eq!(
+            (c.dma_regions, c.dma_bytes),
+            (0, 0),
+            "DMA memory leaked after teardown (nothing was declared quarantined)"
+        );
+    } else {
+        assert!(
+            c.dma_regions <= u64::from(declared),
+            "{} DMA regions outstanding after teardown, {declared} declared quarantined",
+            c.dma_regions
+        );
+    }
     reached.submitted = ledger.next_tag;
     reached.delivered = ledger.delivered;
     reached.lies = chaos.next;
     reached.calls = chaos.calls;
+    reached.attached = ledger.attached.len();
+    reached.quarantined = declared;
     reached
 }
 
-/// One scripted operation.
-fn step(
-    sim: &Sim,
-    platform: &FuzzPlatform,
-    driver: &mut FuzzDriver,
-    ledger: &mut Ledger,
-    op: [u8; OP_BYTES],
-    on_port: bool,
-) {
-    let Some(id) = driver.controllers().next() else {
-        return;
-    };
-    let [kind, a, b, c] = op;
-    if std::env::var_os("FUZZ_TRACE").is_some() {
-        let state = driver.controller(id).map(|c| c.state());
-        eprintln!("op {} {a} {b} {c} in {state:?}", kind % 16);
+/// The device stops misbehaving: every controller must settle (Ready, or
+/// ended) within [`SETTLE_TICKS`] of virtual milliseconds, and, unless a
+/// lie may have left the driver misconfigured, every Ready controller must
+/// serve a read of block 0 from its first I/O queue. Returns how many did.
+fn recover(rig: &Rig, driver: &mut FuzzDriver, ledger: &mut Ledger, chaos: &Shared) -> usize {
+    let sim = &rig.sim;
+    for &(c, _) in &rig.ctrls {
+        sim.behave(c);
+        sim.unhang(c);
+        sim.ignore_config_writes(c, false);
+        sim.hold(c, Hold::None);
     }
-    match kind % 16 {
-        0 | 1 => {
+    sim.release_all();
+    for &port in &rig.down {
+        sim.link_up(port);
+    }
+    let settled = |driver: &mut FuzzDriver| {
+        let ids: Vec<ControllerId> = driver.controllers().collect();
+        ids.into_iter().all(|id| {
+            driver.controller(id).map_or(true, |c| {
+                c.state() == State::Ready || c.state().is_finished()
+            })
+        })
+    };
+    let mut ticks = 0;
+    while !settled(driver) {
+        sim.advance(Duration::from_millis(1));
+        tick(driver, ledger);
+        poll_all(driver, ledger);
+        ticks += 1;
+        if ticks == SETTLE_TICKS {
+            let states: Vec<_> = driver
+                .controllers()
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|id| driver.controller(id).map(|c| c.state()))
+                .collect();
+            panic!("controllers never settle with a device that behaves: {states:?}");
+        }
+    }
+    {
+        let chaos = chaos.borrow();
+        if chaos.read_lied || chaos.scribbled {
+            return 0;
+        }
+    }
+    // Commands the misbehaving device lost time out and come back.
+    let mut ticks = 0;
+    while ledger.outstanding.values().any(|id| {
+        driver
+            .controller(*id)
+            .is_ok_and(|c| c.state() == State::Ready)
+    }) {
+        poll_all(driver, ledger);
+        sim_tick(rig, driver, ledger);
+        ticks += 1;
+        assert!(
+            ticks < SETTLE_TICKS,
+            "commands never complete on a Ready controller once the device behaves: {:?}",
+            ledger.outstanding
+        );
+    }
+    let ids: Vec<ControllerId> = driver.ready_controllers().collect();
+    let mut served = 0;
+    for id in ids {
+        if serve_one(rig, driver, ledger, id) {
+            served += 1;
+        }
+    }
+    served
+}
+
+/// Reads block 0 of the first namespace through queue 0, up to three
+/// times (the first may be what makes the driver notice a reset device);
+/// true once one read succeeds, false if the controller ends meanwhile.
+fn serve_one(rig: &Rig, driver: &mut FuzzDriver, ledger: &mut Ledger, id: ControllerId) -> bool {
+    for _ in 0..3 {
+        let Ok(ctrl) = driver.controller(id) else {
+            return false;
+        };
+        if ctrl.state() != State::Ready {
+            return false;
+        }
+        let Some(ns) = ctrl.namespaces().first().copied() else {
+            return false;
+        };
+        let Some(buffer) = rig.platform.dma_alloc(ns.block_size() as usize, 4096) else {
+            // The arena is full of quarantined memory.
+            return false;
+        };
+        let tag = ledger.tag();
+        let op = IoOp::Read {
+            nsid: ns.id(),
+            lba: 0,
+            blocks: 1,
+        };
+        match ctrl.submit(0, op, Some(buffer), tag) {
+            Ok(_) => {
+                ledger.outstanding.insert(tag, id);
+            }
+            Err(rejected) => {
+                let error = rejected.error;
+                ledger.give_back(rejected.buffer);
+                panic!("a Ready controller refuses a read once the device behaves: {error:?}");
+            }
+        }
+        let mut ticks = 0;
+        while ledger.outstanding.contains_key(&tag) {
+            poll_all(driver, ledger);
+            sim_tick(rig, driver, ledger);
+            ticks += 1;
+            assert!(
+                ticks < SETTLE_TICKS,
+                "a read never completes once the device behaves"
+            );
+        }
+        if ledger.succeeded.contains(&tag) {
+            return true;
+        }
+    }
+    let state = driver.controller(id).map(|c| c.state());
+    assert!(
+        !matches!(state, Ok(State::Ready)),
+        "a Ready controller fails every read once the device behaves"
+    );
+    false
+}
+
+fn sim_tick(rig: &Rig, driver: &mut FuzzDriver, ledger: &mut Ledger) {
+    rig.sim.advance(Duration::from_millis(1));
+    tick(driver, ledger);
+}
+
+/// Allocates `len` bytes for a transfer, `pad` bytes past where the
+/// arena's first fit would put it (so not page aligned when `pad > 0`).
+fn transfer_buffer(platform: &FuzzPlatform, len: usize, pad: usize) -> Option<DmaRegion> {
+    let spacer = if pad > 0 {
+        Some(platform.dma_alloc(pad, 4)?)
+    } else {
+        None
+    };
+    let buffer = platform.dma_alloc(len, if pad > 0 { 4 } else { 4096 });
+    if let Some(spacer) = spacer {
+        platform.dma_free(spacer);
+    }
+    buffer
+}
+
+/// One scripted operation: `kind % OPS` picks it, `kind / OPS` the
+/// controller (driver's or simulated) it is about.
+fn step(rig: &mut Rig, driver: &mut FuzzDriver, ledger: &mut Ledger, op: [u8; OP_BYTES]) {
+    const OPS: u8 = 24;
+    let [kind, a, b, c] = op;
+    let pick = kind / OPS;
+    let id = driver.controllers().nth(usize::from(pick & 1));
+    if tracing() {
+        let state = id.map(|id| driver.controller(id).map(|c| c.state()));
+        eprintln!("op {} {a} {b} {c} on {pick} in {state:?}", kind % OPS);
+    }
+    let sim = rig.sim.clone();
+    let target = rig.ctrl(pick);
+    match kind % OPS {
+        0 | 1 | 21 => {
+            let Some(id) = id else { return };
             let Ok(ctrl) = driver.controller(id) else {
                 return;
             };
@@ -578,30 +991,38 @@ fn step(
                 return;
             };
             let queue = u16::from(a & 3);
-            let blocks = 1 + u32::from(b & 7);
+            let bs = ns.block_size() as usize;
+            // Up to 8 blocks, or (op 21) up to 64 KiB from a buffer `pad`
+            // bytes off a page boundary: PRP lists and offsets.
+            let (blocks, pad) = if kind % OPS == 21 {
+                let max = (MAX_TRANSFER / bs) as u32;
+                (1 + u32::from(b) % max, usize::from(a >> 2) * 4)
+            } else {
+                (1 + u32::from(b & 7), 0)
+            };
             let lba = u64::from(c) % (ns.blocks() + 4);
-            let len = blocks as usize * ns.block_size() as usize;
-            let Some(buffer) = platform.dma_alloc(len, 4096) else {
+            let len = blocks as usize * bs;
+            let Some(buffer) = transfer_buffer(&rig.platform, len, pad) else {
                 return;
             };
             let nsid = ns.id();
-            let op = if kind % 16 == 0 {
+            let op = if kind % OPS == 0 || (kind % OPS == 21 && b & 0x80 != 0) {
                 IoOp::Read { nsid, lba, blocks }
             } else {
                 IoOp::Write { nsid, lba, blocks }
             };
-            let tag = ledger.next_tag;
-            ledger.next_tag += 1;
+            let tag = ledger.tag();
             match ctrl.submit(queue, op, Some(buffer), tag) {
                 Ok(_) => {
                     ledger.outstanding.insert(tag, id);
                 }
-                Err(rejected) => ledger.returned.extend(rejected.buffer),
+                Err(rejected) => ledger.give_back(rejected.buffer),
             }
         }
         2 => poll_all(driver, ledger),
         3 => tick(driver, ledger),
         4 | 5 => {
+            let Some(id) = id else { return };
             let Ok(ctrl) = driver.controller(id) else {
                 return;
             };
@@ -609,24 +1030,35 @@ fn step(
                 return;
             };
             let len = (1 + usize::from(b & 3)) * ns.block_size() as usize;
-            let Some(mut buffer) = platform.dma_alloc(len, 4096) else {
+            let Some(mut buffer) = transfer_buffer(&rig.platform, len, usize::from(a >> 2) * 4)
+            else {
                 return;
             };
             let lba = u64::from(c) % ns.blocks();
-            let _ = if kind % 16 == 4 {
+            let result = if kind % OPS == 4 {
                 ctrl.read(ns.id(), lba, &mut buffer)
             } else {
                 ctrl.write(ns.id(), lba, &buffer)
             };
-            platform.dma_free(buffer);
+            if tracing() {
+                eprintln!("blocking {result:?} buffer {:#x}", buffer.phys().as_u64());
+            }
+            if matches!(result, Err(bare_nvme::Error::Quarantined)) {
+                // The device may still write it: never reused.
+                ledger.kept += 1;
+            } else {
+                ledger.give_back(Some(buffer));
+            }
         }
         6 => {
+            let Some(id) = id else { return };
             if let Ok(ctrl) = driver.controller(id) {
                 let nsid = ctrl.namespaces().first().map_or(1, |n| n.id());
                 let _ = ctrl.flush(nsid);
             }
         }
         7 => {
+            let Some(id) = id else { return };
             let Ok(ctrl) = driver.controller(id) else {
                 return;
             };
@@ -637,22 +1069,23 @@ fn step(
                 1 => IoOp::Deallocate { nsid, lba, blocks },
                 _ => IoOp::Flush { nsid },
             };
-            let tag = ledger.next_tag;
-            ledger.next_tag += 1;
+            let tag = ledger.tag();
             match ctrl.submit(u16::from(a >> 2 & 3), op, None, tag) {
                 Ok(_) => {
                     ledger.outstanding.insert(tag, id);
                 }
-                Err(rejected) => ledger.returned.extend(rejected.buffer),
+                Err(rejected) => ledger.give_back(rejected.buffer),
             }
         }
         8 => {
             sim.complete_held(usize::from(a));
         }
-        9 => sim.set_cfs(CtrlId(0)),
-        10 => sim.surprise_remove(CtrlId(0)),
+        9 => sim.set_cfs(target),
+        10 => sim.surprise_remove(target),
         11 => {
-            let _ = driver.begin_detach(id);
+            if let Some(id) = id {
+                let _ = driver.begin_detach(id);
+            }
         }
         12 => {
             sim.advance(Duration::from_millis(u64::from(a)));
@@ -660,25 +1093,70 @@ fn step(
         }
         13 => {
             if let Some(rule) = rule(a, b) {
-                sim.misbehave(CtrlId(0), rule);
+                sim.misbehave(target, rule);
             } else {
-                sim.behave(CtrlId(0));
+                sim.behave(target);
             }
         }
         14 => {
-            if on_port && sim.address(CtrlId(0)).is_some() && a & 1 == 0 {
-                sim.link_flap(PortId(0));
+            let port = rig.ctrls[usize::from(pick) % rig.ctrls.len()].1;
+            match port {
+                Some(port) if sim.address(target).is_some() && a & 1 == 0 => {
+                    rig.reset_behind = true;
+                    sim.link_flap(port);
+                }
+                _ => {
+                    let events = driver.wait_ready(Duration::from_millis(u64::from(a)));
+                    ledger.events(&events);
+                }
+            }
+        }
+        15 => {
+            if a & 1 == 0 {
+                sim.hang(target);
             } else {
-                let events = driver.wait_ready(Duration::from_millis(u64::from(a)));
-                ledger.events(&events);
+                sim.unhang(target);
+            }
+        }
+        16 => sim.ignore_config_writes(target, a & 1 == 0),
+        17 => sim.glitch(target),
+        18 => sim.memory_decoding_off(target),
+        19 => {
+            if let Some(port) = rig.port(a) {
+                if b & 1 == 0 {
+                    sim.bounce_presence(port);
+                } else {
+                    sim.bounce_link(port);
+                }
+            }
+        }
+        20 => {
+            // Hot-add into a port whose slot is empty.
+            let Some(port) = rig.port(a) else { return };
+            let occupied = rig
+                .ctrls
+                .iter()
+                .any(|&(c, p)| p == Some(port) && sim.is_present(c));
+            if !occupied {
+                let c = sim.hot_add(port, rig.spec.clone());
+                rig.ctrls.push((c, Some(port)));
+            }
+        }
+        22 => {
+            if let Some(port) = rig.port(a) {
+                if b & 1 == 0 {
+                    sim.link_down(port);
+                    rig.reset_behind = true;
+                    rig.down.push(port);
+                } else {
+                    sim.link_up(port);
+                    rig.down.retain(|&p| p != port);
+                }
             }
         }
         _ => {
-            if a & 1 == 0 {
-                sim.hang(CtrlId(0));
-            } else {
-                sim.unhang(CtrlId(0));
-            }
+            rig.reset_behind = true;
+            sim.power_loss();
         }
     }
 }

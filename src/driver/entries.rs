@@ -94,7 +94,11 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             .enumerate()
             .filter_map(|(i, e)| {
                 let e = e.as_ref()?;
-                let done = e.reported.ended && e.controller.state().is_finished();
+                // A quarantine not yet reported would be lost with the entry.
+                let quarantine_told =
+                    e.reported.quarantined || e.controller.quarantined().regions == 0;
+                let done =
+                    e.reported.ended && quarantine_told && e.controller.state().is_finished();
                 done.then_some((e.controller.undelivered() > 0, e.id.generation, i))
             })
             .min()
