@@ -126,7 +126,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         }
         let overdue = self
             .io
-            .iter()
+            .iter_mut()
             .enumerate()
             .find_map(|(i, q)| q.tracker.overdue(now).map(|cid| (i as u16, q.qid, cid)));
         let Some((queue, qid, cid)) = overdue else {

@@ -61,6 +61,9 @@ pub(crate) struct Tracker<const N: usize> {
     free: heapless::Vec<u16, N>,
     done: Deque<u16, N>,
     in_flight: usize,
+    /// No command in flight has a deadline before this (a lower bound), so
+    /// `overdue` scans the table only once a deadline may have passed.
+    next_deadline: Instant,
 }
 
 impl<const N: usize> Tracker<N> {
@@ -80,6 +83,7 @@ impl<const N: usize> Tracker<N> {
             free,
             done: Deque::new(),
             in_flight: 0,
+            next_deadline: Instant::from_nanos(u64::MAX),
         }
     }
 
@@ -104,6 +108,7 @@ impl<const N: usize> Tracker<N> {
         slot.internal = internal;
         slot.buffer = buffer.take();
         self.in_flight += 1;
+        self.next_deadline = self.next_deadline.min(deadline);
         Some(index | (slot.generation as u16) << INDEX_BITS)
     }
 
@@ -276,12 +281,28 @@ impl<const N: usize> Tracker<N> {
         }
     }
 
-    /// An in-flight command whose deadline is before `now`.
-    pub(crate) fn overdue(&self, now: Instant) -> Option<u16> {
-        self.slots.iter().enumerate().find_map(|(i, s)| {
-            (s.state == SlotState::InFlight && s.deadline < now)
-                .then_some(i as u16 | (s.generation as u16) << INDEX_BITS)
-        })
+    /// An in-flight command whose deadline is before `now`. Scans the
+    /// table only when the earliest deadline may have passed, and then
+    /// learns the next one, so the tick and the blocking waits pay for a
+    /// scan about once per deadline, not once per call.
+    pub(crate) fn overdue(&mut self, now: Instant) -> Option<u16> {
+        if now <= self.next_deadline {
+            return None;
+        }
+        let mut next = Instant::from_nanos(u64::MAX);
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.state != SlotState::InFlight {
+                continue;
+            }
+            if s.deadline < now {
+                // Stays a lower bound: this command is still in flight.
+                self.next_deadline = s.deadline;
+                return Some(i as u16 | (s.generation as u16) << INDEX_BITS);
+            }
+            next = next.min(s.deadline);
+        }
+        self.next_deadline = next;
+        None
     }
 }
 
@@ -346,6 +367,28 @@ mod tests {
         tags.sort();
         assert_eq!(tags, [0, 1, 2, 3, 4]);
         assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn overdue_finds_each_passed_deadline_whatever_it_skipped() {
+        let mut t: Tracker<8> = Tracker::new(8);
+        let at = Instant::from_nanos;
+        let a = t.allocate(1, 1, at(10), false, &mut None).unwrap();
+        let b = t.allocate(1, 2, at(20), false, &mut None).unwrap();
+        assert_eq!(t.overdue(at(5)), None);
+        assert_eq!(t.overdue(at(15)), Some(a));
+        assert_eq!(t.overdue(at(15)), Some(a), "still in flight, still overdue");
+        t.finish(a, Ok(0));
+        assert_eq!(t.overdue(at(15)), None);
+        let c = t.allocate(1, 3, at(12), false, &mut None).unwrap();
+        assert_eq!(
+            t.overdue(at(16)),
+            Some(c),
+            "an earlier deadline added later"
+        );
+        t.finish(c, Ok(0));
+        assert_eq!(t.overdue(at(19)), None);
+        assert_eq!(t.overdue(at(25)), Some(b));
     }
 
     #[test]
