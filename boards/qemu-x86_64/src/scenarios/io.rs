@@ -142,7 +142,8 @@ fn run(board: &Board) -> Outcome {
     }
     // Orderly detach of everything; each reports Removed once.
     for &id in &ids {
-        d.begin_detach(id).map_err(|e| failure!("detach {id}: {e}"))?;
+        d.begin_detach(id)
+            .map_err(|e| failure!("detach {id}: {e}"))?;
     }
     let mut monitor = Monitor::new(Duration::from_millis(1));
     monitor.removals(&mut d, ids.len() as u32, 10_000)?;

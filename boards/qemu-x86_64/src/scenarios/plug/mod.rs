@@ -161,7 +161,8 @@ fn settle(cx: &mut Ctx, d: &mut Nvme) -> Outcome {
 fn detach_all(cx: &mut Ctx, d: &mut Nvme) -> Outcome {
     let live: heapless::Vec<ControllerId, 8> = d.ready_controllers().collect();
     for &id in &live {
-        d.begin_detach(id).map_err(|e| failure!("detach {id}: {e}"))?;
+        d.begin_detach(id)
+            .map_err(|e| failure!("detach {id}: {e}"))?;
     }
     cx.monitor.removals(d, live.len() as u32, cx.timeout_ms)?;
     cx.monitor.quiet(d, 30)
