@@ -90,7 +90,12 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                 if csts.bits() == u32::MAX {
                     return Err(Error::DeviceRemoved);
                 }
-                if !csts.contains(Csts::RDY) {
+                // Enabling turns bus mastering on, so the controller must
+                // be proven disabled first (RDY = 0 on two reads, CAP
+                // reachable): a zero read of registers that do not decode
+                // is no proof, and an earlier controller still running
+                // there could reach memory returned long ago.
+                if !csts.contains(Csts::RDY) && self.disabled_proof().is_some() {
                     self.enable()?;
                     return Ok(Outcome::Progress);
                 }
