@@ -16,8 +16,8 @@ use core::time::Duration;
 use bare_nvme::{ControllerId, Error, Event, IoOp, PhysAddr, Platform, RegisterAccess};
 use log::info;
 
-use super::{check_dma_returned, Board, Outcome, Scenario};
-use crate::nvme::{self, ctrl, fill, mismatch, Buffers, Ctrl, Monitor};
+use super::{check_dma_returned, Board, Failure, Outcome, Scenario};
+use crate::nvme::{self, ctrl, fill, mismatch, Buffers, Ctrl, Monitor, Nvme};
 use crate::pci::{self, scan};
 use crate::{clock, dma, ensure, failure, marker};
 
@@ -30,6 +30,9 @@ pub const SCENARIO: Scenario = Scenario {
 
 const PERSIST_BYTES: usize = 64 << 10;
 
+/// Controllers ready, in bus order.
+type Ids = heapless::Vec<ControllerId, 8>;
+
 fn run(board: &Board) -> Outcome {
     let args = board.args;
     let baseline = dma::stats();
@@ -37,6 +40,38 @@ fn run(board: &Board) -> Outcome {
     let firmware_enabled = enabled_by_firmware(board);
     marker!("RESULT firmware_left_enabled={firmware_enabled}");
     let mut d = nvme::driver(board.platform, board.access, config);
+    let ids = bring_up_all(&mut d)?;
+    let first = ctrl(&mut d, ids[0])?;
+    let first_ns = first
+        .namespaces()
+        .first()
+        .map(|n| n.id())
+        .ok_or_else(|| failure!("no namespace"))?;
+    if args.get("badblock").is_some() {
+        bad_disk(board, first, first_ns)?;
+    } else if args.get("persist") == Some("check") {
+        // Only read: the pattern check would overwrite what is checked.
+        persistence(board, first, first_ns)?;
+    } else {
+        exercise_all(board, &mut d, &ids)?;
+        marker!("RESULT flush=ok");
+        persistence(board, ctrl(&mut d, ids[0])?, first_ns)?;
+    }
+    // Orderly detach of everything; each reports Removed once.
+    for &id in &ids {
+        d.begin_detach(id)
+            .map_err(|e| failure!("detach {id}: {e}"))?;
+    }
+    let mut monitor = Monitor::new(Duration::from_millis(1));
+    monitor.removals(&mut d, ids.len() as u32, 10_000)?;
+    marker!("PHASE detached");
+    monitor.quiet(&mut d, 50)?;
+    drop(d);
+    check_dma_returned(baseline)
+}
+
+/// Scans, brings every controller up, and reports what came up.
+fn bring_up_all(d: &mut Nvme) -> Result<Ids, Failure> {
     let start = clock::now();
     let attached = d.scan().map_err(|e| failure!("scan: {e}"))?;
     ensure!(attached > 0, "no NVMe controller found");
@@ -47,7 +82,7 @@ fn run(board: &Board) -> Outcome {
             return Err(failure!("{id} failed during bring-up: {error}"));
         }
     }
-    let mut ids: heapless::Vec<ControllerId, 8> = d.ready_controllers().collect();
+    let mut ids: Ids = d.ready_controllers().collect();
     ids.sort_unstable_by_key(|&id| {
         d.address(id)
             .map(|a| (a.bus(), a.device()))
@@ -58,12 +93,18 @@ fn run(board: &Board) -> Outcome {
         "{} of {attached} controllers ready",
         ids.len()
     );
+    describe(d, &ids, bring_up)?;
+    Ok(ids)
+}
+
+/// Logs every controller and namespace; one RESULT line with the counts.
+fn describe(d: &mut Nvme, ids: &Ids, bring_up: Duration) -> Outcome {
     let mut namespaces = 0;
     let mut sizes: heapless::String<64> = heapless::String::new();
     let mut queues: heapless::String<32> = heapless::String::new();
-    for &id in &ids {
+    for &id in ids {
         let address = d.address(id).map_err(|e| failure!("{e}"))?;
-        let c = ctrl(&mut d, id)?;
+        let c = ctrl(d, id)?;
         let info = c
             .info()
             .copied()
@@ -100,7 +141,7 @@ fn run(board: &Board) -> Outcome {
             );
         }
     }
-    let first = ctrl(&mut d, ids[0])?;
+    let first = ctrl(d, ids[0])?;
     let info = first
         .info()
         .copied()
@@ -112,45 +153,26 @@ fn run(board: &Board) -> Outcome {
         info.serial,
         first.max_transfer(),
     );
-    let first_ns = first
-        .namespaces()
-        .first()
-        .map(|n| n.id())
-        .ok_or_else(|| failure!("no namespace"))?;
-    if args.get("badblock").is_some() {
-        bad_disk(board, first, first_ns)?;
-    } else if args.get("persist") == Some("check") {
-        // Only read: the pattern check would overwrite what is checked.
-        persistence(board, first, first_ns)?;
-    } else {
-        let mut first_io = true;
-        for (i, &id) in ids.iter().enumerate() {
-            let c = ctrl(&mut d, id)?;
-            let nsids: heapless::Vec<u32, 16> = c.namespaces().iter().map(|n| n.id()).collect();
-            for nsid in nsids {
-                exercise(
-                    board,
-                    c,
-                    nsid,
-                    (i as u64) << 8 | u64::from(nsid),
-                    &mut first_io,
-                )?;
-            }
+    Ok(())
+}
+
+/// The pattern check on every namespace of every controller.
+fn exercise_all(board: &Board, d: &mut Nvme, ids: &Ids) -> Outcome {
+    let mut first_io = true;
+    for (i, &id) in ids.iter().enumerate() {
+        let c = ctrl(d, id)?;
+        let nsids: heapless::Vec<u32, 16> = c.namespaces().iter().map(|n| n.id()).collect();
+        for nsid in nsids {
+            exercise(
+                board,
+                c,
+                nsid,
+                (i as u64) << 8 | u64::from(nsid),
+                &mut first_io,
+            )?;
         }
-        marker!("RESULT flush=ok");
-        persistence(board, ctrl(&mut d, ids[0])?, first_ns)?;
     }
-    // Orderly detach of everything; each reports Removed once.
-    for &id in &ids {
-        d.begin_detach(id)
-            .map_err(|e| failure!("detach {id}: {e}"))?;
-    }
-    let mut monitor = Monitor::new(Duration::from_millis(1));
-    monitor.removals(&mut d, ids.len() as u32, 10_000)?;
-    marker!("PHASE detached");
-    monitor.quiet(&mut d, 50)?;
-    drop(d);
-    check_dma_returned(baseline)
+    Ok(())
 }
 
 /// How many NVMe controllers firmware left enabled (CSTS.RDY = 1), read
