@@ -271,6 +271,10 @@ struct BlockModel {
     epoch: u64,
     /// The version of the last write submitted.
     last_writer: u64,
+    /// Two writes to it were outstanding at once: the device may execute
+    /// them in either order (NVMe orders no two outstanding commands), so
+    /// the content is unknown until a later write alone settles it.
+    contended: bool,
 }
 
 impl BlockModel {
@@ -520,7 +524,9 @@ impl Model {
                     let m = IdModel {
                         dev,
                         faults_base: self.devices[dev].faults,
-                        holds_base: self.devices[dev].holds,
+                        // A hold already in effect counts for this attach
+                        // too, also once healing lifts it.
+                        holds_base: self.devices[dev].holds - u32::from(self.devices[dev].held),
                         lost_base: self.devices[dev].lost,
                         unrung_failed: false,
                         detach_requested: false,
@@ -690,6 +696,7 @@ impl Model {
                 for i in 0..blocks {
                     let b = d.block(lba + i);
                     if write {
+                        b.contended |= b.in_flight > 0;
                         b.in_flight += 1;
                         b.epoch += 1;
                         b.last_writer = version;
@@ -823,8 +830,11 @@ impl Model {
             for i in 0..p.blocks {
                 let b = d.block(p.lba + i);
                 b.in_flight -= 1;
-                b.known =
-                    (ok && b.last_writer == p.version && b.in_flight == 0).then_some(p.version);
+                b.known = (ok && b.last_writer == p.version && b.in_flight == 0 && !b.contended)
+                    .then_some(p.version);
+                if b.in_flight == 0 {
+                    b.contended = false;
+                }
             }
         }
         match done.buffer {
@@ -888,6 +898,7 @@ impl Model {
                     b.as_mut_slice()[i as usize * BLOCK..][..BLOCK]
                         .copy_from_slice(&content(lba + i, version));
                     let m = self.devices[dev].block(lba + i);
+                    m.contended |= m.in_flight > 0;
                     m.in_flight += 1;
                     m.epoch += 1;
                     m.last_writer = version;
@@ -945,7 +956,11 @@ impl Model {
             for i in 0..blocks {
                 let b = d.block(lba + i);
                 b.in_flight -= 1;
-                b.known = (ok && b.last_writer == version && b.in_flight == 0).then_some(version);
+                b.known = (ok && b.last_writer == version && b.in_flight == 0 && !b.contended)
+                    .then_some(version);
+                if b.in_flight == 0 {
+                    b.contended = false;
+                }
             }
         }
         if let Some(b) = buffer {

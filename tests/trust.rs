@@ -627,3 +627,27 @@ fn a_detach_during_a_reset_ends_orderly_with_the_commands_failed_once() {
     free(&sim, got);
     finish(driver, &sim);
 }
+
+#[test]
+fn a_controller_that_fails_on_a_plain_bus_is_not_attached_again_and_again() {
+    let sim = Sim::builder()
+        .controller_on_bus0(spec().ready_never(true))
+        .build();
+    let mut driver = Box::new(Driver::new(sim.platform(), sim.config_access(), config()));
+    driver.scan().unwrap();
+    // Long enough for the bring-up to fail and for the bus probe (every
+    // 500 ms over bus 0) to pass the function many times.
+    let events = tick_for(&mut driver, &sim, Duration::from_secs(10), |_| false);
+    let attached = events
+        .iter()
+        .filter(|e| matches!(e, Event::Attached { .. }))
+        .count();
+    let failed = events
+        .iter()
+        .filter(|e| matches!(e, Event::Failed { .. }))
+        .count();
+    assert_eq!((attached, failed), (1, 1), "{events:?}");
+    // The embedder may ask again.
+    assert_eq!(driver.scan().unwrap(), 1);
+    finish(driver, &sim);
+}

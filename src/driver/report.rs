@@ -136,17 +136,16 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             Event::Failed { error, .. } => warn!("nvme: {id} failed: {error}"),
             _ => {}
         }
-        let (serial, address) = (entry.serial, entry.address);
-        // A detach whose shutdown failed ends `Failed`, yet the embedder
-        // asked for the device to go all the same.
-        let detached = state == State::Detached
-            || (state == State::Failed && entry.detection == Some(Detection::Orderly));
-        if let Some(serial) = serial {
+        let address = entry.address;
+        if let Some(serial) = entry.serial {
             self.remember(serial, id);
         }
-        if detached {
-            // Detached, not gone: keep its BAR range and do not attach it
-            // again until it leaves (or the embedder scans again).
+        if matches!(state, State::Detached | State::Failed) {
+            // Detached, or given up (a failed detach included): not gone.
+            // Keep its BAR range and do not attach it again until it leaves,
+            // is reset behind the driver (a slot event, a power cycle), or
+            // the embedder scans again: a device that keeps failing is not
+            // retried in an endless loop of attaches.
             self.pci.park(address);
         } else {
             self.release_function(address);
