@@ -181,19 +181,11 @@ fn program_bar0<A: ConfigRegionAccess + ?Sized>(
 /// Turns on memory decoding and bus mastering and turns off legacy INTx (the
 /// driver polls), keeping the other command bits.
 pub fn enable<A: ConfigRegionAccess + ?Sized>(access: &A, address: PciAddress) -> Result<()> {
-    let config = ConfigSpace::new(access, address);
-    present(&config)?;
-    let wanted = Command::MEMORY | Command::BUS_MASTER | Command::INTX_DISABLE;
-    config.update_command(wanted, Command::empty());
-    let command = config.command();
-    present(&config)?;
-    if !command.contains(wanted) {
-        return Err(Error::BadDeviceValue {
-            field: "command register",
-            value: command.bits().into(),
-        });
-    }
-    Ok(())
+    turn_on(
+        access,
+        address,
+        Command::MEMORY | Command::BUS_MASTER | Command::INTX_DISABLE,
+    )
 }
 
 /// Turns on memory decoding and turns off legacy INTx, leaving bus
@@ -204,9 +196,17 @@ pub fn enable_decoding<A: ConfigRegionAccess + ?Sized>(
     access: &A,
     address: PciAddress,
 ) -> Result<()> {
+    turn_on(access, address, Command::MEMORY | Command::INTX_DISABLE)
+}
+
+/// Sets the `wanted` command bits, keeping the others, and reads them back.
+fn turn_on<A: ConfigRegionAccess + ?Sized>(
+    access: &A,
+    address: PciAddress,
+    wanted: Command,
+) -> Result<()> {
     let config = ConfigSpace::new(access, address);
     present(&config)?;
-    let wanted = Command::MEMORY | Command::INTX_DISABLE;
     config.update_command(wanted, Command::empty());
     let command = config.command();
     present(&config)?;
