@@ -70,6 +70,16 @@ struct Knobs {
     shadow: bool,
 }
 
+/// A controller quick at every step, with 4-entry queues: the regression
+/// tests' default.
+const QUICK: Knobs = Knobs {
+    depth: 4,
+    slow_disable: 0,
+    slow_shutdown: 0,
+    slow_ready: false,
+    shadow: false,
+};
+
 impl Knobs {
     fn spec(&self, serial: &str) -> ControllerSpec {
         let mut spec = ControllerSpec::default()
@@ -1362,13 +1372,7 @@ fn the_driver_keeps_the_lifecycle_model() {
 #[test]
 fn a_controller_that_came_up_between_ticks_reports_ready_before_its_removal() {
     let scenario = Scenario {
-        first: Knobs {
-            depth: 4,
-            slow_disable: 0,
-            slow_shutdown: 0,
-            slow_ready: false,
-            shadow: false,
-        },
+        first: QUICK,
         second: None,
         bus0: None,
         depth: 2,
@@ -1481,11 +1485,8 @@ fn a_detach_that_fails_its_shutdown_does_not_attach_the_device_again() {
         .clock_step(CLOCK_STEP)
         .controller_on_bus0(
             Knobs {
-                depth: 4,
-                slow_disable: 0,
                 slow_shutdown: 2,
-                slow_ready: false,
-                shadow: false,
+                ..QUICK
             }
             .spec("slow"),
         )
@@ -1529,16 +1530,7 @@ fn a_detach_that_fails_its_shutdown_does_not_attach_the_device_again() {
 /// addresses it still holds.
 #[test]
 fn a_detached_controller_is_disabled_before_a_scan_attaches_it_again() {
-    let sim = Sim::single(
-        Knobs {
-            depth: 4,
-            slow_disable: 0,
-            slow_shutdown: 0,
-            slow_ready: false,
-            shadow: false,
-        }
-        .spec("again"),
-    );
+    let sim = Sim::single(QUICK.spec("again"));
     let mut driver = Box::new(Drv::new(
         sim.platform(),
         sim.config_access(),
@@ -1573,16 +1565,7 @@ fn a_detached_controller_is_disabled_before_a_scan_attaches_it_again() {
 /// number empty.
 #[test]
 fn a_scan_finds_a_function_whose_first_config_read_glitches() {
-    let sim = Sim::single(
-        Knobs {
-            depth: 4,
-            slow_disable: 0,
-            slow_shutdown: 0,
-            slow_ready: false,
-            shadow: false,
-        }
-        .spec("glitchy"),
-    );
+    let sim = Sim::single(QUICK.spec("glitchy"));
     let mut driver = Box::new(Drv::new(
         sim.platform(),
         sim.config_access(),
@@ -1604,11 +1587,9 @@ fn a_scan_finds_a_function_whose_first_config_read_glitches() {
 #[test]
 fn a_given_up_controller_with_shadow_doorbells_reaches_no_memory() {
     let knobs = Knobs {
-        depth: 4,
         slow_disable: 2,
-        slow_shutdown: 0,
-        slow_ready: false,
         shadow: true,
+        ..QUICK
     };
     run_scenario(&Scenario {
         first: knobs,
@@ -1643,19 +1624,12 @@ fn a_given_up_controller_with_shadow_doorbells_reaches_no_memory() {
 /// proof that it stopped and returned its admin queues while it still ran.
 #[test]
 fn a_glitched_status_read_is_no_proof_that_the_controller_stopped() {
-    let quick = Knobs {
-        depth: 4,
-        slow_disable: 0,
-        slow_shutdown: 0,
-        slow_ready: false,
-        shadow: false,
-    };
     run_scenario(&Scenario {
-        first: quick,
+        first: QUICK,
         second: None,
         bus0: Some(Knobs {
             slow_ready: true,
-            ..quick
+            ..QUICK
         }),
         depth: 2,
         steps: vec![
