@@ -222,9 +222,6 @@ pub struct Controller<P: Platform, L: DeviceLink = ()> {
     pub(crate) reset_count: u32,
     /// The abort the recovery waits for.
     pub(crate) abort: Option<crate::nvme::recovery::PendingAbort>,
-    /// Failed commands are not handed back while set: the device may still
-    /// reach their buffers (a reset or teardown waits for proof it cannot).
-    pub(crate) holding: bool,
     /// What the teardown in progress ends in.
     pub(crate) ending: Option<Ending>,
     /// How the device was proven unable to reach memory at the end.
@@ -271,7 +268,6 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             resets: 0,
             reset_count: 0,
             abort: None,
-            holding: false,
             ending: None,
             dma_stop: None,
             quarantine: Quarantine::default(),
@@ -486,6 +482,13 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     pub fn platform(&self) -> &P {
         &self.platform
     }
+
+    /// Whether failed commands are held back: a reset's disable or a
+    /// teardown's stop is still waiting for proof that the device can no
+    /// longer reach their buffers.
+    pub(crate) fn holding(&self) -> bool {
+        matches!(self.step, Step::ResetDisable { .. } | Step::StopDma { .. })
+    }
 }
 
 impl<P: Platform, L: DeviceLink> Drop for Controller<P, L> {
@@ -493,7 +496,7 @@ impl<P: Platform, L: DeviceLink> Drop for Controller<P, L> {
         // Stop the device before its memory goes back, even when the
         // embedder just drops the value: bounded by CAP.TO; memory the
         // device could still reach after that is kept (leaked), not freed.
-        self.stop_blocking(State::Failed, Error::Aborted);
+        self.fail_blocking(Error::Aborted);
         // Quarantined buffers were taken out already; the rest go back.
         for q in self.io.iter_mut() {
             while let Some(done) = q.tracker.take_done() {

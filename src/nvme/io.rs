@@ -167,7 +167,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     /// a teardown's stop, nothing is delivered). A command whose buffer was
     /// quarantined (see [`Controller::quarantined`]) is delivered without it.
     pub fn poll(&mut self, queue: u16, mut on_complete: impl FnMut(Completion)) -> usize {
-        if self.holding {
+        if self.holding() {
             return 0;
         }
         let timeout = self.timeout_error();
@@ -325,6 +325,12 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         let cid = self.prepare(0, op, data, 0, true, &mut None)?;
         let mut last_progress = self.now();
         loop {
+            if self.holding() {
+                // Failed, but the device may still reach the buffer: drive
+                // the stop this command waits for (bounded by CAP.TO).
+                let _ = self.advance();
+                continue;
+            }
             let live = self.rings_live();
             let q = &mut self.io[0];
             let shadow = self.doorbell_buffers.as_ref();
@@ -334,28 +340,19 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                     last_progress = self.platform.now();
                 }
             }
-            // Done also covers a command failed by a reset or a removal,
-            // once the device is proven unable to reach the buffer.
-            if !self.holding {
-                if let Some(done) = q.tracker.take_done_cid(cid) {
-                    if done.result.is_ok() {
-                        self.note_success();
-                    }
-                    if self.quarantine.regions > 0 {
-                        // The device may still write the caller's buffer.
-                        return Err(Error::Quarantined);
-                    }
-                    return aborted_means_timeout(done.result, self.timeout_error());
+            // Done also covers a command failed by a reset or a removal.
+            if let Some(done) = q.tracker.take_done_cid(cid) {
+                if done.result.is_ok() {
+                    self.note_success();
                 }
+                if self.quarantine.regions > 0 {
+                    // The device may still write the caller's buffer.
+                    return Err(Error::Quarantined);
+                }
+                return aborted_means_timeout(done.result, self.timeout_error());
             }
             if self.state.is_finished() {
                 return Err(self.failure.unwrap_or(Error::NotReady));
-            }
-            if matches!(self.step, Step::ResetDisable { .. } | Step::StopDma { .. }) {
-                // Drive the stop this command waits for; each step is
-                // bounded by CAP.TO.
-                let _ = self.advance();
-                continue;
             }
             let now = self.now();
             self.expire(now);

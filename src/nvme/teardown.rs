@@ -60,34 +60,21 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         self.begin_teardown(State::Failed, error)
     }
 
-    /// Tears down and waits (bounded by CAP.TO on the platform clock) until
-    /// the teardown finished: for `Drop`, which cannot come back later.
-    pub(crate) fn stop_blocking(&mut self, end: State, error: Error) {
-        if self.state == State::Detaching {
-            // An orderly detach cut short: no shutdown will happen.
-            self.detach_error.get_or_insert(Error::Aborted);
-        }
-        if self.state != State::Stopping {
-            self.fail_or(end, error);
-        }
+    /// Gives the controller up and waits (bounded by CAP.TO on the platform
+    /// clock) until its DMA stop finished: for `Drop`, which cannot come back
+    /// later. Nothing for a controller already finished.
+    pub(crate) fn fail_blocking(&mut self, error: Error) {
+        self.fail(error);
         while let Step::StopDma { deadline } = self.step {
             self.stop_dma_step(deadline);
         }
     }
 
-    fn fail_or(&mut self, end: State, error: Error) {
-        if end == State::Failed {
-            self.fail(error);
-        } else {
-            self.begin_teardown(end, error);
-        }
-    }
-
     /// Fails what is outstanding: caller I/O commands once with `error`
-    /// (held, not delivered, until the device is proven stopped), the
-    /// driver's own admin commands silently. Returns the caller commands.
+    /// (held, not delivered, while the caller's next step waits for proof
+    /// that the device stopped), the driver's own admin commands silently.
+    /// Returns the caller commands.
     pub(crate) fn fail_outstanding(&mut self, error: Error) -> usize {
-        self.holding = true;
         self.admin_pending = None;
         self.abort = None;
         self.admin.abandon_all();
@@ -142,7 +129,6 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         } else {
             self.quarantine_memory();
         }
-        self.holding = false;
         self.state = ending.state;
         self.step = Step::Finished;
         if ending.state != State::Detached {
@@ -211,7 +197,6 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         backoff: core::time::Duration,
     ) -> bool {
         if self.disabled_proof().is_some() {
-            self.holding = false;
             self.step = Step::Backoff {
                 until: self.now() + backoff,
             };
