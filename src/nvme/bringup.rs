@@ -86,18 +86,17 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             }
             Step::Start => self.start_reset(),
             Step::WaitDisabled { deadline } => {
-                let csts = self.read_status();
-                if csts.bits() == u32::MAX {
-                    return Err(Error::DeviceRemoved);
-                }
                 // Enabling turns bus mastering on, so the controller must
                 // be proven disabled first (RDY = 0 on two reads, CAP
                 // reachable): a zero read of registers that do not decode
                 // is no proof, and an earlier controller still running
                 // there could reach memory returned long ago.
-                if !csts.contains(Csts::RDY) && self.disabled_proof().is_some() {
+                if self.disabled_proof().is_some() {
                     self.enable()?;
                     return Ok(Outcome::Progress);
+                }
+                if self.read_status().bits() == u32::MAX {
+                    return Err(Error::DeviceRemoved);
                 }
                 self.check_deadline(deadline, Wait::Disable)
             }

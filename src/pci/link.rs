@@ -2,7 +2,9 @@
 
 use pci_types::{ConfigRegionAccess, PciAddress};
 
+use crate::error::Error;
 use crate::link::{DeviceLink, DmaStop, Presence};
+use crate::pci::bar::{disable_bus_master, enable_bus_master};
 use crate::pci::config::{Command, ConfigSpace};
 use crate::pci::slot::{LinkCapabilities, PciePort, SlotCapabilities, SlotControl};
 
@@ -90,17 +92,17 @@ impl<C: ConfigRegionAccess> DeviceLink for PciLink<C> {
     }
 
     fn stop_dma(&self) -> Option<DmaStop> {
-        let space = self.space();
-        if space.is_present() {
-            space.update_command(Command::empty(), Command::BUS_MASTER);
-            let command = space.command();
-            return (command.bits() != u16::MAX && !command.contains(Command::BUS_MASTER))
-                .then_some(DmaStop::BusMasterOff);
+        match disable_bus_master(&self.access, self.address) {
+            Ok(()) => Some(DmaStop::BusMasterOff),
+            // Silent: gone only if the port above agrees (a glitch reads
+            // silent once).
+            Err(Error::DeviceRemoved) => self.port_says_gone().then_some(DmaStop::Gone),
+            // The function ignores the write.
+            Err(_) => None,
         }
-        self.port_says_gone().then_some(DmaStop::Gone)
     }
 
     fn allow_dma(&self) -> bool {
-        crate::pci::bar::enable_bus_master(&self.access, self.address)
+        enable_bus_master(&self.access, self.address)
     }
 }
