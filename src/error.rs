@@ -226,5 +226,7 @@ impl fmt::Display for Error {
     }
 }
 
+impl core::error::Error for Error {}
+
 /// Shorthand for results of driver calls.
 pub type Result<T> = core::result::Result<T, Error>;

@@ -21,13 +21,20 @@ pub mod pci;
 pub mod platform;
 pub mod spec;
 
+/// README's examples, compiled and checked by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExamples;
+
 pub use driver::{Driver, DriverConfig, DriverController, MAX_CONTROLLERS, MAX_EVENTS};
 pub use error::{Error, Result, Wait};
 pub use event::{ControllerId, Detection, Event};
 pub use link::{DeviceLink, DmaStop, Presence};
 pub use nvme::{
-    Completion, Config, Controller, IoOp, Namespace, NamespaceRefusal, Quarantine, Rejected, State,
-    Token,
+    Completion, Controller, ControllerConfig, IoOp, Namespace, NamespaceRefusal, Quarantine,
+    QueueId, Rejected, State, Token,
 };
 pub use pci::link::PciLink;
-pub use platform::{DmaRegion, Instant, MmioRegisters, PhysAddr, Platform, RegisterAccess};
+pub use platform::{
+    DmaRegion, DmaView, DmaViewMut, Instant, MmioRegisters, PhysAddr, Platform, RegisterAccess,
+};

@@ -7,7 +7,8 @@
 //! [`MmioRegisters`].
 
 use core::fmt;
-use core::ops::{Add, Sub};
+use core::marker::PhantomData;
+use core::ops::{Add, Range, Sub};
 use core::ptr::NonNull;
 use core::time::Duration;
 
@@ -99,6 +100,10 @@ impl Sub<Instant> for Instant {
 /// which a shared borrow allows. Memory the driver shares with the device for
 /// longer (queues, PRP lists, shadow doorbells, identify data) never lends its
 /// bytes out: the driver reaches it only by volatile accesses.
+///
+/// Dropping a region does not give its memory back (the driver cannot know
+/// the platform); return it with [`Platform::dma_free`].
+#[must_use = "DMA memory goes back through Platform::dma_free"]
 pub struct DmaRegion {
     virt: NonNull<u8>,
     phys: PhysAddr,
@@ -153,6 +158,160 @@ impl DmaRegion {
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as in `as_slice`, with the exclusive borrow of `self`.
         unsafe { core::slice::from_raw_parts_mut(self.virt.as_ptr(), self.len) }
+    }
+}
+
+impl DmaRegion {
+    /// A shared view of the bytes in `range`, for the blocking writes
+    /// (`Controller::write` takes one); `None` when `range` is not inside.
+    pub fn view(&self, range: Range<usize>) -> Option<DmaView<'_>> {
+        let (virt, phys) = self.part(&range)?;
+        Some(DmaView {
+            virt,
+            phys,
+            len: range.len(),
+            _region: PhantomData,
+        })
+    }
+
+    /// An exclusive view of the bytes in `range`, for the blocking reads
+    /// (`Controller::read` takes one); `None` when `range` is not inside.
+    pub fn view_mut(&mut self, range: Range<usize>) -> Option<DmaViewMut<'_>> {
+        let (virt, phys) = self.part(&range)?;
+        Some(DmaViewMut {
+            virt,
+            phys,
+            len: range.len(),
+            _region: PhantomData,
+        })
+    }
+
+    /// CPU and device addresses of the start of `range`, if it is inside.
+    fn part(&self, range: &Range<usize>) -> Option<(NonNull<u8>, PhysAddr)> {
+        if range.start > range.end || range.end > self.len {
+            return None;
+        }
+        // SAFETY: start <= len, so the pointer stays inside (or one past)
+        // the region's allocation.
+        let virt = unsafe { self.virt.add(range.start) };
+        Some((virt, self.phys.checked_add(range.start as u64)?))
+    }
+}
+
+/// Part of a [`DmaRegion`], borrowed shared: the device may only read it.
+#[derive(Clone, Copy)]
+pub struct DmaView<'a> {
+    virt: NonNull<u8>,
+    phys: PhysAddr,
+    len: usize,
+    _region: PhantomData<&'a DmaRegion>,
+}
+
+impl DmaView<'_> {
+    /// The device address of the first byte.
+    pub fn phys(&self) -> PhysAddr {
+        self.phys
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the view is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the view lies inside a region borrowed shared for its
+        // lifetime (see `DmaRegion::as_slice`).
+        unsafe { core::slice::from_raw_parts(self.virt.as_ptr(), self.len) }
+    }
+}
+
+impl<'a> From<&'a DmaRegion> for DmaView<'a> {
+    fn from(region: &'a DmaRegion) -> Self {
+        DmaView {
+            virt: region.virt,
+            phys: region.phys,
+            len: region.len,
+            _region: PhantomData,
+        }
+    }
+}
+
+impl<'a> From<&'a mut DmaRegion> for DmaView<'a> {
+    fn from(region: &'a mut DmaRegion) -> Self {
+        DmaView::from(&*region)
+    }
+}
+
+/// Part of a [`DmaRegion`], borrowed exclusively: the device may write it.
+pub struct DmaViewMut<'a> {
+    virt: NonNull<u8>,
+    phys: PhysAddr,
+    len: usize,
+    _region: PhantomData<&'a mut DmaRegion>,
+}
+
+impl DmaViewMut<'_> {
+    /// The device address of the first byte.
+    pub fn phys(&self) -> PhysAddr {
+        self.phys
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the view is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the view lies inside a region borrowed exclusively for its
+        // lifetime (see `DmaRegion::as_slice`).
+        unsafe { core::slice::from_raw_parts(self.virt.as_ptr(), self.len) }
+    }
+
+    /// The bytes, mutable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, with the exclusive borrow of the view.
+        unsafe { core::slice::from_raw_parts_mut(self.virt.as_ptr(), self.len) }
+    }
+}
+
+impl<'a> From<&'a mut DmaRegion> for DmaViewMut<'a> {
+    fn from(region: &'a mut DmaRegion) -> Self {
+        DmaViewMut {
+            virt: region.virt,
+            phys: region.phys,
+            len: region.len,
+            _region: PhantomData,
+        }
+    }
+}
+
+impl fmt::Debug for DmaView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DmaView")
+            .field("phys", &self.phys)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl fmt::Debug for DmaViewMut<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DmaViewMut")
+            .field("phys", &self.phys)
+            .field("len", &self.len)
+            .finish()
     }
 }
 

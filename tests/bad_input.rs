@@ -3,7 +3,8 @@
 
 mod common;
 
-use bare_nvme::{Config, ControllerId, DmaRegion, Error, IoOp, Platform, Rejected};
+use bare_nvme::QueueId;
+use bare_nvme::{ControllerConfig, ControllerId, DmaRegion, Error, IoOp, Platform, Rejected};
 use bare_nvme_sim::Sim;
 use common::*;
 
@@ -12,7 +13,7 @@ const NS: u32 = 1;
 const CAPACITY: u64 = 4096;
 
 fn rig() -> (Sim, BoxedDrv, ControllerId) {
-    let (sim, driver, id) = single(spec(CAPACITY, 512), Config::default());
+    let (sim, driver, id) = single(spec(CAPACITY, 512), ControllerConfig::default());
     sim.reset_counters();
     (sim, driver, id)
 }
@@ -23,7 +24,11 @@ fn rig() -> (Sim, BoxedDrv, ControllerId) {
 fn nothing_reached_the_device(sim: &Sim, driver: &mut BoxedDrv, id: ControllerId) {
     let c = driver.controller(id).unwrap();
     for q in 0..c.io_queue_count() {
-        assert_eq!(c.poll(q, |_| ()), 0, "a completion on queue {q}");
+        assert_eq!(
+            c.poll(QueueId::new(q), |_| ()),
+            0,
+            "a completion on queue {q}"
+        );
     }
     let counters = sim.counters();
     assert_eq!(io_total(&counters), 0, "{counters:?}");
@@ -50,7 +55,7 @@ fn refuse(
 ) -> Option<DmaRegion> {
     let phys = buffer.as_ref().map(|b| b.phys());
     let c = driver.controller(id).unwrap();
-    match c.submit(0, op, buffer, 7) {
+    match c.submit(QueueId::FIRST, op, buffer, 7) {
         Err(Rejected { error: e, buffer }) => {
             assert_eq!(e, error, "{op:?}");
             assert_eq!(buffer.as_ref().map(|b| b.phys()), phys, "buffer back");
@@ -144,7 +149,7 @@ fn a_length_not_a_multiple_of_the_block_size_is_refused() {
 
 #[test]
 fn a_4096_byte_namespace_refuses_a_512_byte_buffer() {
-    let (sim, mut driver, id) = single(spec(256, 4096), Config::default());
+    let (sim, mut driver, id) = single(spec(256, 4096), ControllerConfig::default());
     sim.reset_counters();
     let p = sim.platform();
     let mut buf = zeroed(&p, 512);

@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use bare_nvme::nvme::command::admin;
-use bare_nvme::{Config, Event, Platform, State};
+use bare_nvme::QueueId;
+use bare_nvme::{ControllerConfig, Event, Platform, State};
 use bare_nvme_sim::{BridgeId, ControllerSpec, CtrlId, NamespaceSpec, PortId, Sim};
 use common::*;
 
@@ -73,7 +74,7 @@ fn several_namespaces_of_512_and_4096_byte_blocks_are_served_independently() {
         .namespace(NamespaceSpec::new(1024, 4096))
         .namespace(NamespaceSpec::new(100, 512))
         .namespace(NamespaceSpec::new(8, 4096));
-    let (sim, mut driver, id) = single(spec, Config::default());
+    let (sim, mut driver, id) = single(spec, ControllerConfig::default());
     let c = driver.controller(id).unwrap();
     let shape: Vec<(u32, u32, u64)> = c
         .namespaces()
@@ -154,10 +155,10 @@ fn queue_count_and_depth_are_clamped_to_what_the_controller_grants() {
         .mqes(15)
         .max_ioqpairs(2)
         .namespace(NamespaceSpec::new(64, 512));
-    let config = Config {
+    let config = ControllerConfig {
         io_queues: 4,
         queue_depth: 128,
-        ..Config::default()
+        ..ControllerConfig::default()
     };
     let (sim, mut driver, id) = single(spec, config);
     let c = driver.controller(id).unwrap();
@@ -173,7 +174,9 @@ fn queue_count_and_depth_are_clamped_to_what_the_controller_grants() {
                 lba: k,
                 blocks: 1,
             };
-            c.submit(q, op, Some(zeroed(&p, 512)), k).unwrap();
+            let _ = c
+                .submit(QueueId::new(q), op, Some(zeroed(&p, 512)), k)
+                .unwrap();
         }
     }
     for q in 0..2u16 {
@@ -187,7 +190,7 @@ fn queue_count_and_depth_are_clamped_to_what_the_controller_grants() {
 
 #[test]
 fn an_orderly_detach_deletes_the_queues_and_returns_all_memory() {
-    let (sim, mut driver, id) = single(spec(64, 512), Config::default());
+    let (sim, mut driver, id) = single(spec(64, 512), ControllerConfig::default());
     let held = sim.counters().dma_regions;
     assert!(held > 0, "rings and identify memory held");
     assert_eq!(sim.io_queues(CtrlId(0)), 1);
@@ -223,11 +226,11 @@ fn settings_outside_their_range_are_clamped_rather_than_failing_the_controller()
         ((100, 10_000, u32::MAX), (4, 256, 512 << 10)),
     ];
     for ((io_queues, queue_depth, max_transfer), expected) in cases {
-        let config = Config {
+        let config = ControllerConfig {
             io_queues,
             queue_depth,
             max_transfer,
-            ..Config::default()
+            ..ControllerConfig::default()
         };
         let (sim, mut driver, id) = single(spec(64, 512), config);
         let c = driver.controller(id).unwrap();

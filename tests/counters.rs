@@ -8,7 +8,8 @@ mod common;
 use std::time::Duration;
 
 use bare_nvme::nvme::command::nvm;
-use bare_nvme::{Config, ControllerId, Error, IoOp, Platform};
+use bare_nvme::QueueId;
+use bare_nvme::{ControllerConfig, ControllerId, Error, IoOp, Platform};
 use bare_nvme_sim::{Hold, Sim};
 use common::*;
 
@@ -30,7 +31,9 @@ fn submit_batch(sim: &Sim, driver: &mut BoxedDrv, id: ControllerId, queue: u16, 
     let c = driver.controller(id).unwrap();
     for i in 0..BATCH as u64 {
         let buf = filled(&p, 4096, i as u8);
-        c.submit(queue, op(write, i * 8), Some(buf), i).unwrap();
+        let _ = c
+            .submit(QueueId::new(queue), op(write, i * 8), Some(buf), i)
+            .unwrap();
     }
 }
 
@@ -49,9 +52,9 @@ fn reap_batch(sim: &Sim, driver: &mut BoxedDrv, id: ControllerId, queue: u16, wr
 
 #[test]
 fn the_io_path_reads_no_device_register() {
-    let config = Config {
+    let config = ControllerConfig {
         io_queues: 2,
-        ..Config::default()
+        ..ControllerConfig::default()
     };
     let (sim, mut driver, id) = single(spec(8192, 512), config);
     sim.reset_counters();
@@ -91,7 +94,7 @@ fn the_io_path_reads_no_device_register() {
 
 #[test]
 fn a_batch_of_32_rings_the_submission_doorbell_once() {
-    let (sim, mut driver, id) = single(spec(8192, 512), Config::default());
+    let (sim, mut driver, id) = single(spec(8192, 512), ControllerConfig::default());
     let batches = 8;
     sim.reset_counters();
     for b in 0..batches {
@@ -124,18 +127,18 @@ fn a_batch_of_32_rings_the_submission_doorbell_once() {
 
 #[test]
 fn completions_arriving_in_parts_acknowledge_the_cq_head_once_a_quarter_of_the_ring_is_used() {
-    let (sim, mut driver, id) = single(spec(8192, 512).hold(Hold::Io), Config::default());
+    let (sim, mut driver, id) = single(spec(8192, 512).hold(Hold::Io), ControllerConfig::default());
     sim.reset_counters();
     submit_batch(&sim, &mut driver, id, 0, true);
     let mut got = Vec::new();
     let c = driver.controller(id).unwrap();
-    assert_eq!(c.poll(0, |d| got.push(d)), 0);
+    assert_eq!(c.poll(QueueId::FIRST, |d| got.push(d)), 0);
     assert_eq!(sim.held_count(), BATCH, "all fetched by one doorbell");
     for _ in 0..4 {
         sim.complete_held(BATCH / 4);
-        assert_eq!(c.poll(0, |d| got.push(d)), BATCH / 4);
+        assert_eq!(c.poll(QueueId::FIRST, |d| got.push(d)), BATCH / 4);
         // Polling again with nothing new writes nothing.
-        assert_eq!(c.poll(0, |d| got.push(d)), 0);
+        assert_eq!(c.poll(QueueId::FIRST, |d| got.push(d)), 0);
     }
     let counters = sim.counters();
     println!(
@@ -157,7 +160,7 @@ fn completions_arriving_in_parts_acknowledge_the_cq_head_once_a_quarter_of_the_r
 
 #[test]
 fn ring_doorbells_sends_a_batch_without_consuming_completions() {
-    let (sim, mut driver, id) = single(spec(8192, 512), Config::default());
+    let (sim, mut driver, id) = single(spec(8192, 512), ControllerConfig::default());
     sim.reset_counters();
     submit_batch(&sim, &mut driver, id, 0, true);
     driver.controller(id).unwrap().ring_doorbells();
@@ -175,7 +178,7 @@ fn ring_doorbells_sends_a_batch_without_consuming_completions() {
 
 #[test]
 fn the_tick_reads_a_register_only_when_a_controller_completed_nothing() {
-    let (sim, mut driver, id) = single(spec(8192, 512), Config::default());
+    let (sim, mut driver, id) = single(spec(8192, 512), ControllerConfig::default());
     driver.tick();
     submit_batch(&sim, &mut driver, id, 0, true);
     reap_batch(&sim, &mut driver, id, 0, true);
@@ -189,14 +192,17 @@ fn the_tick_reads_a_register_only_when_a_controller_completed_nothing() {
 
 #[test]
 fn detach_with_commands_in_flight_hands_every_buffer_back_and_frees_all_memory() {
-    let config = Config {
+    let config = ControllerConfig {
         io_timeout: Duration::from_millis(50),
-        ..Config::default()
+        ..ControllerConfig::default()
     };
     let (sim, mut driver, id) = single(spec(8192, 512).hold(Hold::Io), config);
     submit_batch(&sim, &mut driver, id, 0, true);
     let c = driver.controller(id).unwrap();
-    assert_eq!(c.poll(0, |_| panic!("nothing completes while held")), 0);
+    assert_eq!(
+        c.poll(QueueId::FIRST, |_| panic!("nothing completes while held")),
+        0
+    );
     assert_eq!(c.in_flight(), BATCH);
     c.detach().unwrap();
     assert_eq!(c.failed_commands(), BATCH as u32);

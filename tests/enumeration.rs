@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use bare_nvme::{Config, ControllerId, DriverConfig, PhysAddr, Platform};
+use bare_nvme::{ControllerConfig, ControllerId, DriverConfig, PhysAddr, Platform};
 use bare_nvme_sim::{
     BridgeId, ControllerSpec, CtrlId, NamespaceSpec, PortId, Sim, SimConfig, MMIO_APERTURE,
 };
@@ -111,7 +111,7 @@ fn firmware_configured_controllers_everywhere_are_found_kept_and_served() {
         .build();
     let bars: Vec<u64> = (0..4).map(|c| sim.bar(CtrlId(c))).collect();
     assert!(bars.iter().all(|&b| b != 0));
-    let (mut driver, ids) = up(&sim, Config::default());
+    let (mut driver, ids) = up(&sim, ControllerConfig::default());
     assert_eq!(ids.len(), 4, "{:?}", sim.protocol_log());
     let map = by_address(&sim, &driver, 4);
     assert_eq!(map.len(), 4);
@@ -141,7 +141,7 @@ fn unassigned_bars_behind_bridges_are_placed_inside_the_bridge_windows() {
     assert_eq!(sim.bar(CtrlId(0)), 0);
     assert_eq!(sim.bar(CtrlId(2)), 0);
     let kept = sim.bar(CtrlId(1));
-    let (mut driver, ids) = up(&sim, Config::default());
+    let (mut driver, ids) = up(&sim, ControllerConfig::default());
     assert_eq!(ids.len(), 3, "{:?}", sim.protocol_log());
     assert_eq!(sim.bar(CtrlId(1)), kept);
     for c in 0..3 {
@@ -270,7 +270,7 @@ fn five_on_bus0() -> Sim {
 fn controllers_beyond_the_driver_capacity_are_left_untouched() {
     let sim = five_on_bus0();
     let commands: Vec<u16> = (0..5).map(|c| sim.command_register(CtrlId(c))).collect();
-    let (mut driver, ids) = up(&sim, Config::default());
+    let (mut driver, ids) = up(&sim, ControllerConfig::default());
     assert_eq!(ids.len(), bare_nvme::MAX_CONTROLLERS);
     let map = by_address(&sim, &driver, 5);
     let left: Vec<usize> = (0..5).filter(|c| !map.contains_key(c)).collect();

@@ -6,6 +6,7 @@ mod common_hotplug;
 
 use std::time::Duration;
 
+use bare_nvme::QueueId;
 use bare_nvme::{ControllerId, DriverConfig, IoOp, Platform};
 use bare_nvme_sim::{Counters, PortId, Sim};
 use common_hotplug::*;
@@ -53,10 +54,10 @@ fn one_command(d: &mut Drv, sim: &Sim, id: ControllerId, tag: u64) {
         lba: tag % 64,
         blocks: 1,
     };
-    c.submit(0, op, Some(buf), tag).unwrap();
+    let _ = c.submit(QueueId::FIRST, op, Some(buf), tag).unwrap();
     let mut done = None;
     for _ in 0..10 {
-        c.poll(0, |comp| done = Some(comp));
+        c.poll(QueueId::FIRST, |comp| done = Some(comp));
         if done.is_some() {
             break;
         }

@@ -4,15 +4,42 @@
 mod common;
 
 use bare_nvme::nvme::command::{nvm, sc, sct};
-use bare_nvme::{Config, Error, IoOp, Platform};
+use bare_nvme::{ControllerConfig, Error, IoOp, Platform, QueueId};
 use bare_nvme_sim::CtrlId;
 use common::*;
 
 const NS: u32 = 1;
 
 #[test]
+fn views_read_and_write_part_of_a_buffer_and_nothing_else() {
+    let (sim, mut driver, id) = single(spec(64, 512), ControllerConfig::default());
+    let p = sim.platform();
+    let data = filled(&p, 4096, 7);
+    let mut back = zeroed(&p, 4096);
+    let c = driver.controller(id).unwrap();
+    c.write(NS, 3, data.view(1024..2048).unwrap()).unwrap();
+    assert_eq!(
+        sim.read_block(CtrlId(0), NS, 3),
+        data.as_slice()[1024..1536]
+    );
+    c.read(NS, 3, back.view_mut(512..1536).unwrap()).unwrap();
+    let b = back.as_slice();
+    assert_eq!(b[512..1536], data.as_slice()[1024..2048]);
+    assert!(
+        b[..512].iter().chain(&b[1536..]).all(|&x| x == 0),
+        "outside the view"
+    );
+    let (start, end) = (10, 5);
+    assert!(data.view(4000..4097).is_none(), "past the end");
+    assert!(data.view(start..end).is_none(), "reversed");
+    assert_eq!(back.view_mut(4096..4096).map(|v| v.len()), Some(0));
+    p.dma_free(data);
+    p.dma_free(back);
+}
+
+#[test]
 fn blocking_write_then_read_returns_the_data_and_stores_it_at_the_lba() {
-    let (sim, mut driver, id) = single(spec(4096, 512), Config::default());
+    let (sim, mut driver, id) = single(spec(4096, 512), ControllerConfig::default());
     let p = sim.platform();
     let data = filled(&p, 8192, 1);
     let mut back = zeroed(&p, 8192);
@@ -36,7 +63,7 @@ fn blocking_write_then_read_returns_the_data_and_stores_it_at_the_lba() {
 
 #[test]
 fn blocking_read_returns_what_the_media_holds() {
-    let (sim, mut driver, id) = single(spec(1024, 4096), Config::default());
+    let (sim, mut driver, id) = single(spec(1024, 4096), ControllerConfig::default());
     let block = pattern(4096, 9);
     sim.write_block(CtrlId(0), NS, 700, &block);
     let p = sim.platform();
@@ -53,7 +80,7 @@ fn blocking_read_returns_what_the_media_holds() {
 
 #[test]
 fn flush_makes_cached_writes_durable() {
-    let (sim, mut driver, id) = single(spec(4096, 512), Config::default());
+    let (sim, mut driver, id) = single(spec(4096, 512), ControllerConfig::default());
     let p = sim.platform();
     let data = filled(&p, 4096, 2);
     let c = driver.controller(id).unwrap();
@@ -80,7 +107,7 @@ fn flush_makes_cached_writes_durable() {
 
 #[test]
 fn write_zeroes_clears_exactly_the_range() {
-    let (sim, mut driver, id) = single(spec(4096, 512), Config::default());
+    let (sim, mut driver, id) = single(spec(4096, 512), ControllerConfig::default());
     let p = sim.platform();
     let data = filled(&p, 16 * 512, 3);
     let mut back = zeroed(&p, 16 * 512);
@@ -99,7 +126,7 @@ fn write_zeroes_clears_exactly_the_range() {
 
 #[test]
 fn deallocate_trims_exactly_the_range() {
-    let (sim, mut driver, id) = single(spec(1024, 4096), Config::default());
+    let (sim, mut driver, id) = single(spec(1024, 4096), ControllerConfig::default());
     let p = sim.platform();
     let data = filled(&p, 8 * 4096, 4);
     let mut back = zeroed(&p, 8 * 4096);
@@ -119,7 +146,7 @@ fn deallocate_trims_exactly_the_range() {
 
 #[test]
 fn split_phase_completions_carry_their_tags_and_hand_buffers_back() {
-    let (sim, mut driver, id) = single(spec(4096, 512), Config::default());
+    let (sim, mut driver, id) = single(spec(4096, 512), ControllerConfig::default());
     let p = sim.platform();
     let c = driver.controller(id).unwrap();
     let mut submitted = Vec::new();
@@ -131,7 +158,7 @@ fn split_phase_completions_carry_their_tags_and_hand_buffers_back() {
             lba: i * 2,
             blocks: 2,
         };
-        let token = c.submit(0, op, Some(buf), 1000 + i).unwrap();
+        let token = c.submit(QueueId::FIRST, op, Some(buf), 1000 + i).unwrap();
         submitted.push((token, phys));
     }
     let done = collect(&mut driver, id, 0, 16);
@@ -154,7 +181,9 @@ fn split_phase_completions_carry_their_tags_and_hand_buffers_back() {
             lba: i * 2,
             blocks: 2,
         };
-        c.submit(0, op, Some(zeroed(&p, 1024)), i).unwrap();
+        let _ = c
+            .submit(QueueId::FIRST, op, Some(zeroed(&p, 1024)), i)
+            .unwrap();
     }
     for d in collect(&mut driver, id, 0, 16) {
         assert_eq!(d.result, Ok(()));
@@ -167,7 +196,7 @@ fn split_phase_completions_carry_their_tags_and_hand_buffers_back() {
 
 #[test]
 fn split_phase_commands_without_data_complete_without_a_buffer() {
-    let (sim, mut driver, id) = single(spec(4096, 512), Config::default());
+    let (sim, mut driver, id) = single(spec(4096, 512), ControllerConfig::default());
     let p = sim.platform();
     let data = filled(&p, 8 * 512, 5);
     let c = driver.controller(id).unwrap();
@@ -186,7 +215,7 @@ fn split_phase_commands_without_data_complete_without_a_buffer() {
         IoOp::Flush { nsid: NS },
     ];
     for (tag, op) in ops.into_iter().enumerate() {
-        c.submit(0, op, None, tag as u64).unwrap();
+        let _ = c.submit(QueueId::FIRST, op, None, tag as u64).unwrap();
     }
     let mut done = collect(&mut driver, id, 0, 3);
     done.sort_by_key(|d| d.tag);
@@ -215,9 +244,9 @@ fn split_phase_commands_without_data_complete_without_a_buffer() {
 
 #[test]
 fn each_io_queue_delivers_only_its_own_completions() {
-    let config = Config {
+    let config = ControllerConfig {
         io_queues: 4,
-        ..Config::default()
+        ..ControllerConfig::default()
     };
     let (sim, mut driver, id) = single(spec(4096, 512), config);
     assert_eq!(driver.controller(id).unwrap().io_queue_count(), 4);
@@ -232,19 +261,23 @@ fn each_io_queue_delivers_only_its_own_completions() {
                 lba,
                 blocks: 1,
             };
-            c.submit(q, op, Some(filled(&p, 512, lba as u8)), lba)
+            let _ = c
+                .submit(QueueId::new(q), op, Some(filled(&p, 512, lba as u8)), lba)
                 .unwrap();
         }
     }
     for q in 0..4u16 {
         for d in collect(&mut driver, id, q, 3) {
-            assert_eq!(d.token.queue, q);
+            assert_eq!(d.token.queue, QueueId::new(q));
             assert_eq!(d.tag / 8, q as u64, "tag {} on queue {q}", d.tag);
             assert_eq!(d.result, Ok(()));
             p.dma_free(d.buffer.unwrap());
         }
         let mut extra = 0;
-        driver.controller(id).unwrap().poll(q, |_| extra += 1);
+        driver
+            .controller(id)
+            .unwrap()
+            .poll(QueueId::new(q), |_| extra += 1);
         assert_eq!(extra, 0, "a completion was delivered twice");
     }
     for lba in [0u64, 9, 18, 26] {
@@ -255,7 +288,7 @@ fn each_io_queue_delivers_only_its_own_completions() {
 
 #[test]
 fn a_blocking_call_leaves_pending_split_phase_completions_for_poll() {
-    let (sim, mut driver, id) = single(spec(4096, 512), Config::default());
+    let (sim, mut driver, id) = single(spec(4096, 512), ControllerConfig::default());
     let p = sim.platform();
     let c = driver.controller(id).unwrap();
     let op = IoOp::Write {
@@ -263,7 +296,9 @@ fn a_blocking_call_leaves_pending_split_phase_completions_for_poll() {
         lba: 40,
         blocks: 1,
     };
-    c.submit(0, op, Some(filled(&p, 512, 6)), 77).unwrap();
+    let _ = c
+        .submit(QueueId::FIRST, op, Some(filled(&p, 512, 6)), 77)
+        .unwrap();
     let mut back = zeroed(&p, 512);
     // The blocking read rings the doorbell for both and reaps both.
     c.read(NS, 40, &mut back).unwrap();
@@ -272,7 +307,10 @@ fn a_blocking_call_leaves_pending_split_phase_completions_for_poll() {
     assert_eq!(done[0].tag, 77);
     assert_eq!(done[0].result, Ok(()));
     let mut more = 0;
-    driver.controller(id).unwrap().poll(0, |_| more += 1);
+    driver
+        .controller(id)
+        .unwrap()
+        .poll(QueueId::FIRST, |_| more += 1);
     assert_eq!(more, 0, "the blocking read's completion leaked into poll");
     p.dma_free(done.into_iter().next().unwrap().buffer.unwrap());
     p.dma_free(back);
@@ -281,7 +319,7 @@ fn a_blocking_call_leaves_pending_split_phase_completions_for_poll() {
 
 #[test]
 fn a_media_error_completes_with_its_decoded_status_and_the_buffer() {
-    let (sim, mut driver, id) = single(spec(4096, 512), Config::default());
+    let (sim, mut driver, id) = single(spec(4096, 512), ControllerConfig::default());
     sim.fail_reads(CtrlId(0), NS, 50..60);
     let p = sim.platform();
     let c = driver.controller(id).unwrap();
@@ -301,7 +339,7 @@ fn a_media_error_completes_with_its_decoded_status_and_the_buffer() {
         lba: 59,
         blocks: 1,
     };
-    c.submit(0, op, Some(buf), 5).unwrap();
+    let _ = c.submit(QueueId::FIRST, op, Some(buf), 5).unwrap();
     let d = collect(&mut driver, id, 0, 1).pop().unwrap();
     assert!(matches!(d.result, Err(Error::CommandFailed { .. })));
     let buf = d.buffer.expect("buffer handed back on failure too");
@@ -320,7 +358,7 @@ fn a_media_error_completes_with_its_decoded_status_and_the_buffer() {
 #[test]
 fn write_zeroes_and_deallocate_longer_than_one_command_are_split() {
     const START: u64 = 10;
-    let (sim, mut driver, id) = single(spec(200_000, 512), Config::default());
+    let (sim, mut driver, id) = single(spec(200_000, 512), ControllerConfig::default());
     let p = sim.platform();
     let marks = [0u64, 65_535, 65_536, 65_537, 139_999, 140_000];
     for &at in &marks {

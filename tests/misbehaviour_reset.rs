@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bare_nvme::nvme::regs;
+use bare_nvme::QueueId;
 use bare_nvme::{
     DmaRegion, Driver, Error, Instant, IoOp, PhysAddr, Platform, RegisterAccess, State, Wait,
 };
@@ -87,7 +88,7 @@ fn commands_failed_by_a_reset_survive_a_changed_queue_geometry() {
             lba: tag,
             blocks: 1,
         };
-        c.submit(0, op, Some(buf), tag).unwrap();
+        let _ = c.submit(QueueId::FIRST, op, Some(buf), tag).unwrap();
     }
     c.ring_doorbells();
     // From now on the controller claims 16-entry queues at most.
@@ -127,7 +128,7 @@ fn commands_failed_by_a_reset_survive_a_changed_queue_geometry() {
     );
     let mut seen = Vec::new();
     for q in 0..c.io_queue_count() {
-        c.poll(q, |done| seen.push(done));
+        c.poll(QueueId::new(q), |done| seen.push(done));
     }
     let mut tags: Vec<u64> = seen.iter().map(|d| d.tag).collect();
     tags.sort();

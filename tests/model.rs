@@ -30,8 +30,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use bare_nvme::QueueId;
 use bare_nvme::{
-    Completion, Config, ControllerId, Driver, DriverConfig, Error, Event, IoOp, Platform, State,
+    Completion, ControllerConfig, ControllerId, Driver, DriverConfig, Error, Event, IoOp, Platform,
+    State,
 };
 use bare_nvme_sim::{ControllerSpec, CtrlId, Hold, Location, NamespaceSpec, PortId, Sim};
 use bare_nvme_sim::{SimConfig, SimPlatform};
@@ -437,14 +439,14 @@ impl Model {
             m.address = sim.address(CtrlId(d));
         }
         let config = DriverConfig {
-            controller: Config {
+            controller: ControllerConfig {
                 io_queues: 2,
                 queue_depth: s.depth,
                 io_timeout: IO_TIMEOUT,
                 admin_timeout: Duration::from_millis(50),
                 ready_timeout_limit: Duration::from_secs(1),
                 shutdown_timeout: Duration::from_millis(100),
-                ..Config::default()
+                ..ControllerConfig::default()
             },
             bus_rescan_interval: Some(Duration::from_millis(50)),
             // Room for BARs of functions hot-added on bus 0.
@@ -696,7 +698,7 @@ impl Model {
         let serving = c.state() == State::Ready;
         let depth = c.queue_depth() as usize;
         let queues = c.io_queue_count();
-        match c.submit(q, op, Some(buffer), tag) {
+        match c.submit(QueueId::new(q), op, Some(buffer), tag) {
             Ok(token) => {
                 self.trace.push(format!("  tag {tag} -> {token:?}"));
                 self.check(serving, || format!("{id}: accepted while not serving"));
@@ -794,7 +796,7 @@ impl Model {
             return;
         };
         let mut got: Vec<Completion> = Vec::new();
-        c.poll(q, |done| got.push(done));
+        c.poll(QueueId::new(q), |done| got.push(done));
         let quarantined = c.quarantined().regions > 0;
         for done in got {
             self.deliver(id, done, quarantined);
@@ -813,7 +815,7 @@ impl Model {
             ));
         };
         self.check(
-            p.id == id && p.queue == done.token.queue && p.cid == done.token.cid,
+            p.id == id && p.queue == done.token.queue.index() && p.cid == done.token.cid,
             || format!("tag {} delivered by {id} {:?}", done.tag, done.token),
         );
         let dev = self.ids[&key(id)].1.dev;
@@ -1440,9 +1442,9 @@ fn a_failed_controller_still_running_gets_no_bus_mastering_back() {
         .build();
     let ctrl = CtrlId(0);
     let config = DriverConfig {
-        controller: Config {
+        controller: ControllerConfig {
             ready_timeout_limit: Duration::from_secs(1),
-            ..Config::default()
+            ..ControllerConfig::default()
         },
         bus_rescan_interval: Some(Duration::from_millis(50)),
         ..DriverConfig::default()
@@ -1492,9 +1494,9 @@ fn a_detach_that_fails_its_shutdown_does_not_attach_the_device_again() {
         )
         .build();
     let config = DriverConfig {
-        controller: Config {
+        controller: ControllerConfig {
             shutdown_timeout: Duration::from_millis(100),
-            ..Config::default()
+            ..ControllerConfig::default()
         },
         bus_rescan_interval: Some(Duration::from_millis(50)),
         ..DriverConfig::default()

@@ -8,7 +8,7 @@ mod common;
 
 use bare_nvme::nvme::command::{admin, sc, sct, Status};
 use bare_nvme::nvme::identify::{csi, ctrl, nid};
-use bare_nvme::{Config, ControllerId, Error, NamespaceRefusal, Platform};
+use bare_nvme::{ControllerConfig, ControllerId, Error, NamespaceRefusal, Platform};
 use bare_nvme_sim::{ControllerSpec, CtrlId, Metadata, NamespaceSpec, Sim};
 use common::*;
 
@@ -69,7 +69,7 @@ fn round_trip(sim: &Sim, driver: &mut BoxedDrv, id: ControllerId, nsid: u32, lba
 /// works on the served ones, and that the model saw no violation.
 fn expect(
     spec: ControllerSpec,
-    config: Config,
+    config: ControllerConfig,
     serve: &[u32],
     refuse: &[(u32, NamespaceRefusal)],
 ) -> (Sim, BoxedDrv, ControllerId) {
@@ -100,12 +100,17 @@ fn a_block_larger_than_the_maximum_transfer_is_refused_and_the_others_served() {
         block_size: 16384,
         max_transfer: 8192,
     };
-    let (sim, driver, _) = expect(spec, Config::default(), &[1, 3], &[(2, too_large)]);
+    let (sim, driver, _) = expect(
+        spec,
+        ControllerConfig::default(),
+        &[1, 3],
+        &[(2, too_large)],
+    );
     finish(&sim, driver);
     // The embedder's own limit counts as well: 4 KiB per command.
-    let config = Config {
+    let config = ControllerConfig {
         max_transfer: 4096,
-        ..Config::default()
+        ..ControllerConfig::default()
     };
     let spec = controller(&[NamespaceSpec::new(64, 8192)]);
     let too_large = NamespaceRefusal::BlockLargerThanTransfer {
@@ -123,7 +128,7 @@ fn a_namespace_with_separate_metadata_is_refused() {
         let reason = NamespaceRefusal::SeparateMetadata {
             bytes_per_block: ms,
         };
-        let (sim, driver, _) = expect(spec, Config::default(), &[1], &[(2, reason)]);
+        let (sim, driver, _) = expect(spec, ControllerConfig::default(), &[1], &[(2, reason)]);
         finish(&sim, driver);
     }
 }
@@ -139,7 +144,12 @@ fn a_namespace_with_protection_information_is_refused() {
             .metadata(metadata)
             .protection(dps);
         let reason = NamespaceRefusal::ProtectionInformation { dps };
-        let (sim, driver, _) = expect(controller(&[ns]), Config::default(), &[1], &[(2, reason)]);
+        let (sim, driver, _) = expect(
+            controller(&[ns]),
+            ControllerConfig::default(),
+            &[1],
+            &[(2, reason)],
+        );
         finish(&sim, driver);
     }
 }
@@ -153,7 +163,7 @@ fn a_namespace_with_inline_metadata_is_refused_and_the_controller_serves_the_res
     ]);
     let inline = |bytes_per_block| NamespaceRefusal::InlineMetadata { bytes_per_block };
     let refused = [(2, inline(8)), (3, inline(64))];
-    let (sim, driver, _) = expect(spec, Config::default(), &[1, 4], &refused);
+    let (sim, driver, _) = expect(spec, ControllerConfig::default(), &[1, 4], &refused);
     finish(&sim, driver);
 }
 
@@ -173,14 +183,14 @@ fn zoned_key_value_and_unknown_command_sets_are_refused() {
         (3, set(csi::KEY_VALUE)),
         (4, set(0x7F)),
     ];
-    let (sim, driver, _) = expect(spec, Config::default(), &[1, 5], &refused);
+    let (sim, driver, _) = expect(spec, ControllerConfig::default(), &[1, 5], &refused);
     finish(&sim, driver);
 }
 
 #[test]
 fn a_controller_without_descriptor_lists_serves_its_namespaces_as_nvm() {
     let spec = controller(&[NamespaceSpec::new(256, 4096)]).descriptor_lists(false);
-    let (sim, driver, _) = expect(spec, Config::default(), &[1, 2], &[]);
+    let (sim, driver, _) = expect(spec, ControllerConfig::default(), &[1, 2], &[]);
     // Controller, active list, and for each namespace the descriptor list
     // (refused) and Identify Namespace.
     assert_eq!(sim.counters().admin(admin::IDENTIFY), 6);
@@ -196,7 +206,7 @@ fn a_descriptor_list_that_fails_otherwise_refuses_only_its_namespace() {
     let reason = NamespaceRefusal::DescriptorListFailed {
         status: Status::new(sct::GENERIC, sc::INTERNAL_ERROR),
     };
-    let (sim, driver, _) = expect(spec, Config::default(), &[1, 3], &[(2, reason)]);
+    let (sim, driver, _) = expect(spec, ControllerConfig::default(), &[1, 3], &[(2, reason)]);
     finish(&sim, driver);
 }
 
@@ -246,13 +256,18 @@ fn lying_descriptor_lists_refuse_the_namespace_without_harm() {
     for (bytes, offset) in refused {
         let ns = NamespaceSpec::new(256, 512).descriptor_patch(0, &bytes);
         let reason = NamespaceRefusal::BadDescriptorList { offset };
-        let (sim, driver, _) = expect(controller(&[ns]), Config::default(), &[1], &[(2, reason)]);
+        let (sim, driver, _) = expect(
+            controller(&[ns]),
+            ControllerConfig::default(),
+            &[1],
+            &[(2, reason)],
+        );
         finish(&sim, driver);
     }
     // A list that fills the page exactly with descriptors the driver does
     // not know and names no command set is a valid list of an NVM namespace.
     let ns = NamespaceSpec::new(256, 512).descriptor_patch(0, &filler(16));
-    let (sim, driver, _) = expect(controller(&[ns]), Config::default(), &[1, 2], &[]);
+    let (sim, driver, _) = expect(controller(&[ns]), ControllerConfig::default(), &[1, 2], &[]);
     finish(&sim, driver);
 }
 
@@ -270,7 +285,7 @@ fn garbage_descriptor_lists_never_harm_the_controller() {
             .collect();
         let ns = NamespaceSpec::new(256, 512).descriptor_patch(0, &page);
         let sim = Sim::single(controller(&[ns]));
-        let (mut driver, ids) = up(&sim, Config::default());
+        let (mut driver, ids) = up(&sim, ControllerConfig::default());
         assert_eq!(ids.len(), 1, "seed {seed}: {:?}", sim.protocol_log());
         let id = ids[0];
         let ns = served(&mut driver, id);
@@ -306,7 +321,7 @@ fn a_mixed_controller_serves_io_on_the_good_namespace() {
         .namespace(NamespaceSpec::new(1024, 512).metadata(Metadata::Separate(8)))
         .namespace(NamespaceSpec::new(512, 4096));
     let separate = NamespaceRefusal::SeparateMetadata { bytes_per_block: 8 };
-    let (sim, mut driver, id) = expect(spec, Config::default(), &[2], &[(1, separate)]);
+    let (sim, mut driver, id) = expect(spec, ControllerConfig::default(), &[2], &[(1, separate)]);
     let p = sim.platform();
     // A transfer the blocking wrapper splits, on the good namespace.
     let data = filled(&p, 64 << 10, 7);

@@ -6,7 +6,7 @@
 mod common;
 
 use bare_nvme::nvme::command::nvm;
-use bare_nvme::{Config, Platform};
+use bare_nvme::{ControllerConfig, Platform};
 use bare_nvme_sim::{CtrlId, Sim};
 use common::*;
 
@@ -64,9 +64,9 @@ fn round_trip(
 /// A controller with an 8 MiB namespace of 512-byte blocks and `mdts`,
 /// driven with `max_transfer`.
 fn rig(mdts: u8, max_transfer: u32) -> (Sim, BoxedDrv) {
-    let config = Config {
+    let config = ControllerConfig {
         max_transfer,
-        ..Config::default()
+        ..ControllerConfig::default()
     };
     let (sim, driver, _) = single(spec(16384, 512).mdts(mdts), config);
     (sim, driver)
@@ -176,9 +176,9 @@ fn buffers_starting_inside_a_page_cross_page_boundaries_correctly() {
 
 #[test]
 fn a_4096_byte_namespace_moves_whole_pages() {
-    let config = Config {
+    let config = ControllerConfig {
         max_transfer: 64 << 10,
-        ..Config::default()
+        ..ControllerConfig::default()
     };
     let (sim, mut driver, id) = single(spec(2048, 4096), config);
     assert_eq!(

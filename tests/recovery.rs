@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use bare_nvme::{Config, Driver, DriverConfig, Error, Event, IoOp, Platform, State, Wait};
+use bare_nvme::QueueId;
+use bare_nvme::{
+    ControllerConfig, Driver, DriverConfig, Error, Event, IoOp, Platform, State, Wait,
+};
 use bare_nvme_sim::{ControllerSpec, CtrlId, Hold, Misbehaviour, NamespaceSpec, Sim};
 
 type SimDriver = Driver<bare_nvme_sim::SimPlatform, bare_nvme_sim::SimConfig>;
@@ -17,10 +20,10 @@ fn setup() -> (Sim, Box<SimDriver>, bare_nvme::ControllerId) {
             .namespace(NamespaceSpec::new(1 << 16, 512)),
     );
     let config = DriverConfig {
-        controller: Config {
+        controller: ControllerConfig {
             io_timeout: Duration::from_millis(20),
             admin_timeout: Duration::from_millis(20),
-            ..Config::default()
+            ..ControllerConfig::default()
         },
         ..DriverConfig::default()
     };
@@ -57,10 +60,10 @@ fn submit_read(sim: &Sim, driver: &mut SimDriver, id: bare_nvme::ControllerId, t
         lba: 0,
         blocks: 8,
     };
-    driver
+    let _ = driver
         .controller(id)
         .unwrap()
-        .submit(0, op, Some(buf), tag)
+        .submit(QueueId::FIRST, op, Some(buf), tag)
         .unwrap();
 }
 
@@ -71,7 +74,7 @@ fn collect(
 ) -> Vec<(u64, Result<(), Error>)> {
     let mut out = Vec::new();
     let platform = sim.platform();
-    driver.controller(id).unwrap().poll(0, |c| {
+    driver.controller(id).unwrap().poll(QueueId::FIRST, |c| {
         out.push((c.tag, c.result));
         platform.dma_free(c.buffer.expect("buffer handed back"));
     });

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use bare_nvme::nvme::command::nvm;
 use bare_nvme::nvme::identify::ctrl;
-use bare_nvme::{Config, Driver, DriverConfig, Error, Event, IoOp, Platform, Rejected, State};
+use bare_nvme::QueueId;
+use bare_nvme::{
+    ControllerConfig, Driver, DriverConfig, Error, Event, IoOp, Platform, Rejected, State,
+};
 use bare_nvme_sim::{ControllerSpec, NamespaceSpec, PortId, Sim, SimConfig, SimPlatform};
 use common::*;
 
@@ -24,9 +27,9 @@ fn write(lba: u64) -> IoOp {
 
 #[test]
 fn an_unknown_queue_is_refused_and_polling_it_delivers_nothing() {
-    let config = Config {
+    let config = ControllerConfig {
         io_queues: 2,
-        ..Config::default()
+        ..ControllerConfig::default()
     };
     let (sim, mut driver, id) = single(spec(1024, 512), config);
     sim.reset_counters();
@@ -35,18 +38,23 @@ fn an_unknown_queue_is_refused_and_polling_it_delivers_nothing() {
     assert_eq!(c.io_queue_count(), 2);
     let mut buf = Some(filled(&p, 512, 1));
     for queue in [2, 3, 255, u16::MAX] {
-        match c.submit(queue, write(0), buf.take(), 1) {
+        match c.submit(QueueId::new(queue), write(0), buf.take(), 1) {
             Err(Rejected { error, buffer }) => {
                 assert_eq!(error, Error::UnknownQueue { queue });
                 buf = buffer;
             }
             Ok(t) => panic!("queue {queue} accepted {t:?}"),
         }
-        assert_eq!(c.poll(queue, |_| panic!("completion on queue {queue}")), 0);
+        assert_eq!(
+            c.poll(QueueId::new(queue), |_| panic!(
+                "completion on queue {queue}"
+            )),
+            0
+        );
     }
     assert!(buf.is_some(), "buffer handed back");
     for q in 0..2 {
-        assert_eq!(c.poll(q, |_| ()), 0);
+        assert_eq!(c.poll(QueueId::new(q), |_| ()), 0);
     }
     let counters = sim.counters();
     assert_eq!((io_total(&counters), counters.mmio_writes), (0, 0));
@@ -56,9 +64,9 @@ fn an_unknown_queue_is_refused_and_polling_it_delivers_nothing() {
 
 #[test]
 fn a_full_queue_refuses_the_next_command_until_polled() {
-    let config = Config {
+    let config = ControllerConfig {
         queue_depth: 8,
-        ..Config::default()
+        ..ControllerConfig::default()
     };
     let (sim, mut driver, id) = single(spec(1024, 512), config);
     sim.reset_counters();
@@ -67,12 +75,18 @@ fn a_full_queue_refuses_the_next_command_until_polled() {
     assert_eq!(c.queue_depth(), 8);
     // One ring slot always stays empty: 7 commands fit.
     for lba in 0..7 {
-        c.submit(0, write(lba), Some(filled(&p, 512, lba as u8)), lba)
+        let _ = c
+            .submit(
+                QueueId::FIRST,
+                write(lba),
+                Some(filled(&p, 512, lba as u8)),
+                lba,
+            )
             .unwrap();
     }
     let extra = filled(&p, 512, 7);
     let extra_phys = extra.phys();
-    let extra = match c.submit(0, write(7), Some(extra), 7) {
+    let extra = match c.submit(QueueId::FIRST, write(7), Some(extra), 7) {
         Err(Rejected { error, buffer }) => {
             assert_eq!(error, Error::QueueFull { queue: 0 });
             let b = buffer.expect("buffer handed back");
@@ -81,7 +95,7 @@ fn a_full_queue_refuses_the_next_command_until_polled() {
         }
         Ok(t) => panic!("an eighth command was accepted: {t:?}"),
     };
-    let flush = c.submit(0, IoOp::Flush { nsid: NS }, None, 8);
+    let flush = c.submit(QueueId::FIRST, IoOp::Flush { nsid: NS }, None, 8);
     assert_eq!(flush.unwrap_err().error, Error::QueueFull { queue: 0 });
     // The blocking wrappers use the same queue and say so too.
     let mut probe = zeroed(&p, 512);
@@ -104,7 +118,7 @@ fn a_full_queue_refuses_the_next_command_until_polled() {
     }
     // Polled empty, the queue takes commands again.
     let c = driver.controller(id).unwrap();
-    c.submit(0, write(7), Some(extra), 7).unwrap();
+    let _ = c.submit(QueueId::FIRST, write(7), Some(extra), 7).unwrap();
     for d in collect(&mut driver, id, 0, 1) {
         p.dma_free(d.buffer.unwrap());
     }
@@ -118,7 +132,7 @@ fn a_full_queue_refuses_the_next_command_until_polled() {
 #[test]
 fn write_zeroes_and_deallocate_are_refused_when_the_controller_lacks_them() {
     let spec = spec(1024, 512).identify_patch(ctrl::ONCS, &[0, 0]);
-    let (sim, mut driver, id) = single(spec, Config::default());
+    let (sim, mut driver, id) = single(spec, ControllerConfig::default());
     sim.reset_counters();
     let c = driver.controller(id).unwrap();
     let info = c.info().unwrap();
@@ -144,10 +158,10 @@ fn write_zeroes_and_deallocate_are_refused_when_the_controller_lacks_them() {
         },
     ];
     for op in ops {
-        let r = c.submit(0, op, None, 0).unwrap_err();
+        let r = c.submit(QueueId::FIRST, op, None, 0).unwrap_err();
         assert!(matches!(r.error, Error::Unsupported { .. }), "{r:?}");
     }
-    assert_eq!(c.poll(0, |_| ()), 0);
+    assert_eq!(c.poll(QueueId::FIRST, |_| ()), 0);
     let counters = sim.counters();
     assert_eq!((io_total(&counters), counters.mmio_writes), (0, 0));
     // What the controller does support still works.
@@ -158,7 +172,7 @@ fn write_zeroes_and_deallocate_are_refused_when_the_controller_lacks_them() {
 
 #[test]
 fn every_call_after_detach_is_refused_as_not_ready_and_touches_nothing() {
-    let (sim, mut driver, id) = single(spec(1024, 512), Config::default());
+    let (sim, mut driver, id) = single(spec(1024, 512), ControllerConfig::default());
     let p = sim.platform();
     let mut buf = filled(&p, 512, 3);
     let c = driver.controller(id).unwrap();
@@ -172,10 +186,12 @@ fn every_call_after_detach_is_refused_as_not_ready_and_touches_nothing() {
     assert_eq!(c.flush(NS), Err(Error::NotReady));
     assert_eq!(c.write_zeroes(NS, 0, 1), Err(Error::NotReady));
     assert_eq!(c.deallocate(NS, 0, 1), Err(Error::NotReady));
-    let r = c.submit(0, write(0), Some(buf), 1).unwrap_err();
+    let r = c
+        .submit(QueueId::FIRST, write(0), Some(buf), 1)
+        .unwrap_err();
     assert_eq!(r.error, Error::NotReady);
     let buf = r.buffer.expect("buffer handed back");
-    assert_eq!(c.poll(0, |_| ()), 0);
+    assert_eq!(c.poll(QueueId::FIRST, |_| ()), 0);
     c.ring_doorbells();
     let counters = sim.counters();
     assert_eq!(io_total(&counters), 0);
@@ -283,7 +299,9 @@ fn a_controller_that_failed_bring_up_refuses_io_as_failed() {
     assert_eq!(c.write_zeroes(NS, 0, 1), Err(Error::ControllerFailed));
     assert_eq!(c.deallocate(NS, 0, 1), Err(Error::ControllerFailed));
     assert_eq!(c.flush(NS), Err(Error::ControllerFailed));
-    let r = c.submit(0, write(0), Some(buf), 0).unwrap_err();
+    let r = c
+        .submit(QueueId::FIRST, write(0), Some(buf), 0)
+        .unwrap_err();
     assert_eq!(r.error, Error::ControllerFailed);
     assert_eq!(sim.counters().mmio(), 0);
     p.dma_free(r.buffer.unwrap());

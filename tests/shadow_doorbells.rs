@@ -4,14 +4,15 @@
 use std::time::Duration;
 
 use bare_nvme::nvme::command::admin;
-use bare_nvme::{Config, Driver, DriverConfig, Platform};
+use bare_nvme::QueueId;
+use bare_nvme::{ControllerConfig, Driver, DriverConfig, Platform};
 use bare_nvme_sim::{ControllerSpec, CtrlId, NamespaceSpec, Sim};
 
 fn driver(sim: &Sim, shadow: bool) -> Driver<bare_nvme_sim::SimPlatform, bare_nvme_sim::SimConfig> {
     let config = DriverConfig {
-        controller: Config {
+        controller: ControllerConfig {
             shadow_doorbells: shadow,
-            ..Config::default()
+            ..ControllerConfig::default()
         },
         ..DriverConfig::default()
     };
@@ -109,18 +110,19 @@ fn a_reset_configures_the_buffers_again_without_leaking() {
         lba: 0,
         blocks: 8,
     };
-    d.controller(id)
+    let _ = d
+        .controller(id)
         .unwrap()
-        .submit(0, op, Some(buf), 7)
+        .submit(QueueId::FIRST, op, Some(buf), 7)
         .unwrap();
     d.controller(id).unwrap().ring_doorbells();
     let mut failed = None;
     for _ in 0..100 {
         sim.advance(Duration::from_secs(1));
         d.tick();
-        d.controller(id)
-            .unwrap()
-            .poll(0, |c| failed = Some((c.tag, c.result, c.buffer)));
+        d.controller(id).unwrap().poll(QueueId::FIRST, |c| {
+            failed = Some((c.tag, c.result, c.buffer))
+        });
         if failed.is_some() {
             break;
         }

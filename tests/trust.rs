@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use bare_nvme::nvme::command::admin;
 use bare_nvme::pci::config::{Command, ConfigSpace};
+use bare_nvme::QueueId;
 use bare_nvme::{
-    Config, Controller, Detection, Driver, DriverConfig, Error, Event, IoOp, PhysAddr, Platform,
-    State, Wait,
+    Controller, ControllerConfig, Detection, Driver, DriverConfig, Error, Event, IoOp, PhysAddr,
+    Platform, State, Wait,
 };
 use bare_nvme_sim::{
     ControllerSpec, CtrlId, Hold, Misbehaviour, NamespaceSpec, PortId, Sim, SimPlatform,
@@ -23,7 +24,7 @@ const CTRL: CtrlId = CtrlId(0);
 
 /// A controller driven on its own, without the driver's PCI layer: the test
 /// turns on memory decoding and bus mastering, as firmware would.
-fn standalone(sim: &Sim, config: Config) -> Controller<SimPlatform> {
+fn standalone(sim: &Sim, config: ControllerConfig) -> Controller<SimPlatform> {
     let access = sim.config_access();
     let address = sim.address(CTRL).expect("function");
     ConfigSpace::new(&access, address)
@@ -36,7 +37,7 @@ fn standalone(sim: &Sim, config: Config) -> Controller<SimPlatform> {
     Controller::new(platform, (), regs, len, config)
 }
 
-fn short_config() -> Config {
+fn short_config() -> ControllerConfig {
     config().controller
 }
 
@@ -361,7 +362,7 @@ fn an_io_to_a_removed_controller_after_its_teardown_is_refused() {
     let c = driver.controller(id).unwrap();
     assert_eq!(c.dma_stop(), Some(bare_nvme::DmaStop::Gone));
     let op = IoOp::Flush { nsid: 1 };
-    let r = c.submit(0, op, None, 0);
+    let r = c.submit(QueueId::FIRST, op, None, 0);
     assert!(matches!(r, Err(ref e) if e.error == Error::DeviceRemoved));
     finish(driver, &sim);
 }
@@ -530,7 +531,7 @@ fn a_standalone_controller_that_never_stops_quarantines_on_drop() {
         blocks: 1,
     };
     let buffer = sim.platform().dma_alloc(512, 4096).unwrap();
-    c.submit(0, op, Some(buffer), 1).unwrap();
+    let _ = c.submit(QueueId::FIRST, op, Some(buffer), 1).unwrap();
     c.ring_doorbells();
     // RDY freezes: CC.EN = 0 is never acknowledged, and there is no config
     // space to turn bus mastering off.
@@ -553,12 +554,12 @@ fn a_standalone_controller_recovers_a_stuck_command_from_its_own_tick() {
         blocks: 1,
     };
     let buffer = sim.platform().dma_alloc(512, 4096).unwrap();
-    c.submit(0, op, Some(buffer), 1).unwrap();
+    let _ = c.submit(QueueId::FIRST, op, Some(buffer), 1).unwrap();
     c.ring_doorbells();
     let mut got = Vec::new();
     for _ in 0..2_000 {
         c.tick();
-        c.poll(0, |done| got.push(done));
+        c.poll(QueueId::FIRST, |done| got.push(done));
         if !got.is_empty() && c.state() == State::Ready {
             break;
         }

@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
+use bare_nvme::QueueId;
 use bare_nvme::{
-    Config, ControllerId, DmaRegion, Driver, DriverConfig, DriverController, IoOp, Platform,
+    ControllerConfig, ControllerId, DmaRegion, Driver, DriverConfig, DriverController, IoOp,
+    Platform,
 };
 use bare_nvme_sim::{ControllerSpec, NamespaceSpec, PortId, Sim, SimConfig};
 
@@ -44,10 +46,10 @@ impl Rig {
             .build();
         let (platform, device) = deferred(&sim);
         let config = DriverConfig {
-            controller: Config {
+            controller: ControllerConfig {
                 queue_depth,
                 shadow_doorbells,
-                ..Config::default()
+                ..ControllerConfig::default()
             },
             ..DriverConfig::default()
         };
@@ -107,7 +109,7 @@ pub fn measured_submit(
             lba,
             blocks: 1,
         };
-        match c.submit(0, op, buffers[index].take(), index as u64) {
+        match c.submit(QueueId::FIRST, op, buffers[index].take(), index as u64) {
             Ok(_) => submitted += 1,
             Err(rejected) => {
                 buffers[index] = rejected.buffer;
@@ -123,7 +125,7 @@ pub fn measured_submit(
 /// `failed` counts those with an error.
 #[inline(never)]
 pub fn measured_poll(c: &mut Ctl, buffers: &mut [Option<DmaRegion>], failed: &mut usize) -> usize {
-    c.poll(0, |done| {
+    c.poll(QueueId::FIRST, |done| {
         if done.result.is_err() {
             *failed += 1;
         }
@@ -172,13 +174,15 @@ pub fn stream(shadow: bool, qd: usize, ios: usize, lbas: &[u64]) -> (usize, Acce
                 blocks: 1,
             };
             next += 1;
-            c.submit(0, op, buffer.take(), i as u64).expect("submit");
+            let _ = c
+                .submit(QueueId::FIRST, op, buffer.take(), i as u64)
+                .expect("submit");
             c.ring_doorbells();
         }
         let mut ready = Vec::with_capacity(qd);
         while done < ios {
             device.run();
-            c.poll(0, |d| {
+            c.poll(QueueId::FIRST, |d| {
                 if d.result.is_err() {
                     failed += 1;
                 }
@@ -193,14 +197,15 @@ pub fn stream(shadow: bool, qd: usize, ios: usize, lbas: &[u64]) -> (usize, Acce
                     blocks: 1,
                 };
                 next += 1;
-                c.submit(0, op, buffers[i].take(), i as u64)
+                let _ = c
+                    .submit(QueueId::FIRST, op, buffers[i].take(), i as u64)
                     .expect("submit");
                 c.ring_doorbells();
             }
         }
         while c.in_flight() > 0 {
             device.run();
-            c.poll(0, |d| buffers[d.tag as usize] = d.buffer);
+            c.poll(QueueId::FIRST, |d| buffers[d.tag as usize] = d.buffer);
         }
     }
     let a = rig.platform.access().since(before);

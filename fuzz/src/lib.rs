@@ -57,9 +57,10 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use bare_nvme::QueueId;
 use bare_nvme::{
-    Completion, Config, ControllerId, DmaRegion, Driver, DriverConfig, Event, Instant, IoOp,
-    PhysAddr, Platform, RegisterAccess, State,
+    Completion, ControllerConfig, ControllerId, DmaRegion, Driver, DriverConfig, Event, Instant,
+    IoOp, PhysAddr, Platform, RegisterAccess, State,
 };
 use bare_nvme_sim::{
     ControllerSpec, CtrlId, Hold, Misbehaviour, NamespaceSpec, PortId, Queues, Rule, Sim,
@@ -477,7 +478,7 @@ fn poll_all(driver: &mut FuzzDriver, ledger: &mut Ledger) {
             continue;
         };
         for q in 0..c.io_queue_count() {
-            c.poll(q, |done| ledger.delivered(id, done));
+            c.poll(QueueId::new(q), |done| ledger.delivered(id, done));
         }
     }
 }
@@ -655,7 +656,7 @@ pub fn run(data: &[u8]) -> Reached {
         chaos: chaos.clone(),
     };
     let config = DriverConfig {
-        controller: Config {
+        controller: ControllerConfig {
             io_queues: u16::from(queues & 7).max(1),
             queue_depth: 2 + u16::from(queues >> 3 & 1) * 30,
             max_transfer: MAX_TRANSFER as u32,
@@ -916,7 +917,7 @@ fn serve_one(rig: &Rig, driver: &mut FuzzDriver, ledger: &mut Ledger, id: Contro
             lba: 0,
             blocks: 1,
         };
-        match ctrl.submit(0, op, Some(buffer), tag) {
+        match ctrl.submit(QueueId::FIRST, op, Some(buffer), tag) {
             Ok(_) => {
                 ledger.outstanding.insert(tag, id);
             }
@@ -1012,7 +1013,7 @@ fn step(rig: &mut Rig, driver: &mut FuzzDriver, ledger: &mut Ledger, op: [u8; OP
                 IoOp::Write { nsid, lba, blocks }
             };
             let tag = ledger.tag();
-            match ctrl.submit(queue, op, Some(buffer), tag) {
+            match ctrl.submit(QueueId::new(queue), op, Some(buffer), tag) {
                 Ok(_) => {
                     ledger.outstanding.insert(tag, id);
                 }
@@ -1070,7 +1071,7 @@ fn step(rig: &mut Rig, driver: &mut FuzzDriver, ledger: &mut Ledger, op: [u8; OP
                 _ => IoOp::Flush { nsid },
             };
             let tag = ledger.tag();
-            match ctrl.submit(u16::from(a >> 2 & 3), op, None, tag) {
+            match ctrl.submit(QueueId::new(u16::from(a >> 2 & 3)), op, None, tag) {
                 Ok(_) => {
                     ledger.outstanding.insert(tag, id);
                 }

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::event::{ControllerId, Detection, Event};
 use crate::nvme::controller::{MAX_IO_QUEUES, MAX_QUEUE_DEPTH};
 use crate::nvme::identify::IdString;
-use crate::nvme::{Config, Controller, State};
+use crate::nvme::{Controller, ControllerConfig, State};
 use crate::pci::link::PciLink;
 use crate::platform::{Instant, PhysAddr, Platform};
 
@@ -42,21 +42,23 @@ pub type DriverController<
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DriverConfig {
     /// Settings for each controller.
-    pub controller: Config,
-    /// How often hot-plug ports' Slot Status is read.
+    pub controller: ControllerConfig,
+    /// How often hot-plug ports' Slot Status is read. Default 10 ms.
     pub slot_poll_interval: Duration,
     /// How long one sweep over the empty device numbers of buses without a
     /// hot-plug slot takes (one probe per tick); `None` disables it.
+    /// Default 500 ms.
     pub bus_rescan_interval: Option<Duration>,
     /// Where BARs of functions on the root bus may be placed when firmware
     /// left them unassigned (functions behind bridges use the bridge window).
+    /// Default `None`.
     pub root_window: Option<(PhysAddr, u64)>,
 }
 
 impl Default for DriverConfig {
     fn default() -> Self {
         Self {
-            controller: Config::default(),
+            controller: ControllerConfig::default(),
             slot_poll_interval: Duration::from_millis(10),
             bus_rescan_interval: Some(Duration::from_millis(500)),
             root_window: None,

@@ -30,28 +30,32 @@ pub const MAX_TRANSFER_LIMIT: u32 = 4 << 20;
 
 /// What the embedder chooses for each controller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Config {
+pub struct ControllerConfig {
     /// I/O queue pairs to ask for (clamped to what the controller grants and
-    /// to [`MAX_IO_QUEUES`]).
+    /// to the controller's `QUEUES` capacity). Default 1.
     pub io_queues: u16,
-    /// Entries per I/O queue (clamped to CAP.MQES and [`MAX_QUEUE_DEPTH`]).
+    /// Entries per I/O queue (clamped to CAP.MQES and the controller's
+    /// `DEPTH` capacity); one entry always stays empty. Default 128.
     pub queue_depth: u16,
     /// Largest transfer per command in bytes (clamped to MDTS and
     /// [`MAX_TRANSFER_LIMIT`]); the blocking wrappers split larger requests.
+    /// Default 256 KiB.
     pub max_transfer: u32,
-    /// Deadline of each admin command.
+    /// Deadline of each admin command. Default 5 s.
     pub admin_timeout: Duration,
-    /// Deadline of each I/O command.
+    /// Deadline of each I/O command. Default 10 s.
     pub io_timeout: Duration,
     /// Upper bound on the CAP.TO ready timeout a controller may claim.
+    /// Default 30 s.
     pub ready_timeout_limit: Duration,
     /// Deadline for a normal shutdown (CC.SHN) to report completion.
+    /// Default 5 s.
     pub shutdown_timeout: Duration,
     /// Use shadow doorbells when the controller offers them.
     pub shadow_doorbells: bool,
 }
 
-impl Default for Config {
+impl Default for ControllerConfig {
     fn default() -> Self {
         Self {
             io_queues: 1,
@@ -199,7 +203,7 @@ pub struct Controller<
     pub(crate) link: L,
     pub(crate) regs: P::Registers,
     pub(crate) regs_len: usize,
-    pub(crate) config: Config,
+    pub(crate) config: ControllerConfig,
     pub(crate) cap: Cap,
     pub(crate) state: State,
     pub(crate) step: Step,
@@ -249,7 +253,13 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// A controller whose registers (`regs_len` bytes of BAR0) are mapped at
     /// `regs`, reached through `link`. Nothing is touched until
     /// [`Controller::advance`] or [`Controller::bring_up`].
-    pub fn new(platform: P, link: L, regs: P::Registers, regs_len: usize, config: Config) -> Self {
+    pub fn new(
+        platform: P,
+        link: L,
+        regs: P::Registers,
+        regs_len: usize,
+        config: ControllerConfig,
+    ) -> Self {
         Self {
             platform,
             link,
@@ -317,6 +327,11 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// Number of I/O queues in use.
     pub fn io_queue_count(&self) -> u16 {
         self.io.len() as u16
+    }
+
+    /// The I/O queues in use.
+    pub fn queues(&self) -> impl Iterator<Item = crate::nvme::QueueId> {
+        (0..self.io.len() as u16).map(crate::nvme::QueueId::new)
     }
 
     /// Entries per I/O queue.

@@ -288,7 +288,7 @@ pub struct NamespaceInfo {
 #[non_exhaustive]
 pub enum NamespaceRefusal {
     /// One logical block is larger than one command may carry (MDTS, or the
-    /// embedder's `Config::max_transfer`).
+    /// embedder's `ControllerConfig::max_transfer`).
     BlockLargerThanTransfer {
         /// Logical block size in bytes.
         block_size: u32,

@@ -13,7 +13,7 @@ use crate::nvme::command::{nvm, sc, sct, SubmissionEntry};
 use crate::nvme::controller::{Controller, State, Step};
 use crate::nvme::prp;
 use crate::nvme::tracker::Delivered;
-use crate::platform::{DmaRegion, PhysAddr, Platform};
+use crate::platform::{DmaRegion, DmaView, DmaViewMut, PhysAddr, Platform};
 
 /// Write Zeroes: deallocate the blocks too if the device can (CDW12 bit 25).
 const WRITE_ZEROES_DEAC: u32 = 1 << 25;
@@ -90,16 +90,40 @@ impl IoOp {
     }
 }
 
+/// One of a controller's I/O queue pairs, by index: `0 ..`
+/// [`Controller::io_queue_count`] (see [`Controller::queues`]). A queue that
+/// does not exist is refused with [`Error::UnknownQueue`] when used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueId(u16);
+
+impl QueueId {
+    /// The first I/O queue, which every serving controller has.
+    pub const FIRST: QueueId = QueueId(0);
+
+    /// The queue with index `index`.
+    pub const fn new(index: u16) -> Self {
+        Self(index)
+    }
+
+    /// Its index.
+    pub const fn index(self) -> u16 {
+        self.0
+    }
+}
+
 /// Names a submitted command until it completes.
+#[must_use = "the token names the command until its completion is polled"]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Token {
-    /// The I/O queue index.
-    pub queue: u16,
+    /// The I/O queue.
+    pub queue: QueueId,
     /// The command identifier.
     pub cid: u16,
 }
 
-/// A finished command.
+/// A finished command. It holds the caller's buffer: hand it back to the
+/// platform or reuse it (dropping it leaks the memory).
+#[must_use = "a completion carries the command's buffer"]
 #[derive(Debug)]
 pub struct Completion {
     /// The token `submit` returned.
@@ -112,7 +136,10 @@ pub struct Completion {
     pub buffer: Option<DmaRegion>,
 }
 
-/// A submission the driver refused; nothing reached the device.
+/// A submission the driver refused; nothing reached the device, and the
+/// buffer comes back here (`?` does not apply: take `buffer` first, then
+/// return `error`, as README's "Using it" shows).
+#[must_use = "a rejected submission carries the caller's buffer"]
 #[derive(Debug)]
 pub struct Rejected {
     /// Why.
@@ -131,14 +158,14 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// The buffer is held by the driver until the command completes.
     pub fn submit(
         &mut self,
-        queue: u16,
+        queue: QueueId,
         op: IoOp,
         buffer: Option<DmaRegion>,
         tag: u64,
     ) -> core::result::Result<Token, Rejected> {
         let data = buffer.as_ref().map(|b| (b.phys(), b.len()));
         let mut buffer = buffer;
-        match self.prepare(queue, op, data, tag, false, &mut buffer) {
+        match self.prepare(queue.0, op, data, tag, false, &mut buffer) {
             Ok(cid) => Ok(Token { queue, cid }),
             Err(error) => Err(Rejected { error, buffer }),
         }
@@ -168,13 +195,13 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// unable to reach their buffers (until then, during a reset's disable or
     /// a teardown's stop, nothing is delivered). A command whose buffer was
     /// quarantined (see [`Controller::quarantined`]) is delivered without it.
-    pub fn poll(&mut self, queue: u16, mut on_complete: impl FnMut(Completion)) -> usize {
+    pub fn poll(&mut self, queue: QueueId, mut on_complete: impl FnMut(Completion)) -> usize {
         if self.holding() {
             return 0;
         }
         let timeout = self.timeout_error();
         let live = self.rings_live();
-        let Some(q) = self.io.get_mut(queue as usize) else {
+        let Some(q) = self.io.get_mut(queue.0 as usize) else {
             return 0;
         };
         let shadow = self.doorbell_buffers.as_ref();
@@ -219,13 +246,24 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 
     /// Reads `buffer.len()` bytes (a multiple of the block size) at `lba`,
     /// blocking. Splits transfers larger than one command may carry.
-    pub fn read(&mut self, nsid: u32, lba: u64, buffer: &mut DmaRegion) -> Result<()> {
+    /// `buffer` is a whole region (`&mut region`) or part of one
+    /// (`region.view_mut(range)`).
+    pub fn read<'b>(
+        &mut self,
+        nsid: u32,
+        lba: u64,
+        buffer: impl Into<DmaViewMut<'b>>,
+    ) -> Result<()> {
+        let buffer = buffer.into();
         self.transfer_blocking(nsid, lba, buffer.phys(), buffer.len(), false)
     }
 
     /// Writes `buffer.len()` bytes (a multiple of the block size) at `lba`,
     /// blocking. Splits transfers larger than one command may carry.
-    pub fn write(&mut self, nsid: u32, lba: u64, buffer: &DmaRegion) -> Result<()> {
+    /// `buffer` is a whole region (`&region`) or part of one
+    /// (`region.view(range)`).
+    pub fn write<'b>(&mut self, nsid: u32, lba: u64, buffer: impl Into<DmaView<'b>>) -> Result<()> {
+        let buffer = buffer.into();
         self.transfer_blocking(nsid, lba, buffer.phys(), buffer.len(), true)
     }
 

@@ -16,9 +16,9 @@ mod teardown;
 mod test_memory;
 mod tracker;
 
-pub use controller::{Config, Controller, Namespace, Quarantine, State};
+pub use controller::{Controller, ControllerConfig, Namespace, Quarantine, State};
 pub use identify::NamespaceRefusal;
-pub use io::{Completion, IoOp, Rejected, Token};
+pub use io::{Completion, IoOp, QueueId, Rejected, Token};
 pub use qpair::QueueFaults;
 
 /// The specification's definitions, under the names the driver has always used.

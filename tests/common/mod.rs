@@ -6,8 +6,10 @@
 use std::ptr::NonNull;
 use std::time::Duration;
 
+use bare_nvme::QueueId;
 use bare_nvme::{
-    Completion, Config, ControllerId, DmaRegion, Driver, DriverConfig, Event, PhysAddr, Platform,
+    Completion, ControllerConfig, ControllerId, DmaRegion, Driver, DriverConfig, Event, PhysAddr,
+    Platform,
 };
 use bare_nvme_sim::{ControllerSpec, Counters, NamespaceSpec, Sim, SimConfig, SimPlatform};
 
@@ -31,7 +33,7 @@ pub fn up_with(sim: &Sim, config: DriverConfig) -> (BoxedDrv, Vec<ControllerId>)
 }
 
 /// A driver with default settings except the per-controller `config`.
-pub fn up(sim: &Sim, config: Config) -> (BoxedDrv, Vec<ControllerId>) {
+pub fn up(sim: &Sim, config: ControllerConfig) -> (BoxedDrv, Vec<ControllerId>) {
     up_with(
         sim,
         DriverConfig {
@@ -42,7 +44,7 @@ pub fn up(sim: &Sim, config: Config) -> (BoxedDrv, Vec<ControllerId>) {
 }
 
 /// One controller in a hot-plug slot, brought up with `config`; its id.
-pub fn single(spec: ControllerSpec, config: Config) -> (Sim, BoxedDrv, ControllerId) {
+pub fn single(spec: ControllerSpec, config: ControllerConfig) -> (Sim, BoxedDrv, ControllerId) {
     let sim = Sim::single(spec);
     let (driver, ids) = up(&sim, config);
     assert_eq!(
@@ -120,7 +122,10 @@ pub fn collect(driver: &mut BoxedDrv, id: ControllerId, queue: u16, n: usize) ->
         if got.len() >= n {
             break;
         }
-        driver.controller(id).unwrap().poll(queue, |c| got.push(c));
+        driver
+            .controller(id)
+            .unwrap()
+            .poll(QueueId::new(queue), |c| got.push(c));
     }
     for b in got.iter().filter_map(|c| c.buffer.as_ref()) {
         driver.platform().caller_owns(b);

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use bare_nvme::QueueId;
 use bare_nvme::{
     ControllerId, DmaRegion, Driver, DriverConfig, Error, Event, IoOp, Platform, State,
 };
@@ -144,7 +145,7 @@ impl Ledger {
                 return None;
             }
         };
-        match c.submit(0, op, buffer, tag) {
+        match c.submit(QueueId::FIRST, op, buffer, tag) {
             Ok(_) => {
                 self.entries.insert(
                     tag,
@@ -209,7 +210,7 @@ impl Ledger {
             return 0;
         };
         let mut done = Vec::new();
-        c.poll(0, |comp| done.push(comp));
+        c.poll(QueueId::FIRST, |comp| done.push(comp));
         let n = done.len();
         for comp in done {
             if let Some(b) = comp.buffer {

@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
+use bare_nvme::QueueId;
 use bare_nvme::{
-    Completion, Config, ControllerId, DmaRegion, Driver, DriverConfig, Event, IoOp, Platform, State,
+    Completion, ControllerConfig, ControllerId, DmaRegion, Driver, DriverConfig, Event, IoOp,
+    Platform, State,
 };
 use bare_nvme_sim::{ControllerSpec, NamespaceSpec, Sim, SimConfig, SimPlatform};
 
@@ -18,12 +20,12 @@ pub const READY_LIMIT: Duration = Duration::from_secs(2);
 
 pub fn config() -> DriverConfig {
     DriverConfig {
-        controller: Config {
+        controller: ControllerConfig {
             io_timeout: IO_TIMEOUT,
             admin_timeout: ADMIN_TIMEOUT,
             ready_timeout_limit: READY_LIMIT,
             shutdown_timeout: Duration::from_millis(100),
-            ..Config::default()
+            ..ControllerConfig::default()
         },
         ..DriverConfig::default()
     }
@@ -106,7 +108,8 @@ pub fn submit_read(driver: &mut SimDriver, sim: &Sim, id: ControllerId, tag: u64
         lba: tag % 1024,
         blocks: 1,
     };
-    c.submit(0, op, Some(buffer(sim, 512)), tag)
+    let _ = c
+        .submit(QueueId::FIRST, op, Some(buffer(sim, 512)), tag)
         .expect("submitted");
 }
 
@@ -115,7 +118,7 @@ pub fn poll(driver: &mut SimDriver, id: ControllerId) -> Vec<Completion> {
     let mut out = Vec::new();
     let c = driver.controller(id).unwrap();
     for q in 0..c.io_queue_count() {
-        c.poll(q, |done| out.push(done));
+        c.poll(QueueId::new(q), |done| out.push(done));
     }
     for b in out.iter().filter_map(|c| c.buffer.as_ref()) {
         driver.platform().caller_owns(b);

@@ -70,6 +70,16 @@ const STAGES: &[Stage] = &[
         args: &["test", "--workspace"],
         in_board: false,
     },
+    Stage {
+        name: "doc",
+        args: &["rustdoc", "--lib", "--", "-D", "warnings"],
+        in_board: false,
+    },
+    Stage {
+        name: "publish dry run",
+        args: &["publish", "--dry-run", "-p", "bare-nvme", "--allow-dirty"],
+        in_board: false,
+    },
 ];
 
 /// The other architectures the library builds for (stage name, target): its

@@ -12,8 +12,9 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
 
-use bare_nvme::nvme::{Config, Controller};
+use bare_nvme::nvme::{Controller, ControllerConfig};
 use bare_nvme::pci::bar;
+use bare_nvme::QueueId;
 use bare_nvme::{DmaRegion, Instant, IoOp, PhysAddr, Platform, RegisterAccess};
 
 use super::{check_dma_returned, Board, Outcome, Scenario};
@@ -155,9 +156,9 @@ fn run_one(
     };
     // The default configuration (128 entries per queue), only the switch
     // under test changed.
-    let config = Config {
+    let config = ControllerConfig {
         shadow_doorbells: shadow,
-        ..Config::default()
+        ..ControllerConfig::default()
     };
     let mut nvme: Nvme = Controller::new(platform, (), regs, bar_size, config);
     nvme.bring_up()
@@ -221,7 +222,7 @@ fn stream(
                 lba: next_lba(),
                 blocks: per_io,
             };
-            nvme.submit(0, op, buffers[i].take(), i as u64)
+            nvme.submit(QueueId::FIRST, op, buffers[i].take(), i as u64)
                 .map(|_| ())
                 .map_err(|r| {
                     buffers[i] = r.buffer;
@@ -242,7 +243,7 @@ fn stream(
         if clock::now() > end + Duration::from_secs(10) {
             return Err(failure!("I/O stalled"));
         }
-        nvme.poll(0, |done| {
+        nvme.poll(QueueId::FIRST, |done| {
             if done.result.is_err() {
                 failed += 1;
             }

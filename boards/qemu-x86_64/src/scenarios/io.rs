@@ -13,6 +13,7 @@
 use core::fmt::Write as _;
 use core::time::Duration;
 
+use bare_nvme::QueueId;
 use bare_nvme::{ControllerId, Error, Event, IoOp, PhysAddr, Platform, RegisterAccess};
 use log::info;
 
@@ -357,7 +358,7 @@ fn bad_disk(board: &Board, c: &mut Ctrl, nsid: u32) -> Outcome {
             lba,
             blocks: 1,
         };
-        if let Err(r) = c.submit(0, op, Some(buffer), tag as u64) {
+        if let Err(r) = c.submit(QueueId::FIRST, op, Some(buffer), tag as u64) {
             if let Some(b) = r.buffer {
                 board.platform.dma_free(b);
             }
@@ -368,7 +369,7 @@ fn bad_disk(board: &Board, c: &mut Ctrl, nsid: u32) -> Outcome {
     let mut failed_tag = None;
     let deadline = super::deadline_ms(5_000);
     while seen.iter().sum::<u32>() < 4 && clock::now() < deadline {
-        c.poll(0, |done| {
+        c.poll(QueueId::FIRST, |done| {
             seen[done.tag as usize] += 1;
             if done.result.is_err() {
                 failed_tag = Some(done.tag);

@@ -4,6 +4,7 @@
 
 use core::time::Duration;
 
+use bare_nvme::QueueId;
 use bare_nvme::{ControllerId, Error, Event, IoOp};
 use log::info;
 
@@ -203,7 +204,7 @@ fn check_returned(
         "cycle {cycle}: not reported as returned (got {returned:?}, was {prev})"
     );
     let stale = d.controller(prev).map(|c| {
-        c.submit(0, IoOp::Flush { nsid: 1 }, None, 0)
+        c.submit(QueueId::FIRST, IoOp::Flush { nsid: 1 }, None, 0)
             .err()
             .map(|r| r.error)
     });

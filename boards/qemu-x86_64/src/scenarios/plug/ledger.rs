@@ -1,6 +1,7 @@
 //! Commands in flight at a pull: submitted as one-block reads, then
 //! collected into a ledger that proves each completed exactly once.
 
+use bare_nvme::QueueId;
 use bare_nvme::{ControllerId, Error, IoOp, Platform};
 
 use super::{Ctx, MAX_INFLIGHT};
@@ -30,7 +31,12 @@ pub(super) fn submit_reads(
             lba: tag as u64 * 8,
             blocks: 1,
         };
-        if let Err(r) = c.submit(tag as u16 % queues, op, Some(buffer), tag as u64) {
+        if let Err(r) = c.submit(
+            QueueId::new(tag as u16 % queues),
+            op,
+            Some(buffer),
+            tag as u64,
+        ) {
             if let Some(b) = r.buffer {
                 platform.dma_free(b);
             }
@@ -67,7 +73,7 @@ pub(super) fn collect(
     let mut delivered = 0;
     while delivered < n && clock::now() < deadline {
         for q in 0..queues {
-            delivered += c.poll(q, |done| {
+            delivered += c.poll(QueueId::new(q), |done| {
                 if let Some(slot) = seen.get_mut(done.tag as usize) {
                     *slot += 1;
                 }
@@ -94,7 +100,7 @@ pub(super) fn collect(
     // Nothing more may come.
     let mut extra = 0;
     for q in 0..queues {
-        extra += c.poll(q, |_| {});
+        extra += c.poll(QueueId::new(q), |_| {});
     }
     ensure!(extra == 0, "{extra} completions delivered twice");
     Ok(ledger)

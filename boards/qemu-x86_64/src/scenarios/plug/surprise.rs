@@ -1,6 +1,7 @@
 //! `mode=surprise`: the controller cold-plugged in the slot is pulled with
 //! commands in flight while a second controller keeps serving.
 
+use bare_nvme::QueueId;
 use bare_nvme::{Error, IoOp, State};
 
 use super::ledger::{collect, submit_reads};
@@ -39,7 +40,7 @@ pub(super) fn surprise(cx: &mut Ctx, d: &mut Nvme) -> Outcome {
     );
     // New submissions get the same error.
     let late = ctrl(d, victim)?
-        .submit(0, IoOp::Flush { nsid: 1 }, None, 0)
+        .submit(QueueId::FIRST, IoOp::Flush { nsid: 1 }, None, 0)
         .err()
         .map(|r| r.error);
     ensure!(
