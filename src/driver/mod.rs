@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::event::{ControllerId, Detection, Event};
 use crate::nvme::identify::IdString;
 use crate::nvme::{Config, Controller, State};
+use crate::pci::assign::HotplugReserve;
 use crate::pci::link::PciLink;
 use crate::platform::{Instant, PhysAddr, Platform};
 
@@ -43,6 +44,16 @@ pub struct DriverConfig {
     /// Where BARs of functions on the root bus may be placed when firmware
     /// left them unassigned (functions behind bridges use the bridge window).
     pub root_window: Option<(PhysAddr, u64)>,
+    /// The host bridge's 64-bit prefetchable window, for 64-bit
+    /// prefetchable BARs when the driver assigns resources itself.
+    pub prefetchable_window: Option<(PhysAddr, u64)>,
+    /// Assign bus numbers, bridge windows and BARs anew even when firmware
+    /// assigned them (without firmware they are always assigned). Needs
+    /// `root_window`, which then is the host bridge's whole 32-bit window.
+    pub reassign: bool,
+    /// What hot-plug capable ports keep for devices plugged in later when
+    /// the driver assigns resources.
+    pub hotplug_reserve: HotplugReserve,
 }
 
 impl Default for DriverConfig {
@@ -52,6 +63,9 @@ impl Default for DriverConfig {
             slot_poll_interval: Duration::from_millis(10),
             bus_rescan_interval: Some(Duration::from_millis(500)),
             root_window: None,
+            prefetchable_window: None,
+            reassign: false,
+            hotplug_reserve: HotplugReserve::default(),
         }
     }
 }

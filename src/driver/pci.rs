@@ -7,6 +7,7 @@ use pci_types::{ConfigRegionAccess, PciAddress};
 
 use crate::driver::Driver;
 use crate::error::{Error, Result};
+use crate::pci::assign::HostWindows;
 use crate::pci::bar::BarAllocator;
 use crate::pci::config::ConfigSpace;
 use crate::pci::enumerate::{Topology, NVME_CLASS};
@@ -86,8 +87,22 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             // The walk records what it could; serve that.
             warn!("pci: enumeration incomplete: {e}");
         }
+        let bridges = self.pci.topology.bridges();
+        let firmware_left_nothing =
+            !bridges.is_empty() && bridges.iter().all(|b| b.numbered_by_walk);
+        // Moving the BARs of controllers in use is not an option: only the
+        // first scan assigns.
+        let idle = self.entries.iter().all(|e| e.is_none());
+        if (self.config.reassign || firmware_left_nothing) && idle {
+            self.assign_resources();
+        }
         let mut found = heapless::Vec::new();
         for f in self.pci.topology.functions() {
+            // A function the assignment found no room for is skipped (the
+            // reason was logged); any other BAR problem shows at attach.
+            if matches!(f.bar0, Err(Error::CapacityExceeded { .. })) {
+                continue;
+            }
             let _ = found.push((f.address, f.parent));
         }
         info!(
@@ -96,6 +111,44 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             found.len()
         );
         found
+    }
+
+    /// Numbers every bus and assigns every window and BAR anew inside the
+    /// host windows (`root_window`, `prefetchable_window`).
+    fn assign_resources(&mut self) {
+        let window =
+            |w: Option<(PhysAddr, u64)>| w.and_then(|(base, size)| Window::new(base, size));
+        let Some(memory) = window(self.config.root_window) else {
+            warn!("pci: firmware assigned no resources and no host window is known");
+            return;
+        };
+        let host = HostWindows {
+            memory,
+            prefetchable: window(self.config.prefetchable_window),
+        };
+        let reserve = self.config.hotplug_reserve;
+        if let Err(e) = self.pci.topology.renumber(&self.access, reserve.buses) {
+            warn!("pci: bus numbering incomplete: {e}");
+        }
+        let stranded = self.pci.topology.assign_memory(&self.access, host, reserve);
+        if stranded != 0 {
+            warn!("pci: {stranded} NVMe functions left without memory");
+        }
+        // Bus 0 functions found later must not land in a bridge's window.
+        self.pci.bars = BarAllocator::new(Some(memory));
+        for b in self
+            .pci
+            .topology
+            .bridges()
+            .iter()
+            .filter(|b| b.parent.is_none())
+        {
+            if let Some(w) = b.memory {
+                if let Err(e) = self.pci.bars.reserve_root(b.address, w) {
+                    warn!("pci: bridge {} window not reserved: {e}", b.address);
+                }
+            }
+        }
     }
 
     /// Places BAR0 of `address` (keeping a valid firmware assignment) and turns

@@ -95,12 +95,14 @@ pub struct NvmeFunction {
     pub bar0: Result<Bar>,
 }
 
-/// Whether the walk may still defer bridges without numbers (first pass) or
-/// numbers them as it meets them (behind a bridge the walk numbered).
+/// Whether the walk may still defer bridges without numbers (first pass),
+/// numbers them as it meets them (behind a bridge the walk numbered), or
+/// numbers every bridge anew, depth-first, ignoring what firmware left.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Firmware,
     Assign,
+    Renumber,
 }
 
 /// One bus being scanned.
@@ -157,6 +159,9 @@ struct Walk {
     mode: Mode,
     buses: Buses,
     first_error: Option<Error>,
+    /// Bus numbers a hot-plug capable port keeps beyond its secondary bus
+    /// ([`Mode::Renumber`] only).
+    hotplug_buses: u8,
 }
 
 impl Walk {
@@ -193,6 +198,16 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
         &self.functions
     }
 
+    /// The bridges, for the resource assignment to record windows.
+    pub(crate) fn bridges_mut(&mut self) -> &mut [Bridge] {
+        &mut self.bridges
+    }
+
+    /// The NVMe functions, for the resource assignment to record BARs.
+    pub(crate) fn functions_mut(&mut self) -> &mut [NvmeFunction] {
+        &mut self.functions
+    }
+
     /// The bridge above `function`, if it sits behind one.
     pub fn parent_of(&self, function: &NvmeFunction) -> Option<&Bridge> {
         function.parent.and_then(|i| self.bridges.get(i))
@@ -221,6 +236,7 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
             mode: Mode::Firmware,
             buses: Buses::new(),
             first_error: None,
+            hotplug_buses: 0,
         };
         let mut unnumbered: heapless::Vec<usize, BRIDGES> = heapless::Vec::new();
         self.walk(access, &mut walk, Frame::new(0, None, 0), &mut unnumbered);
@@ -233,6 +249,50 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
                 self.walk(access, &mut walk, frame, &mut heapless::Vec::new());
             }
         }
+        match walk.first_error {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Numbers every bridge of the segment anew, depth-first from bus 0, as
+    /// when no firmware ran: each bridge gets the next free bus as its
+    /// secondary bus and a subordinate bus covering everything found behind
+    /// it; a hot-plug capable port keeps at least `hotplug_buses` numbers
+    /// beyond its secondary bus for what may be plugged in later (Linux's
+    /// `hpbussize`). Replaces what was recorded before; the first problem
+    /// met is returned, after everything that fits was recorded.
+    pub fn renumber<A: ConfigRegionAccess + ?Sized>(
+        &mut self,
+        access: &A,
+        hotplug_buses: u8,
+    ) -> Result<()> {
+        // Firmware's numbers first, so that every bridge it numbered is
+        // known; they are cleared deepest first (children follow parents in
+        // the list), so that no stale range overlaps a new one during the
+        // walk.
+        let _ = self.scan(access);
+        for bridge in self.bridges.iter().rev() {
+            let mut cleared = *bridge;
+            cleared.primary = 0;
+            cleared.secondary = 0;
+            cleared.subordinate = 0;
+            numbering::write_bus_numbers(access, &cleared);
+        }
+        self.bridges.clear();
+        self.functions.clear();
+        let mut walk = Walk {
+            mode: Mode::Renumber,
+            buses: Buses::new(),
+            first_error: None,
+            hotplug_buses,
+        };
+        self.walk(
+            access,
+            &mut walk,
+            Frame::new(0, None, 0),
+            &mut heapless::Vec::new(),
+        );
         match walk.first_error {
             Some(error) => Err(error),
             None => Ok(()),
@@ -293,7 +353,13 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
         let _ = stack.push(start);
         while let Some(top) = stack.last_mut() {
             if top.device >= DEVICES {
+                let done = *top;
                 stack.pop();
+                if walk.mode == Mode::Renumber {
+                    if let Some(bridge) = done.bridge {
+                        self.close_range(access, walk, bridge);
+                    }
+                }
                 continue;
             }
             let frame = *top;
@@ -332,7 +398,9 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
                         });
                         continue;
                     }
-                    let next = if self.firmware_numbers_valid(walk, index, frame.depth + 1) {
+                    let next = if walk.mode == Mode::Renumber {
+                        self.open_range(access, walk, index, frame.depth + 1)
+                    } else if self.firmware_numbers_valid(walk, index, frame.depth + 1) {
                         let b = self.bridges[index];
                         claim(&mut walk.buses, b.secondary, b.subordinate, frame.depth + 1);
                         Some(Frame::new(b.secondary, Some(index), frame.depth + 1))
