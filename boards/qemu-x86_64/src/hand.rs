@@ -13,7 +13,7 @@
 
 use pci_types::PciAddress;
 
-use crate::pci::{self, PortIo, CAP_ID_PCIE};
+use crate::pci::{self, BoardConfig, CAP_ID_PCIE};
 
 /// Slot Control/Slot Status dword, from the PCIe capability.
 const SLOT_CONTROL: u16 = 0x18;
@@ -41,7 +41,7 @@ pub enum Action {
 /// A hand on one root port's slot.
 pub struct Hand {
     /// Its own accessor: never the driver's.
-    config: PortIo,
+    config: BoardConfig,
     port: PciAddress,
     slot_control: u16,
     armed: bool,
@@ -51,7 +51,7 @@ impl Hand {
     /// A hand on the slot of the root port at `port`; `None` if the port has
     /// no PCI Express capability.
     pub fn new(port: PciAddress) -> Option<Self> {
-        let config = pci::port_io();
+        let config = pci::board_config();
         let cap = pci::find_capability(&config, port, CAP_ID_PCIE)?;
         Some(Self {
             config,

@@ -112,6 +112,9 @@ fn run(board: &Board) -> Outcome {
     let config = nvme::config_from(&args)?;
     let mut d = nvme::driver(board.platform, board.access, config);
     d.scan().map_err(|e| failure!("scan: {e}"))?;
+    // Without firmware the driver's scan numbered the buses: the slot's bus
+    // is the one the port has now.
+    cx.bus = (pci::read32(&board.config, port, 0x18) >> 8) as u8;
     let mode = args.get("mode").unwrap_or("cycles");
     let result = match mode {
         "bringup" => bringup(&mut cx, &mut d, number("after_ticks", 1)?),
