@@ -1,10 +1,12 @@
-//! The QEMU scenarios `cargo xtask test` runs. To add one: build a
-//! [`Scenario`] here (machine, kernel command line, steps, expected results)
-//! and, if it needs new kernel behaviour, a module in
-//! `boards/qemu-x86_64/src/scenarios/`.
+//! The QEMU scenarios `cargo xtask test` runs, on every board. To add one:
+//! build a [`Scenario`] here (machine, kernel command line, steps, expected
+//! results) and, if it needs new kernel behaviour, a module in
+//! `boards/qemu-x86_64/src/scenarios/` (the aarch64 board compiles those
+//! too). [`plan`] says how each board runs it, or why it cannot.
 
 use std::time::Duration;
 
+use crate::board::Board;
 use crate::machine::{Disk, Machine};
 use crate::paths;
 use crate::scenario::{Scenario, Step};
@@ -342,6 +344,69 @@ fn power_and_bring_up() -> Vec<Scenario> {
         ])
         .expect("presence", "0"),
     ]
+}
+
+/// A catalog scenario as one board runs it, or why it cannot.
+pub enum Planned {
+    /// Run it.
+    Run(Scenario),
+    /// It does not apply to the board.
+    Skip {
+        /// The scenario's name on that board.
+        name: String,
+        /// Why not.
+        why: &'static str,
+    },
+}
+
+/// The catalog on `board`: on x86 as firmware left the machine, or with
+/// `reassign` the driver assigning every bus number, window and BAR anew
+/// (names prefixed `reassign/`); on aarch64 (names prefixed `aarch64/`) no
+/// firmware ran, so the driver always assigns.
+pub fn plan(board: Board, reassign: bool) -> Vec<Planned> {
+    all()
+        .into_iter()
+        .map(|s| match (board, reassign) {
+            (Board::X86_64, false) => Planned::Run(s),
+            (Board::X86_64, true) => reassigned(s),
+            (Board::Aarch64, _) => on_aarch64(s),
+        })
+        .collect()
+}
+
+/// Scenarios that run the board without the driver.
+const WITHOUT_DRIVER: &[&str] = &["boot", "slot-pull"];
+
+fn reassigned(mut s: Scenario) -> Planned {
+    let name = format!("reassign/{}", s.name);
+    if WITHOUT_DRIVER.contains(&s.name.as_str()) {
+        return Planned::Skip {
+            name,
+            why: "runs the board without the driver: nothing is reassigned",
+        };
+    }
+    s.name = name;
+    s.append.push_str(" reassign=1");
+    Planned::Run(s)
+}
+
+fn on_aarch64(mut s: Scenario) -> Planned {
+    let name = format!("aarch64/{}", s.name);
+    if s.name == "slot-pull" {
+        return Planned::Skip {
+            name,
+            why: "the hand alone, without the driver: on virt nothing numbers the slot's bus",
+        };
+    }
+    s.name = name;
+    s.machine = s.machine.on(Board::Aarch64);
+    for (key, value) in s.expect.iter_mut() {
+        if key == "firmware_left_enabled" {
+            // No firmware ran before the kernel.
+            *value = "0".to_string();
+        }
+    }
+    Planned::Run(s)
 }
 
 /// The scenario called `name`.

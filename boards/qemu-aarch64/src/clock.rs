@@ -5,7 +5,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
 
 use aarch64_cpu::asm::barrier;
-use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTVCT_EL0};
+use aarch64_cpu::registers::{Readable, Writeable, CNTFRQ_EL0, CNTKCTL_EL1, CNTVCT_EL0};
 use bare_nvme::Instant;
 
 static ORIGIN: AtomicU64 = AtomicU64::new(0);
@@ -20,6 +20,9 @@ pub fn ticks() -> u64 {
 /// Starts the clock; returns the counter frequency in Hz.
 pub fn init() -> u64 {
     let hz = CNTFRQ_EL0.get().max(1);
+    // An event every 2^10 counter ticks (16 us at 62.5 MHz), so that WFE
+    // never waits longer.
+    CNTKCTL_EL1.write(CNTKCTL_EL1::EVNTEN::SET + CNTKCTL_EL1::EVNTI.val(9));
     HZ.store(hz, Ordering::Relaxed);
     ORIGIN.store(ticks(), Ordering::Relaxed);
     hz
@@ -47,6 +50,14 @@ pub fn delay_us(micros: u64) {
         .as_nanos()
         .saturating_add(micros.saturating_mul(1_000));
     while now().as_nanos() < deadline {
-        core::hint::spin_loop();
+        relax();
     }
+}
+
+/// One pause in a wait loop: waits for the next event. The timer's event
+/// stream (see [`init`]) bounds the wait; under QEMU the CPU yields to the
+/// host meanwhile, which lets device deletions and their QMP events complete
+/// (a guest that only spins starves them).
+pub fn relax() {
+    aarch64_cpu::asm::wfe();
 }

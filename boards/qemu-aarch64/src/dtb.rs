@@ -54,7 +54,8 @@ pub fn read() -> Result<Machine, &'static str> {
         return Err("no device tree at the start of RAM");
     }
     // SAFETY: as above, for the size the header gives (bounded).
-    let bytes: &'static [u8] = unsafe { core::slice::from_raw_parts(DTB_ADDRESS as *const u8, size) };
+    let bytes: &'static [u8] =
+        unsafe { core::slice::from_raw_parts(DTB_ADDRESS as *const u8, size) };
     let tree = Fdt::new(bytes).map_err(|_| "malformed device tree")?;
     let ram = tree
         .memory()
@@ -79,9 +80,12 @@ pub fn read() -> Result<Machine, &'static str> {
     if let Some(ranges) = pcie.property("ranges") {
         // (pci address: 3 cells, cpu address: 2 cells, size: 2 cells)
         for entry in ranges.value.chunks_exact(7 * 4) {
-            let (Some(high), Some(pci), Some(cpu), Some(size)) =
-                (be32(entry, 0), be64(entry, 1), be64(entry, 3), be64(entry, 5))
-            else {
+            let (Some(high), Some(pci), Some(cpu), Some(size)) = (
+                be32(entry, 0),
+                be64(entry, 1),
+                be64(entry, 3),
+                be64(entry, 5),
+            ) else {
                 continue;
             };
             if pci != cpu {

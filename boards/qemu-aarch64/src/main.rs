@@ -62,7 +62,10 @@ extern "C" fn kmain() -> ! {
         entry * 1_000_000 / timer_hz,
         timer_hz
     );
-    info!("bare-nvme QEMU aarch64 board; command line: {}", args.line());
+    info!(
+        "bare-nvme QEMU aarch64 board; command line: {}",
+        args.line()
+    );
     info!(
         "RAM {:#x}+{:#x}, ECAM {:#x}+{:#x} buses {}-{}, PCI memory {:x?}, 64-bit {:x?}",
         machine.ram.0,

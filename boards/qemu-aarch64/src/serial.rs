@@ -2,6 +2,9 @@
 //! baud rate setup; the driver enables the FIFOs, transmit and receive.
 
 use core::fmt;
+use core::ptr::NonNull;
+
+use bare_nvme::{MmioRegisters, RegisterAccess};
 
 use spin::Mutex;
 
@@ -24,15 +27,22 @@ const CR_ENABLE: u32 = (1 << 0) | (1 << 8) | (1 << 9);
 /// must not hang the kernel).
 const MAX_POLLS: u32 = 100_000;
 
+/// The UART's registers (4 KiB).
+fn registers() -> MmioRegisters {
+    // BASE is not null.
+    let base = NonNull::new(BASE as *mut u8).unwrap_or(NonNull::dangling());
+    // SAFETY: the PL011's register page, mapped as device memory (`paging`)
+    // before the MMU and after it (identity); its registers have no effect
+    // on memory (the UART does no DMA).
+    unsafe { MmioRegisters::new(base, 0x1000) }
+}
+
 fn read(offset: usize) -> u32 {
-    // SAFETY: a PL011 register, mapped as device memory (`paging`); reading
-    // FR or DR has no effect on memory.
-    unsafe { core::ptr::read_volatile((BASE + offset) as *const u32) }
+    registers().read32(offset)
 }
 
 fn write(offset: usize, value: u32) {
-    // SAFETY: as in `read`; the UART does no DMA.
-    unsafe { core::ptr::write_volatile((BASE + offset) as *mut u32, value) }
+    registers().write32(offset, value);
 }
 
 /// The serial port. Stateless: every value writes to the same UART.

@@ -97,6 +97,11 @@ pub fn now() -> Instant {
     Instant::from_nanos(cycles_to_nanos(cycles))
 }
 
+/// One pause in a wait loop.
+pub fn relax() {
+    core::hint::spin_loop();
+}
+
 /// Waits `micros` microseconds (a deadline on the clock, not a spin count).
 pub fn delay_us(micros: u64) {
     let deadline = now()

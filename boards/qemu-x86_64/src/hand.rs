@@ -23,6 +23,9 @@ const PRESENCE_DETECT_STATE: u32 = 1 << (16 + 6);
 /// Slot Control: power controller off, power indicator off, attention
 /// indicator off. QEMU deletes the device on this write.
 const REMOVE: u32 = 0x07C0;
+/// Slot Control: power controller off and power indicator off (bits 10,
+/// 9:8 = 11b).
+const SWITCHED_OFF: u32 = 0x0700;
 /// Slot Control: power controller off, power indicator on: the device is
 /// unpowered but stays.
 const POWER_OFF: u32 = 0x05C0;
@@ -104,9 +107,17 @@ impl Hand {
         Action::Removed
     }
 
-    /// Pulls the device now.
+    /// Pulls the device now. QEMU deletes the device only when Slot
+    /// Control turns to "power and indicator off"; a slot already reading so
+    /// (no firmware powered it on, or a card came back after a pull) is
+    /// switched on first.
     pub fn remove(&self) {
+        log::debug!("hand: slot control/status {:#010x}", self.slot_dword());
+        if self.slot_dword() & 0xFFFF & SWITCHED_OFF == SWITCHED_OFF {
+            self.write_slot_control(POWER_ON);
+        }
         self.write_slot_control(REMOVE);
+        log::debug!("hand: slot control/status now {:#010x}", self.slot_dword());
     }
 
     /// Cuts slot power without deleting the device (first half of a link flap).

@@ -90,7 +90,7 @@ impl Monitor {
     /// Waits for the next tick time, ticks once, returns the events.
     pub fn tick(&mut self, d: &mut Nvme) -> heapless::Vec<Event, { bare_nvme::MAX_EVENTS }> {
         while clock::now() < self.next {
-            core::hint::spin_loop();
+            clock::relax();
         }
         self.next = clock::now() + self.period;
         self.ticks += 1;

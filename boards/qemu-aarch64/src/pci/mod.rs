@@ -29,7 +29,9 @@ pub fn init(machine: Machine) {
 }
 
 fn machine() -> &'static Machine {
-    MACHINE.get().expect("pci::init runs before any configuration access")
+    MACHINE
+        .get()
+        .expect("pci::init runs before any configuration access")
 }
 
 /// An ECAM accessor of its own over the device tree's window.

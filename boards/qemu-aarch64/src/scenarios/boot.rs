@@ -19,7 +19,10 @@ pub const SCENARIO: Scenario = Scenario {
 fn run(board: &Board) -> Outcome {
     let m = &board.machine;
     ensure!(m.ram.1 >= 64 << 20, "implausible RAM {:?}", m.ram);
-    ensure!(m.memory.is_some(), "no 32-bit PCI window in the device tree");
+    ensure!(
+        m.memory.is_some(),
+        "no 32-bit PCI window in the device tree"
+    );
     ensure!(
         board.timer_hz >= 1_000_000,
         "implausible timer rate {} Hz",
@@ -30,7 +33,10 @@ fn run(board: &Board) -> Outcome {
     let elapsed = board.platform.now() - before;
     ensure!(elapsed.as_micros() >= 2_000, "clock ran short: {elapsed:?}");
     let topology = scan::walk(&board.config);
-    info!("{} functions on the buses numbered so far", topology.functions);
+    info!(
+        "{} functions on the buses numbered so far",
+        topology.functions
+    );
     let baseline = dma::stats();
     let a = board.platform.dma_alloc(3 * dma::PAGE, dma::PAGE);
     let b = board.platform.dma_alloc(1, 64);
@@ -39,8 +45,9 @@ fn run(board: &Board) -> Outcome {
         board.platform.dma_free(region);
     }
     marker!(
-        "RESULT functions={} ram_mib={} dma_mib={} ecam={:#x} timer_mhz={}",
+        "RESULT functions={} root_ports={} ram_mib={} dma_mib={} ecam={:#x} timer_mhz={}",
         topology.functions,
+        topology.root_ports.len(),
         m.ram.1 >> 20,
         dma::capacity() >> 20,
         m.ecam.0,

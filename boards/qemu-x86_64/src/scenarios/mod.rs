@@ -63,4 +63,3 @@ pub fn run(board: &Board) -> Outcome {
     log::info!("scenario {}: {}", scenario.name, scenario.about);
     (scenario.run)(board)
 }
-
