@@ -72,10 +72,15 @@ fn with_second(name: &str, latency_ms: u64) -> Machine {
 /// and QEMU reports it deleted; at the end the host tells the kernel it saw
 /// the last deletion.
 pub fn cycle_steps(n: u64, drive: &str) -> Vec<Step> {
+    cycle_steps_into(n, drive, "rp2")
+}
+
+/// [`cycle_steps`] into the slot of port `port`.
+fn cycle_steps_into(n: u64, drive: &str, port: &str) -> Vec<Step> {
     let mut steps = Vec::new();
     for i in 0..n {
         steps.push(Step::phase(&format!("empty {i}")));
-        steps.push(Step::add_nvme("nvme1", "cafe", drive, "rp2"));
+        steps.push(Step::add_nvme("nvme1", "cafe", drive, port));
         steps.push(Step::device_deleted());
     }
     steps.push(Step::phase("done"));
@@ -260,6 +265,17 @@ fn hot_plug() -> Vec<Scenario> {
         .expect("dma_regions", "0")
         .expect("dma_bytes", "0")
         .time_limit(Duration::from_secs(150)),
+        Scenario::new(
+            "switch-plug",
+            "a switch behind a root port: device_add into its downstream port's slot, \
+             Ready, verified I/O with reads in flight, the hand pulls it; twice",
+            with_spare_drive("switch-plug").switch("sw1", 3, 0x6),
+            "scenario=plug mode=cycles cycles=2 slot=4 inflight=4",
+        )
+        .steps(cycle_steps_into(2, "d1", "sw1"))
+        .expect("cycles", "2")
+        .expect("dma_regions", "0")
+        .expect("dma_bytes", "0"),
         Scenario::new(
             "button",
             "device_del presses the attention button: the driver drains and detaches, \

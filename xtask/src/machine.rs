@@ -94,6 +94,22 @@ impl Machine {
         ))
     }
 
+    /// A switch behind a new root port `{id}-rp` (slot `chassis`, at device
+    /// `addr` of `pcie.0`): its upstream port `{id}-up` and one downstream
+    /// port `id` with a hot-plug slot numbered `chassis + 1` and no power
+    /// controller.
+    pub fn switch(self, id: &str, chassis: u8, addr: u8) -> Self {
+        let slot = chassis + 1;
+        self.root_port(&format!("{id}-rp"), chassis, addr)
+            .arg("-device")
+            .arg(&format!("x3130-upstream,id={id}-up,bus={id}-rp"))
+            .arg("-device")
+            .arg(&format!(
+                "xio3130-downstream,id={id},bus={id}-up,chassis={slot},slot={slot},\
+                 power_controller_present=off"
+            ))
+    }
+
     /// A null block node of `size` bytes that reads zeroes, optionally slow.
     pub fn null_block(self, node: &str, size: u64, latency_ns: Option<u64>) -> Self {
         let latency = latency_ns
