@@ -165,9 +165,10 @@ fn an_unconfigured_switch_topology_gets_buses_windows_and_bars() {
     for p in [m.rp, m.switch_rp] {
         ranges.push(memory_window(pci, p).unwrap());
     }
-    // Down a port with a controller, room beyond it for a replacement.
+    // A port with a controller has the reserve too (what a replacement
+    // gets once the controller is pulled).
     let rp = memory_window(pci, m.rp).unwrap();
-    assert!(rp.1 - rp.0 + 1 >= reserve.memory + (16 << 10));
+    assert!(rp.1 - rp.0 + 1 >= reserve.memory);
     let host = virt_host().memory;
     for &(b, l) in &ranges[3..] {
         assert!(host.contains(b, l - b + 1));
@@ -295,4 +296,62 @@ fn renumbering_replaces_firmware_numbers_depth_first() {
     assert_eq!(buses(&pci, b), (0, 3, 3));
     assert_eq!(pci.addr(nvme).bus(), 2);
     assert_eq!(topology.functions()[0].address, pci.addr(nvme));
+}
+
+#[test]
+fn a_switch_hot_added_into_a_reserved_port_is_numbered_and_given_memory() {
+    let pci = Fabric::new();
+    let other = pci.add_root(1, 0, port(true));
+    let rp = pci.add_root(2, 0, port(true));
+    let reserve = HotplugReserve::default();
+    let (mut topology, _) = assign(&pci, virt_host(), reserve);
+    assert_eq!(buses(&pci, rp), (0, 5, 8));
+    let port_window = memory_window(&pci, rp).unwrap();
+    let before = memory_window(&pci, other);
+
+    // A switch with one hot-plug downstream port and a controller behind it
+    // arrives in the port's slot, straight from reset.
+    let upstream = pci.add_behind(rp, 0, 0, port(false));
+    let downstream = pci.add_behind(upstream, 0, 0, port(true));
+    let nvme = pci.add_behind(downstream, 0, 0, FunctionSpec::nvme(16 << 10));
+    let index = topology.bridge_index(pci.addr(rp)).unwrap();
+    assert_eq!(topology.probe_behind(&pci, index), Ok(1));
+    // Compact inside the port's range (5-8), so that every port of a wider
+    // switch finds a number.
+    assert_eq!(buses(&pci, upstream), (5, 6, 7));
+    assert_eq!(buses(&pci, downstream), (6, 7, 7));
+    assert_eq!(pci.addr(nvme).bus(), 7);
+
+    let (size, _) = topology
+        .memory_need_behind(&pci, index, reserve)
+        .expect("the controller needs memory");
+    assert!(
+        size <= port_window.1 - port_window.0 + 1,
+        "fits the reserve"
+    );
+    let window = Window::new(PhysAddr::new(port_window.0), size).unwrap();
+    assert_eq!(
+        topology.assign_memory_behind(&pci, index, window, reserve),
+        0
+    );
+    let bar = bar0(&pci, nvme);
+    for f in [downstream, upstream, rp] {
+        let w = memory_window(&pci, f).expect("window open");
+        assert!(inside(w, bar, 16 << 10), "BAR {bar:#x} outside {w:x?}");
+        assert!(inside(port_window, w.0, w.1 - w.0 + 1));
+    }
+    assert_eq!(
+        memory_window(&pci, rp).unwrap(),
+        port_window,
+        "the port keeps its window"
+    );
+    assert_eq!(memory_window(&pci, other), before, "nothing else moves");
+    assert_eq!(pci.command(upstream) & 0b110, 0b110);
+    // Probing again (a later slot event) leaves the configured switch alone.
+    let writes = pci.writes().len();
+    assert_eq!(topology.probe_behind(&pci, index), Ok(0));
+    assert!(
+        pci.writes()[writes..].iter().all(|w| w.offset != 0x18),
+        "no renumbering"
+    );
 }

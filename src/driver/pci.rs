@@ -7,7 +7,7 @@ use pci_types::{ConfigRegionAccess, PciAddress};
 
 use crate::driver::Driver;
 use crate::error::{Error, Result};
-use crate::pci::assign::HostWindows;
+use crate::pci::assign::{HostWindows, HotplugReserve};
 use crate::pci::bar::BarAllocator;
 use crate::pci::config::ConfigSpace;
 use crate::pci::enumerate::{Topology, NVME_CLASS};
@@ -151,6 +151,53 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
         }
     }
 
+    /// Gives a switch just walked behind hot-plug port `port` (its bridges
+    /// without a window yet) memory from the port's window: with the
+    /// hot-plug reserve for its own ports when that fits, else just what its
+    /// controllers need.
+    fn assign_behind(&mut self, port: usize) {
+        let topology = &self.pci.topology;
+        let fresh = topology
+            .bridges()
+            .iter()
+            .find(|b| b.parent == Some(port) && b.memory.is_none());
+        let (Some(owner), Some(parent)) = (fresh.map(|b| b.address), topology.bridges().get(port))
+        else {
+            return;
+        };
+        let parent = *parent;
+        let full = self.config.hotplug_reserve;
+        let bare = HotplugReserve {
+            memory: 0,
+            prefetchable: 0,
+            ..full
+        };
+        for reserve in [full, bare] {
+            let topology = &self.pci.topology;
+            let Some((size, _)) = topology.memory_need_behind(&self.access, port, reserve) else {
+                return;
+            };
+            let Ok(base) = self.pci.bars.allocate_in(&parent, owner, size) else {
+                continue;
+            };
+            let Some(window) = Window::new(base, size) else {
+                return;
+            };
+            let stranded =
+                self.pci
+                    .topology
+                    .assign_memory_behind(&self.access, port, window, reserve);
+            if stranded != 0 {
+                warn!("pci: {stranded} NVMe functions behind {owner} left without memory");
+            }
+            return;
+        }
+        warn!(
+            "pci: no room in bridge {}'s window for the switch at {owner}",
+            parent.address
+        );
+    }
+
     /// Places BAR0 of `address` (keeping a valid firmware assignment) and turns
     /// on memory decoding and bus mastering. Returns BAR0's address and size.
     pub(crate) fn enable_function(
@@ -186,19 +233,21 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
         if let Err(e) = self.pci.topology.probe_behind(&self.access, bridge) {
             warn!("pci: probing behind bridge {bridge}: {e}");
         }
-        let candidates: heapless::Vec<PciAddress, MAX_FUNCTIONS> = self
-            .pci
-            .topology
+        self.assign_behind(bridge);
+        // Everything behind the port: a hot-added switch brings its
+        // controllers behind its own ports.
+        let topology = &self.pci.topology;
+        let candidates: heapless::Vec<(PciAddress, Option<usize>), MAX_FUNCTIONS> = topology
             .functions()
             .iter()
-            .filter(|f| f.parent == Some(bridge))
-            .map(|f| f.address)
+            .filter(|f| topology.is_behind(f.parent, bridge))
+            .map(|f| (f.address, f.parent))
             .collect();
-        for address in candidates {
+        for (address, parent) in candidates {
             if self.is_attached(address) {
                 continue;
             }
-            if let Err(e) = self.attach(address, Some(bridge)) {
+            if let Err(e) = self.attach(address, parent) {
                 warn!("nvme: cannot attach hot-added {address}: {e}");
                 self.pci.topology.forget_function(address);
             }

@@ -41,7 +41,8 @@ pub struct HostWindows {
 }
 
 /// What a hot-plug capable port keeps for devices plugged in later, like
-/// Linux's `hpbussize`, `hpmmiosize` and `hpmmioprefsize`.
+/// Linux's `hpbussize`, `hpmmiosize` and `hpmmioprefsize`: its windows are
+/// at least this large (more when what is behind it already needs more).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HotplugReserve {
     /// Bus numbers kept beyond the port's secondary bus (a switch plugged
@@ -180,6 +181,33 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Plan<'_, FUNCTIONS, BRIDGES> 
     }
 }
 
+/// Where the layout put each bridge window and BAR.
+struct Places<const FUNCTIONS: usize, const BRIDGES: usize> {
+    bridge_at: [[Option<u64>; 2]; BRIDGES],
+    function_at: [Option<u64>; FUNCTIONS],
+    failed: [bool; FUNCTIONS],
+}
+
+impl<const FUNCTIONS: usize, const BRIDGES: usize> Places<FUNCTIONS, BRIDGES> {
+    fn new() -> Self {
+        Self {
+            bridge_at: [[None; 2]; BRIDGES],
+            function_at: [None; FUNCTIONS],
+            failed: [false; FUNCTIONS],
+        }
+    }
+
+    fn record(&mut self, kind: usize, item: Item, at: Option<u64>) {
+        match item {
+            Item::Function(f) => {
+                self.function_at[f] = at;
+                self.failed[f] |= at.is_none();
+            }
+            Item::Bridge(b) => self.bridge_at[b][kind] = at,
+        }
+    }
+}
+
 impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> {
     /// Assigns memory to the whole topology (bus numbers are the walk's):
     /// sizes every bridge window from what is behind it plus the hot-plug
@@ -195,6 +223,86 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
         host: HostWindows,
         reserve: HotplugReserve,
     ) -> usize {
+        let plan = self.plan(access, host.prefetchable.is_some(), reserve);
+        let mut places = Places::new();
+        let hosts = [Some(host.memory), host.prefetchable];
+        for kind in [MEMORY, PREFETCHABLE] {
+            let Some(window) = hosts[kind] else { continue };
+            plan.layout(
+                None,
+                kind,
+                window.base.as_u64(),
+                window.limit.as_u64(),
+                |item, at| places.record(kind, item, at),
+            );
+        }
+        self.place_below(&plan, None, &mut places);
+        let (needs, kinds) = (plan.needs, plan.kinds);
+        self.program(access, None, &needs, &kinds, &places)
+    }
+
+    /// The non-prefetchable memory (size, alignment) what sits behind
+    /// bridge `port` needs (a hot-added switch, walked by
+    /// [`Topology::probe_behind`]), with `reserve` for its hot-plug ports;
+    /// `None` when nothing behind it needs memory. The size is a power of
+    /// two, so it can be taken from the port's window like a BAR.
+    pub fn memory_need_behind<A: ConfigRegionAccess + ?Sized>(
+        &self,
+        access: &A,
+        port: usize,
+        reserve: HotplugReserve,
+    ) -> Option<(u64, u64)> {
+        let plan = self.plan(access, false, reserve);
+        let used = plan.layout(Some(port), MEMORY, 0, u64::MAX, |_, _| {});
+        let align = plan
+            .items(Some(port))
+            .map(|item| plan.extent(item, MEMORY))
+            .filter(|&(size, _)| size != 0)
+            .map(|(_, align)| align)
+            .max()?;
+        let size = used.max(align).checked_next_power_of_two()?;
+        Some((size, align.max(size)))
+    }
+
+    /// Assigns non-prefetchable memory to what sits behind bridge `port`
+    /// (a hot-added switch) inside `window`, a part of the port's window
+    /// the caller set aside ([`Topology::memory_need_behind`]), and programs
+    /// the bridges and BARs there. Returns how many functions were left
+    /// without room.
+    pub fn assign_memory_behind<A: ConfigRegionAccess + ?Sized>(
+        &mut self,
+        access: &A,
+        port: usize,
+        window: Window,
+        reserve: HotplugReserve,
+    ) -> usize {
+        let plan = self.plan(access, false, reserve);
+        let mut places = Places::new();
+        plan.layout(
+            Some(port),
+            MEMORY,
+            window.base.as_u64(),
+            window.limit.as_u64(),
+            |item, at| places.record(MEMORY, item, at),
+        );
+        self.place_below(&plan, Some(port), &mut places);
+        let (needs, kinds) = (plan.needs, plan.kinds);
+        self.program(access, Some(port), &needs, &kinds, &places)
+    }
+
+    /// Whether bridge or function parent `parent` lies in `scope` (the whole
+    /// topology for `None`, else behind bridge `scope`).
+    fn in_scope(&self, parent: Option<usize>, scope: Option<usize>) -> bool {
+        scope.is_none_or(|port| self.is_behind(parent, port))
+    }
+
+    /// Sizes every bridge window bottom-up.
+    fn plan<A: ConfigRegionAccess + ?Sized>(
+        &self,
+        access: &A,
+        host_prefetchable: bool,
+        reserve: HotplugReserve,
+    ) -> Plan<'_, FUNCTIONS, BRIDGES> {
         let mut plan = Plan {
             topology: self,
             needs: [Need::default(); BRIDGES],
@@ -205,12 +313,11 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
             let config = ConfigSpace::new(access, b.address);
             let own = config.read16(PREFETCHABLE_BASE) & 0xF == 1;
             let above = b.parent.is_none_or(|p| plan.prefetchable_ok[p]);
-            plan.prefetchable_ok[i] = own && above && host.prefetchable.is_some();
+            plan.prefetchable_ok[i] = own && above && host_prefetchable;
         }
         for (i, f) in self.functions().iter().enumerate() {
             plan.kinds[i] = f.bar0.ok().map(|bar| {
-                let path_ok =
-                    f.parent.is_none_or(|p| plan.prefetchable_ok[p]) && host.prefetchable.is_some();
+                let path_ok = f.parent.is_none_or(|p| plan.prefetchable_ok[p]) && host_prefetchable;
                 if bar.prefetchable && bar.is_64bit && path_ok {
                     PREFETCHABLE
                 } else {
@@ -230,11 +337,10 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
                     }
                 }
                 let mut used = plan.layout(Some(i), kind, 0, u64::MAX, |_, _| {});
-                if hot_plug {
-                    let extra = [reserve.memory, reserve.prefetchable][kind];
-                    if kind == MEMORY || plan.prefetchable_ok[i] {
-                        used = used.saturating_add(extra);
-                    }
+                if hot_plug && (kind == MEMORY || plan.prefetchable_ok[i]) {
+                    // At least the reserve, as Linux sizes hot-plug
+                    // bridges: what a device plugged in later gets.
+                    used = used.max([reserve.memory, reserve.prefetchable][kind]);
                 }
                 let size = if used == 0 {
                     0
@@ -245,55 +351,53 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
                 plan.needs[i].align[kind] = align;
             }
         }
+        plan
+    }
 
-        // Top-down: bus 0's items in the host windows, then each bridge's
-        // inside its own window (parents are placed before their children).
-        let mut bridge_at = [[None::<u64>; 2]; BRIDGES];
-        let mut function_at = [None::<u64>; FUNCTIONS];
-        let mut failed = [false; FUNCTIONS];
-        let hosts = [Some(host.memory), host.prefetchable];
-        for kind in [MEMORY, PREFETCHABLE] {
-            let Some(window) = hosts[kind] else { continue };
-            plan.layout(
-                None,
-                kind,
-                window.base.as_u64(),
-                window.limit.as_u64(),
-                |item, at| match item {
-                    Item::Function(f) => {
-                        function_at[f] = at;
-                        failed[f] |= at.is_none();
-                    }
-                    Item::Bridge(b) => bridge_at[b][kind] = at,
-                },
-            );
-        }
+    /// Top-down: each placed bridge's items inside its own window (parents
+    /// are placed before their children), for the bridges in `scope`.
+    fn place_below(
+        &self,
+        plan: &Plan<'_, FUNCTIONS, BRIDGES>,
+        scope: Option<usize>,
+        places: &mut Places<FUNCTIONS, BRIDGES>,
+    ) {
         for i in 0..self.bridges().len() {
+            if !self.in_scope(self.bridges()[i].parent, scope) {
+                continue;
+            }
             for kind in [MEMORY, PREFETCHABLE] {
-                let Some(base) = bridge_at[i][kind] else {
+                let Some(base) = places.bridge_at[i][kind] else {
                     // A window that found no room strands what is behind it.
                     if plan.needs[i].size[kind] != 0 {
-                        self.strand(&plan, i, kind, &mut failed);
+                        self.strand(plan, i, kind, &mut places.failed);
                     }
                     continue;
                 };
                 let limit = base + plan.needs[i].size[kind] - 1;
-                plan.layout(Some(i), kind, base, limit, |item, at| match item {
-                    Item::Function(f) => {
-                        function_at[f] = at;
-                        failed[f] |= at.is_none();
-                    }
-                    Item::Bridge(b) => bridge_at[b][kind] = at,
+                plan.layout(Some(i), kind, base, limit, |item, at| {
+                    places.record(kind, item, at)
                 });
             }
         }
-        let needs = plan.needs;
-        let kinds = plan.kinds;
+    }
 
-        // Program: windows first (parents first), then the BARs.
+    /// Programs the windows of the bridges in `scope` (parents first), then
+    /// the BARs; returns how many functions were left without room.
+    fn program<A: ConfigRegionAccess + ?Sized>(
+        &mut self,
+        access: &A,
+        scope: Option<usize>,
+        needs: &[Need; BRIDGES],
+        kinds: &[Option<usize>; FUNCTIONS],
+        places: &Places<FUNCTIONS, BRIDGES>,
+    ) -> usize {
         for i in 0..self.bridges().len() {
+            if !self.in_scope(self.bridges()[i].parent, scope) {
+                continue;
+            }
             let window = |kind: usize| {
-                bridge_at[i][kind]
+                places.bridge_at[i][kind]
                     .and_then(|base| Window::new(PhysAddr::new(base), needs[i].size[kind]))
             };
             let (memory, prefetchable) = (window(MEMORY), window(PREFETCHABLE));
@@ -312,9 +416,12 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
         }
         let mut stranded = 0;
         for i in 0..self.functions().len() {
+            if !self.in_scope(self.functions()[i].parent, scope) {
+                continue;
+            }
             let f = &mut self.functions_mut()[i];
             let Ok(mut bar) = f.bar0 else { continue };
-            let placed = function_at[i].filter(|_| !failed[i] && kinds[i].is_some());
+            let placed = places.function_at[i].filter(|_| !places.failed[i] && kinds[i].is_some());
             let Some(at) = placed else {
                 stranded += 1;
                 let kind = if kinds[i] == Some(PREFETCHABLE) {
@@ -368,8 +475,9 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
     }
 
     /// Whether bridge `parent` (a function's or a bridge's parent) is
-    /// `ancestor` or lies behind it.
-    fn is_behind(&self, mut parent: Option<usize>, ancestor: usize) -> bool {
+    /// `ancestor` or lies behind it: whether what has that parent sits
+    /// behind `ancestor`.
+    pub fn is_behind(&self, mut parent: Option<usize>, ancestor: usize) -> bool {
         // Parents precede children, so each step goes to a smaller index.
         for _ in 0..=self.bridges().len() {
             match parent {

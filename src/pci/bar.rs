@@ -362,6 +362,23 @@ impl<const WINDOWS: usize, const RANGES: usize> BarAllocator<WINDOWS, RANGES> {
         }
     }
 
+    /// Takes `size` bytes (a power of two, naturally aligned, below 4 GiB)
+    /// of `parent`'s memory window for `owner` (a bridge hot-added behind
+    /// it, which forwards them further down).
+    pub fn allocate_in(
+        &mut self,
+        parent: &Bridge,
+        owner: PciAddress,
+        size: u64,
+    ) -> Result<PhysAddr> {
+        match self.window_of(Some(parent))? {
+            Some(window) => window.allocate(owner, size, u32::MAX.into()),
+            None => Err(Error::DeviceUnsupported {
+                what: "a memory window to place a bridge window in",
+            }),
+        }
+    }
+
     /// Records `window` (a bridge's, owned by `owner`) as used in the root
     /// window, so that no function on bus 0 is placed inside it.
     pub fn reserve_root(&mut self, owner: PciAddress, window: Window) -> Result<()> {

@@ -31,7 +31,7 @@ impl Buses {
 
 impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> {
     /// The ancestors of bridge `index` (outermost first) and its depth.
-    fn chain(&self, index: usize) -> (heapless::Vec<usize, MAX_DEPTH>, u8) {
+    pub(super) fn chain(&self, index: usize) -> (heapless::Vec<usize, MAX_DEPTH>, u8) {
         let mut reversed: heapless::Vec<usize, MAX_DEPTH> = heapless::Vec::new();
         let mut at = self.bridges[index].parent;
         while let Some(p) = at {
@@ -163,7 +163,8 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
         depth: u8,
     ) -> Option<Frame> {
         let own_bus = self.bridges[index].address.bus();
-        let Some(bus) = walk.buses.max.max(own_bus).checked_add(1) else {
+        let next = walk.buses.max.max(own_bus).checked_add(1);
+        let Some(bus) = next.filter(|&b| b <= walk.ceiling) else {
             walk.note(Error::CapacityExceeded {
                 what: "bus numbers for a bridge",
                 limit: BUS_COUNT as u32,
@@ -173,7 +174,7 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
         let b = &mut self.bridges[index];
         b.primary = own_bus;
         b.secondary = bus;
-        b.subordinate = u8::MAX;
+        b.subordinate = walk.ceiling;
         b.numbered_by_walk = true;
         write_bus_numbers(access, b);
         claim(&mut walk.buses, bus, bus, depth);
@@ -199,7 +200,8 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
             .buses
             .max
             .max(b.secondary.saturating_add(reserve))
-            .max(b.secondary);
+            .max(b.secondary)
+            .min(walk.ceiling);
         b.subordinate = last;
         write_bus_numbers(access, b);
         let from = b.secondary;
