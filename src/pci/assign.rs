@@ -392,13 +392,14 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
         kinds: &[Option<usize>; FUNCTIONS],
         places: &Places<FUNCTIONS, BRIDGES>,
     ) -> usize {
-        for i in 0..self.bridges().len() {
+        let count = self.bridges().len();
+        for (i, need) in needs.iter().enumerate().take(count) {
             if !self.in_scope(self.bridges()[i].parent, scope) {
                 continue;
             }
             let window = |kind: usize| {
                 places.bridge_at[i][kind]
-                    .and_then(|base| Window::new(PhysAddr::new(base), needs[i].size[kind]))
+                    .and_then(|base| Window::new(PhysAddr::new(base), need.size[kind]))
             };
             let (memory, prefetchable) = (window(MEMORY), window(PREFETCHABLE));
             let bridge = &mut self.bridges_mut()[i];
@@ -415,22 +416,23 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
             );
         }
         let mut stranded = 0;
-        for i in 0..self.functions().len() {
+        let count = self.functions().len();
+        for (i, kind) in kinds.iter().enumerate().take(count) {
             if !self.in_scope(self.functions()[i].parent, scope) {
                 continue;
             }
             let f = &mut self.functions_mut()[i];
             let Ok(mut bar) = f.bar0 else { continue };
-            let placed = places.function_at[i].filter(|_| !places.failed[i] && kinds[i].is_some());
+            let placed = places.function_at[i].filter(|_| !places.failed[i] && kind.is_some());
             let Some(at) = placed else {
                 stranded += 1;
-                let kind = if kinds[i] == Some(PREFETCHABLE) {
+                let what = if *kind == Some(PREFETCHABLE) {
                     "bytes in the prefetchable host window"
                 } else {
                     "bytes in the memory host window"
                 };
                 let error = Error::CapacityExceeded {
-                    what: kind,
+                    what,
                     limit: u32::try_from(bar.size).unwrap_or(u32::MAX),
                 };
                 log::warn!("pci: NVMe function {}: not placed: {error}", f.address);
