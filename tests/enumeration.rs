@@ -369,3 +369,44 @@ fn a_driver_sized_for_more_controllers_serves_them_all() {
     assert_clean(&sim);
     assert_eq!(sim.counters().dma_regions, 0);
 }
+
+#[test]
+fn a_bus_0_function_found_later_is_placed_outside_the_bridge_windows() {
+    // A small root window: the bridge windows fill its start, so a BAR
+    // placed without knowing them would land inside one.
+    let window = (MMIO_APERTURE.0, 8 << 20);
+    let sim = Sim::builder()
+        .firmware_configured(false)
+        .root_port(true)
+        .root_port(true)
+        .controller_on_port(PortId(0), ctrl("port", false))
+        .build();
+    let config = DriverConfig {
+        root_window: Some((PhysAddr::new(window.0), window.1)),
+        bus_rescan_interval: Some(std::time::Duration::from_millis(50)),
+        ..DriverConfig::default()
+    };
+    let (mut driver, ids) = up_with(&sim, config);
+    assert_eq!(ids.len(), 1);
+    let late = sim.hot_add_at(bare_nvme_sim::Location::Bus0, ctrl("late", false));
+    let deadline = sim.now() + PATIENCE;
+    while driver.ready_controllers().count() < 2 && sim.now() < deadline {
+        driver.tick();
+        sim.advance(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(driver.ready_controllers().count(), 2);
+    let bar = sim.bar(late);
+    assert!(window.0 <= bar && bar + (16 << 10) <= window.0 + window.1);
+    let cfg = sim.config_access();
+    for device in [1, 2] {
+        let secondary = (cfg_read(&cfg, PciAddress::new(0, 0, device, 0), 0x18) >> 8) as u8;
+        let (start, end) = window_routing(&sim, secondary);
+        assert!(
+            bar + (16 << 10) <= start || end <= bar,
+            "BAR {bar:#x} inside the window {start:#x}..{end:#x} of 00:{device:02x}.0"
+        );
+    }
+    let map = by_address(&sim, &driver, 2);
+    each_serves_its_own_media(&sim, &mut driver, &map);
+    finish(&sim, driver);
+}
