@@ -212,24 +212,91 @@ fn without_firmware_the_driver_numbers_the_buses_and_places_bus_0_bars() {
     let port_bus = sim.address(CtrlId(0)).expect("port bus numbered").bus();
     let bridge_bus = sim.address(CtrlId(1)).expect("bridge bus numbered").bus();
     assert!(port_bus != 0 && bridge_bus != 0 && port_bus != bridge_bus);
-    // Bus 0 controllers are placed in the root window and serve I/O.
+    // Every controller is served: bridge windows were opened and sized by
+    // the driver, bus 0 BARs sit in the root window outside them.
     let map = by_address(&sim, &driver, 4);
-    assert!(map.contains_key(&2) && map.contains_key(&3), "{map:?}");
-    for c in [2, 3] {
+    assert_eq!(map.len(), 4, "{map:?}");
+    for c in 0..4 {
         let bar = sim.bar(CtrlId(c));
         assert!(window.0 <= bar && bar + (16 << 10) <= window.0 + window.1);
-    }
-    // Behind a bridge whose window firmware never opened there is nowhere to
-    // place a BAR: such a controller must not be enabled at a made-up address.
-    for c in [0, 1] {
-        if !map.contains_key(&c) {
-            assert_eq!(sim.command_register(CtrlId(c)) & (MEMORY | BUS_MASTER), 0);
+        if c < 2 {
+            let bus = sim.address(CtrlId(c)).unwrap().bus();
+            let (start, end) = window_routing(&sim, bus);
+            assert!(start <= bar && bar + (16 << 10) <= end);
         }
     }
-    println!(
-        "served without firmware: {:?}",
-        map.keys().collect::<Vec<_>>()
-    );
+    assert_disjoint(&sim, &[0, 1, 2, 3]);
+    each_serves_its_own_media(&sim, &mut driver, &map);
+    finish(&sim, driver);
+}
+
+#[test]
+fn a_controller_hot_added_into_a_port_the_driver_configured_is_served() {
+    let window = (MMIO_APERTURE.0, 64 << 20);
+    let sim = Sim::builder()
+        .firmware_configured(false)
+        .root_port(true)
+        .root_port(true)
+        .controller_on_port(PortId(0), ctrl("cold", false))
+        .build();
+    let config = DriverConfig {
+        root_window: Some((PhysAddr::new(window.0), window.1)),
+        ..DriverConfig::default()
+    };
+    let (mut driver, ids) = up_with(&sim, config);
+    assert_eq!(ids.len(), 1);
+    // The empty port (the second device after the host bridge) was given
+    // its reserve: a window and spare buses.
+    let buses = cfg_read(&sim.config_access(), PciAddress::new(0, 0, 2, 0), 0x18);
+    let (secondary, subordinate) = ((buses >> 8) as u8, (buses >> 16) as u8);
+    assert!(subordinate >= secondary + 3, "{buses:#x}");
+    let (start, end) = window_routing(&sim, secondary);
+    assert!(end - start >= 2 << 20, "{start:#x}..{end:#x}");
+    let hot = sim.hot_add(PortId(1), ctrl("hot", false));
+    let deadline = sim.now() + PATIENCE;
+    while driver.ready_controllers().count() < 2 && sim.now() < deadline {
+        driver.tick();
+        sim.advance(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(driver.ready_controllers().count(), 2);
+    let bar = sim.bar(hot);
+    let bus = sim.address(hot).unwrap().bus();
+    let (start, end) = window_routing(&sim, bus);
+    assert!(start <= bar && bar + (16 << 10) <= end);
+    let map = by_address(&sim, &driver, 2);
+    each_serves_its_own_media(&sim, &mut driver, &map);
+    finish(&sim, driver);
+}
+
+#[test]
+fn reassign_replaces_what_firmware_assigned_and_serves_everything() {
+    // A host window away from where firmware placed things.
+    let window = (MMIO_APERTURE.0 + (256 << 20), 64 << 20);
+    let sim = Sim::builder()
+        .root_port(true)
+        .root_port(false)
+        .pci_bridge()
+        .controller_on_port(PortId(0), ctrl("port0", true))
+        .controller_on_port(PortId(1), ctrl("port1", false))
+        .controller_on_bridge(BridgeId(0), ctrl("bridge", true))
+        .controller_on_bus0(ctrl("bus0", true))
+        .build();
+    let config = DriverConfig {
+        root_window: Some((PhysAddr::new(window.0), window.1)),
+        reassign: true,
+        ..DriverConfig::default()
+    };
+    let (mut driver, ids) = up_with(&sim, config);
+    assert_eq!(ids.len(), 4, "{:?}", sim.protocol_log());
+    for c in 0..4 {
+        let bar = sim.bar(CtrlId(c));
+        assert!(
+            window.0 <= bar && bar + (16 << 10) <= window.0 + window.1,
+            "BAR {bar:#x} of {c} not in the host window"
+        );
+    }
+    assert_disjoint(&sim, &[0, 1, 2, 3]);
+    let map = by_address(&sim, &driver, 4);
     each_serves_its_own_media(&sim, &mut driver, &map);
     finish(&sim, driver);
 }
@@ -301,4 +368,45 @@ fn a_driver_sized_for_more_controllers_serves_them_all() {
     assert_eq!(sim.counters().io(bare_nvme::nvme::command::nvm::FLUSH), 5);
     assert_clean(&sim);
     assert_eq!(sim.counters().dma_regions, 0);
+}
+
+#[test]
+fn a_bus_0_function_found_later_is_placed_outside_the_bridge_windows() {
+    // A small root window: the bridge windows fill its start, so a BAR
+    // placed without knowing them would land inside one.
+    let window = (MMIO_APERTURE.0, 8 << 20);
+    let sim = Sim::builder()
+        .firmware_configured(false)
+        .root_port(true)
+        .root_port(true)
+        .controller_on_port(PortId(0), ctrl("port", false))
+        .build();
+    let config = DriverConfig {
+        root_window: Some((PhysAddr::new(window.0), window.1)),
+        bus_rescan_interval: Some(std::time::Duration::from_millis(50)),
+        ..DriverConfig::default()
+    };
+    let (mut driver, ids) = up_with(&sim, config);
+    assert_eq!(ids.len(), 1);
+    let late = sim.hot_add_at(bare_nvme_sim::Location::Bus0, ctrl("late", false));
+    let deadline = sim.now() + PATIENCE;
+    while driver.ready_controllers().count() < 2 && sim.now() < deadline {
+        driver.tick();
+        sim.advance(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(driver.ready_controllers().count(), 2);
+    let bar = sim.bar(late);
+    assert!(window.0 <= bar && bar + (16 << 10) <= window.0 + window.1);
+    let cfg = sim.config_access();
+    for device in [1, 2] {
+        let secondary = (cfg_read(&cfg, PciAddress::new(0, 0, device, 0), 0x18) >> 8) as u8;
+        let (start, end) = window_routing(&sim, secondary);
+        assert!(
+            bar + (16 << 10) <= start || end <= bar,
+            "BAR {bar:#x} inside the window {start:#x}..{end:#x} of 00:{device:02x}.0"
+        );
+    }
+    let map = by_address(&sim, &driver, 2);
+    each_serves_its_own_media(&sim, &mut driver, &map);
+    finish(&sim, driver);
 }

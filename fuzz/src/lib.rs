@@ -669,6 +669,7 @@ pub fn run(data: &[u8]) -> Reached {
         slot_poll_interval: Duration::from_millis(1),
         bus_rescan_interval: Some(Duration::from_millis(5)),
         root_window: Some((PhysAddr::new(0xC000_0000), 0x3000_0000)),
+        ..DriverConfig::default()
     };
     let mut driver: FuzzDriver = Driver::new(platform.clone(), access, config);
     let mut ledger = Ledger::new(&sim);

@@ -18,6 +18,7 @@ use crate::event::{ControllerId, Detection, Event};
 use crate::nvme::controller::{MAX_IO_QUEUES, MAX_QUEUE_DEPTH};
 use crate::nvme::identify::IdString;
 use crate::nvme::{Controller, ControllerConfig, State};
+use crate::pci::assign::HotplugReserve;
 use crate::pci::link::PciLink;
 use crate::platform::{Instant, PhysAddr, Platform};
 
@@ -53,6 +54,16 @@ pub struct DriverConfig {
     /// left them unassigned (functions behind bridges use the bridge window).
     /// Default `None`.
     pub root_window: Option<(PhysAddr, u64)>,
+    /// The host bridge's 64-bit prefetchable window, for 64-bit
+    /// prefetchable BARs when the driver assigns resources itself.
+    pub prefetchable_window: Option<(PhysAddr, u64)>,
+    /// Assign bus numbers, bridge windows and BARs anew even when firmware
+    /// assigned them (without firmware they are always assigned). Needs
+    /// `root_window`, which then is the host bridge's whole 32-bit window.
+    pub reassign: bool,
+    /// What hot-plug capable ports keep for devices plugged in later when
+    /// the driver assigns resources.
+    pub hotplug_reserve: HotplugReserve,
 }
 
 impl Default for DriverConfig {
@@ -62,6 +73,9 @@ impl Default for DriverConfig {
             slot_poll_interval: Duration::from_millis(10),
             bus_rescan_interval: Some(Duration::from_millis(500)),
             root_window: None,
+            prefetchable_window: None,
+            reassign: false,
+            hotplug_reserve: HotplugReserve::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ use pci_types::{ConfigRegionAccess, PciAddress};
 
 use crate::driver::Driver;
 use crate::error::{Error, Result};
+use crate::pci::assign::{HostWindows, HotplugReserve};
 use crate::pci::bar::BarAllocator;
 use crate::pci::config::ConfigSpace;
 use crate::pci::enumerate::{Topology, NVME_CLASS};
@@ -93,8 +94,22 @@ impl<
             // The walk records what it could; serve that.
             warn!("pci: enumeration incomplete: {e}");
         }
+        let bridges = self.pci.topology.bridges();
+        let firmware_left_nothing =
+            !bridges.is_empty() && bridges.iter().all(|b| b.numbered_by_walk);
+        // Moving the BARs of controllers in use is not an option: only the
+        // first scan assigns.
+        let idle = self.entries.iter().all(|e| e.is_none());
+        if (self.config.reassign || firmware_left_nothing) && idle {
+            self.assign_resources();
+        }
         let mut found = heapless::Vec::new();
         for f in self.pci.topology.functions() {
+            // A function the assignment found no room for is skipped (the
+            // reason was logged); any other BAR problem shows at attach.
+            if matches!(f.bar0, Err(Error::CapacityExceeded { .. })) {
+                continue;
+            }
             let _ = found.push((f.address, f.parent));
         }
         info!(
@@ -103,6 +118,91 @@ impl<
             found.len()
         );
         found
+    }
+
+    /// Numbers every bus and assigns every window and BAR anew inside the
+    /// host windows (`root_window`, `prefetchable_window`).
+    fn assign_resources(&mut self) {
+        let window =
+            |w: Option<(PhysAddr, u64)>| w.and_then(|(base, size)| Window::new(base, size));
+        let Some(memory) = window(self.config.root_window) else {
+            warn!("pci: firmware assigned no resources and no host window is known");
+            return;
+        };
+        let host = HostWindows {
+            memory,
+            prefetchable: window(self.config.prefetchable_window),
+        };
+        let reserve = self.config.hotplug_reserve;
+        if let Err(e) = self.pci.topology.renumber(&self.access, reserve.buses) {
+            warn!("pci: bus numbering incomplete: {e}");
+        }
+        let stranded = self.pci.topology.assign_memory(&self.access, host, reserve);
+        if stranded != 0 {
+            warn!("pci: {stranded} NVMe functions left without memory");
+        }
+        // Bus 0 functions found later must not land in a bridge's window.
+        self.pci.bars = BarAllocator::new(Some(memory));
+        for b in self
+            .pci
+            .topology
+            .bridges()
+            .iter()
+            .filter(|b| b.parent.is_none())
+        {
+            if let Some(w) = b.memory {
+                if let Err(e) = self.pci.bars.reserve_root(b.address, w) {
+                    warn!("pci: bridge {} window not reserved: {e}", b.address);
+                }
+            }
+        }
+    }
+
+    /// Gives a switch just walked behind hot-plug port `port` (its bridges
+    /// without a window yet) memory from the port's window: with the
+    /// hot-plug reserve for its own ports when that fits, else just what its
+    /// controllers need.
+    fn assign_behind(&mut self, port: usize) {
+        let topology = &self.pci.topology;
+        let fresh = topology
+            .bridges()
+            .iter()
+            .find(|b| b.parent == Some(port) && b.memory.is_none());
+        let (Some(owner), Some(parent)) = (fresh.map(|b| b.address), topology.bridges().get(port))
+        else {
+            return;
+        };
+        let parent = *parent;
+        let full = self.config.hotplug_reserve;
+        let bare = HotplugReserve {
+            memory: 0,
+            prefetchable: 0,
+            ..full
+        };
+        for reserve in [full, bare] {
+            let topology = &self.pci.topology;
+            let Some((size, _)) = topology.memory_need_behind(&self.access, port, reserve) else {
+                return;
+            };
+            let Ok(base) = self.pci.bars.allocate_in(&parent, owner, size) else {
+                continue;
+            };
+            let Some(window) = Window::new(base, size) else {
+                return;
+            };
+            let stranded =
+                self.pci
+                    .topology
+                    .assign_memory_behind(&self.access, port, window, reserve);
+            if stranded != 0 {
+                warn!("pci: {stranded} NVMe functions behind {owner} left without memory");
+            }
+            return;
+        }
+        warn!(
+            "pci: no room in bridge {}'s window for the switch at {owner}",
+            parent.address
+        );
     }
 
     /// Places BAR0 of `address` (keeping a valid firmware assignment) and turns
@@ -140,19 +240,21 @@ impl<
         if let Err(e) = self.pci.topology.probe_behind(&self.access, bridge) {
             warn!("pci: probing behind bridge {bridge}: {e}");
         }
-        let candidates: heapless::Vec<PciAddress, MAX_FUNCTIONS> = self
-            .pci
-            .topology
+        self.assign_behind(bridge);
+        // Everything behind the port: a hot-added switch brings its
+        // controllers behind its own ports.
+        let topology = &self.pci.topology;
+        let candidates: heapless::Vec<(PciAddress, Option<usize>), MAX_FUNCTIONS> = topology
             .functions()
             .iter()
-            .filter(|f| f.parent == Some(bridge))
-            .map(|f| f.address)
+            .filter(|f| topology.is_behind(f.parent, bridge))
+            .map(|f| (f.address, f.parent))
             .collect();
-        for address in candidates {
+        for (address, parent) in candidates {
             if self.is_attached(address) {
                 continue;
             }
-            if let Err(e) = self.attach(address, Some(bridge)) {
+            if let Err(e) = self.attach(address, parent) {
                 warn!("nvme: cannot attach hot-added {address}: {e}");
                 self.pci.topology.forget_function(address);
             }

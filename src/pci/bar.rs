@@ -152,7 +152,7 @@ pub fn probe_bar0<A: ConfigRegionAccess + ?Sized>(access: &A, address: PciAddres
 
 /// Programs BAR0 to `target` with memory decoding off, and checks that the
 /// device took it.
-fn program_bar0<A: ConfigRegionAccess + ?Sized>(
+pub(crate) fn program_bar0<A: ConfigRegionAccess + ?Sized>(
     access: &A,
     address: PciAddress,
     bar: &Bar,
@@ -359,6 +359,32 @@ impl<const WINDOWS: usize, const RANGES: usize> BarAllocator<WINDOWS, RANGES> {
             _ if parent.is_some() => Ok(false),
             // On bus 0 firmware knows the host bridge's apertures; we do not.
             _ => Ok(true),
+        }
+    }
+
+    /// Takes `size` bytes (a power of two, naturally aligned, below 4 GiB)
+    /// of `parent`'s memory window for `owner` (a bridge hot-added behind
+    /// it, which forwards them further down).
+    pub fn allocate_in(
+        &mut self,
+        parent: &Bridge,
+        owner: PciAddress,
+        size: u64,
+    ) -> Result<PhysAddr> {
+        match self.window_of(Some(parent))? {
+            Some(window) => window.allocate(owner, size, u32::MAX.into()),
+            None => Err(Error::DeviceUnsupported {
+                what: "a memory window to place a bridge window in",
+            }),
+        }
+    }
+
+    /// Records `window` (a bridge's, owned by `owner`) as used in the root
+    /// window, so that no function on bus 0 is placed inside it.
+    pub fn reserve_root(&mut self, owner: PciAddress, window: Window) -> Result<()> {
+        match self.root.as_mut() {
+            Some(root) => root.reserve(owner, window.base.as_u64(), window.size()),
+            None => Ok(()),
         }
     }
 

@@ -6,6 +6,7 @@
 //! before it is used.
 
 pub mod access;
+pub mod assign;
 pub mod bar;
 pub mod capability;
 pub mod config;

@@ -1,10 +1,12 @@
-//! The QEMU scenarios `cargo xtask test` runs. To add one: build a
-//! [`Scenario`] here (machine, kernel command line, steps, expected results)
-//! and, if it needs new kernel behaviour, a module in
-//! `boards/qemu-x86_64/src/scenarios/`.
+//! The QEMU scenarios `cargo xtask test` runs, on every board. To add one:
+//! build a [`Scenario`] here (machine, kernel command line, steps, expected
+//! results) and, if it needs new kernel behaviour, a module in
+//! `boards/qemu-x86_64/src/scenarios/` (the aarch64 board compiles those
+//! too). [`plan`] says how each board runs it, or why it cannot.
 
 use std::time::Duration;
 
+use crate::board::Board;
 use crate::machine::{Disk, Machine};
 use crate::paths;
 use crate::scenario::{Scenario, Step};
@@ -70,10 +72,15 @@ fn with_second(name: &str, latency_ms: u64) -> Machine {
 /// and QEMU reports it deleted; at the end the host tells the kernel it saw
 /// the last deletion.
 pub fn cycle_steps(n: u64, drive: &str) -> Vec<Step> {
+    cycle_steps_into(n, drive, "rp2")
+}
+
+/// [`cycle_steps`] into the slot of port `port`.
+fn cycle_steps_into(n: u64, drive: &str, port: &str) -> Vec<Step> {
     let mut steps = Vec::new();
     for i in 0..n {
         steps.push(Step::phase(&format!("empty {i}")));
-        steps.push(Step::add_nvme("nvme1", "cafe", drive, "rp2"));
+        steps.push(Step::add_nvme("nvme1", "cafe", drive, port));
         steps.push(Step::device_deleted());
     }
     steps.push(Step::phase("done"));
@@ -259,6 +266,18 @@ fn hot_plug() -> Vec<Scenario> {
         .expect("dma_bytes", "0")
         .time_limit(Duration::from_secs(150)),
         Scenario::new(
+            "switch-plug",
+            "a switch behind a root port: device_add into its downstream port's slot, \
+             Ready, verified I/O, the hand pulls it; twice (idle pulls: a raw image \
+             with reads in flight sometimes keeps QEMU from deleting the device)",
+            with_spare_drive("switch-plug").switch("sw1", 3, 0x6),
+            "scenario=plug mode=cycles cycles=2 slot=4 inflight=0",
+        )
+        .steps(cycle_steps_into(2, "d1", "sw1"))
+        .expect("cycles", "2")
+        .expect("dma_regions", "0")
+        .expect("dma_bytes", "0"),
+        Scenario::new(
             "button",
             "device_del presses the attention button: the driver drains and detaches, \
              then the hand empties the slot",
@@ -342,6 +361,69 @@ fn power_and_bring_up() -> Vec<Scenario> {
         ])
         .expect("presence", "0"),
     ]
+}
+
+/// A catalog scenario as one board runs it, or why it cannot.
+pub enum Planned {
+    /// Run it.
+    Run(Scenario),
+    /// It does not apply to the board.
+    Skip {
+        /// The scenario's name on that board.
+        name: String,
+        /// Why not.
+        why: &'static str,
+    },
+}
+
+/// The catalog on `board`: on x86 as firmware left the machine, or with
+/// `reassign` the driver assigning every bus number, window and BAR anew
+/// (names prefixed `reassign/`); on aarch64 (names prefixed `aarch64/`) no
+/// firmware ran, so the driver always assigns.
+pub fn plan(board: Board, reassign: bool) -> Vec<Planned> {
+    all()
+        .into_iter()
+        .map(|s| match (board, reassign) {
+            (Board::X86_64, false) => Planned::Run(s),
+            (Board::X86_64, true) => reassigned(s),
+            (Board::Aarch64, _) => on_aarch64(s),
+        })
+        .collect()
+}
+
+/// Scenarios that run the board without the driver.
+const WITHOUT_DRIVER: &[&str] = &["boot", "slot-pull"];
+
+fn reassigned(mut s: Scenario) -> Planned {
+    let name = format!("reassign/{}", s.name);
+    if WITHOUT_DRIVER.contains(&s.name.as_str()) {
+        return Planned::Skip {
+            name,
+            why: "runs the board without the driver: nothing is reassigned",
+        };
+    }
+    s.name = name;
+    s.append.push_str(" reassign=1");
+    Planned::Run(s)
+}
+
+fn on_aarch64(mut s: Scenario) -> Planned {
+    let name = format!("aarch64/{}", s.name);
+    if s.name == "slot-pull" {
+        return Planned::Skip {
+            name,
+            why: "the hand alone, without the driver: on virt nothing numbers the slot's bus",
+        };
+    }
+    s.name = name;
+    s.machine = s.machine.on(Board::Aarch64);
+    for (key, value) in s.expect.iter_mut() {
+        if key == "firmware_left_enabled" {
+            // No firmware ran before the kernel.
+            *value = "0".to_string();
+        }
+    }
+    Planned::Run(s)
 }
 
 /// The scenario called `name`.

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::prereq::QEMU;
+use crate::board::Board;
 
 /// A raw disk image a machine uses.
 #[derive(Clone, Debug)]
@@ -39,6 +39,7 @@ impl Disk {
 /// kernel, its command line, serial and QMP.
 #[derive(Clone, Debug)]
 pub struct Machine {
+    board: Board,
     memory_mib: u32,
     args: Vec<String>,
     disks: Vec<Disk>,
@@ -55,6 +56,7 @@ impl Machine {
     /// hot-plug) and no devices.
     pub fn q35() -> Self {
         Self {
+            board: Board::X86_64,
             memory_mib: 512,
             args: Vec::new(),
             disks: Vec::new(),
@@ -90,6 +92,22 @@ impl Machine {
             "pcie-root-port,id={id},chassis={chassis},slot={chassis},bus=pcie.0,\
              addr={addr:#x},power_controller_present=on"
         ))
+    }
+
+    /// A switch behind a new root port `{id}-rp` (slot `chassis`, at device
+    /// `addr` of `pcie.0`): its upstream port `{id}-up` and one downstream
+    /// port `id` with a hot-plug slot numbered `chassis + 1` and no power
+    /// controller.
+    pub fn switch(self, id: &str, chassis: u8, addr: u8) -> Self {
+        let slot = chassis + 1;
+        self.root_port(&format!("{id}-rp"), chassis, addr)
+            .arg("-device")
+            .arg(&format!("x3130-upstream,id={id}-up,bus={id}-rp"))
+            .arg("-device")
+            .arg(&format!(
+                "xio3130-downstream,id={id},bus={id}-up,chassis={slot},slot={slot},\
+                 power_controller_present=off"
+            ))
     }
 
     /// A null block node of `size` bytes that reads zeroes, optionally slow.
@@ -159,6 +177,13 @@ impl Machine {
         self
     }
 
+    /// The same machine on `board` (a `virt` on aarch64: its PCIe host bus
+    /// is called `pcie.0` as on q35, so the devices stay as they are).
+    pub fn on(mut self, board: Board) -> Self {
+        self.board = board;
+        self
+    }
+
     /// The disk images the machine needs.
     pub fn disks(&self) -> &[Disk] {
         &self.disks
@@ -168,9 +193,7 @@ impl Machine {
     /// stdio, QMP on `qmp` (a unix socket path), paused at start if `paused`.
     pub fn command(&self, kernel: &Path, append: &str, qmp: &Path, paused: bool) -> Vec<String> {
         let mut cmd: Vec<String> = [
-            QEMU,
-            "-M",
-            "q35",
+            self.board.qemu(),
             "-accel",
             "tcg",
             "-smp",
@@ -180,16 +203,13 @@ impl Machine {
             "-display",
             "none",
             "-no-reboot",
-            "-global",
-            "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=0x04",
             "-serial",
             "stdio",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        cmd.extend(self.board.machine_args().iter().map(|s| s.to_string()));
         cmd.push("-m".into());
         cmd.push(self.memory_mib.to_string());
         cmd.push("-qmp".into());

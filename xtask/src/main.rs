@@ -1,14 +1,15 @@
 //! `cargo xtask`: build, boot and test bare-nvme.
 //!
 //! ```text
-//! cargo xtask test [--qemu-only] [NAME ...]   fmt, clippy, host tests, kernel, QEMU scenarios
-//! cargo xtask run                             boot the demo and stream its serial log
-//! cargo xtask qemu [SCENARIO] [k=v ...] [-- QEMU ARGS]
+//! cargo xtask test [--board B] [--qemu-only] [NAME ...]   fmt, clippy, host tests, kernels, QEMU scenarios
+//! cargo xtask run [--board B]                 boot the demo and stream its serial log
+//! cargo xtask qemu [--board B] [SCENARIO] [k=v ...] [-- QEMU ARGS]
 //! cargo xtask bench [--no-qemu]               instructions, register accesses, QEMU IOPS -> BENCHMARKS.md
 //! cargo xtask fuzz [--ci] [--seconds N]         fuzz the driver against a lying device
 //! cargo xtask miri                            the unsafe layer under Miri
 //! ```
 
+mod board;
 mod catalog;
 mod commands;
 mod kernel;
@@ -30,6 +31,8 @@ usage: cargo xtask <command>
   run                             build, boot the demo on QEMU, stream the serial log
   qemu [SCENARIO] [key=value ...] [-- QEMU ARGS]
                                   boot one scenario with extra kernel and QEMU arguments
+                                  (test, run and qemu take --board x86_64|aarch64; test
+                                  runs every board when none is named)
   bench [--no-qemu]               instructions per I/O (callgrind), register accesses, QEMU
                                   IOPS; prints the table and writes BENCHMARKS.md
   fuzz [--ci] [--seconds N]       fuzz the driver against a lying device (nightly,

@@ -8,20 +8,6 @@ pub fn root() -> PathBuf {
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
-/// The QEMU board crate.
-pub fn board() -> PathBuf {
-    root().join("boards").join("qemu-x86_64")
-}
-
-/// The kernel image the board build produces.
-pub fn kernel() -> PathBuf {
-    board()
-        .join("target")
-        .join("x86_64-unknown-none")
-        .join("release")
-        .join("bare-nvme-qemu-x86_64")
-}
-
 /// Scratch space for disk images and logs (ignored by git).
 pub fn work() -> PathBuf {
     root().join(".xtask")

@@ -1,17 +1,14 @@
-//! Prerequisites on a fresh machine: the bare-metal target and QEMU.
+//! Prerequisites on a fresh machine: the bare-metal targets and QEMU.
 
 use std::process::Command;
 
-/// The target the board is built for.
-pub const TARGET: &str = "x86_64-unknown-none";
-/// The QEMU binary.
-pub const QEMU: &str = "qemu-system-x86_64";
+use crate::board::Board;
 
-/// Makes sure the target and QEMU are there, installing what can be
+/// Makes sure `board`'s target and QEMU are there, installing what can be
 /// installed. Returns a message saying what to run when something is missing.
-pub fn ensure() -> Result<(), String> {
-    ensure_target(TARGET)?;
-    ensure_qemu()
+pub fn ensure(board: Board) -> Result<(), String> {
+    ensure_target(board.target())?;
+    ensure_qemu(board)
 }
 
 /// Makes sure the Rust standard library for `target` is installed, adding it
@@ -45,8 +42,8 @@ pub fn ensure_target(target: &str) -> Result<(), String> {
     }
 }
 
-fn qemu_present() -> bool {
-    Command::new(QEMU)
+fn qemu_present(board: Board) -> bool {
+    Command::new(board.qemu())
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success())
@@ -59,22 +56,26 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-fn ensure_qemu() -> Result<(), String> {
-    if qemu_present() {
+fn ensure_qemu(board: Board) -> Result<(), String> {
+    if qemu_present(board) {
         return Ok(());
     }
-    let install = "apt-get update && apt-get install -y qemu-system-x86";
+    let install = format!(
+        "apt-get update && apt-get install -y {}",
+        board.qemu_package()
+    );
     if !is_root() {
         return Err(format!(
-            "{QEMU} is missing; install it with: sudo sh -c '{install}'"
+            "{} is missing; install it with: sudo sh -c '{install}'",
+            board.qemu()
         ));
     }
     eprintln!("xtask: installing QEMU ({install})");
     let status = Command::new("sh")
-        .args(["-c", install])
+        .args(["-c", &install])
         .status()
         .map_err(|e| format!("cannot run apt-get: {e}"))?;
-    if status.success() && qemu_present() {
+    if status.success() && qemu_present(board) {
         Ok(())
     } else {
         Err(format!("installing QEMU failed; run `{install}` by hand"))

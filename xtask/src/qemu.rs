@@ -52,8 +52,11 @@ impl Qemu {
             disk.prepare()
                 .map_err(|e| format!("disk image {}: {e}", disk.path.display()))?;
         }
-        let qmp_path =
-            std::env::temp_dir().join(format!("bare-nvme-{}-{}.qmp", std::process::id(), name));
+        let qmp_path = std::env::temp_dir().join(format!(
+            "bare-nvme-{}-{}.qmp",
+            std::process::id(),
+            name.replace('/', "-")
+        ));
         let _ = std::fs::remove_file(&qmp_path);
         let cmd = machine.command(kernel, append, &qmp_path, launch.paused);
         let started = Instant::now();

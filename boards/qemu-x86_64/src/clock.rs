@@ -86,10 +86,20 @@ pub fn cycles_to_nanos(cycles: u64) -> u64 {
     ((u128::from(cycles) * u128::from(fp)) >> 32) as u64
 }
 
+/// Time since the machine started (QEMU starts the TSC at zero).
+pub fn since_machine_start() -> core::time::Duration {
+    core::time::Duration::from_nanos(cycles_to_nanos(rdtsc()))
+}
+
 /// Nanoseconds since calibration.
 pub fn now() -> Instant {
     let cycles = rdtsc().saturating_sub(TSC_ORIGIN.load(Ordering::Relaxed));
     Instant::from_nanos(cycles_to_nanos(cycles))
+}
+
+/// One pause in a wait loop.
+pub fn relax() {
+    core::hint::spin_loop();
 }
 
 /// Waits `micros` microseconds (a deadline on the clock, not a spin count).

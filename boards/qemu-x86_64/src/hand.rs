@@ -13,7 +13,7 @@
 
 use pci_types::PciAddress;
 
-use crate::pci::{self, PortIo, CAP_ID_PCIE};
+use crate::pci::{self, BoardConfig, CAP_ID_PCIE};
 
 /// Slot Control/Slot Status dword, from the PCIe capability.
 const SLOT_CONTROL: u16 = 0x18;
@@ -23,6 +23,9 @@ const PRESENCE_DETECT_STATE: u32 = 1 << (16 + 6);
 /// Slot Control: power controller off, power indicator off, attention
 /// indicator off. QEMU deletes the device on this write.
 const REMOVE: u32 = 0x07C0;
+/// Slot Control: power controller off and power indicator off (bits 10,
+/// 9:8 = 11b).
+const SWITCHED_OFF: u32 = 0x0700;
 /// Slot Control: power controller off, power indicator on: the device is
 /// unpowered but stays.
 const POWER_OFF: u32 = 0x05C0;
@@ -41,7 +44,7 @@ pub enum Action {
 /// A hand on one root port's slot.
 pub struct Hand {
     /// Its own accessor: never the driver's.
-    config: PortIo,
+    config: BoardConfig,
     port: PciAddress,
     slot_control: u16,
     armed: bool,
@@ -51,7 +54,7 @@ impl Hand {
     /// A hand on the slot of the root port at `port`; `None` if the port has
     /// no PCI Express capability.
     pub fn new(port: PciAddress) -> Option<Self> {
-        let config = pci::port_io();
+        let config = pci::board_config();
         let cap = pci::find_capability(&config, port, CAP_ID_PCIE)?;
         Some(Self {
             config,
@@ -104,9 +107,17 @@ impl Hand {
         Action::Removed
     }
 
-    /// Pulls the device now.
+    /// Pulls the device now. QEMU deletes the device only when Slot
+    /// Control turns to "power and indicator off"; a slot already reading so
+    /// (no firmware powered it on, or a card came back after a pull) is
+    /// switched on first.
     pub fn remove(&self) {
+        log::debug!("hand: slot control/status {:#010x}", self.slot_dword());
+        if self.slot_dword() & 0xFFFF & SWITCHED_OFF == SWITCHED_OFF {
+            self.write_slot_control(POWER_ON);
+        }
         self.write_slot_control(REMOVE);
+        log::debug!("hand: slot control/status now {:#010x}", self.slot_dword());
     }
 
     /// Cuts slot power without deleting the device (first half of a link flap).

@@ -53,12 +53,13 @@ pub fn config_from(args: &Args) -> Result<DriverConfig, Failure> {
         .number("slot_poll_ms", 10)
         .ok_or_else(|| failure!("malformed slot_poll_ms="))?;
     config.slot_poll_interval = Duration::from_millis(poll);
+    crate::pci::host_config(args, &mut config);
     Ok(config)
 }
 
 /// Time since the machine started (QEMU starts the TSC at zero).
 pub fn since_machine_start() -> Duration {
-    Duration::from_nanos(clock::cycles_to_nanos(clock::rdtsc()))
+    clock::since_machine_start()
 }
 
 /// The tick loop: calls `Driver::tick` once per period, logs every event and
@@ -89,7 +90,7 @@ impl Monitor {
     /// Waits for the next tick time, ticks once, returns the events.
     pub fn tick(&mut self, d: &mut Nvme) -> heapless::Vec<Event, { bare_nvme::MAX_EVENTS }> {
         while clock::now() < self.next {
-            core::hint::spin_loop();
+            clock::relax();
         }
         self.next = clock::now() + self.period;
         self.ticks += 1;

@@ -95,12 +95,14 @@ pub struct NvmeFunction {
     pub bar0: Result<Bar>,
 }
 
-/// Whether the walk may still defer bridges without numbers (first pass) or
-/// numbers them as it meets them (behind a bridge the walk numbered).
+/// Whether the walk may still defer bridges without numbers (first pass),
+/// numbers them as it meets them (behind a bridge the walk numbered), or
+/// numbers every bridge anew, depth-first, ignoring what firmware left.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Firmware,
     Assign,
+    Renumber,
 }
 
 /// One bus being scanned.
@@ -114,6 +116,9 @@ struct Frame {
     device: u8,
     function: u8,
     multifunction: bool,
+    /// One past the last device number scanned ([`DEVICES`] but for the
+    /// frame of a hot-added switch's own device).
+    limit: u8,
 }
 
 impl Frame {
@@ -125,6 +130,7 @@ impl Frame {
             device: 0,
             function: 0,
             multifunction: false,
+            limit: DEVICES,
         }
     }
 
@@ -157,6 +163,12 @@ struct Walk {
     mode: Mode,
     buses: Buses,
     first_error: Option<Error>,
+    /// Bus numbers a hot-plug capable port keeps beyond its secondary bus
+    /// ([`Mode::Renumber`] only).
+    hotplug_buses: u8,
+    /// Highest bus number the walk may give ([`Mode::Renumber`]): the
+    /// subordinate bus of the port a hot-added switch sits behind.
+    ceiling: u8,
 }
 
 impl Walk {
@@ -193,6 +205,16 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
         &self.functions
     }
 
+    /// The bridges, for the resource assignment to record windows.
+    pub(crate) fn bridges_mut(&mut self) -> &mut [Bridge] {
+        &mut self.bridges
+    }
+
+    /// The NVMe functions, for the resource assignment to record BARs.
+    pub(crate) fn functions_mut(&mut self) -> &mut [NvmeFunction] {
+        &mut self.functions
+    }
+
     /// The bridge above `function`, if it sits behind one.
     pub fn parent_of(&self, function: &NvmeFunction) -> Option<&Bridge> {
         function.parent.and_then(|i| self.bridges.get(i))
@@ -221,6 +243,8 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
             mode: Mode::Firmware,
             buses: Buses::new(),
             first_error: None,
+            hotplug_buses: 0,
+            ceiling: u8::MAX,
         };
         let mut unnumbered: heapless::Vec<usize, BRIDGES> = heapless::Vec::new();
         self.walk(access, &mut walk, Frame::new(0, None, 0), &mut unnumbered);
@@ -239,10 +263,59 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
         }
     }
 
+    /// Numbers every bridge of the segment anew, depth-first from bus 0, as
+    /// when no firmware ran: each bridge gets the next free bus as its
+    /// secondary bus and a subordinate bus covering everything found behind
+    /// it; a hot-plug capable port keeps at least `hotplug_buses` numbers
+    /// beyond its secondary bus for what may be plugged in later (Linux's
+    /// `hpbussize`). Replaces what was recorded before; the first problem
+    /// met is returned, after everything that fits was recorded.
+    pub fn renumber<A: ConfigRegionAccess + ?Sized>(
+        &mut self,
+        access: &A,
+        hotplug_buses: u8,
+    ) -> Result<()> {
+        // Firmware's numbers first, so that every bridge it numbered is
+        // known; they are cleared deepest first (children follow parents in
+        // the list), so that no stale range overlaps a new one during the
+        // walk.
+        let _ = self.scan(access);
+        for bridge in self.bridges.iter().rev() {
+            let mut cleared = *bridge;
+            cleared.primary = 0;
+            cleared.secondary = 0;
+            cleared.subordinate = 0;
+            numbering::write_bus_numbers(access, &cleared);
+        }
+        self.bridges.clear();
+        self.functions.clear();
+        let mut walk = Walk {
+            mode: Mode::Renumber,
+            buses: Buses::new(),
+            first_error: None,
+            hotplug_buses,
+            ceiling: u8::MAX,
+        };
+        self.walk(
+            access,
+            &mut walk,
+            Frame::new(0, None, 0),
+            &mut heapless::Vec::new(),
+        );
+        match walk.first_error {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
     /// Re-probes the secondary bus of bridge `bridge` (after a slot reported
     /// a card) and records NVMe functions found there that are not recorded
-    /// yet; returns how many were added. Bridges found there are not
-    /// followed: hot-added switches are not supported.
+    /// yet; returns how many were added. A bridge found there (a hot-added
+    /// switch) is walked too when the port was given a bus range
+    /// (`hotplug_buses`): its bridges are numbered inside that range,
+    /// depth-first, and recorded with what is behind them (their windows are
+    /// the resource assignment's to program,
+    /// [`Topology::assign_memory_behind`]).
     pub fn probe_behind<A: ConfigRegionAccess + ?Sized>(
         &mut self,
         access: &A,
@@ -273,11 +346,56 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
                 if let Err(e) = self.record_function(&config, Some(bridge)) {
                     first_error.get_or_insert(e);
                 }
+            } else if header & !MULTIFUNCTION == HEADER_TYPE_BRIDGE
+                && (config.read32(PRIMARY_BUS) >> 8) as u8 == 0
+            {
+                // Secondary bus 0: as after reset, so freshly added (a
+                // switch that stayed keeps its numbers and windows).
+                if let Err(e) = self.walk_hot_added(access, bridge, address) {
+                    first_error.get_or_insert(e);
+                }
             }
         }
         match first_error {
             Some(e) => Err(e),
             None => Ok(self.functions.len() - before),
+        }
+    }
+
+    /// Walks the bridge at `address` found behind port `port` (a hot-added
+    /// switch), numbering it and everything behind it inside the port's bus
+    /// range.
+    fn walk_hot_added<A: ConfigRegionAccess + ?Sized>(
+        &mut self,
+        access: &A,
+        port: usize,
+        address: PciAddress,
+    ) -> Result<()> {
+        let (_, depth) = self.chain(port);
+        let p = self.bridges[port];
+        if p.subordinate <= p.secondary {
+            return Err(Error::CapacityExceeded {
+                what: "bus numbers behind a hot-plug port",
+                limit: 0,
+            });
+        }
+        let mut walk = Walk {
+            mode: Mode::Renumber,
+            buses: Buses::new(),
+            first_error: None,
+            hotplug_buses: 0,
+            ceiling: p.subordinate,
+        };
+        claim(&mut walk.buses, p.secondary, p.secondary, depth);
+        // Only the switch's own device: the rest of the port's bus was
+        // probed by the caller.
+        let mut start = Frame::new(p.secondary, Some(port), depth);
+        start.device = address.device();
+        start.limit = address.device() + 1;
+        self.walk(access, &mut walk, start, &mut heapless::Vec::new());
+        match walk.first_error {
+            Some(error) => Err(error),
+            None => Ok(()),
         }
     }
 
@@ -292,8 +410,16 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
         let mut stack: heapless::Vec<Frame, { MAX_DEPTH + 1 }> = heapless::Vec::new();
         let _ = stack.push(start);
         while let Some(top) = stack.last_mut() {
-            if top.device >= DEVICES {
+            if top.device >= top.limit {
+                let done = *top;
                 stack.pop();
+                // The frame of a hot-added switch's bus is the port's: the
+                // port's range is not the walk's to close.
+                if walk.mode == Mode::Renumber && done.limit == DEVICES {
+                    if let Some(bridge) = done.bridge {
+                        self.close_range(access, walk, bridge);
+                    }
+                }
                 continue;
             }
             let frame = *top;
@@ -332,7 +458,9 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
                         });
                         continue;
                     }
-                    let next = if self.firmware_numbers_valid(walk, index, frame.depth + 1) {
+                    let next = if walk.mode == Mode::Renumber {
+                        self.open_range(access, walk, index, frame.depth + 1)
+                    } else if self.firmware_numbers_valid(walk, index, frame.depth + 1) {
                         let b = self.bridges[index];
                         claim(&mut walk.buses, b.secondary, b.subordinate, frame.depth + 1);
                         Some(Frame::new(b.secondary, Some(index), frame.depth + 1))
@@ -368,7 +496,9 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
         parent: Option<usize>,
     ) -> Result<()> {
         let (class, subclass, prog_if) = config.class_code();
-        if (class, subclass, prog_if) != NVME_CLASS {
+        if (class, subclass, prog_if) != NVME_CLASS
+            || self.functions.iter().any(|f| f.address == config.address())
+        {
             return Ok(());
         }
         let function = NvmeFunction {
@@ -420,6 +550,14 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
             port,
             slot,
         };
+        // A bridge seen before at this address (a switch pulled and added
+        // again) keeps its index: controllers and ports refer to it by it.
+        if let Some(index) = self.bridge_index(bridge.address) {
+            if bridge.parent == self.bridges[index].parent {
+                self.bridges[index] = bridge;
+                return Some(index);
+            }
+        }
         if self.bridges.push(bridge).is_err() {
             walk.note(Error::CapacityExceeded {
                 what: "bridges",

@@ -31,7 +31,7 @@ impl Buses {
 
 impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> {
     /// The ancestors of bridge `index` (outermost first) and its depth.
-    fn chain(&self, index: usize) -> (heapless::Vec<usize, MAX_DEPTH>, u8) {
+    pub(super) fn chain(&self, index: usize) -> (heapless::Vec<usize, MAX_DEPTH>, u8) {
         let mut reversed: heapless::Vec<usize, MAX_DEPTH> = heapless::Vec::new();
         let mut at = self.bridges[index].parent;
         while let Some(p) = at {
@@ -151,6 +151,70 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
     }
 }
 
+impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> {
+    /// Renumbering: gives bridge `index` the next free bus as its secondary
+    /// bus and, until its subtree is walked, every bus above it as its
+    /// subordinate range (so configuration cycles reach whatever is behind).
+    pub(super) fn open_range<A: ConfigRegionAccess + ?Sized>(
+        &mut self,
+        access: &A,
+        walk: &mut Walk,
+        index: usize,
+        depth: u8,
+    ) -> Option<Frame> {
+        let own_bus = self.bridges[index].address.bus();
+        let next = walk.buses.max.max(own_bus).checked_add(1);
+        let Some(bus) = next.filter(|&b| b <= walk.ceiling) else {
+            walk.note(Error::CapacityExceeded {
+                what: "bus numbers for a bridge",
+                limit: BUS_COUNT as u32,
+            });
+            return None;
+        };
+        let b = &mut self.bridges[index];
+        b.primary = own_bus;
+        b.secondary = bus;
+        b.subordinate = walk.ceiling;
+        b.numbered_by_walk = true;
+        write_bus_numbers(access, b);
+        claim(&mut walk.buses, bus, bus, depth);
+        Some(Frame::new(bus, Some(index), depth))
+    }
+
+    /// Renumbering: closes bridge `index`'s range once its subtree is
+    /// walked, at the highest bus used behind it, or further for a hot-plug
+    /// capable port's reserve.
+    pub(super) fn close_range<A: ConfigRegionAccess + ?Sized>(
+        &mut self,
+        access: &A,
+        walk: &mut Walk,
+        index: usize,
+    ) {
+        let reserve = if self.bridges[index].hot_plug_capable() {
+            walk.hotplug_buses
+        } else {
+            0
+        };
+        let b = &mut self.bridges[index];
+        let last = walk
+            .buses
+            .max
+            .max(b.secondary.saturating_add(reserve))
+            .max(b.secondary)
+            .min(walk.ceiling);
+        b.subordinate = last;
+        write_bus_numbers(access, b);
+        let from = b.secondary;
+        walk.buses.max = walk.buses.max.max(last);
+        for x in from..=last {
+            // Deeper bridges' claims stay; the reserve becomes this bridge's.
+            if walk.buses.claimed[usize::from(x)] == 0 {
+                walk.buses.claimed[usize::from(x)] = 1;
+            }
+        }
+    }
+}
+
 /// Marks buses `first..=last` as held at `depth`.
 pub(super) fn claim(buses: &mut Buses, first: u8, last: u8, depth: u8) {
     for x in first..=last {
@@ -161,7 +225,7 @@ pub(super) fn claim(buses: &mut Buses, first: u8, last: u8, depth: u8) {
 
 /// Writes a bridge's bus numbers, keeping the secondary latency timer that
 /// shares their dword.
-fn write_bus_numbers<A: ConfigRegionAccess + ?Sized>(access: &A, bridge: &Bridge) {
+pub(super) fn write_bus_numbers<A: ConfigRegionAccess + ?Sized>(access: &A, bridge: &Bridge) {
     let config = ConfigSpace::new(access, bridge.address);
     let latency = config.read32(PRIMARY_BUS) & 0xFF00_0000;
     config.write32(

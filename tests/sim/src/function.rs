@@ -112,6 +112,13 @@ impl FunctionSpec {
         self.cfg.mask32(off::BAR0 + 4, hi);
     }
 
+    /// Marks BAR0 prefetchable (bit 3, read-only).
+    pub fn with_bar0_prefetchable(mut self) -> Self {
+        let low = self.cfg.get32(off::BAR0);
+        self.cfg.set32(off::BAR0, low | 0b1000);
+        self
+    }
+
     /// A 64-bit memory BAR0 of `size` bytes (a power of two), unassigned.
     pub fn with_bar0_64(mut self, size: u64) -> Self {
         let mask = !(size - 1);

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::board::Board;
 use crate::machine::Machine;
 use crate::scenario::{self, Scenario};
 use crate::{kernel, paths, prereq};
@@ -251,8 +252,8 @@ fn access_counts(iobench: &Path) -> Result<BTreeMap<String, String>, String> {
 /// One QEMU boot: QD 1, 4 and 32, MMIO then shadow doorbells. Returns the
 /// table and the raw results.
 fn qemu() -> Result<(String, BTreeMap<String, String>), String> {
-    prereq::ensure()?;
-    let kernel = kernel::build()?;
+    prereq::ensure(Board::X86_64)?;
+    let kernel = kernel::build(Board::X86_64)?;
     let machine = Machine::q35()
         .root_port("rp1", 1, 0x4)
         .null_block("null0", 1 << 30, None)

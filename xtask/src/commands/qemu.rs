@@ -1,4 +1,5 @@
-//! `cargo xtask qemu [SCENARIO] [key=value ...] [-- QEMU ARGS]`: boot the
+//! `cargo xtask qemu [--board x86_64|aarch64] [SCENARIO] [key=value ...]
+//! [-- QEMU ARGS]`: boot the
 //! kernel with one scenario on the standard topology plus whatever QEMU
 //! arguments follow `--`, streaming the serial log.
 //!
@@ -6,6 +7,7 @@
 //! `=` are added to the kernel command line. A name from the test catalog
 //! (`hot-add`, ...) runs that scenario with its host steps instead.
 
+use crate::board::Board;
 use crate::catalog;
 use crate::commands::run::print_report;
 use crate::scenario::{self, Scenario};
@@ -13,9 +15,11 @@ use crate::{kernel, prereq};
 
 /// Boots one scenario.
 pub fn main(args: &[String]) -> Result<(), String> {
+    let (board, args) = Board::take_option(args)?;
+    let board = board.unwrap_or_default();
     let (ours, extra) = match args.iter().position(|a| a == "--") {
         Some(i) => (&args[..i], args[i + 1..].to_vec()),
-        None => (args, Vec::new()),
+        None => (&args[..], Vec::new()),
     };
     let name = ours
         .iter()
@@ -27,8 +31,8 @@ pub fn main(args: &[String]) -> Result<(), String> {
         .filter(|a| a.contains('='))
         .map(String::as_str)
         .collect();
-    prereq::ensure()?;
-    let kernel = kernel::build()?;
+    prereq::ensure(board)?;
+    let kernel = kernel::build(board)?;
     let mut chosen = match catalog::find(name) {
         Some(s) => s,
         None => Scenario::new(
@@ -38,6 +42,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
             &format!("scenario={name}"),
         ),
     };
+    chosen.machine = chosen.machine.on(board);
     for arg in kernel_args {
         chosen.append.push(' ');
         chosen.append.push_str(arg);

@@ -1,4 +1,4 @@
-//! `cargo xtask run`: the tour for newcomers. Builds the kernel and boots it
+//! `cargo xtask run [--board x86_64|aarch64]`: the tour for newcomers. Builds the kernel and boots it
 //! with two PCIe root ports and one NVMe controller (on `rp1`, backed by a
 //! raw image that persists between runs), streaming the serial log: PCI
 //! enumeration, bring-up, identify data, a verified write/read with
@@ -8,6 +8,7 @@
 //! flight (each fails once with `DeviceRemoved`), the host adds it back and
 //! the driver reports it returned. Ends with a summary.
 
+use crate::board::Board;
 use crate::catalog;
 use crate::machine::{Disk, Machine};
 use crate::paths;
@@ -19,11 +20,13 @@ const CYCLES: u64 = 2;
 
 /// Runs the tour.
 pub fn main(args: &[String]) -> Result<(), String> {
+    let (board, args) = Board::take_option(args)?;
     if let Some(arg) = args.first() {
-        return Err(format!("run takes no arguments (got {arg})"));
+        return Err(format!("run takes only --board NAME (got {arg})"));
     }
-    prereq::ensure()?;
-    let kernel = kernel::build()?;
+    let board = board.unwrap_or_default();
+    prereq::ensure(board)?;
+    let kernel = kernel::build(board)?;
     // The demo's first disk persists between runs.
     let disk = |file: &str, fresh: bool| Disk {
         path: paths::work().join("demo").join(file),
@@ -31,8 +34,9 @@ pub fn main(args: &[String]) -> Result<(), String> {
         fresh,
     };
     println!("disk images in {}", paths::work().join("demo").display());
-    let machine =
-        Machine::standard(disk("disk0.img", false)).raw_drive("d1", disk("disk1.img", true));
+    let machine = Machine::standard(disk("disk0.img", false))
+        .raw_drive("d1", disk("disk1.img", true))
+        .on(board);
     let mut steps = vec![Step::marker("RESULT boot_to_first_io_us")];
     steps.extend(catalog::cycle_steps(CYCLES, "d1"));
     let tour = Scenario::new(

@@ -9,6 +9,8 @@
 use std::process::Command;
 use std::time::Instant;
 
+use crate::board::Board;
+use crate::catalog::Planned;
 use crate::commands::run::timing;
 use crate::{catalog, kernel, paths, prereq, scenario};
 
@@ -30,23 +32,28 @@ impl Tally {
     }
 }
 
-/// A host stage: a cargo command in the repository or the board crate.
+/// A host stage: a cargo command in the repository or a board crate.
 struct Stage {
     name: &'static str,
     args: &'static [&'static str],
-    in_board: bool,
+    board: Option<Board>,
 }
 
 const STAGES: &[Stage] = &[
     Stage {
         name: "fmt",
         args: &["fmt", "--all", "--", "--check"],
-        in_board: false,
+        board: None,
     },
     Stage {
-        name: "fmt board",
+        name: "fmt board x86_64",
         args: &["fmt", "--", "--check"],
-        in_board: true,
+        board: Some(Board::X86_64),
+    },
+    Stage {
+        name: "fmt board aarch64",
+        args: &["fmt", "--", "--check"],
+        board: Some(Board::Aarch64),
     },
     Stage {
         name: "clippy",
@@ -58,27 +65,32 @@ const STAGES: &[Stage] = &[
             "-D",
             "warnings",
         ],
-        in_board: false,
+        board: None,
     },
     Stage {
-        name: "clippy board",
+        name: "clippy board x86_64",
         args: &["clippy", "--release", "--", "-D", "warnings"],
-        in_board: true,
+        board: Some(Board::X86_64),
+    },
+    Stage {
+        name: "clippy board aarch64",
+        args: &["clippy", "--release", "--", "-D", "warnings"],
+        board: Some(Board::Aarch64),
     },
     Stage {
         name: "test",
         args: &["test", "--workspace"],
-        in_board: false,
+        board: None,
     },
     Stage {
         name: "doc",
         args: &["rustdoc", "--lib", "--", "-D", "warnings"],
-        in_board: false,
+        board: None,
     },
     Stage {
         name: "publish dry run",
         args: &["publish", "--dry-run", "-p", "bare-nvme", "--allow-dirty"],
-        in_board: false,
+        board: None,
     },
 ];
 
@@ -91,6 +103,9 @@ const OTHER_TARGETS: &[(&str, &str)] = &[
 
 /// Runs the checks.
 pub fn main(args: &[String]) -> Result<(), String> {
+    let (board, args) = Board::take_option(args)?;
+    let args = &args[..];
+    let boards = board.map_or(Board::ALL.to_vec(), |b| vec![b]);
     let qemu_only = args.iter().any(|a| a == "--qemu-only");
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let mut tally = Tally {
@@ -100,11 +115,10 @@ pub fn main(args: &[String]) -> Result<(), String> {
     if !qemu_only {
         for stage in STAGES {
             let start = Instant::now();
-            let dir = if stage.in_board {
-                paths::board()
-            } else {
-                paths::root()
-            };
+            if stage.board.is_some_and(|b| !boards.contains(&b)) {
+                continue;
+            }
+            let dir = stage.board.map_or_else(paths::root, Board::dir);
             let ok = Command::new(paths::cargo())
                 .args(stage.args)
                 .current_dir(dir)
@@ -133,47 +147,80 @@ pub fn main(args: &[String]) -> Result<(), String> {
         }
     }
 
-    let scenarios: Vec<_> = catalog::all()
-        .into_iter()
-        .filter(|s| filters.is_empty() || filters.iter().any(|f| s.name.contains(f.as_str())))
-        .collect();
-    let start = Instant::now();
-    let kernel = prereq::ensure().and_then(|()| kernel::build());
-    report_stage("build kernel", kernel.is_ok(), start);
-    tally.record(kernel.is_ok());
-    match kernel {
-        Err(e) => {
-            println!("     {e}; {} QEMU scenarios not run", scenarios.len());
-            tally.failed += scenarios.len();
-        }
-        Ok(kernel) => {
-            for s in &scenarios {
-                let mut report = scenario::run(s, &kernel, false, &[]);
-                if report.qemu_crashed {
-                    // QEMU 7.2 occasionally crashes while it deletes a device
-                    // that has requests in flight; one retry, said aloud.
-                    println!(
-                        "note qemu {:<14} {}; retrying once",
-                        report.name,
-                        report.failure.as_deref().unwrap_or("QEMU crashed")
-                    );
-                    report = scenario::run(s, &kernel, false, &[]);
-                }
-                let verdict = if report.passed() { "ok  " } else { "FAIL" };
-                println!("{verdict} qemu {:<14} {}", report.name, timing(&report));
-                if let Some(why) = &report.failure {
-                    println!("     {why}");
-                    print!("{}", report.tail(TAIL_LINES));
-                }
-                tally.record(report.passed());
-            }
-        }
+    for board in boards {
+        run_board(board, &filters, &mut tally);
     }
     println!("{} passed, {} failed", tally.passed, tally.failed);
     if tally.failed == 0 {
         Ok(())
     } else {
         Err(String::new())
+    }
+}
+
+/// Builds `board`'s kernel and runs the catalog on it (on x86 also with
+/// the driver reassigning every resource).
+fn run_board(board: Board, filters: &[&String], tally: &mut Tally) {
+    let variants: &[bool] = match board {
+        Board::X86_64 => &[false, true],
+        Board::Aarch64 => &[false],
+    };
+    let planned: Vec<Planned> = variants
+        .iter()
+        .flat_map(|&reassign| catalog::plan(board, reassign))
+        .filter(|p| {
+            let name = match p {
+                Planned::Run(s) => &s.name,
+                Planned::Skip { name, .. } => name,
+            };
+            filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+        })
+        .collect();
+    if planned.is_empty() {
+        return;
+    }
+    let start = Instant::now();
+    let kernel = prereq::ensure(board).and_then(|()| kernel::build(board));
+    report_stage(
+        &format!("build kernel {}", board.name()),
+        kernel.is_ok(),
+        start,
+    );
+    tally.record(kernel.is_ok());
+    let kernel = match kernel {
+        Ok(kernel) => kernel,
+        Err(e) => {
+            println!("     {e}; {} QEMU scenarios not run", planned.len());
+            tally.failed += planned.len();
+            return;
+        }
+    };
+    for p in &planned {
+        let s = match p {
+            Planned::Run(s) => s,
+            Planned::Skip { name, why } => {
+                println!("skip qemu {name:<26} {why}");
+                continue;
+            }
+        };
+        let mut report = scenario::run(s, &kernel, false, &[]);
+        if report.qemu_crashed {
+            // QEMU 7.2 occasionally crashes while it deletes a device
+            // that has requests in flight; one retry, said aloud.
+            println!(
+                "note qemu {:<26} {}; retrying once",
+                report.name,
+                report.failure.as_deref().unwrap_or("QEMU crashed")
+            );
+            report = scenario::run(s, &kernel, false, &[]);
+        }
+        let verdict = if report.passed() { "ok  " } else { "FAIL" };
+        println!("{verdict} qemu {:<26} {}", report.name, timing(&report));
+        if let Some(why) = &report.failure {
+            println!("     {why}");
+            print!("{}", report.tail(TAIL_LINES));
+        }
+        tally.record(report.passed());
     }
 }
 
@@ -194,7 +241,7 @@ fn build_lib_for(target: &str) -> Result<(), String> {
 fn report_stage(name: &str, ok: bool, start: Instant) {
     let verdict = if ok { "ok  " } else { "FAIL" };
     println!(
-        "{verdict} {name:<19} {:.3} s",
+        "{verdict} {name:<24} {:.3} s",
         start.elapsed().as_secs_f64()
     );
 }

@@ -3,10 +3,12 @@
 //! bus walker that shows what firmware left behind.
 
 mod ecam;
+mod registers;
 pub mod scan;
 
 pub use bare_nvme::pci::access::{Ecam, PortIo};
 pub use ecam::{ecam_access, find_ecam, EcamWindow};
+pub use registers::*;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use pci_types::{ConfigRegionAccess, PciAddress};
@@ -77,56 +79,28 @@ pub fn driver_access(window: Option<EcamWindow>) -> Access {
     }
 }
 
-/// Vendor ID read from an empty slot or a removed function.
-pub const NO_DEVICE: u16 = 0xFFFF;
+/// The board's own configuration accessor type (the scenarios' and the
+/// hand's, never the driver's).
+pub type BoardConfig = PortIo;
 
-/// Capability ID of the PCI Express capability.
-pub const CAP_ID_PCIE: u8 = 0x10;
-
-/// Offset of the capabilities pointer.
-const CAP_POINTER: u16 = 0x34;
-/// Status register bit: capabilities list present.
-const STATUS_CAP_LIST: u32 = 1 << 20;
-
-/// Reads the 32-bit register at `offset` (dword aligned).
-pub fn read32(access: &impl ConfigRegionAccess, addr: PciAddress, offset: u16) -> u32 {
-    // SAFETY: config reads of a dword-aligned offset below 4 KiB have no side
-    // effects on memory; an absent function reads all-ones.
-    unsafe { access.read(addr, offset & 0xFFC) }
+/// A configuration accessor of its own for a component of the board.
+pub fn board_config() -> BoardConfig {
+    port_io()
 }
 
-/// Writes the 32-bit register at `offset` (dword aligned).
-pub fn write32(access: &impl ConfigRegionAccess, addr: PciAddress, offset: u16, value: u32) {
-    // SAFETY: the board writes only registers whose meaning it knows (Slot
-    // Control, command, BAR sizing); none of them makes a device write memory.
-    unsafe { access.write(addr, offset & 0xFFC, value) }
-}
-
-/// The vendor ID, [`NO_DEVICE`] when nothing answers.
-pub fn vendor_id(access: &impl ConfigRegionAccess, addr: PciAddress) -> u16 {
-    read32(access, addr, 0) as u16
-}
-
-/// The offset of capability `id` in the legacy capability list, if present.
-/// The walk is bounded: a looping or corrupt list ends it.
-pub fn find_capability(access: &impl ConfigRegionAccess, addr: PciAddress, id: u8) -> Option<u16> {
-    if read32(access, addr, 0x04) & STATUS_CAP_LIST == 0 {
-        return None;
+/// Host bridge facts for the driver: with `reassign=1` on the command line
+/// the driver assigns every bus number, window and BAR itself, inside q35's
+/// 32-bit PCI hole above the ECAM window (firmware's own work is ignored).
+pub fn host_config(args: &crate::cmdline::Args, config: &mut bare_nvme::DriverConfig) {
+    if args.get("reassign") == Some("1") {
+        config.reassign = true;
+        config.root_window = Some((bare_nvme::PhysAddr::new(Q35_HOLE.0), Q35_HOLE.1));
     }
-    let mut offset = (read32(access, addr, CAP_POINTER) & 0xFC) as u16;
-    // At most 48 capabilities fit in the 192 bytes after the header.
-    for _ in 0..48 {
-        if offset < 0x40 {
-            return None;
-        }
-        let header = read32(access, addr, offset);
-        if header as u8 == id {
-            return Some(offset);
-        }
-        offset = ((header >> 8) & 0xFC) as u16;
-    }
-    None
 }
+
+/// q35's 32-bit window for PCI memory with 512 MiB of RAM: from the end of
+/// the ECAM window (0xb000_0000, 256 MiB) to below the IOAPIC.
+const Q35_HOLE: (u64, u64) = (0xC000_0000, 0xFEC0_0000 - 0xC000_0000);
 
 /// A port I/O accessor of its own for a component of the board.
 pub fn port_io() -> PortIo {

@@ -14,10 +14,12 @@ const MAX_DEPTH: u8 = 4;
 const HEADER_BRIDGE: u8 = 1;
 /// PCIe capability: Device/Port Type (bits 7:4 of the capability register).
 const PORT_TYPE_ROOT: u16 = 0x4;
+/// PCIe capability: Device/Port Type of a switch downstream port.
+const PORT_TYPE_DOWNSTREAM: u16 = 0x6;
 /// PCIe capability register: Slot Implemented.
 const SLOT_IMPLEMENTED: u16 = 1 << 8;
 
-/// A PCIe root port with a slot.
+/// A PCIe root port (or switch downstream port) with a slot.
 #[derive(Clone, Copy, Debug)]
 pub struct RootPort {
     /// The port's own address.
@@ -38,7 +40,7 @@ const CLASS_NVME: u32 = 0x01_08_02;
 pub struct Topology {
     /// Functions that answered.
     pub functions: usize,
-    /// Root ports with a slot.
+    /// Root ports and switch downstream ports with a slot.
     pub root_ports: Vec<RootPort, MAX_PORTS>,
     /// NVMe controllers, in walk order.
     pub nvme: Vec<PciAddress, MAX_NVME>,
@@ -151,13 +153,14 @@ fn note_root_port(
         return;
     };
     let caps = (read32(access, addr, pcie_cap) >> 16) as u16;
-    if (caps >> 4) & 0xF != PORT_TYPE_ROOT || caps & SLOT_IMPLEMENTED == 0 {
+    let kind = (caps >> 4) & 0xF;
+    if !matches!(kind, PORT_TYPE_ROOT | PORT_TYPE_DOWNSTREAM) || caps & SLOT_IMPLEMENTED == 0 {
         return;
     }
     let slot_caps = read32(access, addr, pcie_cap + 0x14);
     let slot_status = (read32(access, addr, pcie_cap + 0x18) >> 16) as u16;
     let slot = (slot_caps >> 19) as u16;
-    info!("    root port slot {slot} slot caps {slot_caps:#010x} slot status {slot_status:#06x}");
+    info!("    port slot {slot} slot caps {slot_caps:#010x} slot status {slot_status:#06x}");
     let port = RootPort {
         addr,
         secondary_bus,

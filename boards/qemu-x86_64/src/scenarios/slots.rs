@@ -16,7 +16,7 @@ use pci_types::PciAddress;
 
 use super::{deadline_ms, wait_for_host, wait_until, Board, Outcome, Scenario};
 use crate::hand::{Action, Hand};
-use crate::pci::{self, scan, PortIo, NO_DEVICE};
+use crate::pci::{self, scan, BoardConfig, NO_DEVICE};
 use crate::{clock, ensure, failure, marker};
 
 /// The scenario.
@@ -100,7 +100,7 @@ fn run(board: &Board) -> Outcome {
 }
 
 /// A link flap: power off, the function vanishes; power on, it returns reset.
-fn flap(config: &PortIo, hand: &Hand, child: PciAddress, timeout_ms: u64) -> Outcome {
+fn flap(config: &BoardConfig, hand: &Hand, child: PciAddress, timeout_ms: u64) -> Outcome {
     let present = || pci::vendor_id(config, child) != NO_DEVICE;
     hand.power_off();
     marker!("PHASE power-off");

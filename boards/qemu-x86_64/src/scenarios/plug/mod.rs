@@ -7,8 +7,10 @@
 //! The hand (`crate::hand`) pulls devices; it shares nothing with the driver,
 //! so each removal is a surprise to it.
 //!
-//! Arguments: `port=B:D.F` (hex) the root port whose slot is played with
-//! (required); `mode=` one of
+//! Arguments: `port=B:D.F` (hex) the root or switch downstream port whose
+//! slot is played with, or `slot=N` its physical slot number (one of them is
+//! required; the slot number holds whatever numbers the buses got);
+//! `mode=` one of
 //! - `cycles` (`cycles=N`): N times: `@@PHASE empty`, the host adds a
 //!   controller, the tick finds it, verified I/O, `inflight=K` commands
 //!   submitted, the hand pulls it, each command completes once;
@@ -83,21 +85,27 @@ struct Ctx<'a> {
 fn run(board: &Board) -> Outcome {
     let args = board.args;
     let baseline = dma::stats();
-    let port = args
-        .pci_address("port")
-        .ok_or_else(|| failure!("malformed port="))?
-        .ok_or_else(|| failure!("port= is required"))?;
-    let topology = scan::walk(&board.config);
-    let root = topology
-        .root_ports
-        .iter()
-        .find(|p| p.addr == port)
-        .ok_or_else(|| failure!("no root port with a slot at {port}"))?;
-    let hand = Hand::new(port).ok_or_else(|| failure!("{port} has no PCIe capability"))?;
     let number = |key, default| {
         args.number(key, default)
             .ok_or_else(|| failure!("malformed {key}="))
     };
+    let config = nvme::config_from(&args)?;
+    let mut d = nvme::driver(board.platform, board.access, config);
+    // The scan first: without firmware it numbers the buses, and only then
+    // are ports behind other ports reachable.
+    d.scan().map_err(|e| failure!("scan: {e}"))?;
+    let wanted = args
+        .pci_address("port")
+        .ok_or_else(|| failure!("malformed port="))?;
+    let slot = args.get("slot").map(|_| number("slot", 0)).transpose()?;
+    let topology = scan::walk(&board.config);
+    let root = topology
+        .root_ports
+        .iter()
+        .find(|p| Some(p.addr) == wanted || slot == Some(u64::from(p.slot)))
+        .ok_or_else(|| failure!("no port with a slot at port= or slot="))?;
+    let port = root.addr;
+    let hand = Hand::new(port).ok_or_else(|| failure!("{port} has no PCIe capability"))?;
     let mut cx = Ctx {
         board,
         monitor: Monitor::new(Duration::from_millis(1)),
@@ -109,9 +117,7 @@ fn run(board: &Board) -> Outcome {
         inflight: (number("inflight", 16)? as usize).min(MAX_INFLIGHT),
         survivor_rounds: 0,
     };
-    let config = nvme::config_from(&args)?;
-    let mut d = nvme::driver(board.platform, board.access, config);
-    d.scan().map_err(|e| failure!("scan: {e}"))?;
+    marker!("RESULT port={port} slot_bus={}", cx.bus);
     let mode = args.get("mode").unwrap_or("cycles");
     let result = match mode {
         "bringup" => bringup(&mut cx, &mut d, number("after_ticks", 1)?),

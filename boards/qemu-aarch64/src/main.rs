@@ -1,0 +1,135 @@
+//! A bare-metal kernel for QEMU aarch64 `virt` that runs bare-nvme
+//! scenarios with no firmware before it.
+//!
+//! QEMU loads the ELF at its link address and enters `boot::_start` at EL1
+//! with the MMU off; the device tree lies at the start of RAM. The command
+//! line (`-append`, the tree's `bootargs`) names the scenario; the result
+//! leaves through serial markers and the semihosting exit status.
+#![no_std]
+#![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod boot;
+mod clock;
+#[path = "../../qemu-x86_64/src/cmdline.rs"]
+mod cmdline;
+#[path = "../../qemu-x86_64/src/dma.rs"]
+mod dma;
+mod dtb;
+mod exit;
+#[path = "../../qemu-x86_64/src/hand.rs"]
+mod hand;
+#[path = "../../qemu-x86_64/src/logger.rs"]
+mod logger;
+#[path = "../../qemu-x86_64/src/nvme.rs"]
+mod nvme;
+mod paging;
+mod pci;
+#[path = "../../qemu-x86_64/src/platform.rs"]
+mod platform;
+mod scenarios;
+mod serial;
+
+use core::panic::PanicInfo;
+
+use log::{error, info, LevelFilter};
+
+use crate::cmdline::Args;
+
+extern "C" {
+    /// End of the loaded image and its stack (linker script).
+    static __image_end: u8;
+}
+
+/// The Rust entry, called by the boot stub.
+#[no_mangle]
+extern "C" fn kmain() -> ! {
+    let entry = clock::ticks();
+    paging::enable();
+    serial::init();
+    logger::init(LevelFilter::Info);
+    let timer_hz = clock::init();
+    let machine = match dtb::read() {
+        Ok(m) => m,
+        Err(e) => panic!("device tree: {e}"),
+    };
+    let args = Args::new(machine.bootargs);
+    if let Some(level) = args.get("log").and_then(logger::parse_level) {
+        log::set_max_level(level);
+    }
+    marker!(
+        "BOOT kmain_us={} timer_hz={}",
+        entry * 1_000_000 / timer_hz,
+        timer_hz
+    );
+    info!(
+        "bare-nvme QEMU aarch64 board; command line: {}",
+        args.line()
+    );
+    info!(
+        "RAM {:#x}+{:#x}, ECAM {:#x}+{:#x} buses {}-{}, PCI memory {:x?}, 64-bit {:x?}",
+        machine.ram.0,
+        machine.ram.1,
+        machine.ecam.0,
+        machine.ecam.1,
+        machine.buses.0,
+        machine.buses.1,
+        machine.memory,
+        machine.prefetchable
+    );
+    init_dma(machine.ram);
+    pci::init(machine);
+    let access = pci::driver_access();
+    info!("driver configuration access: {}", access.name());
+    let board = scenarios::Board {
+        args,
+        machine,
+        platform: platform::QemuPlatform,
+        config: pci::board_config(),
+        access,
+        timer_hz,
+    };
+    match scenarios::run(&board) {
+        Ok(()) => {
+            marker!("PASS");
+            exit::exit_qemu(exit::SUCCESS)
+        }
+        Err(failure) => {
+            error!("scenario failed: {failure}");
+            marker!("FAIL {failure}");
+            exit::exit_qemu(exit::FAILURE)
+        }
+    }
+}
+
+/// Gives the DMA allocator the RAM above the image.
+fn init_dma(ram: dtb::Range) {
+    let image_end = core::ptr::addr_of!(__image_end) as u64;
+    let end = ram.0.saturating_add(ram.1);
+    if image_end >= end {
+        panic!("no RAM above the kernel image for DMA");
+    }
+    let managed = dma::init(image_end, end - image_end);
+    info!("DMA pool at {image_end:#x}: {} MiB", managed >> 20);
+}
+
+/// Any exception: the kernel takes none on purpose, so report it and stop.
+#[no_mangle]
+extern "C" fn exception(esr: u64, elr: u64, far: u64) -> ! {
+    use core::fmt::Write as _;
+    let mut serial = serial::Pl011;
+    let _ = writeln!(
+        serial,
+        "\n@@FAIL exception esr={esr:#x} elr={elr:#x} far={far:#x}"
+    );
+    exit::power_off()
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    use core::fmt::Write as _;
+    // A fresh writer: the panic may have happened while the shared one was held.
+    let mut serial = serial::Pl011;
+    let _ = writeln!(serial, "\n@@FAIL panic: {}", info);
+    exit::exit_qemu(exit::FAILURE)
+}

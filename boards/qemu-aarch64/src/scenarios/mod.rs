@@ -1,0 +1,59 @@
+//! Scenarios: one kernel image, the command line picks what it does. The
+//! driver scenarios are the x86 board's, compiled unchanged against this
+//! board's modules of the same names; `boot` is this board's own.
+
+#[path = "../../../qemu-x86_64/src/scenarios/common.rs"]
+mod common;
+#[path = "../../../qemu-x86_64/src/scenarios/io.rs"]
+mod io;
+#[path = "../../../qemu-x86_64/src/scenarios/plug/mod.rs"]
+mod plug;
+#[path = "../../../qemu-x86_64/src/scenarios/slots.rs"]
+mod slots;
+
+mod boot;
+
+pub use common::*;
+
+use crate::cmdline::Args;
+use crate::dtb::Machine;
+use crate::failure;
+use crate::pci::{Access, BoardConfig};
+use crate::platform::QemuPlatform;
+
+/// Everything a scenario may use.
+pub struct Board {
+    /// The kernel command line.
+    pub args: Args,
+    /// What the device tree says.
+    pub machine: Machine,
+    /// The driver's view of the machine.
+    pub platform: QemuPlatform,
+    /// Configuration access for the scenario (the hand has its own).
+    pub config: BoardConfig,
+    /// The driver's configuration accessor.
+    pub access: Access,
+    /// Generic timer frequency.
+    pub timer_hz: u64,
+}
+
+/// Every scenario the kernel knows.
+pub const ALL: &[Scenario] = &[
+    boot::SCENARIO,
+    io::SCENARIO,
+    plug::SCENARIO,
+    slots::SCENARIO,
+];
+
+/// Runs the scenario the command line names.
+pub fn run(board: &Board) -> Outcome {
+    let name = board.args.scenario();
+    let Some(scenario) = ALL.iter().find(|s| s.name == name) else {
+        for s in ALL {
+            log::error!("known scenario {}: {}", s.name, s.about);
+        }
+        return Err(failure!("unknown scenario {name}"));
+    };
+    log::info!("scenario {}: {}", scenario.name, scenario.about);
+    (scenario.run)(board)
+}
