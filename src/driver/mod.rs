@@ -262,6 +262,7 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
                 }
                 if let Some(entry) = self.entries[index].as_mut() {
                     entry.controller.expire(now);
+                    entry.controller.service_events();
                 }
             }
             State::Detached | State::Removed | State::Failed => {}

@@ -146,6 +146,8 @@ pub(crate) enum Step {
     ActiveNamespaces,
     NamespaceDescriptors(u16),
     IdentifyNamespace(u16),
+    /// Enabling asynchronous events and arming their requests.
+    AsyncEvents,
     Ready,
     /// A reset cleared CC.EN: waiting for CSTS.RDY = 0 before the commands
     /// it failed are handed back and bring-up starts again after `backoff`.
@@ -236,6 +238,12 @@ pub struct Controller<P: Platform, L: DeviceLink = ()> {
     /// Whether a bring-up ever finished: the controller served, even if
     /// it ended before anyone looked (a blocking call can bring it up).
     pub(crate) came_up: bool,
+    /// Asynchronous events: requests outstanding, follow-ups, notices.
+    pub(crate) events: crate::nvme::events::AsyncEvents,
+    /// The blocking write in progress uses Force Unit Access.
+    pub(crate) fua_next: bool,
+    /// Flushes the orderly detach in progress waits for.
+    pub(crate) detach_flushes: crate::nvme::features::DetachFlushes,
 }
 
 impl<P: Platform, L: DeviceLink> Controller<P, L> {
@@ -274,6 +282,9 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             glitches: 0,
             detach_error: None,
             came_up: false,
+            events: crate::nvme::events::AsyncEvents::new(),
+            fua_next: false,
+            detach_flushes: heapless::Vec::new(),
         }
     }
 
@@ -448,6 +459,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             State::Ready => {
                 let deadline = self.now() + self.config.io_timeout;
                 self.forget_abort();
+                self.flush_before_detach();
                 self.state = State::Detaching;
                 self.step = Step::Drain { deadline };
             }

@@ -43,6 +43,17 @@ pub enum IoOp {
         /// Number of blocks.
         blocks: u32,
     },
+    /// Write `blocks` blocks at `lba` from the buffer with Force Unit
+    /// Access: the data is on non-volatile media when the command completes,
+    /// whatever the volatile write cache holds.
+    WriteFua {
+        /// Namespace ID.
+        nsid: u32,
+        /// First block.
+        lba: u64,
+        /// Number of blocks.
+        blocks: u32,
+    },
     /// Make every completed write durable.
     Flush {
         /// Namespace ID.
@@ -73,6 +84,7 @@ impl IoOp {
         match *self {
             IoOp::Read { nsid, .. }
             | IoOp::Write { nsid, .. }
+            | IoOp::WriteFua { nsid, .. }
             | IoOp::Flush { nsid }
             | IoOp::WriteZeroes { nsid, .. }
             | IoOp::Deallocate { nsid, .. } => nsid,
@@ -82,7 +94,7 @@ impl IoOp {
     fn opcode(&self) -> u8 {
         match self {
             IoOp::Read { .. } => nvm::READ,
-            IoOp::Write { .. } => nvm::WRITE,
+            IoOp::Write { .. } | IoOp::WriteFua { .. } => nvm::WRITE,
             IoOp::Flush { .. } => nvm::FLUSH,
             IoOp::WriteZeroes { .. } => nvm::WRITE_ZEROES,
             IoOp::Deallocate { .. } => nvm::DATASET_MANAGEMENT,
@@ -227,6 +239,15 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         self.transfer_blocking(nsid, lba, buffer.phys(), buffer.len(), true)
     }
 
+    /// Like [`Controller::write`], with Force Unit Access: the data is
+    /// durable when this returns, without a flush.
+    pub fn write_fua(&mut self, nsid: u32, lba: u64, buffer: &DmaRegion) -> Result<()> {
+        self.fua_next = true;
+        let result = self.transfer_blocking(nsid, lba, buffer.phys(), buffer.len(), true);
+        self.fua_next = false;
+        result
+    }
+
     /// Makes every completed write to `nsid` durable, blocking.
     pub fn flush(&mut self, nsid: u32) -> Result<()> {
         self.execute_blocking(IoOp::Flush { nsid }, None)
@@ -284,7 +305,9 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                     what: "buffer address overflows",
                 })?;
             let lba = lba + done;
-            let op = if write {
+            let op = if write && self.fua_next {
+                IoOp::WriteFua { nsid, lba, blocks }
+            } else if write {
                 IoOp::Write { nsid, lba, blocks }
             } else {
                 IoOp::Read { nsid, lba, blocks }
@@ -378,7 +401,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     /// Validates `op` and writes its SQE into `queue`'s ring. On success the
     /// command's slot holds `buffer` (taken) until the command completes;
     /// nothing is submitted when it fails, and `buffer` stays with the caller.
-    fn prepare(
+    pub(crate) fn prepare(
         &mut self,
         queue: u16,
         op: IoOp,
@@ -400,7 +423,9 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         sqe.nsid = nsid;
         let mut transfer = None;
         match op {
-            IoOp::Read { lba, blocks, .. } | IoOp::Write { lba, blocks, .. } => {
+            IoOp::Read { lba, blocks, .. }
+            | IoOp::Write { lba, blocks, .. }
+            | IoOp::WriteFua { lba, blocks, .. } => {
                 check_blocks(lba, blocks, capacity, max_blocks)?;
                 let bytes = (blocks as usize) << block_shift;
                 let (phys, len) = data.ok_or(Error::BufferTooSmall {
@@ -420,6 +445,9 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                     });
                 }
                 sqe.set_lba_range(lba, blocks as u16);
+                if matches!(op, IoOp::WriteFua { .. }) {
+                    sqe.cdw12 |= nvm::FUA;
+                }
                 transfer = Some((phys, bytes));
             }
             IoOp::Flush { .. } => {}

@@ -78,6 +78,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         self.admin_pending = None;
         self.abort = None;
         self.admin.abandon_all();
+        self.events.abandon();
         self.io.iter_mut().map(|q| q.tracker.fail_all(error)).sum()
     }
 
