@@ -161,20 +161,39 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         }
     }
 
-    /// Takes the detach's flushes from the command table once they ended
-    /// (nobody else collects a driver's own command).
+    /// Takes the detach's flushes that ended from the command table
+    /// (nobody else collects a driver's own command); those still in flight
+    /// are left to the teardown.
     pub(crate) fn collect_detach_flushes(&mut self) {
         let Some(q) = self.io.first_mut() else {
             self.detach_flushes.clear();
             return;
         };
-        for cid in self.detach_flushes.iter() {
-            if let Some(done) = q.tracker.take_done_cid(*cid) {
-                if let Err(e) = done.result {
-                    warn!("nvme: flush before detach failed: {e}");
+        self.detach_flushes
+            .retain(|&cid| match q.tracker.take_done_cid(cid) {
+                Some(done) => {
+                    if let Err(e) = done.result {
+                        warn!("nvme: flush before detach failed: {e}");
+                    }
+                    false
                 }
-            }
-        }
+                None => q.tracker.in_flight_mut(cid).is_some(),
+            });
+    }
+
+    /// The detach's own flushes still in flight (not caller commands, so a
+    /// teardown does not count them); forgets them.
+    pub(crate) fn own_commands_in_flight(&mut self) -> usize {
+        let Some(q) = self.io.first_mut() else {
+            self.detach_flushes.clear();
+            return 0;
+        };
+        let own = self
+            .detach_flushes
+            .iter()
+            .filter(|&&cid| q.tracker.in_flight_mut(cid).is_some())
+            .count();
         self.detach_flushes.clear();
+        own
     }
 }

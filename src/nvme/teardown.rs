@@ -79,7 +79,9 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         self.abort = None;
         self.admin.abandon_all();
         self.events.abandon();
-        self.io.iter_mut().map(|q| q.tracker.fail_all(error)).sum()
+        let own = self.own_commands_in_flight();
+        let failed: usize = self.io.iter_mut().map(|q| q.tracker.fail_all(error)).sum();
+        failed.saturating_sub(own)
     }
 
     /// One look for the proof; finishes the teardown when it is there or
