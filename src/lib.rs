@@ -26,8 +26,8 @@ pub use error::{Error, Result, Wait};
 pub use event::{ControllerId, Detection, Event};
 pub use link::{DeviceLink, DmaStop, Presence};
 pub use nvme::{
-    Completion, Config, Controller, IoOp, Namespace, NamespaceRefusal, Quarantine, Rejected, State,
-    Token,
+    Completion, Config, Controller, IoOp, LogData, LogPage, Namespace, NamespaceRefusal, Notice,
+    Quarantine, Rejected, State, Threshold, Token,
 };
 pub use pci::link::PciLink;
 pub use platform::{DmaRegion, Instant, MmioRegisters, PhysAddr, Platform, RegisterAccess};
