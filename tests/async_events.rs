@@ -209,7 +209,10 @@ fn lying_log_pages_are_rejected_and_no_health_is_made_up() {
     let c = driver.controller(id).unwrap();
     assert_eq!(c.bad_log_pages(), 1);
     assert!(matches!(c.smart_log(), Err(Error::BadDeviceValue { .. })));
-    assert!(matches!(c.firmware_log(), Err(Error::BadDeviceValue { .. })));
+    assert!(matches!(
+        c.firmware_log(),
+        Err(Error::BadDeviceValue { .. })
+    ));
     // Garbage: whatever passes validation is within its ranges.
     for seed in 1..40 {
         sim.lie_about_logs(C, Some(LogLie::Garbage(seed)));
@@ -227,7 +230,9 @@ fn lying_log_pages_are_rejected_and_no_health_is_made_up() {
         }
         match c.error_log() {
             Ok(entries) => {
-                assert!(entries.windows(2).all(|w| w[0].error_count > w[1].error_count))
+                assert!(entries
+                    .windows(2)
+                    .all(|w| w[0].error_count > w[1].error_count))
             }
             Err(e) => assert!(matches!(e, Error::BadDeviceValue { .. }), "{e}"),
         }
@@ -360,7 +365,10 @@ fn commands_in_flight_to_a_removed_namespace_fail_once_the_others_succeed() {
             1 | 3 => assert_eq!(d.result, Ok(()), "tag {}", d.tag),
             _ => match d.result {
                 Err(Error::CommandFailed { status, .. }) => {
-                    assert_eq!((status.sct, status.sc), (sct::GENERIC, sc::INVALID_NAMESPACE))
+                    assert_eq!(
+                        (status.sct, status.sc),
+                        (sct::GENERIC, sc::INVALID_NAMESPACE)
+                    )
                 }
                 r => panic!("tag {}: {r:?}", d.tag),
             },

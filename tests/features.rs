@@ -138,7 +138,10 @@ fn a_detach_flush_the_device_never_answers_is_not_a_caller_command() {
     detach(&sim, &mut driver, id);
     let c = driver.controller(id).unwrap();
     assert_eq!(c.failed_commands(), 0);
-    assert_eq!(c.poll(0, |d| panic!("the flush is not the caller's: {}", d.tag)), 0);
+    assert_eq!(
+        c.poll(0, |d| panic!("the flush is not the caller's: {}", d.tag)),
+        0
+    );
     sim.release_all();
     assert_clean(&sim);
 }

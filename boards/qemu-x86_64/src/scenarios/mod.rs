@@ -9,6 +9,7 @@
 
 mod bench;
 mod boot;
+mod health;
 mod io;
 mod plug;
 mod slots;
@@ -92,6 +93,7 @@ pub struct Scenario {
 /// Every scenario the kernel knows.
 pub const ALL: &[Scenario] = &[
     boot::SCENARIO,
+    health::SCENARIO,
     io::SCENARIO,
     plug::SCENARIO,
     slots::SCENARIO,
