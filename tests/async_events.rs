@@ -475,3 +475,54 @@ fn a_vendor_command_reaches_the_device_with_the_callers_buffer() {
     p.dma_free(too_big);
     finish(&sim, driver);
 }
+
+#[test]
+fn a_split_phase_log_read_runs_beside_the_tick() {
+    use bare_nvme::{LogData, LogPage};
+    let (sim, mut driver, id) = single(spec(8192, 512), Config::default());
+    sim.hold(C, Hold::All);
+    let request = driver.begin_log_page(id, LogPage::SmartHealth).unwrap();
+    assert!(
+        matches!(
+            driver.begin_log_page(id, LogPage::FirmwareSlot),
+            Err(Error::CapacityExceeded { .. })
+        ),
+        "one read at a time"
+    );
+    for _ in 0..5 {
+        driver.tick();
+        assert!(driver.poll_log_page(id, &request).is_none(), "held");
+    }
+    sim.release_all();
+    match driver.poll_log_page(id, &request) {
+        Some(Ok(LogData::SmartHealth(log))) => assert_eq!(log.temperature, 323),
+        r => panic!("{r:?}"),
+    }
+    sim.hold(C, Hold::None);
+    match driver.log_page(id, LogPage::FirmwareSlot).unwrap() {
+        LogData::FirmwareSlot(fw) => assert_eq!(fw.active_slot, 1),
+        r => panic!("{r:?}"),
+    }
+    finish(&sim, driver);
+}
+
+#[test]
+fn a_log_read_cut_off_by_a_reset_ends_aborted() {
+    use bare_nvme::LogPage;
+    let (sim, mut driver, id) = single(spec(8192, 512), Config::default());
+    sim.hold(C, Hold::All);
+    let request = driver.begin_log_page(id, LogPage::SmartHealth).unwrap();
+    sim.hold(C, Hold::None);
+    sim.set_cfs(C);
+    for _ in 0..100 {
+        sim.advance(Duration::from_millis(5));
+        driver.tick();
+    }
+    assert_eq!(
+        driver.poll_log_page(id, &request),
+        Some(Err(Error::Aborted))
+    );
+    assert_eq!(driver.controller(id).unwrap().reset_count(), 1);
+    assert!(driver.log_page(id, LogPage::SmartHealth).is_ok());
+    finish(&sim, driver);
+}

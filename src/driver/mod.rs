@@ -2,6 +2,7 @@
 //! watches them.
 
 mod entries;
+mod logs;
 mod pci;
 mod report;
 mod slots;

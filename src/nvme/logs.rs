@@ -78,8 +78,11 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     /// event's follow-up) uses the page: poll it to the end, or let the
     /// tick run, and try again.
     pub fn begin_log_page(&mut self, page: LogPage) -> Result<LogRequest> {
-        if self.state != State::Ready {
-            return Err(self.ensure_ready().err().unwrap_or(Error::NotReady));
+        match self.state {
+            State::Ready => {}
+            State::Removed => return Err(Error::DeviceRemoved),
+            State::Failed => return Err(Error::ControllerFailed),
+            _ => return Err(Error::NotReady),
         }
         if self.events.page.is_some() {
             return Err(Error::CapacityExceeded {
