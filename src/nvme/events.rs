@@ -456,12 +456,9 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                     Ok(_) => {
                         // Which namespaces exist now is decided by the
                         // active list, whatever the change list named.
-                        match self.identify_for_events(cns::ACTIVE_NAMESPACES, 0) {
-                            Some(ticket) => {
-                                self.events.page = Some(PageUser::Events);
-                                self.events.work = Some(Work::ActiveList { ticket });
-                            }
-                            None => {}
+                        if let Some(ticket) = self.identify_for_events(cns::ACTIVE_NAMESPACES, 0) {
+                            self.events.page = Some(PageUser::Events);
+                            self.events.work = Some(Work::ActiveList { ticket });
                         }
                     }
                     Err(e) => self.bad_log(e),

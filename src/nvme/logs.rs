@@ -46,6 +46,8 @@ impl LogPage {
 }
 
 /// A log page read and validated.
+// No allocator to box the entries with; some 500 bytes by value are fine.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogData {
     /// SMART / Health Information.

@@ -59,7 +59,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         (cmd.cdw10, cmd.cdw11, cmd.cdw12) = (sqe.cdw10, sqe.cdw11, sqe.cdw12);
         (cmd.cdw13, cmd.cdw14, cmd.cdw15) = (sqe.cdw13, sqe.cdw14, sqe.cdw15);
         if let Some(buffer) = buffer {
-            if buffer.len() == 0 || buffer.len() > 2 * PAGE_SIZE {
+            if buffer.is_empty() || buffer.len() > 2 * PAGE_SIZE {
                 return Err(Error::InvalidArgument {
                     what: "passthrough buffer must hold 1 to 8192 bytes",
                 });
