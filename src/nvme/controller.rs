@@ -240,8 +240,6 @@ pub struct Controller<P: Platform, L: DeviceLink = ()> {
     pub(crate) came_up: bool,
     /// Asynchronous events: requests outstanding, follow-ups, notices.
     pub(crate) events: crate::nvme::events::AsyncEvents,
-    /// The blocking write in progress uses Force Unit Access.
-    pub(crate) fua_next: bool,
     /// Flushes the orderly detach in progress waits for.
     pub(crate) detach_flushes: crate::nvme::features::DetachFlushes,
 }
@@ -283,7 +281,6 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             detach_error: None,
             came_up: false,
             events: crate::nvme::events::AsyncEvents::new(),
-            fua_next: false,
             detach_flushes: heapless::Vec::new(),
         }
     }

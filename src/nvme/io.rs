@@ -230,22 +230,22 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     /// Reads `buffer.len()` bytes (a multiple of the block size) at `lba`,
     /// blocking. Splits transfers larger than one command may carry.
     pub fn read(&mut self, nsid: u32, lba: u64, buffer: &mut DmaRegion) -> Result<()> {
-        self.transfer_blocking(nsid, lba, buffer.phys(), buffer.len(), false)
+        let read = |nsid, lba, blocks| IoOp::Read { nsid, lba, blocks };
+        self.transfer_blocking(nsid, lba, buffer.phys(), buffer.len(), read)
     }
 
     /// Writes `buffer.len()` bytes (a multiple of the block size) at `lba`,
     /// blocking. Splits transfers larger than one command may carry.
     pub fn write(&mut self, nsid: u32, lba: u64, buffer: &DmaRegion) -> Result<()> {
-        self.transfer_blocking(nsid, lba, buffer.phys(), buffer.len(), true)
+        let write = |nsid, lba, blocks| IoOp::Write { nsid, lba, blocks };
+        self.transfer_blocking(nsid, lba, buffer.phys(), buffer.len(), write)
     }
 
     /// Like [`Controller::write`], with Force Unit Access: the data is
     /// durable when this returns, without a flush.
     pub fn write_fua(&mut self, nsid: u32, lba: u64, buffer: &DmaRegion) -> Result<()> {
-        self.fua_next = true;
-        let result = self.transfer_blocking(nsid, lba, buffer.phys(), buffer.len(), true);
-        self.fua_next = false;
-        result
+        let write = |nsid, lba, blocks| IoOp::WriteFua { nsid, lba, blocks };
+        self.transfer_blocking(nsid, lba, buffer.phys(), buffer.len(), write)
     }
 
     /// Makes every completed write to `nsid` durable, blocking.
@@ -277,7 +277,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         lba: u64,
         phys: PhysAddr,
         len: usize,
-        write: bool,
+        op: fn(u32, u64, u32) -> IoOp,
     ) -> Result<()> {
         // A controller that is not serving has no namespaces worth naming.
         self.ensure_ready()?;
@@ -304,15 +304,8 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                 .ok_or(Error::InvalidArgument {
                     what: "buffer address overflows",
                 })?;
-            let lba = lba + done;
-            let op = if write && self.fua_next {
-                IoOp::WriteFua { nsid, lba, blocks }
-            } else if write {
-                IoOp::Write { nsid, lba, blocks }
-            } else {
-                IoOp::Read { nsid, lba, blocks }
-            };
-            self.execute_blocking(op, Some((at, blocks as usize * block)))?;
+            let command = op(nsid, lba + done, blocks);
+            self.execute_blocking(command, Some((at, blocks as usize * block)))?;
             done += blocks as u64;
         }
         Ok(())
