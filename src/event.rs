@@ -4,6 +4,7 @@ use pci_types::PciAddress;
 
 use crate::error::Error;
 use crate::nvme::identify::IdString;
+use crate::spec::log::CriticalWarning;
 
 /// Names one attached controller for as long as it stays attached. A new
 /// attach (even of the same device in the same slot) gets a new identity, so a
@@ -104,6 +105,33 @@ pub enum Event {
         /// The identity it had before.
         previous: ControllerId,
     },
+    /// The controller raised a SMART / Health asynchronous event; the
+    /// SMART log read after it (validated) says this. Once per event the
+    /// controller raised (a flooding controller is rate-limited).
+    Health {
+        /// Its identity.
+        id: ControllerId,
+        /// Critical warning bits set now (empty: the warning cleared).
+        warning: CriticalWarning,
+        /// Composite temperature in kelvins.
+        temperature: u16,
+    },
+    /// A namespace became active (attached, created) and is served now.
+    NamespaceAdded {
+        /// Its controller.
+        id: ControllerId,
+        /// The namespace ID.
+        nsid: u32,
+    },
+    /// A namespace is no longer active: I/O naming it fails with
+    /// [`Error::UnknownNamespace`]; commands already in flight to it
+    /// completed or complete once, with the controller's answer.
+    NamespaceRemoved {
+        /// Its controller.
+        id: ControllerId,
+        /// The namespace ID.
+        nsid: u32,
+    },
 }
 
 impl Event {
@@ -115,7 +143,10 @@ impl Event {
             | Event::Removed { id, .. }
             | Event::Failed { id, .. }
             | Event::Quarantined { id, .. }
-            | Event::Returned { id, .. } => id,
+            | Event::Returned { id, .. }
+            | Event::Health { id, .. }
+            | Event::NamespaceAdded { id, .. }
+            | Event::NamespaceRemoved { id, .. } => id,
         }
     }
 }

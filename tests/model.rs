@@ -549,6 +549,11 @@ impl Model {
                     };
                     self.ids.insert(key(id), (id, m));
                 }
+                Event::Health { .. }
+                | Event::NamespaceAdded { .. }
+                | Event::NamespaceRemoved { .. } => {
+                    self.fail(format!("{e:?}: the model raises no asynchronous event"));
+                }
                 Event::Ready { id, serial, .. } => {
                     let known = self.ids.contains_key(&key(id));
                     self.check(known, || format!("Ready of {id} before Attached"));

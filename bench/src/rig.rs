@@ -23,8 +23,9 @@ pub struct Rig {
     pub platform: BenchPlatform,
     /// The device that runs deferred doorbells.
     pub device: Device,
-    /// The driver.
-    pub driver: Driver<BenchPlatform, SimConfig>,
+    /// The driver (on the heap: its tables are too large to move around
+    /// a test thread's stack).
+    pub driver: Box<Driver<BenchPlatform, SimConfig>>,
     /// The controller.
     pub id: ControllerId,
     /// One 4 KiB buffer per command slot; `None` while the driver holds it.
@@ -53,7 +54,7 @@ impl Rig {
             },
             ..DriverConfig::default()
         };
-        let mut driver = Driver::new(platform.clone(), sim.config_access(), config);
+        let mut driver = Box::new(Driver::new(platform.clone(), sim.config_access(), config));
         driver.scan().expect("scan");
         driver.wait_ready(Duration::from_secs(5));
         let id = driver.ready_controllers().next().expect("controller ready");

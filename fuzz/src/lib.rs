@@ -465,6 +465,14 @@ impl Ledger {
                         "{id:?} reported quarantine twice: {events:?}"
                     );
                 }
+                Event::Health { id, .. }
+                | Event::NamespaceAdded { id, .. }
+                | Event::NamespaceRemoved { id, .. } => {
+                    assert!(
+                        self.attached.contains(&id) && !self.ended.contains(&id),
+                        "{id:?}: a controller's own report outside its life: {events:?}"
+                    );
+                }
                 Event::Ready { .. } | Event::Returned { .. } => {}
             }
         }

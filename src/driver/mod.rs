@@ -2,6 +2,7 @@
 //! watches them.
 
 mod entries;
+mod logs;
 mod pci;
 mod report;
 mod slots;
@@ -338,6 +339,7 @@ impl<
                 }
                 if let Some(entry) = self.entries[index].as_mut() {
                     entry.controller.expire(now);
+                    entry.controller.service_events();
                 }
             }
             State::Detached | State::Removed | State::Failed => {}

@@ -8,7 +8,7 @@ use crate::driver::{Driver, MAX_EVENTS};
 use crate::error::Error;
 use crate::event::{ControllerId, Detection, Event};
 use crate::nvme::identify::IdString;
-use crate::nvme::State;
+use crate::nvme::{Notice, State};
 use crate::platform::Platform;
 
 /// Events of one tick.
@@ -26,7 +26,10 @@ impl<
     /// (attached, ready, end, quarantine). An event that does not fit waits
     /// for the next tick, and so does everything after it.
     pub(crate) fn report(&mut self, index: usize, events: &mut Events) {
-        if self.report_attached(index, events) && self.report_ready(index, events) {
+        if self.report_attached(index, events)
+            && self.report_ready(index, events)
+            && self.report_notices(index, events)
+        {
             self.report_end(index, events);
         }
     }
@@ -86,6 +89,35 @@ impl<
         info!("nvme: {id} ready: {} {}", info.model, info.serial);
         if let Some(previous) = previous {
             let _ = events.push(Event::Returned { id, previous });
+        }
+        true
+    }
+
+    /// What the controller's asynchronous events produced (health,
+    /// namespace changes), in order, after `Ready`. Returns false when one
+    /// had to wait for the next tick.
+    fn report_notices(&mut self, index: usize, events: &mut Events) -> bool {
+        let Some(entry) = self.entries[index].as_mut() else {
+            return false;
+        };
+        let id = entry.id;
+        while let Some(notice) = entry.controller.peek_notice() {
+            let event = match notice {
+                Notice::Health {
+                    warning,
+                    temperature,
+                } => Event::Health {
+                    id,
+                    warning,
+                    temperature,
+                },
+                Notice::NamespaceAdded { nsid } => Event::NamespaceAdded { id, nsid },
+                Notice::NamespaceRemoved { nsid } => Event::NamespaceRemoved { id, nsid },
+            };
+            if events.push(event).is_err() {
+                return false;
+            }
+            entry.controller.next_notice();
         }
         true
     }

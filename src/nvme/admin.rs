@@ -74,6 +74,23 @@ impl AdminChannel {
         Ok(Ticket(cid))
     }
 
+    /// Submits `sqe` without a deadline: for Asynchronous Event Requests,
+    /// which complete only when something happens.
+    pub(crate) fn submit_unbounded<R: RegisterAccess>(
+        &mut self,
+        regs: &R,
+        mut sqe: SubmissionEntry,
+    ) -> Result<Ticket> {
+        let never = Instant::from_nanos(u64::MAX);
+        let cid = self
+            .queue
+            .reserve(sqe.opcode(), 0, never, true, &mut None)?;
+        sqe.set_cid(cid);
+        self.queue.push(&sqe);
+        self.queue.publish(regs, None);
+        Ok(Ticket(cid))
+    }
+
     /// Consumes posted completions and returns the result of `ticket` once
     /// it completed (`Ok(dw0)` or the command's error), a timeout once its
     /// deadline passed, `None` while it is outstanding.

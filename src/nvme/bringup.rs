@@ -222,6 +222,30 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 Ok(Outcome::Progress)
             }
             Step::NamespaceDescriptors(k) => self.namespace_descriptors(k),
+            Step::AsyncEvents => {
+                match self.admin_exchange(Self::async_event_config()) {
+                    Ok(None) => return Ok(Outcome::Waiting),
+                    Ok(Some(_)) => {}
+                    // Events then come only as the controller's defaults
+                    // allow; serving does not depend on them.
+                    Err(Error::CommandFailed { status, .. }) => {
+                        warn!("nvme: Asynchronous Event Configuration failed ({status})")
+                    }
+                    Err(e) => return Err(e),
+                }
+                self.arm_async_events();
+                self.state = State::Ready;
+                self.step = Step::Ready;
+                self.came_up = true;
+                info!(
+                    "nvme: ready, {} I/O queues of {} entries, {} namespaces ({} refused)",
+                    self.io.len(),
+                    self.queue_entries,
+                    self.namespaces.len(),
+                    self.refused.len()
+                );
+                Ok(Outcome::Progress)
+            }
             Step::IdentifyNamespace(k) => {
                 let Some(&nsid) = self.pending_nsids.get(k as usize) else {
                     self.step = Step::NamespaceDescriptors(k);
@@ -258,6 +282,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                     q.reap(&self.regs, shadow);
                 }
                 if self.in_flight() == 0 || self.now() > deadline {
+                    self.collect_detach_flushes();
                     self.step = Step::DeleteSq(0);
                     return Ok(Outcome::Progress);
                 }
@@ -347,16 +372,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// Namespace. Past the last namespace the controller is ready.
     fn namespace_descriptors(&mut self, k: u16) -> Result<Outcome> {
         let Some(&nsid) = self.pending_nsids.get(k as usize) else {
-            self.state = State::Ready;
-            self.step = Step::Ready;
-            self.came_up = true;
-            info!(
-                "nvme: ready, {} I/O queues of {} entries, {} namespaces ({} refused)",
-                self.io.len(),
-                self.queue_entries,
-                self.namespaces.len(),
-                self.refused.len()
-            );
+            self.step = Step::AsyncEvents;
             return Ok(Outcome::Progress);
         };
         let mut sqe = SubmissionEntry::new(admin::IDENTIFY);

@@ -150,6 +150,8 @@ pub(crate) enum Step {
     ActiveNamespaces,
     NamespaceDescriptors(u16),
     IdentifyNamespace(u16),
+    /// Enabling asynchronous events and arming their requests.
+    AsyncEvents,
     Ready,
     /// A reset cleared CC.EN: waiting for CSTS.RDY = 0 before the commands
     /// it failed are handed back and bring-up starts again after `backoff`.
@@ -245,6 +247,10 @@ pub struct Controller<
     /// Whether a bring-up ever finished: the controller served, even if
     /// it ended before anyone looked (a blocking call can bring it up).
     pub(crate) came_up: bool,
+    /// Asynchronous events: requests outstanding, follow-ups, notices.
+    pub(crate) events: crate::nvme::events::AsyncEvents,
+    /// Flushes the orderly detach in progress waits for.
+    pub(crate) detach_flushes: crate::nvme::features::DetachFlushes,
 }
 
 impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
@@ -291,6 +297,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             glitches: 0,
             detach_error: None,
             came_up: false,
+            events: crate::nvme::events::AsyncEvents::new(),
+            detach_flushes: heapless::Vec::new(),
         }
     }
 
@@ -470,6 +478,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             State::Ready => {
                 let deadline = self.now() + self.config.io_timeout;
                 self.forget_abort();
+                self.flush_before_detach();
                 self.state = State::Detaching;
                 self.step = Step::Drain { deadline };
             }

@@ -32,6 +32,8 @@ pub mod ctrl {
     pub const OACS: usize = 256;
     /// Abort command limit (0-based).
     pub const ACL: usize = 258;
+    /// Asynchronous event request limit (0-based).
+    pub const AERL: usize = 259;
     /// Submission queue entry size (required 3:0, max 7:4).
     pub const SQES: usize = 512;
     /// Completion queue entry size.
@@ -197,6 +199,8 @@ pub struct ControllerInfo {
     pub oacs: u16,
     /// Abort command limit (1-based).
     pub abort_limit: u16,
+    /// Asynchronous Event Requests the controller accepts at once (1-based).
+    pub async_event_limit: u16,
     /// Number of namespaces (the highest valid NSID).
     pub namespace_count: u32,
     /// Optional NVM command support.
@@ -238,6 +242,7 @@ impl ControllerInfo {
             controller_id: le16(page, ctrl::CNTLID),
             oacs: le16(page, ctrl::OACS),
             abort_limit: page[ctrl::ACL] as u16 + 1,
+            async_event_limit: page[ctrl::AERL] as u16 + 1,
             namespace_count: le32(page, ctrl::NN),
             oncs: le16(page, ctrl::ONCS),
             volatile_write_cache: page[ctrl::VWC] & 1 != 0,

@@ -43,6 +43,17 @@ pub enum IoOp {
         /// Number of blocks.
         blocks: u32,
     },
+    /// Write `blocks` blocks at `lba` from the buffer with Force Unit
+    /// Access: the data is on non-volatile media when the command completes,
+    /// whatever the volatile write cache holds.
+    WriteFua {
+        /// Namespace ID.
+        nsid: u32,
+        /// First block.
+        lba: u64,
+        /// Number of blocks.
+        blocks: u32,
+    },
     /// Make every completed write durable.
     Flush {
         /// Namespace ID.
@@ -73,6 +84,7 @@ impl IoOp {
         match *self {
             IoOp::Read { nsid, .. }
             | IoOp::Write { nsid, .. }
+            | IoOp::WriteFua { nsid, .. }
             | IoOp::Flush { nsid }
             | IoOp::WriteZeroes { nsid, .. }
             | IoOp::Deallocate { nsid, .. } => nsid,
@@ -82,7 +94,7 @@ impl IoOp {
     fn opcode(&self) -> u8 {
         match self {
             IoOp::Read { .. } => nvm::READ,
-            IoOp::Write { .. } => nvm::WRITE,
+            IoOp::Write { .. } | IoOp::WriteFua { .. } => nvm::WRITE,
             IoOp::Flush { .. } => nvm::FLUSH,
             IoOp::WriteZeroes { .. } => nvm::WRITE_ZEROES,
             IoOp::Deallocate { .. } => nvm::DATASET_MANAGEMENT,
@@ -255,7 +267,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         buffer: impl Into<DmaViewMut<'b>>,
     ) -> Result<()> {
         let buffer = buffer.into();
-        self.transfer_blocking(nsid, lba, buffer.phys(), buffer.len(), false)
+        let read = |nsid, lba, blocks| IoOp::Read { nsid, lba, blocks };
+        self.transfer_blocking(nsid, lba, buffer.phys(), buffer.len(), read)
     }
 
     /// Writes `buffer.len()` bytes (a multiple of the block size) at `lba`,
@@ -264,7 +277,21 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// (`region.view(range)`).
     pub fn write<'b>(&mut self, nsid: u32, lba: u64, buffer: impl Into<DmaView<'b>>) -> Result<()> {
         let buffer = buffer.into();
-        self.transfer_blocking(nsid, lba, buffer.phys(), buffer.len(), true)
+        let write = |nsid, lba, blocks| IoOp::Write { nsid, lba, blocks };
+        self.transfer_blocking(nsid, lba, buffer.phys(), buffer.len(), write)
+    }
+
+    /// Like [`Controller::write`], with Force Unit Access: the data is
+    /// durable when this returns, without a flush.
+    pub fn write_fua<'b>(
+        &mut self,
+        nsid: u32,
+        lba: u64,
+        buffer: impl Into<DmaView<'b>>,
+    ) -> Result<()> {
+        let buffer = buffer.into();
+        let write = |nsid, lba, blocks| IoOp::WriteFua { nsid, lba, blocks };
+        self.transfer_blocking(nsid, lba, buffer.phys(), buffer.len(), write)
     }
 
     /// Makes every completed write to `nsid` durable, blocking.
@@ -296,7 +323,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         lba: u64,
         phys: PhysAddr,
         len: usize,
-        write: bool,
+        op: fn(u32, u64, u32) -> IoOp,
     ) -> Result<()> {
         // A controller that is not serving has no namespaces worth naming.
         self.ensure_ready()?;
@@ -323,13 +350,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 .ok_or(Error::InvalidArgument {
                     what: "buffer address overflows",
                 })?;
-            let lba = lba + done;
-            let op = if write {
-                IoOp::Write { nsid, lba, blocks }
-            } else {
-                IoOp::Read { nsid, lba, blocks }
-            };
-            self.execute_blocking(op, Some((at, blocks as usize * block)))?;
+            let command = op(nsid, lba + done, blocks);
+            self.execute_blocking(command, Some((at, blocks as usize * block)))?;
             done += blocks as u64;
         }
         Ok(())
@@ -418,7 +440,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// Validates `op` and writes its SQE into `queue`'s ring. On success the
     /// command's slot holds `buffer` (taken) until the command completes;
     /// nothing is submitted when it fails, and `buffer` stays with the caller.
-    fn prepare(
+    pub(crate) fn prepare(
         &mut self,
         queue: u16,
         op: IoOp,
@@ -440,7 +462,9 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         sqe.nsid = nsid;
         let mut transfer = None;
         match op {
-            IoOp::Read { lba, blocks, .. } | IoOp::Write { lba, blocks, .. } => {
+            IoOp::Read { lba, blocks, .. }
+            | IoOp::Write { lba, blocks, .. }
+            | IoOp::WriteFua { lba, blocks, .. } => {
                 check_blocks(lba, blocks, capacity, max_blocks)?;
                 let bytes = (blocks as usize) << block_shift;
                 let (phys, len) = data.ok_or(Error::BufferTooSmall {
@@ -460,6 +484,9 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                     });
                 }
                 sqe.set_lba_range(lba, blocks as u16);
+                if matches!(op, IoOp::WriteFua { .. }) {
+                    sqe.cdw12 |= nvm::FUA;
+                }
                 transfer = Some((phys, bytes));
             }
             IoOp::Flush { .. } => {}

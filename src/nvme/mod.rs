@@ -4,8 +4,12 @@ mod admin;
 mod barrier;
 mod bringup;
 pub mod controller;
+pub mod events;
+pub mod features;
 pub mod identify;
 mod io;
+pub mod logs;
+pub mod passthrough;
 mod prp;
 mod qpair;
 mod queue;
@@ -17,9 +21,12 @@ mod test_memory;
 mod tracker;
 
 pub use controller::{Controller, ControllerConfig, Namespace, Quarantine, State};
+pub use events::Notice;
+pub use features::Threshold;
 pub use identify::NamespaceRefusal;
 pub use io::{Completion, IoOp, QueueId, Rejected, Token};
+pub use logs::{LogData, LogPage, LogRequest};
 pub use qpair::QueueFaults;
 
 /// The specification's definitions, under the names the driver has always used.
-pub use crate::spec::{command, regs};
+pub use crate::spec::{command, log, regs};

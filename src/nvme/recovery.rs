@@ -148,15 +148,19 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// The monitor of a controller used on its own (the driver's tick does
     /// this for its controllers; call it every 1-10 ms): advances bring-up,
     /// detach, resets and stops; for a serving controller, checks its health
-    /// (one CSTS read) and handles commands past their deadline (abort, then
-    /// reset). Returns the state reached.
+    /// (one CSTS read), handles commands past their deadline (abort, then
+    /// reset) and collects asynchronous events ([`Controller::next_notice`]).
+    /// Returns the state reached.
     pub fn tick(&mut self) -> State {
         match self.state {
             State::Ready => match self.check_health() {
                 Some(error) => {
                     self.lost(error);
                 }
-                None => self.expire(self.now()),
+                None => {
+                    self.expire(self.now());
+                    self.service_events();
+                }
             },
             s if s.is_finished() => {}
             _ => {

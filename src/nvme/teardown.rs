@@ -80,7 +80,10 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         self.admin_pending = None;
         self.abort = None;
         self.admin.abandon_all();
-        self.io.iter_mut().map(|q| q.tracker.fail_all(error)).sum()
+        self.events.abandon();
+        let own = self.own_commands_in_flight();
+        let failed: usize = self.io.iter_mut().map(|q| q.tracker.fail_all(error)).sum();
+        failed.saturating_sub(own)
     }
 
     /// One look for the proof; finishes the teardown when it is there or

@@ -23,6 +23,12 @@ pub mod admin {
     pub const SET_FEATURES: u8 = 0x09;
     /// Get Features.
     pub const GET_FEATURES: u8 = 0x0A;
+    /// Asynchronous Event Request.
+    pub const ASYNC_EVENT_REQUEST: u8 = 0x0C;
+    /// Namespace Attachment.
+    pub const NAMESPACE_ATTACHMENT: u8 = 0x15;
+    /// Virtualization Management (moves queue resources between controllers).
+    pub const VIRTUALIZATION_MANAGEMENT: u8 = 0x1C;
     /// Doorbell Buffer Config (shadow doorbells).
     pub const DOORBELL_BUFFER_CONFIG: u8 = 0x7C;
 }
@@ -39,6 +45,9 @@ pub mod nvm {
     pub const WRITE_ZEROES: u8 = 0x08;
     /// Dataset Management (deallocate).
     pub const DATASET_MANAGEMENT: u8 = 0x09;
+    /// Read and Write CDW12 bit 30: Force Unit Access (the data reaches
+    /// non-volatile media before the command completes).
+    pub const FUA: u32 = 1 << 30;
 }
 
 /// Identify CNS values.
@@ -55,8 +64,12 @@ pub mod cns {
 
 /// Feature identifiers.
 pub mod feature {
+    /// Temperature Threshold.
+    pub const TEMPERATURE_THRESHOLD: u32 = 0x04;
     /// Volatile Write Cache.
     pub const VOLATILE_WRITE_CACHE: u32 = 0x06;
+    /// Asynchronous Event Configuration.
+    pub const ASYNC_EVENT_CONFIG: u32 = 0x0B;
     /// Number of Queues.
     pub const NUMBER_OF_QUEUES: u32 = 0x07;
 }

@@ -5,4 +5,5 @@
 #![forbid(unsafe_code)]
 
 pub mod command;
+pub mod log;
 pub mod regs;

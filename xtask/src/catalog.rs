@@ -95,6 +95,7 @@ pub fn all() -> Vec<Scenario> {
         persistence(),
         hot_plug(),
         power_and_bring_up(),
+        health(),
     ];
     groups
         .into_iter()
@@ -424,6 +425,58 @@ fn on_aarch64(mut s: Scenario) -> Planned {
         }
     }
     Planned::Run(s)
+}
+
+/// What a controller reports on its own: asynchronous events reaped by the
+/// tick.
+fn health() -> Vec<Scenario> {
+    let subsys = Machine::q35()
+        .root_port("rp1", 1, 0x4)
+        .raw_drive("d0", disk("namespaces", "disk0.img"))
+        .raw_drive("d1", disk("namespaces", "disk1.img"))
+        .arg("-device")
+        .arg("nvme-subsys,id=subsys0,nqn=bare-nvme-subsys")
+        .nvme_bare("nvme0", "subsys0ctl", "rp1", ",subsys=subsys0")
+        .namespace("nvme0", 1, "d0", 512)
+        .namespace("nvme0", 2, "d1", 4096);
+    vec![
+        Scenario::new(
+            "smart-warning",
+            "QMP sets the controller's smart_critical_warning: the tick reports Health \
+             with the bit within a few ticks, once, and the SMART log shows it",
+            standard("smart-warning"),
+            "scenario=health mode=smart",
+        )
+        .steps([
+            Step::phase("armed"),
+            Step::Qmp(
+                "qom-set".to_string(),
+                serde_json::json!({
+                    "path": "/machine/peripheral/nvme0",
+                    "property": "smart_critical_warning",
+                    "value": 4,
+                }),
+            ),
+            Step::tell("set"),
+        ])
+        .expect("event_requests", "4")
+        .expect("health_warning", "0x04")
+        .expect("health_events", "1")
+        .expect("smart_warning", "0x04")
+        .expect("dma_regions", "0")
+        .expect("dma_bytes", "0"),
+        Scenario::new(
+            "namespaces",
+            "a controller in an nvme-subsys detaches its namespace 2 and attaches it again \
+             (Namespace Attachment): removed then added, verified I/O on namespace 1 every tick",
+            subsys,
+            "scenario=health mode=ns",
+        )
+        .expect("namespace_events", "removed,added")
+        .expect("namespace_data", "kept")
+        .expect("dma_regions", "0")
+        .expect("dma_bytes", "0"),
+    ]
 }
 
 /// The scenario called `name`.

@@ -123,6 +123,16 @@ impl Monitor {
             Event::Quarantined { id, regions, bytes } => {
                 info!("event: {id} quarantined {regions} regions ({bytes} bytes)")
             }
+            Event::Health {
+                id,
+                warning,
+                temperature,
+            } => info!(
+                "event: {id} health: critical warning {:#04x}, {temperature} K",
+                warning.bits()
+            ),
+            Event::NamespaceAdded { id, nsid } => info!("event: {id} namespace {nsid} added"),
+            Event::NamespaceRemoved { id, nsid } => info!("event: {id} namespace {nsid} removed"),
         }
         if self.log.is_full() {
             self.log.pop_front();

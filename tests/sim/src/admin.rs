@@ -68,6 +68,12 @@ impl Controller {
         }
         put(&mut p, ctrl::OACS, &oacs.to_le_bytes());
         p[ctrl::ACL] = 3;
+        p[ctrl::AERL] = crate::events::AERL;
+        put(
+            &mut p,
+            ctrl::CNTLID,
+            &crate::events::CONTROLLER_ID.to_le_bytes(),
+        );
         p[ctrl::SQES] = 0x66;
         p[ctrl::CQES] = 0x44;
         put(
@@ -201,10 +207,9 @@ impl Controller {
     pub(crate) fn execute_admin(&mut self, sqe: SubmissionEntry, env: &mut Env) -> Option<Outcome> {
         Some(match sqe.opcode() {
             admin::IDENTIFY => self.identify(&sqe, env),
-            admin::GET_LOG_PAGE => {
-                let dwords = ((sqe.cdw11 & 0xFFFF) << 16 | sqe.cdw10 >> 16) as usize + 1;
-                self.reply(&sqe, &vec![0; dwords * 4], env)
-            }
+            admin::GET_LOG_PAGE => self.get_log_page(&sqe, env),
+            admin::ASYNC_EVENT_REQUEST => return self.async_event_request(&sqe, env),
+            admin::NAMESPACE_ATTACHMENT => self.namespace_attachment(&sqe, env),
             admin::SET_FEATURES => self.set_features(&sqe),
             admin::GET_FEATURES => self.get_features(&sqe),
             admin::CREATE_CQ => self.create_cq(&sqe, env),
@@ -223,6 +228,13 @@ impl Controller {
         let nn = self.namespaces.len() as u32;
         match sqe.cdw10 & 0xFF {
             cns::CONTROLLER => self.reply(sqe, &self.identify_controller(), env),
+            cns::NAMESPACE | cns::NAMESPACE_DESCRIPTORS
+                if (1..=nn).contains(&sqe.nsid)
+                    && !self.namespaces[sqe.nsid as usize - 1].attached =>
+            {
+                // An inactive namespace: a zeroed page.
+                self.reply(sqe, &vec![0u8; IDENTIFY_SIZE], env)
+            }
             cns::NAMESPACE if (1..=nn).contains(&sqe.nsid) => {
                 self.reply(sqe, &self.identify_namespace(sqe.nsid), env)
             }
@@ -238,7 +250,9 @@ impl Controller {
             cns::NAMESPACE_DESCRIPTORS => generic(sc::INVALID_NAMESPACE),
             cns::ACTIVE_NAMESPACES if sqe.nsid < 0xFFFF_FFFE => {
                 let mut p = vec![0u8; IDENTIFY_SIZE];
-                for (i, id) in (sqe.nsid.saturating_add(1)..=nn).take(1024).enumerate() {
+                let active = (sqe.nsid.saturating_add(1)..=nn)
+                    .filter(|&id| self.namespaces[id as usize - 1].attached);
+                for (i, id) in active.take(1024).enumerate() {
                     put(&mut p, i * 4, &id.to_le_bytes());
                 }
                 self.reply(sqe, &p, env)
@@ -265,6 +279,19 @@ impl Controller {
                 self.queues_granted = Some((nsq, ncq));
                 Outcome::ok(((ncq as u32 - 1) << 16) | (nsq as u32 - 1))
             }
+            feature::ASYNC_EVENT_CONFIG => {
+                self.events.config = sqe.cdw11;
+                Outcome::ok(0)
+            }
+            feature::TEMPERATURE_THRESHOLD => {
+                let kelvins = (sqe.cdw11 & 0xFFFF) as u16;
+                match (sqe.cdw11 >> 20) & 0x3 {
+                    0 => self.events.over_threshold = kelvins,
+                    1 => self.events.under_threshold = kelvins,
+                    _ => return generic(sc::INVALID_FIELD),
+                }
+                Outcome::ok(0)
+            }
             feature::VOLATILE_WRITE_CACHE if self.spec.volatile_cache => {
                 self.write_cache_enabled = sqe.cdw11 & 1 != 0;
                 if !self.write_cache_enabled {
@@ -286,6 +313,12 @@ impl Controller {
             feature::VOLATILE_WRITE_CACHE if self.spec.volatile_cache => {
                 Outcome::ok(self.write_cache_enabled as u32)
             }
+            feature::ASYNC_EVENT_CONFIG => Outcome::ok(self.events.config),
+            feature::TEMPERATURE_THRESHOLD => match (sqe.cdw11 >> 20) & 0x3 {
+                0 => Outcome::ok(self.events.over_threshold as u32),
+                1 => Outcome::ok(self.events.under_threshold as u32),
+                _ => generic(sc::INVALID_FIELD),
+            },
             _ => generic(sc::INVALID_FIELD),
         }
     }

@@ -61,6 +61,8 @@ pub(crate) struct Controller {
     pub(crate) rules: Vec<Rule>,
     /// The last CID completed on each SQ (for stale-CID misbehaviour).
     pub(crate) last_cid: BTreeMap<u16, u16>,
+    /// Asynchronous events, SMART state, namespace changes, log lies.
+    pub(crate) events: crate::events::Events,
 }
 
 impl Controller {
@@ -98,6 +100,7 @@ impl Controller {
             namespaces,
             rules: Vec::new(),
             last_cid: BTreeMap::new(),
+            events: crate::events::Events::new(),
         };
         c.write_cache_enabled = c.spec.volatile_cache;
         c
@@ -340,6 +343,7 @@ impl Controller {
         self.queues_granted = None;
         self.write_cache_enabled = self.spec.volatile_cache;
         self.last_cid.clear();
+        self.events.reset();
     }
 
     /// Back to power-on register values.

@@ -28,7 +28,7 @@ impl Controller {
             return Some(Outcome::ok(0));
         }
         let nn = self.namespaces.len() as u32;
-        if !(1..=nn).contains(&sqe.nsid) {
+        if !(1..=nn).contains(&sqe.nsid) || !self.namespaces[sqe.nsid as usize - 1].attached {
             return Some(generic(sc::INVALID_NAMESPACE));
         }
         let ns = sqe.nsid as usize - 1;

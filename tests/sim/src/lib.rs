@@ -97,6 +97,7 @@ mod config;
 mod controller;
 mod counters;
 mod dma_refs;
+mod events;
 mod function;
 mod handles;
 mod invariants;
@@ -112,6 +113,7 @@ mod state;
 
 pub use builder::SimBuilder;
 pub use counters::Counters;
+pub use events::LogLie;
 pub use function::{ConfigWrite, FunctionId, FunctionSpec, FUNCTION_PCIE_CAP};
 pub use handles::{SimConfig, SimPlatform, SimRegisters};
 pub use memory::{ARENA_PHYS_BASE, DEFAULT_ARENA_SIZE};

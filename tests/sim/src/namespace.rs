@@ -14,6 +14,8 @@ pub(crate) struct Namespace {
     cache: HashMap<u64, Option<Box<[u8]>>>,
     pub(crate) read_errors: Vec<Range<u64>>,
     pub(crate) write_errors: Vec<Range<u64>>,
+    /// Attached to the controller (Namespace Attachment detaches it).
+    pub(crate) attached: bool,
 }
 
 impl Namespace {
@@ -24,6 +26,7 @@ impl Namespace {
             cache: HashMap::new(),
             read_errors: Vec::new(),
             write_errors: Vec::new(),
+            attached: true,
         }
     }
 

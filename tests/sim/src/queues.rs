@@ -2,7 +2,7 @@
 //! posting completions with phase and backpressure, held commands, and the
 //! completion misbehaviours a test can inject.
 
-use bare_nvme::nvme::command::{sc, sct, CompletionEntry, Status, SubmissionEntry};
+use bare_nvme::nvme::command::{admin, sc, sct, CompletionEntry, Status, SubmissionEntry};
 
 use crate::controller::{Controller, Env};
 use crate::spec::Hold;
@@ -309,11 +309,14 @@ impl Controller {
             let sqe = sqe_from_bytes(&raw);
             let named = self.command_memory(qid, &sqe, env.mem);
             env.fetched(&named);
-            let held = match self.hold {
-                Hold::None => false,
-                Hold::Io => qid != 0,
-                Hold::All => true,
-            };
+            // A request for events waits for one, whatever is held.
+            let event_request = qid == 0 && sqe.opcode() == admin::ASYNC_EVENT_REQUEST;
+            let held = !event_request
+                && match self.hold {
+                    Hold::None => false,
+                    Hold::Io => qid != 0,
+                    Hold::All => true,
+                };
             if held {
                 let seq = env.stats.next_seq;
                 env.stats.next_seq += 1;

@@ -17,6 +17,7 @@ use crate::pci::{pcie, PORT_PCIE_CAP};
 use crate::queues::Rule;
 use crate::spec::{ControllerSpec, Hold};
 use crate::state::State;
+use crate::LogLie;
 use crate::{CtrlId, Fault, Location, PortId};
 
 /// A simulated machine. Clones share the same simulation.
@@ -448,5 +449,68 @@ impl Sim {
     /// The Identify Controller page the controller returns.
     pub fn identify_controller(&self, ctrl: CtrlId) -> Vec<u8> {
         self.st().ctrls[ctrl.0].dev.identify_controller()
+    }
+
+    // ---- asynchronous events and log pages ----
+
+    /// Sets the SMART critical warning bits of `ctrl` (as QEMU's
+    /// `smart_critical_warning` property): each newly set bit raises a
+    /// SMART / Health event if the driver enabled it.
+    pub fn set_critical_warning(&self, ctrl: CtrlId, bits: u8) {
+        self.st()
+            .with_ctrl(ctrl.0, |dev, env| dev.set_critical_warning(bits, env));
+    }
+
+    /// Raises an event of any type (completion dword 0 of a request).
+    pub fn raise_event(&self, ctrl: CtrlId, kind: u8, info: u8, log_page: u8) {
+        let event = bare_nvme::nvme::log::AsyncEvent {
+            kind,
+            info,
+            log_page,
+        };
+        self.st()
+            .with_ctrl(ctrl.0, |dev, env| dev.raise(event, env));
+    }
+
+    /// Detaches namespace `nsid` from `ctrl` behind the driver (another
+    /// host's Namespace Attachment): a Namespace Attribute Notice follows.
+    pub fn detach_namespace(&self, ctrl: CtrlId, nsid: u32) {
+        self.st()
+            .with_ctrl(ctrl.0, |dev, env| dev.set_attached(nsid, false, env));
+    }
+
+    /// Attaches namespace `nsid` to `ctrl` again.
+    pub fn attach_namespace(&self, ctrl: CtrlId, nsid: u32) {
+        self.st()
+            .with_ctrl(ctrl.0, |dev, env| dev.set_attached(nsid, true, env));
+    }
+
+    /// How `ctrl` lies about every log page from now on (`None`: it stops).
+    pub fn lie_about_logs(&self, ctrl: CtrlId, lie: Option<LogLie>) {
+        self.st().ctrls[ctrl.0].dev.events.lie = lie;
+    }
+
+    /// The next `events` requests of `ctrl` complete at once with a SMART /
+    /// Health event, masks ignored: a flood.
+    pub fn event_storm(&self, ctrl: CtrlId, events: u32) {
+        self.st().with_ctrl(ctrl.0, |dev, env| {
+            dev.events.storm = events;
+            dev.deliver_events(env);
+        });
+    }
+
+    /// Asynchronous Event Requests `ctrl` holds.
+    pub fn outstanding_event_requests(&self, ctrl: CtrlId) -> usize {
+        self.st().ctrls[ctrl.0].dev.events.aers.len()
+    }
+
+    /// Requests `ctrl` refused for exceeding its limit.
+    pub fn event_requests_over_limit(&self, ctrl: CtrlId) -> u32 {
+        self.st().ctrls[ctrl.0].dev.events.over_limit
+    }
+
+    /// The Asynchronous Event Configuration `ctrl` was given.
+    pub fn async_event_config(&self, ctrl: CtrlId) -> u32 {
+        self.st().ctrls[ctrl.0].dev.events.config
     }
 }

@@ -9,6 +9,7 @@
 
 mod bench;
 mod boot;
+mod health;
 mod io;
 mod plug;
 mod slots;
@@ -45,6 +46,7 @@ pub struct Board {
 /// Every scenario the kernel knows.
 pub const ALL: &[Scenario] = &[
     boot::SCENARIO,
+    health::SCENARIO,
     io::SCENARIO,
     plug::SCENARIO,
     slots::SCENARIO,

@@ -1,0 +1,575 @@
+//! Asynchronous events, collected by polling: no interrupt is needed.
+//!
+//! Bring-up ends by enabling the events the driver understands (SMART /
+//! Health critical warnings, namespace attribute notices) and submitting up
+//! to [`MAX_ASYNC_EVENTS`] Asynchronous Event Requests (bounded by the
+//! controller's AERL). They sit on the admin queue without a deadline: they
+//! complete only when something happens, so they are never a hang, are not
+//! aborted, and are not caller commands (a teardown ends them silently and
+//! does not count them). The tick reaps them from the admin completion queue
+//! (memory reads, no register read) and re-arms each one.
+//!
+//! Each event is followed up with its log page, read with "retain
+//! asynchronous event" clear so the controller unmasks that event type:
+//! - SMART / Health: the SMART log; reported as [`Notice::Health`] with the
+//!   critical warning bits and the composite temperature.
+//! - Namespace attribute changed: the Changed Namespace List, then the active
+//!   namespace list, then Identify of each new namespace; reported as
+//!   [`Notice::NamespaceRemoved`] and [`Notice::NamespaceAdded`]. I/O naming a
+//!   removed namespace fails with `UnknownNamespace` without reaching the
+//!   device; commands already in flight to it complete once, with what the
+//!   controller answers for them.
+//! - Error status: the newest Error Information entry is logged.
+//! - Anything else: counted ([`Controller::unknown_events`]) and re-armed.
+//!
+//! A log page that fails validation is counted ([`Controller::bad_log_pages`])
+//! and reported nowhere. A controller that floods events (more than
+//! [`STORM_BURST`] within [`STORM_WINDOW`]) gets its requests re-armed only
+//! when the window ends: the flood costs at most that many follow-ups per
+//! window, and is logged once per controller.
+
+use core::time::Duration;
+
+use log::{info, warn};
+
+use crate::error::Error;
+use crate::link::DeviceLink;
+use crate::nvme::admin::Ticket;
+use crate::nvme::command::{admin, cns, SubmissionEntry};
+use crate::nvme::controller::{Controller, Namespace, State, Step, MAX_NAMESPACES};
+use crate::nvme::identify::{self, NamespaceInfo, NamespaceRefusal};
+use crate::nvme::prp::PAGE_SIZE;
+use crate::platform::{Instant, Platform};
+use crate::spec::log::{
+    async_config, event_type, get_log_page_dwords, lid, AsyncEvent, ChangedNamespaces,
+    CriticalWarning, SmartLog, ALL_NAMESPACES, CHANGED_NAMESPACES_SIZE, ERROR_ENTRY_SIZE,
+    NOTICE_NAMESPACE_ATTRIBUTE, SMART_LOG_SIZE,
+};
+
+/// Most Asynchronous Event Requests kept outstanding per controller.
+pub const MAX_ASYNC_EVENTS: usize = 4;
+/// Events followed up per [`STORM_WINDOW`] before re-arming waits.
+pub const STORM_BURST: u32 = 16;
+/// The window over which [`STORM_BURST`] is counted.
+pub const STORM_WINDOW: Duration = Duration::from_secs(1);
+/// Notices waiting for the tick. A completed request is taken from the
+/// admin queue only while what its follow-up can add still fits, so none is
+/// dropped.
+const NOTICES: usize = 3 * MAX_NAMESPACES;
+
+/// What a controller reported on its own, through an asynchronous event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// A SMART / Health event, with the SMART log read after it.
+    Health {
+        /// Critical warning bits set now.
+        warning: CriticalWarning,
+        /// Composite temperature in kelvins.
+        temperature: u16,
+    },
+    /// A namespace became active (attached, created) and is served.
+    NamespaceAdded {
+        /// Its ID.
+        nsid: u32,
+    },
+    /// A namespace is no longer active (detached, deleted).
+    NamespaceRemoved {
+        /// Its ID.
+        nsid: u32,
+    },
+}
+
+/// Who holds the controller's scratch page (log pages and identify data
+/// land there while the controller serves).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PageUser {
+    /// An event's follow-up.
+    Events,
+    /// A caller's log page read.
+    Caller,
+}
+
+/// The follow-up of one event in progress.
+#[derive(Clone, Copy, Debug)]
+enum Work {
+    /// Reading the event's log page (retain clear).
+    Log { ticket: Ticket, event: AsyncEvent },
+    /// After a namespace change: reading the active namespace list.
+    ActiveList { ticket: Ticket },
+    /// Learning the command set of a new namespace.
+    Descriptors { ticket: Ticket, nsid: u32 },
+    /// Identifying a new NVM namespace.
+    Identify { ticket: Ticket, nsid: u32 },
+}
+
+/// The controller's asynchronous event state.
+#[derive(Debug)]
+pub(crate) struct AsyncEvents {
+    armed: heapless::Vec<Ticket, MAX_ASYNC_EVENTS>,
+    /// Requests to keep outstanding (the controller's AERL, bounded).
+    wanted: u8,
+    work: Option<Work>,
+    /// New namespaces still to identify after a namespace change.
+    to_identify: heapless::Vec<u32, MAX_NAMESPACES>,
+    pub(crate) page: Option<PageUser>,
+    notices: heapless::Deque<Notice, NOTICES>,
+    /// Changes with every reset or teardown: requests made before are void.
+    pub(crate) epoch: u32,
+    window_start: Instant,
+    in_window: u32,
+    pub(crate) storms: u32,
+    pub(crate) unknown: u32,
+    pub(crate) bad_logs: u32,
+    pub(crate) received: u64,
+}
+
+impl AsyncEvents {
+    pub(crate) const fn new() -> Self {
+        Self {
+            armed: heapless::Vec::new(),
+            wanted: 0,
+            work: None,
+            to_identify: heapless::Vec::new(),
+            page: None,
+            notices: heapless::Deque::new(),
+            epoch: 0,
+            window_start: Instant::from_nanos(0),
+            in_window: 0,
+            storms: 0,
+            unknown: 0,
+            bad_logs: 0,
+            received: 0,
+        }
+    }
+
+    /// Every admin command was abandoned (reset, teardown): nothing is
+    /// outstanding any more, and requests made before are void.
+    pub(crate) fn abandon(&mut self) {
+        self.armed.clear();
+        self.wanted = 0;
+        self.work = None;
+        self.to_identify.clear();
+        self.page = None;
+        self.epoch = self.epoch.wrapping_add(1);
+    }
+
+    /// Asynchronous Event Requests outstanding.
+    pub(crate) fn outstanding(&self) -> usize {
+        self.armed.len()
+    }
+}
+
+impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
+    Controller<P, L, QUEUES, DEPTH>
+{
+    /// The Set Features that enables the events the driver follows up.
+    pub(crate) fn async_event_config() -> SubmissionEntry {
+        let mut sqe = SubmissionEntry::new(admin::SET_FEATURES);
+        sqe.cdw10 = crate::nvme::command::feature::ASYNC_EVENT_CONFIG;
+        sqe.cdw11 = async_config::SMART_ALL | async_config::NAMESPACE_ATTRIBUTE;
+        sqe
+    }
+
+    /// Submits the Asynchronous Event Requests at the end of bring-up: as
+    /// many as the controller accepts (AERL), at most [`MAX_ASYNC_EVENTS`].
+    pub(crate) fn arm_async_events(&mut self) {
+        let limit = self.info.map_or(1, |i| i.async_event_limit);
+        self.events.wanted = limit.clamp(1, MAX_ASYNC_EVENTS as u16) as u8;
+        self.rearm();
+    }
+
+    fn rearm(&mut self) {
+        let storming = self.events.in_window >= STORM_BURST
+            && self.now() < self.events.window_start + STORM_WINDOW;
+        if storming {
+            return;
+        }
+        while self.events.armed.len() < self.events.wanted as usize {
+            let sqe = SubmissionEntry::new(admin::ASYNC_EVENT_REQUEST);
+            match self.admin.submit_unbounded(&self.regs, sqe) {
+                // Cannot overflow: fewer than `wanted` are armed.
+                Ok(ticket) => {
+                    let _ = self.events.armed.push(ticket);
+                }
+                Err(e) => {
+                    warn!("nvme: cannot submit an Asynchronous Event Request: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The tick's share of event work: reaps completed requests, re-arms
+    /// them, and advances the follow-up in progress by at most one admin
+    /// command. No register read; a doorbell write per command submitted.
+    pub(crate) fn service_events(&mut self) {
+        if self.state != State::Ready || self.step != Step::Ready {
+            return;
+        }
+        let now = self.now();
+        let mut i = 0;
+        while i < self.events.armed.len() && self.may_take_event() {
+            let ticket = self.events.armed[i];
+            match self.admin.poll(&self.regs, ticket, now) {
+                None => i += 1,
+                Some(result) => {
+                    self.events.armed.swap_remove(i);
+                    match result {
+                        Ok(dw0) => self.event_arrived(AsyncEvent::from_dw0(dw0), now),
+                        Err(e) => {
+                            // Refused (limit exceeded, aborted): one fewer
+                            // request from now on.
+                            warn!("nvme: Asynchronous Event Request failed: {e}");
+                            self.events.wanted = self.events.wanted.saturating_sub(1);
+                        }
+                    }
+                }
+            }
+        }
+        self.advance_work(now);
+        if self.state == State::Ready {
+            self.rearm();
+        }
+    }
+
+    /// Whether another completed request may be taken now: no follow-up
+    /// runs, the scratch page is free, and the notices one follow-up can
+    /// produce fit.
+    fn may_take_event(&self) -> bool {
+        self.events.work.is_none()
+            && self.events.page.is_none()
+            && self.events.notices.len() + 2 * MAX_NAMESPACES <= NOTICES
+    }
+
+    fn event_arrived(&mut self, event: AsyncEvent, now: Instant) {
+        self.events.received += 1;
+        if now >= self.events.window_start + STORM_WINDOW {
+            self.events.window_start = now;
+            self.events.in_window = 0;
+        }
+        self.events.in_window += 1;
+        if self.events.in_window == STORM_BURST {
+            self.events.storms = self.events.storms.saturating_add(1);
+            if self.events.storms == 1 {
+                warn!(
+                    "nvme: the controller floods asynchronous events: at most {STORM_BURST} per {} ms are followed up",
+                    STORM_WINDOW.as_millis()
+                );
+            }
+        }
+        let follow = match event.kind {
+            event_type::SMART_HEALTH => Some(lid::SMART_HEALTH),
+            event_type::NOTICE if event.info == NOTICE_NAMESPACE_ATTRIBUTE => {
+                Some(lid::CHANGED_NAMESPACES)
+            }
+            event_type::ERROR => Some(lid::ERROR_INFORMATION),
+            _ => None,
+        };
+        let Some(page) = follow else {
+            self.events.unknown = self.events.unknown.saturating_add(1);
+            warn!(
+                "nvme: asynchronous event of type {} (info {:#x}, log {:#x}) not handled",
+                event.kind, event.info, event.log_page
+            );
+            return;
+        };
+        let bytes = match page {
+            lid::SMART_HEALTH => SMART_LOG_SIZE,
+            lid::CHANGED_NAMESPACES => CHANGED_NAMESPACES_SIZE,
+            _ => ERROR_ENTRY_SIZE,
+        };
+        if let Some(ticket) = self.read_log(page, bytes, false) {
+            self.events.work = Some(Work::Log { ticket, event });
+        }
+    }
+
+    /// Submits Get Log Page of `bytes` of `page` into the scratch page
+    /// (zeroed first, so what the device does not write reads as zero) for
+    /// the event follow-up. `None` when it could not be submitted.
+    fn read_log(&mut self, page: u8, bytes: usize, retain: bool) -> Option<Ticket> {
+        let sqe = self.log_command(page, bytes, retain)?;
+        match self.admin.submit(&self.regs, sqe, self.now()) {
+            Ok(ticket) => {
+                self.events.page = Some(PageUser::Events);
+                Some(ticket)
+            }
+            Err(e) => {
+                warn!("nvme: cannot read log page {page:#x}: {e}");
+                None
+            }
+        }
+    }
+
+    /// A Get Log Page command into the zeroed scratch page.
+    pub(crate) fn log_command(
+        &self,
+        page: u8,
+        bytes: usize,
+        retain: bool,
+    ) -> Option<SubmissionEntry> {
+        let scratch = self.scratch.as_ref()?;
+        scratch.zero();
+        let mut sqe = SubmissionEntry::new(admin::GET_LOG_PAGE);
+        sqe.nsid = ALL_NAMESPACES;
+        sqe.prp1 = scratch.phys().as_u64();
+        (sqe.cdw10, sqe.cdw11) = get_log_page_dwords(page, bytes.min(PAGE_SIZE), retain);
+        Some(sqe)
+    }
+
+    /// Submits an Identify of `cns` for `nsid` into the scratch page.
+    fn identify_for_events(&mut self, cns: u32, nsid: u32) -> Option<Ticket> {
+        let scratch = self.scratch.as_ref()?;
+        let mut sqe = SubmissionEntry::new(admin::IDENTIFY);
+        sqe.prp1 = scratch.phys().as_u64();
+        sqe.nsid = nsid;
+        sqe.cdw10 = cns;
+        match self.admin.submit(&self.regs, sqe, self.now()) {
+            Ok(ticket) => Some(ticket),
+            Err(e) => {
+                warn!("nvme: cannot identify after a namespace change: {e}");
+                None
+            }
+        }
+    }
+
+    fn advance_work(&mut self, now: Instant) {
+        let Some(work) = self.events.work else {
+            return;
+        };
+        let ticket = match work {
+            Work::Log { ticket, .. }
+            | Work::ActiveList { ticket }
+            | Work::Descriptors { ticket, .. }
+            | Work::Identify { ticket, .. } => ticket,
+        };
+        let Some(result) = self.admin.poll(&self.regs, ticket, now) else {
+            return;
+        };
+        self.events.work = None;
+        self.events.page = None;
+        let result = match result {
+            Err(e @ Error::Timeout { .. }) => {
+                // The device may still write the scratch page: only a reset
+                // (which waits for it to stop) makes the page safe again.
+                warn!("nvme: event follow-up timed out, resetting");
+                self.reset(e);
+                return;
+            }
+            r => r,
+        };
+        let mut page = [0; PAGE_SIZE];
+        let n = self
+            .scratch
+            .as_ref()
+            .map_or(0, |s| s.copy_out(0, &mut page));
+        let data = &page[..n];
+        match work {
+            Work::Log { event, .. } => match result {
+                Ok(_) => self.log_arrived(event, data),
+                Err(e) => warn!("nvme: reading log page {:#x} failed: {e}", event.log_page),
+            },
+            Work::ActiveList { .. } => match result {
+                Ok(_) => self.active_list_arrived(data),
+                Err(e) => warn!("nvme: reading the active namespace list failed: {e}"),
+            },
+            Work::Descriptors { nsid, .. } => {
+                let refusal = match result {
+                    Ok(_) => match identify::namespace_command_set(data) {
+                        Ok(identify::csi::NVM) => None,
+                        Ok(csi) => Some(NamespaceRefusal::CommandSet { csi }),
+                        Err(reason) => Some(reason),
+                    },
+                    Err(Error::CommandFailed { status, .. })
+                        if status.sct == crate::nvme::command::sct::GENERIC
+                            && status.sc == crate::nvme::command::sc::INVALID_FIELD =>
+                    {
+                        None
+                    }
+                    Err(Error::CommandFailed { status, .. }) => {
+                        Some(NamespaceRefusal::DescriptorListFailed { status })
+                    }
+                    Err(e) => {
+                        warn!("nvme: namespace {nsid}: {e}");
+                        return self.next_identification();
+                    }
+                };
+                match refusal {
+                    Some(reason) => {
+                        self.refuse_new_namespace(nsid, reason);
+                        self.next_identification();
+                    }
+                    None => match self.identify_for_events(cns::NAMESPACE, nsid) {
+                        Some(ticket) => {
+                            self.events.page = Some(PageUser::Events);
+                            self.events.work = Some(Work::Identify { ticket, nsid });
+                        }
+                        None => self.next_identification(),
+                    },
+                }
+            }
+            Work::Identify { nsid, .. } => {
+                match result.and_then(|_| NamespaceInfo::parse(nsid, data)) {
+                    Ok(Some(info)) => match info.refusal(self.max_transfer) {
+                        Some(reason) => self.refuse_new_namespace(nsid, reason),
+                        None => {
+                            let max_blocks = (self.max_transfer >> info.block_shift).min(1 << 16);
+                            if self.namespaces.push(Namespace { info, max_blocks }).is_ok() {
+                                info!("nvme: namespace {nsid} added");
+                                self.notify(Notice::NamespaceAdded { nsid });
+                            }
+                        }
+                    },
+                    // Inactive after all (a race with another change).
+                    Ok(None) => {}
+                    Err(e) => warn!("nvme: namespace {nsid} not served: {e}"),
+                }
+                self.next_identification();
+            }
+        }
+    }
+
+    fn log_arrived(&mut self, event: AsyncEvent, data: &[u8]) {
+        match event.kind {
+            event_type::SMART_HEALTH => match SmartLog::parse(data) {
+                Ok(log) => {
+                    warn!(
+                        "nvme: health event: critical warning {:#04x}, {} K",
+                        log.critical_warning.bits(),
+                        log.temperature
+                    );
+                    self.notify(Notice::Health {
+                        warning: log.critical_warning,
+                        temperature: log.temperature,
+                    });
+                }
+                Err(e) => self.bad_log(e),
+            },
+            event_type::ERROR => match crate::spec::log::error_entries(data).next() {
+                Some(Ok(entry)) => warn!(
+                    "nvme: error event: error {} on queue {} command {:#x}, status {:#x}",
+                    entry.error_count, entry.sqid, entry.cid, entry.status
+                ),
+                Some(Err(e)) => self.bad_log(e),
+                None => {}
+            },
+            _ => {
+                let nn = self.info.map_or(0, |i| i.namespace_count);
+                match ChangedNamespaces::parse(data, nn) {
+                    Ok(_) => {
+                        // Which namespaces exist now is decided by the
+                        // active list, whatever the change list named.
+                        if let Some(ticket) = self.identify_for_events(cns::ACTIVE_NAMESPACES, 0) {
+                            self.events.page = Some(PageUser::Events);
+                            self.events.work = Some(Work::ActiveList { ticket });
+                        }
+                    }
+                    Err(e) => self.bad_log(e),
+                }
+            }
+        }
+    }
+
+    fn bad_log(&mut self, e: crate::spec::log::LogPageError) {
+        if self.events.bad_logs == 0 {
+            warn!("nvme: the controller sent an invalid log page ({e}); ignored");
+        }
+        self.events.bad_logs = self.events.bad_logs.saturating_add(1);
+    }
+
+    /// Compares the active namespace list with what is served: namespaces
+    /// gone are removed (and reported), new ones identified one by one.
+    fn active_list_arrived(&mut self, data: &[u8]) {
+        let nn = self.info.map_or(0, |i| i.namespace_count);
+        let mut active: heapless::Vec<u32, MAX_NAMESPACES> = heapless::Vec::new();
+        for id in identify::active_namespaces(data, nn) {
+            match id {
+                Ok(id) => {
+                    if active.push(id).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    warn!("nvme: active namespace list after a change: {e}");
+                    self.events.bad_logs = self.events.bad_logs.saturating_add(1);
+                    return;
+                }
+            }
+        }
+        let mut gone: heapless::Vec<u32, MAX_NAMESPACES> = heapless::Vec::new();
+        for n in self.namespaces.iter().filter(|n| !active.contains(&n.id())) {
+            let _ = gone.push(n.id());
+        }
+        self.namespaces.retain(|n| active.contains(&n.id()));
+        self.refused.retain(|(id, _)| active.contains(id));
+        for nsid in gone {
+            info!("nvme: namespace {nsid} removed");
+            self.notify(Notice::NamespaceRemoved { nsid });
+        }
+        self.events.to_identify.clear();
+        for &id in active.iter().rev() {
+            let known = self.namespaces.iter().any(|n| n.id() == id)
+                || self.refused.iter().any(|(r, _)| *r == id);
+            if !known {
+                let _ = self.events.to_identify.push(id);
+            }
+        }
+        self.next_identification();
+    }
+
+    fn next_identification(&mut self) {
+        while let Some(nsid) = self.events.to_identify.pop() {
+            if let Some(ticket) = self.identify_for_events(cns::NAMESPACE_DESCRIPTORS, nsid) {
+                self.events.page = Some(PageUser::Events);
+                self.events.work = Some(Work::Descriptors { ticket, nsid });
+                return;
+            }
+        }
+    }
+
+    fn refuse_new_namespace(&mut self, nsid: u32, reason: NamespaceRefusal) {
+        warn!("nvme: namespace {nsid} not served: {reason}");
+        let _ = self.refused.push((nsid, reason));
+    }
+
+    fn notify(&mut self, notice: Notice) {
+        // Fits: see `may_take_event`.
+        let _ = self.events.notices.push_back(notice);
+    }
+
+    /// The oldest notice the controller's asynchronous events produced and
+    /// nobody took yet (the driver's tick takes them and reports them as
+    /// events; a controller used on its own is asked here after its tick).
+    pub fn next_notice(&mut self) -> Option<Notice> {
+        self.events.notices.pop_front()
+    }
+
+    /// The oldest notice without taking it.
+    pub(crate) fn peek_notice(&self) -> Option<Notice> {
+        self.events.notices.front().copied()
+    }
+
+    /// Asynchronous Event Requests outstanding now.
+    pub fn async_events_outstanding(&self) -> usize {
+        self.events.outstanding()
+    }
+
+    /// Asynchronous events received since the controller was created.
+    pub fn async_events_received(&self) -> u64 {
+        self.events.received
+    }
+
+    /// Asynchronous events of a type the driver does not follow up.
+    pub fn unknown_events(&self) -> u32 {
+        self.events.unknown
+    }
+
+    /// Log pages (and lists read after an event) that failed validation.
+    pub fn bad_log_pages(&self) -> u32 {
+        self.events.bad_logs
+    }
+
+    /// Times the controller flooded events and was rate-limited.
+    pub fn event_storms(&self) -> u32 {
+        self.events.storms
+    }
+}

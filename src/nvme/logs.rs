@@ -1,0 +1,207 @@
+//! Reading log pages for a caller: SMART / Health, Error Information and
+//! Firmware Slot Information, typed and validated (see [`crate::spec::log`]).
+//!
+//! The page lands in the controller's own scratch page (zeroed first), never
+//! in caller memory, and is parsed from a copy. One read runs at a time, and
+//! not while an asynchronous event's follow-up uses the page. A caller's read
+//! leaves asynchronous events pending ("retain asynchronous event" set), so
+//! it never acknowledges an event the tick has not followed up yet.
+
+use crate::error::{Error, Result};
+use crate::link::DeviceLink;
+use crate::nvme::admin::Ticket;
+use crate::nvme::controller::{Controller, State};
+use crate::nvme::events::PageUser;
+use crate::nvme::prp::PAGE_SIZE;
+use crate::platform::Platform;
+use crate::spec::log::{
+    error_entries, lid, ErrorEntry, FirmwareLog, LogPageError, SmartLog, ERROR_ENTRY_SIZE,
+    FIRMWARE_LOG_SIZE, SMART_LOG_SIZE,
+};
+
+/// Error Information entries read at most (newest first).
+pub const ERROR_LOG_ENTRIES: usize = 16;
+
+/// A log page a caller can read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogPage {
+    /// SMART / Health Information, controller-wide.
+    SmartHealth,
+    /// The newest Error Information entries.
+    ErrorInformation,
+    /// Firmware Slot Information.
+    FirmwareSlot,
+}
+
+impl LogPage {
+    fn id_and_size(self) -> (u8, usize) {
+        match self {
+            LogPage::SmartHealth => (lid::SMART_HEALTH, SMART_LOG_SIZE),
+            LogPage::ErrorInformation => {
+                (lid::ERROR_INFORMATION, ERROR_LOG_ENTRIES * ERROR_ENTRY_SIZE)
+            }
+            LogPage::FirmwareSlot => (lid::FIRMWARE_SLOT, FIRMWARE_LOG_SIZE),
+        }
+    }
+}
+
+/// A log page read and validated.
+// No allocator to box the entries with; some 500 bytes by value are fine.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogData {
+    /// SMART / Health Information.
+    SmartHealth(SmartLog),
+    /// Error Information entries, newest first (empty: no errors logged).
+    ErrorInformation(heapless::Vec<ErrorEntry, ERROR_LOG_ENTRIES>),
+    /// Firmware Slot Information.
+    FirmwareSlot(FirmwareLog),
+}
+
+/// A log page read in progress (split phase): pass it to
+/// [`Controller::poll_log_page`] until that returns a result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogRequest {
+    page: LogPage,
+    ticket: Ticket,
+    epoch: u32,
+}
+
+fn invalid(e: LogPageError) -> Error {
+    let (field, value) = match e {
+        LogPageError::Short { got, .. } => ("log page length", got as u64),
+        LogPageError::Field { field, value } => (field, value),
+    };
+    Error::BadDeviceValue { field, value }
+}
+
+impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
+    Controller<P, L, QUEUES, DEPTH>
+{
+    /// Starts reading `page`. `CapacityExceeded` while another read (or an
+    /// event's follow-up) uses the page: poll it to the end, or let the
+    /// tick run, and try again.
+    pub fn begin_log_page(&mut self, page: LogPage) -> Result<LogRequest> {
+        match self.state {
+            State::Ready => {}
+            State::Removed => return Err(Error::DeviceRemoved),
+            State::Failed => return Err(Error::ControllerFailed),
+            _ => return Err(Error::NotReady),
+        }
+        if self.events.page.is_some() {
+            return Err(Error::CapacityExceeded {
+                what: "log page reads in progress",
+                limit: 1,
+            });
+        }
+        let (id, bytes) = page.id_and_size();
+        let sqe = self.log_command(id, bytes, true).ok_or(Error::Internal {
+            what: "log page buffer missing",
+        })?;
+        let ticket = self.admin.submit(&self.regs, sqe, self.now())?;
+        self.events.page = Some(PageUser::Caller);
+        Ok(LogRequest {
+            page,
+            ticket,
+            epoch: self.events.epoch,
+        })
+    }
+
+    /// The result of `request` once it completed, `None` while it runs.
+    /// Past the admin deadline the controller is reset (the device may still
+    /// write the page) and the read ends with the timeout. A reset or the
+    /// end of the controller ends it with [`Error::Aborted`].
+    pub fn poll_log_page(&mut self, request: &LogRequest) -> Option<Result<LogData>> {
+        if request.epoch != self.events.epoch || self.events.page != Some(PageUser::Caller) {
+            return Some(Err(Error::Aborted));
+        }
+        let result = self.admin.poll(&self.regs, request.ticket, self.now())?;
+        self.events.page = None;
+        if let Err(e @ Error::Timeout { .. }) = result {
+            self.reset(e);
+            return Some(Err(e));
+        }
+        if let Err(e) = result {
+            return Some(Err(e));
+        }
+        let mut copy = [0; PAGE_SIZE];
+        let n = self
+            .scratch
+            .as_ref()
+            .map_or(0, |s| s.copy_out(0, &mut copy));
+        let data = &copy[..n];
+        let parsed = match request.page {
+            LogPage::SmartHealth => SmartLog::parse(data).map(LogData::SmartHealth),
+            LogPage::FirmwareSlot => FirmwareLog::parse(data).map(LogData::FirmwareSlot),
+            LogPage::ErrorInformation => {
+                let mut entries = heapless::Vec::new();
+                let bytes = ERROR_LOG_ENTRIES * ERROR_ENTRY_SIZE;
+                for entry in error_entries(&data[..bytes.min(data.len())]) {
+                    match entry {
+                        // At most ERROR_LOG_ENTRIES: the slice holds no more.
+                        Ok(e) => {
+                            let _ = entries.push(e);
+                        }
+                        Err(e) => return Some(Err(invalid(e))),
+                    }
+                }
+                Ok(LogData::ErrorInformation(entries))
+            }
+        };
+        Some(parsed.map_err(|e| {
+            self.events.bad_logs = self.events.bad_logs.saturating_add(1);
+            invalid(e)
+        }))
+    }
+
+    /// Reads `page`, blocking (bounded by the admin timeout, plus a reset's
+    /// disable if the read times out). Waits for an event follow-up that
+    /// holds the page to finish first.
+    pub fn log_page(&mut self, page: LogPage) -> Result<LogData> {
+        self.ensure_ready()?;
+        let deadline = self.now() + self.config.admin_timeout;
+        let request = loop {
+            match self.begin_log_page(page) {
+                Err(Error::CapacityExceeded { .. }) if self.now() <= deadline => {
+                    self.service_events();
+                }
+                r => break r?,
+            }
+        };
+        loop {
+            if let Some(result) = self.poll_log_page(&request) {
+                return result;
+            }
+        }
+    }
+
+    /// Reads the SMART / Health Information log, blocking.
+    pub fn smart_log(&mut self) -> Result<SmartLog> {
+        match self.log_page(LogPage::SmartHealth)? {
+            LogData::SmartHealth(log) => Ok(log),
+            _ => Err(Error::Internal {
+                what: "log page of another kind",
+            }),
+        }
+    }
+
+    /// Reads the newest Error Information entries, blocking.
+    pub fn error_log(&mut self) -> Result<heapless::Vec<ErrorEntry, ERROR_LOG_ENTRIES>> {
+        match self.log_page(LogPage::ErrorInformation)? {
+            LogData::ErrorInformation(entries) => Ok(entries),
+            _ => Err(Error::Internal {
+                what: "log page of another kind",
+            }),
+        }
+    }
+
+    /// Reads the Firmware Slot Information log, blocking.
+    pub fn firmware_log(&mut self) -> Result<FirmwareLog> {
+        match self.log_page(LogPage::FirmwareSlot)? {
+            LogData::FirmwareSlot(log) => Ok(log),
+            _ => Err(Error::Internal {
+                what: "log page of another kind",
+            }),
+        }
+    }
+}
