@@ -250,7 +250,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         })
     }
 
-    fn transfer_blocking(
+    pub(crate) fn transfer_blocking(
         &mut self,
         nsid: u32,
         lba: u64,
