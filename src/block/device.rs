@@ -203,6 +203,30 @@ impl<T: BlockTarget> BlockDevice<T> {
         Ok(())
     }
 
+    /// Reads `len` bytes (whole blocks, at most the bounce buffer) at `lba`,
+    /// lets `change` modify them in the bounce buffer and writes them back:
+    /// a read-modify-write for writes of less than a block.
+    #[cfg_attr(not(feature = "embedded-io"), allow(dead_code))]
+    pub(crate) fn update(
+        &mut self,
+        lba: u64,
+        len: usize,
+        change: impl FnOnce(&mut [u8]),
+    ) -> Result<()> {
+        self.blocks_of(lba, len)?;
+        if len > self.piece(len)? {
+            return Err(Error::InvalidArgument {
+                what: "update larger than the bounce buffer",
+            });
+        }
+        self.bounce_transfer(lba, len, Direction::Read)?;
+        if let Some(bounce) = &mut self.bounce {
+            change(&mut bounce.as_mut_slice()[..len]);
+        }
+        self.copied += 2 * len as u64;
+        self.bounce_transfer(lba, len, Direction::Write)
+    }
+
     /// Validates a request of `len` bytes at `lba`: whole blocks, at least
     /// one, inside the namespace. Returns its blocks.
     fn blocks_of(&self, lba: u64, len: usize) -> Result<u64> {

@@ -11,6 +11,7 @@
 
 mod catalog;
 mod commands;
+mod fsimage;
 mod kernel;
 mod machine;
 mod paths;
