@@ -63,7 +63,6 @@ fn a_fat32_partition_on_a_gpt_is_found_listed_read_and_written_through_the_adapt
         &mut image,
         DISK_BYTES,
         PARTITION_BLOCKS,
-        fsimage::Fat::Fat32,
         &[("HELLO.TXT", &hello), ("BIG.BIN", &big)],
     )
     .unwrap();

@@ -31,23 +31,14 @@ pub struct Partition {
     pub blocks: u64,
 }
 
-/// Which FAT.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fat {
-    /// FAT16 (small partitions).
-    Fat16,
-    /// FAT32 (at least 65525 clusters: 33 MiB with 512-byte clusters).
-    Fat32,
-}
-
 /// Writes a GPT over `disk_bytes` of `image` with one basic-data partition
-/// of `partition_blocks` blocks at [`FIRST_LBA`], formats it as `fat` and
-/// stores `files` (8.3 names) in its root directory.
+/// of `partition_blocks` blocks at [`FIRST_LBA`], formats it as FAT32 with
+/// 512-byte clusters (at least 65525 of them: 33 MiB) and stores `files`
+/// (8.3 names) in its root directory.
 pub fn create<S: Read + Write + Seek>(
     image: &mut S,
     disk_bytes: u64,
     partition_blocks: u64,
-    fat: Fat,
     files: &[(&str, &[u8])],
 ) -> io::Result<Partition> {
     let blocks = disk_bytes / BLOCK;
@@ -61,12 +52,8 @@ pub fn create<S: Read + Write + Seek>(
     };
     write_gpt(image, blocks, partition)?;
     let mut volume = Slice::new(image, partition)?;
-    let fat_type = match fat {
-        Fat::Fat16 => fatfs::FatType::Fat16,
-        Fat::Fat32 => fatfs::FatType::Fat32,
-    };
     let options = fatfs::FormatVolumeOptions::new()
-        .fat_type(fat_type)
+        .fat_type(fatfs::FatType::Fat32)
         .bytes_per_cluster(512)
         .volume_label(*b"BARE-NVME  ");
     fatfs::format_volume(&mut volume, options)?;

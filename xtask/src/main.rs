@@ -11,6 +11,7 @@
 
 mod catalog;
 mod commands;
+mod fs_disks;
 mod fsimage;
 mod kernel;
 mod machine;

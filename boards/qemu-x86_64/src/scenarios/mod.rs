@@ -9,6 +9,7 @@
 
 mod bench;
 mod boot;
+mod fs;
 mod io;
 mod plug;
 mod slots;
@@ -96,6 +97,7 @@ pub const ALL: &[Scenario] = &[
     plug::SCENARIO,
     slots::SCENARIO,
     bench::SCENARIO,
+    fs::SCENARIO,
 ];
 
 /// Runs the scenario the command line names.
