@@ -11,7 +11,7 @@ use std::time::Duration;
 use bare_nvme::block::{BlockDevice, BlockTarget, BounceConfig};
 use bare_nvme::spec::command::nvm;
 use bare_nvme::{Config, Controller, Driver, DriverConfig, Error, Event, PhysAddr, Platform};
-use bare_nvme_sim::{CtrlId, PortId, Sim, SimConfig, SimPlatform};
+use bare_nvme_sim::{CtrlId, Hold, PortId, Sim, SimConfig, SimPlatform};
 use pci_types::ConfigRegionAccess as _;
 
 use common::*;
@@ -221,9 +221,9 @@ fn a_handle_is_stale_after_a_removal_and_after_a_reattach_of_the_same_slot() {
     assert_eq!(sim.counters().dma_regions, 0, "DMA regions outstanding");
 }
 
-#[test]
-fn a_standalone_controller_serves_a_block_device_until_it_is_detached() {
-    let sim = Sim::single(spec(2048, BLOCK as u32));
+/// A controller driven without the driver, on `sim`'s controller 0, with
+/// memory decoding and bus mastering turned on as firmware would.
+fn standalone(sim: &Sim, config: Config) -> Controller<SimPlatform> {
     let access = sim.config_access();
     let address = sim.address(CTRL).expect("function");
     // As firmware would: memory decoding and bus mastering on.
@@ -236,7 +236,13 @@ fn a_standalone_controller_serves_a_block_device_until_it_is_detached() {
     let regs = platform
         .map_registers(PhysAddr::new(sim.bar(CTRL)), 16 << 10)
         .expect("mapped");
-    let mut c = Controller::new(platform, (), regs, 16 << 10, small_transfers());
+    Controller::new(platform, (), regs, 16 << 10, config)
+}
+
+#[test]
+fn a_standalone_controller_serves_a_block_device_until_it_is_detached() {
+    let sim = Sim::single(spec(2048, BLOCK as u32));
+    let mut c = standalone(&sim, small_transfers());
     c.bring_up().unwrap();
     let data = pattern(96 << 10, 4);
     let handle = c.namespace_handle(None, 1).unwrap();
@@ -263,4 +269,41 @@ fn a_handle_of_a_driver_controller_is_refused_by_a_standalone_one() {
     let ctrl = driver.controller(id).unwrap();
     assert_eq!(BlockTarget::flush(ctrl, &handle), Err(Error::StaleHandle));
     finish(&sim, driver);
+}
+
+#[test]
+fn a_bounce_buffer_the_device_may_still_write_is_never_used_or_freed_again() {
+    let sim = Sim::single(spec(2048, BLOCK as u32));
+    let mut c = standalone(
+        &sim,
+        Config {
+            io_timeout: Duration::from_millis(50),
+            admin_timeout: Duration::from_millis(50),
+            ready_timeout_limit: Duration::from_millis(500),
+            ..Config::default()
+        },
+    );
+    c.bring_up().unwrap();
+    {
+        let mut disk = BlockDevice::open(&mut c, None, 1, BounceConfig::default()).unwrap();
+        // The controller freezes: its command never completes, CC.EN = 0 is
+        // never acknowledged, and without config space nothing else proves
+        // that its DMA stopped.
+        sim.hold(CTRL, Hold::Io);
+        sim.hang(CTRL);
+        let mut buf = vec![0u8; 4 * BLOCK];
+        assert_eq!(disk.read(0, &mut buf), Err(Error::Quarantined));
+        assert_eq!(disk.bounce_bytes(), 0, "bounce buffer kept out of use");
+        assert_eq!(disk.write(0, &buf), Err(Error::StaleHandle));
+        let frees = sim.counters().dma_frees;
+        drop(disk);
+        assert_eq!(
+            sim.counters().dma_frees,
+            frees,
+            "the bounce buffer was freed"
+        );
+    }
+    assert!(c.quarantined().regions > 0);
+    drop(c);
+    sim.expect_quarantined();
 }

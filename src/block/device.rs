@@ -262,8 +262,11 @@ impl<T: BlockTarget> BlockDevice<T> {
             .target
             .transfer(&self.handle, lba, phys, len, direction, Private(()));
         if result == Err(Error::Quarantined) {
-            // The device may still write it: keep it out of use for good.
-            core::mem::forget(self.bounce.take());
+            // The device may still write it: keep it out of use for good,
+            // never handed back to the platform.
+            if let Some(region) = self.bounce.take() {
+                let _kept = core::mem::ManuallyDrop::new(region);
+            }
         }
         result
     }
