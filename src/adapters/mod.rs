@@ -2,12 +2,12 @@
 //! filesystem and partition crates, each behind the cargo feature of the
 //! crate's name:
 //!
-//! - `embedded-sdmmc`: [`sdmmc::SdmmcDevice`], its `BlockDevice` (FAT16 and
+//! - `embedded-sdmmc`: `sdmmc::SdmmcDevice`, its `BlockDevice` (FAT16 and
 //!   FAT32 on namespaces of 512-byte blocks), with a view that shows one GPT
 //!   partition as the only entry of an MBR;
 //! - `gpt_disk_io`: `BlockIo` for `BlockDevice` itself (reading and writing
 //!   GPT headers and partition tables);
-//! - `embedded-io`: [`io::ByteStream`], `Read`, `Write` and `Seek` over the
+//! - `embedded-io`: `io::ByteStream`, `Read`, `Write` and `Seek` over the
 //!   namespace's bytes for byte-addressed filesystem crates.
 
 use core::fmt;
