@@ -307,3 +307,29 @@ fn a_bounce_buffer_the_device_may_still_write_is_never_used_or_freed_again() {
     drop(c);
     sim.expect_quarantined();
 }
+
+#[test]
+fn a_handle_outlives_a_reset_that_brings_the_same_namespace_back() {
+    let (sim, mut driver, id) = single(spec(2048, BLOCK as u32), Config::default());
+    let handle = driver.namespace_handle(Some(id), 1).unwrap();
+    sim.inject(bare_nvme_sim::Fault::NssrOccurred(CTRL));
+    for _ in 0..2_000 {
+        sim.advance(Duration::from_millis(1));
+        driver.tick();
+        let c = driver.controller(id).unwrap();
+        if c.reset_count() == 1 && c.state() == bare_nvme::State::Ready {
+            break;
+        }
+    }
+    assert_eq!(driver.controller(id).unwrap().reset_count(), 1, "no reset");
+    let data = pattern(2 * BLOCK, 6);
+    {
+        let mut disk =
+            BlockDevice::with_handle(&mut *driver, handle, BounceConfig::default()).unwrap();
+        disk.write(4, &data).unwrap();
+        let mut back = vec![0; data.len()];
+        disk.read(4, &mut back).unwrap();
+        assert!(back == data);
+    }
+    finish(&sim, driver);
+}

@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::event::ControllerId;
+use crate::nvme::identify::NamespaceInfo;
 use crate::nvme::{Namespace, State};
 
 /// One namespace of one controller, as it was when the handle was made:
@@ -12,14 +13,16 @@ use crate::nvme::{Namespace, State};
 /// comparisons, no device access): once the controller is removed, failed or
 /// detached, its driver entry was reused by a new attach (even of the same
 /// device in the same slot: the generation differs), or the namespace
-/// changed (gone, or a new format after a reset), the handle fails with
+/// changed (gone, or reading differently after a reset: format, size,
+/// EUI-64), the handle fails with
 /// [`Error::StaleHandle`]. A new handle must then be made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NamespaceHandle {
     controller: Option<ControllerId>,
-    nsid: u32,
-    block_shift: u8,
-    blocks: u64,
+    /// What Identify Namespace said when the handle was made: a namespace
+    /// that reads differently after a reset (another format or size,
+    /// another EUI-64) is not the one the handle was made for.
+    info: NamespaceInfo,
     max_transfer: u32,
 }
 
@@ -37,9 +40,7 @@ impl NamespaceHandle {
         }
         Ok(Self {
             controller,
-            nsid: ns.id(),
-            block_shift: ns.info.block_shift,
-            blocks: ns.blocks(),
+            info: ns.info,
             max_transfer,
         })
     }
@@ -52,22 +53,22 @@ impl NamespaceHandle {
 
     /// The namespace ID.
     pub fn nsid(&self) -> u32 {
-        self.nsid
+        self.info.nsid
     }
 
     /// Logical block size in bytes (a power of two, 512 to 64 KiB).
     pub fn block_size(&self) -> u32 {
-        1 << self.block_shift
+        1 << self.info.block_shift
     }
 
     /// log2 of the block size.
     pub fn block_shift(&self) -> u8 {
-        self.block_shift
+        self.info.block_shift
     }
 
     /// Capacity in logical blocks.
     pub fn blocks(&self) -> u64 {
-        self.blocks
+        self.info.blocks
     }
 
     /// Largest transfer one command carries, in bytes; larger requests are
@@ -86,9 +87,7 @@ impl NamespaceHandle {
     /// it was when the handle was made; else `StaleHandle`.
     pub(crate) fn check(&self, ns: Option<&Namespace>) -> Result<()> {
         match ns {
-            Some(ns) if ns.info.block_shift == self.block_shift && ns.blocks() == self.blocks => {
-                Ok(())
-            }
+            Some(ns) if ns.info == self.info => Ok(()),
             _ => Err(Error::StaleHandle),
         }
     }
