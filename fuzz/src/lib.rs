@@ -357,7 +357,7 @@ fn rule(byte: u8, times: u8) -> Option<Rule> {
     })
 }
 
-type FuzzDriver = Driver<FuzzPlatform, FuzzConfig, 2>;
+type FuzzDriver = Driver<FuzzPlatform, FuzzConfig, 2, 4, 32>;
 
 /// Whether `FUZZ_TRACE` asks for the operations to be printed (read once).
 fn tracing() -> bool {

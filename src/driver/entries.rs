@@ -22,12 +22,13 @@ pub(super) struct Reported {
 }
 
 /// One attached controller and what the driver knows and reported of it.
-pub(crate) struct Entry<P: Platform, C: ConfigRegionAccess> {
+pub(crate) struct Entry<P: Platform, C: ConfigRegionAccess, const QUEUES: usize, const DEPTH: usize>
+{
     pub(crate) id: ControllerId,
     pub(crate) address: PciAddress,
     /// Index of the hot-plug port above it, if any.
     pub(crate) port: Option<usize>,
-    pub(crate) controller: DriverController<P, C>,
+    pub(crate) controller: DriverController<P, C, QUEUES, DEPTH>,
     /// `completions_seen` at the last tick: if it moved, the device is alive.
     pub(super) last_seen: u64,
     pub(super) reported: Reported,
@@ -35,7 +36,14 @@ pub(crate) struct Entry<P: Platform, C: ConfigRegionAccess> {
     pub(super) serial: Option<IdString<20>>,
 }
 
-impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<P, C, N> {
+impl<
+        P: Platform + Clone,
+        C: ConfigRegionAccess + Clone,
+        const N: usize,
+        const QUEUES: usize,
+        const DEPTH: usize,
+    > Driver<P, C, N, QUEUES, DEPTH>
+{
     /// Attaches the NVMe function at `address` (BAR placed and enabled) as a
     /// new controller; bring-up starts at the next tick.
     pub(crate) fn attach(

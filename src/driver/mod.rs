@@ -6,6 +6,8 @@ mod pci;
 mod report;
 mod slots;
 
+use core::mem::MaybeUninit;
+use core::ptr::addr_of_mut;
 use core::time::Duration;
 
 use log::warn;
@@ -13,6 +15,7 @@ use pci_types::{ConfigRegionAccess, PciAddress};
 
 use crate::error::{Error, Result};
 use crate::event::{ControllerId, Detection, Event};
+use crate::nvme::controller::{MAX_IO_QUEUES, MAX_QUEUE_DEPTH};
 use crate::nvme::identify::IdString;
 use crate::nvme::{Config, Controller, State};
 use crate::pci::link::PciLink;
@@ -28,7 +31,12 @@ pub const MAX_EVENTS: usize = 16;
 const HISTORY: usize = 8;
 
 /// The controller type the driver hands out.
-pub type DriverController<P, C> = Controller<P, PciLink<C>>;
+pub type DriverController<
+    P,
+    C,
+    const QUEUES: usize = MAX_IO_QUEUES,
+    const DEPTH: usize = MAX_QUEUE_DEPTH,
+> = Controller<P, PciLink<C>, QUEUES, DEPTH>;
 
 /// What the embedder chooses for the whole driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,19 +70,68 @@ pub struct Driver<
     P: Platform + Clone,
     C: ConfigRegionAccess + Clone,
     const N: usize = MAX_CONTROLLERS,
+    const QUEUES: usize = MAX_IO_QUEUES,
+    const DEPTH: usize = MAX_QUEUE_DEPTH,
 > {
     pub(crate) platform: P,
     pub(crate) access: C,
     pub(crate) config: DriverConfig,
-    pub(crate) entries: [Option<Entry<P, C>>; N],
+    pub(crate) entries: [Option<Entry<P, C, QUEUES, DEPTH>>; N],
     generation: u32,
     history: heapless::Deque<(IdString<20>, ControllerId), HISTORY>,
     pub(crate) pci: pci::Pci,
     next_slot_poll: Instant,
 }
 
-impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<P, C, N> {
+impl<
+        P: Platform + Clone,
+        C: ConfigRegionAccess + Clone,
+        const N: usize,
+        const QUEUES: usize,
+        const DEPTH: usize,
+    > Driver<P, C, N, QUEUES, DEPTH>
+{
+    /// Builds the driver in `place` (a `static`, or memory from
+    /// `Box::new_uninit`) field by field, so that no value of the driver's
+    /// size is ever on the stack, and returns it there, ready for
+    /// [`Driver::scan`]. Controllers are placed into their table entries
+    /// when attached, one at a time.
+    pub fn new_in(
+        place: &mut MaybeUninit<Self>,
+        platform: P,
+        access: C,
+        config: DriverConfig,
+    ) -> &mut Self {
+        let this = place.as_mut_ptr();
+        // SAFETY: `this` points to memory valid for writes and properly
+        // aligned for `Self` (it comes from `place`). Each field is written
+        // once through a raw pointer to it (no reference to uninitialised
+        // memory is made, nothing uninitialised is read or dropped), the
+        // table entry by entry; after the last write every field is
+        // initialised, so `assume_init_mut` is sound. Nothing here panics, so
+        // no partially initialised value is left behind by unwinding.
+        unsafe {
+            addr_of_mut!((*this).platform).write(platform);
+            addr_of_mut!((*this).access).write(access);
+            addr_of_mut!((*this).config).write(config);
+            let entries =
+                addr_of_mut!((*this).entries).cast::<Option<Entry<P, C, QUEUES, DEPTH>>>();
+            for i in 0..N {
+                entries.add(i).write(None);
+            }
+            addr_of_mut!((*this).generation).write(0);
+            addr_of_mut!((*this).history).write(heapless::Deque::new());
+            addr_of_mut!((*this).pci).write(pci::Pci::new(config.root_window));
+            addr_of_mut!((*this).next_slot_poll).write(Instant::from_nanos(0));
+            place.assume_init_mut()
+        }
+    }
+
     /// A driver with nothing attached yet; call [`Driver::scan`] next.
+    ///
+    /// This returns the driver by value, and its size grows with `N`,
+    /// `QUEUES` and `DEPTH` (README's "Memory" table): for large
+    /// configurations build it where it is to live with [`Driver::new_in`].
     pub fn new(platform: P, access: C, config: DriverConfig) -> Self {
         Self {
             platform,
@@ -110,7 +167,10 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
     /// The controller `id`. Also after its removal, so that the commands it
     /// failed can still be collected with `poll`; `StaleHandle` once its entry
     /// was reused.
-    pub fn controller(&mut self, id: ControllerId) -> Result<&mut DriverController<P, C>> {
+    pub fn controller(
+        &mut self,
+        id: ControllerId,
+    ) -> Result<&mut DriverController<P, C, QUEUES, DEPTH>> {
         self.entry_mut(id).map(|e| &mut e.controller)
     }
 
@@ -124,7 +184,7 @@ impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<
             .ok_or(Error::StaleHandle)
     }
 
-    fn entry_mut(&mut self, id: ControllerId) -> Result<&mut Entry<P, C>> {
+    fn entry_mut(&mut self, id: ControllerId) -> Result<&mut Entry<P, C, QUEUES, DEPTH>> {
         self.entries
             .get_mut(id.index as usize)
             .and_then(|e| e.as_mut())

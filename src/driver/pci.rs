@@ -77,7 +77,14 @@ impl Pci {
     }
 }
 
-impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<P, C, N> {
+impl<
+        P: Platform + Clone,
+        C: ConfigRegionAccess + Clone,
+        const N: usize,
+        const QUEUES: usize,
+        const DEPTH: usize,
+    > Driver<P, C, N, QUEUES, DEPTH>
+{
     /// Walks the PCI segment; returns the NVMe functions with their bridge.
     pub(crate) fn enumerate(
         &mut self,

@@ -14,7 +14,14 @@ use crate::platform::Platform;
 /// Events of one tick.
 type Events = heapless::Vec<Event, MAX_EVENTS>;
 
-impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<P, C, N> {
+impl<
+        P: Platform + Clone,
+        C: ConfigRegionAccess + Clone,
+        const N: usize,
+        const QUEUES: usize,
+        const DEPTH: usize,
+    > Driver<P, C, N, QUEUES, DEPTH>
+{
     /// Emits what changed for entry `index`, each change once and in order
     /// (attached, ready, end, quarantine). An event that does not fit waits
     /// for the next tick, and so does everything after it.

@@ -11,7 +11,14 @@ use crate::pci::config::{Command, ConfigSpace};
 use crate::pci::slot::{LinkStatus, SlotStatus};
 use crate::platform::Platform;
 
-impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<P, C, N> {
+impl<
+        P: Platform + Clone,
+        C: ConfigRegionAccess + Clone,
+        const N: usize,
+        const QUEUES: usize,
+        const DEPTH: usize,
+    > Driver<P, C, N, QUEUES, DEPTH>
+{
     /// Reads Slot Status of every hot-plug port (one config read each; Link
     /// Status only when the link state changed) and acts on what changed:
     /// an emptied slot or a dead link is a surprise removal, a filled slot is

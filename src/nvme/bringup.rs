@@ -7,8 +7,7 @@ use crate::error::{Error, Result, Wait};
 use crate::link::{DeviceLink, Presence};
 use crate::nvme::command::{admin, cns, feature, sc, sct, SubmissionEntry};
 use crate::nvme::controller::{
-    Controller, Namespace, State, Step, ADMIN_QUEUE_DEPTH, MAX_IO_QUEUES, MAX_QUEUE_DEPTH,
-    MAX_TRANSFER_LIMIT,
+    Controller, Namespace, State, Step, ADMIN_QUEUE_DEPTH, MAX_TRANSFER_LIMIT,
 };
 use crate::nvme::identify::{self, ControllerInfo, NamespaceInfo, NamespaceRefusal};
 use crate::nvme::prp::{self, PAGE_SIZE};
@@ -34,7 +33,9 @@ enum Outcome {
     Waiting,
 }
 
-impl<P: Platform, L: DeviceLink> Controller<P, L> {
+impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
+    Controller<P, L, QUEUES, DEPTH>
+{
     /// Advances bring-up or detach by a bounded amount of work without
     /// blocking, and returns the state reached. An error means the controller
     /// failed (or vanished) and was torn down; the error is also kept in
@@ -148,7 +149,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
                 Ok(Outcome::Progress)
             }
             Step::SetQueueCount => {
-                let wanted = self.config.io_queues.clamp(1, MAX_IO_QUEUES as u16);
+                let wanted = self.config.io_queues.clamp(1, QUEUES as u16);
                 let mut sqe = SubmissionEntry::new(admin::SET_FEATURES);
                 sqe.cdw10 = feature::NUMBER_OF_QUEUES;
                 sqe.cdw11 = ((wanted as u32 - 1) << 16) | (wanted as u32 - 1);
@@ -461,7 +462,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
 
     fn start_reset(&mut self) -> Result<Outcome> {
         let cap = Cap(self.regs.read64(regs::CAP));
-        validate_cap(cap, self.regs_len)?;
+        validate_cap(cap, self.regs_len, QUEUES)?;
         self.cap = cap;
         self.state = State::Resetting;
         self.clear_subsystem_reset();
@@ -508,7 +509,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
         // only the controller's CAP.MQES can make this fail.
         let entries = (self.config.queue_depth.max(2) as u32)
             .min(self.cap.max_queue_entries())
-            .min(MAX_QUEUE_DEPTH as u32) as u16;
+            .min(DEPTH as u32) as u16;
         if entries < 2 {
             return Err(Error::BadDeviceValue {
                 field: "CAP.MQES",
@@ -532,7 +533,7 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
             }
             self.io.clear();
             for qid in 1..=count {
-                // count <= MAX_IO_QUEUES, so this always fits.
+                // count <= QUEUES, so this always fits.
                 let _ = self.io.push(QueuePair::new(qid, entries));
             }
         }
@@ -610,7 +611,7 @@ fn is_permanent(error: Error) -> bool {
 }
 
 /// Checks CAP for what the driver relies on.
-fn validate_cap(cap: Cap, regs_len: usize) -> Result<()> {
+fn validate_cap(cap: Cap, regs_len: usize, queues: usize) -> Result<()> {
     if cap.0 == u64::MAX {
         return Err(Error::DeviceRemoved);
     }
@@ -639,7 +640,7 @@ fn validate_cap(cap: Cap, regs_len: usize) -> Result<()> {
         });
     }
     // Every doorbell the driver may ring must lie inside the mapped BAR.
-    let last = regs::cq_head_doorbell(MAX_IO_QUEUES as u16, cap.doorbell_stride_exp()) + 4;
+    let last = regs::cq_head_doorbell(queues as u16, cap.doorbell_stride_exp()) + 4;
     if last > regs_len {
         return Err(Error::BadDeviceValue {
             field: "CAP.DSTRD",

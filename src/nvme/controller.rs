@@ -189,7 +189,12 @@ pub(crate) struct Ending {
 }
 
 /// An NVMe controller driven by polling.
-pub struct Controller<P: Platform, L: DeviceLink = ()> {
+pub struct Controller<
+    P: Platform,
+    L: DeviceLink = (),
+    const QUEUES: usize = MAX_IO_QUEUES,
+    const DEPTH: usize = MAX_QUEUE_DEPTH,
+> {
     pub(crate) platform: P,
     pub(crate) link: L,
     pub(crate) regs: P::Registers,
@@ -201,7 +206,7 @@ pub struct Controller<P: Platform, L: DeviceLink = ()> {
     pub(crate) admin: AdminChannel,
     /// The admin command the lifecycle waits for.
     pub(crate) admin_pending: Option<Ticket>,
-    pub(crate) io: heapless::Vec<QueuePair<MAX_QUEUE_DEPTH>, MAX_IO_QUEUES>,
+    pub(crate) io: heapless::Vec<QueuePair<DEPTH>, QUEUES>,
     pub(crate) scratch: Option<SharedMemory>,
     /// Shadow doorbell and EventIdx pages, while Doorbell Buffer Config is
     /// in effect (or about to be).
@@ -238,7 +243,9 @@ pub struct Controller<P: Platform, L: DeviceLink = ()> {
     pub(crate) came_up: bool,
 }
 
-impl<P: Platform, L: DeviceLink> Controller<P, L> {
+impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
+    Controller<P, L, QUEUES, DEPTH>
+{
     /// A controller whose registers (`regs_len` bytes of BAR0) are mapped at
     /// `regs`, reached through `link`. Nothing is touched until
     /// [`Controller::advance`] or [`Controller::bring_up`].
@@ -491,7 +498,9 @@ impl<P: Platform, L: DeviceLink> Controller<P, L> {
     }
 }
 
-impl<P: Platform, L: DeviceLink> Drop for Controller<P, L> {
+impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize> Drop
+    for Controller<P, L, QUEUES, DEPTH>
+{
     fn drop(&mut self) {
         // Stop the device before its memory goes back, even when the
         // embedder just drops the value: bounded by CAP.TO; memory the

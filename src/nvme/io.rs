@@ -121,7 +121,9 @@ pub struct Rejected {
     pub buffer: Option<DmaRegion>,
 }
 
-impl<P: Platform, L: DeviceLink> Controller<P, L> {
+impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
+    Controller<P, L, QUEUES, DEPTH>
+{
     /// Queues `op` on I/O queue `queue` with `buffer` (required for reads and
     /// writes, ignored otherwise) and the caller's `tag`. The command reaches
     /// the device at the next [`Controller::poll`] (or

@@ -2,7 +2,7 @@
 //! storage: the unit of the I/O path.
 
 use crate::error::{Error, Result};
-use crate::nvme::command::{CompletionEntry, SubmissionEntry};
+use crate::nvme::command::SubmissionEntry;
 use crate::nvme::prp::{ListArea, PAGE_SIZE};
 use crate::nvme::queue::{
     alloc_ring, CompletionRing, DoorbellBuffers, SubmissionRing, CQE_SIZE, SQE_SIZE,
@@ -218,12 +218,9 @@ impl<const N: usize> QueuePair<N> {
                 self.faults.bad_sq_head += 1;
                 continue;
             }
-            let finished = self.tracker.complete(
-                cqe.cid,
-                take,
-                |opcode| result_of(&cqe, opcode),
-                &mut deliver,
-            );
+            let finished =
+                self.tracker
+                    .complete(cqe.cid, cqe.status >> 1, cqe.dw0, take, &mut deliver);
             if finished == Finished::Unknown {
                 self.faults.unknown_cid += 1;
                 continue;
@@ -260,18 +257,4 @@ fn sq_phys(sq: &SubmissionRing) -> u64 {
 
 fn cq_phys(cq: &CompletionRing) -> u64 {
     cq.phys().as_u64()
-}
-
-/// The caller-visible result of a completion.
-pub(crate) fn result_of(cqe: &CompletionEntry, opcode: u8) -> Result<u32> {
-    // Success (status field 0) is by far the common case: no decoding.
-    if cqe.status >> 1 == 0 {
-        return Ok(cqe.dw0);
-    }
-    let status = cqe.status();
-    if status.is_success() {
-        Ok(cqe.dw0)
-    } else {
-        Err(Error::CommandFailed { status, opcode })
-    }
 }

@@ -44,7 +44,9 @@ pub(crate) struct PendingAbort {
     ticket: Ticket,
 }
 
-impl<P: Platform, L: DeviceLink> Controller<P, L> {
+impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
+    Controller<P, L, QUEUES, DEPTH>
+{
     /// One CSTS read when the controller looks healthy; when it does not, a
     /// second read (one odd read can be a glitch on the bus, counted in
     /// [`Controller::glitches`]) and then configuration space to tell a

@@ -102,14 +102,14 @@ impl SharedMemory {
     /// what gets parsed: the device cannot change it under the parser.
     pub(crate) fn copy_out(&self, offset: usize, dst: &mut [u8]) -> usize {
         let n = self.len().saturating_sub(offset).min(dst.len());
-        let mut chunks = dst[..n].chunks_exact_mut(8);
+        let mut chunks = dst[..n].chunks_exact_mut(BLOCK);
         let mut at = offset;
         for chunk in &mut chunks {
-            // `[u8; 8]` needs no alignment: one access per 8 bytes.
-            if let Some(word) = self.at::<[u8; 8]>(at) {
-                chunk.copy_from_slice(&word.read());
+            // `[u8; BLOCK]` needs no alignment: few bounds checks per page.
+            if let Some(block) = self.at::<[u8; BLOCK]>(at) {
+                chunk.copy_from_slice(&block.read());
             }
-            at += 8;
+            at += BLOCK;
         }
         for byte in chunks.into_remainder() {
             if let Some(b) = self.at::<u8>(at) {
@@ -125,9 +125,9 @@ impl SharedMemory {
     pub(crate) fn zero(&self) {
         let len = self.len();
         let mut at = 0;
-        while at + 8 <= len {
-            self.write(at, [0u8; 8]);
-            at += 8;
+        while at + BLOCK <= len {
+            self.write(at, [0u8; BLOCK]);
+            at += BLOCK;
         }
         while at < len {
             self.write(at, 0u8);
@@ -135,6 +135,9 @@ impl SharedMemory {
         }
     }
 }
+
+/// Bytes per volatile access of the bulk copies.
+const BLOCK: usize = 64;
 
 #[cfg(test)]
 mod tests {

@@ -22,7 +22,9 @@ use crate::nvme::controller::{Controller, Ending, State, Step};
 use crate::nvme::regs::{self, Cap, Cc, Csts};
 use crate::platform::{DmaRegion, Instant, Platform, RegisterAccess};
 
-impl<P: Platform, L: DeviceLink> Controller<P, L> {
+impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
+    Controller<P, L, QUEUES, DEPTH>
+{
     /// Starts the end of the controller in `end` (removed, failed or
     /// detached): fails every outstanding caller command once with `error`,
     /// then stops the device's DMA (see the module docs). Most teardowns get

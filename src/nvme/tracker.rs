@@ -9,57 +9,76 @@ use heapless::Deque;
 
 use crate::error::Error;
 use crate::platform::{DmaRegion, Instant};
+use crate::spec::command::Status;
 
 /// Bits of a CID that index the table.
 pub const INDEX_BITS: u32 = 10;
 const INDEX_MASK: u16 = (1 << INDEX_BITS) - 1;
 const GENERATION_MASK: u8 = (1 << (16 - INDEX_BITS)) - 1;
 
-/// What a slot holds.
+/// What a slot holds; a done slot also says how to read its `value`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SlotState {
     /// Unused.
     Free,
     /// Submitted, awaiting its completion.
     InFlight,
-    /// Completed (or failed by the driver), awaiting delivery to the caller.
-    Done,
+    /// Completed successfully; `value` is Dword 0 of the completion.
+    Succeeded,
+    /// Completed with an error status; `value` is the completion's status
+    /// field (without the phase bit).
+    DeviceError,
+    /// Failed by the driver; `value` indexes the table's failure list.
+    Failed,
 }
 
-/// One command's bookkeeping.
+impl SlotState {
+    /// Completed (or failed by the driver), awaiting delivery.
+    fn is_done(self) -> bool {
+        matches!(
+            self,
+            SlotState::Succeeded | SlotState::DeviceError | SlotState::Failed
+        )
+    }
+}
+
+/// One command's bookkeeping, kept small (48 bytes on 64-bit targets): the
+/// result is stored as a state and a 32-bit value, never as an `Error`.
 #[derive(Debug)]
 pub(crate) struct Slot {
+    /// The caller's buffer, held while the device may access it.
+    pub(crate) buffer: Option<DmaRegion>,
+    pub(crate) tag: u64,
+    pub(crate) deadline: Instant,
+    value: u32,
     pub(crate) state: SlotState,
     generation: u8,
     pub(crate) opcode: u8,
-    pub(crate) tag: u64,
-    pub(crate) deadline: Instant,
-    /// The caller's buffer, held while the device may access it.
-    pub(crate) buffer: Option<DmaRegion>,
-    pub(crate) result: Result<u32, Error>,
     /// Issued by a blocking wrapper: never delivered through `poll`.
     pub(crate) internal: bool,
 }
 
-impl Slot {
-    const EMPTY: Slot = Slot {
-        state: SlotState::Free,
-        generation: 0,
-        opcode: 0,
-        tag: 0,
-        deadline: Instant::from_nanos(0),
-        buffer: None,
-        result: Ok(0),
-        internal: false,
-    };
+/// Distinct errors that failed commands not yet delivered. Every reset and
+/// the one teardown of a controller fail commands once each, and a
+/// controller is given up after `MAX_RESETS` resets in a row, so this many
+/// always suffice; failures with an error already listed share its entry.
+const FAILURES: usize = crate::nvme::recovery::MAX_RESETS as usize + 1;
+
+/// An error that failed commands, and how many of them are undelivered.
+#[derive(Debug, Clone, Copy)]
+struct Failure {
+    error: Error,
+    undelivered: u16,
 }
 
-/// Fixed-capacity command table with `N` slots (`N <= 1 << INDEX_BITS`).
+/// Fixed-capacity command table with up to `N` slots (`N <= 1 << INDEX_BITS`).
+/// Only the slots a queue can use are initialised.
 #[derive(Debug)]
 pub(crate) struct Tracker<const N: usize> {
-    slots: [Slot; N],
+    slots: heapless::Vec<Slot, N>,
     free: heapless::Vec<u16, N>,
     done: Deque<u16, N>,
+    failures: heapless::Vec<Failure, FAILURES>,
     in_flight: usize,
     /// No command in flight has a deadline before this (a lower bound), so
     /// `overdue` scans the table only once a deadline may have passed.
@@ -73,15 +92,28 @@ impl<const N: usize> Tracker<N> {
     pub(crate) fn new(capacity: usize) -> Self {
         #[allow(clippy::let_unit_value)]
         let () = Self::FITS;
+        let capacity = capacity.min(N);
+        let mut slots = heapless::Vec::new();
         let mut free = heapless::Vec::new();
-        // Lowest index on top, so a lightly loaded queue reuses hot slots.
-        for i in (0..capacity.min(N) as u16).rev() {
-            let _ = free.push(i);
+        for i in 0..capacity {
+            let _ = slots.push(Slot {
+                buffer: None,
+                tag: 0,
+                deadline: Instant::from_nanos(0),
+                value: 0,
+                state: SlotState::Free,
+                generation: 0,
+                opcode: 0,
+                internal: false,
+            });
+            // Lowest index on top, so a lightly loaded queue reuses hot slots.
+            let _ = free.push((capacity - 1 - i) as u16);
         }
         Self {
-            slots: [const { Slot::EMPTY }; N],
+            slots,
             free,
             done: Deque::new(),
+            failures: heapless::Vec::new(),
             in_flight: 0,
             next_deadline: Instant::from_nanos(u64::MAX),
         }
@@ -104,7 +136,6 @@ impl<const N: usize> Tracker<N> {
         slot.opcode = opcode;
         slot.tag = tag;
         slot.deadline = deadline;
-        slot.result = Ok(0);
         slot.internal = internal;
         slot.buffer = buffer.take();
         self.in_flight += 1;
@@ -114,7 +145,7 @@ impl<const N: usize> Tracker<N> {
 
     /// Gives back a slot that was allocated but never submitted.
     pub(crate) fn cancel(&mut self, cid: u16) -> Option<DmaRegion> {
-        let index = self.lookup(cid, SlotState::InFlight)?;
+        let index = self.lookup_in_flight(cid)?;
         let slot = &mut self.slots[index];
         slot.state = SlotState::Free;
         self.in_flight -= 1;
@@ -122,77 +153,67 @@ impl<const N: usize> Tracker<N> {
         slot.buffer.take()
     }
 
-    fn lookup(&self, cid: u16, state: SlotState) -> Option<usize> {
+    fn lookup(&self, cid: u16, state: impl Fn(SlotState) -> bool) -> Option<usize> {
         let index = (cid & INDEX_MASK) as usize;
         let slot = self.slots.get(index)?;
-        (slot.state == state && slot.generation as u16 == cid >> INDEX_BITS).then_some(index)
+        (state(slot.state) && slot.generation as u16 == cid >> INDEX_BITS).then_some(index)
+    }
+
+    fn lookup_in_flight(&self, cid: u16) -> Option<usize> {
+        self.lookup(cid, |s| s == SlotState::InFlight)
+    }
+
+    fn lookup_done(&self, cid: u16) -> Option<usize> {
+        self.lookup(cid, SlotState::is_done)
     }
 
     /// The slot of an in-flight command, or `None` when `cid` names no
     /// command in flight (the device sent garbage or a duplicate).
     pub(crate) fn in_flight_mut(&mut self, cid: u16) -> Option<&mut Slot> {
-        let index = self.lookup(cid, SlotState::InFlight)?;
+        let index = self.lookup_in_flight(cid)?;
         Some(&mut self.slots[index])
     }
 
-    /// Marks an in-flight command done with `result`; it waits in the done
-    /// queue until delivered. Returns false for an unknown CID.
-    pub(crate) fn finish(&mut self, cid: u16, result: Result<u32, Error>) -> bool {
-        self.finish_with(cid, |_| result)
-    }
-
-    /// Like [`Tracker::finish`], with the result computed from the
-    /// command's opcode (one lookup for the whole completion).
-    pub(crate) fn finish_with(
-        &mut self,
-        cid: u16,
-        result: impl FnOnce(u8) -> Result<u32, Error>,
-    ) -> bool {
-        let Some(index) = self.lookup(cid, SlotState::InFlight) else {
-            return false;
-        };
-        let slot = &mut self.slots[index];
-        slot.state = SlotState::Done;
-        slot.result = result(slot.opcode);
-        self.in_flight -= 1;
-        // Cannot overflow: at most N slots are done at once.
-        let _ = self
-            .done
-            .push_back(index as u16 | (slot.generation as u16) << INDEX_BITS);
-        true
-    }
-
-    /// Completes an in-flight command with the result computed from its
-    /// opcode. A command from a caller (not `internal`) is handed back at
-    /// once when `take` is set, freeing its slot; otherwise it waits in the
-    /// done queue. One lookup for the whole completion.
+    /// Completes an in-flight command with a completion's status field
+    /// (without the phase bit) and Dword 0. A command from a caller (not
+    /// `internal`) is handed back at once when `take` is set, freeing its
+    /// slot; otherwise it waits in the done queue. One lookup for the whole
+    /// completion.
     pub(crate) fn complete(
         &mut self,
         cid: u16,
+        status: u16,
+        dw0: u32,
         take: bool,
-        result: impl FnOnce(u8) -> Result<u32, Error>,
         deliver: impl FnOnce(Delivered),
     ) -> Finished {
-        let Some(index) = self.lookup(cid, SlotState::InFlight) else {
+        let Some(index) = self.lookup_in_flight(cid) else {
             return Finished::Unknown;
         };
         let slot = &mut self.slots[index];
-        let result = result(slot.opcode);
+        self.in_flight -= 1;
+        // Success (status field 0) is by far the common case: no decoding.
+        let failed = status != 0 && !Status::from_field(status).is_success();
         if !take || slot.internal {
-            slot.state = SlotState::Done;
-            slot.result = result;
-            self.in_flight -= 1;
+            (slot.state, slot.value) = if failed {
+                (SlotState::DeviceError, status as u32)
+            } else {
+                (SlotState::Succeeded, dw0)
+            };
             // Cannot overflow: at most N slots are done at once.
             let _ = self.done.push_back(cid);
             return Finished::Queued;
         }
         slot.state = SlotState::Free;
-        self.in_flight -= 1;
         let _ = self.free.push(index as u16);
         deliver(Delivered {
             cid,
             tag: slot.tag,
-            result,
+            result: if failed {
+                Err(device_error(status, slot.opcode))
+            } else {
+                Ok(dw0)
+            },
             buffer: slot.buffer.take(),
             internal: false,
         });
@@ -225,14 +246,26 @@ impl<const N: usize> Tracker<N> {
     }
 
     fn take(&mut self, cid: u16) -> Option<Delivered> {
-        let index = self.lookup(cid, SlotState::Done)?;
+        let index = self.lookup_done(cid)?;
         let slot = &mut self.slots[index];
+        let result = match slot.state {
+            SlotState::Succeeded => Ok(slot.value),
+            SlotState::DeviceError => Err(device_error(slot.value as u16, slot.opcode)),
+            _ => {
+                let failure = self.failures.get_mut(slot.value as usize);
+                let error = failure.as_ref().map_or(Error::Aborted, |f| f.error);
+                if let Some(f) = failure {
+                    f.undelivered = f.undelivered.saturating_sub(1);
+                }
+                Err(error)
+            }
+        };
         slot.state = SlotState::Free;
         let _ = self.free.push(index as u16);
         Some(Delivered {
             cid,
             tag: slot.tag,
-            result: slot.result,
+            result,
             buffer: slot.buffer.take(),
             internal: slot.internal,
         })
@@ -256,17 +289,49 @@ impl<const N: usize> Tracker<N> {
     /// Fails every in-flight command with `error`, each exactly once. Returns
     /// how many were failed.
     pub(crate) fn fail_all(&mut self, error: Error) -> usize {
+        if self.in_flight == 0 {
+            return 0;
+        }
+        let entry = self.failure_entry(error);
         let mut failed = 0;
-        for index in 0..N {
-            let slot = &self.slots[index];
+        for (index, slot) in self.slots.iter_mut().enumerate() {
             if slot.state == SlotState::InFlight {
-                let cid = index as u16 | (slot.generation as u16) << INDEX_BITS;
-                if self.finish(cid, Err(error)) {
-                    failed += 1;
-                }
+                slot.state = SlotState::Failed;
+                slot.value = entry as u32;
+                // Cannot overflow: at most N slots are done at once.
+                let _ = self
+                    .done
+                    .push_back(index as u16 | (slot.generation as u16) << INDEX_BITS);
+                failed += 1;
             }
         }
+        self.in_flight -= failed;
+        if let Some(f) = self.failures.get_mut(entry) {
+            f.undelivered = f.undelivered.saturating_add(failed as u16);
+        }
         failed
+    }
+
+    /// The failure list entry for `error`: the one already holding it, else
+    /// one whose commands were all delivered, else a new one. Should all be
+    /// taken by other undelivered errors (more distinct causes than a
+    /// controller's resets and teardown produce), the newest entry is shared.
+    fn failure_entry(&mut self, error: Error) -> usize {
+        if let Some(i) = self.failures.iter().position(|f| f.error == error) {
+            return i;
+        }
+        let fresh = Failure {
+            error,
+            undelivered: 0,
+        };
+        if let Some(i) = self.failures.iter().position(|f| f.undelivered == 0) {
+            self.failures[i] = fresh;
+            return i;
+        }
+        match self.failures.push(fresh) {
+            Ok(()) => self.failures.len() - 1,
+            Err(_) => FAILURES - 1,
+        }
     }
 
     /// Hands the buffers of every command not yet delivered to `keep`
@@ -306,6 +371,14 @@ impl<const N: usize> Tracker<N> {
     }
 }
 
+/// The error of a command the device completed with status field `status`.
+fn device_error(status: u16, opcode: u8) -> Error {
+    Error::CommandFailed {
+        status: Status::from_field(status),
+        opcode,
+    }
+}
+
 /// What [`Tracker::complete`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Finished {
@@ -331,14 +404,62 @@ pub(crate) struct Delivered {
 mod tests {
     use super::*;
 
+    fn finish<const N: usize>(t: &mut Tracker<N>, cid: u16) -> bool {
+        t.complete(cid, 0, 0, false, |_| {}) != Finished::Unknown
+    }
+
+    #[test]
+    fn a_slot_takes_at_most_48_bytes() {
+        #[cfg(target_pointer_width = "64")]
+        assert!(
+            core::mem::size_of::<Slot>() <= 48,
+            "{}",
+            core::mem::size_of::<Slot>()
+        );
+    }
+
+    #[test]
+    fn each_failed_batch_keeps_its_own_error() {
+        let mut t: Tracker<8> = Tracker::new(8);
+        let at = Instant::from_nanos(0);
+        let a = t.allocate(1, 1, at, false, &mut None).unwrap();
+        assert_eq!(t.fail_all(Error::Aborted), 1);
+        let b = t.allocate(1, 2, at, false, &mut None).unwrap();
+        let timeout = Error::timeout(
+            crate::error::Wait::IoCommand,
+            core::time::Duration::from_secs(1),
+        );
+        assert_eq!(t.fail_all(timeout), 1);
+        let c = t.allocate(2, 3, at, false, &mut None).unwrap();
+        assert_eq!(t.complete(c, 0x4, 0, false, |_| {}), Finished::Queued);
+        let d = t.allocate(2, 4, at, false, &mut None).unwrap();
+        assert_eq!(t.complete(d, 0, 77, false, |_| {}), Finished::Queued);
+        assert_eq!(t.fail_all(Error::DeviceRemoved), 0, "nothing in flight");
+        assert_eq!(t.take_done_cid(b).unwrap().result, Err(timeout));
+        assert_eq!(t.take_done_cid(a).unwrap().result, Err(Error::Aborted));
+        assert_eq!(
+            t.take_done_cid(c).unwrap().result,
+            Err(device_error(0x4, 2))
+        );
+        assert_eq!(t.take_done_cid(d).unwrap().result, Ok(77));
+        // Delivered failures free their entry for another cause.
+        let e = t.allocate(1, 5, at, false, &mut None).unwrap();
+        assert_eq!(t.fail_all(Error::DeviceRemoved), 1);
+        assert_eq!(
+            t.take_done_cid(e).unwrap().result,
+            Err(Error::DeviceRemoved)
+        );
+        assert!(t.failures.len() <= 2, "entries are reused");
+    }
+
     #[test]
     fn stale_and_duplicate_cids_are_rejected() {
         let mut t: Tracker<4> = Tracker::new(4);
         let cid = t
             .allocate(2, 7, Instant::from_nanos(10), false, &mut None)
             .unwrap();
-        assert!(t.finish(cid, Ok(0)));
-        assert!(!t.finish(cid, Ok(0)), "duplicate completion");
+        assert!(finish(&mut t, cid));
+        assert!(!finish(&mut t, cid), "duplicate completion");
         let d = t.take_done().unwrap();
         assert_eq!((d.cid, d.tag), (cid, 7));
         let again = t
@@ -346,8 +467,8 @@ mod tests {
             .unwrap();
         assert_eq!(again & INDEX_MASK, cid & INDEX_MASK, "slot reused");
         assert_ne!(again, cid, "with a new generation");
-        assert!(!t.finish(cid, Ok(0)), "stale CID");
-        assert!(!t.finish(0x3FF, Ok(0)), "index out of range");
+        assert!(!finish(&mut t, cid), "stale CID");
+        assert!(!finish(&mut t, 0x3FF), "index out of range");
     }
 
     #[test]
@@ -378,7 +499,7 @@ mod tests {
         assert_eq!(t.overdue(at(5)), None);
         assert_eq!(t.overdue(at(15)), Some(a));
         assert_eq!(t.overdue(at(15)), Some(a), "still in flight, still overdue");
-        t.finish(a, Ok(0));
+        finish(&mut t, a);
         assert_eq!(t.overdue(at(15)), None);
         let c = t.allocate(1, 3, at(12), false, &mut None).unwrap();
         assert_eq!(
@@ -386,7 +507,7 @@ mod tests {
             Some(c),
             "an earlier deadline added later"
         );
-        t.finish(c, Ok(0));
+        finish(&mut t, c);
         assert_eq!(t.overdue(at(19)), None);
         assert_eq!(t.overdue(at(25)), Some(b));
     }
@@ -404,7 +525,7 @@ mod tests {
             .allocate(1, 3, Instant::from_nanos(0), false, &mut None)
             .unwrap();
         for cid in [a, b, c] {
-            t.finish(cid, Ok(0));
+            finish(&mut t, cid);
         }
         assert_eq!(t.take_done_cid(b).unwrap().tag, 2);
         assert_eq!(t.take_done().unwrap().tag, 1);

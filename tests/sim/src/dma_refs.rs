@@ -7,7 +7,6 @@ use bare_nvme::nvme::command::{admin, nvm, SubmissionEntry};
 use bare_nvme::DmaRegion;
 
 use crate::controller::{Controller, Env};
-use crate::counters::Stats;
 use crate::memory::Arena;
 use crate::prp;
 use crate::state::State;
@@ -78,10 +77,9 @@ impl Controller {
         }
         let len = self.transfer_len(sqid, sqe);
         let mut lists = Vec::new();
-        let mut scratch = Stats::default();
         let segs = prp::walk(
             mem,
-            &mut scratch,
+            &mut (),
             sqe.prp1,
             sqe.prp2,
             len,

@@ -266,23 +266,23 @@ impl Topology {
         device: u8,
         function: u8,
     ) -> Option<usize> {
-        let children = self
+        // Cheap tests first: `reachable` walks up the tree.
+        let mut children = self
             .nodes
             .iter()
             .enumerate()
-            .filter(|(i, n)| n.parent == parent && n.present && self.reachable(*i));
+            .filter(|(_, n)| n.parent == parent && n.present);
         if bus == this_bus {
             return children
-                .filter(|(_, n)| n.device == device && n.function == function)
-                .map(|(i, _)| i)
-                .next();
+                .find(|(i, n)| n.device == device && n.function == function && self.reachable(*i))
+                .map(|(i, _)| i);
         }
         for (i, n) in children {
             if !self.is_bridge(i) {
                 continue;
             }
             let (sec, sub) = n.cfg.bus_range();
-            if sec == 0 || sec <= this_bus || bus < sec || bus > sub {
+            if sec == 0 || sec <= this_bus || bus < sec || bus > sub || !self.reachable(i) {
                 continue;
             }
             // A PCIe link reaches device 0 only.
@@ -304,12 +304,12 @@ impl Topology {
             let Kind::Nvme(ctrl) = n.kind else {
                 return None;
             };
-            if !self.reachable(i) || n.cfg.command() & cmd::MEMORY == 0 {
+            if n.cfg.command() & cmd::MEMORY == 0 {
                 return None;
             }
             let base = n.cfg.bar64_addr();
             let offset = addr.checked_sub(base)?;
-            if offset >= bar_len(ctrl) || !self.forwarded(n.parent, addr) {
+            if offset >= bar_len(ctrl) || !self.reachable(i) || !self.forwarded(n.parent, addr) {
                 return None;
             }
             Some((i, offset))

@@ -10,6 +10,29 @@ use crate::memory::Arena;
 /// PRP Offset Invalid (generic status 0x13).
 pub(crate) const PRP_OFFSET_INVALID: u8 = 0x13;
 
+/// Where a walk reports what it finds wrong.
+pub(crate) trait Report {
+    /// A rule of the protocol the driver broke.
+    fn protocol(&mut self, what: String);
+    /// A list entry outside every live allocation.
+    fn wild_dma(&mut self);
+}
+
+impl Report for Stats {
+    fn protocol(&mut self, what: String) {
+        Stats::protocol(self, what);
+    }
+    fn wild_dma(&mut self) {
+        self.c.wild_dma += 1;
+    }
+}
+
+/// Walks that only want the memory a command names report nothing.
+impl Report for () {
+    fn protocol(&mut self, _: String) {}
+    fn wild_dma(&mut self) {}
+}
+
 /// The segments `(phys, len)` a transfer of `len` bytes covers.
 pub(crate) fn segments(
     mem: &Arena,
@@ -23,10 +46,10 @@ pub(crate) fn segments(
 }
 
 /// [`segments`], also collecting the address of every PRP list entry read
-/// into `lists`.
+/// into `lists`; each broken rule goes to `report`.
 pub(crate) fn walk(
     mem: &Arena,
-    stats: &mut Stats,
+    report: &mut impl Report,
     prp1: u64,
     prp2: u64,
     len: usize,
@@ -40,7 +63,7 @@ pub(crate) fn walk(
     }
     let page_u = page as u64;
     if prp1 & 3 != 0 {
-        stats.protocol(format!("PRP1 {prp1:#x} is not dword aligned"));
+        report.protocol(format!("PRP1 {prp1:#x} is not dword aligned"));
         return Err(bad_offset);
     }
     let first = len.min(page - (prp1 % page_u) as usize);
@@ -51,14 +74,14 @@ pub(crate) fn walk(
     }
     if rem <= page {
         if prp2 % page_u != 0 {
-            stats.protocol(format!("PRP2 {prp2:#x} (second page) has an offset"));
+            report.protocol(format!("PRP2 {prp2:#x} (second page) has an offset"));
             return Err(bad_offset);
         }
         segs.push((prp2, rem));
         return Ok(segs);
     }
     if prp2 & 7 != 0 {
-        stats.protocol(format!("PRP list pointer {prp2:#x} is not qword aligned"));
+        report.protocol(format!("PRP list pointer {prp2:#x} is not qword aligned"));
         return Err(bad_offset);
     }
     let mut entry = prp2;
@@ -68,14 +91,14 @@ pub(crate) fn walk(
     while rem > 0 {
         budget = budget.saturating_sub(1);
         if budget == 0 {
-            stats.protocol("PRP list longer than the transfer".into());
+            report.protocol("PRP list longer than the transfer".into());
             return Err(Status::new(sct::GENERIC, sc::INVALID_FIELD));
         }
         lists.push(entry);
         let value = match mem.read_u64(entry) {
             Ok(v) => v,
             Err(_) => {
-                stats.c.wild_dma += 1;
+                report.wild_dma();
                 return Err(Status::new(sct::GENERIC, sc::DATA_TRANSFER_ERROR));
             }
         };
@@ -83,7 +106,7 @@ pub(crate) fn walk(
         if last_in_page && rem > page {
             // The last entry of a list page chains to the next list page.
             if value % page_u != 0 {
-                stats.protocol(format!(
+                report.protocol(format!(
                     "PRP list chain pointer {value:#x} is not page aligned"
                 ));
                 return Err(bad_offset);
@@ -92,7 +115,7 @@ pub(crate) fn walk(
             continue;
         }
         if value % page_u != 0 {
-            stats.protocol(format!("PRP list entry {value:#x} has an offset"));
+            report.protocol(format!("PRP list entry {value:#x} has an offset"));
             return Err(bad_offset);
         }
         let n = rem.min(page);
