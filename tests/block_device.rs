@@ -156,8 +156,8 @@ fn requests_are_validated_whole_before_any_command() {
 }
 
 /// Ticks `driver` until `done` holds for an event (bounded).
-fn tick_for<const N: usize>(
-    driver: &mut Driver<SimPlatform, SimConfig, N>,
+fn tick_for<const N: usize, const Q: usize, const D: usize>(
+    driver: &mut Driver<SimPlatform, SimConfig, N, Q, D>,
     sim: &Sim,
     mut done: impl FnMut(&Event) -> bool,
 ) -> Event {
@@ -173,8 +173,8 @@ fn tick_for<const N: usize>(
 #[test]
 fn a_handle_is_stale_after_a_removal_and_after_a_reattach_of_the_same_slot() {
     let sim = Sim::single(spec(2048, BLOCK as u32).serial("first"));
-    // One entry: the re-attach reuses it.
-    let mut driver: Box<Driver<SimPlatform, SimConfig, 1>> = Box::new(Driver::new(
+    // One entry (the re-attach reuses it), one queue of 32 entries.
+    let mut driver: Box<Driver<SimPlatform, SimConfig, 1, 1, 32>> = Box::new(Driver::new(
         sim.platform(),
         sim.config_access(),
         DriverConfig::default(),
@@ -223,7 +223,10 @@ fn a_handle_is_stale_after_a_removal_and_after_a_reattach_of_the_same_slot() {
 
 /// A controller driven without the driver, on `sim`'s controller 0, with
 /// memory decoding and bus mastering turned on as firmware would.
-fn standalone(sim: &Sim, config: Config) -> Controller<SimPlatform> {
+fn standalone<const Q: usize, const D: usize>(
+    sim: &Sim,
+    config: Config,
+) -> Controller<SimPlatform, (), Q, D> {
     let access = sim.config_access();
     let address = sim.address(CTRL).expect("function");
     // As firmware would: memory decoding and bus mastering on.
@@ -242,7 +245,8 @@ fn standalone(sim: &Sim, config: Config) -> Controller<SimPlatform> {
 #[test]
 fn a_standalone_controller_serves_a_block_device_until_it_is_detached() {
     let sim = Sim::single(spec(2048, BLOCK as u32));
-    let mut c = standalone(&sim, small_transfers());
+    // Small capacities: one queue of 16 entries.
+    let mut c = standalone::<1, 16>(&sim, small_transfers());
     c.bring_up().unwrap();
     let data = pattern(96 << 10, 4);
     let handle = c.namespace_handle(None, 1).unwrap();
@@ -274,7 +278,7 @@ fn a_handle_of_a_driver_controller_is_refused_by_a_standalone_one() {
 #[test]
 fn a_bounce_buffer_the_device_may_still_write_is_never_used_or_freed_again() {
     let sim = Sim::single(spec(2048, BLOCK as u32));
-    let mut c = standalone(
+    let mut c = standalone::<4, 256>(
         &sim,
         Config {
             io_timeout: Duration::from_millis(50),

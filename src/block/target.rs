@@ -70,10 +70,10 @@ pub trait BlockTarget: sealed::Sealed {
 
 /// The controller `handle` was made on, checked to be serving the same
 /// namespace still.
-fn checked<'c, P: Platform, L: DeviceLink>(
-    c: &'c mut Controller<P, L>,
+fn checked<'c, P: Platform, L: DeviceLink, const Q: usize, const D: usize>(
+    c: &'c mut Controller<P, L, Q, D>,
     handle: &NamespaceHandle,
-) -> Result<&'c mut Controller<P, L>> {
+) -> Result<&'c mut Controller<P, L, Q, D>> {
     if c.state().is_finished() {
         return Err(Error::StaleHandle);
     }
@@ -83,8 +83,8 @@ fn checked<'c, P: Platform, L: DeviceLink>(
     Ok(c)
 }
 
-fn handle_on<P: Platform, L: DeviceLink>(
-    c: &mut Controller<P, L>,
+fn handle_on<P: Platform, L: DeviceLink, const Q: usize, const D: usize>(
+    c: &mut Controller<P, L, Q, D>,
     id: Option<ControllerId>,
     nsid: u32,
 ) -> Result<NamespaceHandle> {
@@ -94,8 +94,8 @@ fn handle_on<P: Platform, L: DeviceLink>(
     NamespaceHandle::new(id, c.state(), &ns, max_transfer)
 }
 
-fn transfer_on<P: Platform, L: DeviceLink>(
-    c: &mut Controller<P, L>,
+fn transfer_on<P: Platform, L: DeviceLink, const Q: usize, const D: usize>(
+    c: &mut Controller<P, L, Q, D>,
     handle: &NamespaceHandle,
     lba: u64,
     phys: PhysAddr,
@@ -111,9 +111,14 @@ fn transfer_on<P: Platform, L: DeviceLink>(
     )
 }
 
-impl<P: Platform, L: DeviceLink> sealed::Sealed for Controller<P, L> {}
+impl<P: Platform, L: DeviceLink, const Q: usize, const D: usize> sealed::Sealed
+    for Controller<P, L, Q, D>
+{
+}
 
-impl<P: Platform, L: DeviceLink> BlockTarget for Controller<P, L> {
+impl<P: Platform, L: DeviceLink, const Q: usize, const D: usize> BlockTarget
+    for Controller<P, L, Q, D>
+{
     type Platform = P;
 
     fn platform(&self) -> &P {
@@ -152,25 +157,42 @@ impl<P: Platform, L: DeviceLink> BlockTarget for Controller<P, L> {
     }
 }
 
-impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> sealed::Sealed
-    for Driver<P, C, N>
+impl<
+        P: Platform + Clone,
+        C: ConfigRegionAccess + Clone,
+        const N: usize,
+        const Q: usize,
+        const D: usize,
+    > sealed::Sealed for Driver<P, C, N, Q, D>
 {
 }
 
-impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> Driver<P, C, N> {
+impl<
+        P: Platform + Clone,
+        C: ConfigRegionAccess + Clone,
+        const N: usize,
+        const Q: usize,
+        const D: usize,
+    > Driver<P, C, N, Q, D>
+{
     /// The controller a handle names: `StaleHandle` when the handle was made
     /// without the driver or its entry now holds another attach.
     fn handle_controller(
         &mut self,
         handle: &NamespaceHandle,
-    ) -> Result<&mut crate::driver::DriverController<P, C>> {
+    ) -> Result<&mut crate::driver::DriverController<P, C, Q, D>> {
         let id = handle.controller().ok_or(Error::StaleHandle)?;
         self.controller(id)
     }
 }
 
-impl<P: Platform + Clone, C: ConfigRegionAccess + Clone, const N: usize> BlockTarget
-    for Driver<P, C, N>
+impl<
+        P: Platform + Clone,
+        C: ConfigRegionAccess + Clone,
+        const N: usize,
+        const Q: usize,
+        const D: usize,
+    > BlockTarget for Driver<P, C, N, Q, D>
 {
     type Platform = P;
 
