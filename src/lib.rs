@@ -12,6 +12,8 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod adapters;
+pub mod block;
 mod driver;
 pub mod error;
 mod event;

@@ -317,7 +317,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         })
     }
 
-    fn transfer_blocking(
+    pub(crate) fn transfer_blocking(
         &mut self,
         nsid: u32,
         lba: u64,

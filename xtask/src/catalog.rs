@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::board::Board;
 use crate::machine::{Disk, Machine};
-use crate::paths;
 use crate::scenario::{Scenario, Step};
+use crate::{fs_disks, paths};
 
 /// Size of the test disk images.
 pub const DISK_BYTES: u64 = 64 << 20;
@@ -96,6 +96,7 @@ pub fn all() -> Vec<Scenario> {
         hot_plug(),
         power_and_bring_up(),
         health(),
+        filesystem(),
     ];
     groups
         .into_iter()
@@ -474,6 +475,44 @@ fn health() -> Vec<Scenario> {
         )
         .expect("namespace_events", "removed,added")
         .expect("namespace_data", "kept")
+        .expect("dma_regions", "0")
+        .expect("dma_bytes", "0"),
+    ]
+}
+
+/// A FAT32 filesystem on a GPT disk the host made, used by the guest
+/// through the block device and its adapters, and pulled while written.
+fn filesystem() -> Vec<Scenario> {
+    vec![
+        Scenario::new(
+            "fs-files",
+            "GPT + FAT32 made on the host: the guest finds the partition, lists it, reads and \
+             checks two files, writes NEW.BIN, flushes; the host checks NEW.BIN byte for byte; \
+             bounce-buffer and zero-copy throughput",
+            Machine::standard(fs_disks::disk("fs-files")),
+            &format!(
+                "scenario=fs mode=files new_bytes={} bench_mib=16",
+                fs_disks::NEW_BYTES
+            ),
+        )
+        .before(fs_disks::make_files)
+        .after(fs_disks::check_files)
+        .expect("partition_first", "2048")
+        .expect("files", "BIG.BIN,HELLO.TXT")
+        .expect("read_verified", "ok")
+        .expect("written", "ok")
+        .expect("flush", "ok")
+        .expect("dma_regions", "0")
+        .expect("dma_bytes", "0"),
+        Scenario::new(
+            "fs-pull",
+            "the hand pulls the controller while files are written: the block device tells \
+             the filesystem DeviceRemoved, it fails, one Removed event, nothing panics or hangs, all DMA returns",
+            Machine::standard(fs_disks::disk("fs-pull")),
+            "scenario=fs mode=pull port=0:4.0 pull_after=300",
+        )
+        .before(fs_disks::make_pull)
+        .expect("device_error", "DeviceRemoved")
         .expect("dma_regions", "0")
         .expect("dma_bytes", "0"),
     ]

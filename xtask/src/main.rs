@@ -12,6 +12,8 @@
 mod board;
 mod catalog;
 mod commands;
+mod fs_disks;
+mod fsimage;
 mod kernel;
 mod machine;
 mod paths;

@@ -103,7 +103,15 @@ pub struct Scenario {
     pub time_limit: Duration,
     /// `@@RESULT` values that must come out as given.
     pub expect: Vec<(String, String)>,
+    /// Run on the host before QEMU starts (to make a disk image).
+    pub before: Option<HostCheck>,
+    /// Run on the host after QEMU exited, if the run passed so far (to
+    /// check what the guest left on a disk image).
+    pub after: Option<HostCheck>,
 }
+
+/// A host-side step around a run: `Err` says why the scenario fails.
+pub type HostCheck = fn() -> Result<(), String>;
 
 impl Scenario {
     /// A scenario booting `machine` with `append`, no steps, a 60 s limit.
@@ -116,7 +124,21 @@ impl Scenario {
             steps: Vec::new(),
             time_limit: Duration::from_secs(60),
             expect: Vec::new(),
+            before: None,
+            after: None,
         }
+    }
+
+    /// Runs `prepare` on the host before QEMU starts.
+    pub fn before(mut self, prepare: HostCheck) -> Self {
+        self.before = Some(prepare);
+        self
+    }
+
+    /// Runs `check` on the host after QEMU exited.
+    pub fn after(mut self, check: HostCheck) -> Self {
+        self.after = Some(check);
+        self
     }
 
     /// Appends steps to the script.
@@ -190,6 +212,11 @@ pub fn run(scenario: &Scenario, kernel: &Path, echo: bool, extra: &[String]) -> 
         echo,
         paused: uses_qmp,
     };
+    if let Some(prepare) = scenario.before {
+        if let Err(e) = prepare() {
+            return failed_to_start(scenario, format!("preparing the host side: {e}"));
+        }
+    }
     let deadline_start = Instant::now();
     let deadline = deadline_start + scenario.time_limit;
     let mut qemu = match Qemu::start(&machine, kernel, &scenario.append, &scenario.name, launch) {
@@ -217,6 +244,9 @@ pub fn run(scenario: &Scenario, kernel: &Path, echo: bool, extra: &[String]) -> 
     let (results, kmain) = markers(&log);
     if failure.is_none() {
         failure = unmet_expectation(scenario, &results);
+    }
+    if let (None, Some(check)) = (&failure, scenario.after) {
+        failure = check().err().map(|e| format!("after the run: {e}"));
     }
     Report {
         name: scenario.name.clone(),

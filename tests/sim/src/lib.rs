@@ -1,4 +1,7 @@
-//! A simulated PCI topology and NVMe controller for host tests of bare-nvme.
+//! A simulated PCI topology and NVMe controller, to test a bare-nvme
+//! embedding on the host: your firmware's storage code, its tick loop and
+//! its handling of removal, run against a strict device model that counts
+//! every access and catches what a correct driver (and embedder) never does.
 //!
 //! The simulation implements the driver's boundary traits: [`SimPlatform`]
 //! ([`bare_nvme::Platform`]: DMA memory, register mapping, a virtual clock),
@@ -7,22 +10,125 @@
 //! bridge, PCIe root ports with hot-plug slots, PCI-PCI bridges) and strict NVMe
 //! controllers with in-memory namespaces.
 //!
-//! ```
-//! use bare_nvme_sim::{ControllerSpec, NamespaceSpec, PortId, Sim};
+//! # Your embedding against the simulated device
 //!
-//! let sim = Sim::builder()
-//!     .root_port(true)
-//!     .controller_on_port(
-//!         PortId(0),
-//!         ControllerSpec::default().serial("sn1").namespace(NamespaceSpec::new(1024, 512)),
-//!     )
-//!     .root_port(true)
-//!     .build();
-//! let platform = sim.platform();
-//! let config = sim.config_access();
-//! # let _ = (platform, config);
-//! assert_eq!(sim.counters().protocol_errors, 0);
+//! Hand the driver the simulation's platform and configuration access where
+//! your firmware hands it the real ones; everything else is your code:
+//!
 //! ```
+//! use std::time::Duration;
+//!
+//! use bare_nvme::{Driver, DriverConfig, Platform};
+//! use bare_nvme_sim::{ControllerSpec, CtrlId, NamespaceSpec, Sim};
+//!
+//! // One hot-plug slot holding a controller with one namespace of 2048
+//! // blocks of 512 bytes.
+//! let sim = Sim::single(
+//!     ControllerSpec::default().serial("sn1").namespace(NamespaceSpec::new(2048, 512)),
+//! );
+//! let platform = sim.platform();
+//! // The driver holds fixed tables of some 400 KiB: on the heap in a test.
+//! let mut driver = Box::new(Driver::<_, _>::new(
+//!     sim.platform(),
+//!     sim.config_access(),
+//!     DriverConfig::default(),
+//! ));
+//! driver.scan().unwrap();
+//! driver.wait_ready(Duration::from_secs(5));
+//! let id = driver.ready_controllers().next().expect("controller ready");
+//!
+//! // The code under test: write a block.
+//! let mut buffer = platform.dma_alloc(512, 4096).unwrap();
+//! buffer.as_mut_slice().fill(0xA5);
+//! driver.controller(id).unwrap().write(1, 7, &buffer).unwrap();
+//! platform.dma_free(buffer);
+//!
+//! // What the device saw.
+//! assert_eq!(sim.read_block(CtrlId(0), 1, 7), [0xA5; 512]);
+//! let counters = sim.counters();
+//! assert_eq!(counters.protocol_errors, 0, "{:?}", sim.protocol_log());
+//! assert_eq!(counters.wild_dma, 0);
+//! // Dropping the driver stops the controller and returns its memory; the
+//! // simulation then checks that nothing is left outstanding.
+//! ```
+//!
+//! # Removal with commands in flight
+//!
+//! [`Sim::hold`] makes the controller fetch I/O commands without completing
+//! them, so they are in flight when [`Sim::surprise_remove`] empties the
+//! slot. The embedder's tick sees the removal; every command completes
+//! exactly once with [`bare_nvme::Error::DeviceRemoved`] and hands its
+//! buffer back, and all the driver's DMA memory returns:
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use bare_nvme::{Driver, DriverConfig, Error, Event, IoOp, Platform, QueueId};
+//! use bare_nvme_sim::{ControllerSpec, CtrlId, Hold, NamespaceSpec, Sim};
+//!
+//! let sim = Sim::single(ControllerSpec::default().namespace(NamespaceSpec::new(2048, 512)));
+//! let platform = sim.platform();
+//! let mut driver = Box::new(Driver::<_, _>::new(
+//!     sim.platform(),
+//!     sim.config_access(),
+//!     DriverConfig::default(),
+//! ));
+//! driver.scan().unwrap();
+//! driver.wait_ready(Duration::from_secs(5));
+//! let id = driver.ready_controllers().next().unwrap();
+//!
+//! // Four reads the device fetches but does not complete.
+//! sim.hold(CtrlId(0), Hold::Io);
+//! let nvme = driver.controller(id).unwrap();
+//! for tag in 0..4 {
+//!     let buffer = platform.dma_alloc(4096, 4096).unwrap();
+//!     let read = IoOp::Read { nsid: 1, lba: tag * 8, blocks: 8 };
+//!     let _ = nvme.submit(QueueId::FIRST, read, Some(buffer), tag).unwrap();
+//! }
+//! nvme.ring_doorbells();
+//! sim.process(); // the device reads shadow doorbells in its own time
+//! assert_eq!(sim.held_count(), 4);
+//!
+//! // The slot empties; the embedder's tick loop notices.
+//! sim.surprise_remove(CtrlId(0));
+//! let mut failed = None;
+//! for _ in 0..1000 {
+//!     sim.advance(Duration::from_millis(1));
+//!     for event in driver.tick() {
+//!         if let Event::Removed { failed_commands, .. } = event {
+//!             failed = Some(failed_commands);
+//!         }
+//!     }
+//!     if failed.is_some() {
+//!         break;
+//!     }
+//! }
+//! assert_eq!(failed, Some(4));
+//!
+//! // Each command completes once, with its buffer.
+//! let mut done = Vec::new();
+//! driver.controller(id).unwrap().poll(QueueId::FIRST, |c| done.push(c));
+//! assert_eq!(done.len(), 4);
+//! for completion in done {
+//!     assert_eq!(completion.result, Err(Error::DeviceRemoved));
+//!     let buffer = completion.buffer.expect("buffer handed back");
+//!     // Tell the model the caller owns it again: a device write into it
+//!     // from now on would count as wild DMA.
+//!     sim.caller_owns(&buffer);
+//!     platform.dma_free(buffer);
+//! }
+//! // Nothing the driver allocated is outstanding, nothing went astray.
+//! let counters = sim.counters();
+//! assert_eq!((counters.dma_regions, counters.wild_dma), (0, 0));
+//! assert_eq!(counters.freed_while_dma_possible, 0);
+//! ```
+//!
+//! Other faults work the same way, at once or just before a chosen access
+//! ([`Sim::on_access`] with a [`Fault`]): a hang, fatal status, a link
+//! down, a glitch, memory decoding switched off behind the driver, lost,
+//! duplicated or invented completions ([`Sim::misbehave`]), media errors
+//! ([`Sim::fail_reads`]), a power loss that drops unflushed writes
+//! ([`Sim::power_loss`]).
 //!
 //! Everything is single-threaded: the handles share one `Rc<RefCell<..>>`.
 //! Device work happens synchronously inside the access that triggers it

@@ -1,7 +1,8 @@
 //! `cargo xtask test [--qemu-only] [NAME ...]`: everything CI checks.
 //!
-//! Host stages (format, lints, host tests, the library built for aarch64 and
-//! riscv64, Miri, a short fuzz run, the kernel build) and then every
+//! Host stages (format, lints, host tests, all with the adapter features;
+//! the library with them built for x86_64-unknown-none, aarch64 and riscv64;
+//! Miri, a short fuzz run, the kernel build) and then every
 //! QEMU scenario of the catalog (or those whose names contain one of the
 //! NAMEs), each within its time limit. One line per stage and scenario; the
 //! last line is `N passed, M failed`; the exit code is non-zero on any failure.
@@ -61,6 +62,7 @@ const STAGES: &[Stage] = &[
             "clippy",
             "--workspace",
             "--all-targets",
+            "--all-features",
             "--",
             "-D",
             "warnings",
@@ -79,7 +81,7 @@ const STAGES: &[Stage] = &[
     },
     Stage {
         name: "test",
-        args: &["test", "--workspace"],
+        args: &["test", "--workspace", "--all-features"],
         board: None,
     },
     Stage {
@@ -94,9 +96,12 @@ const STAGES: &[Stage] = &[
     },
 ];
 
-/// The other architectures the library builds for (stage name, target): its
-/// DMA barriers there are inline assembly, checked only when built for them.
+/// The bare-metal targets the library builds for with every adapter feature
+/// (stage name, target): no_std and allocation-free everywhere; on aarch64
+/// and riscv64 its DMA barriers are inline assembly, checked only when built
+/// for them.
 const OTHER_TARGETS: &[(&str, &str)] = &[
+    ("build x86_64-none", "x86_64-unknown-none"),
     ("build aarch64", "aarch64-unknown-none"),
     ("build riscv64", "riscv64gc-unknown-none-elf"),
 ];
@@ -227,7 +232,7 @@ fn run_board(board: Board, filters: &[&String], tally: &mut Tally) {
 /// Builds the driver library (not the tests or tools) for `target`.
 fn build_lib_for(target: &str) -> Result<(), String> {
     let ok = Command::new(paths::cargo())
-        .args(["build", "--lib", "--target", target])
+        .args(["build", "--lib", "--all-features", "--target", target])
         .current_dir(paths::root())
         .status()
         .is_ok_and(|s| s.success());

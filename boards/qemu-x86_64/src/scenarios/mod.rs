@@ -9,6 +9,7 @@
 
 mod bench;
 mod boot;
+mod fs;
 mod health;
 mod io;
 mod plug;
@@ -51,6 +52,7 @@ pub const ALL: &[Scenario] = &[
     plug::SCENARIO,
     slots::SCENARIO,
     bench::SCENARIO,
+    fs::SCENARIO,
 ];
 
 /// Runs the scenario the command line names.

@@ -1,0 +1,42 @@
+//! Adapters from [`BlockDevice`](crate::block::BlockDevice) to the traits of
+//! filesystem and partition crates, each behind the cargo feature of the
+//! crate's name:
+//!
+//! - `embedded-sdmmc`: `sdmmc::SdmmcDevice`, its `BlockDevice` (FAT16 and
+//!   FAT32 on namespaces of 512-byte blocks), with a view that shows one GPT
+//!   partition as the only entry of an MBR;
+//! - `gpt_disk_io`: `BlockIo` for `BlockDevice` itself (reading and writing
+//!   GPT headers and partition tables);
+//! - `embedded-io`: `io::ByteStream`, `Read`, `Write` and `Seek` over the
+//!   namespace's bytes for byte-addressed filesystem crates.
+
+use core::fmt;
+
+use crate::error::Error;
+
+#[cfg(feature = "embedded-io")]
+pub mod io;
+#[cfg(feature = "embedded-sdmmc")]
+pub mod sdmmc;
+
+#[cfg(feature = "gpt_disk_io")]
+mod gpt;
+
+/// A driver [`Error`] as the error type of a foreign trait that needs
+/// [`core::error::Error`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdapterError(pub Error);
+
+impl fmt::Display for AdapterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl core::error::Error for AdapterError {}
+
+impl From<Error> for AdapterError {
+    fn from(error: Error) -> Self {
+        Self(error)
+    }
+}
