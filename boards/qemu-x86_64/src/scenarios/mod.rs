@@ -12,6 +12,7 @@ mod boot;
 mod io;
 mod plug;
 mod slots;
+mod tick_cost;
 
 use core::fmt;
 
@@ -96,6 +97,7 @@ pub const ALL: &[Scenario] = &[
     plug::SCENARIO,
     slots::SCENARIO,
     bench::SCENARIO,
+    tick_cost::SCENARIO,
 ];
 
 /// Runs the scenario the command line names.
