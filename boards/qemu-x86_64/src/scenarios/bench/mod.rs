@@ -195,9 +195,7 @@ fn contest(
     let (target, shadow_supported) = {
         let mut nvme = driver(platform, bar, false)?;
         let found = nvme.namespaces().first().copied();
-        let supported = nvme
-            .info()
-            .is_some_and(|i| i.supports_shadow_doorbells());
+        let supported = nvme.info().is_some_and(|i| i.supports_shadow_doorbells());
         nvme.detach().map_err(|e| failure!("detach failed: {e}"))?;
         let ns = found.ok_or_else(|| failure!("no active namespace"))?;
         ensure!(ns.block_size() <= 4096, "block size {}", ns.block_size());
@@ -221,7 +219,12 @@ fn contest(
                 Contender::Shadow => run_driver(platform, bar, true, buffers, target, time)?,
             };
             for (q, m) in measured.iter().enumerate() {
-                marker!("RESULT r{round}_{}_qd{}_iops={}", c.name(), QDS[q], m.iops());
+                marker!(
+                    "RESULT r{round}_{}_qd{}_iops={}",
+                    c.name(),
+                    QDS[q],
+                    m.iops()
+                );
                 totals[c as usize][q].add(*m);
             }
         }

@@ -202,9 +202,18 @@ impl<'a, P: Platform> Reference<'a, P> {
     }
 
     /// One admin command, waited for with a deadline; its status must be 0.
-    fn admin_command(&mut self, opcode: u8, prp1: u64, cdw10: u32, cdw11: u32) -> Result<(), Failure> {
+    fn admin_command(
+        &mut self,
+        opcode: u8,
+        prp1: u64,
+        cdw10: u32,
+        cdw11: u32,
+    ) -> Result<(), Failure> {
         let regs = self.regs;
-        let admin = self.admin.as_mut().ok_or_else(|| failure!("no admin queue"))?;
+        let admin = self
+            .admin
+            .as_mut()
+            .ok_or_else(|| failure!("no admin queue"))?;
         let mut sqe = [0u32; 16];
         sqe[0] = u32::from(opcode) | (u32::from(admin.sq_tail) << 16);
         sqe[6] = prp1 as u32;
