@@ -6,12 +6,14 @@
 //! Arguments: `controller=N` picks the N-th NVMe function of the walk
 //! (default 0); `ms=N` is the guest time per queue depth, contender and round
 //! (default 1000); `rounds=N` (default 5, at most [`MAX_ROUNDS`]) repeats the
-//! three contenders, each round in a rotated order, so that drift of a busy
-//! host spreads over all of them.
+//! three contenders at each queue depth back to back, in an order rotated
+//! from one queue depth and round to the next, so that drift of a busy host
+//! spreads over all of them and each round's three runs compare closely.
 //! Each run prints `@@RESULT r{R}_{C}_qd{Q}_iops=..` (C: `ref`, `mmio`,
 //! `shadow`); at the end `{C}_qd{Q}_ios=.. {C}_qd{Q}_mmio_writes_milli=..`
 //! (register writes per I/O over all rounds, times 1000) and
-//! `shadow_supported=0|1`.
+//! `shadow_supported=0|1` and `default_shadow=0|1` (the default
+//! configuration's switch).
 
 mod reference;
 
@@ -127,9 +129,6 @@ impl Measured {
 /// Queue depths measured.
 const QDS: [usize; 3] = [1, 4, 32];
 
-/// Results of one run, per queue depth.
-type Run = [Measured; QDS.len()];
-
 /// The namespace every contender reads: its ID, 4 KiB I/Os it holds and
 /// blocks per I/O.
 #[derive(Clone, Copy)]
@@ -207,25 +206,28 @@ fn contest(
         };
         (target, supported)
     };
-    marker!("RESULT shadow_supported={}", shadow_supported as u8);
+    marker!(
+        "RESULT shadow_supported={} default_shadow={}",
+        shadow_supported as u8,
+        Config::default().shadow_doorbells as u8
+    );
     let time = Duration::from_millis(ms);
     let mut totals = [[Measured::default(); QDS.len()]; 3];
     for round in 0..rounds as usize {
-        for k in 0..Contender::ALL.len() {
-            let c = Contender::ALL[(round + k) % Contender::ALL.len()];
-            let measured = match c {
-                Contender::Reference => run_reference(platform, bar, buffers, target, time)?,
-                Contender::Mmio => run_driver(platform, bar, false, buffers, target, time)?,
-                Contender::Shadow => run_driver(platform, bar, true, buffers, target, time)?,
-            };
-            for (q, m) in measured.iter().enumerate() {
-                marker!(
-                    "RESULT r{round}_{}_qd{}_iops={}",
-                    c.name(),
-                    QDS[q],
-                    m.iops()
-                );
-                totals[c as usize][q].add(*m);
+        for (q, &qd) in QDS.iter().enumerate() {
+            for k in 0..Contender::ALL.len() {
+                let c = Contender::ALL[(round + q + k) % Contender::ALL.len()];
+                let m = match c {
+                    Contender::Reference => {
+                        run_reference(platform, bar, buffers, target, qd, time)?
+                    }
+                    Contender::Mmio => run_driver(platform, bar, false, buffers, target, qd, time)?,
+                    Contender::Shadow => {
+                        run_driver(platform, bar, true, buffers, target, qd, time)?
+                    }
+                };
+                marker!("RESULT r{round}_{}_qd{qd}_iops={}", c.name(), m.iops());
+                totals[c as usize][q].add(m);
             }
         }
     }
@@ -263,7 +265,7 @@ fn driver(platform: CountingPlatform, bar: (u64, usize), shadow: bool) -> Result
     Ok(nvme)
 }
 
-/// One bring-up with `shadow` doorbells on or off, each queue depth for
+/// One bring-up with `shadow` doorbells on or off, `qd` reads in flight for
 /// `time`, detach.
 fn run_driver(
     platform: CountingPlatform,
@@ -271,51 +273,38 @@ fn run_driver(
     shadow: bool,
     buffers: &mut heapless::Vec<Option<DmaRegion>, MAX_QD>,
     target: Target,
+    qd: usize,
     time: Duration,
-) -> Result<Run, Failure> {
+) -> Result<Measured, Failure> {
     let mut nvme = driver(platform, bar, shadow)?;
-    let mut run = Run::default();
-    let mut result = Ok(());
-    for (q, &qd) in QDS.iter().enumerate() {
-        match stream(&mut nvme, buffers, qd, target, time) {
-            Ok(m) => run[q] = m,
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
-    }
+    let result = stream(&mut nvme, buffers, qd, target, time);
     let detached = nvme.detach().map_err(|e| failure!("detach failed: {e}"));
     drop(nvme);
-    result?;
+    let measured = result?;
     detached?;
-    Ok(run)
+    Ok(measured)
 }
 
-/// One setup of the reference, each queue depth for `time`, disable.
+/// One setup of the reference, `qd` reads in flight for `time`, disable.
 fn run_reference(
     platform: CountingPlatform,
     bar: (u64, usize),
     buffers: &mut heapless::Vec<Option<DmaRegion>, MAX_QD>,
     target: Target,
+    qd: usize,
     time: Duration,
-) -> Result<Run, Failure> {
+) -> Result<Measured, Failure> {
     let Some(regs) = platform.map_registers(PhysAddr::new(bar.0), bar.1) else {
         return Err(failure!("cannot map BAR0 at {:#x}", bar.0));
     };
     let mut reference = reference::Reference::new(&platform, &regs, QUEUE_ENTRIES, target.nsid)?;
-    let mut run = Run::default();
-    for (q, &qd) in QDS.iter().enumerate() {
-        let writes = WRITES.load(Ordering::Relaxed);
-        let mut next = lbas(target);
-        let (ios, elapsed) = reference.stream(buffers, qd, &mut next, target.per_io, time)?;
-        run[q] = Measured {
-            ios,
-            writes: WRITES.load(Ordering::Relaxed) - writes,
-            elapsed,
-        };
-    }
-    Ok(run)
+    let writes = WRITES.load(Ordering::Relaxed);
+    let (ios, elapsed) = reference.stream(buffers, qd, lbas(target), target.per_io, time)?;
+    Ok(Measured {
+        ios,
+        writes: WRITES.load(Ordering::Relaxed) - writes,
+        elapsed,
+    })
 }
 
 /// The random 4 KiB-aligned block addresses every contender reads, in the
