@@ -16,9 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::machine::Machine;
 use crate::scenario::{self, Scenario};
-use crate::{kernel, paths, prereq};
+use crate::{catalog, kernel, paths, prereq};
 
 const BATCHES: [usize; 3] = [1, 8, 32];
 /// I/Os per callgrind run (enough that setup outside the measured functions
@@ -345,10 +344,7 @@ fn qemu() -> Result<(String, QemuResults), String> {
     prereq::ensure()?;
     let kernel = kernel::build()?;
     let mut results = QemuResults::default();
-    let machine = Machine::q35()
-        .root_port("rp1", 1, 0x4)
-        .null_block("null0", 1 << 30, None)
-        .nvme("nvme0", "bench", "null0", "rp1", "");
+    let machine = catalog::null_controller();
     let s = Scenario::new(
         "bench",
         "4 KiB random reads on null-co: reference, MMIO and shadow doorbells",
@@ -393,22 +389,7 @@ fn qemu() -> Result<(String, QemuResults), String> {
             }
         }
     }
-    let mut many = Machine::q35();
-    for i in 0..MANY {
-        let (port, null, nvme) = (format!("rp{i}"), format!("null{i}"), format!("nvme{i}"));
-        // No I/O window per port: 16 of them would not fit the 64 KiB of
-        // port space, and NVMe needs none.
-        many = many
-            .arg("-device")
-            .arg(&format!(
-                "pcie-root-port,id={port},chassis={c},slot={c},bus=pcie.0,addr={:#x},\
-                 power_controller_present=off,io-reserve=0",
-                0x4 + i,
-                c = i + 1
-            ))
-            .null_block(&null, 1 << 30, None)
-            .nvme(&nvme, &format!("many{i}"), &null, &port, "");
-    }
+    let many = catalog::many_controllers(MANY);
     let s = Scenario::new(
         "tick-cost",
         "tick time and reads per tick with 16 controllers",
