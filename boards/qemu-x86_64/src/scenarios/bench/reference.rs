@@ -12,11 +12,12 @@
 //! measuring instrument, not a driver: no timeouts per command, no recovery,
 //! no validation of completions.
 
-use core::ptr::{read_volatile, write_volatile};
+use core::ptr::NonNull;
 use core::sync::atomic::{compiler_fence, Ordering};
 use core::time::Duration;
 
 use bare_nvme::{DmaRegion, Platform, RegisterAccess};
+use volatile::VolatilePtr;
 
 use crate::scenarios::Failure;
 use crate::{clock, failure};
@@ -42,6 +43,19 @@ const CC_ENABLE: u32 = 1 | (6 << 16) | (4 << 20);
 const CREATE_IO_SQ: u8 = 0x01;
 const CREATE_IO_CQ: u8 = 0x05;
 const READ: u8 = 0x02;
+
+/// Word `index` of `region`, which the device shares.
+fn word(region: &DmaRegion, index: usize) -> VolatilePtr<'_, u32> {
+    debug_assert!((index + 1) * 4 <= region.len());
+    // SAFETY: the rings index only entries below their size, so the word is
+    // inside the region (page aligned, so the word is aligned); the region
+    // outlives the borrow.
+    unsafe {
+        VolatilePtr::new(NonNull::new_unchecked(
+            region.virt().as_ptr().cast::<u32>().add(index),
+        ))
+    }
+}
 
 /// One submission/completion ring pair in DMA memory.
 struct Ring {
@@ -84,13 +98,11 @@ impl Ring {
 
     /// Writes a command at the tail (dwords 0 to 15) without ringing.
     fn push(&mut self, dwords: &[u32; 16]) {
-        let base = self.sq.virt().as_ptr().cast::<u32>();
         let at = self.sq_tail as usize * SQE / 4;
         for (i, &d) in dwords.iter().enumerate() {
-            // SAFETY: `at + i` is inside the SQ region (tail < entries); the
-            // device only reads entries up to the tail written last, so this
-            // entry is the reference's own until the doorbell.
-            unsafe { write_volatile(base.add(at + i), d) };
+            // The device reads entries only up to the tail written last, so
+            // this one is the reference's own until the doorbell.
+            word(&self.sq, at + i).write(d);
         }
         self.sq_tail = if self.sq_tail + 1 == self.entries {
             0
@@ -108,11 +120,8 @@ impl Ring {
 
     /// The next completion if the device posted it: (command ID, status).
     fn pop(&mut self) -> Option<(u16, u16)> {
-        let base = self.cq.virt().as_ptr().cast::<u32>();
-        let at = self.cq_head as usize * CQE / 4;
-        // SAFETY: `at + 3` is inside the CQ region (head < entries); a
-        // volatile read of a word the device may be writing.
-        let dw3 = unsafe { read_volatile(base.add(at + 3)) };
+        // A word the device may be writing: read once, volatile.
+        let dw3 = word(&self.cq, self.cq_head as usize * CQE / 4 + 3).read();
         if (dw3 >> 16) & 1 != self.phase as u32 {
             return None;
         }
@@ -315,9 +324,9 @@ impl<P: Platform> Drop for Reference<'_, P> {
         self.regs.write32(CC, 0);
         let stopped = self.wait_ready(false, Duration::from_secs(5)).is_ok();
         if !stopped {
+            // Not handed back: the allocator keeps them, and the scenario's
+            // DMA check reports them.
             log::error!("reference: controller did not stop; its rings are kept");
-            core::mem::forget(self.admin.take());
-            core::mem::forget(self.io.take());
             return;
         }
         for ring in [self.admin.take(), self.io.take()].into_iter().flatten() {
