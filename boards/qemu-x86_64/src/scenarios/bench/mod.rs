@@ -82,9 +82,7 @@ type Nvme = Controller<CountingPlatform, ()>;
 /// Most commands in flight (the deepest queue depth measured).
 pub const MAX_QD: usize = 32;
 /// Most rounds.
-pub const MAX_ROUNDS: u64 = 32;
-/// Entries per I/O queue, for the driver (its default) and the reference.
-const QUEUE_ENTRIES: u16 = 128;
+pub const MAX_ROUNDS: u64 = 64;
 
 /// The contenders, in the order of the first round.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -130,12 +128,14 @@ impl Measured {
 const QDS: [usize; 3] = [1, 4, 32];
 
 /// The namespace every contender reads: its ID, 4 KiB I/Os it holds and
-/// blocks per I/O.
+/// blocks per I/O; and the entries of the driver's I/O queues, which the
+/// reference's queue gets too.
 #[derive(Clone, Copy)]
 struct Target {
     nsid: u32,
     ios: u64,
     per_io: u32,
+    entries: u16,
 }
 
 fn run(board: &Board) -> Outcome {
@@ -195,14 +195,20 @@ fn contest(
         let mut nvme = driver(platform, bar, false)?;
         let found = nvme.namespaces().first().copied();
         let supported = nvme.info().is_some_and(|i| i.supports_shadow_doorbells());
+        let entries = nvme.queue_depth();
         nvme.detach().map_err(|e| failure!("detach failed: {e}"))?;
         let ns = found.ok_or_else(|| failure!("no active namespace"))?;
+        ensure!(
+            usize::from(entries) > 2 * MAX_QD,
+            "I/O queues of {entries} entries"
+        );
         ensure!(ns.block_size() <= 4096, "block size {}", ns.block_size());
         let per_io = 4096 / ns.block_size();
         let target = Target {
             nsid: ns.id(),
             ios: ns.blocks() / u64::from(per_io),
             per_io,
+            entries,
         };
         (target, supported)
     };
@@ -255,10 +261,6 @@ fn driver(platform: CountingPlatform, bar: (u64, usize), shadow: bool) -> Result
         shadow_doorbells: shadow,
         ..Config::default()
     };
-    ensure!(
-        config.queue_depth == QUEUE_ENTRIES,
-        "the reference's queue size differs from the driver's"
-    );
     let mut nvme: Nvme = Controller::new(platform, (), regs, bar.1, config);
     nvme.bring_up()
         .map_err(|e| failure!("bring-up failed: {e}"))?;
@@ -297,7 +299,7 @@ fn run_reference(
     let Some(regs) = platform.map_registers(PhysAddr::new(bar.0), bar.1) else {
         return Err(failure!("cannot map BAR0 at {:#x}", bar.0));
     };
-    let mut reference = reference::Reference::new(&platform, &regs, QUEUE_ENTRIES, target.nsid)?;
+    let mut reference = reference::Reference::new(&platform, &regs, target.entries, target.nsid)?;
     let writes = WRITES.load(Ordering::Relaxed);
     let (ios, elapsed) = reference.stream(buffers, qd, lbas(target), target.per_io, time)?;
     Ok(Measured {
