@@ -826,7 +826,13 @@ in 16 root ports. TCG makes absolute IOPS meaningless beyond this machine; compa
 - **Noise.** The host has 2 cores shared with other builds, and under TCG the guest's CPU and QEMU's \
 device model both need one. The spread column says how far the rounds lie apart; the per-round \
 ratios are steadier than the IOPS because a round's three runs share the host's state, and their \
-smallest and largest are given. A difference of a few percent is inside the noise of one run.\n\n\
+first and third quartile are given. On this host, loaded by other builds, four runs gave the \
+driver with MMIO doorbells 0.91 to 0.99 of the reference's IOPS at QD 1, 0.90 to 1.11 at QD 4 \
+and 0.84 to 0.93 at QD 32, and shadow doorbells 0.90 to 1.00, 0.91 to 0.97 and 0.80 to 0.89 of \
+MMIO doorbells': a difference under 0.1 is inside the noise of one run, a ratio above 1 is noise, \
+and only what holds in every run (shadow never above MMIO, the gap to the reference widest at \
+QD 32) is a finding. A fifth run, with the host saturated (a tenth of these IOPS), said nothing either \
+way.\n\n\
 ## Results\n\n{tables}\n\
 ## Reading the targets\n\n\
 - **Instructions per I/O.** The reference does nothing but ring arithmetic. Per command the driver \
