@@ -855,7 +855,7 @@ closes the gap; the doorbell policy has nothing left to give.\n\
 - **Shadow doorbells are off by default** (`Config::shadow_doorbells`). The EventIdx rule is exact \
 (`(u16)(new - event_idx - 1) < (u16)(new - old)`, shadow write, full barrier, EventIdx read, MMIO \
 only if needed). QEMU 7.2's nvme sets EventIdx to the tail it consumed each time it processes a \
-queue, and a doorbell write has it process the queue within microseconds (a 500 ns timer), so when new work \
+queue, and a doorbell write has it process the queue within microseconds, so when new work \
 arrives the device has caught up and the rule asks for the MMIO write anyway: the MMIO writes per \
 I/O with shadow doorbells equal those without, and each ring pays the shadow write, the barrier \
 and the EventIdx read on top. Their median IOPS come out at or below MMIO doorbells'. They pay only \
@@ -866,8 +866,8 @@ controller turns them on.\n\
 that completed commands since the last tick; 16 controllers cost 16 register reads in an idle tick \
 and none in a busy one. Config reads do not scale with ticks: each port's Slot Status once per \
 `slot_poll_interval` (10 ms), so 1.6 per 1 ms tick on average with 16 ports, at most 16 plus 2 for \
-the plain-bus probe in one tick. In QEMU the busy ticks are further apart (16 reads between two \
-ticks take longer than 1 ms), so more slot polls fall due per tick. The QEMU tick time is mostly \
+the plain-bus probe in one tick. In QEMU they come out above that because ticks fall more than 1 ms \
+apart whenever the host takes the CPU away, so more slot polls are due per tick. The QEMU tick time is mostly \
 the 16 CSTS reads, each an exit into QEMU; its largest values are the host taking the CPU away.\n\
 - **Ticks.** Per controller the idle tick reads CSTS once and a tick with completions since the \
 last one reads nothing. The config reads listed separately are the hot-plug watch of the ports \
