@@ -446,6 +446,8 @@ impl Model {
                 admin_timeout: Duration::from_millis(50),
                 ready_timeout_limit: Duration::from_secs(1),
                 shutdown_timeout: Duration::from_millis(100),
+                // The controller's knob decides whether they are offered.
+                shadow_doorbells: true,
                 ..ControllerConfig::default()
             },
             bus_rescan_interval: Some(Duration::from_millis(50)),

@@ -7,11 +7,13 @@
 //!   and poll functions (`#[inline(never)]`, named for callgrind's
 //!   `--toggle-collect`).
 //! - [`reference`]: the minimal polling loop the driver is compared with.
+//! - [`many`]: the tick with 16 controllers (register, config reads, time).
 //!
 //! The `iobench` binary runs one of them; `cargo xtask bench` runs it under
 //! callgrind and collects the table.
 
 pub mod device;
+pub mod many;
 pub mod reference;
 pub mod rig;
 

@@ -51,7 +51,9 @@ pub struct ControllerConfig {
     /// Deadline for a normal shutdown (CC.SHN) to report completion.
     /// Default 5 s.
     pub shutdown_timeout: Duration,
-    /// Use shadow doorbells when the controller offers them.
+    /// Use shadow doorbells when the controller offers them. Off by default:
+    /// they save MMIO writes only on a controller that is still busy when
+    /// new work arrives, and cost a barrier and an EventIdx read per ring.
     pub shadow_doorbells: bool,
 }
 
@@ -65,7 +67,7 @@ impl Default for ControllerConfig {
             io_timeout: Duration::from_secs(10),
             ready_timeout_limit: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(5),
-            shadow_doorbells: true,
+            shadow_doorbells: false,
         }
     }
 }

@@ -97,6 +97,7 @@ pub fn all() -> Vec<Scenario> {
         power_and_bring_up(),
         health(),
         filesystem(),
+        instruments(),
     ];
     groups
         .into_iter()
@@ -513,6 +514,64 @@ fn filesystem() -> Vec<Scenario> {
         )
         .before(fs_disks::make_pull)
         .expect("device_error", "DeviceRemoved")
+        .expect("dma_regions", "0")
+        .expect("dma_bytes", "0"),
+    ]
+}
+
+/// One controller on `null-co` (reads return zeroes at once), the machine
+/// of the IOPS benchmark.
+pub fn null_controller() -> Machine {
+    Machine::q35()
+        .root_port("rp1", 1, 0x4)
+        .null_block("null0", 1 << 30, None)
+        .nvme("nvme0", "bench", "null0", "rp1", "")
+}
+
+/// `n` controllers on `null-co`, each in its own root port (00:04.0 on).
+pub fn many_controllers(n: usize) -> Machine {
+    let mut m = Machine::q35();
+    for i in 0..n {
+        let (port, null, nvme) = (format!("rp{i}"), format!("null{i}"), format!("nvme{i}"));
+        // No I/O window per port: 16 of them would not fit the 64 KiB of
+        // port space, and NVMe needs none.
+        m = m
+            .arg("-device")
+            .arg(&format!(
+                "pcie-root-port,id={port},chassis={c},slot={c},bus=pcie.0,addr={:#x},\
+                 power_controller_present=off,io-reserve=0",
+                0x4 + i,
+                c = i + 1
+            ))
+            .null_block(&null, 1 << 30, None)
+            .nvme(&nvme, &format!("many{i}"), &null, &port, "");
+    }
+    m
+}
+
+/// The benchmark scenarios, short: they run and give their memory back.
+fn instruments() -> Vec<Scenario> {
+    vec![
+        Scenario::new(
+            "bench-smoke",
+            "the IOPS benchmark, one short round: the reference loop and the driver \
+             with MMIO and shadow doorbells at QD 1, 4 and 32",
+            null_controller(),
+            "scenario=bench ms=20 rounds=1",
+        )
+        .expect("shadow_supported", "1")
+        .expect("dma_regions", "0")
+        .expect("dma_bytes", "0"),
+        Scenario::new(
+            "tick-cost-smoke",
+            "16 controllers in 16 root ports all come up; 100 idle and 100 busy ticks, \
+             one CSTS read per idle controller at most",
+            many_controllers(16),
+            "scenario=tick-cost controllers=16 ticks=100",
+        )
+        .expect("ready", "16")
+        .expect("idle_mmio_reads_max", "16")
+        .expect("busy_mmio_reads_max", "0")
         .expect("dma_regions", "0")
         .expect("dma_bytes", "0"),
     ]

@@ -15,6 +15,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use bare_nvme_bench::many;
 use bare_nvme_bench::random_lbas;
 use bare_nvme_bench::reference::{self, Reference};
 use bare_nvme_bench::rig::{self, Rig};
@@ -145,4 +146,25 @@ fn counts() {
         let sim = rig.finish();
         assert_eq!(sim.counters().dma_regions, 0);
     }
+    // Many controllers: 16 in hot-plug ports, a driver with room for 16.
+    let (sim, mut d, ids) = many::machine(many::CONTROLLERS);
+    for busy in [false, true] {
+        let cost = many::measure(&mut d, &sim, &ids, 1000, busy);
+        let key = format!("many{}_{}", ids.len(), if busy { "busy" } else { "idle" });
+        println!(
+            "@@COUNT {key}_mmio_reads {:.3}",
+            cost.per_tick(cost.mmio_reads)
+        );
+        println!("@@COUNT {key}_mmio_reads_max {}", cost.mmio_reads_max);
+        println!(
+            "@@COUNT {key}_config_reads {:.3}",
+            cost.per_tick(cost.config_reads)
+        );
+        println!("@@COUNT {key}_config_reads_max {}", cost.config_reads_max);
+        println!(
+            "@@COUNT {key}_tick_us_median {:.2}",
+            cost.median_nanos() as f64 / 1000.0
+        );
+    }
+    many::finish(d, sim, &ids);
 }

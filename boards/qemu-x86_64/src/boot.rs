@@ -6,7 +6,8 @@
 //! [`MAPPED_BYTES`] with 2 MiB pages (RAM, the 32-bit MMIO hole with the
 //! bridge windows and ECAM, the LAPIC/IOAPIC/HPET region, and room for 64-bit
 //! windows), enables SSE, PAE and long mode, loads a flat GDT and calls
-//! `kmain(start_info_phys)` on a 1 MiB stack.
+//! `kmain(start_info_phys)` on a 4 MiB stack (a driver for 16 controllers is
+//! built on it before it moves into its static).
 
 /// Bytes identity-mapped by the boot page tables (64 GiB).
 pub const MAPPED_BYTES: u64 = PD_TABLES as u64 * 512 * PAGE_2M;
@@ -134,7 +135,7 @@ core::arch::global_asm!(
     "boot_pdpt: .skip 4096",
     ".global boot_pd",
     "boot_pd: .skip 4096 * {pd_tables}",
-    "boot_stack: .skip 1024 * 1024",
+    "boot_stack: .skip 4 * 1024 * 1024",
     "boot_stack_top:",
     ".popsection",
     pd_tables = const PD_TABLES,

@@ -14,6 +14,7 @@ mod health;
 mod io;
 mod plug;
 mod slots;
+mod tick_cost;
 
 mod common;
 
@@ -53,6 +54,7 @@ pub const ALL: &[Scenario] = &[
     slots::SCENARIO,
     bench::SCENARIO,
     fs::SCENARIO,
+    tick_cost::SCENARIO,
 ];
 
 /// Runs the scenario the command line names.
