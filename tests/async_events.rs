@@ -342,6 +342,32 @@ fn a_detached_namespace_is_removed_then_added_while_the_other_serves() {
 }
 
 #[test]
+fn a_removed_namespaces_handle_goes_stale_and_the_others_keep_serving() {
+    use bare_nvme::block::{BlockDevice, BlockTarget, BounceConfig};
+    let (sim, mut driver, id) = single(two_namespaces(), ControllerConfig::default());
+    let gone = driver.namespace_handle(Some(id), 2).unwrap();
+    let stays = driver.namespace_handle(Some(id), 1).unwrap();
+    sim.detach_namespace(C, 2);
+    let events = ticks(&sim, &mut driver, 5);
+    assert_eq!(namespace_changes(&events), [(false, 2)], "{events:?}");
+    let data = pattern(4096, 9);
+    let mut back = vec![0u8; 4096];
+    {
+        let mut disk = BlockDevice::with_handle(&mut *driver, gone, BounceConfig::default()).unwrap();
+        assert_eq!(disk.write(0, &data), Err(Error::StaleHandle));
+        assert_eq!(disk.read(0, &mut back), Err(Error::StaleHandle));
+    }
+    {
+        let mut disk =
+            BlockDevice::with_handle(&mut *driver, stays, BounceConfig::default()).unwrap();
+        disk.write(8, &data).unwrap();
+        disk.read(8, &mut back).unwrap();
+        assert!(back == data, "namespace 1 untouched");
+    }
+    finish(&sim, driver);
+}
+
+#[test]
 fn commands_in_flight_to_a_removed_namespace_fail_once_the_others_succeed() {
     let (sim, mut driver, id) =
         single(two_namespaces().hold(Hold::Io), ControllerConfig::default());
