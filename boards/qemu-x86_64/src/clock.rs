@@ -86,6 +86,17 @@ pub fn cycles_to_nanos(cycles: u64) -> u64 {
     ((u128::from(cycles) * u128::from(fp)) >> 32) as u64
 }
 
+/// The clock's raw counter (the TSC), under the name the shared scenarios
+/// use on every board.
+pub fn ticks() -> u64 {
+    rdtsc()
+}
+
+/// Converts counter ticks to nanoseconds (the shared scenarios' name).
+pub fn ticks_to_nanos(ticks: u64) -> u64 {
+    cycles_to_nanos(ticks)
+}
+
 /// Time since the machine started (QEMU starts the TSC at zero).
 pub fn since_machine_start() -> core::time::Duration {
     core::time::Duration::from_nanos(cycles_to_nanos(rdtsc()))

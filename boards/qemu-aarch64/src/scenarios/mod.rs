@@ -2,14 +2,22 @@
 //! driver scenarios are the x86 board's, compiled unchanged against this
 //! board's modules of the same names; `boot` is this board's own.
 
+#[path = "../../../qemu-x86_64/src/scenarios/bench/mod.rs"]
+mod bench;
 #[path = "../../../qemu-x86_64/src/scenarios/common.rs"]
 mod common;
+#[path = "../../../qemu-x86_64/src/scenarios/fs.rs"]
+mod fs;
+#[path = "../../../qemu-x86_64/src/scenarios/health.rs"]
+mod health;
 #[path = "../../../qemu-x86_64/src/scenarios/io.rs"]
 mod io;
 #[path = "../../../qemu-x86_64/src/scenarios/plug/mod.rs"]
 mod plug;
 #[path = "../../../qemu-x86_64/src/scenarios/slots.rs"]
 mod slots;
+#[path = "../../../qemu-x86_64/src/scenarios/tick_cost.rs"]
+mod tick_cost;
 
 mod boot;
 
@@ -43,6 +51,10 @@ pub const ALL: &[Scenario] = &[
     io::SCENARIO,
     plug::SCENARIO,
     slots::SCENARIO,
+    health::SCENARIO,
+    fs::SCENARIO,
+    bench::SCENARIO,
+    tick_cost::SCENARIO,
 ];
 
 /// Runs the scenario the command line names.

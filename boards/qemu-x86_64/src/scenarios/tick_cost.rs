@@ -62,14 +62,12 @@ fn run(board: &Board) -> Outcome {
         (1..=MAX_TICKS).contains(&ticks),
         "ticks must be 1 to {MAX_TICKS}"
     );
+    // The host's window, where the board knows it (aarch64, or x86 with
+    // `reassign=1`), for the driver to place BARs in.
+    let mut config = DriverConfig::default();
+    crate::pci::host_config(&board.args, &mut config);
     let mut d = DRIVER
-        .call_once(|| {
-            Mutex::new(Driver::new(
-                board.platform,
-                board.access,
-                DriverConfig::default(),
-            ))
-        })
+        .call_once(|| Mutex::new(Driver::new(board.platform, board.access, config)))
         .lock();
     let found = d.scan().map_err(|e| failure!("scan: {e}"))?;
     ensure!(found == want, "{found} controllers attached, want {want}");
@@ -168,13 +166,13 @@ fn measure(
         }
         next = clock::now() + Duration::from_millis(1);
         let (mmio, config) = (board_platform::mmio_reads(), pci::config_reads());
-        let start = clock::rdtsc();
+        let start = clock::ticks();
         let events = d.tick();
-        let cycles = clock::rdtsc() - start;
+        let cycles = clock::ticks() - start;
         let mmio = board_platform::mmio_reads() - mmio;
         let config = pci::config_reads() - config;
         ensure!(events.is_empty(), "tick {t}: {:?}", events[0]);
-        let _ = s.nanos.push(clock::cycles_to_nanos(cycles));
+        let _ = s.nanos.push(clock::ticks_to_nanos(cycles));
         s.mmio += mmio;
         s.mmio_max = s.mmio_max.max(mmio);
         s.config += config;
