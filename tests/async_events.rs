@@ -353,7 +353,8 @@ fn a_removed_namespaces_handle_goes_stale_and_the_others_keep_serving() {
     let data = pattern(4096, 9);
     let mut back = vec![0u8; 4096];
     {
-        let mut disk = BlockDevice::with_handle(&mut *driver, gone, BounceConfig::default()).unwrap();
+        let mut disk =
+            BlockDevice::with_handle(&mut *driver, gone, BounceConfig::default()).unwrap();
         assert_eq!(disk.write(0, &data), Err(Error::StaleHandle));
         assert_eq!(disk.read(0, &mut back), Err(Error::StaleHandle));
     }
