@@ -358,10 +358,46 @@ pub trait Platform {
     /// Allocates `len` bytes of zeroed, physically contiguous DMA memory aligned
     /// to `align` (a power of two, at most 4096). `None` when memory is short.
     ///
-    /// The memory must be coherent with the device (cache-coherent DMA, or
-    /// mapped uncached; not write-combining): the driver orders its accesses
-    /// against the doorbells with barriers but does no cache maintenance.
+    /// The driver orders its accesses against the doorbells with barriers.
+    /// Memory the device sees through caches it does not snoop (non-coherent
+    /// DMA) needs the cache maintenance of [`Platform::dma_flush`] and
+    /// [`Platform::dma_invalidate`] too; coherent or uncached memory (not
+    /// write-combining) needs nothing there.
     fn dma_alloc(&self, len: usize, align: usize) -> Option<DmaRegion>;
+
+    /// Makes the CPU's writes to `len` bytes at device address `phys` visible
+    /// to the device (a cache clean, like Linux's
+    /// `dma_sync_single_for_device`). The range always lies inside one region
+    /// from [`Platform::dma_alloc`] or a caller's buffer, so the platform
+    /// finds its CPU address the way it made that region; it need not be
+    /// cache-line aligned (clean whole lines around it).
+    ///
+    /// The driver calls it before the device may read: on the submission
+    /// entries a doorbell publishes and on a command's PRP list before that
+    /// doorbell, on a data buffer when its command is prepared (reads and
+    /// writes both, so no dirty line is later evicted over the device's
+    /// data), and on a shadow doorbell slot after storing it. The default
+    /// does nothing (coherent DMA) and inlines away.
+    #[inline(always)]
+    fn dma_flush(&self, phys: PhysAddr, len: usize) {
+        let _ = (phys, len);
+    }
+
+    /// Makes the device's writes to `len` bytes at device address `phys`
+    /// visible to the CPU (a cache invalidate, like Linux's
+    /// `dma_sync_single_for_cpu`); same ranges as [`Platform::dma_flush`].
+    /// Lines in the range that the CPU wrote and did not flush may be lost.
+    ///
+    /// The driver calls it before the CPU reads what the device wrote: on a
+    /// completion queue entry before reading its phase tag, on a read's data
+    /// buffer when its command completed (before the caller gets it back), on
+    /// an EventIdx slot before reading it, and on the identify / log page
+    /// scratch page after its command completed. The default does nothing
+    /// and inlines away.
+    #[inline(always)]
+    fn dma_invalidate(&self, phys: PhysAddr, len: usize) {
+        let _ = (phys, len);
+    }
 
     /// Returns a region obtained from [`Platform::dma_alloc`].
     fn dma_free(&self, region: DmaRegion);

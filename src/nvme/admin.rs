@@ -58,8 +58,9 @@ impl AdminChannel {
     /// Writes `sqe` into the ring and rings the doorbell (the admin queue
     /// always uses its MMIO doorbell). The command must complete within the
     /// admin timeout from `now`.
-    pub(crate) fn submit<R: RegisterAccess>(
+    pub(crate) fn submit<P: Platform, R: RegisterAccess>(
         &mut self,
+        platform: &P,
         regs: &R,
         mut sqe: SubmissionEntry,
         now: Instant,
@@ -70,14 +71,15 @@ impl AdminChannel {
             .reserve(sqe.opcode(), 0, deadline, true, &mut None)?;
         sqe.set_cid(cid);
         self.queue.push(&sqe);
-        self.queue.publish(regs, None);
+        self.queue.publish(platform, regs, None);
         Ok(Ticket(cid))
     }
 
     /// Submits `sqe` without a deadline: for Asynchronous Event Requests,
     /// which complete only when something happens.
-    pub(crate) fn submit_unbounded<R: RegisterAccess>(
+    pub(crate) fn submit_unbounded<P: Platform, R: RegisterAccess>(
         &mut self,
+        platform: &P,
         regs: &R,
         mut sqe: SubmissionEntry,
     ) -> Result<Ticket> {
@@ -87,20 +89,21 @@ impl AdminChannel {
             .reserve(sqe.opcode(), 0, never, true, &mut None)?;
         sqe.set_cid(cid);
         self.queue.push(&sqe);
-        self.queue.publish(regs, None);
+        self.queue.publish(platform, regs, None);
         Ok(Ticket(cid))
     }
 
     /// Consumes posted completions and returns the result of `ticket` once
     /// it completed (`Ok(dw0)` or the command's error), a timeout once its
     /// deadline passed, `None` while it is outstanding.
-    pub(crate) fn poll<R: RegisterAccess>(
+    pub(crate) fn poll<P: Platform, R: RegisterAccess>(
         &mut self,
+        platform: &P,
         regs: &R,
         ticket: Ticket,
         now: Instant,
     ) -> Option<Result<u32>> {
-        self.queue.reap(regs, None);
+        self.queue.reap(platform, regs, None);
         self.discard_forgotten();
         if let Some(done) = self.queue.tracker.take_done_cid(ticket.0) {
             return Some(done.result);

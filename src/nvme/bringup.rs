@@ -278,8 +278,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             Step::Drain { deadline } => {
                 let shadow = self.doorbell_buffers.as_ref();
                 for q in self.io.iter_mut() {
-                    q.publish(&self.regs, shadow);
-                    q.reap(&self.regs, shadow);
+                    q.publish(&self.platform, &self.regs, shadow);
+                    q.reap(&self.platform, &self.regs, shadow);
                 }
                 if self.in_flight() == 0 || self.now() > deadline {
                     self.collect_detach_flushes();
@@ -432,7 +432,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             // About to issue the command: fresh, zeroed pages (tails and
             // heads of the new queues are 0).
             match self.doorbell_buffers.as_mut() {
-                Some(buffers) => buffers.clear(),
+                Some(buffers) => buffers.clear(&self.platform),
                 None => match DoorbellBuffers::alloc(&self.platform) {
                     Ok(buffers) => self.doorbell_buffers = Some(buffers),
                     Err(e) => {
@@ -581,7 +581,11 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// Copies the scratch page into `page` and returns the bytes copied:
     /// identify data is parsed from the copy, which the device cannot change.
     fn read_scratch<'a>(&self, page: &'a mut [u8; PAGE_SIZE]) -> &'a [u8] {
-        let n = self.scratch.as_ref().map_or(0, |s| s.copy_out(0, page));
+        let n = self.scratch.as_ref().map_or(0, |s| {
+            // What the device wrote, not stale lines of an earlier command.
+            s.invalidate(&self.platform, 0, PAGE_SIZE);
+            s.copy_out(0, page)
+        });
         &page[..n]
     }
 
@@ -591,10 +595,10 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     pub(crate) fn admin_exchange(&mut self, sqe: SubmissionEntry) -> Result<Option<u32>> {
         let now = self.now();
         let Some(ticket) = self.admin_pending else {
-            self.admin_pending = Some(self.admin.submit(&self.regs, sqe, now)?);
+            self.admin_pending = Some(self.admin.submit(&self.platform, &self.regs, sqe, now)?);
             return Ok(None);
         };
-        match self.admin.poll(&self.regs, ticket, now) {
+        match self.admin.poll(&self.platform, &self.regs, ticket, now) {
             None => Ok(None),
             Some(Ok(dw0)) => {
                 self.admin_pending = None;

@@ -186,7 +186,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         }
         while self.events.armed.len() < self.events.wanted as usize {
             let sqe = SubmissionEntry::new(admin::ASYNC_EVENT_REQUEST);
-            match self.admin.submit_unbounded(&self.regs, sqe) {
+            match self.admin.submit_unbounded(&self.platform, &self.regs, sqe) {
                 // Cannot overflow: fewer than `wanted` are armed.
                 Ok(ticket) => {
                     let _ = self.events.armed.push(ticket);
@@ -210,7 +210,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         let mut i = 0;
         while i < self.events.armed.len() && self.may_take_event() {
             let ticket = self.events.armed[i];
-            match self.admin.poll(&self.regs, ticket, now) {
+            match self.admin.poll(&self.platform, &self.regs, ticket, now) {
                 None => i += 1,
                 Some(result) => {
                     self.events.armed.swap_remove(i);
@@ -288,7 +288,10 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// the event follow-up. `None` when it could not be submitted.
     fn read_log(&mut self, page: u8, bytes: usize, retain: bool) -> Option<Ticket> {
         let sqe = self.log_command(page, bytes, retain)?;
-        match self.admin.submit(&self.regs, sqe, self.now()) {
+        match self
+            .admin
+            .submit(&self.platform, &self.regs, sqe, self.now())
+        {
             Ok(ticket) => {
                 self.events.page = Some(PageUser::Events);
                 Some(ticket)
@@ -309,6 +312,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     ) -> Option<SubmissionEntry> {
         let scratch = self.scratch.as_ref()?;
         scratch.zero();
+        // The device writes `bytes` at most: the zeroes must reach memory.
+        scratch.flush(&self.platform, 0, PAGE_SIZE);
         let mut sqe = SubmissionEntry::new(admin::GET_LOG_PAGE);
         sqe.nsid = ALL_NAMESPACES;
         sqe.prp1 = scratch.phys().as_u64();
@@ -323,7 +328,10 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         sqe.prp1 = scratch.phys().as_u64();
         sqe.nsid = nsid;
         sqe.cdw10 = cns;
-        match self.admin.submit(&self.regs, sqe, self.now()) {
+        match self
+            .admin
+            .submit(&self.platform, &self.regs, sqe, self.now())
+        {
             Ok(ticket) => Some(ticket),
             Err(e) => {
                 warn!("nvme: cannot identify after a namespace change: {e}");
@@ -342,7 +350,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             | Work::Descriptors { ticket, .. }
             | Work::Identify { ticket, .. } => ticket,
         };
-        let Some(result) = self.admin.poll(&self.regs, ticket, now) else {
+        let Some(result) = self.admin.poll(&self.platform, &self.regs, ticket, now) else {
             return;
         };
         self.events.work = None;
@@ -358,10 +366,10 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             r => r,
         };
         let mut page = [0; PAGE_SIZE];
-        let n = self
-            .scratch
-            .as_ref()
-            .map_or(0, |s| s.copy_out(0, &mut page));
+        let n = self.scratch.as_ref().map_or(0, |s| {
+            s.invalidate(&self.platform, 0, PAGE_SIZE);
+            s.copy_out(0, &mut page)
+        });
         let data = &page[..n];
         match work {
             Work::Log { event, .. } => match result {

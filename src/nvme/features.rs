@@ -48,7 +48,9 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         self.ensure_ready()?;
         let epoch = self.events.epoch;
         let kept = self.quarantine.regions;
-        let ticket = self.admin.submit(&self.regs, sqe, self.now())?;
+        let ticket = self
+            .admin
+            .submit(&self.platform, &self.regs, sqe, self.now())?;
         let mut cause = Error::Aborted;
         loop {
             if self.events.epoch != epoch {
@@ -62,7 +64,10 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 }
                 return Err(self.failure.unwrap_or(cause));
             }
-            match self.admin.poll(&self.regs, ticket, self.now()) {
+            match self
+                .admin
+                .poll(&self.platform, &self.regs, ticket, self.now())
+            {
                 None => {}
                 Some(Err(e @ Error::Timeout { .. })) => {
                     warn!(

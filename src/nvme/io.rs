@@ -189,7 +189,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             return;
         }
         for q in self.io.iter_mut() {
-            q.publish(&self.regs, self.doorbell_buffers.as_ref());
+            q.publish(&self.platform, &self.regs, self.doorbell_buffers.as_ref());
         }
     }
 
@@ -217,8 +217,9 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             return 0;
         };
         let shadow = self.doorbell_buffers.as_ref();
+        let platform = &self.platform;
         if live {
-            q.publish(&self.regs, shadow);
+            q.publish(platform, &self.regs, shadow);
         }
         let mut delivered = 0;
         let mut succeeded = false;
@@ -226,6 +227,11 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             succeeded |= done.result.is_ok();
             if done.internal {
                 return;
+            }
+            if let (Some(buffer), nvm::READ) = (&done.buffer, done.opcode) {
+                // The device is done with it (or proven unable to reach it):
+                // the CPU sees what it wrote, not lines cached before.
+                platform.dma_invalidate(buffer.phys(), buffer.len());
             }
             delivered += 1;
             on_complete(Completion {
@@ -245,7 +251,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             hand_over(done);
         }
         if live {
-            q.reap_delivering(&self.regs, shadow, &mut hand_over);
+            q.reap_delivering(platform, &self.regs, shadow, &mut hand_over);
             while let Some(done) = q.tracker.take_done() {
                 hand_over(done);
             }
@@ -341,6 +347,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         }
         let total = (len >> ns.info.block_shift) as u64;
         check_range(lba, total, ns.blocks())?;
+        let reads = matches!(op(nsid, lba, 0), IoOp::Read { .. });
         let mut done = 0u64;
         while done < total {
             let blocks = (total - done).min(ns.max_blocks as u64) as u32;
@@ -351,7 +358,11 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                     what: "buffer address overflows",
                 })?;
             let command = op(nsid, lba + done, blocks);
-            self.execute_blocking(command, Some((at, blocks as usize * block)))?;
+            let bytes = blocks as usize * block;
+            self.execute_blocking(command, Some((at, bytes)))?;
+            if reads {
+                self.platform.dma_invalidate(at, bytes);
+            }
             done += blocks as u64;
         }
         Ok(())
@@ -397,8 +408,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             let q = &mut self.io[0];
             let shadow = self.doorbell_buffers.as_ref();
             if live {
-                q.publish(&self.regs, shadow);
-                if q.reap(&self.regs, shadow) > 0 {
+                q.publish(&self.platform, &self.regs, shadow);
+                if q.reap(&self.platform, &self.regs, shadow) > 0 {
                     last_progress = self.platform.now();
                 }
             }
@@ -537,6 +548,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                         ((lba >> 32) as u32).to_le(),
                     ],
                 )?;
+                area.flush(&self.platform, 16);
                 area.phys()
             });
             match range {
@@ -550,10 +562,14 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             }
         }
         if let Some((phys, bytes)) = transfer {
-            match prp::build(phys, bytes, || q.list_area(cid)) {
+            match prp::build(&self.platform, phys, bytes, || q.list_area(cid)) {
                 Ok((prp1, prp2)) => {
                     sqe.prp1 = prp1;
                     sqe.prp2 = prp2;
+                    // Both directions, like a streaming DMA mapping: a write's
+                    // data reaches memory, and no dirty line of a read's
+                    // buffer is evicted over what the device writes.
+                    self.platform.dma_flush(phys, bytes);
                 }
                 Err(e) => {
                     *buffer = q.tracker.cancel(cid);

@@ -98,7 +98,9 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         let sqe = self.log_command(id, bytes, true).ok_or(Error::Internal {
             what: "log page buffer missing",
         })?;
-        let ticket = self.admin.submit(&self.regs, sqe, self.now())?;
+        let ticket = self
+            .admin
+            .submit(&self.platform, &self.regs, sqe, self.now())?;
         self.events.page = Some(PageUser::Caller);
         Ok(LogRequest {
             page,
@@ -115,7 +117,9 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         if request.epoch != self.events.epoch || self.events.page != Some(PageUser::Caller) {
             return Some(Err(Error::Aborted));
         }
-        let result = self.admin.poll(&self.regs, request.ticket, self.now())?;
+        let result = self
+            .admin
+            .poll(&self.platform, &self.regs, request.ticket, self.now())?;
         self.events.page = None;
         if let Err(e @ Error::Timeout { .. }) = result {
             self.reset(e);
@@ -125,10 +129,10 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             return Some(Err(e));
         }
         let mut copy = [0; PAGE_SIZE];
-        let n = self
-            .scratch
-            .as_ref()
-            .map_or(0, |s| s.copy_out(0, &mut copy));
+        let n = self.scratch.as_ref().map_or(0, |s| {
+            s.invalidate(&self.platform, 0, PAGE_SIZE);
+            s.copy_out(0, &mut copy)
+        });
         let data = &copy[..n];
         let parsed = match request.page {
             LogPage::SmartHealth => SmartLog::parse(data).map(LogData::SmartHealth),

@@ -60,14 +60,24 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         cmd.cdw3 = sqe.cdw3;
         (cmd.cdw10, cmd.cdw11, cmd.cdw12) = (sqe.cdw10, sqe.cdw11, sqe.cdw12);
         (cmd.cdw13, cmd.cdw14, cmd.cdw15) = (sqe.cdw13, sqe.cdw14, sqe.cdw15);
+        let mut data = None;
         if let Some(buffer) = buffer {
             if buffer.is_empty() || buffer.len() > 2 * PAGE_SIZE {
                 return Err(Error::InvalidArgument {
                     what: "passthrough buffer must hold 1 to 8192 bytes",
                 });
             }
-            (cmd.prp1, cmd.prp2) = prp::build(buffer.phys(), buffer.len(), || None)?;
+            let (phys, len) = (buffer.phys(), buffer.len());
+            (cmd.prp1, cmd.prp2) = prp::build(&self.platform, phys, len, || None)?;
+            // The direction is the caller's: clean for the device either way,
+            // and invalidate afterwards in case the device wrote.
+            self.platform.dma_flush(phys, len);
+            data = Some((phys, len));
         }
-        self.admin_blocking(cmd)
+        let result = self.admin_blocking(cmd);
+        if let (Some((phys, len)), false) = (data, matches!(result, Err(Error::Quarantined))) {
+            self.platform.dma_invalidate(phys, len);
+        }
+        result
     }
 }

@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::nvme::shared_memory::SharedMemory;
-use crate::platform::PhysAddr;
+use crate::platform::{PhysAddr, Platform};
 
 /// The memory page size the driver configures (CC.MPS = 0).
 pub const PAGE_SIZE: usize = 4096;
@@ -57,6 +57,12 @@ impl<'a> ListArea<'a> {
         Some(self.memory.phys().checked_add(self.offset as u64)?.as_u64())
     }
 
+    /// Makes the first `len` bytes of the area visible to the device.
+    #[inline(always)]
+    pub(crate) fn flush<P: Platform>(&self, platform: &P, len: usize) {
+        self.memory.flush(platform, self.offset, len.min(self.len));
+    }
+
     /// Writes `value` at byte `at` of the area. `None` when it does not fit
     /// inside the area and its memory, or is misaligned.
     #[inline(always)]
@@ -70,8 +76,9 @@ impl<'a> ListArea<'a> {
 
 /// Computes PRP1 and PRP2 for `len` bytes at `buf`, writing a PRP list into
 /// the area `list` gives when the transfer spans more than two pages (only
-/// then is it asked).
-pub(crate) fn build<'a>(
+/// then is it asked), and flushing it for the device ([`Platform::dma_flush`]).
+pub(crate) fn build<'a, P: Platform>(
+    platform: &P,
     buf: PhysAddr,
     len: usize,
     list: impl FnOnce() -> Option<ListArea<'a>>,
@@ -97,11 +104,13 @@ pub(crate) fn build<'a>(
     let list_phys = list.phys().ok_or(Error::InvalidArgument {
         what: "PRP list address overflows",
     })?;
-    write_list(&list, list_phys, next_page, pages)?;
+    let written = write_list(&list, list_phys, next_page, pages)?;
+    list.flush(platform, written);
     Ok((addr, list_phys))
 }
 
-fn write_list(list: &ListArea<'_>, base: u64, first_page: u64, pages: usize) -> Result<()> {
+/// Writes the list; returns how many bytes of the area it used.
+fn write_list(list: &ListArea<'_>, base: u64, first_page: u64, pages: usize) -> Result<usize> {
     let mut slot = 0usize; // entry index within the area
     let mut page = first_page;
     let mut remaining = pages;
@@ -123,13 +132,13 @@ fn write_list(list: &ListArea<'_>, base: u64, first_page: u64, pages: usize) -> 
             })?;
         slot += 1;
     }
-    Ok(())
+    Ok(slot * 8)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nvme::test_memory::HeapDma;
+    use crate::nvme::test_memory::{CoherentPlatform, HeapDma};
 
     /// Heap memory posing as a command's list storage.
     struct TestRegion {
@@ -160,11 +169,11 @@ mod tests {
     fn single_page_needs_only_prp1() {
         let t = TestRegion::new(4096, LIST_PHYS);
         assert_eq!(
-            build(PhysAddr::new(0x10000), 4096, area(&t)),
+            build(&CoherentPlatform, PhysAddr::new(0x10000), 4096, area(&t)),
             Ok((0x10000, 0))
         );
         assert_eq!(
-            build(PhysAddr::new(0x10200), 512, area(&t)),
+            build(&CoherentPlatform, PhysAddr::new(0x10200), 512, area(&t)),
             Ok((0x10200, 0))
         );
     }
@@ -173,12 +182,12 @@ mod tests {
     fn two_pages_use_prp2_directly() {
         let t = TestRegion::new(4096, LIST_PHYS);
         assert_eq!(
-            build(PhysAddr::new(0x10000), 8192, area(&t)),
+            build(&CoherentPlatform, PhysAddr::new(0x10000), 8192, area(&t)),
             Ok((0x10000, 0x11000))
         );
         // An offset start crossing one boundary also fits in two entries.
         assert_eq!(
-            build(PhysAddr::new(0x10200), 4096, area(&t)),
+            build(&CoherentPlatform, PhysAddr::new(0x10200), 4096, area(&t)),
             Ok((0x10200, 0x11000))
         );
     }
@@ -186,20 +195,32 @@ mod tests {
     #[test]
     fn longer_transfers_use_a_list() {
         let t = TestRegion::new(4096, LIST_PHYS);
-        let (p1, p2) = build(PhysAddr::new(0x10000), 4 * 4096, area(&t)).unwrap();
+        let (p1, p2) = build(
+            &CoherentPlatform,
+            PhysAddr::new(0x10000),
+            4 * 4096,
+            area(&t),
+        )
+        .unwrap();
         assert_eq!((p1, p2), (0x10000, LIST_PHYS));
         assert_eq!(
             [t.entry(0), t.entry(1), t.entry(2)],
             [0x11000, 0x12000, 0x13000]
         );
-        assert!(build(PhysAddr::new(0x10000), 4 * 4096, || None).is_err());
+        assert!(build(&CoherentPlatform, PhysAddr::new(0x10000), 4 * 4096, || None).is_err());
     }
 
     #[test]
     fn list_longer_than_a_page_chains() {
         // 600 pages: PRP1 + 599 list entries, more than one list page holds.
         let t = TestRegion::new(2 * PAGE_SIZE, LIST_PHYS);
-        let (_, p2) = build(PhysAddr::new(0x100_0000), 600 * 4096, area(&t)).unwrap();
+        let (_, p2) = build(
+            &CoherentPlatform,
+            PhysAddr::new(0x100_0000),
+            600 * 4096,
+            area(&t),
+        )
+        .unwrap();
         assert_eq!(p2, LIST_PHYS);
         for i in 0..511 {
             assert_eq!(t.entry(i), 0x100_0000 + (i as u64 + 1) * 4096);
@@ -225,7 +246,7 @@ mod tests {
     #[test]
     fn misaligned_buffer_is_refused() {
         assert_eq!(
-            build(PhysAddr::new(0x10001), 512, || None),
+            build(&CoherentPlatform, PhysAddr::new(0x10001), 512, || None),
             Err(Error::BufferMisaligned {
                 addr: 0x10001,
                 required: 4

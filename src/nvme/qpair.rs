@@ -160,14 +160,15 @@ impl<const N: usize> QueuePair<N> {
     /// Rings the SQ doorbell if entries are waiting (`shadow`: the
     /// controller's shadow doorbell buffers, if configured). Returns whether
     /// it wrote the MMIO register.
-    pub(crate) fn publish<R: RegisterAccess>(
+    pub(crate) fn publish<P: Platform, R: RegisterAccess>(
         &mut self,
+        platform: &P,
         regs: &R,
         shadow: Option<&DoorbellBuffers>,
     ) -> bool {
         self.rings
             .as_mut()
-            .is_some_and(|(sq, _)| sq.publish(regs, shadow))
+            .is_some_and(|(sq, _)| sq.publish(platform, regs, shadow))
     }
 
     /// Consumes posted completions (at most one ring's worth, so a device that
@@ -175,28 +176,31 @@ impl<const N: usize> QueuePair<N> {
     /// commands done. Writes the CQ head doorbell at most once (see
     /// `CompletionRing::acknowledge`). Returns the number of
     /// commands completed.
-    pub(crate) fn reap<R: RegisterAccess>(
+    pub(crate) fn reap<P: Platform, R: RegisterAccess>(
         &mut self,
+        platform: &P,
         regs: &R,
         shadow: Option<&DoorbellBuffers>,
     ) -> usize {
-        self.drain(regs, shadow, false, |_| {})
+        self.drain(platform, regs, shadow, false, |_| {})
     }
 
     /// Like [`QueuePair::reap`], but hands each caller's command to
     /// `deliver` at once instead of queueing it (commands of blocking
     /// wrappers are still queued for their waiters).
-    pub(crate) fn reap_delivering<R: RegisterAccess>(
+    pub(crate) fn reap_delivering<P: Platform, R: RegisterAccess>(
         &mut self,
+        platform: &P,
         regs: &R,
         shadow: Option<&DoorbellBuffers>,
         deliver: impl FnMut(Delivered),
     ) -> usize {
-        self.drain(regs, shadow, true, deliver)
+        self.drain(platform, regs, shadow, true, deliver)
     }
 
-    fn drain<R: RegisterAccess>(
+    fn drain<P: Platform, R: RegisterAccess>(
         &mut self,
+        platform: &P,
         regs: &R,
         shadow: Option<&DoorbellBuffers>,
         take: bool,
@@ -208,7 +212,7 @@ impl<const N: usize> QueuePair<N> {
         let entries = sq.entries();
         let mut completed = 0;
         for _ in 0..entries {
-            let Some(cqe) = cq.pop() else { break };
+            let Some(cqe) = cq.pop(platform) else { break };
             self.reaped += 1;
             if cqe.sq_id != self.qid {
                 self.faults.wrong_queue += 1;
@@ -228,7 +232,7 @@ impl<const N: usize> QueuePair<N> {
             sq.set_head(cqe.sq_head);
             completed += 1;
         }
-        cq.acknowledge(regs, shadow);
+        cq.acknowledge(platform, regs, shadow);
         completed
     }
 

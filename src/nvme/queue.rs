@@ -52,9 +52,12 @@ impl DoorbellBuffers {
 
     /// Zeroes both pages: fresh queues start with tail and head 0, and a
     /// previous configuration (before a reset) must not leak into this one.
-    pub(crate) fn clear(&mut self) {
+    /// Flushed: the device reads both pages once they are configured.
+    pub(crate) fn clear<P: Platform>(&mut self, platform: &P) {
         self.shadow.zero();
         self.event_idx.zero();
+        self.shadow.flush(platform, 0, PAGE_SIZE);
+        self.event_idx.flush(platform, 0, PAGE_SIZE);
     }
 
     /// Device addresses of the shadow doorbell and EventIdx pages (PRP1, PRP2
@@ -77,7 +80,7 @@ impl DoorbellBuffers {
     /// Stores `new` in the shadow slot of the doorbell at register offset
     /// `doorbell` and says whether the MMIO doorbell must be written too.
     /// `old` is the value the slot held before.
-    fn update(&self, doorbell: usize, new: u16, old: u16) -> bool {
+    fn update<P: Platform>(&self, platform: &P, doorbell: usize, new: u16, old: u16) -> bool {
         let slot = doorbell.wrapping_sub(regs::DOORBELL_BASE);
         let (Some(shadow), Some(event_idx)) =
             (self.shadow.at::<u32>(slot), self.event_idx.at::<u32>(slot))
@@ -87,10 +90,12 @@ impl DoorbellBuffers {
             return true;
         };
         shadow.write((new as u32).to_le());
+        self.shadow.flush(platform, slot, 4);
         // The device may read the shadow value and then write EventIdx; a
         // store followed by a load needs a full barrier, or the load may be
         // satisfied before the store is visible and a wake-up is lost.
         barrier::store_then_load();
+        self.event_idx.invalidate(platform, slot, 4);
         let event_idx = u32::from_le(event_idx.read()) as u16;
         need_event(event_idx, new, old)
     }
@@ -107,7 +112,8 @@ pub(crate) fn need_event(event_idx: u16, new: u16, old: u16) -> bool {
 /// Writes `value` to the doorbell at `offset`: to its shadow slot when
 /// `shadow` is given, and by MMIO unless EventIdx says the device does not
 /// need it. `old` is the value last written. Returns whether it wrote MMIO.
-fn ring<R: RegisterAccess>(
+fn ring<P: Platform, R: RegisterAccess>(
+    platform: &P,
     regs: &R,
     shadow: Option<&DoorbellBuffers>,
     offset: usize,
@@ -115,7 +121,7 @@ fn ring<R: RegisterAccess>(
     old: u16,
 ) -> bool {
     if let Some(buffers) = shadow {
-        if !buffers.update(offset, value, old) {
+        if !buffers.update(platform, offset, value, old) {
             return false;
         }
     }
@@ -199,13 +205,27 @@ impl SubmissionRing {
     /// Rings the tail doorbell if anything was pushed since the last ring:
     /// the shadow slot (if configured) and the MMIO register when needed.
     /// Returns whether it wrote the MMIO register.
-    pub(crate) fn publish<R: RegisterAccess>(
+    pub(crate) fn publish<P: Platform, R: RegisterAccess>(
         &mut self,
+        platform: &P,
         regs: &R,
         shadow: Option<&DoorbellBuffers>,
     ) -> bool {
         if self.tail == self.published {
             return false;
+        }
+        // The new slots, published..tail, in at most two pieces (the ring
+        // may have wrapped); a command's PRP list was flushed when it was
+        // written.
+        let (from, to) = (self.published as usize, self.tail as usize);
+        if from < to {
+            self.mem
+                .flush(platform, from * SQE_SIZE, (to - from) * SQE_SIZE);
+        } else {
+            let end = self.entries as usize;
+            self.mem
+                .flush(platform, from * SQE_SIZE, (end - from) * SQE_SIZE);
+            self.mem.flush(platform, 0, to * SQE_SIZE);
         }
         // The entries (and PRP lists) must be visible in memory before the
         // device can fetch them; the doorbell (MMIO or shadow) write is what
@@ -214,6 +234,7 @@ impl SubmissionRing {
         let old = self.published;
         self.published = self.tail;
         ring(
+            platform,
             regs,
             shadow.filter(|_| self.shadowed),
             self.doorbell,
@@ -285,8 +306,11 @@ impl CompletionRing {
     }
 
     /// The next entry if the device has posted it, consuming it.
-    pub(crate) fn pop(&mut self) -> Option<CompletionEntry> {
+    pub(crate) fn pop<P: Platform>(&mut self, platform: &P) -> Option<CompletionEntry> {
         let offset = self.head as usize * CQE_SIZE;
+        // The whole entry: its body is read after the tag without another
+        // invalidate, which the barrier below keeps in order.
+        self.mem.invalidate(platform, offset, CQE_SIZE);
         let slot = self.mem.at::<CompletionEntry>(offset)?;
         let status = map_field!(slot.status).read();
         if (status & 1 != 0) != self.phase {
@@ -316,8 +340,9 @@ impl CompletionRing {
     /// A full ring cannot stall: the device posts nothing more, the driver
     /// consumes what is there, and then more than a quarter waits. Returns
     /// whether it wrote the MMIO register.
-    pub(crate) fn acknowledge<R: RegisterAccess>(
+    pub(crate) fn acknowledge<P: Platform, R: RegisterAccess>(
         &mut self,
+        platform: &P,
         regs: &R,
         shadow: Option<&DoorbellBuffers>,
     ) -> bool {
@@ -330,6 +355,7 @@ impl CompletionRing {
         // The entries this frees were read before the device may reuse them.
         barrier::before_head_doorbell();
         ring(
+            platform,
             regs,
             shadow.filter(|_| self.shadowed),
             self.doorbell,
@@ -364,7 +390,7 @@ impl DoorbellBuffers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nvme::test_memory::{HeapDma, RecordingRegisters};
+    use crate::nvme::test_memory::{CoherentPlatform, HeapDma, RecordingRegisters};
 
     const QID: u16 = 1;
     const ENTRIES: u16 = 4;
@@ -394,13 +420,16 @@ mod tests {
         let mut heap = HeapDma::new(4096, 0x1_0000);
         let mut sq = SubmissionRing::new(heap.shared(), ENTRIES, QID, 0);
         let doorbell = regs::sq_tail_doorbell(QID, 0);
-        assert!(!sq.publish(&regs, None), "nothing pushed, nothing rung");
+        assert!(
+            !sq.publish(&CoherentPlatform, &regs, None),
+            "nothing pushed, nothing rung"
+        );
         for cid in 0..3 {
             assert!(!sq.is_full());
             sq.push(&sqe(cid));
         }
         assert!(sq.is_full(), "one slot stays empty");
-        assert!(sq.publish(&regs, None));
+        assert!(sq.publish(&CoherentPlatform, &regs, None));
         assert_eq!(regs.take(), [(doorbell, 3)]);
         for i in 0..3 {
             let seen: SubmissionEntry = heap.device_read(i * SQE_SIZE);
@@ -412,7 +441,7 @@ mod tests {
         sq.push(&sqe(3));
         sq.push(&sqe(4));
         assert!(sq.is_full());
-        assert!(sq.publish(&regs, None));
+        assert!(sq.publish(&CoherentPlatform, &regs, None));
         assert_eq!(regs.take(), [(doorbell, 1)]);
         assert_eq!(
             heap.device_read::<SubmissionEntry>(0),
@@ -429,14 +458,14 @@ mod tests {
         sq.push(&sqe(0));
         sq.push(&sqe(1));
         assert!(!sq.head_is_valid(1), "pushed but not published");
-        sq.publish(&regs, None);
+        sq.publish(&CoherentPlatform, &regs, None);
         assert!((0..=2).all(|h| sq.head_is_valid(h)));
         assert!(!sq.head_is_valid(3), "past the tail");
         assert!(!sq.head_is_valid(ENTRIES), "outside the ring");
         sq.set_head(2);
         sq.push(&sqe(2));
         sq.push(&sqe(3));
-        sq.publish(&regs, None);
+        sq.publish(&CoherentPlatform, &regs, None);
         // Head 2, tail 0 (wrapped): 2, 3 and 0 are valid.
         assert!([2, 3, 0].iter().all(|&h| sq.head_is_valid(h)));
         assert!(!sq.head_is_valid(1), "behind the head");
@@ -448,25 +477,35 @@ mod tests {
         let mut heap = HeapDma::new(4096, 0x2_0000);
         let mut cq = CompletionRing::new(heap.shared(), ENTRIES, QID, 0);
         let doorbell = regs::cq_head_doorbell(QID, 0);
-        assert_eq!(cq.pop(), None, "zeroed ring: nothing posted");
+        assert_eq!(
+            cq.pop(&CoherentPlatform),
+            None,
+            "zeroed ring: nothing posted"
+        );
         for slot in 0..ENTRIES {
             post(&heap, slot, 10 + slot, slot + 1, true);
         }
         for slot in 0..ENTRIES {
-            let e = cq.pop().expect("posted");
+            let e = cq.pop(&CoherentPlatform).expect("posted");
             assert_eq!((e.cid, e.sq_head), (10 + slot, slot + 1));
         }
         // Slot 0 still holds the old phase: not new.
-        assert_eq!(cq.pop(), None);
-        assert!(cq.acknowledge(&regs, None));
+        assert_eq!(cq.pop(&CoherentPlatform), None);
+        assert!(cq.acknowledge(&CoherentPlatform, &regs, None));
         assert_eq!(regs.take(), [(doorbell, 0)]);
         // Second lap: phase 0.
         post(&heap, 0, 20, 1, false);
-        assert_eq!(cq.pop().map(|e| e.cid), Some(20));
-        assert_eq!(cq.pop(), None);
-        assert!(cq.acknowledge(&regs, None), "a quarter of 4 is one entry");
+        assert_eq!(cq.pop(&CoherentPlatform).map(|e| e.cid), Some(20));
+        assert_eq!(cq.pop(&CoherentPlatform), None);
+        assert!(
+            cq.acknowledge(&CoherentPlatform, &regs, None),
+            "a quarter of 4 is one entry"
+        );
         assert_eq!(regs.take(), [(doorbell, 1)]);
-        assert!(!cq.acknowledge(&regs, None), "nothing new");
+        assert!(
+            !cq.acknowledge(&CoherentPlatform, &regs, None),
+            "nothing new"
+        );
     }
 
     #[test]
@@ -484,22 +523,22 @@ mod tests {
         // The device last asked to hear about tail 0 (EventIdx 0): 0 -> 1
         // passes it, so the MMIO doorbell is written too.
         sq.push(&sqe(0));
-        assert!(sq.publish(&regs, Some(&buffers)));
+        assert!(sq.publish(&CoherentPlatform, &regs, Some(&buffers)));
         assert_eq!(shadow_page.device_read::<u32>(slot), 1u32.to_le());
         assert_eq!(regs.take(), [(doorbell, 1)]);
         // EventIdx still 0: 1 -> 2 does not pass it; only the shadow slot.
         sq.push(&sqe(1));
-        assert!(!sq.publish(&regs, Some(&buffers)));
+        assert!(!sq.publish(&CoherentPlatform, &regs, Some(&buffers)));
         assert_eq!(shadow_page.device_read::<u32>(slot), 2u32.to_le());
         assert!(regs.take().is_empty());
         // The device caught up and asks for anything past 2.
         event_page.device_write(slot, 2u32.to_le());
         sq.push(&sqe(2));
-        assert!(sq.publish(&regs, Some(&buffers)));
+        assert!(sq.publish(&CoherentPlatform, &regs, Some(&buffers)));
         assert_eq!(regs.take(), [(doorbell, 3)]);
         // A reset clears both pages.
         let mut buffers = buffers;
-        buffers.clear();
+        buffers.clear(&CoherentPlatform);
         assert_eq!(shadow_page.device_read::<u32>(slot), 0);
         assert_eq!(event_page.device_read::<u32>(slot), 0);
     }

@@ -103,7 +103,10 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             return;
         }
         if let Some(pending) = self.abort {
-            match self.admin.poll(&self.regs, pending.ticket, now) {
+            match self
+                .admin
+                .poll(&self.platform, &self.regs, pending.ticket, now)
+            {
                 None => {}
                 Some(Ok(_)) | Some(Err(Error::CommandFailed { .. })) => {
                     self.abort = None;
@@ -111,7 +114,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                     let Some(q) = self.io.get_mut(pending.queue as usize) else {
                         return;
                     };
-                    q.reap(&self.regs, shadow);
+                    q.reap(&self.platform, &self.regs, shadow);
                     // A command that completed keeps the result the device
                     // gave it (Abort Requested reads as a timeout).
                     if q.tracker.in_flight_mut(pending.cid).is_some() {
@@ -137,7 +140,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         warn!("nvme: I/O command timed out, aborting it");
         let mut sqe = SubmissionEntry::new(admin::ABORT);
         sqe.cdw10 = ((cid as u32) << 16) | qid as u32;
-        match self.admin.submit(&self.regs, sqe, now) {
+        match self.admin.submit(&self.platform, &self.regs, sqe, now) {
             Ok(ticket) => self.abort = Some(PendingAbort { queue, cid, ticket }),
             Err(_) => {
                 self.reset(self.timeout_error());

@@ -49,6 +49,35 @@ impl SharedMemory {
         platform.dma_free(self.region);
     }
 
+    /// Makes the CPU's writes to `len` bytes at `offset` visible to the
+    /// device ([`Platform::dma_flush`]); clipped to the region.
+    #[inline(always)]
+    pub(crate) fn flush<P: Platform>(&self, platform: &P, offset: usize, len: usize) {
+        if let Some((phys, len)) = self.range(offset, len) {
+            platform.dma_flush(phys, len);
+        }
+    }
+
+    /// Makes the device's writes to `len` bytes at `offset` visible to the
+    /// CPU ([`Platform::dma_invalidate`]); clipped to the region.
+    #[inline(always)]
+    pub(crate) fn invalidate<P: Platform>(&self, platform: &P, offset: usize, len: usize) {
+        if let Some((phys, len)) = self.range(offset, len) {
+            platform.dma_invalidate(phys, len);
+        }
+    }
+
+    /// Device address and length of `len` bytes at `offset`, clipped to the
+    /// region; `None` when nothing is left.
+    #[inline(always)]
+    fn range(&self, offset: usize, len: usize) -> Option<(PhysAddr, usize)> {
+        let len = len.min(self.len().checked_sub(offset)?);
+        if len == 0 {
+            return None;
+        }
+        Some((self.phys().checked_add(offset as u64)?, len))
+    }
+
     /// Gives up the volatile-only view: the region, for the platform or for
     /// the quarantine (which never frees it).
     pub(crate) fn into_region(self) -> DmaRegion {

@@ -99,3 +99,25 @@ impl RegisterAccess for RecordingRegisters {
         self.writes.borrow_mut().push((offset, value));
     }
 }
+
+/// A platform for unit tests of ring code: coherent DMA (the default
+/// maintenance hooks), no memory or registers of its own.
+pub(crate) struct CoherentPlatform;
+
+impl crate::platform::Platform for CoherentPlatform {
+    type Registers = RecordingRegisters;
+
+    fn dma_alloc(&self, _len: usize, _align: usize) -> Option<DmaRegion> {
+        None
+    }
+
+    fn dma_free(&self, _region: DmaRegion) {}
+
+    fn map_registers(&self, _phys: PhysAddr, _len: usize) -> Option<RecordingRegisters> {
+        None
+    }
+
+    fn now(&self) -> crate::platform::Instant {
+        crate::platform::Instant::from_nanos(0)
+    }
+}

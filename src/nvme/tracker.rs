@@ -215,6 +215,7 @@ impl<const N: usize> Tracker<N> {
                 Ok(dw0)
             },
             buffer: slot.buffer.take(),
+            opcode: slot.opcode,
             internal: false,
         });
         Finished::Taken
@@ -267,6 +268,7 @@ impl<const N: usize> Tracker<N> {
             tag: slot.tag,
             result,
             buffer: slot.buffer.take(),
+            opcode: slot.opcode,
             internal: slot.internal,
         })
     }
@@ -398,6 +400,8 @@ pub(crate) struct Delivered {
     pub(crate) result: Result<u32, Error>,
     pub(crate) buffer: Option<DmaRegion>,
     pub(crate) internal: bool,
+    /// The command's opcode: a read's buffer needs an invalidate.
+    pub(crate) opcode: u8,
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub struct SimBuilder {
     removed_reads: RemovedReads,
     firmware: bool,
     host_bridge: bool,
+    non_coherent: bool,
 }
 
 impl SimBuilder {
@@ -38,6 +39,7 @@ impl SimBuilder {
             removed_reads: RemovedReads::Zero,
             firmware: true,
             host_bridge: true,
+            non_coherent: false,
         }
     }
 
@@ -97,6 +99,14 @@ impl SimBuilder {
         self
     }
 
+    /// Non-coherent DMA (default off): the devices see only what the driver
+    /// flushed (`Platform::dma_flush`), and the driver sees what they wrote
+    /// only after invalidating it (`Platform::dma_invalidate`).
+    pub fn non_coherent_dma(mut self, on: bool) -> Self {
+        self.non_coherent = on;
+        self
+    }
+
     /// Builds the machine.
     pub fn build(self) -> Sim {
         let mut st = State {
@@ -114,6 +124,9 @@ impl SimBuilder {
             caller_owned: Vec::new(),
             expect: Default::default(),
         };
+        if self.non_coherent {
+            st.mem.make_non_coherent();
+        }
         if self.host_bridge {
             st.pci
                 .add(None, 0, pci::host_bridge_config(), Kind::HostBridge);

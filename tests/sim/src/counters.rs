@@ -28,6 +28,10 @@ pub struct Counters {
     pub dma_allocs: u64,
     /// `dma_free` calls.
     pub dma_frees: u64,
+    /// `dma_flush` calls (cache cleans).
+    pub dma_flushes: u64,
+    /// `dma_invalidate` calls.
+    pub dma_invalidates: u64,
     /// Things a correct driver never does (the log says which:
     /// [`crate::Sim::protocol_log`]).
     pub protocol_errors: u64,
@@ -79,6 +83,8 @@ impl Default for Counters {
             dma_bytes: 0,
             dma_allocs: 0,
             dma_frees: 0,
+            dma_flushes: 0,
+            dma_invalidates: 0,
             protocol_errors: 0,
             wild_dma: 0,
             freed_while_dma_possible: 0,
@@ -110,6 +116,8 @@ impl fmt::Debug for Counters {
             .field("dma_bytes", &self.dma_bytes)
             .field("dma_allocs", &self.dma_allocs)
             .field("dma_frees", &self.dma_frees)
+            .field("dma_flushes", &self.dma_flushes)
+            .field("dma_invalidates", &self.dma_invalidates)
             .field("protocol_errors", &self.protocol_errors)
             .field("wild_dma", &self.wild_dma)
             .field("freed_while_dma_possible", &self.freed_while_dma_possible)

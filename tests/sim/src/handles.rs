@@ -74,6 +74,30 @@ impl Platform for SimPlatform {
         s.stats.c.dma_frees += 1;
     }
 
+    /// In the non-coherent mode, copies the CPU's bytes to the device's
+    /// memory; a range outside one live allocation is a protocol error.
+    fn dma_flush(&self, phys: PhysAddr, len: usize) {
+        let mut s = self.state.borrow_mut();
+        s.stats.c.dma_flushes += 1;
+        if s.mem.flush(phys.as_u64(), len).is_err() {
+            s.stats.protocol(format!(
+                "dma_flush of {len} bytes at {phys:?} outside one allocation"
+            ));
+        }
+    }
+
+    /// In the non-coherent mode, copies the device's bytes over the CPU's;
+    /// a range outside one live allocation is a protocol error.
+    fn dma_invalidate(&self, phys: PhysAddr, len: usize) {
+        let mut s = self.state.borrow_mut();
+        s.stats.c.dma_invalidates += 1;
+        if s.mem.invalidate(phys.as_u64(), len).is_err() {
+            s.stats.protocol(format!(
+                "dma_invalidate of {len} bytes at {phys:?} outside one allocation"
+            ));
+        }
+    }
+
     /// Maps any non-empty range; what answers is decided per access.
     fn map_registers(&self, phys: PhysAddr, len: usize) -> Option<SimRegisters> {
         if len == 0 || phys.checked_add(len as u64).is_none() {

@@ -10,8 +10,15 @@
 //! arena's base pointer and only inside a live allocation; no reference ever
 //! covers the whole arena, so the driver's own references into its regions keep
 //! their aliasing guarantees (Miri's Stacked Borrows model agrees).
+//!
+//! In the non-coherent mode the device has memory of its own: a second copy
+//! of the arena that device reads and writes use. The driver's bytes reach it
+//! only through `flush` (a cache clean), and the device's reach the driver
+//! only through `invalidate`, which overwrites the CPU's bytes in the range
+//! (as discarding cache lines does). Allocation zeroes both copies.
 
 use std::alloc::{alloc, dealloc, Layout};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ptr::NonNull;
 
@@ -49,6 +56,8 @@ pub(crate) struct Arena {
     free: BTreeMap<usize, usize>,
     /// Live allocations, offset -> (length, owner).
     live: BTreeMap<usize, (usize, Owner)>,
+    /// The device's copy of the arena in the non-coherent mode.
+    device: Option<RefCell<Box<[u8]>>>,
 }
 
 impl Arena {
@@ -75,7 +84,13 @@ impl Arena {
             layout,
             free,
             live: BTreeMap::new(),
+            device: None,
         }
+    }
+
+    /// Gives the device its own copy of the memory (non-coherent DMA).
+    pub(crate) fn make_non_coherent(&mut self) {
+        self.device = Some(RefCell::new(vec![0u8; self.size].into_boxed_slice()));
     }
 
     pub(crate) fn size(&self) -> usize {
@@ -107,6 +122,9 @@ impl Arena {
             p.write_bytes(0, len);
             NonNull::new_unchecked(p)
         };
+        if let Some(device) = self.device.as_ref() {
+            device.borrow_mut()[aligned..end].fill(0);
+        }
         let phys = PhysAddr::new(ARENA_PHYS_BASE + aligned as u64);
         // SAFETY: `virt` is valid for `len` bytes for as long as the arena
         // lives (the platform handles keep it alive), the extent is removed
@@ -177,9 +195,50 @@ impl Arena {
         self.check(phys, len).is_ok()
     }
 
+    /// Makes the CPU's bytes in `[phys, phys + len)` the device's (a cache
+    /// clean); the range must lie inside one live allocation.
+    pub(crate) fn flush(&self, phys: u64, len: usize) -> Result<(), WildDma> {
+        let offset = self.check(phys, len)?;
+        if let Some(device) = self.device.as_ref() {
+            let mut device = device.borrow_mut();
+            // SAFETY: inside a live allocation; a raw copy out of the arena
+            // creates no reference to the driver's memory.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    self.base.as_ptr().add(offset),
+                    device[offset..offset + len].as_mut_ptr(),
+                    len,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the device's bytes in `[phys, phys + len)` the CPU's (a cache
+    /// invalidate); the range must lie inside one live allocation.
+    pub(crate) fn invalidate(&self, phys: u64, len: usize) -> Result<(), WildDma> {
+        let offset = self.check(phys, len)?;
+        if let Some(device) = self.device.as_ref() {
+            let device = device.borrow();
+            // SAFETY: as in `flush`, in the other direction.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    device[offset..offset + len].as_ptr(),
+                    self.base.as_ptr().add(offset),
+                    len,
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Device read from memory.
     pub(crate) fn read(&self, phys: u64, buf: &mut [u8]) -> Result<(), WildDma> {
         let offset = self.check(phys, buf.len())?;
+        if let Some(device) = self.device.as_ref() {
+            buf.copy_from_slice(&device.borrow()[offset..offset + buf.len()]);
+            return Ok(());
+        }
         // SAFETY: the range lies inside a live allocation within the arena;
         // a raw copy never creates a reference to the driver's memory.
         unsafe {
@@ -195,6 +254,10 @@ impl Arena {
     /// Device write to memory.
     pub(crate) fn write(&self, phys: u64, data: &[u8]) -> Result<(), WildDma> {
         let offset = self.check(phys, data.len())?;
+        if let Some(device) = self.device.as_ref() {
+            device.borrow_mut()[offset..offset + data.len()].copy_from_slice(data);
+            return Ok(());
+        }
         // SAFETY: as in `read`; the arena memory is only ever written through
         // raw pointers derived from `base` or by the region's owner.
         unsafe {
