@@ -147,17 +147,12 @@ impl DmaRegion {
 
     /// The bytes, for the owner to fill or inspect while no command uses them.
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `new` guarantees validity and exclusive ownership for `len`
-        // bytes; the device writes only into a region the driver holds by
-        // value or `&mut`, never while this shared borrow exists (a command
-        // lent the region by `&` only reads it).
-        unsafe { core::slice::from_raw_parts(self.virt.as_ptr(), self.len) }
+        DmaView::from(self).as_slice()
     }
 
     /// The bytes, mutable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in `as_slice`, with the exclusive borrow of `self`.
-        unsafe { core::slice::from_raw_parts_mut(self.virt.as_ptr(), self.len) }
+        DmaViewMut::from(self).into_mut_slice()
     }
 }
 
@@ -207,7 +202,7 @@ pub struct DmaView<'a> {
     _region: PhantomData<&'a DmaRegion>,
 }
 
-impl DmaView<'_> {
+impl<'a> DmaView<'a> {
     /// The device address of the first byte.
     pub fn phys(&self) -> PhysAddr {
         self.phys
@@ -224,9 +219,12 @@ impl DmaView<'_> {
     }
 
     /// The bytes.
-    pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: the view lies inside a region borrowed shared for its
-        // lifetime (see `DmaRegion::as_slice`).
+    pub fn as_slice(&self) -> &'a [u8] {
+        // SAFETY: `DmaRegion::new` guarantees validity and exclusive
+        // ownership of the region's bytes, and the view lies inside a region
+        // borrowed shared for 'a; the device writes only into a region the
+        // driver holds by value or `&mut`, never while a shared borrow exists
+        // (a command lent a region by `&` only reads it).
         unsafe { core::slice::from_raw_parts(self.virt.as_ptr(), self.len) }
     }
 }
@@ -256,7 +254,7 @@ pub struct DmaViewMut<'a> {
     _region: PhantomData<&'a mut DmaRegion>,
 }
 
-impl DmaViewMut<'_> {
+impl<'a> DmaViewMut<'a> {
     /// The device address of the first byte.
     pub fn phys(&self) -> PhysAddr {
         self.phys
@@ -274,14 +272,30 @@ impl DmaViewMut<'_> {
 
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: the view lies inside a region borrowed exclusively for its
-        // lifetime (see `DmaRegion::as_slice`).
-        unsafe { core::slice::from_raw_parts(self.virt.as_ptr(), self.len) }
+        DmaView {
+            virt: self.virt,
+            phys: self.phys,
+            len: self.len,
+            _region: PhantomData,
+        }
+        .as_slice()
     }
 
     /// The bytes, mutable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in `as_slice`, with the exclusive borrow of the view.
+        DmaViewMut {
+            virt: self.virt,
+            phys: self.phys,
+            len: self.len,
+            _region: PhantomData,
+        }
+        .into_mut_slice()
+    }
+
+    /// The bytes, mutable, for as long as the view's borrow lasts.
+    fn into_mut_slice(self) -> &'a mut [u8] {
+        // SAFETY: as in `DmaView::as_slice`, with the region (or this view
+        // of it) borrowed exclusively for 'a.
         unsafe { core::slice::from_raw_parts_mut(self.virt.as_ptr(), self.len) }
     }
 }
