@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use bare_nvme::block::{BlockTarget, NamespaceHandle};
 use bare_nvme::QueueId;
 use bare_nvme::{
     ControllerConfig, ControllerId, DmaRegion, Driver, DriverConfig, DriverController, IoOp,
@@ -76,6 +77,14 @@ impl Rig {
         self.driver.controller(self.id).expect("controller")
     }
 
+    /// A handle on the namespace the measured loops read.
+    pub fn namespace(&mut self) -> NamespaceHandle {
+        let id = self.id;
+        self.driver
+            .namespace_handle(Some(id), 1)
+            .expect("namespace handle")
+    }
+
     /// Splits the rig into the controller and the buffers.
     pub fn parts(&mut self) -> (&mut Ctl, &mut Vec<Option<DmaRegion>>) {
         let c = self.driver.controller(self.id).expect("controller");
@@ -98,6 +107,7 @@ impl Rig {
 #[inline(never)]
 pub fn measured_submit(
     c: &mut Ctl,
+    ns: &NamespaceHandle,
     buffers: &mut [Option<DmaRegion>],
     first: usize,
     lbas: &[u64],
@@ -105,12 +115,10 @@ pub fn measured_submit(
     let mut submitted = 0;
     for (i, &lba) in lbas.iter().enumerate() {
         let index = first + i;
-        let op = IoOp::Read {
-            nsid: 1,
-            lba,
-            blocks: 1,
+        let Some(buffer) = buffers[index].take() else {
+            break;
         };
-        match c.submit(QueueId::FIRST, op, buffers[index].take(), index as u64) {
+        match c.submit_read(QueueId::FIRST, ns, lba, 1, buffer, index as u64) {
             Ok(_) => submitted += 1,
             Err(rejected) => {
                 buffers[index] = rejected.buffer;
@@ -138,12 +146,13 @@ pub fn measured_poll(c: &mut Ctl, buffers: &mut [Option<DmaRegion>], failed: &mu
 /// (device). Returns the completions delivered and how many failed.
 pub fn run_batches(rig: &mut Rig, batch: usize, rounds: usize, lbas: &[u64]) -> (usize, usize) {
     let device = rig.device.clone();
+    let ns = rig.namespace();
     let (c, buffers) = rig.parts();
     let mut delivered = 0;
     let mut failed = 0;
     for r in 0..rounds {
         let at = (r * batch) % (lbas.len() - batch);
-        let submitted = measured_submit(c, buffers, 0, &lbas[at..at + batch]);
+        let submitted = measured_submit(c, &ns, buffers, 0, &lbas[at..at + batch]);
         assert_eq!(submitted, batch, "submission refused");
         // The doorbell is rung by the poll; the device runs after it.
         let mut got = measured_poll(c, buffers, &mut failed);

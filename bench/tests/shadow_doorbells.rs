@@ -38,8 +38,9 @@ fn batches_read_the_same_data_with_and_without_shadows() {
                 .write_block(bare_nvme_sim::CtrlId(0), 1, lba, &pattern);
         }
         let device = rig.device.clone();
+        let ns = rig.namespace();
         let (c, buffers) = rig.parts();
-        assert_eq!(rig::measured_submit(c, buffers, 0, &lbas[..32]), 32);
+        assert_eq!(rig::measured_submit(c, &ns, buffers, 0, &lbas[..32]), 32);
         let mut failed = 0;
         let mut got = 0;
         while got < 32 {

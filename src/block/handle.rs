@@ -24,6 +24,11 @@ pub struct NamespaceHandle {
     /// another EUI-64) is not the one the handle was made for.
     info: NamespaceInfo,
     max_transfer: u32,
+    /// The controller's namespace list when the handle was made (see
+    /// `Controller::namespace_stamp`) and the namespace's place in it: while
+    /// the stamp holds, the place holds, and the check is two comparisons.
+    stamp: u32,
+    slot: u16,
 }
 
 impl NamespaceHandle {
@@ -34,6 +39,7 @@ impl NamespaceHandle {
         state: State,
         ns: &Namespace,
         max_transfer: u32,
+        (stamp, slot): (u32, u16),
     ) -> Result<Self> {
         if state != State::Ready {
             return Err(Error::NotReady);
@@ -42,7 +48,15 @@ impl NamespaceHandle {
             controller,
             info: ns.info,
             max_transfer,
+            stamp,
+            slot,
         })
+    }
+
+    /// The namespace list stamp and the namespace's place in that list.
+    #[inline(always)]
+    pub(crate) fn place(&self) -> (u32, u16) {
+        (self.stamp, self.slot)
     }
 
     /// The controller, as the driver names it; `None` for a controller used

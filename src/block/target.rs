@@ -91,7 +91,8 @@ fn handle_on<P: Platform, L: DeviceLink, const Q: usize, const D: usize>(
     c.ensure_ready()?;
     let max_transfer = c.max_transfer();
     let ns = *c.namespace(nsid)?;
-    NamespaceHandle::new(id, c.state(), &ns, max_transfer)
+    let place = c.namespace_place(nsid);
+    NamespaceHandle::new(id, c.state(), &ns, max_transfer, place)
 }
 
 fn transfer_on<P: Platform, L: DeviceLink, const Q: usize, const D: usize>(

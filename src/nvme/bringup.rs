@@ -234,6 +234,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                     Err(e) => return Err(e),
                 }
                 self.arm_async_events();
+                self.renew_namespace_stamp();
                 self.state = State::Ready;
                 self.step = Step::Ready;
                 self.came_up = true;

@@ -221,6 +221,11 @@ pub struct Controller<
     pub(crate) doorbell_buffers: Option<DoorbellBuffers>,
     pub(crate) info: Option<ControllerInfo>,
     pub(crate) namespaces: heapless::Vec<Namespace, MAX_NAMESPACES>,
+    /// Names this version of `namespaces` (see `renew_namespace_stamp`);
+    /// 0 while none was served.
+    pub(crate) namespace_stamp: u32,
+    /// `config.io_timeout` in nanoseconds, for the per-command deadline.
+    pub(crate) io_timeout_ns: u64,
     pub(crate) pending_nsids: heapless::Vec<u32, MAX_NAMESPACES>,
     /// Active namespaces not served, with the reason.
     pub(crate) refused: heapless::Vec<(u32, NamespaceRefusal), MAX_NAMESPACES>,
@@ -284,6 +289,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             doorbell_buffers: None,
             info: None,
             namespaces: heapless::Vec::new(),
+            namespace_stamp: 0,
+            io_timeout_ns: u64::try_from(config.io_timeout.as_nanos()).unwrap_or(u64::MAX),
             pending_nsids: heapless::Vec::new(),
             refused: heapless::Vec::new(),
             queue_entries: 0,
@@ -332,6 +339,29 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             .iter()
             .find(|n| n.id() == nsid)
             .ok_or(Error::UnknownNamespace { nsid })
+    }
+
+    /// The namespace list stamp and the place of `nsid` in the list, for a
+    /// namespace handle (`(0, 0)`, which never matches, when not served).
+    pub(crate) fn namespace_place(&self, nsid: u32) -> (u32, u16) {
+        match self.namespaces.iter().position(|n| n.id() == nsid) {
+            Some(slot) => (self.namespace_stamp, slot as u16),
+            None => (0, 0),
+        }
+    }
+
+    /// Gives the namespace list a new stamp, unique in the program: handles
+    /// made on an earlier list (or on another controller) take the full
+    /// check. Called whenever the served list may have changed.
+    pub(crate) fn renew_namespace_stamp(&mut self) {
+        use core::sync::atomic::{AtomicU32, Ordering};
+        static STAMPS: AtomicU32 = AtomicU32::new(1);
+        let mut stamp = STAMPS.fetch_add(1, Ordering::Relaxed);
+        if stamp == 0 {
+            // Wrapped: 0 means "no stamp".
+            stamp = STAMPS.fetch_add(1, Ordering::Relaxed);
+        }
+        self.namespace_stamp = stamp;
     }
 
     /// Number of I/O queues in use.

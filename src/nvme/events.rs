@@ -422,6 +422,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                         None => {
                             let max_blocks = (self.max_transfer >> info.block_shift).min(1 << 16);
                             if self.namespaces.push(Namespace { info, max_blocks }).is_ok() {
+                                self.renew_namespace_stamp();
                                 info!("nvme: namespace {nsid} added");
                                 self.notify(Notice::NamespaceAdded { nsid });
                             }
@@ -508,6 +509,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             let _ = gone.push(n.id());
         }
         self.namespaces.retain(|n| active.contains(&n.id()));
+        self.renew_namespace_stamp();
         self.refused.retain(|(id, _)| active.contains(id));
         for nsid in gone {
             info!("nvme: namespace {nsid} removed");

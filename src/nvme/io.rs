@@ -10,10 +10,11 @@
 use crate::error::{Error, Result};
 use crate::link::DeviceLink;
 use crate::nvme::command::{nvm, sc, sct, SubmissionEntry};
-use crate::nvme::controller::{Controller, State, Step};
+use crate::block::NamespaceHandle;
+use crate::nvme::controller::{Controller, Namespace, State, Step};
 use crate::nvme::prp;
 use crate::nvme::tracker::Delivered;
-use crate::platform::{DmaRegion, DmaView, DmaViewMut, PhysAddr, Platform};
+use crate::platform::{DmaRegion, DmaView, DmaViewMut, Instant, PhysAddr, Platform};
 
 /// Write Zeroes: deallocate the blocks too if the device can (CDW12 bit 25).
 const WRITE_ZEROES_DEAC: u32 = 1 << 25;
@@ -464,6 +465,25 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         if queue as usize >= self.io.len() {
             return Err(Error::UnknownQueue { queue });
         }
+        if let IoOp::Read { nsid, lba, blocks }
+        | IoOp::Write { nsid, lba, blocks }
+        | IoOp::WriteFua { nsid, lba, blocks } = op
+        {
+            let ns = *self.namespace(nsid)?;
+            let fua = if matches!(op, IoOp::WriteFua { .. }) {
+                nvm::FUA
+            } else {
+                0
+            };
+            let command = Transfer {
+                opcode: op.opcode(),
+                cdw12: fua,
+                lba,
+                blocks,
+            };
+            let (phys, len) = data.unwrap_or((PhysAddr::new(0), 0));
+            return self.queue_transfer(queue, &ns, command, phys, len, tag, internal, buffer);
+        }
         // Only the few fields used, not copies of whole identify structures.
         let ns = self.namespace(op.nsid())?;
         let (nsid, capacity, block_shift, max_blocks) =
@@ -579,6 +599,218 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         }
         q.push(&sqe);
         Ok(cid)
+    }
+}
+
+/// A read or write as the lean path queues it.
+#[derive(Clone, Copy)]
+struct Transfer {
+    opcode: u8,
+    /// Flags of command dword 12 besides the block count (FUA).
+    cdw12: u32,
+    lba: u64,
+    blocks: u32,
+}
+
+impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
+    Controller<P, L, QUEUES, DEPTH>
+{
+    /// Queues a read of `blocks` blocks at `lba` of the namespace `ns` into
+    /// `buffer` on I/O queue `queue`, with the caller's `tag`: the lean form
+    /// of [`Controller::submit`] for the common command. The handle was
+    /// validated when it was made; here it costs two comparisons while the
+    /// controller's namespace list is unchanged (and the full check of
+    /// [`NamespaceHandle`] otherwise). The range, the buffer's length and
+    /// alignment, the queue and the controller's state are checked as by
+    /// `submit`, and the command reaches the device at the next
+    /// [`Controller::poll`] (or [`Controller::ring_doorbells`]).
+    #[inline]
+    pub fn submit_read(
+        &mut self,
+        queue: QueueId,
+        ns: &NamespaceHandle,
+        lba: u64,
+        blocks: u32,
+        buffer: DmaRegion,
+        tag: u64,
+    ) -> core::result::Result<Token, Rejected> {
+        let command = Transfer {
+            opcode: nvm::READ,
+            cdw12: 0,
+            lba,
+            blocks,
+        };
+        self.submit_transfer(queue, ns, command, buffer, tag)
+    }
+
+    /// Queues a write of `blocks` blocks at `lba` of the namespace `ns` from
+    /// `buffer`; otherwise as [`Controller::submit_read`].
+    #[inline]
+    pub fn submit_write(
+        &mut self,
+        queue: QueueId,
+        ns: &NamespaceHandle,
+        lba: u64,
+        blocks: u32,
+        buffer: DmaRegion,
+        tag: u64,
+    ) -> core::result::Result<Token, Rejected> {
+        let command = Transfer {
+            opcode: nvm::WRITE,
+            cdw12: 0,
+            lba,
+            blocks,
+        };
+        self.submit_transfer(queue, ns, command, buffer, tag)
+    }
+
+    #[inline(always)]
+    fn submit_transfer(
+        &mut self,
+        queue: QueueId,
+        handle: &NamespaceHandle,
+        command: Transfer,
+        buffer: DmaRegion,
+        tag: u64,
+    ) -> core::result::Result<Token, Rejected> {
+        let (phys, len) = (buffer.phys(), buffer.len());
+        let mut buffer = Some(buffer);
+        let (stamp, slot) = handle.place();
+        let queued = match self.namespaces.get(slot as usize) {
+            // The list is the one the handle was made on, and serving.
+            Some(&ns) if stamp == self.namespace_stamp && self.state == State::Ready => {
+                self.queue_transfer(queue.0, &ns, command, phys, len, tag, false, &mut buffer)
+            }
+            _ => self.submit_transfer_checked(queue.0, handle, command, phys, len, tag, &mut buffer),
+        };
+        match queued {
+            Ok(cid) => Ok(Token { queue, cid }),
+            Err(error) => Err(Rejected { error, buffer }),
+        }
+    }
+
+    /// The handle's full check (the namespace list changed since it was
+    /// made, or the controller is not serving), then the transfer.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn submit_transfer_checked(
+        &mut self,
+        queue: u16,
+        handle: &NamespaceHandle,
+        command: Transfer,
+        phys: PhysAddr,
+        len: usize,
+        tag: u64,
+        buffer: &mut Option<DmaRegion>,
+    ) -> Result<u16> {
+        if self.state.is_finished() {
+            return Err(Error::StaleHandle);
+        }
+        self.serving()?;
+        handle.check(self.namespace(handle.nsid()).ok())?;
+        let ns = *self.namespace(handle.nsid())?;
+        self.queue_transfer(queue, &ns, command, phys, len, tag, false, buffer)
+    }
+
+    /// Validates a transfer on namespace `ns` (served by this controller,
+    /// which serves) and writes its SQE into `queue`'s ring. On success the
+    /// command's slot holds `buffer` (taken); on failure nothing was
+    /// submitted and `buffer` stays.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn queue_transfer(
+        &mut self,
+        queue: u16,
+        ns: &Namespace,
+        command: Transfer,
+        phys: PhysAddr,
+        len: usize,
+        tag: u64,
+        internal: bool,
+        buffer: &mut Option<DmaRegion>,
+    ) -> Result<u16> {
+        let Transfer {
+            opcode,
+            cdw12,
+            lba,
+            blocks,
+        } = command;
+        let Some(q) = self.io.get_mut(queue as usize) else {
+            return Err(unknown_queue(queue));
+        };
+        if blocks.wrapping_sub(1) >= ns.max_blocks
+            || lba.checked_add(blocks as u64).is_none_or(|end| end > ns.info.blocks)
+        {
+            return Err(bad_blocks(lba, blocks, ns.info.blocks, ns.max_blocks));
+        }
+        let bytes = (blocks as usize) << ns.info.block_shift;
+        let addr = phys.as_u64();
+        if len < bytes || addr & 3 != 0 {
+            return Err(bad_buffer(addr, bytes, len));
+        }
+        let deadline = Instant::from_nanos(
+            self.platform
+                .now()
+                .as_nanos()
+                .saturating_add(self.io_timeout_ns),
+        );
+        let cid = match q.reserve(opcode, tag, deadline, internal, buffer) {
+            Ok(cid) => cid,
+            Err(e) => return Err(queue_error(e, queue)),
+        };
+        let (prp1, prp2) = match prp::build(phys, bytes, || q.list_area(cid)) {
+            Ok(prps) => prps,
+            Err(e) => {
+                *buffer = q.tracker.cancel(cid);
+                return Err(e);
+            }
+        };
+        let mut sqe = SubmissionEntry::new(opcode);
+        sqe.set_cid(cid);
+        sqe.nsid = ns.info.nsid;
+        sqe.prp1 = prp1;
+        sqe.prp2 = prp2;
+        sqe.cdw10 = lba as u32;
+        sqe.cdw11 = (lba >> 32) as u32;
+        sqe.cdw12 = cdw12 | (blocks - 1);
+        q.push(&sqe);
+        Ok(cid)
+    }
+}
+
+/// The queue pair knows its NVMe queue ID; the caller knows the index.
+#[cold]
+fn queue_error(error: Error, queue: u16) -> Error {
+    match error {
+        Error::QueueFull { .. } => Error::QueueFull { queue },
+        other => other,
+    }
+}
+
+#[cold]
+fn unknown_queue(queue: u16) -> Error {
+    Error::UnknownQueue { queue }
+}
+
+/// Why a block range was refused (cold: only a caller mistake gets here).
+#[cold]
+fn bad_blocks(lba: u64, blocks: u32, capacity: u64, max: u32) -> Error {
+    match check_blocks(lba, blocks, capacity, max) {
+        Err(e) => e,
+        Ok(()) => Error::Internal {
+            what: "block range refused and accepted",
+        },
+    }
+}
+
+/// Why a buffer was refused (a missing one has length 0).
+#[cold]
+fn bad_buffer(addr: u64, needed: usize, got: usize) -> Error {
+    if got < needed {
+        Error::BufferTooSmall { needed, got }
+    } else {
+        Error::BufferMisaligned { addr, required: 4 }
     }
 }
 

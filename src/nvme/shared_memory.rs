@@ -126,6 +126,19 @@ impl SharedMemory {
         self.at::<T>(offset).map(|p| p.write(value))
     }
 
+    /// Writes `words` at byte `offset` (one volatile store per word, with
+    /// one bounds check for all). `None` when out of range or misaligned.
+    #[inline(always)]
+    pub(crate) fn write_words<const N: usize>(&self, offset: usize, words: [u64; N]) -> Option<()> {
+        let ptr = self.ptr::<[u64; N]>(offset)?.cast::<u64>();
+        for (i, word) in words.into_iter().enumerate() {
+            // SAFETY: `ptr` covers N aligned u64s inside the region (checked
+            // by `ptr`), and i < N; no reference to the bytes exists.
+            unsafe { ptr.add(i).write_volatile(word) };
+        }
+        Some(())
+    }
+
     /// Copies the bytes at `offset ..` into `dst` (volatile reads), as many
     /// as both hold; returns how many. The copy, not the shared memory, is
     /// what gets parsed: the device cannot change it under the parser.

@@ -801,7 +801,7 @@ Needs valgrind (`apt-get install -y valgrind`; xtask tries to install it) and, f
 `qemu-system-x86_64` and the `x86_64-unknown-none` target (installed by xtask as for `cargo xtask test`).\n\n\
 - **Instructions** are counted by callgrind (`valgrind --tool=callgrind --toggle-collect=...`) over the \
 host harness `bench/` (crate `bare-nvme-bench`, binary `iobench`, release build). Only the driver's \
-`measured_submit` (a loop of `Controller::submit`) and `measured_poll` (`Controller::poll` with a \
+`measured_submit` (a loop of `Controller::submit_read` with a namespace handle) and `measured_poll` (`Controller::poll` with a \
 callback that puts the buffer back) are collected. The simulated controller sits behind a platform \
 wrapper that records I/O doorbell writes and forwards them to the device between the measured calls, so \
 the device's work (fetching, executing, writing CQEs) is not counted; a doorbell write costs a few \
