@@ -7,13 +7,13 @@
 //! per-command state in a table indexed by CID. Completions go to the caller
 //! straight from the ring, with one table lookup each.
 
+use crate::block::NamespaceHandle;
 use crate::error::{Error, Result};
 use crate::link::DeviceLink;
 use crate::nvme::command::{nvm, sc, sct, SubmissionEntry};
-use crate::block::NamespaceHandle;
 use crate::nvme::controller::{Controller, Namespace, State, Step};
 use crate::nvme::prp;
-use crate::nvme::tracker::Delivered;
+use crate::nvme::tracker::{Delivered, Taken};
 use crate::platform::{DmaRegion, DmaView, DmaViewMut, Instant, PhysAddr, Platform};
 
 /// Write Zeroes: deallocate the blocks too if the device can (CDW12 bit 25).
@@ -212,7 +212,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         if self.holding() {
             return 0;
         }
-        let timeout = self.timeout_error();
+        let io_timeout = self.config.io_timeout;
         let live = self.rings_live();
         let Some(q) = self.io.get_mut(queue.0 as usize) else {
             return 0;
@@ -224,37 +224,54 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         }
         let mut delivered = 0;
         let mut succeeded = false;
-        let mut hand_over = |done: Delivered| {
-            succeeded |= done.result.is_ok();
-            if done.internal {
-                return;
-            }
-            if let (Some(buffer), nvm::READ) = (&done.buffer, done.opcode) {
-                // The device is done with it (or proven unable to reach it):
-                // the CPU sees what it wrote, not lines cached before.
-                platform.dma_invalidate(buffer.phys(), buffer.len());
-            }
-            delivered += 1;
-            on_complete(Completion {
-                token: Token {
-                    queue,
-                    cid: done.cid,
-                },
-                tag: done.tag,
-                result: aborted_means_timeout(done.result, timeout),
-                buffer: done.buffer,
-            });
-        };
         // What completed earlier (failed by a teardown, reaped by a blocking
         // wait) first, in order; then the new completions, straight from the
         // ring without a stop in the done queue.
         while let Some(done) = q.tracker.take_done() {
-            hand_over(done);
+            hand_over(
+                platform,
+                queue,
+                done,
+                io_timeout,
+                &mut on_complete,
+                &mut delivered,
+                &mut succeeded,
+            );
         }
         if live {
-            q.reap_delivering(platform, &self.regs, shadow, &mut hand_over);
+            q.reap_delivering(platform, &self.regs, shadow, |done| {
+                delivered += 1;
+                let result = if done.status == 0 {
+                    succeeded = true;
+                    Ok(())
+                } else {
+                    device_failure(&done, io_timeout)
+                };
+                if let (Some(buffer), nvm::READ) = (&done.buffer, done.opcode) {
+                    // The device is done with it: the CPU sees what it wrote,
+                    // not lines cached before.
+                    platform.dma_invalidate(buffer.phys(), buffer.len());
+                }
+                on_complete(Completion {
+                    token: Token {
+                        queue,
+                        cid: done.cid,
+                    },
+                    tag: done.tag,
+                    result,
+                    buffer: done.buffer,
+                });
+            });
             while let Some(done) = q.tracker.take_done() {
-                hand_over(done);
+                hand_over(
+                    platform,
+                    queue,
+                    done,
+                    io_timeout,
+                    &mut on_complete,
+                    &mut delivered,
+                    &mut succeeded,
+                );
             }
         }
         if succeeded {
@@ -423,7 +440,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                     // The device may still write the caller's buffer.
                     return Err(Error::Quarantined);
                 }
-                return aborted_means_timeout(done.result, self.timeout_error());
+                return aborted_means_timeout(done.result, self.config.io_timeout);
             }
             if self.state.is_finished() {
                 return Err(self.failure.unwrap_or(Error::NotReady));
@@ -681,7 +698,9 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             Some(&ns) if stamp == self.namespace_stamp && self.state == State::Ready => {
                 self.queue_transfer(queue.0, &ns, command, phys, len, tag, false, &mut buffer)
             }
-            _ => self.submit_transfer_checked(queue.0, handle, command, phys, len, tag, &mut buffer),
+            _ => {
+                self.submit_transfer_checked(queue.0, handle, command, phys, len, tag, &mut buffer)
+            }
         };
         match queued {
             Ok(cid) => Ok(Token { queue, cid }),
@@ -740,7 +759,9 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             return Err(unknown_queue(queue));
         };
         if blocks.wrapping_sub(1) >= ns.max_blocks
-            || lba.checked_add(blocks as u64).is_none_or(|end| end > ns.info.blocks)
+            || lba
+                .checked_add(blocks as u64)
+                .is_none_or(|end| end > ns.info.blocks)
         {
             return Err(bad_blocks(lba, blocks, ns.info.blocks, ns.max_blocks));
         }
@@ -759,13 +780,17 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             Ok(cid) => cid,
             Err(e) => return Err(queue_error(e, queue)),
         };
-        let (prp1, prp2) = match prp::build(phys, bytes, || q.list_area(cid)) {
+        let (prp1, prp2) = match prp::build(&self.platform, phys, bytes, || q.list_area(cid)) {
             Ok(prps) => prps,
             Err(e) => {
                 *buffer = q.tracker.cancel(cid);
                 return Err(e);
             }
         };
+        // Both directions, like a streaming DMA mapping: a write's data
+        // reaches memory, and no dirty line of a read's buffer is evicted
+        // over what the device writes.
+        self.platform.dma_flush(phys, bytes);
         let mut sqe = SubmissionEntry::new(opcode);
         sqe.set_cid(cid);
         sqe.nsid = ns.info.nsid;
@@ -814,14 +839,52 @@ fn bad_buffer(addr: u64, needed: usize, got: usize) -> Error {
     }
 }
 
+/// Hands a command from the done queue to the caller (unless a blocking
+/// wrapper issued it); notes whether it succeeded.
+fn hand_over<P: Platform>(
+    platform: &P,
+    queue: QueueId,
+    done: Delivered,
+    io_timeout: core::time::Duration,
+    on_complete: &mut impl FnMut(Completion),
+    delivered: &mut usize,
+    succeeded: &mut bool,
+) {
+    *succeeded |= done.result.is_ok();
+    if done.internal {
+        return;
+    }
+    if let (Some(buffer), nvm::READ) = (&done.buffer, done.opcode) {
+        // The device is done with it (or proven unable to reach it): the CPU
+        // sees what it wrote, not lines cached before.
+        platform.dma_invalidate(buffer.phys(), buffer.len());
+    }
+    *delivered += 1;
+    on_complete(Completion {
+        token: Token {
+            queue,
+            cid: done.cid,
+        },
+        tag: done.tag,
+        result: aborted_means_timeout(done.result, io_timeout),
+        buffer: done.buffer,
+    });
+}
+
+/// The error of a command the device completed with an error status.
+#[cold]
+fn device_failure(done: &Taken, io_timeout: core::time::Duration) -> Result<()> {
+    aborted_means_timeout(done.result(), io_timeout)
+}
+
 /// The driver sends Abort only for commands past their deadline, so a command
 /// that ended with "Command Abort Requested" timed out.
-fn aborted_means_timeout(result: Result<u32>, timeout: Error) -> Result<()> {
+fn aborted_means_timeout(result: Result<u32>, io_timeout: core::time::Duration) -> Result<()> {
     match result {
         Err(Error::CommandFailed { status, .. })
             if status.sct == sct::GENERIC && status.sc == sc::ABORT_REQUESTED =>
         {
-            Err(timeout)
+            Err(Error::timeout(crate::error::Wait::IoCommand, io_timeout))
         }
         r => r.map(|_| ()),
     }

@@ -8,7 +8,7 @@ use crate::nvme::queue::{
     alloc_ring, CompletionRing, DoorbellBuffers, SubmissionRing, CQE_SIZE, SQE_SIZE,
 };
 use crate::nvme::shared_memory::SharedMemory;
-use crate::nvme::tracker::{Delivered, Finished, Tracker, INDEX_BITS};
+use crate::nvme::tracker::{Finished, Taken, Tracker, INDEX_BITS};
 use crate::platform::{DmaRegion, Instant, Platform, RegisterAccess};
 
 /// Counts of what the device got wrong on one queue; each bad entry is
@@ -111,6 +111,7 @@ impl<const N: usize> QueuePair<N> {
 
     /// Reserves a command slot, which takes `buffer` on success.
     /// `QueueFull` when the table or ring is full.
+    #[inline(always)]
     pub(crate) fn reserve(
         &mut self,
         opcode: u8,
@@ -188,12 +189,13 @@ impl<const N: usize> QueuePair<N> {
     /// Like [`QueuePair::reap`], but hands each caller's command to
     /// `deliver` at once instead of queueing it (commands of blocking
     /// wrappers are still queued for their waiters).
+    #[inline(always)]
     pub(crate) fn reap_delivering<P: Platform, R: RegisterAccess>(
         &mut self,
         platform: &P,
         regs: &R,
         shadow: Option<&DoorbellBuffers>,
-        deliver: impl FnMut(Delivered),
+        deliver: impl FnMut(Taken),
     ) -> usize {
         self.drain(platform, regs, shadow, true, deliver)
     }
@@ -204,7 +206,7 @@ impl<const N: usize> QueuePair<N> {
         regs: &R,
         shadow: Option<&DoorbellBuffers>,
         take: bool,
-        mut deliver: impl FnMut(Delivered),
+        mut deliver: impl FnMut(Taken),
     ) -> usize {
         let Some((sq, cq)) = self.rings.as_mut() else {
             return 0;

@@ -175,6 +175,7 @@ impl SubmissionRing {
         self.mem.phys()
     }
 
+    #[inline(always)]
     fn next(&self, i: u16) -> u16 {
         // Entries never exceed 65536, and a compare is cheaper than a division.
         if i + 1 == self.entries {
@@ -186,6 +187,7 @@ impl SubmissionRing {
 
     /// Whether another entry fits (one slot always stays empty: head == tail
     /// means empty).
+    #[inline(always)]
     pub(crate) fn is_full(&self) -> bool {
         self.next(self.tail) == self.head
     }
@@ -251,6 +253,7 @@ impl SubmissionRing {
     /// device consumes only entries the doorbell announced, and never gives
     /// one back. Anything else (past the tail, or going backwards) would make
     /// the ring's free space a lie.
+    #[inline(always)]
     pub(crate) fn head_is_valid(&self, head: u16) -> bool {
         let (from, to) = (self.head, self.published);
         if from <= to {
@@ -263,6 +266,7 @@ impl SubmissionRing {
 
     /// Records the SQ head reported by a completion. The caller validated it
     /// (`head_is_valid`).
+    #[inline(always)]
     pub(crate) fn set_head(&mut self, head: u16) {
         self.head = head;
     }
@@ -334,6 +338,7 @@ impl CompletionRing {
     }
 
     /// The next entry if the device has posted it, consuming it.
+    #[inline(always)]
     pub(crate) fn pop<P: Platform>(&mut self, platform: &P) -> Option<CompletionEntry> {
         let offset = self.head as usize * CQE_SIZE;
         // The whole entry: its body is read after the tag without another

@@ -121,6 +121,7 @@ impl<const N: usize> Tracker<N> {
 
     /// Takes a free slot, which takes `buffer`, and returns its CID.
     /// `internal`: issued by a blocking wrapper, never delivered by `poll`.
+    #[inline(always)]
     pub(crate) fn allocate(
         &mut self,
         opcode: u8,
@@ -153,14 +154,19 @@ impl<const N: usize> Tracker<N> {
         slot.buffer.take()
     }
 
+    #[inline(always)]
     fn lookup(&self, cid: u16, state: impl Fn(SlotState) -> bool) -> Option<usize> {
         let index = (cid & INDEX_MASK) as usize;
         let slot = self.slots.get(index)?;
         (state(slot.state) && slot.generation as u16 == cid >> INDEX_BITS).then_some(index)
     }
 
+    #[inline(always)]
     fn lookup_in_flight(&self, cid: u16) -> Option<usize> {
-        self.lookup(cid, |s| s == SlotState::InFlight)
+        let index = (cid & INDEX_MASK) as usize;
+        let slot = self.slots.get(index)?;
+        (slot.state == SlotState::InFlight && slot.generation as u16 == cid >> INDEX_BITS)
+            .then_some(index)
     }
 
     fn lookup_done(&self, cid: u16) -> Option<usize> {
@@ -179,13 +185,14 @@ impl<const N: usize> Tracker<N> {
     /// `internal`) is handed back at once when `take` is set, freeing its
     /// slot; otherwise it waits in the done queue. One lookup for the whole
     /// completion.
+    #[inline(always)]
     pub(crate) fn complete(
         &mut self,
         cid: u16,
         status: u16,
         dw0: u32,
         take: bool,
-        deliver: impl FnOnce(Delivered),
+        deliver: &mut impl FnMut(Taken),
     ) -> Finished {
         let Some(index) = self.lookup_in_flight(cid) else {
             return Finished::Unknown;
@@ -206,17 +213,14 @@ impl<const N: usize> Tracker<N> {
         }
         slot.state = SlotState::Free;
         let _ = self.free.push(index as u16);
-        deliver(Delivered {
+        // The status stays a number here; only a failure becomes an `Error`,
+        // and only where it is handed to the caller.
+        deliver(Taken {
             cid,
-            tag: slot.tag,
-            result: if failed {
-                Err(device_error(status, slot.opcode))
-            } else {
-                Ok(dw0)
-            },
-            buffer: slot.buffer.take(),
+            status: if failed { status } else { 0 },
             opcode: slot.opcode,
-            internal: false,
+            tag: slot.tag,
+            buffer: slot.buffer.take(),
         });
         Finished::Taken
     }
@@ -392,6 +396,29 @@ pub(crate) enum Finished {
     Taken,
 }
 
+/// A caller's command the device completed, handed back straight from the
+/// ring: compact, the status a number (0: success).
+#[derive(Debug)]
+pub(crate) struct Taken {
+    pub(crate) cid: u16,
+    /// The completion's status field without the phase bit; 0 on success.
+    pub(crate) status: u16,
+    pub(crate) opcode: u8,
+    pub(crate) tag: u64,
+    pub(crate) buffer: Option<DmaRegion>,
+}
+
+impl Taken {
+    /// The command's result (`Ok` or the device's error).
+    pub(crate) fn result(&self) -> Result<u32, Error> {
+        if self.status == 0 {
+            Ok(0)
+        } else {
+            Err(device_error(self.status, self.opcode))
+        }
+    }
+}
+
 /// A finished command handed back to the caller.
 #[derive(Debug)]
 pub(crate) struct Delivered {
@@ -409,7 +436,7 @@ mod tests {
     use super::*;
 
     fn finish<const N: usize>(t: &mut Tracker<N>, cid: u16) -> bool {
-        t.complete(cid, 0, 0, false, |_| {}) != Finished::Unknown
+        t.complete(cid, 0, 0, false, &mut |_| {}) != Finished::Unknown
     }
 
     #[test]
@@ -435,9 +462,9 @@ mod tests {
         );
         assert_eq!(t.fail_all(timeout), 1);
         let c = t.allocate(2, 3, at, false, &mut None).unwrap();
-        assert_eq!(t.complete(c, 0x4, 0, false, |_| {}), Finished::Queued);
+        assert_eq!(t.complete(c, 0x4, 0, false, &mut |_| {}), Finished::Queued);
         let d = t.allocate(2, 4, at, false, &mut None).unwrap();
-        assert_eq!(t.complete(d, 0, 77, false, |_| {}), Finished::Queued);
+        assert_eq!(t.complete(d, 0, 77, false, &mut |_| {}), Finished::Queued);
         assert_eq!(t.fail_all(Error::DeviceRemoved), 0, "nothing in flight");
         assert_eq!(t.take_done_cid(b).unwrap().result, Err(timeout));
         assert_eq!(t.take_done_cid(a).unwrap().result, Err(Error::Aborted));
