@@ -8,7 +8,7 @@ mod common;
 
 use bare_nvme::block::BlockTarget;
 use bare_nvme::spec::command::nvm;
-use bare_nvme::{ControllerConfig, Error, QueueId};
+use bare_nvme::{ControllerConfig, Error, Platform, QueueId};
 use bare_nvme_sim::CtrlId;
 
 use common::*;
