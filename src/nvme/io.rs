@@ -13,8 +13,9 @@ use crate::link::DeviceLink;
 use crate::nvme::command::{nvm, sc, sct, SubmissionEntry};
 use crate::nvme::controller::{Controller, Namespace, State, Step};
 use crate::nvme::prp;
+use crate::nvme::qpair::TransferEntry;
 use crate::nvme::tracker::{Delivered, Taken};
-use crate::platform::{DmaRegion, DmaView, DmaViewMut, Instant, PhysAddr, Platform};
+use crate::platform::{DmaRegion, DmaView, DmaViewMut, PhysAddr, Platform};
 
 /// Write Zeroes: deallocate the blocks too if the device can (CDW12 bit 25).
 const WRITE_ZEROES_DEAC: u32 = 1 << 25;
@@ -770,37 +771,26 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         if len < bytes || addr & 3 != 0 {
             return Err(bad_buffer(addr, bytes, len));
         }
-        let deadline = Instant::from_nanos(
-            self.platform
-                .now()
-                .as_nanos()
-                .saturating_add(self.io_timeout_ns),
-        );
-        let cid = match q.reserve(opcode, tag, deadline, internal, buffer) {
-            Ok(cid) => cid,
-            Err(e) => return Err(queue_error(e, queue)),
+        let entry = TransferEntry {
+            opcode,
+            nsid: ns.info.nsid,
+            lba,
+            cdw12: cdw12 | (blocks - 1),
         };
-        let (prp1, prp2) = match prp::build(&self.platform, phys, bytes, || q.list_area(cid)) {
-            Ok(prps) => prps,
-            Err(e) => {
-                *buffer = q.tracker.cancel(cid);
-                return Err(e);
-            }
-        };
-        // Both directions, like a streaming DMA mapping: a write's data
-        // reaches memory, and no dirty line of a read's buffer is evicted
-        // over what the device writes.
-        self.platform.dma_flush(phys, bytes);
-        let mut sqe = SubmissionEntry::new(opcode);
-        sqe.set_cid(cid);
-        sqe.nsid = ns.info.nsid;
-        sqe.prp1 = prp1;
-        sqe.prp2 = prp2;
-        sqe.cdw10 = lba as u32;
-        sqe.cdw11 = (lba >> 32) as u32;
-        sqe.cdw12 = cdw12 | (blocks - 1);
-        q.push(&sqe);
-        Ok(cid)
+        let timeout_ns = self.io_timeout_ns;
+        match q.queue_transfer(
+            &self.platform,
+            entry,
+            phys,
+            bytes,
+            tag,
+            internal,
+            timeout_ns,
+            buffer,
+        ) {
+            Ok(cid) => Ok(cid),
+            Err(e) => Err(queue_error(e, queue)),
+        }
     }
 }
 

@@ -74,9 +74,32 @@ impl<'a> ListArea<'a> {
     }
 }
 
+/// PRP1 and PRP2 for `len` bytes at `buf` when they need no list (the
+/// transfer touches at most two pages) and `buf` is dword aligned; `None`
+/// otherwise, for [`build`] to handle.
+#[inline(always)]
+pub(crate) fn direct(buf: PhysAddr, len: usize) -> Option<(u64, u64)> {
+    let addr = buf.as_u64();
+    if addr & 3 != 0 {
+        return None;
+    }
+    // Bytes up to the next page boundary; the transfer ends within them or
+    // within the next page.
+    let first = PAGE_SIZE - (addr as usize & (PAGE_SIZE - 1));
+    if len <= first {
+        return Some((addr, 0));
+    }
+    let next_page = (addr & !(PAGE_SIZE as u64 - 1)) + PAGE_SIZE as u64;
+    (len - first <= PAGE_SIZE).then_some((addr, next_page))
+}
+
 /// Computes PRP1 and PRP2 for `len` bytes at `buf`, writing a PRP list into
 /// the area `list` gives when the transfer spans more than two pages (only
 /// then is it asked), and flushing it for the device ([`Platform::dma_flush`]).
+///
+/// Inlined: one or two pages (the common case) cost a few instructions in
+/// the caller; only a list goes out of line.
+#[inline(always)]
 pub(crate) fn build<'a, P: Platform>(
     platform: &P,
     buf: PhysAddr,
@@ -85,19 +108,38 @@ pub(crate) fn build<'a, P: Platform>(
 ) -> Result<(u64, u64)> {
     let addr = buf.as_u64();
     if addr & 3 != 0 {
-        return Err(Error::BufferMisaligned { addr, required: 4 });
+        return Err(misaligned(addr));
     }
+    // Bytes up to the next page boundary, and whether the transfer ends
+    // within it or the next page: no list.
     let first = PAGE_SIZE - (addr as usize & (PAGE_SIZE - 1));
     if len <= first {
         return Ok((addr, 0));
     }
     let next_page = (addr & !(PAGE_SIZE as u64 - 1)) + PAGE_SIZE as u64;
-    let rest = len - first;
-    // A shift, not a division: PAGE_SIZE is a power of two.
-    let pages = (rest + PAGE_SIZE - 1) >> PAGE_SHIFT;
-    if pages == 1 {
+    if len - first <= PAGE_SIZE {
         return Ok((addr, next_page));
     }
+    build_list(platform, addr, next_page, len - first, list)
+}
+
+#[cold]
+fn misaligned(addr: u64) -> Error {
+    Error::BufferMisaligned { addr, required: 4 }
+}
+
+/// The list case of [`build`]: `rest` bytes from `next_page` on, more than
+/// one page.
+#[inline(never)]
+fn build_list<'a, P: Platform>(
+    platform: &P,
+    addr: u64,
+    next_page: u64,
+    rest: usize,
+    list: impl FnOnce() -> Option<ListArea<'a>>,
+) -> Result<(u64, u64)> {
+    // A shift, not a division: PAGE_SIZE is a power of two.
+    let pages = (rest + PAGE_SIZE - 1) >> PAGE_SHIFT;
     let list = list().ok_or(Error::InvalidArgument {
         what: "transfer needs a PRP list",
     })?;

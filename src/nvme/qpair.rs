@@ -3,13 +3,13 @@
 
 use crate::error::{Error, Result};
 use crate::nvme::command::SubmissionEntry;
-use crate::nvme::prp::{ListArea, PAGE_SIZE};
+use crate::nvme::prp::{self, ListArea, PAGE_SIZE};
 use crate::nvme::queue::{
-    alloc_ring, CompletionRing, DoorbellBuffers, SubmissionRing, CQE_SIZE, SQE_SIZE,
+    alloc_ring, pair, CompletionRing, DoorbellBuffers, SubmissionRing, CQE_SIZE, SQE_SIZE,
 };
 use crate::nvme::shared_memory::SharedMemory;
 use crate::nvme::tracker::{Finished, Taken, Tracker, INDEX_BITS};
-use crate::platform::{DmaRegion, Instant, Platform, RegisterAccess};
+use crate::platform::{DmaRegion, Instant, PhysAddr, Platform, RegisterAccess};
 
 /// Counts of what the device got wrong on one queue; each bad entry is
 /// dropped, never trusted.
@@ -41,6 +41,20 @@ pub(crate) struct QueuePair<const N: usize> {
     /// Completions consumed from the ring, ever (a liveness sign for the tick).
     pub(crate) reaped: u64,
     pub(crate) faults: QueueFaults,
+    /// The deadline of the commands written since the SQ doorbell was last
+    /// rung: stamped by the first of them, so the clock is read once per
+    /// batch and every command's deadline starts no later than its submit.
+    batch_deadline: Instant,
+}
+
+/// A read or write as [`QueuePair::queue_transfer`] writes it.
+#[derive(Clone, Copy)]
+pub(crate) struct TransferEntry {
+    pub(crate) opcode: u8,
+    pub(crate) nsid: u32,
+    pub(crate) lba: u64,
+    /// Command dword 12: the block count (0's based) and flags (FUA).
+    pub(crate) cdw12: u32,
 }
 
 impl<const N: usize> QueuePair<N> {
@@ -55,6 +69,7 @@ impl<const N: usize> QueuePair<N> {
             tracker: Tracker::new((entries as usize).min(N).saturating_sub(1)),
             reaped: 0,
             faults: QueueFaults::default(),
+            batch_deadline: Instant::from_nanos(0),
         }
     }
 
@@ -110,7 +125,8 @@ impl<const N: usize> QueuePair<N> {
     }
 
     /// Reserves a command slot, which takes `buffer` on success.
-    /// `QueueFull` when the table or ring is full.
+    /// `QueueFull` when the table or ring is full. A command that opens a
+    /// batch stamps its deadline as the batch's (see `batch_deadline`).
     #[inline(always)]
     pub(crate) fn reserve(
         &mut self,
@@ -126,6 +142,11 @@ impl<const N: usize> QueuePair<N> {
         if sq.is_full() {
             return Err(Error::QueueFull { queue: self.qid });
         }
+        if !sq.has_unpublished() {
+            // This command opens the batch: its deadline (taken from the
+            // clock just now) stamps the transfers queued after it.
+            self.batch_deadline = deadline;
+        }
         self.tracker
             .allocate(opcode, tag, deadline, internal, buffer)
             .ok_or(Error::QueueFull { queue: self.qid })
@@ -133,13 +154,68 @@ impl<const N: usize> QueuePair<N> {
 
     /// The PRP list storage of the command `cid`.
     pub(crate) fn list_area(&self, cid: u16) -> Option<ListArea<'_>> {
-        let memory = self.lists.as_ref()?;
-        let index = (cid & ((1 << INDEX_BITS) - 1)) as usize;
-        Some(ListArea::new(
-            memory,
-            index * self.list_stride,
-            self.list_stride,
-        ))
+        list_area(self.lists.as_ref(), self.list_stride, cid)
+    }
+
+    /// Queues a validated read or write of `bytes` at `phys`: reserves a
+    /// command slot (which takes `buffer`), builds the PRPs, flushes the
+    /// buffer for the device and writes the SQE (no doorbell yet). The
+    /// deadline is `timeout_ns` from the first command of the batch (see
+    /// `batch_deadline`). On failure nothing was queued and `buffer` stays.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn queue_transfer<P: Platform>(
+        &mut self,
+        platform: &P,
+        command: TransferEntry,
+        phys: PhysAddr,
+        bytes: usize,
+        tag: u64,
+        internal: bool,
+        timeout_ns: u64,
+        buffer: &mut Option<DmaRegion>,
+    ) -> Result<u16> {
+        let Some((sq, _)) = self.rings.as_mut() else {
+            return Err(no_rings());
+        };
+        if sq.is_full() {
+            return Err(Error::QueueFull { queue: self.qid });
+        }
+        if !sq.has_unpublished() {
+            self.batch_deadline =
+                Instant::from_nanos(platform.now().as_nanos().saturating_add(timeout_ns));
+        }
+        let deadline = self.batch_deadline;
+        let Some(cid) = self
+            .tracker
+            .allocate(command.opcode, tag, deadline, internal, buffer)
+        else {
+            return Err(Error::QueueFull { queue: self.qid });
+        };
+        // One or two pages inline; a list (or a refusal) out of line.
+        let (prp1, prp2) = match prp::direct(phys, bytes) {
+            Some(prps) => prps,
+            None => match list_prps(
+                platform,
+                phys,
+                bytes,
+                self.lists.as_ref(),
+                self.list_stride,
+                cid,
+            ) {
+                Ok(prps) => prps,
+                Err(e) => {
+                    *buffer = self.tracker.cancel(cid);
+                    return Err(e);
+                }
+            },
+        };
+        // Both directions, like a streaming DMA mapping: a write's data
+        // reaches memory, and no dirty line of a read's buffer is evicted
+        // over what the device writes.
+        platform.dma_flush(phys, bytes);
+        sq.push_words(sqe_words(command, cid, prp1, prp2));
+        Ok(cid)
     }
 
     /// Writes a prepared entry into the ring (no doorbell yet).
@@ -255,6 +331,53 @@ impl<const N: usize> QueuePair<N> {
             keep(lists.into_region());
         }
     }
+}
+
+/// The PRP list storage of the command `cid` in `lists`.
+#[inline(always)]
+fn list_area(lists: Option<&SharedMemory>, stride: usize, cid: u16) -> Option<ListArea<'_>> {
+    let index = (cid & ((1 << INDEX_BITS) - 1)) as usize;
+    Some(ListArea::new(lists?, index * stride, stride))
+}
+
+/// PRPs of a transfer that needs a list (in `cid`'s list storage), or why
+/// it cannot be sent.
+#[cold]
+#[inline(never)]
+fn list_prps<P: Platform>(
+    platform: &P,
+    phys: PhysAddr,
+    bytes: usize,
+    lists: Option<&SharedMemory>,
+    stride: usize,
+    cid: u16,
+) -> Result<(u64, u64)> {
+    prp::build(platform, phys, bytes, || list_area(lists, stride, cid))
+}
+
+#[cold]
+fn no_rings() -> Error {
+    Error::Internal {
+        what: "queue without rings",
+    }
+}
+
+/// A transfer's SQE as the eight 64-bit words of its layout (see
+/// `SubmissionEntry`): CDW0 (opcode, CID) and NSID, CDW2-3, MPTR, PRP1,
+/// PRP2, CDW10-11 (starting LBA), CDW12-13, CDW14-15.
+#[inline(always)]
+fn sqe_words(c: TransferEntry, cid: u16, prp1: u64, prp2: u64) -> [u64; 8] {
+    let cdw0 = c.opcode as u32 | (cid as u32) << 16;
+    [
+        pair(cdw0, c.nsid),
+        0,
+        0,
+        prp1,
+        prp2,
+        pair(c.lba as u32, (c.lba >> 32) as u32),
+        pair(c.cdw12, 0),
+        0,
+    ]
 }
 
 fn sq_phys(sq: &SubmissionRing) -> u64 {

@@ -195,11 +195,24 @@ impl SubmissionRing {
     /// Writes `entry` at the tail. The caller checked `is_full`.
     #[inline(always)]
     pub(crate) fn push(&mut self, entry: &SubmissionEntry) {
-        let offset = self.tail as usize * SQE_SIZE;
         // Eight word stores straight from the fields, not a field-by-field
         // copy through the stack.
-        self.mem.write_words(offset, sqe_words(entry));
+        self.push_words(sqe_words(entry));
+    }
+
+    /// Writes an entry given as the eight words of its layout at the tail.
+    /// The caller checked `is_full`.
+    #[inline(always)]
+    pub(crate) fn push_words(&mut self, words: [u64; 8]) {
+        let offset = self.tail as usize * SQE_SIZE;
+        self.mem.write_words(offset, words);
         self.tail = self.next(self.tail);
+    }
+
+    /// Whether entries were written since the doorbell was last rung.
+    #[inline(always)]
+    pub(crate) fn has_unpublished(&self) -> bool {
+        self.tail != self.published
     }
 
     /// Uses the shadow slot of this queue's doorbell from now on.
@@ -278,7 +291,7 @@ impl SubmissionRing {
 
 /// Two 32-bit fields as the 64-bit word they occupy in memory.
 #[inline(always)]
-const fn pair(first: u32, second: u32) -> u64 {
+pub(crate) const fn pair(first: u32, second: u32) -> u64 {
     if cfg!(target_endian = "little") {
         first as u64 | (second as u64) << 32
     } else {
