@@ -105,10 +105,25 @@ impl<const N: usize> QueuePair<N> {
             }
         }
         self.list_stride = list_stride;
-        self.rings = Some((
-            SubmissionRing::new(sq_mem, entries, self.qid, dstrd),
-            CompletionRing::new(cq_mem, entries, self.qid, dstrd),
-        ));
+        // The platform gave at least the bytes asked for, page aligned; a
+        // ring refuses memory that does not hold its entries all the same.
+        let sq = SubmissionRing::new(sq_mem, entries, self.qid, dstrd);
+        let cq = CompletionRing::new(cq_mem, entries, self.qid, dstrd);
+        match (sq, cq) {
+            (Ok(sq), Ok(cq)) => self.rings = Some((sq, cq)),
+            (sq, cq) => {
+                let sq = sq.map_or_else(|m| m, SubmissionRing::into_memory);
+                let cq = cq.map_or_else(|m| m, CompletionRing::into_memory);
+                sq.release(platform);
+                cq.release(platform);
+                if let Some(lists) = self.lists.take() {
+                    lists.release(platform);
+                }
+                return Err(Error::Internal {
+                    what: "ring memory does not hold its entries",
+                });
+            }
+        }
         Ok(())
     }
 
@@ -259,7 +274,7 @@ impl<const N: usize> QueuePair<N> {
         regs: &R,
         shadow: Option<&DoorbellBuffers>,
     ) -> usize {
-        self.drain(platform, regs, shadow, false, |_| {})
+        self.drain::<false, _, _>(platform, regs, shadow, |_| {})
     }
 
     /// Like [`QueuePair::reap`], but hands each caller's command to
@@ -273,15 +288,16 @@ impl<const N: usize> QueuePair<N> {
         shadow: Option<&DoorbellBuffers>,
         deliver: impl FnMut(Taken),
     ) -> usize {
-        self.drain(platform, regs, shadow, true, deliver)
+        self.drain::<true, _, _>(platform, regs, shadow, deliver)
     }
 
-    fn drain<P: Platform, R: RegisterAccess>(
+    /// `TAKE`: hand callers' commands to `deliver` (else queue them).
+    #[inline(always)]
+    fn drain<const TAKE: bool, P: Platform, R: RegisterAccess>(
         &mut self,
         platform: &P,
         regs: &R,
         shadow: Option<&DoorbellBuffers>,
-        take: bool,
         mut deliver: impl FnMut(Taken),
     ) -> usize {
         let Some((sq, cq)) = self.rings.as_mut() else {
@@ -289,9 +305,10 @@ impl<const N: usize> QueuePair<N> {
         };
         let entries = sq.entries();
         let mut completed = 0;
-        for _ in 0..entries {
+        let mut popped = 0;
+        while popped < entries {
             let Some(cqe) = cq.pop(platform) else { break };
-            self.reaped += 1;
+            popped += 1;
             if cqe.sq_id != self.qid {
                 self.faults.wrong_queue += 1;
                 continue;
@@ -302,7 +319,7 @@ impl<const N: usize> QueuePair<N> {
             }
             let finished =
                 self.tracker
-                    .complete(cqe.cid, cqe.status >> 1, cqe.dw0, take, &mut deliver);
+                    .complete(cqe.cid, cqe.status >> 1, cqe.dw0, TAKE, &mut deliver);
             if finished == Finished::Unknown {
                 self.faults.unknown_cid += 1;
                 continue;
@@ -310,6 +327,7 @@ impl<const N: usize> QueuePair<N> {
             sq.set_head(cqe.sq_head);
             completed += 1;
         }
+        self.reaped += popped as u64;
         cq.acknowledge(platform, regs, shadow);
         completed
     }

@@ -10,11 +10,9 @@
 //! instead, and the MMIO doorbell is written only when the device asked for
 //! it through the EventIdx slot.
 
-use volatile::map_field;
-
 use crate::error::Result;
 use crate::nvme::barrier;
-use crate::nvme::command::{CompletionEntry, SubmissionEntry};
+use crate::nvme::command::SubmissionEntry;
 use crate::nvme::prp::PAGE_SIZE;
 use crate::nvme::regs;
 use crate::nvme::shared_memory::SharedMemory;
@@ -154,9 +152,19 @@ pub(crate) struct SubmissionRing {
 }
 
 impl SubmissionRing {
-    pub(crate) fn new(mem: SharedMemory, entries: u16, qid: u16, dstrd: u8) -> Self {
-        debug_assert!(mem.len() >= entries as usize * SQE_SIZE);
-        Self {
+    /// A ring of `entries` (at least 2) in `mem`; `Err(mem)` when the memory
+    /// does not hold that many 8-byte aligned entries. Checked once here, so
+    /// that `push` needs no check: `tail < entries` by construction.
+    pub(crate) fn new(
+        mem: SharedMemory,
+        entries: u16,
+        qid: u16,
+        dstrd: u8,
+    ) -> core::result::Result<Self, SharedMemory> {
+        if entries < 2 || !mem.holds(entries as usize, SQE_SIZE, 8) {
+            return Err(mem);
+        }
+        Ok(Self {
             mem,
             entries,
             tail: 0,
@@ -164,7 +172,7 @@ impl SubmissionRing {
             published: 0,
             doorbell: regs::sq_tail_doorbell(qid, dstrd),
             shadowed: false,
-        }
+        })
     }
 
     pub(crate) fn entries(&self) -> u16 {
@@ -205,7 +213,10 @@ impl SubmissionRing {
     #[inline(always)]
     pub(crate) fn push_words(&mut self, words: [u64; 8]) {
         let offset = self.tail as usize * SQE_SIZE;
-        self.mem.write_words(offset, words);
+        // SAFETY: `tail < entries` (it starts at 0 and `next` wraps it at
+        // `entries`), and `new` checked that the memory holds `entries`
+        // 8-byte aligned entries of SQE_SIZE bytes.
+        unsafe { self.mem.write_words_unchecked(offset, words) };
         self.tail = self.next(self.tail);
     }
 
@@ -332,9 +343,19 @@ pub(crate) struct CompletionRing {
 }
 
 impl CompletionRing {
-    pub(crate) fn new(mem: SharedMemory, entries: u16, qid: u16, dstrd: u8) -> Self {
-        debug_assert!(mem.len() >= entries as usize * CQE_SIZE);
-        Self {
+    /// A ring of `entries` (at least 2) in `mem`; `Err(mem)` when the memory
+    /// does not hold that many 4-byte aligned entries. Checked once here, so
+    /// that `pop` needs no check: `head < entries` by construction.
+    pub(crate) fn new(
+        mem: SharedMemory,
+        entries: u16,
+        qid: u16,
+        dstrd: u8,
+    ) -> core::result::Result<Self, SharedMemory> {
+        if entries < 2 || !mem.holds(entries as usize, CQE_SIZE, 4) {
+            return Err(mem);
+        }
+        Ok(Self {
             mem,
             entries,
             head: 0,
@@ -343,7 +364,7 @@ impl CompletionRing {
             acked: 0,
             doorbell: regs::cq_head_doorbell(qid, dstrd),
             shadowed: false,
-        }
+        })
     }
 
     pub(crate) fn phys(&self) -> PhysAddr {
@@ -352,27 +373,38 @@ impl CompletionRing {
 
     /// The next entry if the device has posted it, consuming it.
     #[inline(always)]
-    pub(crate) fn pop<P: Platform>(&mut self, platform: &P) -> Option<CompletionEntry> {
+    pub(crate) fn pop<P: Platform>(&mut self, platform: &P) -> Option<Posted> {
         let offset = self.head as usize * CQE_SIZE;
         // The whole entry: its body is read after the tag without another
         // invalidate, which the barrier below keeps in order.
         self.mem.invalidate(platform, offset, CQE_SIZE);
-        let slot = self.mem.at::<CompletionEntry>(offset)?;
-        let status = map_field!(slot.status).read();
-        if (status & 1 != 0) != self.phase {
+        // SAFETY (all three reads): `head < entries` (it starts at 0 and
+        // wraps at `entries`), and `new` checked that the memory holds
+        // `entries` 4-byte aligned entries of CQE_SIZE bytes.
+        // Dword 3: command identifier (15:0), status and phase tag (31:16).
+        let dw3 = u32::from_le(unsafe { self.mem.read_u32_unchecked(offset + 12) });
+        if (dw3 & 1 << 16 != 0) != self.phase {
             return None;
         }
         // Read the body only after seeing the phase tag: the device may write
         // the entry in more than one transaction, the tag last.
         barrier::after_phase_tag();
-        let entry = slot.read();
+        // Dword 2: SQ head (15:0), SQ identifier (31:16).
+        let dw2 = u32::from_le(unsafe { self.mem.read_u32_unchecked(offset + 8) });
+        let dw0 = u32::from_le(unsafe { self.mem.read_u32_unchecked(offset) });
         self.head += 1;
         if self.head == self.entries {
             self.head = 0;
             self.phase = !self.phase;
         }
         self.unacked += 1;
-        Some(entry)
+        Some(Posted {
+            dw0,
+            sq_head: dw2 as u16,
+            sq_id: (dw2 >> 16) as u16,
+            cid: dw3 as u16,
+            status: (dw3 >> 16) as u16,
+        })
     }
 
     /// Uses the shadow slot of this queue's doorbell from now on.
@@ -415,6 +447,22 @@ impl CompletionRing {
     }
 }
 
+/// The fields of a completion entry the driver uses, as `pop` read them
+/// (Dword 1 is reserved). Nothing here is trusted yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Posted {
+    /// Command specific Dword 0.
+    pub(crate) dw0: u32,
+    /// SQ head pointer.
+    pub(crate) sq_head: u16,
+    /// SQ identifier.
+    pub(crate) sq_id: u16,
+    /// Command identifier.
+    pub(crate) cid: u16,
+    /// Phase tag (bit 0) and status field (15:1).
+    pub(crate) status: u16,
+}
+
 /// Allocates ring memory of `entries * entry_size` bytes, page aligned.
 pub(crate) fn alloc_ring<P: Platform>(
     platform: &P,
@@ -436,6 +484,7 @@ impl DoorbellBuffers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nvme::command::CompletionEntry;
     use crate::nvme::test_memory::{CoherentPlatform, HeapDma, RecordingRegisters};
 
     const QID: u16 = 1;
@@ -464,7 +513,7 @@ mod tests {
     fn submissions_reach_the_device_and_the_doorbell_once_per_batch() {
         let regs = RecordingRegisters::default();
         let mut heap = HeapDma::new(4096, 0x1_0000);
-        let mut sq = SubmissionRing::new(heap.shared(), ENTRIES, QID, 0);
+        let mut sq = SubmissionRing::new(heap.shared(), ENTRIES, QID, 0).unwrap();
         let doorbell = regs::sq_tail_doorbell(QID, 0);
         assert!(
             !sq.publish(&CoherentPlatform, &regs, None),
@@ -497,10 +546,33 @@ mod tests {
     }
 
     #[test]
+    fn a_ring_refuses_memory_that_does_not_hold_its_entries() {
+        // Ring accesses are unchecked: the constructors are the check.
+        let mut short = HeapDma::new(ENTRIES as usize * SQE_SIZE - 8, 0x1_0000);
+        assert!(SubmissionRing::new(short.shared(), ENTRIES, QID, 0).is_err());
+        let mut short = HeapDma::new(ENTRIES as usize * CQE_SIZE - 4, 0x1_0000);
+        assert!(CompletionRing::new(short.shared(), ENTRIES, QID, 0).is_err());
+        let mut misaligned = HeapDma::new(4096, 0x1_0000);
+        assert!(SubmissionRing::new(misaligned.shared_from(4), ENTRIES, QID, 0).is_err());
+        let mut misaligned = HeapDma::new(4096, 0x1_0000);
+        assert!(CompletionRing::new(misaligned.shared_from(2), ENTRIES, QID, 0).is_err());
+        let mut tiny = HeapDma::new(4096, 0x1_0000);
+        assert!(
+            CompletionRing::new(tiny.shared(), 1, QID, 0).is_err(),
+            "one entry cannot wrap"
+        );
+        // Exactly enough, and aligned.
+        let mut exact = HeapDma::new(ENTRIES as usize * SQE_SIZE, 0x1_0000);
+        assert!(SubmissionRing::new(exact.shared(), ENTRIES, QID, 0).is_ok());
+        let mut exact = HeapDma::new(4096, 0x1_0000);
+        assert!(CompletionRing::new(exact.shared_from(4), ENTRIES, QID, 0).is_ok());
+    }
+
+    #[test]
     fn an_sq_head_is_valid_only_between_the_head_and_the_published_tail() {
         let regs = RecordingRegisters::default();
         let mut heap = HeapDma::new(4096, 0x1_0000);
-        let mut sq = SubmissionRing::new(heap.shared(), ENTRIES, QID, 0);
+        let mut sq = SubmissionRing::new(heap.shared(), ENTRIES, QID, 0).unwrap();
         sq.push(&sqe(0));
         sq.push(&sqe(1));
         assert!(!sq.head_is_valid(1), "pushed but not published");
@@ -521,7 +593,7 @@ mod tests {
     fn completions_pop_in_phase_across_the_wrap_and_free_slots_by_doorbell() {
         let regs = RecordingRegisters::default();
         let mut heap = HeapDma::new(4096, 0x2_0000);
-        let mut cq = CompletionRing::new(heap.shared(), ENTRIES, QID, 0);
+        let mut cq = CompletionRing::new(heap.shared(), ENTRIES, QID, 0).unwrap();
         let doorbell = regs::cq_head_doorbell(QID, 0);
         assert_eq!(
             cq.pop(&CoherentPlatform),
@@ -562,7 +634,7 @@ mod tests {
         let buffers = DoorbellBuffers::from_memory(shadow_page.shared(), event_page.shared());
         assert_eq!(buffers.addresses(), (0x3_0000, 0x4_0000));
         let mut ring = HeapDma::new(4096, 0x1_0000);
-        let mut sq = SubmissionRing::new(ring.shared(), ENTRIES, QID, 0);
+        let mut sq = SubmissionRing::new(ring.shared(), ENTRIES, QID, 0).unwrap();
         sq.use_shadow();
         let doorbell = regs::sq_tail_doorbell(QID, 0);
         let slot = doorbell - regs::DOORBELL_BASE;

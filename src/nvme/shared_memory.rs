@@ -126,17 +126,48 @@ impl SharedMemory {
         self.at::<T>(offset).map(|p| p.write(value))
     }
 
-    /// Writes `words` at byte `offset` (one volatile store per word, with
-    /// one bounds check for all). `None` when out of range or misaligned.
+    /// Whether `count` values of `size` bytes fit from byte 0 on, the first
+    /// (and so each, `size` being a multiple of `align`) aligned to `align`:
+    /// what a ring checks once so that its accesses need no check.
+    pub(crate) fn holds(&self, count: usize, size: usize, align: usize) -> bool {
+        count
+            .checked_mul(size)
+            .is_some_and(|bytes| bytes <= self.len())
+            && self.region.virt().as_ptr() as usize % align == 0
+            && size % align == 0
+    }
+
+    /// Reads the `u32` at byte `offset` (volatile), without a range check.
+    ///
+    /// # Safety
+    /// `offset + 4 <= self.len()` and `offset` is a multiple of 4 from a
+    /// 4-aligned start (the ring constructors prove it with [`Self::holds`]).
     #[inline(always)]
-    pub(crate) fn write_words<const N: usize>(&self, offset: usize, words: [u64; N]) -> Option<()> {
-        let ptr = self.ptr::<[u64; N]>(offset)?.cast::<u64>();
+    pub(crate) unsafe fn read_u32_unchecked(&self, offset: usize) -> u32 {
+        // SAFETY: in range and aligned (the caller's promise); no reference
+        // to the bytes exists, the access is volatile.
+        unsafe { self.region.virt().add(offset).cast::<u32>().read_volatile() }
+    }
+
+    /// Writes `words` at byte `offset` (one volatile store per word),
+    /// without a range check.
+    ///
+    /// # Safety
+    /// `offset + 8 * N <= self.len()` and `offset` is a multiple of 8 from an
+    /// 8-aligned start (the ring constructors prove it with [`Self::holds`]).
+    #[inline(always)]
+    pub(crate) unsafe fn write_words_unchecked<const N: usize>(
+        &self,
+        offset: usize,
+        words: [u64; N],
+    ) {
+        // SAFETY: in range and aligned (the caller's promise).
+        let ptr = unsafe { self.region.virt().add(offset) }.cast::<u64>();
         for (i, word) in words.into_iter().enumerate() {
-            // SAFETY: `ptr` covers N aligned u64s inside the region (checked
-            // by `ptr`), and i < N; no reference to the bytes exists.
+            // SAFETY: `ptr` covers N aligned u64s inside the region, and
+            // i < N; no reference to the bytes exists.
             unsafe { ptr.add(i).write_volatile(word) };
         }
-        Some(())
     }
 
     /// Copies the bytes at `offset ..` into `dst` (volatile reads), as many

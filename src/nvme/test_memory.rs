@@ -48,6 +48,23 @@ impl HeapDma {
         SharedMemory::new(region)
     }
 
+    /// Like [`HeapDma::shared`], but the memory from byte `offset` on (a
+    /// region that starts unaligned when `offset` is).
+    pub(crate) fn shared_from(&mut self, offset: usize) -> SharedMemory {
+        assert!(!self.lent && offset < self.layout.size(), "lent twice");
+        self.lent = true;
+        // SAFETY: as in `shared`, for the bytes from `offset` on, which lie
+        // inside the allocation (checked).
+        let region = unsafe {
+            DmaRegion::new(
+                self.base.add(offset),
+                PhysAddr::new(self.phys + offset as u64),
+                self.layout.size() - offset,
+            )
+        };
+        SharedMemory::new(region)
+    }
+
     /// A raw (DMA engine's) pointer to the `T` at byte `offset`.
     fn device_ptr<T: Copy>(&self, offset: usize) -> VolatilePtr<'_, T> {
         assert!(
