@@ -11,6 +11,9 @@ use crate::error::Error;
 use crate::platform::{DmaRegion, Instant};
 use crate::spec::command::Status;
 
+/// The end of the free list (no slot has this index).
+const NO_SLOT: u32 = u32::MAX;
+
 /// Bits of a CID that index the table.
 pub const INDEX_BITS: u32 = 10;
 const INDEX_MASK: u16 = (1 << INDEX_BITS) - 1;
@@ -50,6 +53,8 @@ pub(crate) struct Slot {
     pub(crate) buffer: Option<DmaRegion>,
     pub(crate) tag: u64,
     pub(crate) deadline: Instant,
+    /// Done: the result (see [`SlotState`]); free: the next free slot's
+    /// index ([`NO_SLOT`] at the end of the list).
     value: u32,
     pub(crate) state: SlotState,
     generation: u8,
@@ -76,7 +81,9 @@ struct Failure {
 #[derive(Debug)]
 pub(crate) struct Tracker<const N: usize> {
     slots: heapless::Vec<Slot, N>,
-    free: heapless::Vec<u16, N>,
+    /// The first free slot, [`NO_SLOT`] when none is: the free slots form
+    /// a list through their `value` (no separate stack, no capacity check).
+    free: u32,
     done: Deque<u16, N>,
     failures: heapless::Vec<Failure, FAILURES>,
     in_flight: usize,
@@ -94,24 +101,27 @@ impl<const N: usize> Tracker<N> {
         let () = Self::FITS;
         let capacity = capacity.min(N);
         let mut slots = heapless::Vec::new();
-        let mut free = heapless::Vec::new();
         for i in 0..capacity {
             let _ = slots.push(Slot {
                 buffer: None,
                 tag: 0,
                 deadline: Instant::from_nanos(0),
-                value: 0,
+                // Lowest index first, so a lightly loaded queue reuses hot
+                // slots.
+                value: if i + 1 < capacity {
+                    (i + 1) as u32
+                } else {
+                    NO_SLOT
+                },
                 state: SlotState::Free,
                 generation: 0,
                 opcode: 0,
                 internal: false,
             });
-            // Lowest index on top, so a lightly loaded queue reuses hot slots.
-            let _ = free.push((capacity - 1 - i) as u16);
         }
         Self {
             slots,
-            free,
+            free: if capacity > 0 { 0 } else { NO_SLOT },
             done: Deque::new(),
             failures: heapless::Vec::new(),
             in_flight: 0,
@@ -130,8 +140,9 @@ impl<const N: usize> Tracker<N> {
         internal: bool,
         buffer: &mut Option<DmaRegion>,
     ) -> Option<u16> {
-        let index = self.free.pop()?;
+        let index = self.free;
         let slot = self.slots.get_mut(index as usize)?;
+        self.free = slot.value;
         slot.generation = slot.generation.wrapping_add(1) & GENERATION_MASK;
         slot.state = SlotState::InFlight;
         slot.opcode = opcode;
@@ -141,7 +152,7 @@ impl<const N: usize> Tracker<N> {
         slot.buffer = buffer.take();
         self.in_flight += 1;
         self.next_deadline = self.next_deadline.min(deadline);
-        Some(index | (slot.generation as u16) << INDEX_BITS)
+        Some(index as u16 | (slot.generation as u16) << INDEX_BITS)
     }
 
     /// Gives back a slot that was allocated but never submitted.
@@ -150,7 +161,7 @@ impl<const N: usize> Tracker<N> {
         let slot = &mut self.slots[index];
         slot.state = SlotState::Free;
         self.in_flight -= 1;
-        let _ = self.free.push(index as u16);
+        slot.value = core::mem::replace(&mut self.free, index as u32);
         slot.buffer.take()
     }
 
@@ -212,7 +223,7 @@ impl<const N: usize> Tracker<N> {
             return Finished::Queued;
         }
         slot.state = SlotState::Free;
-        let _ = self.free.push(index as u16);
+        slot.value = core::mem::replace(&mut self.free, index as u32);
         // The status stays a number here; only a failure becomes an `Error`,
         // and only where it is handed to the caller.
         deliver(Taken {
@@ -266,7 +277,7 @@ impl<const N: usize> Tracker<N> {
             }
         };
         slot.state = SlotState::Free;
-        let _ = self.free.push(index as u16);
+        slot.value = core::mem::replace(&mut self.free, index as u32);
         Some(Delivered {
             cid,
             tag: slot.tag,
