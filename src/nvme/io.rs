@@ -641,7 +641,10 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// [`NamespaceHandle`] otherwise). The range, the buffer's length and
     /// alignment, the queue and the controller's state are checked as by
     /// `submit`, and the command reaches the device at the next
-    /// [`Controller::poll`] (or [`Controller::ring_doorbells`]).
+    /// [`Controller::poll`] (or [`Controller::ring_doorbells`]). The I/O
+    /// timeout runs from the first command queued on `queue` since its
+    /// doorbell was last rung (so from no later than this submit): the clock
+    /// is read once per batch.
     #[inline]
     pub fn submit_read(
         &mut self,

@@ -405,3 +405,98 @@ fn sq_phys(sq: &SubmissionRing) -> u64 {
 fn cq_phys(cq: &CompletionRing) -> u64 {
     cq.phys().as_u64()
 }
+
+#[cfg(test)]
+mod tests {
+    use core::cell::Cell;
+
+    use super::*;
+    use crate::nvme::test_memory::{HeapDma, RecordingRegisters};
+
+    /// A coherent platform whose clock the test sets.
+    #[derive(Default)]
+    struct Clock(Cell<u64>);
+
+    impl Platform for Clock {
+        type Registers = RecordingRegisters;
+
+        fn dma_alloc(&self, _len: usize, _align: usize) -> Option<DmaRegion> {
+            None
+        }
+
+        fn dma_free(&self, _region: DmaRegion) {}
+
+        fn map_registers(&self, _phys: PhysAddr, _len: usize) -> Option<RecordingRegisters> {
+            None
+        }
+
+        fn now(&self) -> Instant {
+            Instant::from_nanos(self.0.get())
+        }
+    }
+
+    const TIMEOUT: u64 = 1000;
+
+    fn read(q: &mut QueuePair<8>, clock: &Clock) -> u16 {
+        let entry = TransferEntry {
+            opcode: 2,
+            nsid: 1,
+            lba: 0,
+            cdw12: 0,
+        };
+        q.queue_transfer(
+            clock,
+            entry,
+            PhysAddr::new(0x10_0000),
+            512,
+            0,
+            false,
+            TIMEOUT,
+            &mut None,
+        )
+        .expect("queued")
+    }
+
+    fn deadline(q: &mut QueuePair<8>, cid: u16) -> u64 {
+        q.tracker.in_flight_mut(cid).unwrap().deadline.as_nanos()
+    }
+
+    #[test]
+    fn a_batch_shares_the_deadline_of_its_first_command_and_the_next_batch_restamps() {
+        let mut sq_heap = HeapDma::new(4096, 0x1_0000);
+        let mut cq_heap = HeapDma::new(4096, 0x2_0000);
+        let mut q: QueuePair<8> = QueuePair::new(1, 8);
+        q.rings = Some((
+            SubmissionRing::new(sq_heap.shared(), 8, 1, 0).unwrap(),
+            CompletionRing::new(cq_heap.shared(), 8, 1, 0).unwrap(),
+        ));
+        let clock = Clock::default();
+        let regs = RecordingRegisters::default();
+        clock.0.set(100);
+        let first = read(&mut q, &clock);
+        clock.0.set(150);
+        let second = read(&mut q, &clock);
+        assert_eq!(deadline(&mut q, first), 100 + TIMEOUT);
+        assert_eq!(
+            deadline(&mut q, second),
+            100 + TIMEOUT,
+            "stamped by the batch's first command, before its own submit"
+        );
+        assert!(q.publish(&clock, &regs, None));
+        clock.0.set(400);
+        let third = read(&mut q, &clock);
+        assert_eq!(deadline(&mut q, third), 400 + TIMEOUT, "a new batch");
+        assert!(q.publish(&clock, &regs, None));
+        // A command of the generic path opens the next batch: its deadline,
+        // taken from the clock by its caller, stamps the transfers after it.
+        clock.0.set(600);
+        let opener = q
+            .reserve(2, 0, Instant::from_nanos(600 + TIMEOUT), true, &mut None)
+            .unwrap();
+        q.push(&SubmissionEntry::new(2));
+        clock.0.set(700);
+        let fourth = read(&mut q, &clock);
+        assert_eq!(deadline(&mut q, opener), 600 + TIMEOUT);
+        assert_eq!(deadline(&mut q, fourth), 600 + TIMEOUT);
+    }
+}
