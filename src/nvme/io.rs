@@ -246,7 +246,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                     succeeded = true;
                     Ok(())
                 } else {
-                    device_failure(&done, io_timeout)
+                    device_failure(done.status, done.opcode, io_timeout)
                 };
                 if let (Some(buffer), nvm::READ) = (&done.buffer, done.opcode) {
                     // The device is done with it: the CPU sees what it wrote,
@@ -864,10 +864,13 @@ fn hand_over<P: Platform>(
     });
 }
 
-/// The error of a command the device completed with an error status.
+/// The error of a command the device completed with status field `status`
+/// (not 0). Takes the numbers, not the completion: nothing of the hot path
+/// has its address taken, so the completion need not be built in memory.
 #[cold]
-fn device_failure(done: &Taken, io_timeout: core::time::Duration) -> Result<()> {
-    aborted_means_timeout(done.result(), io_timeout)
+#[inline(never)]
+fn device_failure(status: u16, opcode: u8, io_timeout: core::time::Duration) -> Result<()> {
+    aborted_means_timeout(Taken::failure(status, opcode), io_timeout)
 }
 
 /// The driver sends Abort only for commands past their deadline, so a command

@@ -420,12 +420,13 @@ pub(crate) struct Taken {
 }
 
 impl Taken {
-    /// The command's result (`Ok` or the device's error).
-    pub(crate) fn result(&self) -> Result<u32, Error> {
-        if self.status == 0 {
+    /// The result of a command with status field `status` (`Ok` or the
+    /// device's error).
+    pub(crate) fn failure(status: u16, opcode: u8) -> Result<u32, Error> {
+        if status == 0 {
             Ok(0)
         } else {
-            Err(device_error(self.status, self.opcode))
+            Err(device_error(status, opcode))
         }
     }
 }
