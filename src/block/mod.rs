@@ -48,6 +48,8 @@ mod device;
 mod handle;
 mod target;
 
-pub use device::{BlockDevice, BounceConfig, DEFAULT_BOUNCE_BYTES};
+pub use device::{
+    BlockDevice, BounceConfig, DEFAULT_BOUNCE_BUFFERS, DEFAULT_BOUNCE_BYTES, MAX_BOUNCE_BUFFERS,
+};
 pub use handle::NamespaceHandle;
 pub use target::BlockTarget;
