@@ -7,13 +7,14 @@
 //! are still on the device; a read copies a piece out when its commands
 //! are done, in request order, and the buffer takes the next piece.
 
-use heapless::{Deque, Vec};
+use heapless::Vec;
 
 use crate::block::handle::NamespaceHandle;
-use crate::block::target::{BlockTarget, Direction, Private};
+use crate::block::pipeline::Memory;
+use crate::block::target::{BlockTarget, Direction};
 use crate::error::{Error, Result};
 use crate::event::ControllerId;
-use crate::platform::{DmaRegion, PhysAddr, Platform};
+use crate::platform::{DmaRegion, Platform};
 
 /// Default size of each bounce buffer: 128 KiB.
 pub const DEFAULT_BOUNCE_BYTES: usize = 128 << 10;
@@ -24,10 +25,6 @@ pub const DEFAULT_BOUNCE_BUFFERS: usize = 4;
 
 /// Most bounce buffers a block device keeps.
 pub const MAX_BOUNCE_BUFFERS: usize = 16;
-
-/// Most commands one call keeps in flight (a bounce buffer larger than the
-/// controller's largest transfer is sent as several).
-const MAX_IN_FLIGHT: usize = 64;
 
 /// Alignment of each bounce buffer: a page, so that a transfer of up to two
 /// pages needs no PRP list.
@@ -81,31 +78,14 @@ impl Default for BounceConfig {
 /// either (to keep ticking the driver between calls, drop the device or
 /// use [`BlockDevice::target`]).
 pub struct BlockDevice<T: BlockTarget> {
-    target: T,
-    handle: NamespaceHandle,
+    pub(super) target: T,
+    pub(super) handle: NamespaceHandle,
     /// The bounce buffers, `piece` bytes each. `None` where one was
     /// quarantined (the device could not be proven stopped while it held
     /// it): it is never reused or freed.
-    pool: Vec<Option<DmaRegion>, MAX_BOUNCE_BUFFERS>,
-    piece: usize,
-    copied: u64,
-}
-
-/// A part of a request on its way: in its own bounce buffer (or in the
-/// caller's DMA memory), sent as one command or, past the largest
-/// transfer, several.
-struct Piece {
-    /// Offset in the request.
-    at: usize,
-    len: usize,
-    /// Bytes submitted so far.
-    sent: usize,
-    /// Its commands in flight.
-    pending: u16,
-    /// Its bounce buffer; `None`: the caller's memory.
-    slot: Option<usize>,
-    /// A command of it ended while the device may still write its memory.
-    kept: bool,
+    pub(super) pool: Vec<Option<DmaRegion>, MAX_BOUNCE_BUFFERS>,
+    pub(super) piece: usize,
+    pub(super) copied: u64,
 }
 
 impl<T: BlockTarget> BlockDevice<T> {
@@ -216,30 +196,16 @@ impl<T: BlockTarget> BlockDevice<T> {
     /// caller's DMA memory. On [`Error::Quarantined`] the buffer may still be
     /// written by the device: leak it.
     pub fn read_dma(&mut self, lba: u64, buffer: &mut DmaRegion) -> Result<()> {
-        let memory = Some(buffer.phys());
-        self.pipeline(
-            lba,
-            buffer.len(),
-            Direction::Read,
-            memory,
-            |_, _| {},
-            |_, _| {},
-        )
+        let (memory, len) = (Memory::Caller(buffer.phys()), buffer.len());
+        self.pipeline(lba, len, Direction::Read, memory, |_, _| {}, |_, _| {})
     }
 
     /// Writes `buffer` (whole blocks) at `lba` straight from the caller's
     /// DMA memory. On [`Error::Quarantined`] the device may still read the
     /// buffer: leak it.
     pub fn write_dma(&mut self, lba: u64, buffer: &DmaRegion) -> Result<()> {
-        let memory = Some(buffer.phys());
-        self.pipeline(
-            lba,
-            buffer.len(),
-            Direction::Write,
-            memory,
-            |_, _| {},
-            |_, _| {},
-        )
+        let (memory, len) = (Memory::Caller(buffer.phys()), buffer.len());
+        self.pipeline(lba, len, Direction::Write, memory, |_, _| {}, |_, _| {})
     }
 
     /// Makes every completed write durable.
@@ -256,7 +222,7 @@ impl<T: BlockTarget> BlockDevice<T> {
         len: usize,
         sink: impl FnMut(usize, &[u8]),
     ) -> Result<()> {
-        self.pipeline(lba, len, Direction::Read, None, |_, _| {}, sink)
+        self.pipeline(lba, len, Direction::Read, Memory::Bounce, |_, _| {}, sink)
     }
 
     /// Writes `len` bytes (whole blocks) at `lba` through the bounce
@@ -268,7 +234,14 @@ impl<T: BlockTarget> BlockDevice<T> {
         len: usize,
         source: impl FnMut(usize, &mut [u8]),
     ) -> Result<()> {
-        self.pipeline(lba, len, Direction::Write, None, source, |_, _| {})
+        self.pipeline(
+            lba,
+            len,
+            Direction::Write,
+            Memory::Bounce,
+            source,
+            |_, _| {},
+        )
     }
 
     /// Reads `len` bytes (whole blocks, at most one bounce buffer) at `lba`,
@@ -303,8 +276,12 @@ impl<T: BlockTarget> BlockDevice<T> {
     /// Moves `len` bytes at `lba` to or from bounce buffer `slot` alone,
     /// quarantining it if the device may still write it.
     fn in_slot(&mut self, slot: usize, lba: u64, len: usize, direction: Direction) -> Result<()> {
-        let phys = self.pool[slot].as_ref().map(DmaRegion::phys);
-        let result = self.pipeline(lba, len, direction, phys, |_, _| {}, |_, _| {});
+        let phys = self.pool[slot]
+            .as_ref()
+            .map(DmaRegion::phys)
+            .ok_or(Error::OutOfDmaMemory { bytes: self.piece })?;
+        let memory = Memory::Caller(phys);
+        let result = self.pipeline(lba, len, direction, memory, |_, _| {}, |_, _| {});
         if result == Err(Error::Quarantined) {
             self.quarantine(slot);
         }
@@ -313,7 +290,7 @@ impl<T: BlockTarget> BlockDevice<T> {
 
     /// Validates a request of `len` bytes at `lba`: whole blocks, at least
     /// one, inside the namespace. Returns its blocks.
-    fn blocks_of(&self, lba: u64, len: usize) -> Result<u64> {
+    pub(super) fn blocks_of(&self, lba: u64, len: usize) -> Result<u64> {
         if len == 0 {
             return Err(Error::EmptyTransfer);
         }
@@ -334,244 +311,20 @@ impl<T: BlockTarget> BlockDevice<T> {
     }
 
     /// `Ok` if the handle still holds (see [`NamespaceHandle`]).
-    fn check_handle(&mut self) -> Result<()> {
+    pub(super) fn check_handle(&mut self) -> Result<()> {
         self.target.io_of(&self.handle)?.check(&self.handle)
     }
 
     /// The bounce buffers not quarantined, by index.
-    fn usable(&self) -> impl Iterator<Item = usize> + '_ {
+    pub(super) fn usable(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.pool.len()).filter(|&i| self.pool[i].is_some())
     }
 
     /// Keeps bounce buffer `slot` out of use for good: the device may still
     /// write it, so it is never handed back to the platform either.
-    fn quarantine(&mut self, slot: usize) {
+    pub(super) fn quarantine(&mut self, slot: usize) {
         if let Some(region) = self.pool.get_mut(slot).and_then(Option::take) {
             let _kept = core::mem::ManuallyDrop::new(region);
-        }
-    }
-
-    /// Moves `len` bytes (whole blocks) at `lba`: from or to the caller's DMA
-    /// memory at `memory`, or, without it, through the bounce buffers
-    /// (`fill` fills a piece of a write before it is submitted, `drain`
-    /// takes a piece of a read once it is done; both in request order).
-    /// Keeps a piece in flight per bounce buffer (per configured buffer for
-    /// the caller's memory), each split at the largest transfer; waits for
-    /// every command it submitted before it returns, failed or not.
-    fn pipeline(
-        &mut self,
-        lba: u64,
-        len: usize,
-        direction: Direction,
-        memory: Option<PhysAddr>,
-        mut fill: impl FnMut(usize, &mut [u8]),
-        mut drain: impl FnMut(usize, &[u8]),
-    ) -> Result<()> {
-        self.blocks_of(lba, len)?;
-        // A stale handle says so whatever the pool holds.
-        self.check_handle()?;
-        let block = self.handle.block_size() as usize;
-        let max_transfer = (self.handle.max_transfer() as usize & !(block - 1)).max(block);
-        // Lowest index on top.
-        let mut free: Vec<usize, MAX_BOUNCE_BUFFERS> = self.usable().collect();
-        free.reverse();
-        let (piece_size, window) = match memory {
-            Some(_) => (max_transfer, self.pool.len()),
-            None if free.is_empty() => return Err(Error::OutOfDmaMemory { bytes: self.piece }),
-            None => (self.piece, free.len()),
-        };
-        let mut pieces: Deque<Piece, MAX_BOUNCE_BUFFERS> = Deque::new();
-        // Commands in flight, and the piece (its offset) of each.
-        let mut cids: Vec<u16, MAX_IN_FLIGHT> = Vec::new();
-        let mut owners: Vec<usize, MAX_IN_FLIGHT> = Vec::new();
-        let mut next = 0;
-        let mut error = None;
-        loop {
-            // New pieces while buffers are free; a write's is filled first.
-            while error.is_none() && next < len && pieces.len() < window {
-                let slot = match memory {
-                    Some(_) => None,
-                    None => match free.pop() {
-                        Some(slot) => Some(slot),
-                        None => break,
-                    },
-                };
-                let piece = (len - next).min(piece_size);
-                if let (Some(slot), Direction::Write) = (slot, direction) {
-                    if let Some(bounce) = &mut self.pool[slot] {
-                        fill(next, &mut bounce.as_mut_slice()[..piece]);
-                    }
-                    self.copied += piece as u64;
-                }
-                let new = Piece {
-                    at: next,
-                    len: piece,
-                    sent: 0,
-                    pending: 0,
-                    slot,
-                    kept: false,
-                };
-                if pieces.push_back(new).is_err() {
-                    break;
-                }
-                next += piece;
-            }
-            // Their commands, oldest piece first, while the queue takes them.
-            if error.is_none() {
-                let submitted = self.submit(
-                    &mut pieces,
-                    &mut cids,
-                    &mut owners,
-                    lba,
-                    memory,
-                    max_transfer,
-                    direction,
-                );
-                if let Err(e) = submitted {
-                    error = Some(e);
-                }
-            }
-            if cids.is_empty() {
-                break;
-            }
-            let (index, result) = match self.target.io_of(&self.handle) {
-                Ok(io) => io.wait(&cids, Private(())),
-                Err(e) => (None, Err(e)),
-            };
-            match index.filter(|&i| i < cids.len()) {
-                Some(i) => {
-                    cids.swap_remove(i);
-                    let owner = owners.swap_remove(i);
-                    if let Some(piece) = pieces.iter_mut().find(|p| p.at == owner) {
-                        piece.pending = piece.pending.saturating_sub(1);
-                        piece.kept |= result == Err(Error::Quarantined);
-                    }
-                }
-                None => {
-                    // None of them will be delivered: the device may still
-                    // reach the memory of each.
-                    for piece in pieces.iter_mut().filter(|p| p.pending > 0) {
-                        piece.pending = 0;
-                        piece.kept = true;
-                    }
-                    cids.clear();
-                    owners.clear();
-                }
-            }
-            if let Err(e) = result {
-                error.get_or_insert(e);
-            }
-            // Finished pieces leave in request order: a read's is copied out.
-            while let Some(front) = pieces.front() {
-                if front.pending > 0 || (front.sent < front.len && error.is_none()) {
-                    break;
-                }
-                if let Some(piece) = pieces.pop_front() {
-                    self.retire(
-                        piece,
-                        &mut free,
-                        error.is_none(),
-                        memory,
-                        direction,
-                        &mut drain,
-                    );
-                }
-            }
-        }
-        // Nothing in flight: what is left ended with the error.
-        while let Some(piece) = pieces.pop_front() {
-            self.retire(piece, &mut free, false, memory, direction, &mut drain);
-        }
-        match error {
-            Some(e) => Err(e),
-            None if next == len => Ok(()),
-            None => Err(Error::Internal {
-                what: "a block request ended before its last piece",
-            }),
-        }
-    }
-
-    /// Submits what `pieces` still have to send, one command per largest
-    /// transfer, until the queue or `cids` is full. A full queue is an
-    /// error only with nothing of this call in flight.
-    #[allow(clippy::too_many_arguments)]
-    fn submit(
-        &mut self,
-        pieces: &mut Deque<Piece, MAX_BOUNCE_BUFFERS>,
-        cids: &mut Vec<u16, MAX_IN_FLIGHT>,
-        owners: &mut Vec<usize, MAX_IN_FLIGHT>,
-        lba: u64,
-        memory: Option<PhysAddr>,
-        max_transfer: usize,
-        direction: Direction,
-    ) -> Result<()> {
-        let shift = self.handle.block_shift();
-        let io = self.target.io_of(&self.handle)?;
-        for piece in pieces.iter_mut() {
-            while piece.sent < piece.len {
-                if cids.is_full() {
-                    return Ok(());
-                }
-                let bytes = (piece.len - piece.sent).min(max_transfer);
-                let offset = piece.at + piece.sent;
-                let phys = match piece.slot {
-                    Some(slot) => self.pool[slot]
-                        .as_ref()
-                        .and_then(|b| b.phys().checked_add(piece.sent as u64)),
-                    None => memory.and_then(|m| m.checked_add(offset as u64)),
-                }
-                .ok_or(Error::Internal {
-                    what: "a piece without memory",
-                })?;
-                let at = lba + (offset >> shift) as u64;
-                match io.submit(&self.handle, at, phys, bytes, direction, Private(())) {
-                    Ok(cid) => {
-                        // Cannot fail: both have room (checked above).
-                        let _ = cids.push(cid);
-                        let _ = owners.push(piece.at);
-                        piece.sent += bytes;
-                        piece.pending += 1;
-                    }
-                    Err(Error::QueueFull { .. }) if !cids.is_empty() => return Ok(()),
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Ends a piece with nothing in flight: a read that went well is made
-    /// visible to the CPU and, from a bounce buffer, handed to `drain`; its
-    /// bounce buffer goes back to `free`, or into quarantine.
-    fn retire(
-        &mut self,
-        piece: Piece,
-        free: &mut Vec<usize, MAX_BOUNCE_BUFFERS>,
-        ok: bool,
-        memory: Option<PhysAddr>,
-        direction: Direction,
-        drain: &mut impl FnMut(usize, &[u8]),
-    ) {
-        let done = ok && piece.sent == piece.len && direction == Direction::Read;
-        match piece.slot {
-            None => {
-                let phys = memory.and_then(|m| m.checked_add(piece.at as u64));
-                if let (true, Some(phys)) = (done, phys) {
-                    self.target.platform().dma_invalidate(phys, piece.len);
-                }
-            }
-            Some(slot) if piece.kept => self.quarantine(slot),
-            Some(slot) => {
-                if let (true, Some(bounce)) = (done, &self.pool[slot]) {
-                    self.target
-                        .platform()
-                        .dma_invalidate(bounce.phys(), piece.len);
-                    drain(piece.at, &bounce.as_slice()[..piece.len]);
-                    self.copied += piece.len as u64;
-                }
-                // Cannot fail: it came from there.
-                let _ = free.push(slot);
-            }
         }
     }
 }

@@ -47,6 +47,7 @@
 
 mod device;
 mod handle;
+mod pipeline;
 mod target;
 
 pub use device::{
