@@ -367,6 +367,18 @@ fn a_pool_with_every_buffer_quarantined_refuses_bounce_calls() {
         let out = filled(&p, 4096, 2);
         disk.write_dma(0, &out).unwrap();
         p.dma_free(out);
+        // A byte stream says so too, rather than reading as the end.
+        #[cfg(feature = "embedded-io")]
+        let disk = {
+            use embedded_io::Read as _;
+            let mut stream = bare_nvme::adapters::io::ByteStream::new(disk);
+            assert_eq!(
+                stream.read(&mut [0; 16]).map_err(|e| e.0),
+                Err(Error::OutOfDmaMemory { bytes: 4096 })
+            );
+            stream.into_inner()
+        };
+        assert_eq!(disk.bounce_buffers(), 0);
         let frees = sim.counters().dma_frees;
         drop(disk);
         assert_eq!(
