@@ -1,0 +1,282 @@
+//! More than one core: starting the other processors at boot, and running
+//! borrowed work on them while core 0 goes on.
+//!
+//! # Start-up
+//!
+//! [`start`] runs once in `kmain`. It reads the processors from the ACPI
+//! MADT (through the RSDP in the PVH start info, else the BIOS area; every
+//! table checksummed and bounds-checked, see `acpi`). Without a usable MADT
+//! it tries APIC id `boot id + 1`, since QEMU numbers the processors of one
+//! socket consecutively; a processor that does not answer is simply not
+//! there. Each processor gets INIT, then STARTUP (twice if needed, per the
+//! MP start-up protocol) through the boot core's local APIC (xAPIC MMIO,
+//! uncached), runs the real-mode trampoline (`trampoline`: 16 -> 32 -> 64
+//! bit on the boot core's page tables) and reports in on its own 1 MiB
+//! stack; every wait has a deadline. With `-smp 1` the MADT lists one
+//! processor and nothing is started. Up to [`MAX_CORES`] cores are used.
+//!
+//! Core 0 is the boot processor; it runs the scenario. Cores 1.. take jobs.
+//! No core takes interrupts (the board has no IDT); an idle core polls its
+//! mailbox.
+//!
+//! # Running work on core 1
+//!
+//! ```ignore
+//! let hits = AtomicU64::new(0);
+//! let mut on_core1 = || { hits.fetch_add(1, Ordering::Relaxed); };
+//! smp::scope(Duration::from_secs(5), |s| {
+//!     let job = s.spawn(1, &mut on_core1)?;      // returns at once
+//!     while !job.is_finished() {
+//!         driver.tick();                         // core 0 keeps working
+//!     }
+//!     job.join(deadline_ms(1000))                // Result<CoreTime, SmpError>
+//! })?;
+//! ```
+//!
+//! - The job is a `&mut` to a closure defined *before* the scope: it may
+//!   borrow anything that outlives the scope, without `'static`.
+//! - The closure must be `Send` (it runs on the other core). Whatever core 0
+//!   uses at the same time through shared references must be `Sync`: atomics,
+//!   a `spin::Mutex`, or data only read. Something only the job uses (e.g. an
+//!   I/O queue handle) can be captured by `&mut` or by value; core 0 gets it
+//!   back after the scope.
+//! - [`Job::join`] waits for the job with a deadline and returns its
+//!   [`CoreTime`] (the core's own TSC before and after the job). On timeout
+//!   the job keeps running; the scope still waits for it.
+//! - When the scope's body returns, every job not joined yet is waited for,
+//!   up to the scope's limit. Soundness rests on this join: the scope cannot
+//!   return, and so the borrows cannot end, while a job may still run. A job
+//!   past the limit ends the machine (panic) instead of returning early.
+//! - One job per core at a time ([`SmpError::Busy`] otherwise). [`run_on`]
+//!   runs one job and waits for it.
+//! - [`tsc`] reads the calling core's TSC and [`current_core`] says which
+//!   core runs; QEMU's TSCs run in step, so stamps from both cores compare.
+
+mod acpi;
+mod lapic;
+mod scope;
+mod trampoline;
+
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use log::{info, warn};
+
+pub use scope::{run_on, scope, CoreTime, Job, Scope, SmpError};
+
+use crate::clock;
+use crate::scenarios::{deadline_ms, wait_until};
+use crate::start_info::BootInfo;
+use lapic::{Lapic, LapicError};
+use trampoline::{Trampoline, TrampolineError};
+
+/// Most cores used (the boot core included).
+pub const MAX_CORES: usize = 2;
+
+/// Stack of each further core.
+const STACK_BYTES: usize = 1 << 20;
+
+/// INIT to STARTUP, and STARTUP to the second STARTUP (MP start-up
+/// protocol).
+const AFTER_INIT_US: u64 = 10_000;
+const AFTER_STARTUP_US: u64 = 200;
+
+#[repr(C, align(16))]
+struct Stack([u8; STACK_BYTES]);
+
+/// Stacks of cores 1.. (in `.bss`).
+static mut STACKS: [Stack; MAX_CORES - 1] = [const { Stack([0; STACK_BYTES]) }; MAX_CORES - 1];
+
+/// Cores online, the boot core included (0 before [`start`]).
+static ONLINE: AtomicUsize = AtomicUsize::new(0);
+/// APIC id of each core.
+static APIC_IDS: [AtomicU32; MAX_CORES] = [const { AtomicU32::new(u32::MAX) }; MAX_CORES];
+/// Set by a started core once it runs on its own stack in long mode.
+static ANSWERED: [AtomicBool; MAX_CORES] = [const { AtomicBool::new(false) }; MAX_CORES];
+/// Base of the local APIC registers (the same address on every core).
+static LAPIC_BASE: AtomicU64 = AtomicU64::new(0);
+
+/// Where the list of processors came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The ACPI MADT.
+    Madt,
+    /// No usable MADT: QEMU's numbering (the boot core's APIC id + 1).
+    Fallback,
+}
+
+/// What [`start`] did.
+#[derive(Clone, Copy, Debug)]
+pub struct Started {
+    /// Processors listed (the boot core included).
+    pub listed: usize,
+    /// Cores online now (the boot core included).
+    pub online: usize,
+    /// Where the list came from.
+    pub source: Source,
+    /// Time taken.
+    pub micros: u64,
+}
+
+/// Why no further core could be started.
+#[derive(Clone, Copy, Debug)]
+pub enum StartError {
+    /// The local APIC cannot be used.
+    Lapic(LapicError),
+    /// The trampoline has no place.
+    Trampoline(TrampolineError),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Lapic(e) => write!(f, "{e}"),
+            StartError::Trampoline(TrampolineError::NoLowPage) => {
+                f.write_str("no free page below 640 KiB for the trampoline")
+            }
+            StartError::Trampoline(TrampolineError::TablesAboveFourGiB) => {
+                f.write_str("page tables above 4 GiB")
+            }
+        }
+    }
+}
+
+impl From<LapicError> for StartError {
+    fn from(e: LapicError) -> Self {
+        StartError::Lapic(e)
+    }
+}
+
+impl From<TrampolineError> for StartError {
+    fn from(e: TrampolineError) -> Self {
+        StartError::Trampoline(e)
+    }
+}
+
+/// Starts every further processor the firmware lists (up to
+/// [`MAX_CORES`]). The boot core counts as core 0 even on error.
+pub fn start(boot: &BootInfo) -> Result<Started, StartError> {
+    let begin = clock::now();
+    ONLINE.store(1, Ordering::Release);
+    let lapic = Lapic::from_msr()?;
+    lapic.enable();
+    let own = lapic.id();
+    LAPIC_BASE.store(lapic.base(), Ordering::Release);
+    APIC_IDS[0].store(u32::from(own), Ordering::Release);
+    let mut ids: heapless::Vec<u8, { acpi::MAX_LISTED }> = heapless::Vec::new();
+    let (source, listed) = match acpi::read_madt(boot.rsdp) {
+        Ok(madt) => {
+            if madt.lapic_base != lapic.base() {
+                warn!(
+                    "MADT names the local APIC at {:#x}, IA32_APIC_BASE at {:#x}; using the latter",
+                    madt.lapic_base,
+                    lapic.base()
+                );
+            }
+            if madt.skipped > 0 {
+                warn!("{} processors of the MADT not used", madt.skipped);
+            }
+            ids = madt.apic_ids;
+            (Source::Madt, ids.len())
+        }
+        Err(e) => {
+            warn!("ACPI: {e}; trying APIC id {}", own.wrapping_add(1));
+            let _ = ids.push(own.wrapping_add(1));
+            (Source::Fallback, 1)
+        }
+    };
+    let mut others = ids.iter().copied().filter(|&id| id != own).peekable();
+    if others.peek().is_some() {
+        let trampoline = trampoline::install(&boot.memory_map)?;
+        for id in others {
+            let core = ONLINE.load(Ordering::Acquire);
+            if core >= MAX_CORES {
+                warn!("APIC id {id} not started: the board uses {MAX_CORES} cores");
+                continue;
+            }
+            if start_one(&lapic, &trampoline, id, core)? {
+                ONLINE.store(core + 1, Ordering::Release);
+            } else if source == Source::Madt {
+                warn!("APIC id {id} did not answer STARTUP");
+            }
+        }
+    }
+    let online = ONLINE.load(Ordering::Acquire);
+    let started = Started {
+        listed,
+        online,
+        source,
+        micros: (clock::now() - begin).as_micros() as u64,
+    };
+    info!(
+        "{online} cores online ({listed} processors listed, {source:?}) in {} us",
+        started.micros
+    );
+    Ok(started)
+}
+
+/// INIT, STARTUP, STARTUP: whether processor `id` came up as `core`.
+fn start_one(lapic: &Lapic, trampoline: &Trampoline, id: u8, core: usize) -> Result<bool, LapicError> {
+    // SAFETY: a pointer into the static stack array of core `core` (index
+    // `core - 1`, `1 <= core < MAX_CORES`); no reference is formed, and the
+    // stack is used by that core alone once it runs.
+    let top = unsafe {
+        let stack = core::ptr::addr_of_mut!(STACKS[core - 1]);
+        stack as u64 + STACK_BYTES as u64
+    };
+    APIC_IDS[core].store(u32::from(id), Ordering::Release);
+    trampoline.prepare(top, core as u32);
+    lapic.send_init(id)?;
+    clock::delay_us(AFTER_INIT_US);
+    let answered = || ANSWERED[core].load(Ordering::Acquire);
+    for _ in 0..2 {
+        lapic.send_startup(id, trampoline.vector())?;
+        if wait_until(clock::now() + core::time::Duration::from_micros(AFTER_STARTUP_US), answered) {
+            return Ok(true);
+        }
+    }
+    let limit = trampoline::ANSWER_LIMIT.as_millis() as u64;
+    if wait_until(deadline_ms(limit), answered) {
+        return Ok(true);
+    }
+    // Stop it, should it start late with this core's stack and index.
+    APIC_IDS[core].store(u32::MAX, Ordering::Release);
+    lapic.send_init(id)?;
+    Ok(false)
+}
+
+/// The Rust entry of a started core (from `smp_ap_entry`).
+extern "C" fn ap_main(core: u32) -> ! {
+    let core = core as usize;
+    if core == 0 || core >= MAX_CORES {
+        loop {
+            x86_64::instructions::interrupts::disable();
+            x86_64::instructions::hlt();
+        }
+    }
+    ANSWERED[core].store(true, Ordering::Release);
+    scope::serve(core)
+}
+
+/// Cores online, the boot core included (1 on a single-processor machine).
+pub fn cores() -> usize {
+    ONLINE.load(Ordering::Acquire).max(1)
+}
+
+/// The calling core's index (0 is the boot core).
+pub fn current_core() -> usize {
+    let base = LAPIC_BASE.load(Ordering::Acquire);
+    let Ok(lapic) = Lapic::at(base) else {
+        return 0;
+    };
+    let id = u32::from(lapic.id());
+    APIC_IDS
+        .iter()
+        .position(|known| known.load(Ordering::Acquire) == id)
+        .unwrap_or(0)
+}
+
+/// The calling core's time-stamp counter.
+pub fn tsc() -> u64 {
+    clock::rdtsc()
+}
