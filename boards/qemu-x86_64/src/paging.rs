@@ -53,7 +53,7 @@ pub fn is_uncached(addr: u64) -> bool {
     let index = (addr / PAGE_2M) as usize;
     // SAFETY: a read of one entry of the live page directories; entries only
     // change in `mark_non_ram_uncached`, which runs once before any caller.
-    let entry = unsafe { core::ptr::addr_of!(boot_pd[index]).read_volatile() };
+    let entry = unsafe { core::ptr::addr_of!(boot_pd[index]).read() };
     entry & UNCACHED == UNCACHED
 }
 

@@ -6,8 +6,10 @@
 //! which [`Lapic::from_msr`] checks before any access.
 
 use core::fmt;
+use core::ptr::NonNull;
 use core::time::Duration;
 
+use bare_nvme::{MmioRegisters, RegisterAccess};
 use x86_64::registers::model_specific::Msr;
 
 use crate::{clock, paging};
@@ -20,13 +22,13 @@ const GLOBAL_ENABLE: u64 = 1 << 11;
 const BASE_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 
 /// Register offsets.
-const ID: u64 = 0x20;
-const SPURIOUS: u64 = 0xF0;
-const ERROR_STATUS: u64 = 0x280;
-const ICR_LOW: u64 = 0x300;
-const ICR_HIGH: u64 = 0x310;
+const ID: usize = 0x20;
+const SPURIOUS: usize = 0xF0;
+const ERROR_STATUS: usize = 0x280;
+const ICR_LOW: usize = 0x300;
+const ICR_HIGH: usize = 0x310;
 /// Size of the register page.
-const PAGE: u64 = 0x1000;
+const PAGE: usize = 0x1000;
 
 /// Spurious vector register: APIC software enable, and the vector (0xFF).
 const SOFTWARE_ENABLE: u32 = 1 << 8;
@@ -70,9 +72,10 @@ impl fmt::Display for LapicError {
 
 /// The calling processor's local APIC (every processor sees its own at the
 /// same address).
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct Lapic {
     base: u64,
+    registers: MmioRegisters,
 }
 
 impl Lapic {
@@ -94,10 +97,19 @@ impl Lapic {
     /// The APIC at `base` (as recorded by the boot processor), checked as in
     /// [`Lapic::from_msr`].
     pub fn at(base: u64) -> Result<Self, LapicError> {
-        if !paging::is_mapped(base, PAGE) || !paging::is_uncached(base) {
+        let Some(pointer) = NonNull::new(base as *mut u8) else {
+            return Err(LapicError::NotUncached(base));
+        };
+        if !base.is_multiple_of(PAGE as u64)
+            || !paging::is_mapped(base, PAGE as u64)
+            || !paging::is_uncached(base)
+        {
             return Err(LapicError::NotUncached(base));
         }
-        Ok(Self { base })
+        // SAFETY: a page-aligned page of registers, identity-mapped uncached
+        // (checked above) for the whole run.
+        let registers = unsafe { MmioRegisters::new(pointer, PAGE) };
+        Ok(Self { base, registers })
     }
 
     /// Physical (and virtual) address of the registers.
@@ -153,16 +165,11 @@ impl Lapic {
         Ok(())
     }
 
-    fn read(&self, reg: u64) -> u32 {
-        // SAFETY: `base` is the local APIC's register page, identity-mapped
-        // uncached (checked in `at`); `reg` is one of the aligned 32-bit
-        // registers above.
-        unsafe { core::ptr::read_volatile((self.base + reg) as *const u32) }
+    fn read(&self, reg: usize) -> u32 {
+        self.registers.read32(reg)
     }
 
-    fn write(&self, reg: u64, value: u32) {
-        // SAFETY: as in `read`; the registers written here (ESR, ICR,
-        // spurious vector) only affect this APIC and the IPIs it sends.
-        unsafe { core::ptr::write_volatile((self.base + reg) as *mut u32, value) }
+    fn write(&self, reg: usize, value: u32) {
+        self.registers.write32(reg, value);
     }
 }

@@ -62,7 +62,10 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 
 use log::{info, warn};
 
-pub use scope::{run_on, scope, CoreTime, Job, Scope, SmpError};
+pub use scope::{run_on, scope, CoreTime, Job, SmpError};
+// Named by code that passes a scope around; the scenarios do not.
+#[allow(unused_imports)]
+pub use scope::Scope;
 
 use crate::clock;
 use crate::scenarios::{deadline_ms, wait_until};
@@ -95,6 +98,8 @@ static APIC_IDS: [AtomicU32; MAX_CORES] = [const { AtomicU32::new(u32::MAX) }; M
 static ANSWERED: [AtomicBool; MAX_CORES] = [const { AtomicBool::new(false) }; MAX_CORES];
 /// Base of the local APIC registers (the same address on every core).
 static LAPIC_BASE: AtomicU64 = AtomicU64::new(0);
+/// What [`start`] did.
+static STARTED: spin::Once<Started> = spin::Once::new();
 
 /// Where the list of processors came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,8 +115,6 @@ pub enum Source {
 pub struct Started {
     /// Processors listed (the boot core included).
     pub listed: usize,
-    /// Cores online now (the boot core included).
-    pub online: usize,
     /// Where the list came from.
     pub source: Source,
     /// Time taken.
@@ -204,7 +207,6 @@ pub fn start(boot: &BootInfo) -> Result<Started, StartError> {
     let online = ONLINE.load(Ordering::Acquire);
     let started = Started {
         listed,
-        online,
         source,
         micros: (clock::now() - begin).as_micros() as u64,
     };
@@ -212,11 +214,17 @@ pub fn start(boot: &BootInfo) -> Result<Started, StartError> {
         "{online} cores online ({listed} processors listed, {source:?}) in {} us",
         started.micros
     );
+    STARTED.call_once(|| started);
     Ok(started)
 }
 
 /// INIT, STARTUP, STARTUP: whether processor `id` came up as `core`.
-fn start_one(lapic: &Lapic, trampoline: &Trampoline, id: u8, core: usize) -> Result<bool, LapicError> {
+fn start_one(
+    lapic: &Lapic,
+    trampoline: &Trampoline,
+    id: u8,
+    core: usize,
+) -> Result<bool, LapicError> {
     // SAFETY: a pointer into the static stack array of core `core` (index
     // `core - 1`, `1 <= core < MAX_CORES`); no reference is formed, and the
     // stack is used by that core alone once it runs.
@@ -231,7 +239,10 @@ fn start_one(lapic: &Lapic, trampoline: &Trampoline, id: u8, core: usize) -> Res
     let answered = || ANSWERED[core].load(Ordering::Acquire);
     for _ in 0..2 {
         lapic.send_startup(id, trampoline.vector())?;
-        if wait_until(clock::now() + core::time::Duration::from_micros(AFTER_STARTUP_US), answered) {
+        if wait_until(
+            clock::now() + core::time::Duration::from_micros(AFTER_STARTUP_US),
+            answered,
+        ) {
             return Ok(true);
         }
     }
@@ -256,6 +267,11 @@ extern "C" fn ap_main(core: u32) -> ! {
     }
     ANSWERED[core].store(true, Ordering::Release);
     scope::serve(core)
+}
+
+/// What [`start`] did, if it got as far as listing the processors.
+pub fn started() -> Option<&'static Started> {
+    STARTED.get()
 }
 
 /// Cores online, the boot core included (1 on a single-processor machine).

@@ -238,6 +238,9 @@ impl Trampoline {
     pub fn prepare(&self, stack_top: u64, core: u32) {
         self.set(core::ptr::addr_of!(smp_tramp_stack), stack_top);
         self.set(core::ptr::addr_of!(smp_tramp_core), u64::from(core));
+        // The page is plain memory the started processor reads after the
+        // IPIs: keep every write to it before them.
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
     }
 
     /// Writes the parameter at `field` (a label in the linked trampoline)
@@ -247,7 +250,7 @@ impl Trampoline {
         // SAFETY: `field` is one of the 8-byte aligned parameter labels inside
         // the trampoline, so `base + offset` is inside the copied page, which
         // only the processor being started reads, after STARTUP.
-        unsafe { core::ptr::write_volatile((self.base + offset) as *mut u64, value) };
+        unsafe { ((self.base + offset) as *mut u64).write(value) };
     }
 }
 
