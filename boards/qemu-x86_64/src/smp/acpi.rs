@@ -74,7 +74,9 @@ pub fn read_madt(hint: u64) -> Result<Madt, AcpiError> {
     let rsdp = if hint != 0 && rsdp_valid(hint) {
         hint
     } else {
-        search_rsdp().ok_or(AcpiError::NoRsdp)?
+        let found = search_rsdp().ok_or(AcpiError::NoRsdp)?;
+        log::debug!("RSDP at {found:#x} in the BIOS area (start info gave {hint:#x})");
+        found
     };
     let madt = find_table(rsdp, *b"APIC")?;
     parse_madt(madt)

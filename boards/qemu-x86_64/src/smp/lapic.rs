@@ -23,6 +23,7 @@ const BASE_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 
 /// Register offsets.
 const ID: usize = 0x20;
+const END_OF_INTERRUPT: usize = 0xB0;
 const SPURIOUS: usize = 0xF0;
 const ERROR_STATUS: usize = 0x280;
 const ICR_LOW: usize = 0x300;
@@ -32,7 +33,8 @@ const PAGE: usize = 0x1000;
 
 /// Spurious vector register: APIC software enable, and the vector (0xFF).
 const SOFTWARE_ENABLE: u32 = 1 << 8;
-const SPURIOUS_VECTOR: u32 = 0xFF;
+/// The vector of spurious interrupts.
+pub const SPURIOUS_VECTOR: u32 = 0xFF;
 
 /// ICR fields.
 const DELIVERY_INIT: u32 = 0b101 << 8;
@@ -142,6 +144,16 @@ impl Lapic {
     /// `vector << 12`.
     pub fn send_startup(&self, apic_id: u8, vector: u8) -> Result<(), LapicError> {
         self.send(apic_id, DELIVERY_STARTUP | LEVEL_ASSERT | u32::from(vector))
+    }
+
+    /// Sends a fixed interrupt with `vector` (edge-triggered) to `apic_id`.
+    pub fn send_fixed(&self, apic_id: u8, vector: u8) -> Result<(), LapicError> {
+        self.send(apic_id, LEVEL_ASSERT | u32::from(vector))
+    }
+
+    /// Acknowledges the interrupt in service (none: no effect).
+    pub fn end_of_interrupt(&self) {
+        self.write(END_OF_INTERRUPT, 0);
     }
 
     /// Writes the ICR (destination first: the low write sends) and waits,

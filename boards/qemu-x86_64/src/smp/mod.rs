@@ -53,6 +53,7 @@
 //!   core runs; QEMU's TSCs run in step, so stamps from both cores compare.
 
 mod acpi;
+mod idle;
 mod lapic;
 mod scope;
 mod trampoline;
@@ -265,8 +266,23 @@ extern "C" fn ap_main(core: u32) -> ! {
             x86_64::instructions::hlt();
         }
     }
+    let Ok(lapic) = Lapic::at(LAPIC_BASE.load(Ordering::Acquire)) else {
+        // Without its APIC the core cannot be woken: it stays off.
+        loop {
+            x86_64::instructions::interrupts::disable();
+            x86_64::instructions::hlt();
+        }
+    };
+    idle::prepare(&lapic);
     ANSWERED[core].store(true, Ordering::Release);
-    scope::serve(core)
+    scope::serve(core, &lapic)
+}
+
+/// Wakes `core` if it halts waiting for a job.
+fn wake(core: usize) -> Result<(), LapicError> {
+    let lapic = Lapic::at(LAPIC_BASE.load(Ordering::Acquire))?;
+    let id = APIC_IDS[core].load(Ordering::Acquire);
+    idle::wake(&lapic, id as u8)
 }
 
 /// What [`start`] did, if it got as far as listing the processors.

@@ -16,7 +16,8 @@ use core::time::Duration;
 
 use bare_nvme::Instant;
 
-use super::MAX_CORES;
+use super::lapic::Lapic;
+use super::{idle, MAX_CORES};
 use crate::clock;
 
 const IDLE: u32 = 0;
@@ -65,6 +66,8 @@ pub enum SmpError {
     SameCore(usize),
     /// Core 0 runs the scenario and takes no jobs.
     BootCore,
+    /// The wake-up IPI could not be sent (the job was taken back).
+    Wake(usize),
     /// The core still runs an earlier job.
     Busy(usize),
     /// The job did not finish by the deadline (it keeps running; the scope
@@ -78,6 +81,7 @@ impl fmt::Display for SmpError {
             SmpError::Offline(core) => write!(f, "core {core} is not online"),
             SmpError::SameCore(core) => write!(f, "core {core} cannot run a job for itself"),
             SmpError::BootCore => f.write_str("core 0 takes no jobs"),
+            SmpError::Wake(core) => write!(f, "core {core} could not be woken"),
             SmpError::Busy(core) => write!(f, "core {core} still runs a job"),
             SmpError::Timeout(core) => write!(f, "the job on core {core} did not finish in time"),
         }
@@ -203,8 +207,21 @@ impl<'scope> Scope<'scope, '_> {
         // SAFETY: this core claimed the mailbox (IDLE -> CLAIMED above), so
         // no other core touches `job` until the POSTED store below.
         unsafe { *mailbox.job.get() = Some(job) };
-        self.spawned.set(self.spawned.get() | 1 << core);
         mailbox.state.store(POSTED, Ordering::Release);
+        if super::wake(core).is_err() {
+            // Take the job back unless the core found it anyway.
+            if mailbox
+                .state
+                .compare_exchange(POSTED, CLAIMED, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                // SAFETY: claimed again by this core, as above.
+                unsafe { *mailbox.job.get() = None };
+                mailbox.state.store(IDLE, Ordering::Release);
+                return Err(SmpError::Wake(core));
+            }
+        }
+        self.spawned.set(self.spawned.get() | 1 << core);
         Ok(Job {
             core,
             scope: &self.spawned,
@@ -251,13 +268,12 @@ fn finish(core: usize, deadline: Instant) -> Result<CoreTime, SmpError> {
     Ok(time)
 }
 
-/// The serving loop of core `core`: runs each posted job, forever.
-pub fn serve(core: usize) -> ! {
+/// The serving loop of core `core`: halts until a job is posted, runs it,
+/// forever.
+pub fn serve(core: usize, lapic: &Lapic) -> ! {
     let mailbox = &MAILBOXES[core];
     loop {
-        while mailbox.state.load(Ordering::Acquire) != POSTED {
-            core::hint::spin_loop();
-        }
+        idle::sleep_until(lapic, || mailbox.state.load(Ordering::Acquire) == POSTED);
         mailbox.state.store(RUNNING, Ordering::Relaxed);
         // SAFETY: POSTED was acquired: the spawner's write of `job` is
         // visible and it does not touch the slot again before DONE.
