@@ -16,8 +16,8 @@
 //! processor and nothing is started. Up to [`MAX_CORES`] cores are used.
 //!
 //! Core 0 is the boot processor; it runs the scenario. Cores 1.. take jobs.
-//! No core takes interrupts (the board has no IDT); an idle core polls its
-//! mailbox.
+//! A core without a job halts; posting a job wakes it with an IPI (`idle`).
+//! No core takes device interrupts; the boot core has no IDT.
 //!
 //! # Running work on core 1
 //!
@@ -51,6 +51,13 @@
 //!   runs one job and waits for it.
 //! - [`tsc`] reads the calling core's TSC and [`current_core`] says which
 //!   core runs; QEMU's TSCs run in step, so stamps from both cores compare.
+//!
+//! What a job may use besides its captures: the clock (`clock::now`, the
+//! TSC), `log` and the serial markers (one lock keeps lines whole), the DMA
+//! allocator (behind a lock) and the board's platform (`QemuPlatform` is a
+//! `Copy` unit type; its register counter is atomic). The machine must boot
+//! with as many processors (`Machine::cpus` in xtask, multi-threaded TCG);
+//! [`cores`] says how many came up.
 
 mod acpi;
 mod idle;
@@ -59,7 +66,7 @@ mod scope;
 mod trampoline;
 
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use log::{info, warn};
 
@@ -95,8 +102,9 @@ static mut STACKS: [Stack; MAX_CORES - 1] = [const { Stack([0; STACK_BYTES]) }; 
 static ONLINE: AtomicUsize = AtomicUsize::new(0);
 /// APIC id of each core.
 static APIC_IDS: [AtomicU32; MAX_CORES] = [const { AtomicU32::new(u32::MAX) }; MAX_CORES];
-/// Set by a started core once it runs on its own stack in long mode.
-static ANSWERED: [AtomicBool; MAX_CORES] = [const { AtomicBool::new(false) }; MAX_CORES];
+/// The APIC id a started core reports once it runs on its own stack in long
+/// mode (a late answer of an earlier, given-up processor names another id).
+static ANSWERED: [AtomicU32; MAX_CORES] = [const { AtomicU32::new(u32::MAX) }; MAX_CORES];
 /// Base of the local APIC registers (the same address on every core).
 static LAPIC_BASE: AtomicU64 = AtomicU64::new(0);
 /// What [`start`] did.
@@ -237,7 +245,7 @@ fn start_one(
     trampoline.prepare(top, core as u32);
     lapic.send_init(id)?;
     clock::delay_us(AFTER_INIT_US);
-    let answered = || ANSWERED[core].load(Ordering::Acquire);
+    let answered = || ANSWERED[core].load(Ordering::Acquire) == u32::from(id);
     for _ in 0..2 {
         lapic.send_startup(id, trampoline.vector())?;
         if wait_until(
@@ -274,7 +282,7 @@ extern "C" fn ap_main(core: u32) -> ! {
         }
     };
     idle::prepare(&lapic);
-    ANSWERED[core].store(true, Ordering::Release);
+    ANSWERED[core].store(u32::from(lapic.id()), Ordering::Release);
     scope::serve(core, &lapic)
 }
 
