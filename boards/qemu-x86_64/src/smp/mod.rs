@@ -55,7 +55,10 @@
 //! What a job may use besides its captures: the clock (`clock::now`, the
 //! TSC), `log` and the serial markers (one lock keeps lines whole), the DMA
 //! allocator (behind a lock) and the board's platform (`QemuPlatform` is a
-//! `Copy` unit type; its register counter is atomic). The machine must boot
+//! `Copy` unit type; its register counter is atomic), and MMIO (ECAM
+//! included). Not port I/O configuration cycles: each port accessor locks
+//! only itself, so a job making them could interleave its address/data pair
+//! with core 0's (`pci::port_io`). The machine must boot
 //! with as many processors (`Machine::cpus` in xtask, multi-threaded TCG);
 //! [`cores`] says how many came up.
 
