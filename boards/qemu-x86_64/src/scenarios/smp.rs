@@ -1,5 +1,8 @@
 //! `smp`: two cores run at once (needs `-smp 2`).
 //!
+//! - `madt`: the MADT parser on tables made here: a good one gives the
+//!   enabled local APICs only; a wrong checksum, an entry of length 0, an
+//!   entry past the end and a length shorter than the header are refused.
 //! - `errors`: a job for core 0 or a missing core is refused, a busy core
 //!   refuses a second job, [`smp::run_on`] runs on core 1 and its effect is
 //!   visible after the join.
@@ -21,6 +24,7 @@ use bare_nvme::Instant;
 use log::info;
 
 use super::{deadline_ms, Board, Failure, Outcome, Scenario};
+use crate::smp::acpi::{self, AcpiError};
 use crate::smp::{self, SmpError};
 use crate::{clock, ensure, failure, marker};
 
@@ -58,6 +62,7 @@ fn run(board: &Board) -> Outcome {
     };
     let rounds = number("rounds", 1_000)?;
     let increments = number("increments", 100_000)?;
+    madt()?;
     errors()?;
     concurrent()?;
     ping_pong(rounds)?;
@@ -80,6 +85,77 @@ fn spin_until(deadline: Instant, mut condition: impl FnMut() -> bool) -> bool {
         }
         core::hint::spin_loop();
     }
+}
+
+/// Length of the test MADT: header, APIC address and flags, three local
+/// APIC entries and one x2APIC entry.
+const TEST_MADT_LEN: usize = 44 + 3 * 8 + 16;
+
+/// A MADT listing APIC ids 0 and 3 (enabled), 1 (disabled) and one x2APIC,
+/// with its checksum.
+fn test_madt() -> [u8; TEST_MADT_LEN] {
+    let mut t = [0u8; TEST_MADT_LEN];
+    t[0..4].copy_from_slice(b"APIC");
+    t[4..8].copy_from_slice(&(TEST_MADT_LEN as u32).to_le_bytes());
+    t[8] = 3;
+    t[36..40].copy_from_slice(&0xFEE0_0000u32.to_le_bytes());
+    for (i, (apic_id, flags)) in [(0u8, 1u8), (1, 0), (3, 1)].into_iter().enumerate() {
+        let e = 44 + i * 8;
+        t[e..e + 8].copy_from_slice(&[0, 8, i as u8, apic_id, flags, 0, 0, 0]);
+    }
+    let x2 = 44 + 3 * 8;
+    t[x2] = 9;
+    t[x2 + 1] = 16;
+    t[x2 + 4] = 7;
+    t[x2 + 8] = 1;
+    fix_checksum(&mut t);
+    t
+}
+
+fn fix_checksum(t: &mut [u8]) {
+    t[9] = 0;
+    let sum = t.iter().fold(0u8, |a, &b| a.wrapping_add(b));
+    t[9] = 0u8.wrapping_sub(sum);
+}
+
+/// The parser accepts the good table and refuses four broken ones.
+fn madt() -> Outcome {
+    let parse = |t: &[u8; TEST_MADT_LEN]| acpi::madt_at(t.as_ptr() as u64);
+    let good = parse(&test_madt()).map_err(|e| failure!("good test MADT refused: {e}"))?;
+    ensure!(
+        good.apic_ids.as_slice() == [0, 3] && good.skipped == 2 && good.lapic_base == 0xFEE0_0000,
+        "test MADT read as ids {:?}, {} skipped, base {:#x}",
+        good.apic_ids.as_slice(),
+        good.skipped,
+        good.lapic_base
+    );
+    let mut checksum = test_madt();
+    checksum[47] ^= 1;
+    let mut empty_entry = test_madt();
+    empty_entry[45] = 0;
+    fix_checksum(&mut empty_entry);
+    let mut past_end = test_madt();
+    past_end[44 + 3 * 8 + 1] = 17;
+    fix_checksum(&mut past_end);
+    let mut short = test_madt();
+    short[4..8].copy_from_slice(&20u32.to_le_bytes());
+    fix_checksum(&mut short);
+    let cases = [
+        ("checksum", checksum, AcpiError::Checksum("MADT")),
+        ("empty entry", empty_entry, AcpiError::BadEntry(44)),
+        ("entry past the end", past_end, AcpiError::BadEntry(68)),
+        ("short length", short, AcpiError::BadTable("MADT")),
+    ];
+    for (what, table, expected) in &cases {
+        let got = parse(table).err();
+        ensure!(
+            got == Some(*expected),
+            "test MADT with a bad {what}: {got:?}, not {expected:?}"
+        );
+    }
+    marker!("RESULT madt_refused={}", cases.len());
+    marker!("PHASE madt");
+    Ok(())
 }
 
 /// Refusals, and one job run to completion.
@@ -240,9 +316,11 @@ fn ping_pong(rounds: u64) -> Outcome {
 fn shared(n: u64) -> Outcome {
     let value = spin::Mutex::new(0u64);
     let atomic = AtomicU64::new(0);
+    let ready = AtomicBool::new(false);
     let go = AtomicBool::new(false);
     let mut started = false;
     let mut add = || {
+        ready.store(true, Ordering::Release);
         started = spin_until(deadline_ms(WAIT_MS), || go.load(Ordering::Acquire));
         if started {
             for _ in 0..n {
@@ -255,8 +333,11 @@ fn shared(n: u64) -> Outcome {
     };
     let (interleaved, core0, core1) = smp::scope(SCOPE_LIMIT, |s| {
         let job = s.spawn(1, &mut add).map_err(smp_failure)?;
-        let begin = smp::tsc();
+        // Start together: core 1 is spinning on `go` when it is set.
+        let core1_ready = spin_until(deadline_ms(WAIT_MS), || ready.load(Ordering::Acquire));
         go.store(true, Ordering::Release);
+        ensure!(core1_ready, "core 1 did not get ready");
+        let begin = smp::tsc();
         // Times core 0 found the value moved by core 1 since its own last
         // increment: the two really took turns.
         let mut interleaved = 0u64;

@@ -54,6 +54,8 @@ pub enum AcpiError {
     NoMadt,
     /// An MADT entry runs past the table or is shorter than its header.
     BadEntry(u32),
+    /// Not read: the command line said `madt=off`.
+    Ignored,
 }
 
 impl fmt::Display for AcpiError {
@@ -64,6 +66,7 @@ impl fmt::Display for AcpiError {
             AcpiError::Checksum(what) => write!(f, "{what} checksum wrong"),
             AcpiError::NoMadt => f.write_str("no MADT"),
             AcpiError::BadEntry(at) => write!(f, "malformed MADT entry at offset {at}"),
+            AcpiError::Ignored => f.write_str("MADT ignored (madt=off)"),
         }
     }
 }
@@ -80,6 +83,12 @@ pub fn read_madt(hint: u64) -> Result<Madt, AcpiError> {
     };
     let madt = find_table(rsdp, *b"APIC")?;
     parse_madt(madt)
+}
+
+/// Reads the MADT at `addr` on its own (checks as in [`read_madt`]).
+pub fn madt_at(addr: u64) -> Result<Madt, AcpiError> {
+    checked_table(addr, "MADT")?;
+    parse_madt(addr)
 }
 
 /// Whether a valid RSDP (signature and the ACPI 1.0 checksum) is at `addr`.

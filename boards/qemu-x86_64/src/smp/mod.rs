@@ -62,7 +62,7 @@
 //! with as many processors (`Machine::cpus` in xtask, multi-threaded TCG);
 //! [`cores`] says how many came up.
 
-mod acpi;
+pub mod acpi;
 mod idle;
 mod lapic;
 mod scope;
@@ -169,8 +169,9 @@ impl From<TrampolineError> for StartError {
 }
 
 /// Starts every further processor the firmware lists (up to
-/// [`MAX_CORES`]). The boot core counts as core 0 even on error.
-pub fn start(boot: &BootInfo) -> Result<Started, StartError> {
+/// [`MAX_CORES`]; without `use_madt`, as if there were no MADT). The boot
+/// core counts as core 0 even on error.
+pub fn start(boot: &BootInfo, use_madt: bool) -> Result<Started, StartError> {
     let begin = clock::now();
     ONLINE.store(1, Ordering::Release);
     let lapic = Lapic::from_msr()?;
@@ -179,7 +180,12 @@ pub fn start(boot: &BootInfo) -> Result<Started, StartError> {
     LAPIC_BASE.store(lapic.base(), Ordering::Release);
     APIC_IDS[0].store(u32::from(own), Ordering::Release);
     let mut ids: heapless::Vec<u8, { acpi::MAX_LISTED }> = heapless::Vec::new();
-    let (source, listed) = match acpi::read_madt(boot.rsdp) {
+    let madt = if use_madt {
+        acpi::read_madt(boot.rsdp)
+    } else {
+        Err(acpi::AcpiError::Ignored)
+    };
+    let (source, listed) = match madt {
         Ok(madt) => {
             if madt.lapic_base != lapic.base() {
                 warn!(
