@@ -94,6 +94,10 @@ const STACK_BYTES: usize = 1 << 20;
 /// protocol).
 const AFTER_INIT_US: u64 = 10_000;
 const AFTER_STARTUP_US: u64 = 200;
+/// How long a started processor has to report in: it runs a few dozen
+/// instructions, but a loaded host may schedule its thread late. (Only the
+/// fallback waits this long in vain on a one-processor machine.)
+const ANSWER_LIMIT_MS: u64 = 1_000;
 
 #[repr(C, align(16))]
 struct Stack([u8; STACK_BYTES]);
@@ -125,7 +129,8 @@ pub enum Source {
 /// What [`start`] did.
 #[derive(Clone, Copy, Debug)]
 pub struct Started {
-    /// Processors listed (the boot core included).
+    /// Processors listed by the MADT, or with the fallback the boot core
+    /// and the one tried.
     pub listed: usize,
     /// Where the list came from.
     pub source: Source,
@@ -203,7 +208,7 @@ pub fn start(boot: &BootInfo, use_madt: bool) -> Result<Started, StartError> {
         Err(e) => {
             warn!("ACPI: {e}; trying APIC id {}", own.wrapping_add(1));
             let _ = ids.push(own.wrapping_add(1));
-            (Source::Fallback, 1)
+            (Source::Fallback, 2)
         }
     };
     let mut others = ids.iter().copied().filter(|&id| id != own).peekable();
@@ -264,8 +269,7 @@ fn start_one(
             return Ok(true);
         }
     }
-    let limit = trampoline::ANSWER_LIMIT.as_millis() as u64;
-    if wait_until(deadline_ms(limit), answered) {
+    if wait_until(deadline_ms(ANSWER_LIMIT_MS), answered) {
         return Ok(true);
     }
     // Stop it, should it start late with this core's stack and index.
@@ -278,21 +282,23 @@ fn start_one(
 extern "C" fn ap_main(core: u32) -> ! {
     let core = core as usize;
     if core == 0 || core >= MAX_CORES {
-        loop {
-            x86_64::instructions::interrupts::disable();
-            x86_64::instructions::hlt();
-        }
+        park();
     }
     let Ok(lapic) = Lapic::at(LAPIC_BASE.load(Ordering::Acquire)) else {
         // Without its APIC the core cannot be woken: it stays off.
-        loop {
-            x86_64::instructions::interrupts::disable();
-            x86_64::instructions::hlt();
-        }
+        park();
     };
     idle::prepare(&lapic);
     ANSWERED[core].store(u32::from(lapic.id()), Ordering::Release);
     scope::serve(core, &lapic)
+}
+
+/// Stops the calling core for good (nothing wakes it but INIT).
+fn park() -> ! {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
 }
 
 /// Wakes `core` if it halts waiting for a job.

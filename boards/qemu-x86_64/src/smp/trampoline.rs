@@ -6,13 +6,11 @@
 //! loads the boot processor's CR3 (the shared identity map), enables long
 //! mode and paging, and jumps to `smp_ap_entry` in the kernel image with the
 //! stack and core index from its parameter block. There the processor loads
-//! the kernel's GDT and calls [`super::ap_main`]. The board has no IDT (no
-//! interrupts are taken on any core), so none is loaded.
+//! the kernel's GDT and calls [`super::ap_main`], which loads the core's IDT
+//! (the wake-up IPI only, see `idle`).
 //!
 //! Only addresses relative to the page are used before the jump (the code
 //! runs at a copy, not where it was linked); the page's base comes from CS.
-
-use core::time::Duration;
 
 use crate::start_info::MemoryMap;
 
@@ -21,7 +19,8 @@ pub const PAGE: u64 = 0x1000;
 /// Lowest page considered (page 0 holds the real-mode interrupt table and
 /// BIOS data, which firmware may still read).
 const LOWEST: u64 = 0x1000;
-/// STARTUP can reach pages below the legacy video memory only.
+/// End of the search: STARTUP reaches only the first MiB, and conventional
+/// RAM there ends at the legacy video memory.
 const BELOW: u64 = 0xA_0000;
 
 core::arch::global_asm!(
@@ -253,7 +252,3 @@ impl Trampoline {
         unsafe { ((self.base + offset) as *mut u64).write(value) };
     }
 }
-
-/// How long a started processor has to report in: it runs a few dozen
-/// instructions, but a loaded host may schedule its thread late.
-pub const ANSWER_LIMIT: Duration = Duration::from_millis(1000);
