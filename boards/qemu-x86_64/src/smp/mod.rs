@@ -47,8 +47,10 @@
 //!   up to the scope's limit. Soundness rests on this join: the scope cannot
 //!   return, and so the borrows cannot end, while a job may still run. A job
 //!   past the limit ends the machine (panic) instead of returning early.
-//! - One job per core at a time ([`SmpError::Busy`] otherwise). [`run_on`]
-//!   runs one job and waits for it.
+//! - One job per core at a time: a core is [`SmpError::Busy`] until its
+//!   previous job has been joined. [`run_on`] runs one job and waits for it.
+//! - Spawn from core 0; jobs cannot spawn further jobs on core 0
+//!   ([`SmpError::BootCore`]) or on their own core.
 //! - [`tsc`] reads the calling core's TSC and [`current_core`] says which
 //!   core runs; QEMU's TSCs run in step, so stamps from both cores compare.
 //!
