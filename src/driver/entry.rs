@@ -9,9 +9,9 @@ use crate::driver::monitor::BridgeId;
 use crate::driver::{DriverController, MAX_EVENTS};
 use crate::error::Error;
 use crate::event::{ControllerId, Detection, Event};
-use crate::nvme::identify::IdString;
 use crate::nvme::{Notice, State};
 use crate::platform::Platform;
+use crate::spec::identify::IdString;
 
 /// Events of one tick.
 pub(super) type Events = heapless::Vec<Event, MAX_EVENTS>;

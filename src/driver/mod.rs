@@ -20,11 +20,11 @@ use pci_types::{ConfigRegionAccess, PciAddress};
 use crate::error::{Error, Result};
 use crate::event::{ControllerId, Event};
 use crate::nvme::controller::{MAX_IO_QUEUES, MAX_QUEUE_DEPTH};
-use crate::nvme::identify::IdString;
 use crate::nvme::{Controller, ControllerConfig, State};
 use crate::pci::assign::HotplugReserve;
 use crate::pci::link::PciLink;
 use crate::platform::{Instant, PhysAddr, Platform};
+use crate::spec::identify::IdString;
 
 use entry::Entry;
 

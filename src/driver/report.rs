@@ -8,9 +8,9 @@ use pci_types::{ConfigRegionAccess, PciAddress};
 use crate::driver::entry::Events;
 use crate::driver::Driver;
 use crate::event::{ControllerId, Event};
-use crate::nvme::identify::IdString;
 use crate::nvme::State;
 use crate::platform::Platform;
+use crate::spec::identify::IdString;
 
 impl<
         P: Platform + Clone,
