@@ -10,9 +10,9 @@ use crate::driver::monitor::{BridgeId, Probed};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::pci::assign::{HostWindows, HotplugReserve};
-use crate::pci::bar::BarAllocator;
 use crate::pci::config::ConfigSpace;
 use crate::pci::enumerate::Topology;
+use crate::pci::placement::BarAllocator;
 use crate::pci::window::Window;
 use crate::platform::{Instant, PhysAddr, Platform};
 
