@@ -1,7 +1,7 @@
 //! The hot-plug policy: what a slot poll or a bus probe observed, turned
 //! into the change the driver applies. Everything here is a decision on
 //! values already read; the reads are the driver's (`slots.rs`, `pci.rs`),
-//! and so is carrying a change out ([`Driver::apply`](super::Driver)).
+//! and so is carrying a change out (`tick.rs`).
 
 use log::info;
 use pci_types::PciAddress;
