@@ -93,13 +93,13 @@ pub struct Driver<
     const QUEUES: usize = MAX_IO_QUEUES,
     const DEPTH: usize = MAX_QUEUE_DEPTH,
 > {
-    pub(crate) platform: P,
-    pub(crate) access: C,
-    pub(crate) config: DriverConfig,
-    pub(crate) entries: [Option<Entry<P, C, QUEUES, DEPTH>>; N],
+    platform: P,
+    access: C,
+    config: DriverConfig,
+    entries: [Option<Entry<P, C, QUEUES, DEPTH>>; N],
     generation: u32,
     history: heapless::Deque<(IdString<20>, ControllerId), HISTORY>,
-    pub(crate) pci: pci::Pci,
+    pci: pci::Pci,
     next_slot_poll: Instant,
 }
 
