@@ -213,7 +213,7 @@ impl<
     }
 
     /// Starts an orderly detach of `id`; `tick` carries it out and reports
-    /// [`Event::Removed`] with [`Detection::Orderly`].
+    /// [`Event::Removed`] with [`Detection::Orderly`](crate::Detection::Orderly).
     pub fn begin_detach(&mut self, id: ControllerId) -> Result<()> {
         self.entry_mut(id)?;
         self.detach_entry(id.index as usize);
