@@ -9,11 +9,11 @@
 
 use heapless::Vec;
 
-use crate::block::handle::NamespaceHandle;
 use crate::block::pipeline::Memory;
 use crate::block::target::{BlockTarget, Direction};
 use crate::error::{Error, Result};
 use crate::event::ControllerId;
+use crate::nvme::NamespaceHandle;
 use crate::platform::{DmaRegion, Platform};
 
 /// Default size of each bounce buffer: 128 KiB.

@@ -46,12 +46,11 @@
 //! ```
 
 mod device;
-mod handle;
 mod pipeline;
 mod target;
 
+pub use crate::nvme::NamespaceHandle;
 pub use device::{
     BlockDevice, BounceConfig, DEFAULT_BOUNCE_BUFFERS, DEFAULT_BOUNCE_BYTES, MAX_BOUNCE_BUFFERS,
 };
-pub use handle::NamespaceHandle;
 pub use target::BlockTarget;

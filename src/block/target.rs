@@ -7,11 +7,11 @@
 
 use pci_types::ConfigRegionAccess;
 
-use crate::block::handle::NamespaceHandle;
 use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::event::ControllerId;
 use crate::link::DeviceLink;
+use crate::nvme::NamespaceHandle;
 use crate::nvme::{Controller, IoOp};
 use crate::platform::{PhysAddr, Platform};
 

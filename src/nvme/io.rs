@@ -7,11 +7,11 @@
 //! per-command state in a table indexed by CID. Completions go to the caller
 //! straight from the ring, with one table lookup each.
 
-use crate::block::NamespaceHandle;
 use crate::error::{Error, Result};
 use crate::link::DeviceLink;
 use crate::nvme::command::{nvm, sc, sct, SubmissionEntry};
 use crate::nvme::controller::{Controller, Namespace, State, Step};
+use crate::nvme::handle::NamespaceHandle;
 use crate::nvme::prp;
 use crate::nvme::tracker::{Delivered, Taken};
 use crate::platform::{DmaRegion, DmaView, DmaViewMut, Instant, PhysAddr, Platform};

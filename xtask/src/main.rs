@@ -7,6 +7,7 @@
 //! cargo xtask bench [--no-qemu]               instructions, register accesses, QEMU IOPS -> BENCHMARKS.md
 //! cargo xtask fuzz [--ci] [--seconds N]         fuzz the driver against a lying device
 //! cargo xtask miri                            the unsafe layer under Miri
+//! cargo xtask layers                          no module imports one above it
 //! ```
 
 mod board;
@@ -15,6 +16,7 @@ mod commands;
 mod fs_disks;
 mod fsimage;
 mod kernel;
+mod layers;
 mod machine;
 mod paths;
 mod prereq;
@@ -42,6 +44,7 @@ usage: cargo xtask <command>
   fuzz [--ci] [--seconds N]       fuzz the driver against a lying device (nightly,
                                   cargo-fuzz); --ci: the short run of `test`
   miri                            the driver's unit tests and a sim test under Miri
+  layers                          check that no module imports one above it (no build)
   list                            list the QEMU scenarios";
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         "bench" => commands::bench::main(rest),
         "fuzz" => commands::fuzz::main(rest),
         "miri" => commands::fuzz::miri_main(rest),
+        "layers" => layers::check(&paths::root()),
         "list" => {
             for s in catalog::all() {
                 println!(

@@ -2,7 +2,7 @@
 //! posting completions with phase and backpressure, held commands, and the
 //! completion misbehaviours a test can inject.
 
-use bare_nvme::nvme::command::{admin, sc, sct, CompletionEntry, Status, SubmissionEntry};
+use bare_nvme::spec::command::{admin, sc, sct, CompletionEntry, Status, SubmissionEntry};
 
 use crate::controller::{Controller, Env};
 use crate::spec::Hold;

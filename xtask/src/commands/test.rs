@@ -1,6 +1,7 @@
 //! `cargo xtask test [--qemu-only] [--cpus=N] [NAME ...]`: everything CI checks.
 //!
-//! Host stages (format, lints, host tests, all with the adapter features;
+//! Host stages (the layering check, format, lints, host tests, all with the
+//! adapter features;
 //! the library with them built for x86_64-unknown-none, aarch64 and riscv64;
 //! Miri, a short fuzz run, the kernel build) and then every
 //! QEMU scenario of the catalog (or those whose names contain one of the
@@ -127,6 +128,13 @@ pub fn main(args: &[String]) -> Result<(), String> {
         failed: 0,
     };
     if !qemu_only {
+        let start = Instant::now();
+        let layers = crate::layers::check(&paths::root());
+        if let Err(e) = &layers {
+            println!("     {}", e.replace('\n', "\n     "));
+        }
+        report_stage("layers", layers.is_ok(), start);
+        tally.record(layers.is_ok());
         for stage in STAGES {
             let start = Instant::now();
             if stage.board.is_some_and(|b| !boards.contains(&b)) {

@@ -246,6 +246,15 @@ fn files(d: &mut Nvme, id: ControllerId, new_bytes: usize) -> Outcome {
     Ok(())
 }
 
+/// Runs `io` for MiB 0 to `mib` and returns the rate in tenths of MiB/s.
+fn timed_pass(mib: usize, mut io: impl FnMut(usize) -> Outcome) -> Result<u128, Failure> {
+    let start = clock::now();
+    for i in 0..mib {
+        io(i)?;
+    }
+    Ok(tenths(mib * MIB, clock::now() - start))
+}
+
 /// Tenths of MiB/s of `bytes` moved in `took`.
 fn tenths(bytes: usize, took: Duration) -> u128 {
     (bytes as u128 * 10 * 1_000_000) / (MIB as u128 * took.as_micros().max(1))
@@ -333,24 +342,20 @@ fn time(
     };
     let mut disk = open(d, id, bounce)?;
     let lba = |i: usize| area + ((i % 8) * MIB / 512) as u64;
-    let start = clock::now();
-    for i in 0..mib {
+    let write = timed_pass(mib, |i| {
         match way {
             Way::Bounce(_) => disk.write(lba(i), ordinary),
             Way::ZeroCopy => disk.write_dma(lba(i), region),
         }
-        .map_err(|e| failure!("timed write: {e}"))?;
-    }
-    let write = tenths(mib * MIB, clock::now() - start);
-    let start = clock::now();
-    for i in 0..mib {
+        .map_err(|e| failure!("timed write: {e}"))
+    })?;
+    let read = timed_pass(mib, |i| {
         match way {
             Way::Bounce(_) => disk.read(lba(i), ordinary),
             Way::ZeroCopy => disk.read_dma(lba(i), region),
         }
-        .map_err(|e| failure!("timed read: {e}"))?;
-    }
-    let read = tenths(mib * MIB, clock::now() - start);
+        .map_err(|e| failure!("timed read: {e}"))
+    })?;
     if let Way::ZeroCopy = way {
         ensure!(disk.bytes_copied() == 0, "the zero-copy calls copied");
     }
