@@ -3,7 +3,7 @@
 use pci_types::PciAddress;
 
 use crate::error::Error;
-use crate::nvme::identify::IdString;
+use crate::spec::identify::IdString;
 use crate::spec::log::CriticalWarning;
 
 /// Names one attached controller for as long as it stays attached. A new

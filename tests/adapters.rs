@@ -71,8 +71,16 @@ fn a_fat32_partition_on_a_gpt_is_found_listed_read_and_written_through_the_adapt
     load(&sim, image.get_ref());
     let new = fsimage::pattern(70_000, 3);
     {
-        let mut disk =
-            BlockDevice::open(&mut *driver, Some(id), 1, BounceConfig { bytes: 32 << 10 }).unwrap();
+        let mut disk = BlockDevice::open(
+            &mut *driver,
+            Some(id),
+            1,
+            BounceConfig {
+                bytes: 32 << 10,
+                ..BounceConfig::default()
+            },
+        )
+        .unwrap();
         // The GPT, through the gpt_disk_io adapter.
         let part = {
             let mut gpt = Disk::new(&mut disk).unwrap();
@@ -210,8 +218,15 @@ fn a_byte_stream_reads_writes_and_seeks_like_a_model_of_its_bytes() {
         let mut model = vec![0u8; size];
         {
             let handle = driver.namespace_handle(Some(id), 1).unwrap();
-            let disk = BlockDevice::with_handle(&mut *driver, handle, BounceConfig { bytes: 8192 })
-                .unwrap();
+            let disk = BlockDevice::with_handle(
+                &mut *driver,
+                handle,
+                BounceConfig {
+                    bytes: 8192,
+                    ..BounceConfig::default()
+                },
+            )
+            .unwrap();
             let mut stream = ByteStream::new(disk);
             assert_eq!(stream.len(), size as u64);
             // Writes that start and end inside blocks, span several, and

@@ -42,8 +42,16 @@ fn bounce_copies_round_trip_and_split_at_the_bounce_size_and_the_largest_transfe
     let (sim, mut driver, id) = single(spec(4096, BLOCK as u32), small_transfers());
     let data = pattern(400 * BLOCK, 3);
     {
-        let mut disk =
-            BlockDevice::open(&mut *driver, Some(id), 1, BounceConfig { bytes: 64 << 10 }).unwrap();
+        let mut disk = BlockDevice::open(
+            &mut *driver,
+            Some(id),
+            1,
+            BounceConfig {
+                bytes: 64 << 10,
+                ..BounceConfig::default()
+            },
+        )
+        .unwrap();
         assert_eq!((disk.block_size(), disk.capacity()), (512, 4096));
         assert_eq!(disk.handle().max_transfer(), 16 << 10);
         assert_eq!(disk.handle().generation(), id.generation());
@@ -72,8 +80,16 @@ fn a_bounce_buffer_is_whole_blocks_and_allocated_once() {
     let (sim, mut driver, id) = single(spec(4096, 4096), ControllerConfig::default());
     let allocs = sim.counters().dma_allocs;
     {
-        let mut disk =
-            BlockDevice::open(&mut *driver, Some(id), 1, BounceConfig { bytes: 10_000 }).unwrap();
+        let mut disk = BlockDevice::open(
+            &mut *driver,
+            Some(id),
+            1,
+            BounceConfig {
+                buffers: 1,
+                bytes: 10_000,
+            },
+        )
+        .unwrap();
         assert_eq!(disk.bounce_bytes(), 8192);
         let data = pattern(64 << 10, 9);
         disk.write(0, &data).unwrap();
@@ -81,8 +97,16 @@ fn a_bounce_buffer_is_whole_blocks_and_allocated_once() {
         disk.read(0, &mut back).unwrap();
         assert!(back == data);
         assert_eq!(sim.counters().dma_allocs - allocs, 1, "one allocation");
-        let tiny =
-            BlockDevice::open(&mut *disk.target(), Some(id), 1, BounceConfig { bytes: 1 }).unwrap();
+        let tiny = BlockDevice::open(
+            &mut *disk.target(),
+            Some(id),
+            1,
+            BounceConfig {
+                buffers: 1,
+                bytes: 1,
+            },
+        )
+        .unwrap();
         assert_eq!(tiny.bounce_bytes(), 4096, "at least one block");
     }
     finish(&sim, driver);
@@ -291,7 +315,11 @@ fn a_bounce_buffer_the_device_may_still_write_is_never_used_or_freed_again() {
     );
     c.bring_up().unwrap();
     {
-        let mut disk = BlockDevice::open(&mut c, None, 1, BounceConfig::default()).unwrap();
+        let single = BounceConfig {
+            buffers: 1,
+            ..BounceConfig::default()
+        };
+        let mut disk = BlockDevice::open(&mut c, None, 1, single).unwrap();
         // The controller freezes: its command never completes, CC.EN = 0 is
         // never acknowledged, and without config space nothing else proves
         // that its DMA stopped.

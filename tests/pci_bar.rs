@@ -2,9 +2,10 @@
 
 mod pci_common;
 
-use bare_nvme::pci::bar::{disable_bus_master, probe_bar0, BarAllocator};
+use bare_nvme::pci::bar::{disable_bus_master, probe_bar0};
 use bare_nvme::pci::config::{Command, Status, BAR0, COMMAND, STATUS};
 use bare_nvme::pci::enumerate::Topology;
+use bare_nvme::pci::placement::BarAllocator;
 use bare_nvme::pci::window::Window;
 use bare_nvme::{Error, PhysAddr};
 use bare_nvme_sim::{FunctionId, FunctionSpec};

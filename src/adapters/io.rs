@@ -20,11 +20,11 @@ impl embedded_io::Error for AdapterError {
 
 /// A namespace as a stream of bytes with a position, for filesystem crates
 /// that address bytes. Reads and writes of whole, aligned blocks go through
-/// the bounce buffer once; a write of part of a block reads the block
-/// first. One call moves at most a bounce buffer's worth (`read` and `write`
-/// may return less than asked, as the traits allow; `read_exact` and
-/// `write_all` loop). Reads at the end return 0; writes there fail with
-/// `LbaOutOfRange`.
+/// the bounce buffers once; a write of part of a block reads the block
+/// first. One call moves at most the bounce buffers' worth, pipelined
+/// (`read` and `write` may return less than asked, as the traits allow;
+/// `read_exact` and `write_all` loop). Reads at the end return 0; writes
+/// there fail with `LbaOutOfRange`.
 pub struct ByteStream<T: BlockTarget> {
     disk: BlockDevice<T>,
     position: u64,
@@ -58,13 +58,19 @@ impl<T: BlockTarget> ByteStream<T> {
 
     /// The block of the position, the offset in it, and how many bytes of
     /// `asked` one call moves: up to the end of the namespace and at most
-    /// what the bounce buffer holds from that offset.
+    /// what the bounce buffers hold from that offset (the rest of the block
+    /// when none is left, so that the call fails as the device says rather
+    /// than read as the end).
     fn span(&self, asked: usize) -> (u64, usize, usize) {
         let shift = self.disk.handle().block_shift();
         let block = self.position >> shift;
         let offset = (self.position & ((1 << shift) - 1)) as usize;
         let left = self.len().saturating_sub(self.position);
-        let room = self.disk.bounce_bytes().saturating_sub(offset);
+        let room = self
+            .disk
+            .bounce_bytes()
+            .max(1 << shift)
+            .saturating_sub(offset);
         let n = (asked as u64).min(left).min(room as u64) as usize;
         (block, offset, n)
     }

@@ -1,17 +1,32 @@
 //! A blocking block device over ordinary memory: whole blocks from and to
-//! `&mut [u8]` / `&[u8]` through a DMA bounce buffer, or straight from and to
-//! a caller's [`DmaRegion`] without a copy.
+//! `&mut [u8]` / `&[u8]` through a pool of DMA bounce buffers, or straight
+//! from and to a caller's [`DmaRegion`] without a copy.
+//!
+//! A request is moved in pieces, up to one per bounce buffer in flight at
+//! once: a write fills a buffer and submits its piece while earlier pieces
+//! are still on the device; a read copies a piece out when its commands
+//! are done, in request order, and the buffer takes the next piece.
 
-use crate::block::handle::NamespaceHandle;
-use crate::block::target::{BlockTarget, Direction, Private};
+use heapless::Vec;
+
+use crate::block::pipeline::Memory;
+use crate::block::target::{BlockTarget, Direction};
 use crate::error::{Error, Result};
 use crate::event::ControllerId;
+use crate::nvme::NamespaceHandle;
 use crate::platform::{DmaRegion, Platform};
 
-/// Default size of the bounce buffer: 128 KiB.
+/// Default size of each bounce buffer: 128 KiB.
 pub const DEFAULT_BOUNCE_BYTES: usize = 128 << 10;
 
-/// Alignment of the bounce buffer: a page, so that a transfer of up to two
+/// Default number of bounce buffers: 4, so a large request keeps four
+/// pieces in flight.
+pub const DEFAULT_BOUNCE_BUFFERS: usize = 4;
+
+/// Most bounce buffers a block device keeps.
+pub const MAX_BOUNCE_BUFFERS: usize = 16;
+
+/// Alignment of each bounce buffer: a page, so that a transfer of up to two
 /// pages needs no PRP list.
 const BOUNCE_ALIGN: usize = 4096;
 
@@ -19,17 +34,21 @@ const BOUNCE_ALIGN: usize = 4096;
 /// device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BounceConfig {
-    /// Size of the DMA bounce buffer, allocated once from the platform when
-    /// the device is made and returned when it is dropped. Rounded down to
-    /// whole blocks (at least one). A request larger than the buffer is
-    /// moved in pieces of this size, each split again at the controller's
-    /// largest transfer.
+    /// Number of DMA bounce buffers (1 to [`MAX_BOUNCE_BUFFERS`], clamped),
+    /// each its own allocation: as many pieces of a request are in flight
+    /// at once. Default [`DEFAULT_BOUNCE_BUFFERS`].
+    pub buffers: usize,
+    /// Size of each bounce buffer, rounded down to whole blocks (at least
+    /// one). A request larger than a buffer is moved in pieces of this
+    /// size, each split again at the controller's largest transfer.
+    /// Default [`DEFAULT_BOUNCE_BYTES`].
     pub bytes: usize,
 }
 
 impl Default for BounceConfig {
     fn default() -> Self {
         Self {
+            buffers: DEFAULT_BOUNCE_BUFFERS,
             bytes: DEFAULT_BOUNCE_BYTES,
         }
     }
@@ -37,30 +56,41 @@ impl Default for BounceConfig {
 
 /// A namespace as a blocking block device.
 ///
-/// `read` and `write` take ordinary memory and copy it through a bounce
-/// buffer of DMA memory allocated once; `read_dma` and `write_dma` take the
-/// caller's DMA memory and copy nothing. Every call validates the whole
-/// request (whole blocks, inside the namespace) before the first command,
-/// checks the [`NamespaceHandle`] (so it fails with
-/// [`Error::StaleHandle`] once the controller is gone or replaced) and
-/// returns only when the device is done with the memory.
+/// `read` and `write` take ordinary memory and copy it through a pool of
+/// bounce buffers of DMA memory, allocated from the platform once when the
+/// device is made and returned when it is dropped; a large request keeps
+/// one piece in flight per buffer. `read_dma` and `write_dma` take the
+/// caller's DMA memory and copy nothing (as many commands in flight as
+/// there are bounce buffers). Every call validates the whole request
+/// (whole blocks, inside the namespace) before the first command, checks
+/// the [`NamespaceHandle`] (so it fails with [`Error::StaleHandle`] once
+/// the controller is gone or replaced) and returns only when the device is
+/// done with every piece, failed ones included: the first error of a piece
+/// is the call's.
+///
+/// A bounce buffer the device might still write (a call failed with
+/// [`Error::Quarantined`]) is never reused nor freed; the device goes on
+/// with the others ([`BlockDevice::bounce_buffers`]) and fails with
+/// [`Error::OutOfDmaMemory`] once none is left.
 ///
 /// The target is a [`crate::Driver`] (the device names its controller by
 /// [`ControllerId`]), a standalone [`crate::Controller`], or a `&mut` of
 /// either (to keep ticking the driver between calls, drop the device or
 /// use [`BlockDevice::target`]).
 pub struct BlockDevice<T: BlockTarget> {
-    target: T,
-    handle: NamespaceHandle,
-    /// `None` once the bounce buffer was quarantined (the device could not
-    /// be proven stopped while it held it): it is never reused or freed.
-    bounce: Option<DmaRegion>,
-    copied: u64,
+    pub(super) target: T,
+    pub(super) handle: NamespaceHandle,
+    /// The bounce buffers, `piece` bytes each. `None` where one was
+    /// quarantined (the device could not be proven stopped while it held
+    /// it): it is never reused or freed.
+    pub(super) pool: Vec<Option<DmaRegion>, MAX_BOUNCE_BUFFERS>,
+    pub(super) piece: usize,
+    pub(super) copied: u64,
 }
 
 impl<T: BlockTarget> BlockDevice<T> {
     /// A block device on namespace `nsid` of `controller` (`None` for a
-    /// standalone controller), with a bounce buffer as `config` says.
+    /// standalone controller), with bounce buffers as `config` says.
     pub fn open(
         mut target: T,
         controller: Option<ControllerId>,
@@ -76,16 +106,39 @@ impl<T: BlockTarget> BlockDevice<T> {
     pub fn with_handle(target: T, handle: NamespaceHandle, config: BounceConfig) -> Result<Self> {
         let block = handle.block_size() as usize;
         let bytes = (config.bytes & !(block - 1)).max(block);
-        let bounce = target
-            .platform()
-            .dma_alloc(bytes, BOUNCE_ALIGN)
-            .ok_or(Error::OutOfDmaMemory { bytes })?;
+        let mut pool = Vec::new();
+        for _ in 0..config.buffers.clamp(1, MAX_BOUNCE_BUFFERS) {
+            let Some(region) = target.platform().dma_alloc(bytes, BOUNCE_ALIGN) else {
+                // Never lent to the device yet: all go back.
+                for region in pool.into_iter().flatten() {
+                    target.platform().dma_free(region);
+                }
+                return Err(Error::OutOfDmaMemory { bytes });
+            };
+            // Cannot fail: at most MAX_BOUNCE_BUFFERS.
+            let _ = pool.push(Some(region));
+        }
         Ok(Self {
             target,
             handle,
-            bounce: Some(bounce),
+            pool,
+            piece: bytes,
             copied: 0,
         })
+    }
+
+    /// Points the device at another namespace handle of its target (the
+    /// namespace of a controller attached again, say), keeping its bounce
+    /// buffers. `InvalidArgument` if they are not whole blocks of that
+    /// namespace.
+    pub fn rebind(&mut self, handle: NamespaceHandle) -> Result<()> {
+        if self.piece & (handle.block_size() as usize - 1) != 0 {
+            return Err(Error::InvalidArgument {
+                what: "bounce buffers are not whole blocks of that namespace",
+            });
+        }
+        self.handle = handle;
+        Ok(())
     }
 
     /// The namespace handle.
@@ -103,12 +156,18 @@ impl<T: BlockTarget> BlockDevice<T> {
         self.handle.blocks()
     }
 
-    /// Size of the bounce buffer in bytes (0 once it was quarantined).
+    /// Bytes of the bounce buffers still in use: their number times their
+    /// size (0 once every one was quarantined).
     pub fn bounce_bytes(&self) -> usize {
-        self.bounce.as_ref().map_or(0, DmaRegion::len)
+        self.bounce_buffers() * self.piece
     }
 
-    /// Bytes copied through the bounce buffer so far (the zero-copy calls
+    /// Bounce buffers still in use (those quarantined are not counted).
+    pub fn bounce_buffers(&self) -> usize {
+        self.pool.iter().flatten().count()
+    }
+
+    /// Bytes copied through the bounce buffers so far (the zero-copy calls
     /// add nothing).
     pub fn bytes_copied(&self) -> u64 {
         self.copied
@@ -137,19 +196,16 @@ impl<T: BlockTarget> BlockDevice<T> {
     /// caller's DMA memory. On [`Error::Quarantined`] the buffer may still be
     /// written by the device: leak it.
     pub fn read_dma(&mut self, lba: u64, buffer: &mut DmaRegion) -> Result<()> {
-        self.blocks_of(lba, buffer.len())?;
-        let (phys, len) = (buffer.phys(), buffer.len());
-        self.target
-            .transfer(&self.handle, lba, phys, len, Direction::Read, Private(()))
+        let (memory, len) = (Memory::Caller(buffer.phys()), buffer.len());
+        self.pipeline(lba, len, Direction::Read, memory, |_, _| {}, |_, _| {})
     }
 
     /// Writes `buffer` (whole blocks) at `lba` straight from the caller's
-    /// DMA memory.
+    /// DMA memory. On [`Error::Quarantined`] the device may still read the
+    /// buffer: leak it.
     pub fn write_dma(&mut self, lba: u64, buffer: &DmaRegion) -> Result<()> {
-        self.blocks_of(lba, buffer.len())?;
-        let (phys, len) = (buffer.phys(), buffer.len());
-        self.target
-            .transfer(&self.handle, lba, phys, len, Direction::Write, Private(()))
+        let (memory, len) = (Memory::Caller(buffer.phys()), buffer.len());
+        self.pipeline(lba, len, Direction::Write, memory, |_, _| {}, |_, _| {})
     }
 
     /// Makes every completed write durable.
@@ -157,53 +213,38 @@ impl<T: BlockTarget> BlockDevice<T> {
         self.target.flush(&self.handle)
     }
 
-    /// Reads `len` bytes (whole blocks) at `lba` through the bounce buffer,
-    /// handing each piece to `sink` with its offset in the request.
+    /// Reads `len` bytes (whole blocks) at `lba` through the bounce buffers,
+    /// handing each piece to `sink` with its offset in the request, in
+    /// request order.
     pub(crate) fn read_with(
         &mut self,
         lba: u64,
         len: usize,
-        mut sink: impl FnMut(usize, &[u8]),
+        sink: impl FnMut(usize, &[u8]),
     ) -> Result<()> {
-        self.blocks_of(lba, len)?;
-        let mut done = 0;
-        while done < len {
-            let piece = self.piece(len - done)?;
-            let at = lba + (done >> self.handle.block_shift()) as u64;
-            self.bounce_transfer(at, piece, Direction::Read)?;
-            if let Some(bounce) = &self.bounce {
-                sink(done, &bounce.as_slice()[..piece]);
-            }
-            self.copied += piece as u64;
-            done += piece;
-        }
-        Ok(())
+        self.pipeline(lba, len, Direction::Read, Memory::Bounce, |_, _| {}, sink)
     }
 
-    /// Writes `len` bytes (whole blocks) at `lba` through the bounce buffer,
-    /// asking `source` to fill each piece, given its offset in the request.
+    /// Writes `len` bytes (whole blocks) at `lba` through the bounce
+    /// buffers, asking `source` to fill each piece, given its offset in the
+    /// request, in request order.
     pub(crate) fn write_with(
         &mut self,
         lba: u64,
         len: usize,
-        mut source: impl FnMut(usize, &mut [u8]),
+        source: impl FnMut(usize, &mut [u8]),
     ) -> Result<()> {
-        self.blocks_of(lba, len)?;
-        let mut done = 0;
-        while done < len {
-            let piece = self.piece(len - done)?;
-            if let Some(bounce) = &mut self.bounce {
-                source(done, &mut bounce.as_mut_slice()[..piece]);
-            }
-            self.copied += piece as u64;
-            let at = lba + (done >> self.handle.block_shift()) as u64;
-            self.bounce_transfer(at, piece, Direction::Write)?;
-            done += piece;
-        }
-        Ok(())
+        self.pipeline(
+            lba,
+            len,
+            Direction::Write,
+            Memory::Bounce,
+            source,
+            |_, _| {},
+        )
     }
 
-    /// Reads `len` bytes (whole blocks, at most the bounce buffer) at `lba`,
+    /// Reads `len` bytes (whole blocks, at most one bounce buffer) at `lba`,
     /// lets `change` modify them in the bounce buffer and writes them back:
     /// a read-modify-write for writes of less than a block.
     #[cfg_attr(not(feature = "embedded-io"), allow(dead_code))]
@@ -214,22 +255,42 @@ impl<T: BlockTarget> BlockDevice<T> {
         change: impl FnOnce(&mut [u8]),
     ) -> Result<()> {
         self.blocks_of(lba, len)?;
-        if len > self.piece(len)? {
+        if len > self.piece {
             return Err(Error::InvalidArgument {
-                what: "update larger than the bounce buffer",
+                what: "update larger than a bounce buffer",
             });
         }
-        self.bounce_transfer(lba, len, Direction::Read)?;
-        if let Some(bounce) = &mut self.bounce {
+        self.check_handle()?;
+        let slot = self
+            .usable()
+            .next()
+            .ok_or(Error::OutOfDmaMemory { bytes: self.piece })?;
+        self.in_slot(slot, lba, len, Direction::Read)?;
+        if let Some(bounce) = &mut self.pool[slot] {
             change(&mut bounce.as_mut_slice()[..len]);
         }
         self.copied += 2 * len as u64;
-        self.bounce_transfer(lba, len, Direction::Write)
+        self.in_slot(slot, lba, len, Direction::Write)
+    }
+
+    /// Moves `len` bytes at `lba` to or from bounce buffer `slot` alone,
+    /// quarantining it if the device may still write it.
+    fn in_slot(&mut self, slot: usize, lba: u64, len: usize, direction: Direction) -> Result<()> {
+        let phys = self.pool[slot]
+            .as_ref()
+            .map(DmaRegion::phys)
+            .ok_or(Error::OutOfDmaMemory { bytes: self.piece })?;
+        let memory = Memory::Caller(phys);
+        let result = self.pipeline(lba, len, direction, memory, |_, _| {}, |_, _| {});
+        if result == Err(Error::Quarantined) {
+            self.quarantine(slot);
+        }
+        result
     }
 
     /// Validates a request of `len` bytes at `lba`: whole blocks, at least
     /// one, inside the namespace. Returns its blocks.
-    fn blocks_of(&self, lba: u64, len: usize) -> Result<u64> {
+    pub(super) fn blocks_of(&self, lba: u64, len: usize) -> Result<u64> {
         if len == 0 {
             return Err(Error::EmptyTransfer);
         }
@@ -249,34 +310,30 @@ impl<T: BlockTarget> BlockDevice<T> {
         }
     }
 
-    /// The next piece of a request with `left` bytes to go.
-    fn piece(&self, left: usize) -> Result<usize> {
-        // Without its bounce buffer the device's controller has ended.
-        let bounce = self.bounce.as_ref().ok_or(Error::StaleHandle)?;
-        Ok(left.min(bounce.len()))
+    /// `Ok` if the handle still holds (see [`NamespaceHandle`]).
+    pub(super) fn check_handle(&mut self) -> Result<()> {
+        self.target.io_of(&self.handle)?.check(&self.handle)
     }
 
-    fn bounce_transfer(&mut self, lba: u64, len: usize, direction: Direction) -> Result<()> {
-        let phys = self.bounce.as_ref().ok_or(Error::StaleHandle)?.phys();
-        let result = self
-            .target
-            .transfer(&self.handle, lba, phys, len, direction, Private(()));
-        if result == Err(Error::Quarantined) {
-            // The device may still write it: keep it out of use for good,
-            // never handed back to the platform.
-            if let Some(region) = self.bounce.take() {
-                let _kept = core::mem::ManuallyDrop::new(region);
-            }
+    /// The bounce buffers not quarantined, by index.
+    pub(super) fn usable(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.pool.len()).filter(|&i| self.pool[i].is_some())
+    }
+
+    /// Keeps bounce buffer `slot` out of use for good: the device may still
+    /// write it, so it is never handed back to the platform either.
+    pub(super) fn quarantine(&mut self, slot: usize) {
+        if let Some(region) = self.pool.get_mut(slot).and_then(Option::take) {
+            let _kept = core::mem::ManuallyDrop::new(region);
         }
-        result
     }
 }
 
 impl<T: BlockTarget> Drop for BlockDevice<T> {
     fn drop(&mut self) {
         // Only lent to blocking calls, which return once the device is done
-        // with it (or it was quarantined above): safe to hand back.
-        if let Some(bounce) = self.bounce.take() {
+        // with them (or quarantined them above): safe to hand back.
+        for bounce in self.pool.iter_mut().filter_map(Option::take) {
             self.target.platform().dma_free(bounce);
         }
     }
@@ -286,6 +343,7 @@ impl<T: BlockTarget> core::fmt::Debug for BlockDevice<T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("BlockDevice")
             .field("handle", &self.handle)
+            .field("bounce_buffers", &self.bounce_buffers())
             .field("bounce_bytes", &self.bounce_bytes())
             .finish()
     }

@@ -2,11 +2,12 @@
 //! blocking block device over ordinary memory on top of it.
 //!
 //! A [`BlockDevice`] reads and writes whole blocks from and to `&mut [u8]` /
-//! `&[u8]` through a DMA bounce buffer allocated once (its size in
-//! [`BounceConfig`]), or straight from and to the caller's
-//! [`DmaRegion`](crate::DmaRegion) (`read_dma`, `write_dma`: no copy).
-//! Requests larger than the bounce buffer or the controller's largest
-//! transfer are split. It runs over a [`Driver`](crate::Driver), naming the
+//! `&[u8]` through a pool of DMA bounce buffers allocated once (their
+//! number and size in [`BounceConfig`]: 4 x 128 KiB by default), or
+//! straight from and to the caller's [`DmaRegion`](crate::DmaRegion)
+//! (`read_dma`, `write_dma`: no copy). Requests larger than a bounce buffer
+//! or the controller's largest transfer are split, and their pieces
+//! pipelined: one in flight per bounce buffer. It runs over a [`Driver`](crate::Driver), naming the
 //! controller by its [`ControllerId`](crate::ControllerId), or over a
 //! standalone [`Controller`](crate::Controller) (pass `None`); both by value
 //! or by `&mut`. The `adapters` module puts filesystem crates on top.
@@ -45,9 +46,11 @@
 //! ```
 
 mod device;
-mod handle;
+mod pipeline;
 mod target;
 
-pub use device::{BlockDevice, BounceConfig, DEFAULT_BOUNCE_BYTES};
-pub use handle::NamespaceHandle;
+pub use crate::nvme::NamespaceHandle;
+pub use device::{
+    BlockDevice, BounceConfig, DEFAULT_BOUNCE_BUFFERS, DEFAULT_BOUNCE_BYTES, MAX_BOUNCE_BUFFERS,
+};
 pub use target::BlockTarget;

@@ -1,19 +1,68 @@
 //! What a block device runs on: a controller of the driver (named by its
 //! [`ControllerId`]) or a controller used on its own.
+//!
+//! Each target only says where the controller of a handle is; what is done
+//! with it (making handles, checking them, submitting and waiting, flushing)
+//! is written once, for every target, over [`sealed::NamespaceIo`].
 
 use pci_types::ConfigRegionAccess;
 
-use crate::block::handle::NamespaceHandle;
 use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::event::ControllerId;
 use crate::link::DeviceLink;
+use crate::nvme::NamespaceHandle;
 use crate::nvme::{Controller, IoOp};
 use crate::platform::{PhysAddr, Platform};
 
 mod sealed {
+    use super::{ControllerId, NamespaceHandle, PhysAddr, Result};
+
     /// Only this crate implements [`super::BlockTarget`].
-    pub trait Sealed {}
+    pub trait Sealed {
+        /// The controller a new handle on `controller` is made on, and the
+        /// name the handle keeps for it.
+        fn io_for(
+            &mut self,
+            controller: Option<ControllerId>,
+        ) -> Result<(&mut dyn NamespaceIo, Option<ControllerId>)>;
+
+        /// The controller `handle` was made on (`StaleHandle` if this target
+        /// does not hold it), not yet checked to serve it still.
+        fn io_of(&mut self, handle: &NamespaceHandle) -> Result<&mut dyn NamespaceIo>;
+    }
+
+    /// What a block device asks of a controller, whatever its capacities
+    /// and link.
+    pub trait NamespaceIo {
+        /// A handle on namespace `nsid`, named `id`.
+        fn handle(&mut self, id: Option<ControllerId>, nsid: u32) -> Result<NamespaceHandle>;
+
+        /// `Ok` if the controller still serves the namespace of `handle` as
+        /// it was; finishes a bring-up in progress first.
+        fn check(&mut self, handle: &NamespaceHandle) -> Result<()>;
+
+        /// Checks `handle` and queues one command moving `len` bytes (at
+        /// most the largest transfer) at `phys` to or from `lba`; the
+        /// command reaches the device at the next [`NamespaceIo::wait`].
+        fn submit(
+            &mut self,
+            handle: &NamespaceHandle,
+            lba: u64,
+            phys: PhysAddr,
+            len: usize,
+            direction: Direction,
+            _: Private,
+        ) -> Result<u16>;
+
+        /// Waits (with the I/O deadline) until one of `cids` from
+        /// [`NamespaceIo::submit`] is done: its index and its result; no
+        /// index if the controller ended without any of them done.
+        fn wait(&mut self, cids: &[u16], _: Private) -> (Option<usize>, Result<()>);
+
+        /// Checks `handle` and makes every completed write durable.
+        fn flush(&mut self, handle: &NamespaceHandle) -> Result<()>;
+    }
 
     /// Proof that a call comes from this crate: the methods taking it hand
     /// the device a bare physical address, which only memory the caller owns
@@ -30,7 +79,7 @@ mod sealed {
     }
 }
 
-pub(crate) use sealed::{Direction, Private};
+pub(crate) use sealed::{Direction, NamespaceIo, Private, Sealed};
 
 /// Where namespace handles come from and where their I/O goes: a
 /// [`Driver`] (handles name a controller by [`ControllerId`]), a standalone
@@ -43,18 +92,46 @@ pub trait BlockTarget: sealed::Sealed {
     fn platform(&self) -> &Self::Platform;
 
     /// A handle on namespace `nsid` of `controller` (ignored by a standalone
-    /// controller), validated now: the controller serves and serves that
-    /// namespace. Finishes a bring-up in progress first.
+    /// controller; required by a driver, `InvalidArgument` without it),
+    /// validated now: the controller serves and serves that namespace.
+    /// Finishes a bring-up in progress first.
     fn namespace_handle(
         &mut self,
         controller: Option<ControllerId>,
         nsid: u32,
-    ) -> Result<NamespaceHandle>;
+    ) -> Result<NamespaceHandle> {
+        let (io, id) = self.io_for(controller)?;
+        io.handle(id, nsid)
+    }
 
-    /// Checks `handle` (see [`NamespaceHandle`]) and, if it holds, moves
-    /// `len` bytes at `phys` to or from `lba`, blocking.
-    #[doc(hidden)]
-    fn transfer(
+    /// Checks `handle` (see [`NamespaceHandle`]) and makes every completed
+    /// write durable, blocking.
+    fn flush(&mut self, handle: &NamespaceHandle) -> Result<()> {
+        self.io_of(handle)?.flush(handle)
+    }
+}
+
+impl<P: Platform, L: DeviceLink, const Q: usize, const D: usize> NamespaceIo
+    for Controller<P, L, Q, D>
+{
+    fn handle(&mut self, id: Option<ControllerId>, nsid: u32) -> Result<NamespaceHandle> {
+        self.ensure_ready()?;
+        let max_transfer = self.max_transfer();
+        let ns = *self.namespace(nsid)?;
+        let place = self.namespace_place(nsid);
+        NamespaceHandle::new(id, self.state(), &ns, max_transfer, place)
+    }
+
+    fn check(&mut self, handle: &NamespaceHandle) -> Result<()> {
+        if self.state().is_finished() {
+            return Err(Error::StaleHandle);
+        }
+        // A reset's bring-up discovers the namespaces again: finish it first.
+        self.ensure_ready()?;
+        handle.check(self.namespace(handle.nsid()).ok())
+    }
+
+    fn submit(
         &mut self,
         handle: &NamespaceHandle,
         lba: u64,
@@ -62,57 +139,44 @@ pub trait BlockTarget: sealed::Sealed {
         len: usize,
         direction: Direction,
         _: Private,
-    ) -> Result<()>;
-
-    /// Checks `handle` and makes every completed write durable, blocking.
-    fn flush(&mut self, handle: &NamespaceHandle) -> Result<()>;
-}
-
-/// The controller `handle` was made on, checked to be serving the same
-/// namespace still.
-fn checked<'c, P: Platform, L: DeviceLink, const Q: usize, const D: usize>(
-    c: &'c mut Controller<P, L, Q, D>,
-    handle: &NamespaceHandle,
-) -> Result<&'c mut Controller<P, L, Q, D>> {
-    if c.state().is_finished() {
-        return Err(Error::StaleHandle);
+    ) -> Result<u16> {
+        self.check(handle)?;
+        let nsid = handle.nsid();
+        let blocks = u32::try_from(len >> handle.block_shift()).map_err(|_| Error::Internal {
+            what: "a block command larger than the largest transfer",
+        })?;
+        let op = match direction {
+            Direction::Read => IoOp::Read { nsid, lba, blocks },
+            Direction::Write => IoOp::Write { nsid, lba, blocks },
+        };
+        self.submit_waited(op, Some((phys, len)))
     }
-    // A reset's bring-up discovers the namespaces again: finish it first.
-    c.ensure_ready()?;
-    handle.check(c.namespace(handle.nsid()).ok())?;
-    Ok(c)
+
+    fn wait(&mut self, cids: &[u16], _: Private) -> (Option<usize>, Result<()>) {
+        self.wait_blocking(cids)
+    }
+
+    fn flush(&mut self, handle: &NamespaceHandle) -> Result<()> {
+        self.check(handle)?;
+        Controller::flush(self, handle.nsid())
+    }
 }
 
-fn handle_on<P: Platform, L: DeviceLink, const Q: usize, const D: usize>(
-    c: &mut Controller<P, L, Q, D>,
-    id: Option<ControllerId>,
-    nsid: u32,
-) -> Result<NamespaceHandle> {
-    c.ensure_ready()?;
-    let max_transfer = c.max_transfer();
-    let ns = *c.namespace(nsid)?;
-    let place = c.namespace_place(nsid);
-    NamespaceHandle::new(id, c.state(), &ns, max_transfer, place)
-}
+impl<P: Platform, L: DeviceLink, const Q: usize, const D: usize> Sealed for Controller<P, L, Q, D> {
+    fn io_for(
+        &mut self,
+        _controller: Option<ControllerId>,
+    ) -> Result<(&mut dyn NamespaceIo, Option<ControllerId>)> {
+        Ok((self, None))
+    }
 
-fn transfer_on<P: Platform, L: DeviceLink, const Q: usize, const D: usize>(
-    c: &mut Controller<P, L, Q, D>,
-    handle: &NamespaceHandle,
-    lba: u64,
-    phys: PhysAddr,
-    len: usize,
-    direction: Direction,
-) -> Result<()> {
-    let op: fn(u32, u64, u32) -> IoOp = match direction {
-        Direction::Write => |nsid, lba, blocks| IoOp::Write { nsid, lba, blocks },
-        Direction::Read => |nsid, lba, blocks| IoOp::Read { nsid, lba, blocks },
-    };
-    checked(c, handle)?.transfer_blocking(handle.nsid(), lba, phys, len, op)
-}
-
-impl<P: Platform, L: DeviceLink, const Q: usize, const D: usize> sealed::Sealed
-    for Controller<P, L, Q, D>
-{
+    fn io_of(&mut self, handle: &NamespaceHandle) -> Result<&mut dyn NamespaceIo> {
+        match handle.controller() {
+            // Made on a driver's controller, not on this one.
+            Some(_) => Err(Error::StaleHandle),
+            None => Ok(self),
+        }
+    }
 }
 
 impl<P: Platform, L: DeviceLink, const Q: usize, const D: usize> BlockTarget
@@ -123,37 +187,6 @@ impl<P: Platform, L: DeviceLink, const Q: usize, const D: usize> BlockTarget
     fn platform(&self) -> &P {
         Controller::platform(self)
     }
-
-    fn namespace_handle(
-        &mut self,
-        _controller: Option<ControllerId>,
-        nsid: u32,
-    ) -> Result<NamespaceHandle> {
-        handle_on(self, None, nsid)
-    }
-
-    fn transfer(
-        &mut self,
-        handle: &NamespaceHandle,
-        lba: u64,
-        phys: PhysAddr,
-        len: usize,
-        direction: Direction,
-        _: Private,
-    ) -> Result<()> {
-        if handle.controller().is_some() {
-            // Made on a driver's controller, not on this one.
-            return Err(Error::StaleHandle);
-        }
-        transfer_on(self, handle, lba, phys, len, direction)
-    }
-
-    fn flush(&mut self, handle: &NamespaceHandle) -> Result<()> {
-        if handle.controller().is_some() {
-            return Err(Error::StaleHandle);
-        }
-        checked(self, handle)?.flush(handle.nsid())
-    }
 }
 
 impl<
@@ -162,26 +195,23 @@ impl<
         const N: usize,
         const Q: usize,
         const D: usize,
-    > sealed::Sealed for Driver<P, C, N, Q, D>
+    > Sealed for Driver<P, C, N, Q, D>
 {
-}
-
-impl<
-        P: Platform + Clone,
-        C: ConfigRegionAccess + Clone,
-        const N: usize,
-        const Q: usize,
-        const D: usize,
-    > Driver<P, C, N, Q, D>
-{
-    /// The controller a handle names: `StaleHandle` when the handle was made
-    /// without the driver or its entry now holds another attach.
-    fn handle_controller(
+    fn io_for(
         &mut self,
-        handle: &NamespaceHandle,
-    ) -> Result<&mut crate::driver::DriverController<P, C, Q, D>> {
+        controller: Option<ControllerId>,
+    ) -> Result<(&mut dyn NamespaceIo, Option<ControllerId>)> {
+        let id = controller.ok_or(Error::InvalidArgument {
+            what: "a driver's namespace handle needs its controller",
+        })?;
+        Ok((self.controller(id)?, Some(id)))
+    }
+
+    /// `StaleHandle` when the handle was made without the driver or its
+    /// entry now holds another attach.
+    fn io_of(&mut self, handle: &NamespaceHandle) -> Result<&mut dyn NamespaceIo> {
         let id = handle.controller().ok_or(Error::StaleHandle)?;
-        self.controller(id)
+        Ok(self.controller(id)?)
     }
 }
 
@@ -198,73 +228,25 @@ impl<
     fn platform(&self) -> &P {
         Driver::platform(self)
     }
-
-    /// `controller` is required: `InvalidArgument` without it.
-    fn namespace_handle(
-        &mut self,
-        controller: Option<ControllerId>,
-        nsid: u32,
-    ) -> Result<NamespaceHandle> {
-        let id = controller.ok_or(Error::InvalidArgument {
-            what: "a driver's namespace handle needs its controller",
-        })?;
-        handle_on(self.controller(id)?, Some(id), nsid)
-    }
-
-    fn transfer(
-        &mut self,
-        handle: &NamespaceHandle,
-        lba: u64,
-        phys: PhysAddr,
-        len: usize,
-        direction: Direction,
-        _: Private,
-    ) -> Result<()> {
-        transfer_on(
-            self.handle_controller(handle)?,
-            handle,
-            lba,
-            phys,
-            len,
-            direction,
-        )
-    }
-
-    fn flush(&mut self, handle: &NamespaceHandle) -> Result<()> {
-        checked(self.handle_controller(handle)?, handle)?.flush(handle.nsid())
-    }
 }
 
-impl<T: BlockTarget + ?Sized> sealed::Sealed for &mut T {}
+impl<T: BlockTarget + ?Sized> Sealed for &mut T {
+    fn io_for(
+        &mut self,
+        controller: Option<ControllerId>,
+    ) -> Result<(&mut dyn NamespaceIo, Option<ControllerId>)> {
+        (**self).io_for(controller)
+    }
+
+    fn io_of(&mut self, handle: &NamespaceHandle) -> Result<&mut dyn NamespaceIo> {
+        (**self).io_of(handle)
+    }
+}
 
 impl<T: BlockTarget + ?Sized> BlockTarget for &mut T {
     type Platform = T::Platform;
 
     fn platform(&self) -> &Self::Platform {
         (**self).platform()
-    }
-
-    fn namespace_handle(
-        &mut self,
-        controller: Option<ControllerId>,
-        nsid: u32,
-    ) -> Result<NamespaceHandle> {
-        (**self).namespace_handle(controller, nsid)
-    }
-
-    fn transfer(
-        &mut self,
-        handle: &NamespaceHandle,
-        lba: u64,
-        phys: PhysAddr,
-        len: usize,
-        direction: Direction,
-        private: Private,
-    ) -> Result<()> {
-        (**self).transfer(handle, lba, phys, len, direction, private)
-    }
-
-    fn flush(&mut self, handle: &NamespaceHandle) -> Result<()> {
-        (**self).flush(handle)
     }
 }

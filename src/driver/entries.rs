@@ -1,40 +1,17 @@
 //! The driver's table of attached controllers: attaching, recycling finished
-//! entries, and lookups.
+//! entries, lookups, and starting a removal or a detach.
 
 use log::info;
 use pci_types::{ConfigRegionAccess, PciAddress};
 
-use crate::driver::{Driver, DriverController};
+use crate::driver::entry::Entry;
+use crate::driver::monitor::BridgeId;
+use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::event::{ControllerId, Detection};
-use crate::nvme::identify::IdString;
 use crate::nvme::{Controller, State};
 use crate::pci::link::PciLink;
 use crate::platform::Platform;
-
-/// What has been reported about an entry.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct Reported {
-    pub(super) attached: bool,
-    pub(super) ready: bool,
-    pub(super) ended: bool,
-    pub(super) quarantined: bool,
-}
-
-/// One attached controller and what the driver knows and reported of it.
-pub(crate) struct Entry<P: Platform, C: ConfigRegionAccess, const QUEUES: usize, const DEPTH: usize>
-{
-    pub(crate) id: ControllerId,
-    pub(crate) address: PciAddress,
-    /// Index of the hot-plug port above it, if any.
-    pub(crate) port: Option<usize>,
-    pub(crate) controller: DriverController<P, C, QUEUES, DEPTH>,
-    /// `completions_seen` at the last tick: if it moved, the device is alive.
-    pub(super) last_seen: u64,
-    pub(super) reported: Reported,
-    pub(super) detection: Option<Detection>,
-    pub(super) serial: Option<IdString<20>>,
-}
 
 impl<
         P: Platform + Clone,
@@ -49,7 +26,7 @@ impl<
     pub(crate) fn attach(
         &mut self,
         address: PciAddress,
-        port: Option<usize>,
+        port: Option<BridgeId>,
     ) -> Result<ControllerId> {
         let index = self.free_entry()?;
         let (bar, len) = self.enable_function(address, port)?;
@@ -63,8 +40,8 @@ impl<
             generation: self.generation,
         };
         let above = port
-            .and_then(|i| self.pci.topology.bridges().get(i))
-            .and_then(|b| b.port);
+            .and_then(|b| b.find(&self.pci.topology))
+            .and_then(|(_, b)| b.port);
         let link = PciLink::new(self.access.clone(), address, above);
         let controller = Controller::new(
             self.platform.clone(),
@@ -74,16 +51,7 @@ impl<
             self.config.controller,
         );
         info!("nvme: {id} attached at {address}, BAR0 {:#x}", bar.as_u64());
-        self.entries[index] = Some(Entry {
-            id,
-            address,
-            port,
-            controller,
-            last_seen: 0,
-            reported: Reported::default(),
-            detection: None,
-            serial: None,
-        });
+        self.entries[index] = Some(Entry::new(id, address, port, controller));
         Ok(id)
     }
 
@@ -102,12 +70,8 @@ impl<
             .enumerate()
             .filter_map(|(i, e)| {
                 let e = e.as_ref()?;
-                // A quarantine not yet reported would be lost with the entry.
-                let quarantine_told =
-                    e.reported.quarantined || e.controller.quarantined().regions == 0;
-                let done =
-                    e.reported.ended && quarantine_told && e.controller.state().is_finished();
-                done.then_some((e.controller.undelivered() > 0, e.id.generation, i))
+                let undelivered = e.controller().undelivered() > 0;
+                e.is_done().then_some((undelivered, e.id().generation, i))
             })
             .min()
             .map(|(_, _, i)| i);
@@ -123,26 +87,26 @@ impl<
         }
     }
 
-    /// Entries behind hot-plug port `port`.
-    pub(crate) fn entries_on_port(&self, port: usize) -> impl Iterator<Item = usize> + '_ {
+    /// Entries directly behind bridge `port`.
+    pub(crate) fn entries_on_port(&self, port: BridgeId) -> impl Iterator<Item = usize> + '_ {
         self.entries
             .iter()
             .enumerate()
-            .filter(move |(_, e)| e.as_ref().is_some_and(|e| e.port == Some(port)))
+            .filter(move |(_, e)| e.as_ref().is_some_and(|e| e.port() == Some(port)))
             .map(|(i, _)| i)
     }
 
     pub(crate) fn address_of(&self, index: usize) -> PciAddress {
         self.entries[index]
             .as_ref()
-            .map_or(PciAddress::new(0, 0, 0, 0), |e| e.address)
+            .map_or(PciAddress::new(0, 0, 0, 0), |e| e.address())
     }
 
     /// Whether entry `index` holds a controller that is neither finished nor
     /// being stopped.
     pub(crate) fn is_live(&self, index: usize) -> bool {
         self.entries[index].as_ref().is_some_and(|e| {
-            let state = e.controller.state();
+            let state = e.controller().state();
             !state.is_finished() && state != State::Stopping
         })
     }
@@ -152,22 +116,22 @@ impl<
         self.entries
             .iter()
             .flatten()
-            .any(|e| e.address == address && !e.controller.state().is_finished())
+            .any(|e| e.address() == address && !e.controller().state().is_finished())
     }
 
     /// Surprise removal of entry `index`, noticed by `how`.
     pub(crate) fn remove_entry(&mut self, index: usize, how: Detection) {
         if let Some(entry) = self.entries[index].as_mut() {
-            entry.detection.get_or_insert(how);
-            entry.controller.remove();
+            entry.note_detection(how);
+            entry.controller_mut().remove();
         }
     }
 
     /// Orderly removal of entry `index` (attention button).
     pub(crate) fn detach_entry(&mut self, index: usize) {
         if let Some(entry) = self.entries[index].as_mut() {
-            entry.detection.get_or_insert(Detection::Orderly);
-            entry.controller.begin_detach();
+            entry.note_detection(Detection::Orderly);
+            entry.controller_mut().begin_detach();
         }
     }
 }

@@ -2,10 +2,13 @@
 //! watches them.
 
 mod entries;
+mod entry;
 mod logs;
+mod monitor;
 mod pci;
 mod report;
 mod slots;
+mod tick;
 
 use core::mem::MaybeUninit;
 use core::ptr::addr_of_mut;
@@ -15,15 +18,15 @@ use log::warn;
 use pci_types::{ConfigRegionAccess, PciAddress};
 
 use crate::error::{Error, Result};
-use crate::event::{ControllerId, Detection, Event};
+use crate::event::{ControllerId, Event};
 use crate::nvme::controller::{MAX_IO_QUEUES, MAX_QUEUE_DEPTH};
-use crate::nvme::identify::IdString;
 use crate::nvme::{Controller, ControllerConfig, State};
 use crate::pci::assign::HotplugReserve;
 use crate::pci::link::PciLink;
 use crate::platform::{Instant, PhysAddr, Platform};
+use crate::spec::identify::IdString;
 
-use entries::Entry;
+use entry::Entry;
 
 /// Default number of controllers a driver serves at once.
 pub const MAX_CONTROLLERS: usize = 4;
@@ -90,13 +93,13 @@ pub struct Driver<
     const QUEUES: usize = MAX_IO_QUEUES,
     const DEPTH: usize = MAX_QUEUE_DEPTH,
 > {
-    pub(crate) platform: P,
-    pub(crate) access: C,
-    pub(crate) config: DriverConfig,
-    pub(crate) entries: [Option<Entry<P, C, QUEUES, DEPTH>>; N],
+    platform: P,
+    access: C,
+    config: DriverConfig,
+    entries: [Option<Entry<P, C, QUEUES, DEPTH>>; N],
     generation: u32,
     history: heapless::Deque<(IdString<20>, ControllerId), HISTORY>,
-    pub(crate) pci: pci::Pci,
+    pci: pci::Pci,
     next_slot_poll: Instant,
 }
 
@@ -169,7 +172,7 @@ impl<
 
     /// Identities of the controllers attached (in any state).
     pub fn controllers(&self) -> impl Iterator<Item = ControllerId> + '_ {
-        self.entries.iter().flatten().map(|e| e.id)
+        self.entries.iter().flatten().map(|e| e.id())
     }
 
     /// Identities of the controllers serving I/O.
@@ -177,8 +180,8 @@ impl<
         self.entries
             .iter()
             .flatten()
-            .filter(|e| e.controller.state() == State::Ready)
-            .map(|e| e.id)
+            .filter(|e| e.controller().state() == State::Ready)
+            .map(|e| e.id())
     }
 
     /// The controller `id`. Also after its removal, so that the commands it
@@ -188,7 +191,7 @@ impl<
         &mut self,
         id: ControllerId,
     ) -> Result<&mut DriverController<P, C, QUEUES, DEPTH>> {
-        self.entry_mut(id).map(|e| &mut e.controller)
+        self.entry_mut(id).map(|e| e.controller_mut())
     }
 
     /// The PCI address of controller `id`.
@@ -196,8 +199,8 @@ impl<
         self.entries
             .get(id.index as usize)
             .and_then(|e| e.as_ref())
-            .filter(|e| e.id == id)
-            .map(|e| e.address)
+            .filter(|e| e.id() == id)
+            .map(|e| e.address())
             .ok_or(Error::StaleHandle)
     }
 
@@ -205,12 +208,12 @@ impl<
         self.entries
             .get_mut(id.index as usize)
             .and_then(|e| e.as_mut())
-            .filter(|e| e.id == id)
+            .filter(|e| e.id() == id)
             .ok_or(Error::StaleHandle)
     }
 
     /// Starts an orderly detach of `id`; `tick` carries it out and reports
-    /// [`Event::Removed`] with [`Detection::Orderly`].
+    /// [`Event::Removed`] with [`Detection::Orderly`](crate::Detection::Orderly).
     pub fn begin_detach(&mut self, id: ControllerId) -> Result<()> {
         self.entry_mut(id)?;
         self.detach_entry(id.index as usize);
@@ -252,7 +255,7 @@ impl<
             }
             let busy = self.entries.iter().flatten().any(|e| {
                 matches!(
-                    e.controller.state(),
+                    e.controller().state(),
                     State::Resetting | State::Enabling | State::Initializing
                 )
             });
@@ -270,80 +273,5 @@ impl<
         let mut events = heapless::Vec::new();
         self.tick_into(&mut events);
         events
-    }
-
-    /// One tick, reporting into `events`: what does not fit there is
-    /// reported by a later tick, never dropped.
-    fn tick_into(&mut self, events: &mut heapless::Vec<Event, MAX_EVENTS>) {
-        let now = self.platform.now();
-        if now >= self.next_slot_poll {
-            self.next_slot_poll = now + self.config.slot_poll_interval;
-            self.poll_slots();
-        }
-        self.probe_buses(now);
-        for index in 0..N {
-            self.tick_entry(index, now, events);
-        }
-    }
-
-    fn tick_entry(
-        &mut self,
-        index: usize,
-        now: Instant,
-        events: &mut heapless::Vec<Event, MAX_EVENTS>,
-    ) {
-        let Some(entry) = self.entries[index].as_mut() else {
-            return;
-        };
-        let c = &mut entry.controller;
-        match c.state() {
-            State::Resetting
-            | State::Enabling
-            | State::Initializing
-            | State::Detaching
-            | State::Stopping => {
-                let _ = c.advance();
-            }
-            State::Ready => {
-                let seen = c.completions_seen();
-                if seen != entry.last_seen {
-                    // Alive: no register read needed (a command stuck among
-                    // others that complete is still expired below).
-                    entry.last_seen = seen;
-                } else if let Some(error) = c.check_health() {
-                    let port = entry.port;
-                    // The function still answers config space but its
-                    // controller is not running (failed, or reset behind the
-                    // driver by a link flap or a card swapped between slot
-                    // polls): the slot tells a reset device (removed, then
-                    // attached again) from a failed one.
-                    let answers = || {
-                        crate::pci::config::ConfigSpace::new(&self.access, self.address_of(index))
-                            .is_present()
-                    };
-                    if let (Some(port), true) =
-                        (port, error == Error::ControllerFailed || answers())
-                    {
-                        self.poll_slot(port);
-                        if !self.is_live(index) {
-                            self.report(index, events);
-                            return;
-                        }
-                    }
-                    if let Some(entry) = self.entries[index].as_mut() {
-                        if error == Error::DeviceRemoved {
-                            entry.detection.get_or_insert(Detection::StatusRegister);
-                        }
-                        entry.controller.lost(error);
-                    }
-                }
-                if let Some(entry) = self.entries[index].as_mut() {
-                    entry.controller.expire(now);
-                    entry.controller.service_events();
-                }
-            }
-            State::Detached | State::Removed | State::Failed => {}
-        }
-        self.report(index, events);
     }
 }

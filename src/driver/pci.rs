@@ -1,16 +1,18 @@
 //! The driver's view of the PCI segment: enumeration, BAR placement and
 //! enabling, functions parked after an orderly detach, and the probe of
-//! plain buses (no hot-plug slot) for hot-added functions.
+//! plain buses (no hot-plug slot) for hot-added functions (what it finds
+//! goes to the monitor).
 
 use log::{info, warn};
 use pci_types::{ConfigRegionAccess, PciAddress};
 
+use crate::driver::monitor::{BridgeId, Probed};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::pci::assign::{HostWindows, HotplugReserve};
-use crate::pci::bar::BarAllocator;
 use crate::pci::config::ConfigSpace;
-use crate::pci::enumerate::{Topology, NVME_CLASS};
+use crate::pci::enumerate::Topology;
+use crate::pci::placement::BarAllocator;
 use crate::pci::window::Window;
 use crate::platform::{Instant, PhysAddr, Platform};
 
@@ -57,7 +59,7 @@ impl Pci {
         self.parked.contains(&address)
     }
 
-    fn unpark(&mut self, address: PciAddress) {
+    pub(crate) fn unpark(&mut self, address: PciAddress) {
         self.parked.retain(|&a| a != address);
     }
 
@@ -89,7 +91,7 @@ impl<
     /// Walks the PCI segment; returns the NVMe functions with their bridge.
     pub(crate) fn enumerate(
         &mut self,
-    ) -> heapless::Vec<(PciAddress, Option<usize>), MAX_FUNCTIONS> {
+    ) -> heapless::Vec<(PciAddress, Option<BridgeId>), MAX_FUNCTIONS> {
         if let Err(e) = self.pci.topology.scan(&self.access) {
             // The walk records what it could; serve that.
             warn!("pci: enumeration incomplete: {e}");
@@ -110,7 +112,8 @@ impl<
             if matches!(f.bar0, Err(Error::CapacityExceeded { .. })) {
                 continue;
             }
-            let _ = found.push((f.address, f.parent));
+            let parent = f.parent.and_then(|i| BridgeId::of(&self.pci.topology, i));
+            let _ = found.push((f.address, parent));
         }
         info!(
             "pci: {} bridges, {} NVMe functions",
@@ -210,11 +213,11 @@ impl<
     pub(crate) fn enable_function(
         &mut self,
         address: PciAddress,
-        bridge: Option<usize>,
+        bridge: Option<BridgeId>,
     ) -> Result<(PhysAddr, usize)> {
         let parent = bridge
-            .and_then(|i| self.pci.topology.bridges().get(i))
-            .copied();
+            .and_then(|b| b.find(&self.pci.topology))
+            .map(|(_, b)| b);
         let bar = self
             .pci
             .bars
@@ -236,7 +239,12 @@ impl<
         self.pci.topology.forget_function(address);
     }
 
-    pub(crate) fn attach_behind(&mut self, bridge: usize) {
+    /// Probes behind the hot-plug port `port` (a card arrived in its slot)
+    /// and attaches every NVMe function found there.
+    pub(crate) fn attach_behind(&mut self, port: BridgeId) {
+        let Some((bridge, _)) = port.find(&self.pci.topology) else {
+            return;
+        };
         if let Err(e) = self.pci.topology.probe_behind(&self.access, bridge) {
             warn!("pci: probing behind bridge {bridge}: {e}");
         }
@@ -244,11 +252,11 @@ impl<
         // Everything behind the port: a hot-added switch brings its
         // controllers behind its own ports.
         let topology = &self.pci.topology;
-        let candidates: heapless::Vec<(PciAddress, Option<usize>), MAX_FUNCTIONS> = topology
+        let candidates: heapless::Vec<(PciAddress, Option<BridgeId>), MAX_FUNCTIONS> = topology
             .functions()
             .iter()
             .filter(|f| topology.is_behind(f.parent, bridge))
-            .map(|f| (f.address, f.parent))
+            .map(|f| (f.address, f.parent.and_then(|i| BridgeId::of(topology, i))))
             .collect();
         for (address, parent) in candidates {
             if self.is_attached(address) {
@@ -261,19 +269,23 @@ impl<
         }
     }
 
-    /// Probes one device number of a bus without a hot-plug slot (bus 0 and
-    /// buses behind plain bridges), so a sweep over all of them takes the
-    /// configured rescan interval. A new NVMe function is attached.
-    pub(crate) fn probe_buses(&mut self, now: Instant) {
-        let Some(interval) = self.config.bus_rescan_interval else {
-            return;
-        };
+    /// Probes the next device number of a bus without a hot-plug slot (bus
+    /// 0 and buses behind plain bridges), so that a sweep over all of them
+    /// takes the configured rescan interval. `None` when no probe is due;
+    /// else the function probed, its bridge, and what was found there (one
+    /// config read, two for a function that is neither attached nor
+    /// parked).
+    pub(super) fn probe_next_device(
+        &mut self,
+        now: Instant,
+    ) -> Option<(PciAddress, Option<BridgeId>, Probed)> {
+        let interval = self.config.bus_rescan_interval?;
         if now < self.pci.next_probe {
-            return;
+            return None;
         }
         let buses = self.plain_buses();
         if buses.is_empty() {
-            return;
+            return None;
         }
         let per_probe = interval / (buses.len() as u32 * DEVICES as u32);
         self.pci.next_probe = now + per_probe;
@@ -289,36 +301,29 @@ impl<
         };
         let address = PciAddress::new(0, bus, device, 0);
         if self.is_attached(address) {
-            return;
+            return Some((address, bridge, Probed::Attached));
         }
         let space = ConfigSpace::new(&self.access, address);
         let present = space.is_present();
-        if self.pci.is_parked(address) {
-            if !present {
-                self.pci.unpark(address);
-                self.release_function(address);
+        let probed = if self.pci.is_parked(address) {
+            Probed::Parked { present }
+        } else if !present {
+            Probed::Absent
+        } else {
+            Probed::Function {
+                class: space.class_code(),
             }
-            return;
-        }
-        if !present {
-            return;
-        }
-        if space.class_code() != NVME_CLASS {
-            return;
-        }
-        info!("pci: NVMe function appeared at {address}");
-        if let Err(e) = self.attach(address, bridge) {
-            warn!("nvme: cannot attach hot-added {address}: {e}");
-        }
+        };
+        Some((address, bridge, probed))
     }
 
     /// Bus 0 and the secondary buses of bridges without a hot-plug slot.
-    fn plain_buses(&self) -> heapless::Vec<(u8, Option<usize>), MAX_BRIDGES> {
+    fn plain_buses(&self) -> heapless::Vec<(u8, Option<BridgeId>), MAX_BRIDGES> {
         let mut buses = heapless::Vec::new();
         let _ = buses.push((0, None));
         for (i, b) in self.pci.topology.bridges().iter().enumerate() {
             if !b.hot_plug_capable() && b.secondary != 0 {
-                let _ = buses.push((b.secondary, Some(i)));
+                let _ = buses.push((b.secondary, BridgeId::of(&self.pci.topology, i)));
             }
         }
         buses

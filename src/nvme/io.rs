@@ -7,11 +7,11 @@
 //! per-command state in a table indexed by CID. Completions go to the caller
 //! straight from the ring, with one table lookup each.
 
-use crate::block::NamespaceHandle;
 use crate::error::{Error, Result};
 use crate::link::DeviceLink;
 use crate::nvme::command::{nvm, sc, sct, SubmissionEntry};
 use crate::nvme::controller::{Controller, Namespace, State, Step};
+use crate::nvme::handle::NamespaceHandle;
 use crate::nvme::prp;
 use crate::nvme::qpair::TransferEntry;
 use crate::nvme::tracker::{Delivered, Taken};
@@ -413,8 +413,36 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// with the I/O deadline. Completions of other commands that arrive
     /// meanwhile stay queued for the caller's next `poll`.
     fn execute_blocking(&mut self, op: IoOp, data: Option<(PhysAddr, usize)>) -> Result<()> {
+        let cid = self.submit_waited(op, data)?;
+        self.wait_blocking(&[cid]).1
+    }
+
+    /// Queues one command on queue 0 for a caller who waits for it with
+    /// [`Controller::wait_blocking`] (never delivered through `poll`; the
+    /// data memory stays the caller's). It reaches the device at the wait.
+    pub(crate) fn submit_waited(
+        &mut self,
+        op: IoOp,
+        data: Option<(PhysAddr, usize)>,
+    ) -> Result<u16> {
         self.ensure_ready()?;
-        let cid = self.prepare(0, op, data, 0, true, &mut None)?;
+        self.prepare(0, op, data, 0, true, &mut None)
+    }
+
+    /// Waits with the I/O deadline until one of `cids` (commands from
+    /// [`Controller::submit_waited`], not yet waited for) is done: returns its
+    /// index in `cids` and its result. Completions of other commands that
+    /// arrive meanwhile stay queued for the caller's next `poll`. The index
+    /// is `None` only if the controller ended without any of them done.
+    pub(crate) fn wait_blocking(&mut self, cids: &[u16]) -> (Option<usize>, Result<()>) {
+        if cids.is_empty() {
+            return (
+                None,
+                Err(Error::Internal {
+                    what: "a wait for no command",
+                }),
+            );
+        }
         let mut last_progress = self.now();
         loop {
             if self.holding() {
@@ -433,18 +461,38 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 }
             }
             // Done also covers a command failed by a reset or a removal.
-            if let Some(done) = q.tracker.take_done_cid(cid) {
+            let found = cids
+                .iter()
+                .enumerate()
+                .find_map(|(i, &cid)| q.tracker.take_done_cid(cid).map(|done| (i, done)));
+            if let Some((index, done)) = found {
                 if done.result.is_ok() {
                     self.note_success();
                 }
                 if self.quarantine.regions > 0 {
                     // The device may still write the caller's buffer.
-                    return Err(Error::Quarantined);
+                    return (Some(index), Err(Error::Quarantined));
                 }
-                return aborted_means_timeout(done.result, self.config.io_timeout);
+                let result = aborted_means_timeout(done.result, self.config.io_timeout);
+                return (Some(index), result);
             }
             if self.state.is_finished() {
-                return Err(self.failure.unwrap_or(Error::NotReady));
+                if self.quarantine.regions > 0 {
+                    return (None, Err(Error::Quarantined));
+                }
+                return (None, Err(self.failure.unwrap_or(Error::NotReady)));
+            }
+            if !cids
+                .iter()
+                .any(|&cid| q.tracker.in_flight_mut(cid).is_some())
+            {
+                // Neither done nor in flight: nothing would end this wait.
+                return (
+                    None,
+                    Err(Error::Internal {
+                        what: "a wait for a command not in flight",
+                    }),
+                );
             }
             let now = self.now();
             self.expire(now);

@@ -85,6 +85,27 @@ fn mask_pointer(raw: u8) -> u16 {
     u16::from(raw & !3)
 }
 
+/// The capability list of a function, read through its configuration
+/// space (here rather than in `config`, which the list walk builds on).
+impl<'a, A: ConfigRegionAccess + ?Sized> ConfigSpace<'a, A> {
+    /// The function's capability list, bounded and checked for cycles.
+    pub fn capabilities(&self) -> Capabilities<'a, A> {
+        Capabilities::new(*self)
+    }
+
+    /// The offset of the first capability with `id`, `Ok(None)` when the list
+    /// has none, an error when the list is malformed before one is found.
+    pub fn find_capability(&self, id: u8) -> Result<Option<u16>> {
+        for capability in self.capabilities() {
+            let capability = capability?;
+            if capability.id == id {
+                return Ok(Some(capability.offset));
+            }
+        }
+        Ok(None)
+    }
+}
+
 impl<A: ConfigRegionAccess + ?Sized> Iterator for Capabilities<'_, A> {
     type Item = Result<Capability>;
 

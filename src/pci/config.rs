@@ -9,9 +9,6 @@
 use bitflags::bitflags;
 use pci_types::{ConfigRegionAccess, PciAddress};
 
-use super::capability::Capabilities;
-use crate::error::Result;
-
 // ---- header offsets (PCI Local Bus 3.0, 6.1; PCI-to-PCI Bridge 1.2, 3.2) ----
 
 /// Vendor ID (16 bits).
@@ -249,23 +246,6 @@ impl<'a, A: ConfigRegionAccess + ?Sized> ConfigSpace<'a, A> {
     pub fn class_code(&self) -> (u8, u8, u8) {
         let dword = self.read32(REVISION_ID);
         ((dword >> 24) as u8, (dword >> 16) as u8, (dword >> 8) as u8)
-    }
-
-    /// The function's capability list, bounded and checked for cycles.
-    pub fn capabilities(&self) -> Capabilities<'a, A> {
-        Capabilities::new(ConfigSpace::new(self.access, self.address))
-    }
-
-    /// The offset of the first capability with `id`, `Ok(None)` when the list
-    /// has none, an error when the list is malformed before one is found.
-    pub fn find_capability(&self, id: u8) -> Result<Option<u16>> {
-        for capability in self.capabilities() {
-            let capability = capability?;
-            if capability.id == id {
-                return Ok(Some(capability.offset));
-            }
-        }
-        Ok(None)
     }
 }
 

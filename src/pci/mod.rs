@@ -12,5 +12,6 @@ pub mod capability;
 pub mod config;
 pub mod enumerate;
 pub mod link;
+pub mod placement;
 pub mod slot;
 pub mod window;

@@ -3,6 +3,8 @@
 
 use core::fmt;
 
+use crate::spec::bits::Field;
+
 /// Admin command opcodes used by the driver.
 pub mod admin {
     /// Delete I/O Submission Queue.
@@ -48,6 +50,42 @@ pub mod nvm {
     /// Read and Write CDW12 bit 30: Force Unit Access (the data reaches
     /// non-volatile media before the command completes).
     pub const FUA: u32 = 1 << 30;
+    /// Read, Write and Write Zeroes CDW12 bits 15:0: Number of Logical
+    /// Blocks, 0-based.
+    pub const NLB: super::Field = super::Field::new(0, 16);
+}
+
+/// Fields of command dword 0 (NVMe Base Specification 2.0, figure "Command
+/// Dword 0").
+pub mod cdw0 {
+    use super::Field;
+
+    /// Opcode (7:0).
+    pub const OPCODE: Field = Field::new(0, 8);
+    /// Fused operation (9:8).
+    pub const FUSE: Field = Field::new(8, 2);
+    /// PRP or SGL for data transfer (15:14).
+    pub const PSDT: Field = Field::new(14, 2);
+    /// Command identifier (31:16).
+    pub const CID: Field = Field::new(16, 16);
+}
+
+/// Fields of the completion status field, the CQE's status word without its
+/// phase tag (NVMe Base Specification 2.0, figure "Completion Queue Entry:
+/// Status Field").
+pub mod status_field {
+    use super::Field;
+
+    /// Status code (7:0).
+    pub const SC: Field = Field::new(0, 8);
+    /// Status code type (10:8).
+    pub const SCT: Field = Field::new(8, 3);
+    /// Command retry delay (12:11).
+    pub const CRD: Field = Field::new(11, 2);
+    /// More (13).
+    pub const MORE: Field = Field::new(13, 1);
+    /// Do not retry (14).
+    pub const DNR: Field = Field::new(14, 1);
 }
 
 /// Identify CNS values.
@@ -112,7 +150,7 @@ impl SubmissionEntry {
     /// An entry with the given opcode and everything else zero.
     pub const fn new(opcode: u8) -> Self {
         Self {
-            cdw0: opcode as u32,
+            cdw0: cdw0::OPCODE.of(opcode as u32),
             nsid: 0,
             cdw2: 0,
             cdw3: 0,
@@ -130,29 +168,42 @@ impl SubmissionEntry {
 
     /// The opcode.
     pub const fn opcode(&self) -> u8 {
-        self.cdw0 as u8
+        cdw0::OPCODE.get(self.cdw0) as u8
     }
 
     /// The command identifier.
     pub const fn cid(&self) -> u16 {
-        (self.cdw0 >> 16) as u16
+        cdw0::CID.get(self.cdw0) as u16
     }
 
     /// Sets the command identifier.
     pub fn set_cid(&mut self, cid: u16) {
-        self.cdw0 = (self.cdw0 & 0xFFFF) | ((cid as u32) << 16);
+        self.cdw0 = cdw0::CID.set(self.cdw0, cid as u32);
     }
 
     /// The starting LBA of an NVM command (CDW10/11).
     pub const fn slba(&self) -> u64 {
-        self.cdw10 as u64 | ((self.cdw11 as u64) << 32)
+        split_u64::join(self.cdw10, self.cdw11)
     }
 
     /// Sets the starting LBA and the block count (1-based) of an NVM command.
     pub fn set_lba_range(&mut self, slba: u64, blocks: u16) {
-        self.cdw10 = slba as u32;
-        self.cdw11 = (slba >> 32) as u32;
-        self.cdw12 = (self.cdw12 & !0xFFFF) | (blocks as u32).wrapping_sub(1) & 0xFFFF;
+        (self.cdw10, self.cdw11) = split_u64::split(slba);
+        self.cdw12 = nvm::NLB.set(self.cdw12, (blocks as u32).wrapping_sub(1));
+    }
+}
+
+/// A 64-bit value carried in two consecutive dwords, low dword first (a
+/// starting LBA in CDW10/11, a PRP entry).
+pub mod split_u64 {
+    /// The low and the high dword of `value`.
+    pub const fn split(value: u64) -> (u32, u32) {
+        (value as u32, (value >> 32) as u32)
+    }
+
+    /// The value of `low` and `high`.
+    pub const fn join(low: u32, high: u32) -> u64 {
+        low as u64 | (high as u64) << 32
     }
 }
 
@@ -249,22 +300,24 @@ pub struct Status {
 impl Status {
     /// Decodes the 15-bit status field (the CQE status word shifted right by one).
     pub const fn from_field(field: u16) -> Self {
+        let field = field as u32;
         Self {
-            sc: field as u8,
-            sct: ((field >> 8) & 0x7) as u8,
-            crd: ((field >> 11) & 0x3) as u8,
-            more: field & (1 << 13) != 0,
-            dnr: field & (1 << 14) != 0,
+            sc: status_field::SC.get(field) as u8,
+            sct: status_field::SCT.get(field) as u8,
+            crd: status_field::CRD.get(field) as u8,
+            more: status_field::MORE.is_set(field),
+            dnr: status_field::DNR.is_set(field),
         }
     }
 
     /// Encodes the status back into a 15-bit field.
     pub const fn to_field(self) -> u16 {
-        self.sc as u16
-            | ((self.sct as u16 & 0x7) << 8)
-            | ((self.crd as u16 & 0x3) << 11)
-            | ((self.more as u16) << 13)
-            | ((self.dnr as u16) << 14)
+        let field = status_field::SC.of(self.sc as u32)
+            | status_field::SCT.of(self.sct as u32)
+            | status_field::CRD.of(self.crd as u32)
+            | status_field::MORE.of(self.more as u32)
+            | status_field::DNR.of(self.dnr as u32);
+        field as u16
     }
 
     /// A status of the given type and code.

@@ -9,6 +9,8 @@
 
 use core::fmt;
 
+use crate::spec::bits::Field;
+
 /// Log page identifiers.
 pub mod lid {
     /// Error Information (64-byte entries, newest first).
@@ -36,12 +38,29 @@ pub const ALL_NAMESPACES: u32 = 0xFFFF_FFFF;
 /// acknowledges the event that pointed at the page (unmasks its type).
 pub const RETAIN_ASYNC_EVENT: u32 = 1 << 15;
 
+/// Fields of Get Log Page CDW10 and CDW11 (NVMe Base Specification 2.0,
+/// section 5.16): the dword count is 0-based and split over both.
+pub mod get_log_page {
+    use super::Field;
+
+    /// CDW10 Log Page Identifier (7:0).
+    pub const LID: Field = Field::new(0, 8);
+    /// CDW10 Retain Asynchronous Event (15).
+    pub const RAE: Field = Field::new(15, 1);
+    /// CDW10 Number of Dwords Lower (31:16).
+    pub const NUMDL: Field = Field::new(16, 16);
+    /// CDW11 Number of Dwords Upper (15:0).
+    pub const NUMDU: Field = Field::new(0, 16);
+}
+
 /// CDW10 and CDW11 of Get Log Page for `bytes` (a multiple of 4) of page
 /// `lid`; `retain`: keep the asynchronous event pending.
 pub const fn get_log_page_dwords(lid: u8, bytes: usize, retain: bool) -> (u32, u32) {
     let numd = (bytes / 4).saturating_sub(1) as u32;
-    let rae = if retain { RETAIN_ASYNC_EVENT } else { 0 };
-    (lid as u32 | rae | (numd & 0xFFFF) << 16, numd >> 16)
+    let cdw10 = get_log_page::LID.of(lid as u32)
+        | get_log_page::RAE.of(retain as u32)
+        | get_log_page::NUMDL.of(numd);
+    (cdw10, get_log_page::NUMDU.of(numd >> 16))
 }
 
 /// Why a log page was not believed.
@@ -397,6 +416,19 @@ pub mod event_type {
 /// Notice event information: namespace attribute changed.
 pub const NOTICE_NAMESPACE_ATTRIBUTE: u8 = 0x00;
 
+/// Fields of an Asynchronous Event Request completion's dword 0 (NVMe Base
+/// Specification 2.0, section 5.2).
+pub mod async_event {
+    use super::Field;
+
+    /// Asynchronous Event Type (2:0).
+    pub const TYPE: Field = Field::new(0, 3);
+    /// Asynchronous Event Information (15:8).
+    pub const INFO: Field = Field::new(8, 8);
+    /// Log Page Identifier (23:16).
+    pub const LOG_PAGE: Field = Field::new(16, 8);
+}
+
 /// What an Asynchronous Event Request completion reports (its dword 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AsyncEvent {
@@ -412,15 +444,17 @@ impl AsyncEvent {
     /// Decodes completion dword 0.
     pub const fn from_dw0(dw0: u32) -> Self {
         Self {
-            kind: (dw0 & 0x7) as u8,
-            info: (dw0 >> 8) as u8,
-            log_page: (dw0 >> 16) as u8,
+            kind: async_event::TYPE.get(dw0) as u8,
+            info: async_event::INFO.get(dw0) as u8,
+            log_page: async_event::LOG_PAGE.get(dw0) as u8,
         }
     }
 
     /// Encodes completion dword 0.
     pub const fn to_dw0(self) -> u32 {
-        (self.kind as u32 & 0x7) | (self.info as u32) << 8 | (self.log_page as u32) << 16
+        async_event::TYPE.of(self.kind as u32)
+            | async_event::INFO.of(self.info as u32)
+            | async_event::LOG_PAGE.of(self.log_page as u32)
     }
 }
 

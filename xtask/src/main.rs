@@ -1,12 +1,13 @@
 //! `cargo xtask`: build, boot and test bare-nvme.
 //!
 //! ```text
-//! cargo xtask test [--board B] [--qemu-only] [NAME ...]   fmt, clippy, host tests, kernels, QEMU scenarios
+//! cargo xtask test [--board B] [--qemu-only] [--cpus=N] [NAME ...]   fmt, clippy, host tests, kernels, QEMU scenarios
 //! cargo xtask run [--board B]                 boot the demo and stream its serial log
 //! cargo xtask qemu [--board B] [SCENARIO] [k=v ...] [-- QEMU ARGS]
 //! cargo xtask bench [--no-qemu]               instructions, register accesses, QEMU IOPS -> BENCHMARKS.md
 //! cargo xtask fuzz [--ci] [--seconds N]         fuzz the driver against a lying device
 //! cargo xtask miri                            the unsafe layer under Miri
+//! cargo xtask layers                          no module imports one above it
 //! ```
 
 mod board;
@@ -15,6 +16,7 @@ mod commands;
 mod fs_disks;
 mod fsimage;
 mod kernel;
+mod layers;
 mod machine;
 mod paths;
 mod prereq;
@@ -28,8 +30,10 @@ use std::process::ExitCode;
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
-  test [--qemu-only] [NAME ...]   fmt, clippy, host tests, kernel build, QEMU scenarios
-                                  (NAME filters scenarios); last line: N passed, M failed
+  test [--qemu-only] [--cpus=N] [NAME ...]
+                                  fmt, clippy, host tests, kernel build, QEMU scenarios
+                                  (NAME filters scenarios, --cpus=N boots each with N
+                                  processors); last line: N passed, M failed
   run                             build, boot the demo on QEMU, stream the serial log
   qemu [SCENARIO] [key=value ...] [-- QEMU ARGS]
                                   boot one scenario with extra kernel and QEMU arguments
@@ -40,6 +44,7 @@ usage: cargo xtask <command>
   fuzz [--ci] [--seconds N]       fuzz the driver against a lying device (nightly,
                                   cargo-fuzz); --ci: the short run of `test`
   miri                            the driver's unit tests and a sim test under Miri
+  layers                          check that no module imports one above it (no build)
   list                            list the QEMU scenarios";
 
 fn main() -> ExitCode {
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
         "bench" => commands::bench::main(rest),
         "fuzz" => commands::fuzz::main(rest),
         "miri" => commands::fuzz::miri_main(rest),
+        "layers" => layers::check(&paths::root()),
         "list" => {
             for s in catalog::all() {
                 println!(

@@ -6,6 +6,7 @@ use core::ptr::NonNull;
 
 use bare_nvme::{MmioRegisters, RegisterAccess};
 
+use bare_nvme_board_common::console::Uart;
 use spin::Mutex;
 
 /// Where `virt` puts its PL011 (the device tree says the same; the console
@@ -57,7 +58,7 @@ pub fn init() {
     write(CR, CR_ENABLE);
 }
 
-impl Pl011 {
+impl Uart for Pl011 {
     fn write_byte(&mut self, byte: u8) {
         for _ in 0..MAX_POLLS {
             if read(FR) & FR_TXFF == 0 {
@@ -70,10 +71,7 @@ impl Pl011 {
 
 impl fmt::Write for Pl011 {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        for byte in s.bytes() {
-            self.write_byte(byte);
-        }
-        Ok(())
+        bare_nvme_board_common::console::write_str(self, s)
     }
 }
 
@@ -95,11 +93,10 @@ macro_rules! print {
 /// The host runner (`cargo xtask`) waits for and parses these.
 #[macro_export]
 macro_rules! marker {
-    ($($arg:tt)*) => {{
-        use core::fmt::Write as _;
-        let mut serial = $crate::serial::SERIAL.lock();
-        let _ = serial.write_str("@@");
-        let _ = write!(serial, $($arg)*);
-        let _ = serial.write_str("\n");
-    }};
+    ($($arg:tt)*) => {
+        bare_nvme_board_common::console::marker(
+            &mut *$crate::serial::SERIAL.lock(),
+            format_args!($($arg)*),
+        )
+    };
 }

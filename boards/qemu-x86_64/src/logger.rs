@@ -1,57 +1,22 @@
-//! The `log` backend: one line per record on COM1, stamped with the clock.
+//! The `log` backend on the serial console, stamped with the clock (the
+//! boards' shared backend, given this board's console and clock).
 
 use core::fmt::Write as _;
 
-use log::{LevelFilter, Log, Metadata, Record};
+pub use bare_nvme_board_common::logger::parse_level;
+use bare_nvme_board_common::logger::{self, Sink};
+use log::LevelFilter;
 
 use crate::clock;
 use crate::serial::SERIAL;
 
-struct SerialLogger;
-
-static LOGGER: SerialLogger = SerialLogger;
-
-impl Log for SerialLogger {
-    fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= log::max_level()
-    }
-
-    fn log(&self, record: &Record) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let nanos = clock::now().as_nanos();
-        let mut serial = SERIAL.lock();
-        let _ = writeln!(
-            serial,
-            "[{:4}.{:06}] {:5} {}: {}",
-            nanos / 1_000_000_000,
-            (nanos / 1_000) % 1_000_000,
-            record.level(),
-            record.target(),
-            record.args()
-        );
-    }
-
-    fn flush(&self) {}
-}
-
 /// Installs the logger at `level`.
 pub fn init(level: LevelFilter) {
-    // Fails only when a logger is already installed, which is harmless.
-    let _ = log::set_logger(&LOGGER);
-    log::set_max_level(level);
-}
-
-/// Parses a level name from the command line (`log=debug`).
-pub fn parse_level(name: &str) -> Option<LevelFilter> {
-    Some(match name {
-        "off" => LevelFilter::Off,
-        "error" => LevelFilter::Error,
-        "warn" => LevelFilter::Warn,
-        "info" => LevelFilter::Info,
-        "debug" => LevelFilter::Debug,
-        "trace" => LevelFilter::Trace,
-        _ => return None,
-    })
+    let sink = Sink {
+        write_line: |line| {
+            let _ = SERIAL.lock().write_fmt(line);
+        },
+        now: || core::time::Duration::from_nanos(clock::now().as_nanos()),
+    };
+    logger::init(level, sink);
 }

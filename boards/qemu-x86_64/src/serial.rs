@@ -2,6 +2,7 @@
 
 use core::fmt;
 
+use bare_nvme_board_common::console::Uart;
 use spin::Mutex;
 use x86_64::instructions::port::Port;
 
@@ -51,7 +52,7 @@ pub fn init() {
     outb(MODEM_CONTROL, 0x03);
 }
 
-impl Com1 {
+impl Uart for Com1 {
     fn write_byte(&mut self, byte: u8) {
         for _ in 0..MAX_POLLS {
             if inb(LINE_STATUS) & THR_EMPTY != 0 {
@@ -64,10 +65,7 @@ impl Com1 {
 
 impl fmt::Write for Com1 {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        for byte in s.bytes() {
-            self.write_byte(byte);
-        }
-        Ok(())
+        bare_nvme_board_common::console::write_str(self, s)
     }
 }
 
@@ -89,11 +87,10 @@ macro_rules! print {
 /// The host runner (`cargo xtask`) waits for and parses these.
 #[macro_export]
 macro_rules! marker {
-    ($($arg:tt)*) => {{
-        use core::fmt::Write as _;
-        let mut serial = $crate::serial::SERIAL.lock();
-        let _ = serial.write_str("@@");
-        let _ = write!(serial, $($arg)*);
-        let _ = serial.write_str("\n");
-    }};
+    ($($arg:tt)*) => {
+        bare_nvme_board_common::console::marker(
+            &mut *$crate::serial::SERIAL.lock(),
+            format_args!($($arg)*),
+        )
+    };
 }

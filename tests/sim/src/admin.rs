@@ -1,8 +1,8 @@
 //! Admin commands: Identify, features, queue management, Abort, Doorbell
 //! Buffer Config, Get Log Page.
 
-use bare_nvme::nvme::command::{admin, cns, feature, sc, sct, Status, SubmissionEntry};
-use bare_nvme::nvme::identify::{self, ctrl, nid, ns, FLBAS_EXTENDED_METADATA, IDENTIFY_SIZE};
+use bare_nvme::spec::command::{admin, cns, feature, sc, sct, Status, SubmissionEntry};
+use bare_nvme::spec::identify::{self, ctrl, nid, ns, FLBAS_EXTENDED_METADATA, IDENTIFY_SIZE};
 
 use crate::controller::{Controller, Env};
 use crate::prp;

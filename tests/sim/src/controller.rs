@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bare_nvme::nvme::regs;
+use bare_nvme::spec::regs;
 
 use crate::counters::Stats;
 use crate::memory::Arena;

@@ -49,6 +49,10 @@ pub struct Counters {
     pub dma_blocked: u64,
     /// Completion entries written to completion queues.
     pub completions_posted: u64,
+    /// The most I/O commands one controller had at once that were announced
+    /// by a submission doorbell and not yet completed (held ones included):
+    /// 1 for a driver that waits for each command before the next.
+    pub io_in_flight_max: u64,
     /// Admin commands executed, by opcode.
     pub admin_commands: [u64; 256],
     /// I/O commands executed, by opcode.
@@ -90,6 +94,7 @@ impl Default for Counters {
             freed_while_dma_possible: 0,
             dma_blocked: 0,
             completions_posted: 0,
+            io_in_flight_max: 0,
             admin_commands: [0; 256],
             io_commands: [0; 256],
         }
@@ -123,6 +128,7 @@ impl fmt::Debug for Counters {
             .field("freed_while_dma_possible", &self.freed_while_dma_possible)
             .field("dma_blocked", &self.dma_blocked)
             .field("completions_posted", &self.completions_posted)
+            .field("io_in_flight_max", &self.io_in_flight_max)
             .field("admin_commands", &nonzero(&self.admin_commands))
             .field("io_commands", &nonzero(&self.io_commands))
             .finish()

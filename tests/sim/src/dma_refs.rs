@@ -3,7 +3,7 @@
 //! `dma_free`, when a completion returns a buffer to its caller, and when
 //! the device later writes into a buffer its caller owns again.
 
-use bare_nvme::nvme::command::{admin, nvm, SubmissionEntry};
+use bare_nvme::spec::command::{admin, nvm, SubmissionEntry};
 use bare_nvme::DmaRegion;
 
 use crate::controller::{Controller, Env};

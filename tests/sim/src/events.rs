@@ -7,8 +7,8 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use bare_nvme::nvme::command::{sc, sct, Status, SubmissionEntry};
-use bare_nvme::nvme::log::{async_config, event_type, lid, AsyncEvent, RETAIN_ASYNC_EVENT};
+use bare_nvme::spec::command::{sc, sct, Status, SubmissionEntry};
+use bare_nvme::spec::log::{async_config, event_type, lid, AsyncEvent, RETAIN_ASYNC_EVENT};
 
 use crate::controller::{Controller, Env};
 use crate::queues::Outcome;

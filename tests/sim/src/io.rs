@@ -1,7 +1,7 @@
 //! NVM command set I/O: Read, Write, Flush, Write Zeroes, Dataset Management.
 
-use bare_nvme::nvme::command::{nvm, sc, sct, Status, SubmissionEntry};
-use bare_nvme::nvme::identify::csi;
+use bare_nvme::spec::command::{nvm, sc, sct, Status, SubmissionEntry};
+use bare_nvme::spec::identify::csi;
 
 use crate::controller::{Controller, Env};
 use crate::queues::Outcome;

@@ -2,7 +2,7 @@
 //! (NVMe Base 2.0, section 4.1.1), strictly: every rule a driver can break is
 //! reported as a protocol error.
 
-use bare_nvme::nvme::command::{sc, sct, Status};
+use bare_nvme::spec::command::{sc, sct, Status};
 
 use crate::counters::Stats;
 use crate::memory::Arena;

@@ -2,7 +2,7 @@
 //! posting completions with phase and backpressure, held commands, and the
 //! completion misbehaviours a test can inject.
 
-use bare_nvme::nvme::command::{admin, sc, sct, CompletionEntry, Status, SubmissionEntry};
+use bare_nvme::spec::command::{admin, sc, sct, CompletionEntry, Status, SubmissionEntry};
 
 use crate::controller::{Controller, Env};
 use crate::spec::Hold;
@@ -286,6 +286,9 @@ impl Controller {
         if let Some(t) = self.shadow_value(qid, false, size, env) {
             self.sqs.get_mut(&qid).expect("exists").tail = t;
         }
+        if qid != 0 {
+            self.note_io_in_flight(env);
+        }
         loop {
             let Some(sq) = self.sqs.get_mut(&qid) else {
                 return;
@@ -329,6 +332,21 @@ impl Controller {
                 self.execute_and_post(qid, sqe, env);
             }
         }
+    }
+
+    /// Counts the I/O commands announced and not yet completed: entries
+    /// between head and tail of every I/O submission queue, and the held
+    /// ones (executed commands complete at once).
+    fn note_io_in_flight(&self, env: &mut Env) {
+        let announced: u64 = self
+            .sqs
+            .iter()
+            .filter(|(&qid, _)| qid != 0)
+            .map(|(_, sq)| ((sq.tail + sq.size - sq.head) % sq.size) as u64)
+            .sum();
+        let held = self.held.iter().filter(|h| h.sqid != 0).count() as u64;
+        let c = &mut env.stats.c;
+        c.io_in_flight_max = c.io_in_flight_max.max(announced + held);
     }
 
     /// Runs whatever the shadow doorbells announce, and posts backlogs.

@@ -463,7 +463,7 @@ impl Sim {
 
     /// Raises an event of any type (completion dword 0 of a request).
     pub fn raise_event(&self, ctrl: CtrlId, kind: u8, info: u8, log_page: u8) {
-        let event = bare_nvme::nvme::log::AsyncEvent {
+        let event = bare_nvme::spec::log::AsyncEvent {
             kind,
             info,
             log_page,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bare_nvme::nvme::identify::csi;
+use bare_nvme::spec::identify::csi;
 
 /// Which completions the controller keeps back until the test releases them
 /// (see [`crate::Sim::complete_held`]).
@@ -93,7 +93,7 @@ impl NamespaceSpec {
     }
 
     /// The namespace's I/O command set (see
-    /// `bare_nvme::nvme::identify::csi`; any value), reported in the CSI descriptor of
+    /// `bare_nvme::spec::identify::csi`; any value), reported in the CSI descriptor of
     /// the Namespace Identification Descriptor list. Under CC.CSS = NVM a
     /// zoned namespace takes NVM reads and refuses writes with Zone Invalid
     /// Write (no write pointers are modelled); any other command set
@@ -124,7 +124,7 @@ impl NamespaceSpec {
     }
 
     /// Overwrites bytes of the Identify Namespace page at `offset` (see
-    /// `bare_nvme::nvme::identify::ns`), to report broken values (NSZE, NLBAF,
+    /// `bare_nvme::spec::identify::ns`), to report broken values (NSZE, NLBAF,
     /// FLBAS, LBADS, ...) while storage keeps the real geometry.
     pub fn identify_patch(mut self, offset: usize, bytes: &[u8]) -> Self {
         self.patches.push((offset, bytes.to_vec()));
@@ -347,7 +347,7 @@ impl ControllerSpec {
         self
     }
     /// Overwrites bytes of the Identify Controller page at `offset` (see
-    /// `bare_nvme::nvme::identify::ctrl`).
+    /// `bare_nvme::spec::identify::ctrl`).
     pub fn identify_patch(mut self, offset: usize, bytes: &[u8]) -> Self {
         self.patches.push((offset, bytes.to_vec()));
         self

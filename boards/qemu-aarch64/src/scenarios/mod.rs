@@ -25,7 +25,6 @@ pub use common::*;
 
 use crate::cmdline::Args;
 use crate::dtb::Machine;
-use crate::failure;
 use crate::pci::{Access, BoardConfig};
 use crate::platform::QemuPlatform;
 
@@ -59,13 +58,5 @@ pub const ALL: &[Scenario] = &[
 
 /// Runs the scenario the command line names.
 pub fn run(board: &Board) -> Outcome {
-    let name = board.args.scenario();
-    let Some(scenario) = ALL.iter().find(|s| s.name == name) else {
-        for s in ALL {
-            log::error!("known scenario {}: {}", s.name, s.about);
-        }
-        return Err(failure!("unknown scenario {name}"));
-    };
-    log::info!("scenario {}: {}", scenario.name, scenario.about);
-    (scenario.run)(board)
+    bare_nvme_board_common::scenario::run(ALL, board.args.scenario(), board)
 }

@@ -1,25 +1,16 @@
 //! What every scenario uses, on every board: failures, the scenario table
 //! entry, deadlines, waiting for the host, the DMA baseline check.
 
-use core::fmt;
-
 use bare_nvme::Instant;
 
 use super::Board;
 use crate::dma::{self, DmaStats};
 use crate::{clock, marker};
 
-/// Longest failure text kept (keeps `Outcome` small).
-pub const FAILURE_LEN: usize = 112;
+pub use bare_nvme_board_common::scenario::{Failure, Outcome, FAILURE_LEN};
 
-/// Why a scenario failed (one line).
-pub struct Failure(pub heapless::String<FAILURE_LEN>);
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+/// A named scenario of this board.
+pub type Scenario = bare_nvme_board_common::scenario::Scenario<Board>;
 
 /// Builds a [`Failure`] from format arguments (truncated to fit).
 #[macro_export]
@@ -40,19 +31,6 @@ macro_rules! ensure {
             return Err($crate::failure!($($arg)*));
         }
     };
-}
-
-/// What a scenario returns.
-pub type Outcome = Result<(), Failure>;
-
-/// A named scenario.
-pub struct Scenario {
-    /// Name on the command line (`scenario=NAME`).
-    pub name: &'static str,
-    /// One line for the list printed on an unknown name.
-    pub about: &'static str,
-    /// The body.
-    pub run: fn(&Board) -> Outcome,
 }
 
 /// A deadline `ms` milliseconds from now.

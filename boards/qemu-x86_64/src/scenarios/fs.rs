@@ -8,8 +8,8 @@
 //! - `mode=files`: find the partition, list the root directory, read both
 //!   files and check them, write `NEW.BIN` (`new_bytes=N`, seed 3), flush;
 //!   the host checks `NEW.BIN` after QEMU exits. Then, past the partition,
-//!   time `bench_mib=N` MiB of writes and reads through the bounce buffer
-//!   (for bounce buffers of 128 KiB and 1 MiB) and zero-copy;
+//!   time `bench_mib=N` MiB of writes and reads through the bounce buffers
+//!   (a pool of one and a pool of four 128 KiB buffers) and zero-copy;
 //! - `mode=pull`: write files until the hand pulls the controller in the
 //!   middle of one (`pull_after=N` block writes): the filesystem gets an
 //!   error, the driver reports the removal, all DMA memory returns.
@@ -138,16 +138,19 @@ fn find_partition<T: BlockTarget>(disk: &mut BlockDevice<T>) -> Result<(u64, u64
     Err(failure!("no basic-data partition"))
 }
 
-/// A block device on namespace 1 of `id` with the board's usual bounce
-/// buffer.
-fn open(d: &mut Nvme, id: ControllerId, bounce: usize) -> Result<BlockDevice<&mut Nvme>, Failure> {
-    BlockDevice::open(d, Some(id), 1, BounceConfig { bytes: bounce })
-        .map_err(|e| failure!("block device: {e}"))
+/// A block device on namespace 1 of `id` with bounce buffers as `bounce`
+/// says.
+fn open(
+    d: &mut Nvme,
+    id: ControllerId,
+    bounce: BounceConfig,
+) -> Result<BlockDevice<&mut Nvme>, Failure> {
+    BlockDevice::open(d, Some(id), 1, bounce).map_err(|e| failure!("block device: {e}"))
 }
 
 /// List, read and check, write, flush.
 fn files(d: &mut Nvme, id: ControllerId, new_bytes: usize) -> Outcome {
-    let mut disk = open(d, id, 128 << 10)?;
+    let mut disk = open(d, id, BounceConfig::default())?;
     let (first, blocks) = find_partition(&mut disk)?;
     marker!("RESULT partition_first={first} partition_blocks={blocks}");
     let device =
@@ -243,6 +246,15 @@ fn files(d: &mut Nvme, id: ControllerId, new_bytes: usize) -> Outcome {
     Ok(())
 }
 
+/// Runs `io` for MiB 0 to `mib` and returns the rate in tenths of MiB/s.
+fn timed_pass(mib: usize, mut io: impl FnMut(usize) -> Outcome) -> Result<u128, Failure> {
+    let start = clock::now();
+    for i in 0..mib {
+        io(i)?;
+    }
+    Ok(tenths(mib * MIB, clock::now() - start))
+}
+
 /// Tenths of MiB/s of `bytes` moved in `took`.
 fn tenths(bytes: usize, took: Duration) -> u128 {
     (bytes as u128 * 10 * 1_000_000) / (MIB as u128 * took.as_micros().max(1))
@@ -255,29 +267,29 @@ const ROUNDS: usize = 3;
 /// How one timing moves data.
 #[derive(Clone, Copy)]
 enum Way {
-    /// Ordinary memory through a bounce buffer of this many bytes.
-    Bounce(usize),
+    /// Ordinary memory through these bounce buffers.
+    Bounce(BounceConfig),
     /// The caller's DMA memory.
     ZeroCopy,
 }
 
 /// Times writes and reads of `mib` MiB in 1 MiB requests past the
-/// partition, through bounce buffers of 128 KiB and 1 MiB and zero-copy,
-/// the three interleaved over [`ROUNDS`] rounds.
+/// partition, through pools of one and of four bounce buffers of 128 KiB
+/// and zero-copy, the three interleaved over [`ROUNDS`] rounds.
 fn bench(d: &mut Nvme, id: ControllerId, mib: usize) -> Outcome {
     let mut ordinary = ORDINARY.lock();
     for (i, b) in ordinary.iter_mut().enumerate() {
         *b = pattern_byte(i as u64, 9);
     }
-    let area = bench_area(&mut open(d, id, 4096)?)?;
+    let area = bench_area(&mut open(d, id, pool(1, 4096))?)?;
     let platform = *d.platform();
     let mut region: DmaRegion = platform
         .dma_alloc(MIB, 4096)
         .ok_or_else(|| failure!("no DMA memory for the zero-copy buffer"))?;
     region.as_mut_slice().copy_from_slice(&ordinary[..]);
     let ways = [
-        ("bounce128k", Way::Bounce(128 << 10)),
-        ("bounce1m", Way::Bounce(MIB)),
+        ("bounce1x128k", Way::Bounce(pool(1, 128 << 10))),
+        ("bounce4x128k", Way::Bounce(pool(4, 128 << 10))),
         ("zerocopy", Way::ZeroCopy),
     ];
     let mut best = [(0u128, 0u128); 3];
@@ -297,7 +309,7 @@ fn bench(d: &mut Nvme, id: ControllerId, mib: usize) -> Outcome {
     platform.dma_free(region);
     result?;
     ensure!(same, "zero-copy read back differs");
-    let mut line: heapless::String<200> = heapless::String::new();
+    let mut line: heapless::String<256> = heapless::String::new();
     for ((name, _), (write, read)) in ways.iter().zip(best) {
         let _ = write!(
             line,
@@ -324,33 +336,35 @@ fn time(
     region: &mut DmaRegion,
 ) -> Result<(u128, u128), Failure> {
     let bounce = match way {
-        Way::Bounce(bytes) => bytes,
-        Way::ZeroCopy => 4096,
+        Way::Bounce(config) => config,
+        // As many commands in flight as the four-buffer pool keeps.
+        Way::ZeroCopy => pool(4, 4096),
     };
     let mut disk = open(d, id, bounce)?;
     let lba = |i: usize| area + ((i % 8) * MIB / 512) as u64;
-    let start = clock::now();
-    for i in 0..mib {
+    let write = timed_pass(mib, |i| {
         match way {
             Way::Bounce(_) => disk.write(lba(i), ordinary),
             Way::ZeroCopy => disk.write_dma(lba(i), region),
         }
-        .map_err(|e| failure!("timed write: {e}"))?;
-    }
-    let write = tenths(mib * MIB, clock::now() - start);
-    let start = clock::now();
-    for i in 0..mib {
+        .map_err(|e| failure!("timed write: {e}"))
+    })?;
+    let read = timed_pass(mib, |i| {
         match way {
             Way::Bounce(_) => disk.read(lba(i), ordinary),
             Way::ZeroCopy => disk.read_dma(lba(i), region),
         }
-        .map_err(|e| failure!("timed read: {e}"))?;
-    }
-    let read = tenths(mib * MIB, clock::now() - start);
+        .map_err(|e| failure!("timed read: {e}"))
+    })?;
     if let Way::ZeroCopy = way {
         ensure!(disk.bytes_copied() == 0, "the zero-copy calls copied");
     }
     Ok((write, read))
+}
+
+/// `buffers` bounce buffers of `bytes` each.
+fn pool(buffers: usize, bytes: usize) -> BounceConfig {
+    BounceConfig { buffers, bytes }
 }
 
 /// The first block of 8 MiB past the partition (before the backup GPT).
@@ -415,7 +429,7 @@ fn pull(d: &mut Nvme, id: ControllerId, hand: &Hand, pull_after: u32) -> Outcome
     let mut written = 0usize;
     let device_error;
     {
-        let mut disk = open(d, id, 128 << 10)?;
+        let mut disk = open(d, id, BounceConfig::default())?;
         let (first, blocks) = find_partition(&mut disk)?;
         let device = SdmmcDevice::partition(disk, first, blocks)
             .map_err(|e| failure!("partition view: {e}"))?;
@@ -459,7 +473,7 @@ fn pull(d: &mut Nvme, id: ControllerId, hand: &Hand, pull_after: u32) -> Outcome
         drop(volume);
         let (pulling, _) = volumes.free();
         device_error = pulling.first_error.get();
-        // Drops the block device: its bounce buffer goes back.
+        // Drops the block device: its bounce buffers go back.
     }
     ensure!(!error.is_empty(), "no filesystem error after the pull");
     let device_error = device_error.ok_or_else(|| failure!("the block device saw no error"))?;

@@ -139,17 +139,19 @@ fn namespaces(d: &mut Nvme, monitor: &mut Monitor, id: ControllerId) -> Outcome 
             rounds as u64,
         )
     };
+    // Either namespace event ends a wait: the one that came is checked.
+    let namespace_event = |e: &Event| {
+        matches!(
+            e,
+            Event::NamespaceRemoved { .. } | Event::NamespaceAdded { .. }
+        )
+    };
     attachment(d, id, 2, true)?;
     let (removed, ticks_removed, _) = monitor.until(
         d,
         5_000,
         "NamespaceRemoved",
-        |e| {
-            matches!(
-                e,
-                Event::NamespaceRemoved { .. } | Event::NamespaceAdded { .. }
-            )
-        },
+        namespace_event,
         &mut io_on_first,
     )?;
     ensure!(
@@ -168,12 +170,7 @@ fn namespaces(d: &mut Nvme, monitor: &mut Monitor, id: ControllerId) -> Outcome 
         d,
         5_000,
         "NamespaceAdded",
-        |e| {
-            matches!(
-                e,
-                Event::NamespaceRemoved { .. } | Event::NamespaceAdded { .. }
-            )
-        },
+        namespace_event,
         &mut io_on_first,
     )?;
     ensure!(

@@ -14,6 +14,7 @@ mod health;
 mod io;
 mod plug;
 mod slots;
+mod smp;
 mod tick_cost;
 
 mod common;
@@ -21,7 +22,6 @@ mod common;
 pub use common::*;
 
 use crate::cmdline::Args;
-use crate::failure;
 use crate::pci::{Access, BoardConfig, EcamWindow};
 use crate::platform::QemuPlatform;
 use crate::start_info::BootInfo;
@@ -55,17 +55,10 @@ pub const ALL: &[Scenario] = &[
     bench::SCENARIO,
     fs::SCENARIO,
     tick_cost::SCENARIO,
+    smp::SCENARIO,
 ];
 
 /// Runs the scenario the command line names.
 pub fn run(board: &Board) -> Outcome {
-    let name = board.args.scenario();
-    let Some(scenario) = ALL.iter().find(|s| s.name == name) else {
-        for s in ALL {
-            log::error!("known scenario {}: {}", s.name, s.about);
-        }
-        return Err(failure!("unknown scenario {name}"));
-    };
-    log::info!("scenario {}: {}", scenario.name, scenario.about);
-    (scenario.run)(board)
+    bare_nvme_board_common::scenario::run(ALL, board.args.scenario(), board)
 }

@@ -11,10 +11,11 @@
 //! `{idle,busy}_mmio_reads_max=..`, `{idle,busy}_config_reads_milli=..`,
 //! `{idle,busy}_config_reads_max=..`.
 
+use core::mem::MaybeUninit;
 use core::time::Duration;
 
 use bare_nvme::{ControllerId, DmaRegion, Driver, DriverConfig, Event, Platform};
-use spin::{Mutex, Once};
+use spin::Mutex;
 
 use super::{check_dma_returned, Board, Failure, Outcome, Scenario};
 use crate::pci::{self, Access};
@@ -33,9 +34,9 @@ pub const CONTROLLERS: usize = 16;
 
 type Many = Driver<QemuPlatform, Access, CONTROLLERS>;
 
-/// The driver in a static: its tables for 16 controllers are too large for
-/// the stack.
-static DRIVER: Once<Mutex<Many>> = Once::new();
+/// Where the driver is built, field by field (`Driver::new_in`): its
+/// tables for 16 controllers are too large for the stack.
+static DRIVER: Mutex<MaybeUninit<Many>> = Mutex::new(MaybeUninit::uninit());
 
 /// Most ticks measured per load.
 const MAX_TICKS: usize = 10_000;
@@ -66,9 +67,8 @@ fn run(board: &Board) -> Outcome {
     // `reassign=1`), for the driver to place BARs in.
     let mut config = DriverConfig::default();
     crate::pci::host_config(&board.args, &mut config);
-    let mut d = DRIVER
-        .call_once(|| Mutex::new(Driver::new(board.platform, board.access, config)))
-        .lock();
+    let mut place = DRIVER.lock();
+    let d = Driver::new_in(&mut place, board.platform, board.access, config);
     let found = d.scan().map_err(|e| failure!("scan: {e}"))?;
     ensure!(found == want, "{found} controllers attached, want {want}");
     let deadline = clock::now() + Duration::from_secs(30);
@@ -90,7 +90,7 @@ fn run(board: &Board) -> Outcome {
         .platform
         .dma_alloc(4096, 4096)
         .ok_or_else(|| failure!("no DMA memory"))?;
-    let result = measure_both(&mut d, &ids, &mut buffer, ticks);
+    let result = measure_both(d, &ids, &mut buffer, ticks);
     board.platform.dma_free(buffer);
     result?;
     for &id in &ids {
@@ -98,7 +98,7 @@ fn run(board: &Board) -> Outcome {
             .and_then(|c| c.detach())
             .map_err(|e| failure!("detach {id}: {e}"))?;
     }
-    drop(d);
+    drop(place);
     check_dma_returned(baseline)
 }
 

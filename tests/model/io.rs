@@ -1,0 +1,354 @@
+//! Split-phase and blocking I/O: submissions, deliveries and the data a
+//! read returns, checked against the model.
+
+use super::*;
+
+impl Model {
+    pub(crate) fn submit(
+        &mut self,
+        id: ControllerId,
+        q: u16,
+        write: bool,
+        lba: u64,
+        blocks: u64,
+        unaligned: bool,
+    ) {
+        let dev = self.id_model(id).dev;
+        let len = blocks as usize * BLOCK;
+        let align = if unaligned { BLOCK } else { 4096 };
+        let platform = self.sim.platform();
+        let mut buffer = if unaligned {
+            // An allocation that starts 512 bytes into a page: a first PRP
+            // entry with an offset.
+            let pad = platform.dma_alloc(BLOCK, 4096).expect("dma");
+            let b = platform.dma_alloc(len, align).expect("dma");
+            platform.dma_free(pad);
+            b
+        } else {
+            platform.dma_alloc(len, align).expect("dma")
+        };
+        let version = self.next_version;
+        if write {
+            self.next_version += 1;
+            for i in 0..blocks {
+                buffer.as_mut_slice()[i as usize * BLOCK..][..BLOCK]
+                    .copy_from_slice(&content(lba + i, version));
+            }
+        }
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let op = if write {
+            IoOp::Write {
+                nsid: 1,
+                lba,
+                blocks: blocks as u32,
+            }
+        } else {
+            IoOp::Read {
+                nsid: 1,
+                lba,
+                blocks: blocks as u32,
+            }
+        };
+        let outstanding = self
+            .ledger
+            .values()
+            .filter(|p| p.id == id && p.queue == q)
+            .count();
+        let c = self.driver.controller(id).expect("picked from the driver");
+        let serving = c.state() == State::Ready;
+        let depth = c.queue_depth() as usize;
+        let queues = c.io_queue_count();
+        match c.submit(QueueId::new(q), op, Some(buffer), tag) {
+            Ok(token) => {
+                self.trace.push(format!("  tag {tag} -> {token:?}"));
+                self.check(serving, || format!("{id}: accepted while not serving"));
+                let d = &mut self.devices[dev];
+                let lost_at_submit = d.lost;
+                let mut expect = Vec::new();
+                for i in 0..blocks {
+                    let b = d.block(lba + i);
+                    if write {
+                        b.contended |= b.in_flight > 0;
+                        b.in_flight += 1;
+                        b.epoch += 1;
+                        b.last_writer = version;
+                        b.known = None;
+                    } else {
+                        let known = if b.in_flight == 0 { b.known } else { None };
+                        expect.push((known, b.epoch));
+                    }
+                }
+                self.ledger.insert(
+                    tag,
+                    Pending {
+                        id,
+                        queue: q,
+                        cid: token.cid,
+                        write,
+                        lba,
+                        blocks,
+                        version,
+                        expect,
+                        lost_at_submit,
+                        rung: false,
+                        deadline: self.sim.now() + IO_TIMEOUT,
+                    },
+                );
+            }
+            Err(rejected) => {
+                self.trace.push(format!("  rejected: {:?}", rejected.error));
+                let ok = match rejected.error {
+                    Error::QueueFull { .. } => outstanding + 1 >= depth,
+                    Error::UnknownQueue { .. } => q >= queues,
+                    Error::NotReady | Error::DeviceRemoved | Error::ControllerFailed => !serving,
+                    _ => false,
+                };
+                self.check(ok, || {
+                    format!(
+                        "{id}: submit rejected with {:?} (serving {serving}, {outstanding} \
+                         outstanding on queue {q} of depth {depth})",
+                        rejected.error
+                    )
+                });
+                let buffer = rejected.buffer.expect("a rejection hands the buffer back");
+                self.sim.platform().dma_free(buffer);
+            }
+        }
+    }
+
+    /// The doorbell of `id`'s commands (on `queue`, or all) was rung: the
+    /// device sees them now, unless their deadline passed already.
+    pub(crate) fn mark_rung(&mut self, id: ControllerId, queue: Option<u16>) {
+        let now = self.sim.now();
+        for p in self.ledger.values_mut() {
+            if p.id == id && queue.is_none_or(|q| q == p.queue) && now <= p.deadline {
+                p.rung = true;
+            }
+        }
+    }
+
+    /// Whether `error` may end a command of `id`; `unrung`: a split-phase
+    /// command whose doorbell the caller never rang.
+    pub(crate) fn error_allowed(&self, id: ControllerId, error: Error, unrung: bool) -> bool {
+        let m = &self.ids[&key(id)].1;
+        let d = &self.devices[m.dev];
+        // Since it attached, or still in effect from before.
+        let faulted = d.faults > m.faults_base || d.hung;
+        // A command the caller never rang times out and resets the
+        // controller: every command of it may then fail the same way.
+        let unrung =
+            unrung || m.unrung_failed || self.ledger.values().any(|p| p.id == id && !p.rung);
+        let held = d.holds > m.holds_base || d.held;
+        match error {
+            Error::DeviceRemoved | Error::ControllerFailed => faulted,
+            Error::Timeout { .. } => faulted || held || unrung,
+            Error::Aborted => m.detach_requested || faulted || held || unrung,
+            _ => false,
+        }
+    }
+
+    pub(crate) fn poll(&mut self, id: ControllerId, q: u16) {
+        let Ok(c) = self.driver.controller(id) else {
+            let left = self.ledger.values().filter(|p| p.id == id).count();
+            self.check(left == 0, || {
+                format!("{id} gone with {left} commands undelivered")
+            });
+            return;
+        };
+        let mut got: Vec<Completion> = Vec::new();
+        c.poll(QueueId::new(q), |done| got.push(done));
+        let quarantined = c.quarantined().regions > 0;
+        for done in got {
+            self.deliver(id, done, quarantined);
+        }
+        // What is still outstanding on the queue reached the doorbell now.
+        self.mark_rung(id, Some(q));
+    }
+
+    pub(crate) fn deliver(&mut self, id: ControllerId, done: Completion, quarantined: bool) {
+        self.trace
+            .push(format!("  delivered tag {} {:?}", done.tag, done.result));
+        let Some(p) = self.ledger.remove(&done.tag) else {
+            self.fail(format!(
+                "{id}: tag {} delivered twice or never submitted",
+                done.tag
+            ));
+        };
+        self.check(
+            p.id == id && p.queue == done.token.queue.index() && p.cid == done.token.cid,
+            || format!("tag {} delivered by {id} {:?}", done.tag, done.token),
+        );
+        let dev = self.ids[&key(id)].1.dev;
+        match done.result {
+            Ok(()) => self.check(self.ids[&key(id)].1.lost_base == p.lost_at_submit, || {
+                format!(
+                    "tag {}: Ok though its device vanished before it was sent",
+                    done.tag
+                )
+            }),
+            Err(e) => self.check(self.error_allowed(id, e, !p.rung), || {
+                format!(
+                    "tag {}: {e:?}, which nothing that happened explains",
+                    done.tag
+                )
+            }),
+        }
+        let ok = done.result.is_ok();
+        if !ok && !p.rung {
+            self.id_model(id).unrung_failed = true;
+        }
+        if p.write {
+            let d = &mut self.devices[dev];
+            for i in 0..p.blocks {
+                let b = d.block(p.lba + i);
+                b.in_flight -= 1;
+                b.known = (ok && b.last_writer == p.version && b.in_flight == 0 && !b.contended)
+                    .then_some(p.version);
+                if b.in_flight == 0 {
+                    b.contended = false;
+                }
+            }
+        }
+        match done.buffer {
+            None => self.check(quarantined, || {
+                format!("tag {}: no buffer, and no quarantine", done.tag)
+            }),
+            Some(buffer) => {
+                self.sim.caller_owns(&buffer);
+                if ok && !p.write {
+                    self.verify(dev, p.lba, &p.expect, buffer.as_slice(), done.tag);
+                }
+                self.sim.platform().dma_free(buffer);
+            }
+        }
+    }
+
+    /// A read that succeeded returned what the model knows of each block.
+    pub(crate) fn verify(
+        &mut self,
+        dev: usize,
+        lba: u64,
+        expect: &[(Option<u64>, u64)],
+        data: &[u8],
+        tag: u64,
+    ) {
+        for (i, &(known, epoch)) in expect.iter().enumerate() {
+            let lba = lba + i as u64;
+            let b = *self.devices[dev].block(lba);
+            let Some(version) = known.filter(|_| b.epoch == epoch) else {
+                continue;
+            };
+            let got = &data[i * BLOCK..][..BLOCK];
+            self.check(got == content(lba, version).as_slice(), || {
+                format!("tag {tag}: block {lba} read back other data than version {version}")
+            });
+        }
+    }
+
+    pub(crate) fn blocking(&mut self, id: ControllerId, op: Blocking, lba: u64, blocks: u64) {
+        let dev = self.id_model(id).dev;
+        let platform = self.sim.platform();
+        let len = blocks as usize * BLOCK;
+        let lost_before = self.devices[dev].lost;
+        let lost_base = self.id_model(id).lost_base;
+        let outstanding = self
+            .ledger
+            .values()
+            .filter(|p| p.id == id && p.queue == 0)
+            .count();
+        let c = self.driver.controller(id).unwrap();
+        let serving = c.state() == State::Ready;
+        let depth = c.queue_depth() as usize;
+        let version = self.next_version;
+        let mut buffer = None;
+        let mut expect = Vec::new();
+        match op {
+            Blocking::Write => {
+                self.next_version += 1;
+                let mut b = platform.dma_alloc(len, 4096).expect("dma");
+                for i in 0..blocks {
+                    b.as_mut_slice()[i as usize * BLOCK..][..BLOCK]
+                        .copy_from_slice(&content(lba + i, version));
+                    let m = self.devices[dev].block(lba + i);
+                    m.contended |= m.in_flight > 0;
+                    m.in_flight += 1;
+                    m.epoch += 1;
+                    m.last_writer = version;
+                    m.known = None;
+                }
+                buffer = Some(b);
+            }
+            Blocking::Read => {
+                for i in 0..blocks {
+                    let m = *self.devices[dev].block(lba + i);
+                    let known = if m.in_flight == 0 { m.known } else { None };
+                    expect.push((known, m.epoch));
+                }
+                buffer = Some(platform.dma_alloc(len, 4096).expect("dma"));
+            }
+            Blocking::Flush => {}
+        }
+        let c = self.driver.controller(id).unwrap();
+        let result = match (op, buffer.as_mut()) {
+            (Blocking::Write, Some(b)) => c.write(1, lba, b),
+            (Blocking::Read, Some(b)) => c.read(1, lba, b),
+            _ => c.flush(1),
+        };
+        let quarantined = c.quarantined().regions > 0;
+        self.trace.push(format!("  -> {result:?}"));
+        match result {
+            Ok(()) => self.check(lost_base == lost_before, || {
+                "blocking call Ok though its device vanished before".to_string()
+            }),
+            Err(Error::Quarantined) => self.check(quarantined, || {
+                "Quarantined without a quarantine".to_string()
+            }),
+            Err(Error::QueueFull { queue: 0 }) => self.check(outstanding + 1 >= depth, || {
+                format!("blocking call: queue 0 full with {outstanding} of {depth} outstanding")
+            }),
+            Err(Error::NotReady) => self.check(
+                !serving || self.error_allowed(id, Error::Aborted, false),
+                || "NotReady from a serving controller".to_string(),
+            ),
+            // Not serving when called: a bring-up to finish (which may fail
+            // in any of the lifecycle's ways) or a controller that ended.
+            Err(
+                e @ (Error::DeviceRemoved
+                | Error::ControllerFailed
+                | Error::Timeout { .. }
+                | Error::Aborted),
+            ) if !serving => self.trace.push(format!("  (not serving: {e:?} allowed)")),
+            Err(e) => self.check(self.error_allowed(id, e, false), || {
+                format!("blocking call: {e:?}, which nothing that happened explains")
+            }),
+        }
+        let ok = result.is_ok();
+        if let Blocking::Write = op {
+            let d = &mut self.devices[dev];
+            for i in 0..blocks {
+                let b = d.block(lba + i);
+                b.in_flight -= 1;
+                b.known = (ok && b.last_writer == version && b.in_flight == 0 && !b.contended)
+                    .then_some(version);
+                if b.in_flight == 0 {
+                    b.contended = false;
+                }
+            }
+        }
+        if let Some(b) = buffer {
+            if result == Err(Error::Quarantined) {
+                // The device may still write it: never freed (leaked), as
+                // documented; the quarantine lets the end check allow it.
+                return;
+            }
+            self.sim.caller_owns(&b);
+            if ok && matches!(op, Blocking::Read) {
+                self.verify(dev, lba, &expect, b.as_slice(), 0);
+            }
+            platform.dma_free(b);
+        }
+    }
+
+    // ---- device events ----
+}

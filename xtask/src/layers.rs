@@ -1,0 +1,352 @@
+//! The layering check: reads the `crate::` and `super::` paths of every
+//! file under `src/` (no build) and fails when a module imports one above
+//! it in [`LAYERS`], or when two files of one module import each other and
+//! README's "Files that import each other" table does not name the pair.
+//!
+//! A top-level module may import only modules of lower layers. Test code
+//! (a file's `#[cfg(test)] mod tests` and test-only modules) is not
+//! layered. A directory's `mod.rs` is the module itself, so its files
+//! importing it do not count as a pair.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::Path;
+
+/// The driver's top-level modules, bottom first. A module imports only
+/// modules of the layers below its own.
+pub const LAYERS: &[&[&str]] = &[
+    // Specification definitions: plain data.
+    &["spec"],
+    // The crate's error type and the embedder's boundary.
+    &["error", "platform", "link"],
+    // What the driver reports.
+    &["event"],
+    // PCI and NVMe, independent of each other.
+    &["pci", "nvme"],
+    // Enumeration, attach and the hot-plug monitor over both.
+    &["driver"],
+    // Block devices over a controller or the driver.
+    &["block"],
+    // Filesystem crates' traits over block devices.
+    &["adapters"],
+];
+
+/// A module path inside the crate (`["nvme", "controller"]`).
+type ModPath = Vec<String>;
+
+/// What the check found wrong, one line each.
+pub fn check(root: &Path) -> Result<(), String> {
+    let files = modules(&root.join("src"))?;
+    let readme = fs::read_to_string(root.join("README.md")).map_err(|e| format!("README: {e}"))?;
+    let allowed = allowed_pairs(&readme);
+    let reexports = root_reexports(&files);
+    let mut problems = Vec::new();
+    let mut edges: BTreeMap<ModPath, BTreeSet<ModPath>> = BTreeMap::new();
+    for (module, source) in &files {
+        for target in imports(module, source, &files, &reexports) {
+            if let Some(problem) = layer_violation(module, &target) {
+                problems.push(problem);
+            }
+            edges.entry(module.clone()).or_default().insert(target);
+        }
+    }
+    for (a, targets) in &edges {
+        for b in targets {
+            let siblings = a.len() == b.len() && a[..a.len() - 1] == b[..b.len() - 1];
+            let mutual = edges.get(b).is_some_and(|t| t.contains(a));
+            if siblings && mutual && a < b && !allowed.contains(&(a.join("::"), b.join("::"))) {
+                problems.push(format!(
+                    "{} and {} import each other (README's \"Files that import each other\" \
+                     does not say why)",
+                    a.join("::"),
+                    b.join("::")
+                ));
+            }
+        }
+    }
+    problems.sort();
+    problems.dedup();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// `Some(problem)` when `module` may not import `target`.
+fn layer_violation(module: &ModPath, target: &ModPath) -> Option<String> {
+    let (from, to) = (module.first()?, target.first()?);
+    if from == to {
+        return None;
+    }
+    let layer = |name: &str| LAYERS.iter().position(|l| l.contains(&name));
+    match (layer(from), layer(to)) {
+        (Some(a), Some(b)) if b < a => None,
+        (Some(_), Some(_)) => Some(format!(
+            "{} imports {}, which is not in a layer below",
+            module.join("::"),
+            target.join("::")
+        )),
+        _ => Some(format!(
+            "{} or {} is in no layer of xtask/src/layers.rs",
+            from, to
+        )),
+    }
+}
+
+/// Every file under `src` by module path, with test code cut off.
+fn modules(src: &Path) -> Result<BTreeMap<ModPath, String>, String> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![src.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let relative = path.strip_prefix(src).map_err(|e| e.to_string())?;
+            let mut module: ModPath = relative
+                .with_extension("")
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            if module.last().is_some_and(|m| m == "mod" || m == "lib") {
+                module.pop();
+            }
+            let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            files.insert(module, without_tests(&text));
+        }
+    }
+    // Modules declared `#[cfg(test)]` are test code.
+    let test_only: Vec<ModPath> = files
+        .iter()
+        .flat_map(|(parent, text)| {
+            test_modules(text).into_iter().map(move |name| {
+                let mut path = parent.clone();
+                path.push(name);
+                path
+            })
+        })
+        .collect();
+    for module in test_only {
+        files.remove(&module);
+    }
+    Ok(files)
+}
+
+/// `text` without comments and without what follows its `#[cfg(test)]`
+/// test module (by convention the end of the file).
+fn without_tests(text: &str) -> String {
+    let mut kept = String::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let trimmed = line.trim();
+        if trimmed == "#[cfg(test)]"
+            && lines
+                .peek()
+                .is_some_and(|next| next.trim_start().starts_with("mod ") && next.contains('{'))
+        {
+            break;
+        }
+        let code = trimmed.split("//").next().unwrap_or("");
+        kept.push_str(code);
+        kept.push('\n');
+    }
+    kept
+}
+
+/// Names of the modules `text` declares under `#[cfg(test)]` (`mod x;`).
+fn test_modules(text: &str) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    lines
+        .windows(2)
+        .filter(|w| w[0] == "#[cfg(test)]")
+        .filter_map(|w| w[1].strip_prefix("mod ")?.strip_suffix(';'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Which top-level module each name the crate root re-exports comes from.
+fn root_reexports(files: &BTreeMap<ModPath, String>) -> BTreeMap<String, String> {
+    let mut names = BTreeMap::new();
+    let Some(lib) = files.get(&Vec::new()) else {
+        return names;
+    };
+    for statement in lib.split(';') {
+        let Some(rest) = statement.trim().strip_prefix("pub use ") else {
+            continue;
+        };
+        let module = rest.split("::").next().unwrap_or("").trim().to_string();
+        let items = rest.rsplit("::{").next().unwrap_or(rest);
+        for item in items.split([',', '{', '}']) {
+            let name = item.rsplit("::").next().unwrap_or("").trim();
+            if !name.is_empty() {
+                names.insert(name.to_string(), module.clone());
+            }
+        }
+    }
+    names
+}
+
+/// The crate modules `module`'s code names by `crate::` or `super::` paths,
+/// each resolved to the longest module path that is a file.
+fn imports(
+    module: &ModPath,
+    source: &str,
+    files: &BTreeMap<ModPath, String>,
+    reexports: &BTreeMap<String, String>,
+) -> BTreeSet<ModPath> {
+    let mut found = BTreeSet::new();
+    let bytes = source.as_bytes();
+    for (start, root) in path_starts(source) {
+        // The path: identifiers joined by `::`, and for a `use` group the
+        // first name inside the braces.
+        let mut segments: Vec<String> = Vec::new();
+        let mut i = start + root.len();
+        while source[i..].starts_with("::") {
+            i += 2;
+            if source[i..].starts_with('{') {
+                i += 1;
+                while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+                    i += 1;
+                }
+            }
+            let end = source[i..]
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .map_or(source.len(), |n| i + n);
+            if end == i {
+                break;
+            }
+            segments.push(source[i..end].to_string());
+            i = end;
+        }
+        let mut path: ModPath = match root {
+            "crate" => Vec::new(),
+            // `super` of a module's file is its parent.
+            _ => module[..module.len().saturating_sub(1)].to_vec(),
+        };
+        if root == "crate" {
+            if let Some(first) = segments.first() {
+                if let Some(from) = reexports.get(first) {
+                    path.push(from.clone());
+                    segments.clear();
+                }
+            }
+        }
+        path.extend(segments);
+        let target = (1..=path.len())
+            .rev()
+            .map(|n| path[..n].to_vec())
+            .find(|p| files.contains_key(p));
+        if let Some(target) = target.filter(|t| t != module && !module.starts_with(t)) {
+            found.insert(target);
+        }
+    }
+    found
+}
+
+/// Where `crate::` and `super::` paths start in `source` (not inside a
+/// longer identifier).
+fn path_starts(source: &str) -> Vec<(usize, &'static str)> {
+    let mut starts = Vec::new();
+    for root in ["crate", "super"] {
+        let pattern = format!("{root}::");
+        let mut from = 0;
+        while let Some(n) = source[from..].find(&pattern) {
+            let at = from + n;
+            let before = source[..at].chars().next_back();
+            if !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+                starts.push((at, root));
+            }
+            from = at + pattern.len();
+        }
+    }
+    starts
+}
+
+/// The pairs README's "Files that import each other" table names: rows
+/// whose first two cells are module paths in backquotes.
+fn allowed_pairs(readme: &str) -> BTreeSet<(String, String)> {
+    let mut pairs = BTreeSet::new();
+    let Some(section) = readme.split("### Files that import each other").nth(1) else {
+        return pairs;
+    };
+    for line in section.lines().skip_while(|l| !l.starts_with('|')) {
+        if !line.starts_with('|') {
+            break;
+        }
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let name = |cell: Option<&&str>| {
+            cell.and_then(|c| c.strip_prefix('`')?.strip_suffix('`'))
+                .map(str::to_string)
+        };
+        if let (Some(a), Some(b)) = (name(cells.get(1)), name(cells.get(2))) {
+            pairs.insert(if a < b { (a, b) } else { (b, a) });
+        }
+    }
+    pairs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(list: &[(&str, &str)]) -> BTreeMap<ModPath, String> {
+        list.iter()
+            .map(|(m, s)| {
+                let path = m.split("::").filter(|p| !p.is_empty()).map(String::from);
+                (path.collect(), without_tests(s))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn paths_resolve_to_the_longest_module_that_is_a_file() {
+        let files = files(&[
+            ("", "pub use nvme::{Controller, State};"),
+            ("nvme", ""),
+            ("nvme::identify", ""),
+            ("driver::tick", ""),
+        ]);
+        let reexports = root_reexports(&files);
+        let module: ModPath = vec!["driver".into(), "tick".into()];
+        let source = "use crate::nvme::identify::{IdString, ctrl};\nuse crate::State;\n\
+                      use super::tick::X; // crate::pci::gone\n";
+        let found = imports(&module, &without_tests(source), &files, &reexports);
+        let names: Vec<String> = found.iter().map(|p| p.join("::")).collect();
+        assert_eq!(names, ["nvme", "nvme::identify"]);
+    }
+
+    #[test]
+    fn a_lower_layer_importing_a_higher_one_is_reported() {
+        let path = |s: &str| s.split("::").map(String::from).collect::<ModPath>();
+        assert!(layer_violation(&path("error"), &path("nvme::command")).is_some());
+        assert!(layer_violation(&path("pci"), &path("nvme")).is_some());
+        assert!(layer_violation(&path("driver::tick"), &path("nvme::identify")).is_none());
+        assert!(layer_violation(&path("nvme::io"), &path("nvme::queue")).is_none());
+    }
+
+    #[test]
+    fn test_modules_are_cut_off() {
+        let source = "use crate::spec;\n#[cfg(test)]\nmod tests {\n    use crate::driver;\n}\n";
+        assert!(!without_tests(source).contains("driver"));
+        assert_eq!(
+            test_modules("#[cfg(test)]\nmod test_memory;\n"),
+            ["test_memory"]
+        );
+    }
+
+    #[test]
+    fn readme_pairs_are_read_in_either_order() {
+        let readme = "### Files that import each other\n\n| a | b | why |\n|---|---|---|\n\
+                      | `nvme::b` | `nvme::a` | because |\n\nafter\n";
+        let pairs = allowed_pairs(readme);
+        assert!(pairs.contains(&("nvme::a".to_string(), "nvme::b".to_string())));
+        assert_eq!(pairs.len(), 1);
+    }
+}
