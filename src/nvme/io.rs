@@ -751,7 +751,24 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 self.queue_transfer(queue.0, &ns, command, phys, len, tag, false, &mut buffer)
             }
             _ => {
-                self.submit_transfer_checked(queue.0, handle, command, phys, len, tag, &mut buffer)
+                // The command goes as numbers: no copy of it is built in
+                // memory for this branch on the hot path.
+                let Transfer {
+                    opcode,
+                    cdw12,
+                    lba,
+                    blocks,
+                } = command;
+                let (at, data) = (phys, len);
+                self.submit_transfer_checked(
+                    queue.0,
+                    handle,
+                    [opcode as u64, cdw12 as u64, lba, blocks as u64],
+                    at,
+                    data,
+                    tag,
+                    &mut buffer,
+                )
             }
         };
         match queued {
@@ -769,12 +786,18 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         &mut self,
         queue: u16,
         handle: &NamespaceHandle,
-        command: Transfer,
+        [opcode, cdw12, lba, blocks]: [u64; 4],
         phys: PhysAddr,
         len: usize,
         tag: u64,
         buffer: &mut Option<DmaRegion>,
     ) -> Result<u16> {
+        let command = Transfer {
+            opcode: opcode as u8,
+            cdw12: cdw12 as u32,
+            lba,
+            blocks: blocks as u32,
+        };
         if self.state.is_finished() {
             return Err(Error::StaleHandle);
         }

@@ -193,9 +193,9 @@ impl<const N: usize> QueuePair<N> {
         let Some((sq, _)) = self.rings.as_mut() else {
             return Err(no_rings());
         };
-        if sq.is_full() {
+        let Some(next_tail) = sq.room() else {
             return Err(Error::QueueFull { queue: self.qid });
-        }
+        };
         if !sq.has_unpublished() {
             self.batch_deadline =
                 Instant::from_nanos(platform.now().as_nanos().saturating_add(timeout_ns));
@@ -229,7 +229,7 @@ impl<const N: usize> QueuePair<N> {
         // reaches memory, and no dirty line of a read's buffer is evicted
         // over what the device writes.
         platform.dma_flush(phys, bytes);
-        sq.push_words(sqe_words(command, cid, prp1, prp2));
+        sq.push_words_then(sqe_words(command, cid, prp1, prp2), next_tail);
         Ok(cid)
     }
 

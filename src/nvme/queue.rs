@@ -212,12 +212,31 @@ impl SubmissionRing {
     /// The caller checked `is_full`.
     #[inline(always)]
     pub(crate) fn push_words(&mut self, words: [u64; 8]) {
+        let next = NextTail(self.next(self.tail));
+        self.push_words_then(words, next);
+    }
+
+    /// Room for one more entry: the tail after it, `None` when the ring is
+    /// full. For [`SubmissionRing::push_words_then`], so that the wrap is
+    /// computed once per entry.
+    #[inline(always)]
+    pub(crate) fn room(&self) -> Option<NextTail> {
+        let next = self.next(self.tail);
+        (next != self.head).then_some(NextTail(next))
+    }
+
+    /// Writes an entry (the eight words of its layout) at the tail and
+    /// moves the tail to `next`, from [`SubmissionRing::room`] since the
+    /// tail last moved.
+    #[inline(always)]
+    pub(crate) fn push_words_then(&mut self, words: [u64; 8], next: NextTail) {
         let offset = self.tail as usize * SQE_SIZE;
-        // SAFETY: `tail < entries` (it starts at 0 and `next` wraps it at
-        // `entries`), and `new` checked that the memory holds `entries`
-        // 8-byte aligned entries of SQE_SIZE bytes.
+        // SAFETY: `tail < entries`: it starts at 0 and takes only values of
+        // `next`, which wraps at `entries` (a `NextTail` holds nothing
+        // else); `new` checked that the memory holds `entries` 8-byte
+        // aligned entries of SQE_SIZE bytes.
         unsafe { self.mem.write_words_unchecked(offset, words) };
-        self.tail = self.next(self.tail);
+        self.tail = next.0;
     }
 
     /// Whether entries were written since the doorbell was last rung.
@@ -299,6 +318,11 @@ impl SubmissionRing {
         self.mem
     }
 }
+
+/// A tail value `SubmissionRing::next` computed, so below the ring's entry
+/// count: only this module makes one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NextTail(u16);
 
 /// Two 32-bit fields as the 64-bit word they occupy in memory.
 #[inline(always)]

@@ -54,19 +54,20 @@ stamp), field-by-field SQE copies (eight word stores from the fields), a clock r
 (once per batch: a command's deadline runs from the first command queued since the doorbell was \
 rung, never from later than its own submit), a PRP call for one- and two-page transfers, bounds \
 and alignment checks on every ring access (each ring checks its memory once, when it is made, and \
-then indexes below its entry count), a separate free-slot stack, and completions built in memory. \
+then indexes below its entry count), a separate free-slot stack, copies of the command and of completions built in memory for \
+cold paths. \
 Counted by source line (`callgrind --dump-line=yes`, batch 32, MMIO doorbells), what remains is \
-about this, each part needed as said:\n  - *Submit*, about 137: the \
+about this, each part needed as said:\n  - *Submit*, about 128: the \
 caller's loop in the harness (take the buffer, count the token) about \
 12; the handle (list stamp, list slot, controller serving) about 10; the queue index, the block \
 count against the transfer limit, the LBA range with overflow, the buffer's length and dword \
-alignment about 15 (caller input); ring space (the wrap compare, full check) and the batch \
-deadline about 10; the command slot about 30 (free-list pop with its bounds check, generation, \
+alignment about 15 (caller input); ring space (the wrap, computed once, and the full check) and \
+the batch deadline about 8; the command slot about 30 (free-list pop with its bounds check, generation, \
 state, opcode, tag, deadline, internal flag, the caller's `DmaRegion` moved in as three words, the \
 in-flight count and the earliest deadline the tick scans by: what makes a completion checkable and \
 the buffer returnable exactly once); PRP1/PRP2 from the page offset about 10; the SQE's eight \
 stores, packing CDW0, NSID, LBA and CDW12, and the tail wrap about 25 (the reference spends \
-more on its SQE); `Result<Token, Rejected>`, register spills and moves about 25.\n  - *Poll*, \
+more on its SQE); `Result<Token, Rejected>`, register spills and moves about 18.\n  - *Poll*, \
 about 97, of which about 85 per completion: the phase dword, its test, the body dwords \
 read after the barrier, the head wrap and the unacknowledged count about 16 (about what the \
 reference's whole poll costs per completion); the SQ ID about 3; the SQ head inside the published window about 10; the CID \
