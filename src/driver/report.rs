@@ -59,7 +59,7 @@ impl<
         let Some(entry) = self.entries[index].as_mut() else {
             return false;
         };
-        let served = entry.controller.state() == State::Ready || entry.controller.came_up;
+        let served = entry.controller.state() == State::Ready || entry.controller.owned.came_up;
         if entry.reported.ready || !served {
             return true;
         }
