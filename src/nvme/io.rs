@@ -217,7 +217,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// unable to reach their buffers (until then, during a reset's disable or
     /// a teardown's stop, nothing is delivered). A command whose buffer was
     /// quarantined (see [`Controller::quarantined`]) is delivered without it.
-    pub fn poll(&mut self, queue: QueueId, on_complete: impl FnMut(Completion)) -> usize {
+    pub fn poll(&mut self, queue: QueueId, mut on_complete: impl FnMut(Completion)) -> usize {
         if self.holding() {
             return 0;
         }
@@ -233,7 +233,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             q,
             queue,
             live,
-            on_complete,
+            &mut on_complete,
         );
         if succeeded {
             self.note_success();
@@ -468,7 +468,7 @@ pub(crate) fn poll_queue<P: Platform, const DEPTH: usize>(
     q: &mut QueuePair<DEPTH>,
     queue: QueueId,
     live: bool,
-    mut on_complete: impl FnMut(Completion),
+    on_complete: &mut impl FnMut(Completion),
 ) -> (usize, bool) {
     if live {
         q.publish(platform, regs, shadow);
@@ -484,7 +484,7 @@ pub(crate) fn poll_queue<P: Platform, const DEPTH: usize>(
             queue,
             done,
             io_timeout,
-            &mut on_complete,
+            on_complete,
             &mut delivered,
             &mut succeeded,
         );
@@ -519,7 +519,7 @@ pub(crate) fn poll_queue<P: Platform, const DEPTH: usize>(
                 queue,
                 done,
                 io_timeout,
-                &mut on_complete,
+                on_complete,
                 &mut delivered,
                 &mut succeeded,
             );

@@ -305,7 +305,7 @@ impl<P: Platform, const QUEUES: usize, const DEPTH: usize> IoQueue<'_, P, QUEUES
     /// [`Controller::poll`]. After a removal or failure it delivers the
     /// commands the monitor failed, once the device is proven unable to
     /// reach their buffers.
-    pub fn poll(&self, on_complete: impl FnMut(Completion)) -> usize {
+    pub fn poll(&self, mut on_complete: impl FnMut(Completion)) -> usize {
         let shared = self.shared;
         let mut q = shared.io[self.queue.index() as usize].lock();
         let live = match shared.gate.get().0 {
@@ -321,7 +321,7 @@ impl<P: Platform, const QUEUES: usize, const DEPTH: usize> IoQueue<'_, P, QUEUES
             &mut q,
             self.queue,
             live,
-            on_complete,
+            &mut on_complete,
         );
         if succeeded {
             shared.gate.note_success();
