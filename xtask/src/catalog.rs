@@ -98,6 +98,7 @@ pub fn all() -> Vec<Scenario> {
         health(),
         filesystem(),
         instruments(),
+        cores(),
     ];
     groups
         .into_iter()
@@ -395,7 +396,7 @@ pub fn plan(board: Board, reassign: bool) -> Vec<Planned> {
 }
 
 /// Scenarios that run the board without the driver.
-const WITHOUT_DRIVER: &[&str] = &["boot", "slot-pull"];
+const WITHOUT_DRIVER: &[&str] = &["boot", "slot-pull", "smp", "smp-fallback"];
 
 fn reassigned(mut s: Scenario) -> Planned {
     let name = format!("reassign/{}", s.name);
@@ -416,6 +417,12 @@ fn on_aarch64(mut s: Scenario) -> Planned {
         return Planned::Skip {
             name,
             why: "the hand alone, without the driver: on virt nothing numbers the slot's bus",
+        };
+    }
+    if s.name.starts_with("smp") {
+        return Planned::Skip {
+            name,
+            why: "the aarch64 board starts no second core",
         };
     }
     if s.name == "bench-smoke" {
@@ -582,6 +589,37 @@ fn instruments() -> Vec<Scenario> {
         .expect("busy_mmio_reads_max", "0")
         .expect("dma_regions", "0")
         .expect("dma_bytes", "0"),
+    ]
+}
+
+/// Two processors at once: the board starts core 1 and runs jobs on it.
+fn cores() -> Vec<Scenario> {
+    let smp = |s: Scenario| {
+        s.expect("cores", "2")
+            .expect("madt_refused", "4")
+            .expect("saw_flag", "yes")
+            .expect("overlap", "yes")
+            .expect("pingpong_rounds", "1000")
+            .expect("mutex_total", "200000")
+            .expect("atomic_total", "200000")
+    };
+    vec![
+        smp(Scenario::new(
+            "smp",
+            "-smp 2 under multi-threaded TCG: the board starts core 1 (MADT, INIT-SIPI-SIPI); \
+             core 1 counts while core 0 watches, hand-overs both ways, both cores add to one \
+             spin::Mutex and one atomic without losing an update",
+            Machine::q35().cpus(2),
+            "scenario=smp",
+        ))
+        .expect("source", "Madt"),
+        smp(Scenario::new(
+            "smp-fallback",
+            "as smp, with the MADT ignored: core 1 found at APIC id 1 as QEMU numbers it",
+            Machine::q35().cpus(2),
+            "scenario=smp madt=off",
+        ))
+        .expect("source", "Fallback"),
     ]
 }
 

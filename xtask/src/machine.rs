@@ -41,6 +41,7 @@ impl Disk {
 pub struct Machine {
     board: Board,
     memory_mib: u32,
+    cpus: u32,
     args: Vec<String>,
     disks: Vec<Disk>,
 }
@@ -58,6 +59,7 @@ impl Machine {
         Self {
             board: Board::X86_64,
             memory_mib: 512,
+            cpus: 1,
             args: Vec::new(),
             disks: Vec::new(),
         }
@@ -184,6 +186,14 @@ impl Machine {
         self
     }
 
+    /// The same machine with `n` processors. More than one runs under
+    /// multi-threaded TCG (one host thread per processor), so they really
+    /// run at once; one keeps the single-threaded default.
+    pub fn cpus(mut self, n: u32) -> Self {
+        self.cpus = n.max(1);
+        self
+    }
+
     /// The disk images the machine needs.
     pub fn disks(&self) -> &[Disk] {
         &self.disks
@@ -192,12 +202,18 @@ impl Machine {
     /// The full command line: `kernel` booted with `append`, serial on
     /// stdio, QMP on `qmp` (a unix socket path), paused at start if `paused`.
     pub fn command(&self, kernel: &Path, append: &str, qmp: &Path, paused: bool) -> Vec<String> {
+        let accel = if self.cpus > 1 {
+            "tcg,thread=multi"
+        } else {
+            "tcg"
+        };
+        let cpus = self.cpus.to_string();
         let mut cmd: Vec<String> = [
             self.board.qemu(),
             "-accel",
-            "tcg",
+            accel,
             "-smp",
-            "1",
+            cpus.as_str(),
             "-nodefaults",
             "-no-user-config",
             "-display",

@@ -1,7 +1,7 @@
 //! `cargo xtask`: build, boot and test bare-nvme.
 //!
 //! ```text
-//! cargo xtask test [--board B] [--qemu-only] [NAME ...]   fmt, clippy, host tests, kernels, QEMU scenarios
+//! cargo xtask test [--board B] [--qemu-only] [--cpus=N] [NAME ...]   fmt, clippy, host tests, kernels, QEMU scenarios
 //! cargo xtask run [--board B]                 boot the demo and stream its serial log
 //! cargo xtask qemu [--board B] [SCENARIO] [k=v ...] [-- QEMU ARGS]
 //! cargo xtask bench [--no-qemu]               instructions, register accesses, QEMU IOPS -> BENCHMARKS.md
@@ -28,8 +28,10 @@ use std::process::ExitCode;
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
-  test [--qemu-only] [NAME ...]   fmt, clippy, host tests, kernel build, QEMU scenarios
-                                  (NAME filters scenarios); last line: N passed, M failed
+  test [--qemu-only] [--cpus=N] [NAME ...]
+                                  fmt, clippy, host tests, kernel build, QEMU scenarios
+                                  (NAME filters scenarios, --cpus=N boots each with N
+                                  processors); last line: N passed, M failed
   run                             build, boot the demo on QEMU, stream the serial log
   qemu [SCENARIO] [key=value ...] [-- QEMU ARGS]
                                   boot one scenario with extra kernel and QEMU arguments

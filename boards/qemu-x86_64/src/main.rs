@@ -20,6 +20,7 @@ mod pci;
 mod platform;
 mod scenarios;
 mod serial;
+mod smp;
 mod start_info;
 
 use core::panic::PanicInfo;
@@ -65,6 +66,10 @@ extern "C" fn kmain(start_info_phys: u32) -> ! {
     info!("bare-nvme QEMU board; command line: {}", args.line());
     let uncached = paging::mark_non_ram_uncached(&boot.memory_map);
     info!("{uncached} non-RAM 2 MiB pages mapped uncached");
+    // `madt=off` exercises the fallback (QEMU's APIC numbering).
+    if let Err(e) = smp::start(boot, args.get("madt") != Some("off")) {
+        log::warn!("only the boot core runs: {e}");
+    }
     init_dma(boot);
     let config = pci::port_io();
     let ecam = pci::find_ecam(&config);

@@ -44,6 +44,19 @@ pub fn is_mapped(addr: u64, len: u64) -> bool {
     addr.checked_add(len).is_some_and(|end| end <= MAPPED_BYTES)
 }
 
+/// Whether the 2 MiB page holding `addr` is mapped uncached (for registers
+/// the board reaches itself, such as the local APIC).
+pub fn is_uncached(addr: u64) -> bool {
+    if !is_mapped(addr, 1) {
+        return false;
+    }
+    let index = (addr / PAGE_2M) as usize;
+    // SAFETY: a read of one entry of the live page directories; entries only
+    // change in `mark_non_ram_uncached`, which runs once before any caller.
+    let entry = unsafe { core::ptr::addr_of!(boot_pd[index]).read() };
+    entry & UNCACHED == UNCACHED
+}
+
 fn flush_tlb() {
     // SAFETY: reloading CR3 with its own value only flushes the TLB.
     unsafe {

@@ -75,6 +75,8 @@ impl MemoryMap {
 pub struct BootInfo {
     /// The memory map.
     pub memory_map: MemoryMap,
+    /// Physical address of the ACPI RSDP the loader found (0: none given).
+    pub rsdp: u64,
     cmdline: [u8; MAX_CMDLINE],
     cmdline_len: usize,
 }
@@ -107,6 +109,7 @@ impl fmt::Display for StartInfoError {
 const OFF_MAGIC: u64 = 0;
 const OFF_VERSION: u64 = 4;
 const OFF_CMDLINE: u64 = 24;
+const OFF_RSDP: u64 = 32;
 const OFF_MEMMAP: u64 = 40;
 const OFF_MEMMAP_ENTRIES: u64 = 48;
 /// Size of struct hvm_memmap_table_entry.
@@ -125,6 +128,7 @@ pub fn read(phys: u32, out: &mut BootInfo) -> Result<(), StartInfoError> {
     }
     let version: u32 = unsafe { peek(base + OFF_VERSION) };
     let cmdline: u64 = unsafe { peek(base + OFF_CMDLINE) };
+    out.rsdp = unsafe { peek(base + OFF_RSDP) };
     if cmdline != 0 {
         let mut len = 0;
         while len < MAX_CMDLINE {
@@ -166,6 +170,7 @@ impl BootInfo {
                 }; MAX_REGIONS],
                 len: 0,
             },
+            rsdp: 0,
             cmdline: [0; MAX_CMDLINE],
             cmdline_len: 0,
         }

@@ -1,4 +1,4 @@
-//! `cargo xtask test [--qemu-only] [NAME ...]`: everything CI checks.
+//! `cargo xtask test [--qemu-only] [--cpus=N] [NAME ...]`: everything CI checks.
 //!
 //! Host stages (format, lints, host tests, all with the adapter features;
 //! the library with them built for x86_64-unknown-none, aarch64 and riscv64;
@@ -6,6 +6,8 @@
 //! QEMU scenario of the catalog (or those whose names contain one of the
 //! NAMEs), each within its time limit. One line per stage and scenario; the
 //! last line is `N passed, M failed`; the exit code is non-zero on any failure.
+//! `--cpus=N` boots every scenario with N processors (multi-threaded TCG)
+//! instead of what the catalog gives it.
 
 use std::process::Command;
 use std::time::Instant;
@@ -112,6 +114,13 @@ pub fn main(args: &[String]) -> Result<(), String> {
     let args = &args[..];
     let boards = board.map_or(Board::ALL.to_vec(), |b| vec![b]);
     let qemu_only = args.iter().any(|a| a == "--qemu-only");
+    let cpus = match args.iter().find_map(|a| a.strip_prefix("--cpus=")) {
+        Some(n) => Some(
+            n.parse::<u32>()
+                .map_err(|_| format!("--cpus={n}: not a number"))?,
+        ),
+        None => None,
+    };
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let mut tally = Tally {
         passed: 0,
@@ -153,7 +162,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
     }
 
     for board in boards {
-        run_board(board, &filters, &mut tally);
+        run_board(board, &filters, cpus, &mut tally);
     }
     println!("{} passed, {} failed", tally.passed, tally.failed);
     if tally.failed == 0 {
@@ -164,8 +173,8 @@ pub fn main(args: &[String]) -> Result<(), String> {
 }
 
 /// Builds `board`'s kernel and runs the catalog on it (on x86 also with
-/// the driver reassigning every resource).
-fn run_board(board: Board, filters: &[&String], tally: &mut Tally) {
+/// the driver reassigning every resource), with `cpus` processors if given.
+fn run_board(board: Board, filters: &[&String], cpus: Option<u32>, tally: &mut Tally) {
     let variants: &[bool] = match board {
         Board::X86_64 => &[false, true],
         Board::Aarch64 => &[false],
@@ -179,6 +188,13 @@ fn run_board(board: Board, filters: &[&String], tally: &mut Tally) {
                 Planned::Skip { name, .. } => name,
             };
             filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+        })
+        .map(|p| match (p, cpus) {
+            (Planned::Run(mut s), Some(n)) => {
+                s.machine = s.machine.cpus(n);
+                Planned::Run(s)
+            }
+            (p, _) => p,
         })
         .collect();
     if planned.is_empty() {

@@ -105,8 +105,9 @@ const Q35_HOLE: (u64, u64) = (0xC000_0000, 0xFEC0_0000 - 0xC000_0000);
 /// A port I/O accessor of its own for a component of the board.
 pub fn port_io() -> PortIo {
     // SAFETY: q35 implements configuration mechanism #1. Several accessors
-    // exist (the driver's, the hand's, the scenario's), but the board runs on
-    // one CPU without interrupts, so no address/data pair is ever interleaved
-    // with another.
+    // exist (the driver's, the hand's, the scenario's), each locking only
+    // itself, but configuration cycles run on core 0 only (jobs on other
+    // cores do not make them, see `smp`) and no core takes interrupts, so no
+    // address/data pair is ever interleaved with another.
     unsafe { PortIo::new() }
 }

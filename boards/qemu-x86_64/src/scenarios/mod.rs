@@ -14,6 +14,7 @@ mod health;
 mod io;
 mod plug;
 mod slots;
+mod smp;
 mod tick_cost;
 
 mod common;
@@ -55,6 +56,7 @@ pub const ALL: &[Scenario] = &[
     bench::SCENARIO,
     fs::SCENARIO,
     tick_cost::SCENARIO,
+    smp::SCENARIO,
 ];
 
 /// Runs the scenario the command line names.
