@@ -620,6 +620,17 @@ fn cores() -> Vec<Scenario> {
             "scenario=smp madt=off",
         ))
         .expect("source", "Fallback"),
+        Scenario::new(
+            "smp-io",
+            "one I/O queue per core on a shared controller: QD 32 4 KiB reads on null-co, \
+             queue 0 on core 0 alone, then queue 1 on core 1 at the same time; the monitor \
+             ticks on core 0; memory back after the detach",
+            null_controller().cpus(2),
+            "scenario=smp-io ms=200 rounds=1",
+        )
+        .expect("cores", "2")
+        .expect("dma_regions", "0")
+        .expect("dma_bytes", "0"),
     ]
 }
 

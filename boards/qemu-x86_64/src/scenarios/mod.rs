@@ -15,6 +15,7 @@ mod io;
 mod plug;
 mod slots;
 mod smp;
+mod smp_io;
 mod tick_cost;
 
 mod common;
@@ -57,6 +58,7 @@ pub const ALL: &[Scenario] = &[
     fs::SCENARIO,
     tick_cost::SCENARIO,
     smp::SCENARIO,
+    smp_io::SCENARIO,
 ];
 
 /// Runs the scenario the command line names.
