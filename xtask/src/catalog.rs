@@ -631,6 +631,18 @@ fn cores() -> Vec<Scenario> {
         .expect("cores", "2")
         .expect("dma_regions", "0")
         .expect("dma_bytes", "0"),
+        Scenario::new(
+            "smp-pull",
+            "the hand pulls a shared controller while both cores keep 32 reads in flight on \
+             their own queues: every command completes once (success or DeviceRemoved), later \
+             submissions refused, one Removed event, all DMA returns",
+            null_controller().cpus(2),
+            "scenario=smp-pull port=0:4.0 pull_after=100",
+        )
+        .expect("cores", "2")
+        .expect("removed_events", "1")
+        .expect("dma_regions", "0")
+        .expect("dma_bytes", "0"),
     ]
 }
 

@@ -16,6 +16,7 @@ mod plug;
 mod slots;
 mod smp;
 mod smp_io;
+mod smp_pull;
 mod tick_cost;
 
 mod common;
@@ -59,6 +60,7 @@ pub const ALL: &[Scenario] = &[
     tick_cost::SCENARIO,
     smp::SCENARIO,
     smp_io::SCENARIO,
+    smp_pull::SCENARIO,
 ];
 
 /// Runs the scenario the command line names.
