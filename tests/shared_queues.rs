@@ -16,8 +16,8 @@ use common::{filled, pattern, single, spec, zeroed, BoxedDrv};
 /// Blocks per command (4 KiB at 512-byte blocks).
 const BLOCKS: u32 = 8;
 const BYTES: usize = 4096;
-/// Commands each thread keeps in flight.
-const DEPTH: usize = 32;
+/// Commands each thread keeps in flight (fewer under Miri, which is slow).
+const DEPTH: usize = if cfg!(miri) { 4 } else { 32 };
 /// Rounds of writes then reads per thread (fewer under Miri, which is slow).
 const ROUNDS: usize = if cfg!(miri) { 1 } else { 8 };
 /// Wall-clock bound on every wait, so a defect fails instead of hanging.

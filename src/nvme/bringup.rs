@@ -63,7 +63,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                         "nvme: controller failed during {:?}: {}",
                         self.owned.step, e
                     );
-                    if is_permanent(e) || self.owned.resets >= crate::nvme::recovery::MAX_RESETS {
+                    if is_permanent(e) || self.owned.recovery.exhausted() {
                         self.fail(e);
                     } else {
                         // A transient failure (timeout, fatal status) gets a

@@ -237,20 +237,14 @@ pub(crate) struct Owned<L> {
     pub(crate) failure: Option<Error>,
     /// Caller commands failed by teardowns.
     pub(crate) failed: u32,
-    /// Resets in a row without a successful command.
-    pub(crate) resets: u8,
-    /// Resets since the controller was attached.
-    pub(crate) reset_count: u32,
-    /// The abort the recovery waits for.
-    pub(crate) abort: Option<crate::nvme::recovery::PendingAbort>,
+    /// Resets, the abort waited for, glitches.
+    pub(crate) recovery: crate::nvme::recovery::Recovery,
     /// What the teardown in progress ends in.
     pub(crate) ending: Option<Ending>,
     /// How the device was proven unable to reach memory at the end.
     pub(crate) dma_stop: Option<DmaStop>,
     /// Memory kept for good because no such proof could be had.
     pub(crate) quarantine: Quarantine,
-    /// Odd status reads that a second read contradicted.
-    pub(crate) glitches: u32,
     /// Set when an orderly detach could not do everything it should (a
     /// queue deletion failed); the shutdown still runs.
     pub(crate) detach_error: Option<Error>,
@@ -290,13 +284,10 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 refused: heapless::Vec::new(),
                 failure: None,
                 failed: 0,
-                resets: 0,
-                reset_count: 0,
-                abort: None,
+                recovery: crate::nvme::recovery::Recovery::default(),
                 ending: None,
                 dma_stop: None,
                 quarantine: Quarantine::default(),
-                glitches: 0,
                 detach_error: None,
                 came_up: false,
                 events: crate::nvme::events::AsyncEvents::new(),
@@ -387,7 +378,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// Resets the driver made since the controller was attached (after a
     /// timeout the abort could not cure, fatal status, a subsystem reset).
     pub fn reset_count(&self) -> u32 {
-        self.owned.reset_count
+        self.owned.recovery.reset_count()
     }
 
     /// Caller I/O commands the teardown failed (removal, failure or the end
@@ -412,7 +403,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// Odd status reads (CSTS without RDY, a silent config read) that a
     /// second read contradicted: glitches, not failures.
     pub fn glitches(&self) -> u32 {
-        self.owned.glitches
+        self.owned.recovery.glitches()
     }
 
     /// Bad completions the device posted on all queues (each dropped).

@@ -38,6 +38,49 @@ pub const MAX_RESETS: u8 = 3;
 /// Wait before bring-up after the first reset; doubled for each further one.
 const BACKOFF: Duration = Duration::from_millis(50);
 
+/// What recovery keeps: resets in a row and in all, the abort it waits
+/// for, glitches seen. Changed only here; others ask.
+#[derive(Debug, Default)]
+pub(crate) struct Recovery {
+    /// Resets in a row without a successful command.
+    resets: u8,
+    /// Resets since the controller was attached.
+    reset_count: u32,
+    /// The abort the recovery waits for.
+    abort: Option<PendingAbort>,
+    /// Odd status reads that a second read contradicted.
+    glitches: u32,
+}
+
+impl Recovery {
+    /// A command succeeded: the controller works, earlier resets are
+    /// forgotten.
+    pub(crate) fn note_success(&mut self) {
+        self.resets = 0;
+    }
+
+    /// Whether another reset would pass the budget of [`MAX_RESETS`].
+    pub(crate) fn exhausted(&self) -> bool {
+        self.resets >= MAX_RESETS
+    }
+
+    /// Resets since the controller was attached.
+    pub(crate) fn reset_count(&self) -> u32 {
+        self.reset_count
+    }
+
+    /// Odd status reads a second read contradicted.
+    pub(crate) fn glitches(&self) -> u32 {
+        self.glitches
+    }
+
+    /// Drops the abort waited for without telling the admin channel (a
+    /// teardown abandons every admin command at once).
+    pub(crate) fn drop_abort(&mut self) {
+        self.abort = None;
+    }
+}
+
 /// An abort the driver waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct PendingAbort {
@@ -59,7 +102,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             return None;
         }
         if self.status_healthy() {
-            self.owned.glitches = self.owned.glitches.saturating_add(1);
+            self.owned.recovery.glitches = self.owned.recovery.glitches.saturating_add(1);
             return None;
         }
         // All-ones (real hardware) and all-zero (an unassigned address in
@@ -95,7 +138,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         if self.owned.state != State::Ready || self.owned.step != Step::Ready {
             return;
         }
-        if let Some(pending) = self.owned.abort {
+        if let Some(pending) = self.owned.recovery.abort {
             match self.owned.admin.poll(
                 &self.shared.platform,
                 &self.shared.regs,
@@ -104,7 +147,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             ) {
                 None => {}
                 Some(Ok(_)) | Some(Err(Error::CommandFailed { .. })) => {
-                    self.owned.abort = None;
+                    self.owned.recovery.abort = None;
                     let shadow = self.owned.doorbell_buffers.as_ref();
                     let Some(q) = self.shared.io.get(pending.queue as usize) else {
                         return;
@@ -121,7 +164,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                     }
                 }
                 Some(Err(_)) => {
-                    self.owned.abort = None;
+                    self.owned.recovery.abort = None;
                     self.reset(self.timeout_error());
                 }
             }
@@ -142,7 +185,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             .admin
             .submit(&self.shared.platform, &self.shared.regs, sqe, now)
         {
-            Ok(ticket) => self.owned.abort = Some(PendingAbort { queue, cid, ticket }),
+            Ok(ticket) => self.owned.recovery.abort = Some(PendingAbort { queue, cid, ticket }),
             Err(_) => {
                 self.reset(self.timeout_error());
             }
@@ -151,7 +194,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 
     /// Forgets the abort in progress (its completion is discarded).
     pub(crate) fn forget_abort(&mut self) {
-        if let Some(pending) = self.owned.abort.take() {
+        if let Some(pending) = self.owned.recovery.abort.take() {
             self.owned.admin.forget(pending.ticket);
         }
     }
@@ -173,21 +216,21 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         if self.owned.link.presence() != Presence::Present {
             return self.remove();
         }
-        if self.owned.resets >= MAX_RESETS {
+        if self.owned.recovery.resets >= MAX_RESETS {
             warn!(
                 "nvme: giving up after {} resets: {cause}",
-                self.owned.resets
+                self.owned.recovery.resets
             );
             return self.fail(cause);
         }
         let failed = self.fail_outstanding(cause, Refusal::NotReady);
         self.clear_enable();
-        let backoff = BACKOFF * (1u32 << self.owned.resets);
-        self.owned.resets += 1;
-        self.owned.reset_count = self.owned.reset_count.saturating_add(1);
+        let backoff = BACKOFF * (1u32 << self.owned.recovery.resets);
+        self.owned.recovery.resets += 1;
+        self.owned.recovery.reset_count = self.owned.recovery.reset_count.saturating_add(1);
         warn!(
             "nvme: controller reset {} of {MAX_RESETS} after {cause}, {failed} commands failed",
-            self.owned.resets
+            self.owned.recovery.resets
         );
         self.owned.state = State::Resetting;
         let deadline = self.now() + self.ready_timeout();
@@ -276,7 +319,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 
     /// A command succeeded: the controller works, forget earlier resets.
     pub(crate) fn note_success(&mut self) {
-        self.owned.resets = 0;
+        self.owned.recovery.note_success();
     }
 
     /// See [`Engine::clear_subsystem_reset`].

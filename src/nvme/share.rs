@@ -124,7 +124,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     pub fn tick(&mut self) -> State {
         let e = &mut self.engine;
         if e.shared.gate.take_success() {
-            e.owned.resets = 0;
+            e.owned.recovery.note_success();
         }
         match (e.owned.state, e.owned.step) {
             (State::Ready, Step::Ready) => match e.check_health() {
@@ -165,7 +165,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 
     /// Resets the driver made since the controller was attached.
     pub fn reset_count(&self) -> u32 {
-        self.engine.owned.reset_count
+        self.engine.owned.recovery.reset_count()
     }
 }
 

@@ -86,7 +86,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// `refusal` from before the first queue is locked.
     pub(crate) fn fail_outstanding(&mut self, error: Error, refusal: Refusal) -> usize {
         self.owned.admin_pending = None;
-        self.owned.abort = None;
+        self.owned.recovery.drop_abort();
         self.owned.admin.abandon_all();
         self.owned.events.abandon();
         let own = self.own_commands_in_flight();
