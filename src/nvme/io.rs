@@ -835,29 +835,16 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         internal: bool,
         buffer: &mut Option<DmaRegion>,
     ) -> Result<u16> {
-        let Transfer {
-            opcode,
-            cdw12,
-            lba,
-            blocks,
-        } = command;
         let Some(q) = self.shared.io.get_mut(queue as usize).map(Mutex::get_mut) else {
             return Err(unknown_queue(queue));
         };
-        let platform = &self.shared.platform;
-        let io_timeout_ns = self.shared.io_timeout_ns;
         transfer_into(
-            platform,
-            io_timeout_ns,
+            &self.shared.platform,
+            self.shared.io_timeout_ns,
             q,
             queue,
             ns,
-            Transfer {
-                opcode,
-                cdw12,
-                lba,
-                blocks,
-            },
+            command,
             phys,
             len,
             tag,
