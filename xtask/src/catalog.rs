@@ -348,7 +348,7 @@ fn power_and_bring_up() -> Vec<Scenario> {
             with_second("bringup-pull-early", 0),
             "scenario=plug mode=bringup port=0:5.0 after_ticks=0",
         )
-        .expect("pulled_in", "Resetting")
+        .expect("pulled_in", "Discovered")
         .expect("survivor", "ready")
         .expect("dma_regions", "0")
         .expect("dma_bytes", "0"),
