@@ -202,9 +202,9 @@ pub(crate) struct Ending {
 
 /// An NVMe controller driven by polling.
 ///
-/// Its state is in two parts: [`Shared`], what every I/O queue reads (the
+/// Its state is in two parts: `Shared`, what every I/O queue reads (the
 /// platform, the registers, the settings, the queue pairs each behind its own
-/// lock, the served namespaces, the gate), and [`Owned`], what only the
+/// lock, the served namespaces, the gate), and `Owned`, what only the
 /// controller's owner changes (the lifecycle, recovery, the admin channel,
 /// events). [`Controller::share`] lends the first to queue handles on other
 /// cores and the second to a monitor.
