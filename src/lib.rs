@@ -33,8 +33,8 @@ pub use error::{Error, Result, Wait};
 pub use event::{ControllerId, Detection, Event};
 pub use link::{DeviceLink, DmaStop, Presence};
 pub use nvme::{
-    Completion, Controller, ControllerConfig, IoOp, LogData, LogPage, Namespace, NamespaceRefusal,
-    Notice, Quarantine, QueueId, Rejected, State, Threshold, Token,
+    Completion, Controller, ControllerConfig, IoOp, IoQueue, IoQueues, LogData, LogPage, Monitor,
+    Namespace, NamespaceRefusal, Notice, Quarantine, QueueId, Rejected, State, Threshold, Token,
 };
 pub use pci::link::PciLink;
 pub use platform::{

@@ -439,6 +439,11 @@ pub struct MmioRegisters {
 // SAFETY: the mapping is plain device memory; every access is a single volatile
 // operation, which is what the device expects from any CPU.
 unsafe impl Send for MmioRegisters {}
+// SAFETY: `&MmioRegisters` only performs single volatile accesses to device
+// registers, never to memory Rust owns; two CPUs writing different
+// registers (each queue's doorbells) is what the device is built for, and
+// the driver orders accesses to one register itself (a queue's lock).
+unsafe impl Sync for MmioRegisters {}
 
 impl MmioRegisters {
     /// Wraps a mapping of `len` bytes of registers at `base`.

@@ -137,7 +137,7 @@ impl<
         events: &mut Events,
         previous: impl FnOnce(&IdString<20>) -> Option<ControllerId>,
     ) -> bool {
-        let served = self.controller.state() == State::Ready || self.controller.came_up;
+        let served = self.controller.state() == State::Ready || self.controller.owned.came_up;
         if self.reported.ready || !served {
             return true;
         }

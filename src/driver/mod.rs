@@ -194,6 +194,20 @@ impl<
         self.entry_mut(id).map(|e| e.controller_mut())
     }
 
+    /// Lends controller `id`'s I/O queues to handles for other cores and
+    /// returns them with its monitor (see [`crate::nvme::share`]). The
+    /// driver is borrowed meanwhile, so its tick does not run: call the
+    /// monitor's tick instead. Hot-add is seen, and attached, once the share
+    /// ends; a removal of this controller is seen by its monitor, and
+    /// reported as [`Event::Removed`] by the first driver tick after the
+    /// share.
+    pub fn share(
+        &mut self,
+        id: ControllerId,
+    ) -> Result<crate::nvme::Share<'_, P, PciLink<C>, QUEUES, DEPTH>> {
+        self.entry_mut(id)?.controller_mut().share()
+    }
+
     /// The PCI address of controller `id`.
     pub fn address(&self, id: ControllerId) -> Result<PciAddress> {
         self.entries
@@ -256,7 +270,7 @@ impl<
             let busy = self.entries.iter().flatten().any(|e| {
                 matches!(
                     e.controller().state(),
-                    State::Resetting | State::Enabling | State::Initializing
+                    State::Discovered | State::Resetting | State::Enabling | State::Initializing
                 )
             });
             if !busy || self.platform.now() > deadline {

@@ -44,7 +44,8 @@ impl<
             return;
         };
         match entry.controller().state() {
-            State::Resetting
+            State::Discovered
+            | State::Resetting
             | State::Enabling
             | State::Initializing
             | State::Detaching

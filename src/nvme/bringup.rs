@@ -15,7 +15,8 @@ use crate::nvme::qpair::QueuePair;
 use crate::nvme::queue::DoorbellBuffers;
 use crate::nvme::regs::{self, Cap, Cc, Csts};
 use crate::nvme::shared_memory::SharedMemory;
-use crate::platform::{Platform, RegisterAccess};
+use crate::platform::{Instant, Platform, RegisterAccess};
+use spin::Mutex;
 
 /// A queue whose rings were allocated at the step before has none.
 const NO_RINGS: Error = Error::Internal {
@@ -46,20 +47,23 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 Ok(Outcome::Progress) => continue,
                 Ok(Outcome::Waiting) => break,
                 Err(e) => {
-                    if self.link.presence() != Presence::Present {
+                    if self.owned.link.presence() != Presence::Present {
                         // Gone, not failed: whatever the step saw was the
                         // absence of the device.
                         self.remove();
                         return Err(Error::DeviceRemoved);
                     }
-                    if self.state == State::Detaching {
+                    if self.owned.state == State::Detaching {
                         if self.detach_step_failed(e) {
                             continue;
                         }
                         return Err(e);
                     }
-                    warn!("nvme: controller failed during {:?}: {}", self.step, e);
-                    if is_permanent(e) || self.resets >= crate::nvme::recovery::MAX_RESETS {
+                    warn!(
+                        "nvme: controller failed during {:?}: {}",
+                        self.owned.step, e
+                    );
+                    if is_permanent(e) || self.owned.recovery.exhausted() {
                         self.fail(e);
                     } else {
                         // A transient failure (timeout, fatal status) gets a
@@ -70,37 +74,19 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 }
             }
         }
-        match self.state {
-            State::Failed | State::Removed => Err(self.failure.unwrap_or(Error::ControllerFailed)),
+        match self.owned.state {
+            State::Failed | State::Removed => {
+                Err(self.owned.failure.unwrap_or(Error::ControllerFailed))
+            }
             s => Ok(s),
         }
     }
 
     fn step(&mut self) -> Result<Outcome> {
-        match self.step {
-            Step::Backoff { until } => {
-                if self.now() < until {
-                    return Ok(Outcome::Waiting);
-                }
-                self.step = Step::Start;
-                Ok(Outcome::Progress)
-            }
+        match self.owned.step {
+            Step::Backoff { until } => self.backoff_step(until),
             Step::Start => self.start_reset(),
-            Step::WaitDisabled { deadline } => {
-                // Enabling turns bus mastering on, so the controller must
-                // be proven disabled first (RDY = 0 on two reads, CAP
-                // reachable): a zero read of registers that do not decode
-                // is no proof, and an earlier controller still running
-                // there could reach memory returned long ago.
-                if self.disabled_proof().is_some() {
-                    self.enable()?;
-                    return Ok(Outcome::Progress);
-                }
-                if self.read_status().bits() == u32::MAX {
-                    return Err(Error::DeviceRemoved);
-                }
-                self.check_deadline(deadline, Wait::Disable)
-            }
+            Step::WaitDisabled { deadline } => self.wait_disabled(deadline),
             Step::ResetDisable { deadline, backoff } => {
                 Ok(if self.reset_disable_step(deadline, backoff) {
                     Outcome::Progress
@@ -113,233 +99,303 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             } else {
                 Outcome::Waiting
             }),
-            Step::WaitEnabled { deadline } => {
-                let csts = self.read_status();
-                if csts.bits() == u32::MAX || csts.contains(Csts::CFS) {
-                    return Err(Error::ControllerFailed);
-                }
-                if csts.contains(Csts::RDY) {
-                    self.state = State::Initializing;
-                    self.step = Step::IdentifyController;
-                    return Ok(Outcome::Progress);
-                }
-                self.check_deadline(deadline, Wait::Enable)
-            }
-            Step::IdentifyController => {
-                let scratch = self.scratch_phys()?;
-                let mut sqe = SubmissionEntry::new(admin::IDENTIFY);
-                sqe.prp1 = scratch;
-                sqe.cdw10 = cns::CONTROLLER;
-                let Some(_) = self.admin_exchange(sqe)? else {
-                    return Ok(Outcome::Waiting);
-                };
-                let mut page = [0; PAGE_SIZE];
-                let info = ControllerInfo::parse(self.read_scratch(&mut page))?;
-                self.max_transfer = transfer_limit(self.config.max_transfer, info.mdts);
-                info!(
-                    "nvme: controller {} {} fw {} mdts {} KiB, {} namespaces",
-                    info.model,
-                    info.serial,
-                    info.firmware,
-                    self.max_transfer >> 10,
-                    info.namespace_count
-                );
-                self.info = Some(info);
-                self.step = Step::SetQueueCount;
-                Ok(Outcome::Progress)
-            }
-            Step::SetQueueCount => {
-                let wanted = self.config.io_queues.clamp(1, QUEUES as u16);
-                let mut sqe = SubmissionEntry::new(admin::SET_FEATURES);
-                sqe.cdw10 = feature::NUMBER_OF_QUEUES;
-                sqe.cdw11 = ((wanted as u32 - 1) << 16) | (wanted as u32 - 1);
-                let Some(dw0) = self.admin_exchange(sqe)? else {
-                    return Ok(Outcome::Waiting);
-                };
-                // Both counts are 0-based; a controller may grant more or fewer.
-                let granted_sq = (dw0 & 0xFFFF) + 1;
-                let granted_cq = (dw0 >> 16) + 1;
-                let count = (wanted as u32).min(granted_sq).min(granted_cq) as u16;
-                self.setup_io_queues(count)?;
-                self.step = Step::CreateCq(0);
-                Ok(Outcome::Progress)
-            }
-            Step::CreateCq(i) => {
-                let q = &self.io[i as usize];
-                let (_, cq_phys) = q.ring_addresses().ok_or(NO_RINGS)?;
-                let mut sqe = SubmissionEntry::new(admin::CREATE_CQ);
-                sqe.prp1 = cq_phys;
-                sqe.cdw10 = ((q.entries() as u32 - 1) << 16) | q.qid as u32;
-                sqe.cdw11 = 1; // physically contiguous, interrupts off
-                let Some(_) = self.admin_exchange(sqe)? else {
-                    return Ok(Outcome::Waiting);
-                };
-                self.step = Step::CreateSq(i);
-                Ok(Outcome::Progress)
-            }
-            Step::CreateSq(i) => {
-                let q = &self.io[i as usize];
-                let (sq_phys, _) = q.ring_addresses().ok_or(NO_RINGS)?;
-                let mut sqe = SubmissionEntry::new(admin::CREATE_SQ);
-                sqe.prp1 = sq_phys;
-                sqe.cdw10 = ((q.entries() as u32 - 1) << 16) | q.qid as u32;
-                sqe.cdw11 = ((q.qid as u32) << 16) | 1; // its CQ, contiguous
-                let Some(_) = self.admin_exchange(sqe)? else {
-                    return Ok(Outcome::Waiting);
-                };
-                self.step = if (i as usize + 1) < self.io.len() {
-                    Step::CreateCq(i + 1)
-                } else {
-                    Step::DoorbellBuffers
-                };
-                Ok(Outcome::Progress)
-            }
+            Step::WaitEnabled { deadline } => self.wait_enabled(deadline),
+            Step::IdentifyController => self.identify_controller(),
+            Step::SetQueueCount => self.set_queue_count(),
+            Step::CreateCq(i) => self.create_cq(i),
+            Step::CreateSq(i) => self.create_sq(i),
             Step::DoorbellBuffers => self.configure_doorbell_buffers(),
-            Step::ActiveNamespaces => {
-                let scratch = self.scratch_phys()?;
-                let mut sqe = SubmissionEntry::new(admin::IDENTIFY);
-                sqe.prp1 = scratch;
-                sqe.cdw10 = cns::ACTIVE_NAMESPACES;
-                let Some(_) = self.admin_exchange(sqe)? else {
-                    return Ok(Outcome::Waiting);
-                };
-                let nn = self.info.map_or(0, |i| i.namespace_count);
-                let mut ids = heapless::Vec::new();
-                let mut skipped = 0;
-                let mut page = [0; PAGE_SIZE];
-                for id in identify::active_namespaces(self.read_scratch(&mut page), nn) {
-                    if ids.push(id?).is_err() {
-                        skipped += 1;
-                    }
-                }
-                if skipped > 0 {
-                    warn!("nvme: {skipped} namespaces beyond the driver's limit are not served");
-                }
-                self.pending_nsids = ids;
-                self.namespaces.clear();
-                self.refused.clear();
-                self.step = Step::NamespaceDescriptors(0);
-                Ok(Outcome::Progress)
-            }
+            Step::ActiveNamespaces => self.active_namespaces(),
             Step::NamespaceDescriptors(k) => self.namespace_descriptors(k),
-            Step::AsyncEvents => {
-                match self.admin_exchange(Self::async_event_config()) {
-                    Ok(None) => return Ok(Outcome::Waiting),
-                    Ok(Some(_)) => {}
-                    // Events then come only as the controller's defaults
-                    // allow; serving does not depend on them.
-                    Err(Error::CommandFailed { status, .. }) => {
-                        warn!("nvme: Asynchronous Event Configuration failed ({status})")
-                    }
-                    Err(e) => return Err(e),
-                }
-                self.arm_async_events();
-                self.renew_namespace_stamp();
-                self.state = State::Ready;
-                self.step = Step::Ready;
-                self.came_up = true;
-                info!(
-                    "nvme: ready, {} I/O queues of {} entries, {} namespaces ({} refused)",
-                    self.io.len(),
-                    self.queue_entries,
-                    self.namespaces.len(),
-                    self.refused.len()
-                );
-                Ok(Outcome::Progress)
-            }
-            Step::IdentifyNamespace(k) => {
-                let Some(&nsid) = self.pending_nsids.get(k as usize) else {
-                    self.step = Step::NamespaceDescriptors(k);
-                    return Ok(Outcome::Progress);
-                };
-                let scratch = self.scratch_phys()?;
-                let mut sqe = SubmissionEntry::new(admin::IDENTIFY);
-                sqe.prp1 = scratch;
-                sqe.nsid = nsid;
-                sqe.cdw10 = cns::NAMESPACE;
-                let Some(_) = self.admin_exchange(sqe)? else {
-                    return Ok(Outcome::Waiting);
-                };
-                let mut page = [0; PAGE_SIZE];
-                if let Some(info) = NamespaceInfo::parse(nsid, self.read_scratch(&mut page))? {
-                    match info.refusal(self.max_transfer) {
-                        Some(reason) => self.refuse_namespace(nsid, reason),
-                        None => {
-                            // At least 1: the block fits in max_transfer.
-                            let max_blocks = (self.max_transfer >> info.block_shift).min(1 << 16);
-                            // The list has at most MAX_NAMESPACES entries, as does this.
-                            let _ = self.namespaces.push(Namespace { info, max_blocks });
-                        }
-                    }
-                }
-                self.step = Step::NamespaceDescriptors(k + 1);
-                Ok(Outcome::Progress)
-            }
+            Step::AsyncEvents => self.enable_async_events(),
+            Step::IdentifyNamespace(k) => self.identify_namespace(k),
             Step::Ready | Step::Finished => Ok(Outcome::Waiting),
-            Step::Drain { deadline } => {
-                let shadow = self.doorbell_buffers.as_ref();
-                for q in self.io.iter_mut() {
-                    q.publish(&self.platform, &self.regs, shadow);
-                    q.reap(&self.platform, &self.regs, shadow);
-                }
-                if self.in_flight() == 0 || self.now() > deadline {
-                    self.collect_detach_flushes();
-                    self.step = Step::DeleteSq(0);
-                    return Ok(Outcome::Progress);
-                }
-                Ok(Outcome::Waiting)
-            }
-            Step::DeleteSq(i) => {
-                let Some(q) = self.io.get(i as usize) else {
-                    self.step = Step::DeleteCq(0);
-                    return Ok(Outcome::Progress);
-                };
-                let mut sqe = SubmissionEntry::new(admin::DELETE_SQ);
-                sqe.cdw10 = q.qid as u32;
-                if self.admin_exchange(sqe)?.is_none() {
-                    return Ok(Outcome::Waiting);
-                }
-                self.step = Step::DeleteSq(i + 1);
-                Ok(Outcome::Progress)
-            }
-            Step::DeleteCq(i) => {
-                let Some(q) = self.io.get(i as usize) else {
-                    self.step = Step::Shutdown;
-                    return Ok(Outcome::Progress);
-                };
-                let mut sqe = SubmissionEntry::new(admin::DELETE_CQ);
-                sqe.cdw10 = q.qid as u32;
-                if self.admin_exchange(sqe)?.is_none() {
-                    return Ok(Outcome::Waiting);
-                }
-                self.step = Step::DeleteCq(i + 1);
-                Ok(Outcome::Progress)
-            }
-            Step::Shutdown => {
-                let cc = self.regs.read32(regs::CC) & !Cc::SHN_MASK;
-                self.regs.write32(regs::CC, cc | Cc::SHN_NORMAL.bits());
-                let deadline = self.now() + self.config.shutdown_timeout;
-                self.step = Step::WaitShutdown { deadline };
-                Ok(Outcome::Progress)
-            }
-            Step::WaitShutdown { deadline } => {
-                let csts = self.read_status();
-                if csts.bits() != u32::MAX && csts.shutdown_complete() {
-                    info!("nvme: controller shut down");
-                    // Shut down is not disabled: a controller left enabled
-                    // still holds its queue addresses, and whoever turns bus
-                    // mastering on next (a new attach) would let it reach
-                    // the memory returned now.
-                    self.clear_enable();
-                    self.begin_teardown(State::Detached, Error::Aborted);
-                    return Ok(Outcome::Progress);
-                }
-                if self.now() > deadline {
-                    return Err(Error::timeout(Wait::Shutdown, self.config.shutdown_timeout));
-                }
-                Ok(Outcome::Waiting)
+            Step::Drain { deadline } => self.drain_step(deadline),
+            Step::DeleteSq(i) => self.delete_sq(i),
+            Step::DeleteCq(i) => self.delete_cq(i),
+            Step::Shutdown => self.shutdown(),
+            Step::WaitShutdown { deadline } => self.wait_shutdown(deadline),
+        }
+    }
+
+    /// Waits out a reset's backoff.
+    fn backoff_step(&mut self, until: Instant) -> Result<Outcome> {
+        if self.now() < until {
+            return Ok(Outcome::Waiting);
+        }
+        self.owned.step = Step::Start;
+        Ok(Outcome::Progress)
+    }
+
+    /// Waits for proof that the controller is disabled, then enables it.
+    fn wait_disabled(&mut self, deadline: Instant) -> Result<Outcome> {
+        // Enabling turns bus mastering on, so the controller must
+        // be proven disabled first (RDY = 0 on two reads, CAP
+        // reachable): a zero read of registers that do not decode
+        // is no proof, and an earlier controller still running
+        // there could reach memory returned long ago.
+        if self.disabled_proof().is_some() {
+            self.enable()?;
+            return Ok(Outcome::Progress);
+        }
+        if self.read_status().bits() == u32::MAX {
+            return Err(Error::DeviceRemoved);
+        }
+        self.check_deadline(deadline, Wait::Disable)
+    }
+
+    /// Waits for CSTS.RDY = 1.
+    fn wait_enabled(&mut self, deadline: Instant) -> Result<Outcome> {
+        let csts = self.read_status();
+        if csts.bits() == u32::MAX || csts.contains(Csts::CFS) {
+            return Err(Error::ControllerFailed);
+        }
+        if csts.contains(Csts::RDY) {
+            self.owned.state = State::Initializing;
+            self.owned.step = Step::IdentifyController;
+            return Ok(Outcome::Progress);
+        }
+        self.check_deadline(deadline, Wait::Enable)
+    }
+
+    /// Identify Controller: the limits the rest of bring-up uses.
+    fn identify_controller(&mut self) -> Result<Outcome> {
+        let scratch = self.scratch_phys()?;
+        let mut sqe = SubmissionEntry::new(admin::IDENTIFY);
+        sqe.prp1 = scratch;
+        sqe.cdw10 = cns::CONTROLLER;
+        let Some(_) = self.admin_exchange(sqe)? else {
+            return Ok(Outcome::Waiting);
+        };
+        let mut page = [0; PAGE_SIZE];
+        let info = ControllerInfo::parse(self.read_scratch(&mut page))?;
+        self.shared.max_transfer = transfer_limit(self.shared.config.max_transfer, info.mdts);
+        info!(
+            "nvme: controller {} {} fw {} mdts {} KiB, {} namespaces",
+            info.model,
+            info.serial,
+            info.firmware,
+            self.shared.max_transfer >> 10,
+            info.namespace_count
+        );
+        self.shared.info = Some(info);
+        self.owned.step = Step::SetQueueCount;
+        Ok(Outcome::Progress)
+    }
+
+    /// Number of Queues, then the I/O queue pairs' memory.
+    fn set_queue_count(&mut self) -> Result<Outcome> {
+        let wanted = self.shared.config.io_queues.clamp(1, QUEUES as u16);
+        let mut sqe = SubmissionEntry::new(admin::SET_FEATURES);
+        sqe.cdw10 = feature::NUMBER_OF_QUEUES;
+        sqe.cdw11 = ((wanted as u32 - 1) << 16) | (wanted as u32 - 1);
+        let Some(dw0) = self.admin_exchange(sqe)? else {
+            return Ok(Outcome::Waiting);
+        };
+        // Both counts are 0-based; a controller may grant more or fewer.
+        let granted_sq = (dw0 & 0xFFFF) + 1;
+        let granted_cq = (dw0 >> 16) + 1;
+        let count = (wanted as u32).min(granted_sq).min(granted_cq) as u16;
+        self.setup_io_queues(count)?;
+        self.owned.step = Step::CreateCq(0);
+        Ok(Outcome::Progress)
+    }
+
+    /// Create I/O Completion Queue of the `i`th queue pair.
+    fn create_cq(&mut self, i: u16) -> Result<Outcome> {
+        let q = self.shared.io[i as usize].get_mut();
+        let (_, cq_phys) = q.ring_addresses().ok_or(NO_RINGS)?;
+        let mut sqe = SubmissionEntry::new(admin::CREATE_CQ);
+        sqe.prp1 = cq_phys;
+        sqe.cdw10 = ((q.entries() as u32 - 1) << 16) | q.qid as u32;
+        sqe.cdw11 = 1; // physically contiguous, interrupts off
+        let Some(_) = self.admin_exchange(sqe)? else {
+            return Ok(Outcome::Waiting);
+        };
+        self.owned.step = Step::CreateSq(i);
+        Ok(Outcome::Progress)
+    }
+
+    /// Create I/O Submission Queue of the `i`th queue pair.
+    fn create_sq(&mut self, i: u16) -> Result<Outcome> {
+        let q = self.shared.io[i as usize].get_mut();
+        let (sq_phys, _) = q.ring_addresses().ok_or(NO_RINGS)?;
+        let mut sqe = SubmissionEntry::new(admin::CREATE_SQ);
+        sqe.prp1 = sq_phys;
+        sqe.cdw10 = ((q.entries() as u32 - 1) << 16) | q.qid as u32;
+        sqe.cdw11 = ((q.qid as u32) << 16) | 1; // its CQ, contiguous
+        let Some(_) = self.admin_exchange(sqe)? else {
+            return Ok(Outcome::Waiting);
+        };
+        self.owned.step = if (i as usize + 1) < self.shared.io.len() {
+            Step::CreateCq(i + 1)
+        } else {
+            Step::DoorbellBuffers
+        };
+        Ok(Outcome::Progress)
+    }
+
+    /// The active namespace list.
+    fn active_namespaces(&mut self) -> Result<Outcome> {
+        let scratch = self.scratch_phys()?;
+        let mut sqe = SubmissionEntry::new(admin::IDENTIFY);
+        sqe.prp1 = scratch;
+        sqe.cdw10 = cns::ACTIVE_NAMESPACES;
+        let Some(_) = self.admin_exchange(sqe)? else {
+            return Ok(Outcome::Waiting);
+        };
+        let nn = self.shared.info.map_or(0, |i| i.namespace_count);
+        let mut ids = heapless::Vec::new();
+        let mut skipped = 0;
+        let mut page = [0; PAGE_SIZE];
+        for id in identify::active_namespaces(self.read_scratch(&mut page), nn) {
+            if ids.push(id?).is_err() {
+                skipped += 1;
             }
         }
+        if skipped > 0 {
+            warn!("nvme: {skipped} namespaces beyond the driver's limit are not served");
+        }
+        self.owned.pending_nsids = ids;
+        self.shared.namespaces.clear();
+        self.owned.refused.clear();
+        self.owned.step = Step::NamespaceDescriptors(0);
+        Ok(Outcome::Progress)
+    }
+
+    /// Asynchronous Event Configuration, the event requests armed: serving.
+    fn enable_async_events(&mut self) -> Result<Outcome> {
+        match self.admin_exchange(Self::async_event_config()) {
+            Ok(None) => return Ok(Outcome::Waiting),
+            Ok(Some(_)) => {}
+            // Events then come only as the controller's defaults
+            // allow; serving does not depend on them.
+            Err(Error::CommandFailed { status, .. }) => {
+                warn!("nvme: Asynchronous Event Configuration failed ({status})")
+            }
+            Err(e) => return Err(e),
+        }
+        self.arm_async_events();
+        self.renew_namespace_stamp();
+        self.owned.state = State::Ready;
+        self.owned.step = Step::Ready;
+        self.owned.came_up = true;
+        info!(
+            "nvme: ready, {} I/O queues of {} entries, {} namespaces ({} refused)",
+            self.shared.io.len(),
+            self.shared.queue_entries,
+            self.shared.namespaces.len(),
+            self.owned.refused.len()
+        );
+        Ok(Outcome::Progress)
+    }
+
+    /// Identify Namespace of the `k`th active namespace (an NVM one).
+    fn identify_namespace(&mut self, k: u16) -> Result<Outcome> {
+        let Some(&nsid) = self.owned.pending_nsids.get(k as usize) else {
+            self.owned.step = Step::NamespaceDescriptors(k);
+            return Ok(Outcome::Progress);
+        };
+        let scratch = self.scratch_phys()?;
+        let mut sqe = SubmissionEntry::new(admin::IDENTIFY);
+        sqe.prp1 = scratch;
+        sqe.nsid = nsid;
+        sqe.cdw10 = cns::NAMESPACE;
+        let Some(_) = self.admin_exchange(sqe)? else {
+            return Ok(Outcome::Waiting);
+        };
+        let mut page = [0; PAGE_SIZE];
+        if let Some(info) = NamespaceInfo::parse(nsid, self.read_scratch(&mut page))? {
+            match info.refusal(self.shared.max_transfer) {
+                Some(reason) => self.refuse_namespace(nsid, reason),
+                None => {
+                    // At least 1: the block fits in max_transfer.
+                    let max_blocks = (self.shared.max_transfer >> info.block_shift).min(1 << 16);
+                    // The list has at most MAX_NAMESPACES entries, as does this.
+                    let _ = self.shared.namespaces.push(Namespace { info, max_blocks });
+                }
+            }
+        }
+        self.owned.step = Step::NamespaceDescriptors(k + 1);
+        Ok(Outcome::Progress)
+    }
+
+    /// An orderly detach lets commands in flight finish (up to `deadline`).
+    fn drain_step(&mut self, deadline: Instant) -> Result<Outcome> {
+        let shadow = self.owned.doorbell_buffers.as_ref();
+        for q in self.shared.io.iter_mut().map(Mutex::get_mut) {
+            q.publish(&self.shared.platform, &self.shared.regs, shadow);
+            q.reap(&self.shared.platform, &self.shared.regs, shadow);
+        }
+        if self.in_flight() == 0 || self.now() > deadline {
+            self.collect_detach_flushes();
+            self.owned.step = Step::DeleteSq(0);
+            return Ok(Outcome::Progress);
+        }
+        Ok(Outcome::Waiting)
+    }
+
+    /// Delete I/O Submission Queue of the `i`th queue pair.
+    fn delete_sq(&mut self, i: u16) -> Result<Outcome> {
+        let Some(q) = self.shared.io.get_mut(i as usize).map(Mutex::get_mut) else {
+            self.owned.step = Step::DeleteCq(0);
+            return Ok(Outcome::Progress);
+        };
+        let mut sqe = SubmissionEntry::new(admin::DELETE_SQ);
+        sqe.cdw10 = q.qid as u32;
+        if self.admin_exchange(sqe)?.is_none() {
+            return Ok(Outcome::Waiting);
+        }
+        self.owned.step = Step::DeleteSq(i + 1);
+        Ok(Outcome::Progress)
+    }
+
+    /// Delete I/O Completion Queue of the `i`th queue pair.
+    fn delete_cq(&mut self, i: u16) -> Result<Outcome> {
+        let Some(q) = self.shared.io.get_mut(i as usize).map(Mutex::get_mut) else {
+            self.owned.step = Step::Shutdown;
+            return Ok(Outcome::Progress);
+        };
+        let mut sqe = SubmissionEntry::new(admin::DELETE_CQ);
+        sqe.cdw10 = q.qid as u32;
+        if self.admin_exchange(sqe)?.is_none() {
+            return Ok(Outcome::Waiting);
+        }
+        self.owned.step = Step::DeleteCq(i + 1);
+        Ok(Outcome::Progress)
+    }
+
+    /// Asks for a normal shutdown (CC.SHN).
+    fn shutdown(&mut self) -> Result<Outcome> {
+        let cc = self.shared.regs.read32(regs::CC) & !Cc::SHN_MASK;
+        self.shared
+            .regs
+            .write32(regs::CC, cc | Cc::SHN_NORMAL.bits());
+        let deadline = self.now() + self.shared.config.shutdown_timeout;
+        self.owned.step = Step::WaitShutdown { deadline };
+        Ok(Outcome::Progress)
+    }
+
+    /// Waits for the shutdown to complete, then stops the device's DMA.
+    fn wait_shutdown(&mut self, deadline: Instant) -> Result<Outcome> {
+        let csts = self.read_status();
+        if csts.bits() != u32::MAX && csts.shutdown_complete() {
+            info!("nvme: controller shut down");
+            // Shut down is not disabled: a controller left enabled
+            // still holds its queue addresses, and whoever turns bus
+            // mastering on next (a new attach) would let it reach
+            // the memory returned now.
+            self.clear_enable();
+            self.begin_teardown(State::Detached, Error::Aborted);
+            return Ok(Outcome::Progress);
+        }
+        if self.now() > deadline {
+            return Err(Error::timeout(
+                Wait::Shutdown,
+                self.shared.config.shutdown_timeout,
+            ));
+        }
+        Ok(Outcome::Waiting)
     }
 
     /// A detach step failed with `e`. A queue deletion that fails does not
@@ -348,15 +404,15 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// ends the controller as `Failed` with the error: the detach could not
     /// complete. Returns whether the detach goes on.
     fn detach_step_failed(&mut self, e: Error) -> bool {
-        match self.step {
+        match self.owned.step {
             Step::Drain { .. } | Step::DeleteSq(_) | Step::DeleteCq(_) => {
                 warn!(
                     "nvme: detach: {:?} failed ({e}), shutting down anyway",
-                    self.step
+                    self.owned.step
                 );
-                self.detach_error.get_or_insert(e);
+                self.owned.detach_error.get_or_insert(e);
                 self.abandon_admin_command();
-                self.step = Step::Shutdown;
+                self.owned.step = Step::Shutdown;
                 true
             }
             _ => {
@@ -372,8 +428,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// anything else is read of it: only NVM namespaces go on to Identify
     /// Namespace. Past the last namespace the controller is ready.
     fn namespace_descriptors(&mut self, k: u16) -> Result<Outcome> {
-        let Some(&nsid) = self.pending_nsids.get(k as usize) else {
-            self.step = Step::AsyncEvents;
+        let Some(&nsid) = self.owned.pending_nsids.get(k as usize) else {
+            self.owned.step = Step::AsyncEvents;
             return Ok(Outcome::Progress);
         };
         let mut sqe = SubmissionEntry::new(admin::IDENTIFY);
@@ -400,7 +456,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             }
             Err(e) => return Err(e),
         };
-        self.step = match refusal {
+        self.owned.step = match refusal {
             None => Step::IdentifyNamespace(k),
             Some(reason) => {
                 self.refuse_namespace(nsid, reason);
@@ -413,7 +469,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     fn refuse_namespace(&mut self, nsid: u32, reason: NamespaceRefusal) {
         warn!("nvme: namespace {nsid} not served: {reason}");
         // The list has at most MAX_NAMESPACES entries, as does this.
-        let _ = self.refused.push((nsid, reason));
+        let _ = self.owned.refused.push((nsid, reason));
     }
 
     /// Doorbell Buffer Config (admin opcode 0x7C, OACS bit 8) when the
@@ -422,29 +478,35 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// admin queue keeps its MMIO doorbells. A controller that refuses the
     /// command keeps working with MMIO doorbells.
     fn configure_doorbell_buffers(&mut self) -> Result<Outcome> {
-        let supported = self.info.is_some_and(|i| i.supports_shadow_doorbells());
-        let last = regs::cq_head_doorbell(self.io.len() as u16, self.cap.doorbell_stride_exp());
-        if !self.config.shadow_doorbells || !supported || !DoorbellBuffers::covers(last) {
+        let supported = self
+            .shared
+            .info
+            .is_some_and(|i| i.supports_shadow_doorbells());
+        let last = regs::cq_head_doorbell(
+            self.shared.io.len() as u16,
+            self.shared.cap.doorbell_stride_exp(),
+        );
+        if !self.shared.config.shadow_doorbells || !supported || !DoorbellBuffers::covers(last) {
             self.release_doorbell_buffers();
-            self.step = Step::ActiveNamespaces;
+            self.owned.step = Step::ActiveNamespaces;
             return Ok(Outcome::Progress);
         }
-        if self.admin_pending.is_none() {
+        if self.owned.admin_pending.is_none() {
             // About to issue the command: fresh, zeroed pages (tails and
             // heads of the new queues are 0).
-            match self.doorbell_buffers.as_mut() {
-                Some(buffers) => buffers.clear(&self.platform),
-                None => match DoorbellBuffers::alloc(&self.platform) {
-                    Ok(buffers) => self.doorbell_buffers = Some(buffers),
+            match self.owned.doorbell_buffers.as_mut() {
+                Some(buffers) => buffers.clear(&self.shared.platform),
+                None => match DoorbellBuffers::alloc(&self.shared.platform) {
+                    Ok(buffers) => self.owned.doorbell_buffers = Some(buffers),
                     Err(e) => {
                         warn!("nvme: no memory for shadow doorbells ({e}), using MMIO doorbells");
-                        self.step = Step::ActiveNamespaces;
+                        self.owned.step = Step::ActiveNamespaces;
                         return Ok(Outcome::Progress);
                     }
                 },
             }
         }
-        let Some((shadow, event_idx)) = self.doorbell_buffers.as_ref().map(|b| b.addresses())
+        let Some((shadow, event_idx)) = self.owned.doorbell_buffers.as_ref().map(|b| b.addresses())
         else {
             return Err(Error::Internal {
                 what: "shadow doorbell pages missing",
@@ -456,7 +518,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         match self.admin_exchange(sqe) {
             Ok(None) => return Ok(Outcome::Waiting),
             Ok(Some(_)) => {
-                for q in self.io.iter_mut() {
+                for q in self.shared.io.iter_mut().map(Mutex::get_mut) {
                     q.use_shadow_doorbells();
                 }
                 info!("nvme: shadow doorbells on");
@@ -467,56 +529,64 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             }
             Err(e) => return Err(e),
         }
-        self.step = Step::ActiveNamespaces;
+        self.owned.step = Step::ActiveNamespaces;
         Ok(Outcome::Progress)
     }
 
     fn release_doorbell_buffers(&mut self) {
-        if let Some(buffers) = self.doorbell_buffers.take() {
-            buffers.release(&self.platform);
+        if let Some(buffers) = self.owned.doorbell_buffers.take() {
+            buffers.release(&self.shared.platform);
         }
     }
 
     fn start_reset(&mut self) -> Result<Outcome> {
-        let cap = Cap(self.regs.read64(regs::CAP));
-        validate_cap(cap, self.regs_len, QUEUES)?;
-        self.cap = cap;
-        self.state = State::Resetting;
+        let cap = Cap(self.shared.regs.read64(regs::CAP));
+        validate_cap(cap, self.shared.regs_len, QUEUES)?;
+        self.shared.cap = cap;
+        self.owned.state = State::Resetting;
         self.clear_subsystem_reset();
         // Firmware may have left the controller enabled with its own queues:
         // always start from a reset.
-        let cc = self.regs.read32(regs::CC);
+        let cc = self.shared.regs.read32(regs::CC);
         if cc & Cc::EN.bits() != 0 {
-            self.regs.write32(regs::CC, cc & !Cc::EN.bits());
+            self.shared.regs.write32(regs::CC, cc & !Cc::EN.bits());
         }
         let deadline = self.now() + self.ready_timeout();
-        self.step = Step::WaitDisabled { deadline };
+        self.owned.step = Step::WaitDisabled { deadline };
         Ok(Outcome::Progress)
     }
 
     fn enable(&mut self) -> Result<()> {
         // The controller was seen disabled: only now may it reach memory.
-        if !self.link.allow_dma() {
+        if !self.owned.link.allow_dma() {
             return Err(Error::DeviceUnsupported {
                 what: "bus mastering (the command register ignores it)",
             });
         }
-        if self.scratch.is_none() {
-            self.scratch = Some(SharedMemory::alloc(&self.platform, PAGE_SIZE, PAGE_SIZE)?);
+        if self.owned.scratch.is_none() {
+            self.owned.scratch = Some(SharedMemory::alloc(
+                &self.shared.platform,
+                PAGE_SIZE,
+                PAGE_SIZE,
+            )?);
         }
-        let dstrd = self.cap.doorbell_stride_exp();
-        let entries = (ADMIN_QUEUE_DEPTH as u32).min(self.cap.max_queue_entries()) as u16;
-        let (asq, acq) = self.admin.attach_rings(&self.platform, entries, dstrd)?;
-        self.regs
+        let dstrd = self.shared.cap.doorbell_stride_exp();
+        let entries = (ADMIN_QUEUE_DEPTH as u32).min(self.shared.cap.max_queue_entries()) as u16;
+        let (asq, acq) = self
+            .owned
+            .admin
+            .attach_rings(&self.shared.platform, entries, dstrd)?;
+        self.shared
+            .regs
             .write32(regs::AQA, regs::aqa_value(entries, entries));
-        self.regs.write64(regs::ASQ, asq);
-        self.regs.write64(regs::ACQ, acq);
+        self.shared.regs.write64(regs::ASQ, asq);
+        self.shared.regs.write64(regs::ACQ, acq);
         // Interrupts are not used: mask them all.
-        self.regs.write32(regs::INTMS, u32::MAX);
-        self.regs.write32(regs::CC, Cc::enable_value(0));
-        self.state = State::Enabling;
+        self.shared.regs.write32(regs::INTMS, u32::MAX);
+        self.shared.regs.write32(regs::CC, Cc::enable_value(0));
+        self.owned.state = State::Enabling;
         let deadline = self.now() + self.ready_timeout();
-        self.step = Step::WaitEnabled { deadline };
+        self.owned.step = Step::WaitEnabled { deadline };
         Ok(())
     }
 
@@ -524,39 +594,47 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         // A queue needs two entries (one always stays empty); a smaller
         // request is the embedder's, clamped like the other settings, so
         // only the controller's CAP.MQES can make this fail.
-        let entries = (self.config.queue_depth.max(2) as u32)
-            .min(self.cap.max_queue_entries())
+        let entries = (self.shared.config.queue_depth.max(2) as u32)
+            .min(self.shared.cap.max_queue_entries())
             .min(DEPTH as u32) as u16;
         if entries < 2 {
             return Err(Error::BadDeviceValue {
                 field: "CAP.MQES",
-                value: self.cap.max_queue_entries() as u64 - 1,
+                value: self.shared.cap.max_queue_entries() as u64 - 1,
             });
         }
-        let dstrd = self.cap.doorbell_stride_exp();
-        let stride = prp::list_stride(self.max_transfer as usize);
-        if self.io.len() != count as usize || self.queue_entries != entries {
+        let dstrd = self.shared.cap.doorbell_stride_exp();
+        let stride = prp::list_stride(self.shared.max_transfer as usize);
+        if self.shared.io.len() != count as usize || self.shared.queue_entries != entries {
             // After a reset the old command tables may still hold commands
             // the reset failed, waiting for the caller's poll (with their
             // buffers): they must not be dropped with the old geometry.
-            if self.io.iter().any(|q| !q.tracker.is_idle()) {
+            if self
+                .shared
+                .io
+                .iter_mut()
+                .any(|q| !q.get_mut().tracker.is_idle())
+            {
                 return Err(Error::BadDeviceValue {
                     field: "queue geometry after reset",
                     value: ((count as u64) << 16) | entries as u64,
                 });
             }
-            for q in self.io.iter_mut() {
-                q.release(&self.platform);
+            for q in self.shared.io.iter_mut().map(Mutex::get_mut) {
+                q.release(&self.shared.platform);
             }
-            self.io.clear();
+            self.shared.io.clear();
             for qid in 1..=count {
                 // count <= QUEUES, so this always fits.
-                let _ = self.io.push(QueuePair::new(qid, entries));
+                let _ = self
+                    .shared
+                    .io
+                    .push(Mutex::new(QueuePair::new(qid, entries)));
             }
         }
-        self.queue_entries = entries;
-        for q in self.io.iter_mut() {
-            q.attach_rings(&self.platform, entries, dstrd, stride)?;
+        self.shared.queue_entries = entries;
+        for q in self.shared.io.iter_mut().map(Mutex::get_mut) {
+            q.attach_rings(&self.shared.platform, entries, dstrd, stride)?;
         }
         Ok(())
     }
@@ -564,14 +642,15 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     fn check_deadline(&self, deadline: crate::Instant, what: Wait) -> Result<Outcome> {
         let now = self.now();
         if now > deadline {
-            let waited = self.ready_timeout().max(self.config.admin_timeout);
+            let waited = self.ready_timeout().max(self.shared.config.admin_timeout);
             return Err(Error::timeout(what, waited));
         }
         Ok(Outcome::Waiting)
     }
 
     fn scratch_phys(&self) -> Result<u64> {
-        self.scratch
+        self.owned
+            .scratch
             .as_ref()
             .map(|s| s.phys().as_u64())
             .ok_or(Error::Internal {
@@ -582,9 +661,9 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// Copies the scratch page into `page` and returns the bytes copied:
     /// identify data is parsed from the copy, which the device cannot change.
     fn read_scratch<'a>(&self, page: &'a mut [u8; PAGE_SIZE]) -> &'a [u8] {
-        let n = self.scratch.as_ref().map_or(0, |s| {
+        let n = self.owned.scratch.as_ref().map_or(0, |s| {
             // What the device wrote, not stale lines of an earlier command.
-            s.invalidate(&self.platform, 0, PAGE_SIZE);
+            s.invalidate(&self.shared.platform, 0, PAGE_SIZE);
             s.copy_out(0, page)
         });
         &page[..n]
@@ -595,18 +674,27 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// completed successfully, `Ok(None)` while waiting.
     pub(crate) fn admin_exchange(&mut self, sqe: SubmissionEntry) -> Result<Option<u32>> {
         let now = self.now();
-        let Some(ticket) = self.admin_pending else {
-            self.admin_pending = Some(self.admin.submit(&self.platform, &self.regs, sqe, now)?);
+        let Some(ticket) = self.owned.admin_pending else {
+            self.owned.admin_pending = Some(self.owned.admin.submit(
+                &self.shared.platform,
+                &self.shared.regs,
+                sqe,
+                now,
+            )?);
             return Ok(None);
         };
-        match self.admin.poll(&self.platform, &self.regs, ticket, now) {
+        match self
+            .owned
+            .admin
+            .poll(&self.shared.platform, &self.shared.regs, ticket, now)
+        {
             None => Ok(None),
             Some(Ok(dw0)) => {
-                self.admin_pending = None;
+                self.owned.admin_pending = None;
                 Ok(Some(dw0))
             }
             Some(Err(e)) => {
-                self.admin_pending = None;
+                self.owned.admin_pending = None;
                 if matches!(e, Error::Timeout { .. }) {
                     let csts = self.read_status();
                     if csts.bits() == u32::MAX || csts.contains(Csts::CFS) {

@@ -11,11 +11,13 @@ use crate::error::{Error, Result};
 use crate::link::{DeviceLink, DmaStop};
 use crate::nvme::admin::{AdminChannel, Ticket};
 use crate::nvme::identify::{ControllerInfo, NamespaceInfo, NamespaceRefusal};
-use crate::nvme::qpair::{QueueFaults, QueuePair};
+use crate::nvme::qpair::QueueFaults;
 use crate::nvme::queue::DoorbellBuffers;
-use crate::nvme::regs::{self, Cap, Csts};
+use crate::nvme::regs::Csts;
+use crate::nvme::shared::Shared;
 use crate::nvme::shared_memory::SharedMemory;
-use crate::platform::{Instant, Platform, RegisterAccess};
+use crate::platform::{Instant, Platform};
+use spin::Mutex;
 
 /// Most I/O queue pairs per controller.
 pub const MAX_IO_QUEUES: usize = 4;
@@ -75,6 +77,8 @@ impl Default for ControllerConfig {
 /// Where a controller is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
+    /// Attached, not touched yet: the first step resets it.
+    Discovered,
     /// Being reset (CC.EN cleared, waiting for CSTS.RDY = 0).
     Resetting,
     /// Admin queue set up, waiting for CSTS.RDY = 1.
@@ -197,57 +201,50 @@ pub(crate) struct Ending {
 }
 
 /// An NVMe controller driven by polling.
+///
+/// Its state is in two parts: `Shared`, what every I/O queue reads (the
+/// platform, the registers, the settings, the queue pairs each behind its own
+/// lock, the served namespaces, the gate), and `Owned`, what only the
+/// controller's owner changes (the lifecycle, recovery, the admin channel,
+/// events). [`Controller::share`] lends the first to queue handles on other
+/// cores and the second to a monitor.
 pub struct Controller<
     P: Platform,
     L: DeviceLink = (),
     const QUEUES: usize = MAX_IO_QUEUES,
     const DEPTH: usize = MAX_QUEUE_DEPTH,
 > {
-    pub(crate) platform: P,
+    pub(crate) shared: Shared<P, QUEUES, DEPTH>,
+    pub(crate) owned: Owned<L>,
+}
+
+/// What only the controller's owner changes: the exclusive caller, or the
+/// monitor of a share.
+pub(crate) struct Owned<L> {
     pub(crate) link: L,
-    pub(crate) regs: P::Registers,
-    pub(crate) regs_len: usize,
-    pub(crate) config: ControllerConfig,
-    pub(crate) cap: Cap,
     pub(crate) state: State,
     pub(crate) step: Step,
     pub(crate) admin: AdminChannel,
     /// The admin command the lifecycle waits for.
     pub(crate) admin_pending: Option<Ticket>,
-    pub(crate) io: heapless::Vec<QueuePair<DEPTH>, QUEUES>,
     pub(crate) scratch: Option<SharedMemory>,
     /// Shadow doorbell and EventIdx pages, while Doorbell Buffer Config is
     /// in effect (or about to be).
     pub(crate) doorbell_buffers: Option<DoorbellBuffers>,
-    pub(crate) info: Option<ControllerInfo>,
-    pub(crate) namespaces: heapless::Vec<Namespace, MAX_NAMESPACES>,
-    /// Names this version of `namespaces` (see `renew_namespace_stamp`);
-    /// 0 while none was served.
-    pub(crate) namespace_stamp: u32,
-    /// `config.io_timeout` in nanoseconds, for the per-command deadline.
-    pub(crate) io_timeout_ns: u64,
     pub(crate) pending_nsids: heapless::Vec<u32, MAX_NAMESPACES>,
     /// Active namespaces not served, with the reason.
     pub(crate) refused: heapless::Vec<(u32, NamespaceRefusal), MAX_NAMESPACES>,
-    pub(crate) queue_entries: u16,
-    pub(crate) max_transfer: u32,
     pub(crate) failure: Option<Error>,
     /// Caller commands failed by teardowns.
     pub(crate) failed: u32,
-    /// Resets in a row without a successful command.
-    pub(crate) resets: u8,
-    /// Resets since the controller was attached.
-    pub(crate) reset_count: u32,
-    /// The abort the recovery waits for.
-    pub(crate) abort: Option<crate::nvme::recovery::PendingAbort>,
+    /// Resets, the abort waited for, glitches.
+    pub(crate) recovery: crate::nvme::recovery::Recovery,
     /// What the teardown in progress ends in.
     pub(crate) ending: Option<Ending>,
     /// How the device was proven unable to reach memory at the end.
     pub(crate) dma_stop: Option<DmaStop>,
     /// Memory kept for good because no such proof could be had.
     pub(crate) quarantine: Quarantine,
-    /// Odd status reads that a second read contradicted.
-    pub(crate) glitches: u32,
     /// Set when an orderly detach could not do everything it should (a
     /// queue deletion failed); the shutdown still runs.
     pub(crate) detach_error: Option<Error>,
@@ -274,68 +271,57 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         config: ControllerConfig,
     ) -> Self {
         Self {
-            platform,
-            link,
-            regs,
-            regs_len,
-            config,
-            cap: Cap(0),
-            state: State::Resetting,
-            step: Step::Start,
-            admin: AdminChannel::new(config.admin_timeout),
-            admin_pending: None,
-            io: heapless::Vec::new(),
-            scratch: None,
-            doorbell_buffers: None,
-            info: None,
-            namespaces: heapless::Vec::new(),
-            namespace_stamp: 0,
-            io_timeout_ns: u64::try_from(config.io_timeout.as_nanos()).unwrap_or(u64::MAX),
-            pending_nsids: heapless::Vec::new(),
-            refused: heapless::Vec::new(),
-            queue_entries: 0,
-            max_transfer: 0,
-            failure: None,
-            failed: 0,
-            resets: 0,
-            reset_count: 0,
-            abort: None,
-            ending: None,
-            dma_stop: None,
-            quarantine: Quarantine::default(),
-            glitches: 0,
-            detach_error: None,
-            came_up: false,
-            events: crate::nvme::events::AsyncEvents::new(),
-            detach_flushes: heapless::Vec::new(),
+            shared: Shared::new(platform, regs, regs_len, config),
+            owned: Owned {
+                link,
+                state: State::Discovered,
+                step: Step::Start,
+                admin: AdminChannel::new(config.admin_timeout),
+                admin_pending: None,
+                scratch: None,
+                doorbell_buffers: None,
+                pending_nsids: heapless::Vec::new(),
+                refused: heapless::Vec::new(),
+                failure: None,
+                failed: 0,
+                recovery: crate::nvme::recovery::Recovery::default(),
+                ending: None,
+                dma_stop: None,
+                quarantine: Quarantine::default(),
+                detach_error: None,
+                came_up: false,
+                events: crate::nvme::events::AsyncEvents::new(),
+                detach_flushes: heapless::Vec::new(),
+            },
         }
     }
 
     /// The current state.
     pub fn state(&self) -> State {
-        self.state
+        self.owned.state
     }
 
     /// Identify Controller data, once read.
     pub fn info(&self) -> Option<&ControllerInfo> {
-        self.info.as_ref()
+        self.shared.info.as_ref()
     }
 
     /// The active namespaces the driver serves, once discovered.
     pub fn namespaces(&self) -> &[Namespace] {
-        &self.namespaces
+        &self.shared.namespaces
     }
 
     /// The active namespaces the driver does not serve, with the reason
     /// (each is logged once per bring-up). I/O naming one fails with
     /// [`Error::UnknownNamespace`] without reaching the device.
     pub fn refused_namespaces(&self) -> &[(u32, NamespaceRefusal)] {
-        &self.refused
+        &self.owned.refused
     }
 
     /// The namespace `nsid`.
     pub fn namespace(&self, nsid: u32) -> Result<&Namespace> {
-        self.namespaces
+        self.shared
+            .namespaces
             .iter()
             .find(|n| n.id() == nsid)
             .ok_or(Error::UnknownNamespace { nsid })
@@ -344,8 +330,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// The namespace list stamp and the place of `nsid` in the list, for a
     /// namespace handle (`(0, 0)`, which never matches, when not served).
     pub(crate) fn namespace_place(&self, nsid: u32) -> (u32, u16) {
-        match self.namespaces.iter().position(|n| n.id() == nsid) {
-            Some(slot) => (self.namespace_stamp, slot as u16),
+        match self.shared.namespaces.iter().position(|n| n.id() == nsid) {
+            Some(slot) => (self.shared.namespace_stamp, slot as u16),
             None => (0, 0),
         }
     }
@@ -361,69 +347,70 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             // Wrapped: 0 means "no stamp".
             stamp = STAMPS.fetch_add(1, Ordering::Relaxed);
         }
-        self.namespace_stamp = stamp;
+        self.shared.namespace_stamp = stamp;
     }
 
     /// Number of I/O queues in use.
     pub fn io_queue_count(&self) -> u16 {
-        self.io.len() as u16
+        self.shared.io.len() as u16
     }
 
     /// The I/O queues in use.
     pub fn queues(&self) -> impl Iterator<Item = crate::nvme::QueueId> {
-        (0..self.io.len() as u16).map(crate::nvme::QueueId::new)
+        (0..self.shared.io.len() as u16).map(crate::nvme::QueueId::new)
     }
 
     /// Entries per I/O queue.
     pub fn queue_depth(&self) -> u16 {
-        self.queue_entries
+        self.shared.queue_entries
     }
 
     /// Largest transfer one command may carry, in bytes.
     pub fn max_transfer(&self) -> u32 {
-        self.max_transfer
+        self.shared.max_transfer
     }
 
     /// The error that failed the controller, if it failed.
     pub fn failure(&self) -> Option<Error> {
-        self.failure
+        self.owned.failure
     }
 
     /// Resets the driver made since the controller was attached (after a
     /// timeout the abort could not cure, fatal status, a subsystem reset).
     pub fn reset_count(&self) -> u32 {
-        self.reset_count
+        self.owned.recovery.reset_count()
     }
 
     /// Caller I/O commands the teardown failed (removal, failure or the end
     /// of a detach). The driver's own admin commands are not counted.
     pub fn failed_commands(&self) -> u32 {
-        self.failed
+        self.owned.failed
     }
 
     /// How the end of the controller made sure the device can no longer
     /// reach memory; `None` while it is not finished, or when no proof could
     /// be had and the memory was quarantined.
     pub fn dma_stop(&self) -> Option<DmaStop> {
-        self.dma_stop
+        self.owned.dma_stop
     }
 
     /// Memory kept for good because the device could not be proven unable
     /// to reach it.
     pub fn quarantined(&self) -> Quarantine {
-        self.quarantine
+        self.owned.quarantine
     }
 
     /// Odd status reads (CSTS without RDY, a silent config read) that a
     /// second read contradicted: glitches, not failures.
     pub fn glitches(&self) -> u32 {
-        self.glitches
+        self.owned.recovery.glitches()
     }
 
     /// Bad completions the device posted on all queues (each dropped).
     pub fn faults(&self) -> QueueFaults {
-        let mut total = self.admin.faults();
-        for q in &self.io {
+        let mut total = self.owned.admin.faults();
+        for q in &self.shared.io {
+            let q = q.lock();
             total.wrong_queue += q.faults.wrong_queue;
             total.bad_sq_head += q.faults.bad_sq_head;
             total.unknown_cid += q.faults.unknown_cid;
@@ -434,34 +421,40 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// Completions consumed from all rings since the controller was created: a
     /// cheap liveness sign (if it moved, the device is alive).
     pub fn completions_seen(&self) -> u64 {
-        self.io.iter().map(|q| q.reaped).sum::<u64>() + self.admin.reaped()
+        self.shared.io.iter().map(|q| q.lock().reaped).sum::<u64>() + self.owned.admin.reaped()
     }
 
     /// Finished commands on all I/O queues that `poll` has not delivered yet
     /// (after a removal: the failed ones).
     pub fn undelivered(&self) -> usize {
-        self.io.iter().map(|q| q.tracker.undelivered()).sum()
+        self.shared
+            .io
+            .iter()
+            .map(|q| q.lock().tracker.undelivered())
+            .sum()
     }
 
     /// Commands in flight on all I/O queues.
     pub fn in_flight(&self) -> usize {
-        self.io.iter().map(|q| q.tracker.in_flight()).sum()
+        self.shared
+            .io
+            .iter()
+            .map(|q| q.lock().tracker.in_flight())
+            .sum()
     }
 
     /// Reads CSTS (one register read).
     pub fn read_status(&self) -> Csts {
-        Csts::from_bits_retain(self.regs.read32(regs::CSTS))
+        self.shared.read_status()
     }
 
     pub(crate) fn now(&self) -> Instant {
-        self.platform.now()
+        self.shared.now()
     }
 
     /// The ready timeout from CAP.TO, validated and bounded.
     pub(crate) fn ready_timeout(&self) -> Duration {
-        // TO = 0 is invalid; give such a controller the shortest legal wait.
-        let units = self.cap.timeout_units().max(1) as u64;
-        Duration::from_millis(units * 500).min(self.config.ready_timeout_limit)
+        self.shared.ready_timeout()
     }
 
     /// Brings the controller up, blocking until it is ready or failed. Every
@@ -471,13 +464,15 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             let state = match self.advance() {
                 Ok(state) => state,
                 // A transient failure scheduled a reset with backoff: retry.
-                Err(_) if matches!(self.state, State::Resetting | State::Stopping) => continue,
+                Err(_) if matches!(self.owned.state, State::Resetting | State::Stopping) => {
+                    continue
+                }
                 Err(e) => return Err(e),
             };
             match state {
                 State::Ready => return Ok(()),
                 State::Failed | State::Removed | State::Detached => {
-                    return Err(self.failure.unwrap_or(Error::NotReady))
+                    return Err(self.owned.failure.unwrap_or(Error::NotReady))
                 }
                 _ => {}
             }
@@ -495,9 +490,9 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         self.begin_detach();
         loop {
             match self.advance()? {
-                State::Detached => return self.detach_error.map_or(Ok(()), Err),
+                State::Detached => return self.owned.detach_error.map_or(Ok(()), Err),
                 State::Failed | State::Removed => {
-                    return Err(self.failure.unwrap_or(Error::ControllerFailed))
+                    return Err(self.owned.failure.unwrap_or(Error::ControllerFailed))
                 }
                 _ => {}
             }
@@ -506,19 +501,20 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 
     /// Starts an orderly detach; [`Controller::advance`] carries it out.
     pub fn begin_detach(&mut self) {
-        match self.state {
+        match self.owned.state {
             State::Ready => {
-                let deadline = self.now() + self.config.io_timeout;
+                let deadline = self.now() + self.shared.config.io_timeout;
                 self.forget_abort();
                 self.flush_before_detach();
-                self.state = State::Detaching;
-                self.step = Step::Drain { deadline };
+                self.owned.state = State::Detaching;
+                self.owned.step = Step::Drain { deadline };
             }
             State::Detaching | State::Stopping => {}
             s if s.is_finished() => {}
-            State::Resetting => {
-                // CC.EN is clear (or being cleared): there is nothing to
-                // delete or shut down, only the DMA stop to prove.
+            State::Discovered | State::Resetting => {
+                // Nothing set up yet, or CC.EN is clear (or being cleared):
+                // there is nothing to delete or shut down, only the DMA stop
+                // to prove.
                 self.forget_abort();
                 self.begin_teardown(State::Detached, Error::Aborted);
             }
@@ -527,8 +523,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 // delete what exists and shut down.
                 self.abandon_admin_command();
                 self.forget_abort();
-                self.state = State::Detaching;
-                self.step = Step::DeleteCq(self.io.len() as u16);
+                self.owned.state = State::Detaching;
+                self.owned.step = Step::DeleteCq(self.shared.io.len() as u16);
             }
         }
     }
@@ -536,21 +532,24 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// Forgets the admin command the lifecycle waited for: its completion
     /// is discarded when it arrives.
     pub(crate) fn abandon_admin_command(&mut self) {
-        if let Some(ticket) = self.admin_pending.take() {
-            self.admin.forget(ticket);
+        if let Some(ticket) = self.owned.admin_pending.take() {
+            self.owned.admin.forget(ticket);
         }
     }
 
     /// The platform this controller uses.
     pub fn platform(&self) -> &P {
-        &self.platform
+        &self.shared.platform
     }
 
     /// Whether failed commands are held back: a reset's disable or a
     /// teardown's stop is still waiting for proof that the device can no
     /// longer reach their buffers.
     pub(crate) fn holding(&self) -> bool {
-        matches!(self.step, Step::ResetDisable { .. } | Step::StopDma { .. })
+        matches!(
+            self.owned.step,
+            Step::ResetDisable { .. } | Step::StopDma { .. }
+        )
     }
 }
 
@@ -563,10 +562,10 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize> Drop
         // device could still reach after that is kept (leaked), not freed.
         self.fail_blocking(Error::Aborted);
         // Quarantined buffers were taken out already; the rest go back.
-        for q in self.io.iter_mut() {
+        for q in self.shared.io.iter_mut().map(Mutex::get_mut) {
             while let Some(done) = q.tracker.take_done() {
                 if let Some(buffer) = done.buffer {
-                    self.platform.dma_free(buffer);
+                    self.shared.platform.dma_free(buffer);
                 }
             }
         }

@@ -173,23 +173,27 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// Submits the Asynchronous Event Requests at the end of bring-up: as
     /// many as the controller accepts (AERL), at most [`MAX_ASYNC_EVENTS`].
     pub(crate) fn arm_async_events(&mut self) {
-        let limit = self.info.map_or(1, |i| i.async_event_limit);
-        self.events.wanted = limit.clamp(1, MAX_ASYNC_EVENTS as u16) as u8;
+        let limit = self.shared.info.map_or(1, |i| i.async_event_limit);
+        self.owned.events.wanted = limit.clamp(1, MAX_ASYNC_EVENTS as u16) as u8;
         self.rearm();
     }
 
     fn rearm(&mut self) {
-        let storming = self.events.in_window >= STORM_BURST
-            && self.now() < self.events.window_start + STORM_WINDOW;
+        let storming = self.owned.events.in_window >= STORM_BURST
+            && self.now() < self.owned.events.window_start + STORM_WINDOW;
         if storming {
             return;
         }
-        while self.events.armed.len() < self.events.wanted as usize {
+        while self.owned.events.armed.len() < self.owned.events.wanted as usize {
             let sqe = SubmissionEntry::new(admin::ASYNC_EVENT_REQUEST);
-            match self.admin.submit_unbounded(&self.platform, &self.regs, sqe) {
+            match self
+                .owned
+                .admin
+                .submit_unbounded(&self.shared.platform, &self.shared.regs, sqe)
+            {
                 // Cannot overflow: fewer than `wanted` are armed.
                 Ok(ticket) => {
-                    let _ = self.events.armed.push(ticket);
+                    let _ = self.owned.events.armed.push(ticket);
                 }
                 Err(e) => {
                     warn!("nvme: cannot submit an Asynchronous Event Request: {e}");
@@ -203,31 +207,35 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// them, and advances the follow-up in progress by at most one admin
     /// command. No register read; a doorbell write per command submitted.
     pub(crate) fn service_events(&mut self) {
-        if self.state != State::Ready || self.step != Step::Ready {
+        if self.owned.state != State::Ready || self.owned.step != Step::Ready {
             return;
         }
         let now = self.now();
         let mut i = 0;
-        while i < self.events.armed.len() && self.may_take_event() {
-            let ticket = self.events.armed[i];
-            match self.admin.poll(&self.platform, &self.regs, ticket, now) {
+        while i < self.owned.events.armed.len() && self.may_take_event() {
+            let ticket = self.owned.events.armed[i];
+            match self
+                .owned
+                .admin
+                .poll(&self.shared.platform, &self.shared.regs, ticket, now)
+            {
                 None => i += 1,
                 Some(result) => {
-                    self.events.armed.swap_remove(i);
+                    self.owned.events.armed.swap_remove(i);
                     match result {
                         Ok(dw0) => self.event_arrived(AsyncEvent::from_dw0(dw0), now),
                         Err(e) => {
                             // Refused (limit exceeded, aborted): one fewer
                             // request from now on.
                             warn!("nvme: Asynchronous Event Request failed: {e}");
-                            self.events.wanted = self.events.wanted.saturating_sub(1);
+                            self.owned.events.wanted = self.owned.events.wanted.saturating_sub(1);
                         }
                     }
                 }
             }
         }
         self.advance_work(now);
-        if self.state == State::Ready {
+        if self.owned.state == State::Ready {
             self.rearm();
         }
     }
@@ -236,21 +244,21 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// runs, the scratch page is free, and the notices one follow-up can
     /// produce fit.
     fn may_take_event(&self) -> bool {
-        self.events.work.is_none()
-            && self.events.page.is_none()
-            && self.events.notices.len() + 2 * MAX_NAMESPACES <= NOTICES
+        self.owned.events.work.is_none()
+            && self.owned.events.page.is_none()
+            && self.owned.events.notices.len() + 2 * MAX_NAMESPACES <= NOTICES
     }
 
     fn event_arrived(&mut self, event: AsyncEvent, now: Instant) {
-        self.events.received += 1;
-        if now >= self.events.window_start + STORM_WINDOW {
-            self.events.window_start = now;
-            self.events.in_window = 0;
+        self.owned.events.received += 1;
+        if now >= self.owned.events.window_start + STORM_WINDOW {
+            self.owned.events.window_start = now;
+            self.owned.events.in_window = 0;
         }
-        self.events.in_window += 1;
-        if self.events.in_window == STORM_BURST {
-            self.events.storms = self.events.storms.saturating_add(1);
-            if self.events.storms == 1 {
+        self.owned.events.in_window += 1;
+        if self.owned.events.in_window == STORM_BURST {
+            self.owned.events.storms = self.owned.events.storms.saturating_add(1);
+            if self.owned.events.storms == 1 {
                 warn!(
                     "nvme: the controller floods asynchronous events: at most {STORM_BURST} per {} ms are followed up",
                     STORM_WINDOW.as_millis()
@@ -266,7 +274,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             _ => None,
         };
         let Some(page) = follow else {
-            self.events.unknown = self.events.unknown.saturating_add(1);
+            self.owned.events.unknown = self.owned.events.unknown.saturating_add(1);
             warn!(
                 "nvme: asynchronous event of type {} (info {:#x}, log {:#x}) not handled",
                 event.kind, event.info, event.log_page
@@ -279,7 +287,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             _ => ERROR_ENTRY_SIZE,
         };
         if let Some(ticket) = self.read_log(page, bytes, false) {
-            self.events.work = Some(Work::Log { ticket, event });
+            self.owned.events.work = Some(Work::Log { ticket, event });
         }
     }
 
@@ -289,11 +297,12 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     fn read_log(&mut self, page: u8, bytes: usize, retain: bool) -> Option<Ticket> {
         let sqe = self.log_command(page, bytes, retain)?;
         match self
+            .owned
             .admin
-            .submit(&self.platform, &self.regs, sqe, self.now())
+            .submit(&self.shared.platform, &self.shared.regs, sqe, self.now())
         {
             Ok(ticket) => {
-                self.events.page = Some(PageUser::Events);
+                self.owned.events.page = Some(PageUser::Events);
                 Some(ticket)
             }
             Err(e) => {
@@ -310,10 +319,10 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         bytes: usize,
         retain: bool,
     ) -> Option<SubmissionEntry> {
-        let scratch = self.scratch.as_ref()?;
+        let scratch = self.owned.scratch.as_ref()?;
         scratch.zero();
         // The device writes `bytes` at most: the zeroes must reach memory.
-        scratch.flush(&self.platform, 0, PAGE_SIZE);
+        scratch.flush(&self.shared.platform, 0, PAGE_SIZE);
         let mut sqe = SubmissionEntry::new(admin::GET_LOG_PAGE);
         sqe.nsid = ALL_NAMESPACES;
         sqe.prp1 = scratch.phys().as_u64();
@@ -323,14 +332,15 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 
     /// Submits an Identify of `cns` for `nsid` into the scratch page.
     fn identify_for_events(&mut self, cns: u32, nsid: u32) -> Option<Ticket> {
-        let scratch = self.scratch.as_ref()?;
+        let scratch = self.owned.scratch.as_ref()?;
         let mut sqe = SubmissionEntry::new(admin::IDENTIFY);
         sqe.prp1 = scratch.phys().as_u64();
         sqe.nsid = nsid;
         sqe.cdw10 = cns;
         match self
+            .owned
             .admin
-            .submit(&self.platform, &self.regs, sqe, self.now())
+            .submit(&self.shared.platform, &self.shared.regs, sqe, self.now())
         {
             Ok(ticket) => Some(ticket),
             Err(e) => {
@@ -341,7 +351,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     }
 
     fn advance_work(&mut self, now: Instant) {
-        let Some(work) = self.events.work else {
+        let Some(work) = self.owned.events.work else {
             return;
         };
         let ticket = match work {
@@ -350,11 +360,15 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             | Work::Descriptors { ticket, .. }
             | Work::Identify { ticket, .. } => ticket,
         };
-        let Some(result) = self.admin.poll(&self.platform, &self.regs, ticket, now) else {
+        let Some(result) =
+            self.owned
+                .admin
+                .poll(&self.shared.platform, &self.shared.regs, ticket, now)
+        else {
             return;
         };
-        self.events.work = None;
-        self.events.page = None;
+        self.owned.events.work = None;
+        self.owned.events.page = None;
         let result = match result {
             Err(e @ Error::Timeout { .. }) => {
                 // The device may still write the scratch page: only a reset
@@ -366,8 +380,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             r => r,
         };
         let mut page = [0; PAGE_SIZE];
-        let n = self.scratch.as_ref().map_or(0, |s| {
-            s.invalidate(&self.platform, 0, PAGE_SIZE);
+        let n = self.owned.scratch.as_ref().map_or(0, |s| {
+            s.invalidate(&self.shared.platform, 0, PAGE_SIZE);
             s.copy_out(0, &mut page)
         });
         let data = &page[..n];
@@ -408,8 +422,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                     }
                     None => match self.identify_for_events(cns::NAMESPACE, nsid) {
                         Some(ticket) => {
-                            self.events.page = Some(PageUser::Events);
-                            self.events.work = Some(Work::Identify { ticket, nsid });
+                            self.owned.events.page = Some(PageUser::Events);
+                            self.owned.events.work = Some(Work::Identify { ticket, nsid });
                         }
                         None => self.next_identification(),
                     },
@@ -417,11 +431,17 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             }
             Work::Identify { nsid, .. } => {
                 match result.and_then(|_| NamespaceInfo::parse(nsid, data)) {
-                    Ok(Some(info)) => match info.refusal(self.max_transfer) {
+                    Ok(Some(info)) => match info.refusal(self.shared.max_transfer) {
                         Some(reason) => self.refuse_new_namespace(nsid, reason),
                         None => {
-                            let max_blocks = (self.max_transfer >> info.block_shift).min(1 << 16);
-                            if self.namespaces.push(Namespace { info, max_blocks }).is_ok() {
+                            let max_blocks =
+                                (self.shared.max_transfer >> info.block_shift).min(1 << 16);
+                            if self
+                                .shared
+                                .namespaces
+                                .push(Namespace { info, max_blocks })
+                                .is_ok()
+                            {
                                 self.renew_namespace_stamp();
                                 info!("nvme: namespace {nsid} added");
                                 self.notify(Notice::NamespaceAdded { nsid });
@@ -462,14 +482,14 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 None => {}
             },
             _ => {
-                let nn = self.info.map_or(0, |i| i.namespace_count);
+                let nn = self.shared.info.map_or(0, |i| i.namespace_count);
                 match ChangedNamespaces::parse(data, nn) {
                     Ok(_) => {
                         // Which namespaces exist now is decided by the
                         // active list, whatever the change list named.
                         if let Some(ticket) = self.identify_for_events(cns::ACTIVE_NAMESPACES, 0) {
-                            self.events.page = Some(PageUser::Events);
-                            self.events.work = Some(Work::ActiveList { ticket });
+                            self.owned.events.page = Some(PageUser::Events);
+                            self.owned.events.work = Some(Work::ActiveList { ticket });
                         }
                     }
                     Err(e) => self.bad_log(e),
@@ -479,16 +499,16 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     }
 
     fn bad_log(&mut self, e: crate::spec::log::LogPageError) {
-        if self.events.bad_logs == 0 {
+        if self.owned.events.bad_logs == 0 {
             warn!("nvme: the controller sent an invalid log page ({e}); ignored");
         }
-        self.events.bad_logs = self.events.bad_logs.saturating_add(1);
+        self.owned.events.bad_logs = self.owned.events.bad_logs.saturating_add(1);
     }
 
     /// Compares the active namespace list with what is served: namespaces
     /// gone are removed (and reported), new ones identified one by one.
     fn active_list_arrived(&mut self, data: &[u8]) {
-        let nn = self.info.map_or(0, |i| i.namespace_count);
+        let nn = self.shared.info.map_or(0, |i| i.namespace_count);
         let mut active: heapless::Vec<u32, MAX_NAMESPACES> = heapless::Vec::new();
         for id in identify::active_namespaces(data, nn) {
             match id {
@@ -499,38 +519,43 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 }
                 Err(e) => {
                     warn!("nvme: active namespace list after a change: {e}");
-                    self.events.bad_logs = self.events.bad_logs.saturating_add(1);
+                    self.owned.events.bad_logs = self.owned.events.bad_logs.saturating_add(1);
                     return;
                 }
             }
         }
         let mut gone: heapless::Vec<u32, MAX_NAMESPACES> = heapless::Vec::new();
-        for n in self.namespaces.iter().filter(|n| !active.contains(&n.id())) {
+        for n in self
+            .shared
+            .namespaces
+            .iter()
+            .filter(|n| !active.contains(&n.id()))
+        {
             let _ = gone.push(n.id());
         }
-        self.namespaces.retain(|n| active.contains(&n.id()));
+        self.shared.namespaces.retain(|n| active.contains(&n.id()));
         self.renew_namespace_stamp();
-        self.refused.retain(|(id, _)| active.contains(id));
+        self.owned.refused.retain(|(id, _)| active.contains(id));
         for nsid in gone {
             info!("nvme: namespace {nsid} removed");
             self.notify(Notice::NamespaceRemoved { nsid });
         }
-        self.events.to_identify.clear();
+        self.owned.events.to_identify.clear();
         for &id in active.iter().rev() {
-            let known = self.namespaces.iter().any(|n| n.id() == id)
-                || self.refused.iter().any(|(r, _)| *r == id);
+            let known = self.shared.namespaces.iter().any(|n| n.id() == id)
+                || self.owned.refused.iter().any(|(r, _)| *r == id);
             if !known {
-                let _ = self.events.to_identify.push(id);
+                let _ = self.owned.events.to_identify.push(id);
             }
         }
         self.next_identification();
     }
 
     fn next_identification(&mut self) {
-        while let Some(nsid) = self.events.to_identify.pop() {
+        while let Some(nsid) = self.owned.events.to_identify.pop() {
             if let Some(ticket) = self.identify_for_events(cns::NAMESPACE_DESCRIPTORS, nsid) {
-                self.events.page = Some(PageUser::Events);
-                self.events.work = Some(Work::Descriptors { ticket, nsid });
+                self.owned.events.page = Some(PageUser::Events);
+                self.owned.events.work = Some(Work::Descriptors { ticket, nsid });
                 return;
             }
         }
@@ -538,48 +563,48 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 
     fn refuse_new_namespace(&mut self, nsid: u32, reason: NamespaceRefusal) {
         warn!("nvme: namespace {nsid} not served: {reason}");
-        let _ = self.refused.push((nsid, reason));
+        let _ = self.owned.refused.push((nsid, reason));
     }
 
     fn notify(&mut self, notice: Notice) {
         // Fits: see `may_take_event`.
-        let _ = self.events.notices.push_back(notice);
+        let _ = self.owned.events.notices.push_back(notice);
     }
 
     /// The oldest notice the controller's asynchronous events produced and
     /// nobody took yet (the driver's tick takes them and reports them as
     /// events; a controller used on its own is asked here after its tick).
     pub fn next_notice(&mut self) -> Option<Notice> {
-        self.events.notices.pop_front()
+        self.owned.events.notices.pop_front()
     }
 
     /// The oldest notice without taking it.
     pub(crate) fn peek_notice(&self) -> Option<Notice> {
-        self.events.notices.front().copied()
+        self.owned.events.notices.front().copied()
     }
 
     /// Asynchronous Event Requests outstanding now.
     pub fn async_events_outstanding(&self) -> usize {
-        self.events.outstanding()
+        self.owned.events.outstanding()
     }
 
     /// Asynchronous events received since the controller was created.
     pub fn async_events_received(&self) -> u64 {
-        self.events.received
+        self.owned.events.received
     }
 
     /// Asynchronous events of a type the driver does not follow up.
     pub fn unknown_events(&self) -> u32 {
-        self.events.unknown
+        self.owned.events.unknown
     }
 
     /// Log pages (and lists read after an event) that failed validation.
     pub fn bad_log_pages(&self) -> u32 {
-        self.events.bad_logs
+        self.owned.events.bad_logs
     }
 
     /// Times the controller flooded events and was rate-limited.
     pub fn event_storms(&self) -> u32 {
-        self.events.storms
+        self.owned.events.storms
     }
 }

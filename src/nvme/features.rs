@@ -8,8 +8,10 @@ use crate::error::{Error, Result};
 use crate::link::DeviceLink;
 use crate::nvme::command::{admin, feature, SubmissionEntry};
 use crate::nvme::controller::{Controller, MAX_NAMESPACES};
+use crate::nvme::engine::Engine;
 use crate::nvme::io::IoOp;
 use crate::platform::Platform;
+use spin::Mutex;
 
 /// Temperature Threshold dword 11 bits 21:20: an under-temperature
 /// threshold (clear: over-temperature).
@@ -46,28 +48,31 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// timeout, or [`Error::Quarantined`] if no proof came.
     pub(crate) fn admin_blocking(&mut self, sqe: SubmissionEntry) -> Result<u32> {
         self.ensure_ready()?;
-        let epoch = self.events.epoch;
-        let kept = self.quarantine.regions;
-        let ticket = self
-            .admin
-            .submit(&self.platform, &self.regs, sqe, self.now())?;
+        let epoch = self.owned.events.epoch;
+        let kept = self.owned.quarantine.regions;
+        let ticket =
+            self.owned
+                .admin
+                .submit(&self.shared.platform, &self.shared.regs, sqe, self.now())?;
         let mut cause = Error::Aborted;
         loop {
-            if self.events.epoch != epoch {
+            if self.owned.events.epoch != epoch {
                 // A reset or the end of the controller abandoned the
                 // command: wait for the device to be proven stopped.
                 while self.holding() {
                     let _ = self.advance();
                 }
-                if self.quarantine.regions != kept {
+                if self.owned.quarantine.regions != kept {
                     return Err(Error::Quarantined);
                 }
-                return Err(self.failure.unwrap_or(cause));
+                return Err(self.owned.failure.unwrap_or(cause));
             }
-            match self
-                .admin
-                .poll(&self.platform, &self.regs, ticket, self.now())
-            {
+            match self.owned.admin.poll(
+                &self.shared.platform,
+                &self.shared.regs,
+                ticket,
+                self.now(),
+            ) {
                 None => {}
                 Some(Err(e @ Error::Timeout { .. })) => {
                     warn!(
@@ -122,7 +127,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     }
 
     fn require_volatile_cache(&self) -> Result<()> {
-        match self.info {
+        match self.shared.info {
             Some(info) if info.volatile_write_cache => Ok(()),
             _ => Err(Error::Unsupported {
                 what: "a volatile write cache",
@@ -156,12 +161,12 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             return;
         }
         let nsids: heapless::Vec<u32, MAX_NAMESPACES> =
-            self.namespaces.iter().map(|n| n.id()).collect();
+            self.shared.namespaces.iter().map(|n| n.id()).collect();
         for nsid in nsids {
             match self.prepare(0, IoOp::Flush { nsid }, None, 0, true, &mut None) {
                 // As many as namespaces: fits.
                 Ok(cid) => {
-                    let _ = self.detach_flushes.push(cid);
+                    let _ = self.owned.detach_flushes.push(cid);
                 }
                 Err(e) => warn!("nvme: flush of namespace {nsid} before detach: {e}"),
             }
@@ -172,11 +177,12 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// (nobody else collects a driver's own command); those still in flight
     /// are left to the teardown.
     pub(crate) fn collect_detach_flushes(&mut self) {
-        let Some(q) = self.io.first_mut() else {
-            self.detach_flushes.clear();
+        let Some(q) = self.shared.io.first_mut().map(Mutex::get_mut) else {
+            self.owned.detach_flushes.clear();
             return;
         };
-        self.detach_flushes
+        self.owned
+            .detach_flushes
             .retain(|&cid| match q.tracker.take_done_cid(cid) {
                 Some(done) => {
                     if let Err(e) = done.result {
@@ -187,20 +193,26 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 None => q.tracker.in_flight_mut(cid).is_some(),
             });
     }
+}
 
+impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
+    Engine<'_, P, L, QUEUES, DEPTH>
+{
     /// The detach's own flushes still in flight (not caller commands, so a
     /// teardown does not count them); forgets them.
     pub(crate) fn own_commands_in_flight(&mut self) -> usize {
-        let Some(q) = self.io.first_mut() else {
-            self.detach_flushes.clear();
+        let Some(q) = self.shared.io.first() else {
+            self.owned.detach_flushes.clear();
             return 0;
         };
+        let mut q = q.lock();
         let own = self
+            .owned
             .detach_flushes
             .iter()
             .filter(|&&cid| q.tracker.in_flight_mut(cid).is_some())
             .count();
-        self.detach_flushes.clear();
+        self.owned.detach_flushes.clear();
         own
     }
 }

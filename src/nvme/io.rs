@@ -12,9 +12,13 @@ use crate::link::DeviceLink;
 use crate::nvme::command::{nvm, sc, sct, SubmissionEntry};
 use crate::nvme::controller::{Controller, Namespace, State, Step};
 use crate::nvme::handle::NamespaceHandle;
+use crate::nvme::identify::ControllerInfo;
 use crate::nvme::prp;
-use crate::nvme::qpair::TransferEntry;
+use crate::nvme::qpair::{QueuePair, TransferEntry};
+use crate::nvme::queue::DoorbellBuffers;
 use crate::nvme::tracker::{Delivered, Taken};
+use spin::Mutex;
+
 use crate::platform::{DmaRegion, DmaView, DmaViewMut, PhysAddr, Platform};
 
 /// Write Zeroes: deallocate the blocks too if the device can (CDW12 bit 25).
@@ -190,8 +194,12 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         if !self.rings_live() {
             return;
         }
-        for q in self.io.iter_mut() {
-            q.publish(&self.platform, &self.regs, self.doorbell_buffers.as_ref());
+        for q in self.shared.io.iter_mut().map(Mutex::get_mut) {
+            q.publish(
+                &self.shared.platform,
+                &self.shared.regs,
+                self.owned.doorbell_buffers.as_ref(),
+            );
         }
     }
 
@@ -199,7 +207,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// for a detach. Outside that no doorbell is written and no ring read
     /// (a reset may have the controller disabled).
     fn rings_live(&self) -> bool {
-        matches!(self.step, Step::Ready | Step::Drain { .. })
+        matches!(self.owned.step, Step::Ready | Step::Drain { .. })
     }
 
     /// Rings `queue`'s doorbell if needed, consumes its completions and hands
@@ -213,68 +221,20 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         if self.holding() {
             return 0;
         }
-        let io_timeout = self.config.io_timeout;
         let live = self.rings_live();
-        let Some(q) = self.io.get_mut(queue.0 as usize) else {
+        let Some(q) = self.shared.io.get_mut(queue.0 as usize).map(Mutex::get_mut) else {
             return 0;
         };
-        let shadow = self.doorbell_buffers.as_ref();
-        let platform = &self.platform;
-        if live {
-            q.publish(platform, &self.regs, shadow);
-        }
-        let mut delivered = 0;
-        let mut succeeded = false;
-        // What completed earlier (failed by a teardown, reaped by a blocking
-        // wait) first, in order; then the new completions, straight from the
-        // ring without a stop in the done queue.
-        while let Some(done) = q.tracker.take_done() {
-            hand_over(
-                platform,
-                queue,
-                done,
-                io_timeout,
-                &mut on_complete,
-                &mut delivered,
-                &mut succeeded,
-            );
-        }
-        if live {
-            q.reap_delivering(platform, &self.regs, shadow, |done| {
-                delivered += 1;
-                let result = if done.status == 0 {
-                    succeeded = true;
-                    Ok(())
-                } else {
-                    device_failure(done.status, done.opcode, io_timeout)
-                };
-                if let (Some(buffer), nvm::READ) = (&done.buffer, done.opcode) {
-                    // The device is done with it: the CPU sees what it wrote,
-                    // not lines cached before.
-                    platform.dma_invalidate(buffer.phys(), buffer.len());
-                }
-                on_complete(Completion {
-                    token: Token {
-                        queue,
-                        cid: done.cid,
-                    },
-                    tag: done.tag,
-                    result,
-                    buffer: done.buffer,
-                });
-            });
-            while let Some(done) = q.tracker.take_done() {
-                hand_over(
-                    platform,
-                    queue,
-                    done,
-                    io_timeout,
-                    &mut on_complete,
-                    &mut delivered,
-                    &mut succeeded,
-                );
-            }
-        }
+        let (delivered, succeeded) = poll_queue(
+            &self.shared.platform,
+            &self.shared.regs,
+            self.owned.doorbell_buffers.as_ref(),
+            self.shared.config.io_timeout,
+            q,
+            queue,
+            live,
+            &mut on_complete,
+        );
         if succeeded {
             self.note_success();
         }
@@ -380,7 +340,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             let bytes = blocks as usize * block;
             self.execute_blocking(command, Some((at, bytes)))?;
             if reads {
-                self.platform.dma_invalidate(at, bytes);
+                self.shared.platform.dma_invalidate(at, bytes);
             }
             done += blocks as u64;
         }
@@ -452,12 +412,12 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 continue;
             }
             let live = self.rings_live();
-            let q = &mut self.io[0];
-            let shadow = self.doorbell_buffers.as_ref();
+            let q = self.shared.io[0].get_mut();
+            let shadow = self.owned.doorbell_buffers.as_ref();
             if live {
-                q.publish(&self.platform, &self.regs, shadow);
-                if q.reap(&self.platform, &self.regs, shadow) > 0 {
-                    last_progress = self.platform.now();
+                q.publish(&self.shared.platform, &self.shared.regs, shadow);
+                if q.reap(&self.shared.platform, &self.shared.regs, shadow) > 0 {
+                    last_progress = self.shared.platform.now();
                 }
             }
             // Done also covers a command failed by a reset or a removal.
@@ -469,18 +429,18 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 if done.result.is_ok() {
                     self.note_success();
                 }
-                if self.quarantine.regions > 0 {
+                if self.owned.quarantine.regions > 0 {
                     // The device may still write the caller's buffer.
                     return (Some(index), Err(Error::Quarantined));
                 }
-                let result = aborted_means_timeout(done.result, self.config.io_timeout);
+                let result = aborted_means_timeout(done.result, self.shared.config.io_timeout);
                 return (Some(index), result);
             }
-            if self.state.is_finished() {
-                if self.quarantine.regions > 0 {
+            if self.owned.state.is_finished() {
+                if self.owned.quarantine.regions > 0 {
                     return (None, Err(Error::Quarantined));
                 }
-                return (None, Err(self.failure.unwrap_or(Error::NotReady)));
+                return (None, Err(self.owned.failure.unwrap_or(Error::NotReady)));
             }
             if !cids
                 .iter()
@@ -507,7 +467,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 
     /// `Ok` while the controller serves I/O, else why not.
     fn serving(&self) -> Result<()> {
-        match self.state {
+        match self.owned.state {
             State::Ready => Ok(()),
             State::Removed => Err(Error::DeviceRemoved),
             State::Failed => Err(Error::ControllerFailed),
@@ -528,154 +488,277 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         buffer: &mut Option<DmaRegion>,
     ) -> Result<u16> {
         self.serving()?;
-        if queue as usize >= self.io.len() {
+        let Some(q) = self.shared.io.get_mut(queue as usize).map(Mutex::get_mut) else {
             return Err(Error::UnknownQueue { queue });
-        }
-        if let IoOp::Read { nsid, lba, blocks }
-        | IoOp::Write { nsid, lba, blocks }
-        | IoOp::WriteFua { nsid, lba, blocks } = op
-        {
-            let ns = *self.namespace(nsid)?;
-            let fua = if matches!(op, IoOp::WriteFua { .. }) {
-                nvm::FUA
-            } else {
-                0
-            };
-            let command = Transfer {
-                opcode: op.opcode(),
-                cdw12: fua,
-                lba,
-                blocks,
-            };
-            let (phys, len) = data.unwrap_or((PhysAddr::new(0), 0));
-            return self.queue_transfer(queue, &ns, command, phys, len, tag, internal, buffer);
-        }
-        // Only the few fields used, not copies of whole identify structures.
-        let ns = self.namespace(op.nsid())?;
-        let (nsid, capacity, block_shift, max_blocks) =
-            (ns.id(), ns.blocks(), ns.info.block_shift, ns.max_blocks);
-        let opcode = op.opcode();
-        let mut sqe = SubmissionEntry::new(opcode);
-        sqe.nsid = nsid;
-        let mut transfer = None;
-        match op {
-            IoOp::Read { lba, blocks, .. }
-            | IoOp::Write { lba, blocks, .. }
-            | IoOp::WriteFua { lba, blocks, .. } => {
-                check_blocks(lba, blocks, capacity, max_blocks)?;
-                let bytes = (blocks as usize) << block_shift;
-                let (phys, len) = data.ok_or(Error::BufferTooSmall {
-                    needed: bytes,
-                    got: 0,
-                })?;
-                if len < bytes {
-                    return Err(Error::BufferTooSmall {
-                        needed: bytes,
-                        got: len,
-                    });
-                }
-                if phys.as_u64() & 3 != 0 {
-                    return Err(Error::BufferMisaligned {
-                        addr: phys.as_u64(),
-                        required: 4,
-                    });
-                }
-                sqe.set_lba_range(lba, blocks as u16);
-                if matches!(op, IoOp::WriteFua { .. }) {
-                    sqe.cdw12 |= nvm::FUA;
-                }
-                transfer = Some((phys, bytes));
-            }
-            IoOp::Flush { .. } => {}
-            IoOp::WriteZeroes { lba, blocks, .. } => {
-                if !self
-                    .info
-                    .as_ref()
-                    .is_some_and(|i| i.supports_write_zeroes())
-                {
-                    return Err(Error::Unsupported {
-                        what: "Write Zeroes",
-                    });
-                }
-                check_blocks(lba, blocks, capacity, 1 << 16)?;
-                sqe.set_lba_range(lba, blocks as u16);
-                sqe.cdw12 |= WRITE_ZEROES_DEAC;
-            }
-            IoOp::Deallocate { lba, blocks, .. } => {
-                if !self.info.as_ref().is_some_and(|i| i.supports_deallocate()) {
-                    return Err(Error::Unsupported {
-                        what: "Dataset Management",
-                    });
-                }
-                check_blocks(lba, blocks, capacity, u32::MAX)?;
-                sqe.cdw10 = 0; // one range
-                sqe.cdw11 = DSM_DEALLOCATE;
-            }
-        }
-        let deadline = self.now() + self.config.io_timeout;
-        let q = &mut self.io[queue as usize];
-        // The queue pair knows its NVMe queue ID; the caller knows the index.
-        let cid = q
-            .reserve(opcode, tag, deadline, internal, buffer)
-            .map_err(|e| match e {
-                Error::QueueFull { .. } => Error::QueueFull { queue },
-                other => other,
-            })?;
-        sqe.set_cid(cid);
-        if let IoOp::Deallocate { lba, blocks, .. } = op {
-            // The single range lives in the command's PRP list storage.
-            let range = q.list_area(cid).and_then(|area| {
-                area.write::<[u32; 4]>(
-                    0,
-                    [
-                        0,
-                        blocks.to_le(),
-                        (lba as u32).to_le(),
-                        ((lba >> 32) as u32).to_le(),
-                    ],
-                )?;
-                area.flush(&self.platform, 16);
-                area.phys()
-            });
-            match range {
-                Some(addr) => sqe.prp1 = addr,
-                None => {
-                    *buffer = q.tracker.cancel(cid);
-                    return Err(Error::Internal {
-                        what: "no room for the Dataset Management range",
-                    });
-                }
-            }
-        }
-        if let Some((phys, bytes)) = transfer {
-            match prp::build(&self.platform, phys, bytes, || q.list_area(cid)) {
-                Ok((prp1, prp2)) => {
-                    sqe.prp1 = prp1;
-                    sqe.prp2 = prp2;
-                    // Both directions, like a streaming DMA mapping: a write's
-                    // data reaches memory, and no dirty line of a read's
-                    // buffer is evicted over what the device writes.
-                    self.platform.dma_flush(phys, bytes);
-                }
-                Err(e) => {
-                    *buffer = q.tracker.cancel(cid);
-                    return Err(e);
-                }
-            }
-        }
-        q.push(&sqe);
-        Ok(cid)
+        };
+        let context = Context {
+            platform: &self.shared.platform,
+            io_timeout: self.shared.config.io_timeout,
+            io_timeout_ns: self.shared.io_timeout_ns,
+            info: self.shared.info.as_ref(),
+            namespaces: &self.shared.namespaces,
+        };
+        prepare_in(&context, q, queue, op, data, tag, internal, buffer)
     }
+}
+
+/// Rings `q`'s doorbell if needed and hands its finished commands to
+/// `on_complete` (see [`Controller::poll`]); with `live` false the rings are
+/// not touched and only what finished earlier is delivered. Returns how many
+/// were delivered and whether one succeeded.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn poll_queue<P: Platform, const DEPTH: usize>(
+    platform: &P,
+    regs: &P::Registers,
+    shadow: Option<&DoorbellBuffers>,
+    io_timeout: core::time::Duration,
+    q: &mut QueuePair<DEPTH>,
+    queue: QueueId,
+    live: bool,
+    on_complete: &mut impl FnMut(Completion),
+) -> (usize, bool) {
+    if live {
+        q.publish(platform, regs, shadow);
+    }
+    let mut delivered = 0;
+    let mut succeeded = false;
+    // What completed earlier (failed by a teardown, reaped by a blocking
+    // wait) first, in order; then the new completions, straight from the
+    // ring without a stop in the done queue.
+    while let Some(done) = q.tracker.take_done() {
+        hand_over(
+            platform,
+            queue,
+            done,
+            io_timeout,
+            on_complete,
+            &mut delivered,
+            &mut succeeded,
+        );
+    }
+    if live {
+        q.reap_delivering(platform, regs, shadow, |done| {
+            delivered += 1;
+            let result = if done.status == 0 {
+                succeeded = true;
+                Ok(())
+            } else {
+                device_failure(done.status, done.opcode, io_timeout)
+            };
+            if let (Some(buffer), nvm::READ) = (&done.buffer, done.opcode) {
+                // The device is done with it: the CPU sees what it wrote,
+                // not lines cached before.
+                platform.dma_invalidate(buffer.phys(), buffer.len());
+            }
+            on_complete(Completion {
+                token: Token {
+                    queue,
+                    cid: done.cid,
+                },
+                tag: done.tag,
+                result,
+                buffer: done.buffer,
+            });
+        });
+        while let Some(done) = q.tracker.take_done() {
+            hand_over(
+                platform,
+                queue,
+                done,
+                io_timeout,
+                on_complete,
+                &mut delivered,
+                &mut succeeded,
+            );
+        }
+    }
+    (delivered, succeeded)
+}
+
+/// The parts of a controller a command is checked and built with, besides
+/// its queue: read-only while the controller serves.
+pub(crate) struct Context<'a, P> {
+    pub(crate) platform: &'a P,
+    pub(crate) io_timeout: core::time::Duration,
+    pub(crate) io_timeout_ns: u64,
+    pub(crate) info: Option<&'a ControllerInfo>,
+    pub(crate) namespaces: &'a [Namespace],
+}
+
+impl<P> Context<'_, P> {
+    fn namespace(&self, nsid: u32) -> Result<&Namespace> {
+        self.namespaces
+            .iter()
+            .find(|n| n.id() == nsid)
+            .ok_or(Error::UnknownNamespace { nsid })
+    }
+}
+
+/// Validates `op` and writes its SQE into `q` (the I/O queue with index
+/// `queue`) of a serving controller; see [`Controller::prepare`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn prepare_in<P: Platform, const DEPTH: usize>(
+    context: &Context<'_, P>,
+    q: &mut QueuePair<DEPTH>,
+    queue: u16,
+    op: IoOp,
+    data: Option<(PhysAddr, usize)>,
+    tag: u64,
+    internal: bool,
+    buffer: &mut Option<DmaRegion>,
+) -> Result<u16> {
+    if let IoOp::Read { nsid, lba, blocks }
+    | IoOp::Write { nsid, lba, blocks }
+    | IoOp::WriteFua { nsid, lba, blocks } = op
+    {
+        let ns = *context.namespace(nsid)?;
+        let fua = if matches!(op, IoOp::WriteFua { .. }) {
+            nvm::FUA
+        } else {
+            0
+        };
+        let command = Transfer {
+            opcode: op.opcode(),
+            cdw12: fua,
+            lba,
+            blocks,
+        };
+        let (phys, len) = data.unwrap_or((PhysAddr::new(0), 0));
+        return transfer_into(
+            context.platform,
+            context.io_timeout_ns,
+            q,
+            queue,
+            &ns,
+            command,
+            phys,
+            len,
+            tag,
+            internal,
+            buffer,
+        );
+    }
+    // Only the few fields used, not copies of whole identify structures.
+    let ns = context.namespace(op.nsid())?;
+    let (nsid, capacity, block_shift, max_blocks) =
+        (ns.id(), ns.blocks(), ns.info.block_shift, ns.max_blocks);
+    let opcode = op.opcode();
+    let mut sqe = SubmissionEntry::new(opcode);
+    sqe.nsid = nsid;
+    let mut transfer = None;
+    match op {
+        IoOp::Read { lba, blocks, .. }
+        | IoOp::Write { lba, blocks, .. }
+        | IoOp::WriteFua { lba, blocks, .. } => {
+            check_blocks(lba, blocks, capacity, max_blocks)?;
+            let bytes = (blocks as usize) << block_shift;
+            let (phys, len) = data.ok_or(Error::BufferTooSmall {
+                needed: bytes,
+                got: 0,
+            })?;
+            if len < bytes {
+                return Err(Error::BufferTooSmall {
+                    needed: bytes,
+                    got: len,
+                });
+            }
+            if phys.as_u64() & 3 != 0 {
+                return Err(Error::BufferMisaligned {
+                    addr: phys.as_u64(),
+                    required: 4,
+                });
+            }
+            sqe.set_lba_range(lba, blocks as u16);
+            if matches!(op, IoOp::WriteFua { .. }) {
+                sqe.cdw12 |= nvm::FUA;
+            }
+            transfer = Some((phys, bytes));
+        }
+        IoOp::Flush { .. } => {}
+        IoOp::WriteZeroes { lba, blocks, .. } => {
+            if !context.info.is_some_and(|i| i.supports_write_zeroes()) {
+                return Err(Error::Unsupported {
+                    what: "Write Zeroes",
+                });
+            }
+            check_blocks(lba, blocks, capacity, 1 << 16)?;
+            sqe.set_lba_range(lba, blocks as u16);
+            sqe.cdw12 |= WRITE_ZEROES_DEAC;
+        }
+        IoOp::Deallocate { lba, blocks, .. } => {
+            if !context.info.is_some_and(|i| i.supports_deallocate()) {
+                return Err(Error::Unsupported {
+                    what: "Dataset Management",
+                });
+            }
+            check_blocks(lba, blocks, capacity, u32::MAX)?;
+            sqe.cdw10 = 0; // one range
+            sqe.cdw11 = DSM_DEALLOCATE;
+        }
+    }
+    let deadline = context.platform.now() + context.io_timeout;
+    // The queue pair knows its NVMe queue ID; the caller knows the index.
+    let cid = q
+        .reserve(opcode, tag, deadline, internal, buffer)
+        .map_err(|e| match e {
+            Error::QueueFull { .. } => Error::QueueFull { queue },
+            other => other,
+        })?;
+    sqe.set_cid(cid);
+    if let IoOp::Deallocate { lba, blocks, .. } = op {
+        // The single range lives in the command's PRP list storage.
+        let range = q.list_area(cid).and_then(|area| {
+            area.write::<[u32; 4]>(
+                0,
+                [
+                    0,
+                    blocks.to_le(),
+                    (lba as u32).to_le(),
+                    ((lba >> 32) as u32).to_le(),
+                ],
+            )?;
+            area.flush(context.platform, 16);
+            area.phys()
+        });
+        match range {
+            Some(addr) => sqe.prp1 = addr,
+            None => {
+                *buffer = q.tracker.cancel(cid);
+                return Err(Error::Internal {
+                    what: "no room for the Dataset Management range",
+                });
+            }
+        }
+    }
+    if let Some((phys, bytes)) = transfer {
+        match prp::build(context.platform, phys, bytes, || q.list_area(cid)) {
+            Ok((prp1, prp2)) => {
+                sqe.prp1 = prp1;
+                sqe.prp2 = prp2;
+                // Both directions, like a streaming DMA mapping: a write's
+                // data reaches memory, and no dirty line of a read's
+                // buffer is evicted over what the device writes.
+                context.platform.dma_flush(phys, bytes);
+            }
+            Err(e) => {
+                *buffer = q.tracker.cancel(cid);
+                return Err(e);
+            }
+        }
+    }
+    q.push(&sqe);
+    Ok(cid)
 }
 
 /// A read or write as the lean path queues it.
 #[derive(Clone, Copy)]
-struct Transfer {
-    opcode: u8,
+pub(crate) struct Transfer {
+    pub(crate) opcode: u8,
     /// Flags of command dword 12 besides the block count (FUA).
-    cdw12: u32,
-    lba: u64,
-    blocks: u32,
+    pub(crate) cdw12: u32,
+    pub(crate) lba: u64,
+    pub(crate) blocks: u32,
 }
 
 impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
@@ -745,9 +828,11 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         let (phys, len) = (buffer.phys(), buffer.len());
         let mut buffer = Some(buffer);
         let (stamp, slot) = handle.place();
-        let queued = match self.namespaces.get(slot as usize) {
+        let queued = match self.shared.namespaces.get(slot as usize) {
             // The list is the one the handle was made on, and serving.
-            Some(&ns) if stamp == self.namespace_stamp && self.state == State::Ready => {
+            Some(&ns)
+                if stamp == self.shared.namespace_stamp && self.owned.state == State::Ready =>
+            {
                 self.queue_transfer(queue.0, &ns, command, phys, len, tag, false, &mut buffer)
             }
             _ => {
@@ -798,7 +883,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             lba,
             blocks: blocks as u32,
         };
-        if self.state.is_finished() {
+        if self.owned.state.is_finished() {
             return Err(Error::StaleHandle);
         }
         self.serving()?;
@@ -824,47 +909,80 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         internal: bool,
         buffer: &mut Option<DmaRegion>,
     ) -> Result<u16> {
-        let Transfer {
-            opcode,
-            cdw12,
-            lba,
-            blocks,
-        } = command;
-        let Some(q) = self.io.get_mut(queue as usize) else {
+        let Some(q) = self.shared.io.get_mut(queue as usize).map(Mutex::get_mut) else {
             return Err(unknown_queue(queue));
         };
-        if blocks.wrapping_sub(1) >= ns.max_blocks
-            || lba
-                .checked_add(blocks as u64)
-                .is_none_or(|end| end > ns.info.blocks)
-        {
-            return Err(bad_blocks(lba, blocks, ns.info.blocks, ns.max_blocks));
-        }
-        let bytes = (blocks as usize) << ns.info.block_shift;
-        let addr = phys.as_u64();
-        if len < bytes || addr & 3 != 0 {
-            return Err(bad_buffer(addr, bytes, len));
-        }
-        let entry = TransferEntry {
-            opcode,
-            nsid: ns.info.nsid,
-            lba,
-            cdw12: cdw12 | (blocks - 1),
-        };
-        let timeout_ns = self.io_timeout_ns;
-        match q.queue_transfer(
-            &self.platform,
-            entry,
+        transfer_into(
+            &self.shared.platform,
+            self.shared.io_timeout_ns,
+            q,
+            queue,
+            ns,
+            command,
             phys,
-            bytes,
+            len,
             tag,
             internal,
-            timeout_ns,
             buffer,
-        ) {
-            Ok(cid) => Ok(cid),
-            Err(e) => Err(queue_error(e, queue)),
-        }
+        )
+    }
+}
+
+/// Validates a transfer on namespace `ns` (served by a serving controller)
+/// and writes its SQE into `q`, the I/O queue with index `queue`. On success
+/// the command's slot holds `buffer` (taken); on failure nothing was
+/// submitted and `buffer` stays.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn transfer_into<P: Platform, const DEPTH: usize>(
+    platform: &P,
+    io_timeout_ns: u64,
+    q: &mut QueuePair<DEPTH>,
+    queue: u16,
+    ns: &Namespace,
+    command: Transfer,
+    phys: PhysAddr,
+    len: usize,
+    tag: u64,
+    internal: bool,
+    buffer: &mut Option<DmaRegion>,
+) -> Result<u16> {
+    let Transfer {
+        opcode,
+        cdw12,
+        lba,
+        blocks,
+    } = command;
+    if blocks.wrapping_sub(1) >= ns.max_blocks
+        || lba
+            .checked_add(blocks as u64)
+            .is_none_or(|end| end > ns.info.blocks)
+    {
+        return Err(bad_blocks(lba, blocks, ns.info.blocks, ns.max_blocks));
+    }
+    let bytes = (blocks as usize) << ns.info.block_shift;
+    let addr = phys.as_u64();
+    if len < bytes || addr & 3 != 0 {
+        return Err(bad_buffer(addr, bytes, len));
+    }
+    let entry = TransferEntry {
+        opcode,
+        nsid: ns.info.nsid,
+        lba,
+        cdw12: cdw12 | (blocks - 1),
+    };
+    match q.queue_transfer(
+        platform,
+        entry,
+        phys,
+        bytes,
+        tag,
+        internal,
+        io_timeout_ns,
+        buffer,
+    ) {
+        Ok(cid) => Ok(cid),
+        Err(e) => Err(queue_error(e, queue)),
     }
 }
 

@@ -82,13 +82,13 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// event's follow-up) uses the page: poll it to the end, or let the
     /// tick run, and try again.
     pub fn begin_log_page(&mut self, page: LogPage) -> Result<LogRequest> {
-        match self.state {
+        match self.owned.state {
             State::Ready => {}
             State::Removed => return Err(Error::DeviceRemoved),
             State::Failed => return Err(Error::ControllerFailed),
             _ => return Err(Error::NotReady),
         }
-        if self.events.page.is_some() {
+        if self.owned.events.page.is_some() {
             return Err(Error::CapacityExceeded {
                 what: "log page reads in progress",
                 limit: 1,
@@ -98,14 +98,15 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         let sqe = self.log_command(id, bytes, true).ok_or(Error::Internal {
             what: "log page buffer missing",
         })?;
-        let ticket = self
-            .admin
-            .submit(&self.platform, &self.regs, sqe, self.now())?;
-        self.events.page = Some(PageUser::Caller);
+        let ticket =
+            self.owned
+                .admin
+                .submit(&self.shared.platform, &self.shared.regs, sqe, self.now())?;
+        self.owned.events.page = Some(PageUser::Caller);
         Ok(LogRequest {
             page,
             ticket,
-            epoch: self.events.epoch,
+            epoch: self.owned.events.epoch,
         })
     }
 
@@ -114,13 +115,18 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// write the page) and the read ends with the timeout. A reset or the
     /// end of the controller ends it with [`Error::Aborted`].
     pub fn poll_log_page(&mut self, request: &LogRequest) -> Option<Result<LogData>> {
-        if request.epoch != self.events.epoch || self.events.page != Some(PageUser::Caller) {
+        if request.epoch != self.owned.events.epoch
+            || self.owned.events.page != Some(PageUser::Caller)
+        {
             return Some(Err(Error::Aborted));
         }
-        let result = self
-            .admin
-            .poll(&self.platform, &self.regs, request.ticket, self.now())?;
-        self.events.page = None;
+        let result = self.owned.admin.poll(
+            &self.shared.platform,
+            &self.shared.regs,
+            request.ticket,
+            self.now(),
+        )?;
+        self.owned.events.page = None;
         if let Err(e @ Error::Timeout { .. }) = result {
             self.reset(e);
             return Some(Err(e));
@@ -129,8 +135,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             return Some(Err(e));
         }
         let mut copy = [0; PAGE_SIZE];
-        let n = self.scratch.as_ref().map_or(0, |s| {
-            s.invalidate(&self.platform, 0, PAGE_SIZE);
+        let n = self.owned.scratch.as_ref().map_or(0, |s| {
+            s.invalidate(&self.shared.platform, 0, PAGE_SIZE);
             s.copy_out(0, &mut copy)
         });
         let data = &copy[..n];
@@ -153,7 +159,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             }
         };
         Some(parsed.map_err(|e| {
-            self.events.bad_logs = self.events.bad_logs.saturating_add(1);
+            self.owned.events.bad_logs = self.owned.events.bad_logs.saturating_add(1);
             invalid(e)
         }))
     }
@@ -163,7 +169,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// holds the page to finish first.
     pub fn log_page(&mut self, page: LogPage) -> Result<LogData> {
         self.ensure_ready()?;
-        let deadline = self.now() + self.config.admin_timeout;
+        let deadline = self.now() + self.shared.config.admin_timeout;
         let request = loop {
             match self.begin_log_page(page) {
                 Err(Error::CapacityExceeded { .. }) if self.now() <= deadline => {

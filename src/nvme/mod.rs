@@ -4,6 +4,7 @@ mod admin;
 mod barrier;
 mod bringup;
 pub mod controller;
+mod engine;
 pub mod events;
 pub mod features;
 mod handle;
@@ -15,6 +16,8 @@ mod prp;
 mod qpair;
 mod queue;
 pub mod recovery;
+pub mod share;
+mod shared;
 mod shared_memory;
 mod teardown;
 #[cfg(test)]
@@ -29,6 +32,7 @@ pub use identify::NamespaceRefusal;
 pub use io::{Completion, IoOp, QueueId, Rejected, Token};
 pub use logs::{LogData, LogPage, LogRequest};
 pub use qpair::QueueFaults;
+pub use share::{IoQueue, IoQueues, Monitor, Share};
 
 /// The specification's definitions, under the names the driver has always used.
 pub use crate::spec::{command, log, regs};

@@ -68,15 +68,15 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 });
             }
             let (phys, len) = (buffer.phys(), buffer.len());
-            (cmd.prp1, cmd.prp2) = prp::build(&self.platform, phys, len, || None)?;
+            (cmd.prp1, cmd.prp2) = prp::build(&self.shared.platform, phys, len, || None)?;
             // The direction is the caller's: clean for the device either way,
             // and invalidate afterwards in case the device wrote.
-            self.platform.dma_flush(phys, len);
+            self.shared.platform.dma_flush(phys, len);
             data = Some((phys, len));
         }
         let result = self.admin_blocking(cmd);
         if let (Some((phys, len)), false) = (data, matches!(result, Err(Error::Quarantined))) {
-            self.platform.dma_invalidate(phys, len);
+            self.shared.platform.dma_invalidate(phys, len);
         }
         result
     }

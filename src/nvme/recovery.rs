@@ -27,7 +27,9 @@ use crate::link::{DeviceLink, Presence};
 use crate::nvme::admin::Ticket;
 use crate::nvme::command::{admin, SubmissionEntry};
 use crate::nvme::controller::{Controller, State, Step};
+use crate::nvme::engine::Engine;
 use crate::nvme::regs::{self, Cap, Csts};
+use crate::nvme::shared::Refusal;
 use crate::platform::{Instant, Platform, RegisterAccess};
 
 /// Resets in a row (without a successful command between them) before the
@@ -35,6 +37,49 @@ use crate::platform::{Instant, Platform, RegisterAccess};
 pub const MAX_RESETS: u8 = 3;
 /// Wait before bring-up after the first reset; doubled for each further one.
 const BACKOFF: Duration = Duration::from_millis(50);
+
+/// What recovery keeps: resets in a row and in all, the abort it waits
+/// for, glitches seen. Changed only here; others ask.
+#[derive(Debug, Default)]
+pub(crate) struct Recovery {
+    /// Resets in a row without a successful command.
+    resets: u8,
+    /// Resets since the controller was attached.
+    reset_count: u32,
+    /// The abort the recovery waits for.
+    abort: Option<PendingAbort>,
+    /// Odd status reads that a second read contradicted.
+    glitches: u32,
+}
+
+impl Recovery {
+    /// A command succeeded: the controller works, earlier resets are
+    /// forgotten.
+    pub(crate) fn note_success(&mut self) {
+        self.resets = 0;
+    }
+
+    /// Whether another reset would pass the budget of [`MAX_RESETS`].
+    pub(crate) fn exhausted(&self) -> bool {
+        self.resets >= MAX_RESETS
+    }
+
+    /// Resets since the controller was attached.
+    pub(crate) fn reset_count(&self) -> u32 {
+        self.reset_count
+    }
+
+    /// Odd status reads a second read contradicted.
+    pub(crate) fn glitches(&self) -> u32 {
+        self.glitches
+    }
+
+    /// Drops the abort waited for without telling the admin channel (a
+    /// teardown abandons every admin command at once).
+    pub(crate) fn drop_abort(&mut self) {
+        self.abort = None;
+    }
+}
 
 /// An abort the driver waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +90,7 @@ pub(crate) struct PendingAbort {
 }
 
 impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
-    Controller<P, L, QUEUES, DEPTH>
+    Engine<'_, P, L, QUEUES, DEPTH>
 {
     /// One CSTS read when the controller looks healthy; when it does not, a
     /// second read (one odd read can be a glitch on the bus, counted in
@@ -57,24 +102,15 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             return None;
         }
         if self.status_healthy() {
-            self.glitches = self.glitches.saturating_add(1);
+            self.owned.recovery.glitches = self.owned.recovery.glitches.saturating_add(1);
             return None;
         }
         // All-ones (real hardware) and all-zero (an unassigned address in
         // QEMU) both happen after removal: the config space tells which.
-        Some(match self.link.presence() {
+        Some(match self.owned.link.presence() {
             Presence::Present => Error::ControllerFailed,
             Presence::Reset | Presence::Absent => Error::DeviceRemoved,
         })
-    }
-
-    /// Whether the device still is the controller the driver configured:
-    /// its function answers with memory decoding on, and CAP reads back as
-    /// it did at bring-up (two register reads, some config reads).
-    pub(crate) fn answers_as_configured(&self) -> bool {
-        self.link.presence() == Presence::Present
-            && self.cap.0 != 0
-            && Cap(self.regs.read64(regs::CAP)) == self.cap
     }
 
     fn status_healthy(&self) -> bool {
@@ -99,55 +135,122 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// Handles I/O commands past their deadline (the tick and the blocking
     /// wrappers call it): abort first, reset if the abort does not help.
     pub(crate) fn expire(&mut self, now: Instant) {
-        if self.state != State::Ready || self.step != Step::Ready {
+        if self.owned.state != State::Ready || self.owned.step != Step::Ready {
             return;
         }
-        if let Some(pending) = self.abort {
-            match self
-                .admin
-                .poll(&self.platform, &self.regs, pending.ticket, now)
-            {
+        if let Some(pending) = self.owned.recovery.abort {
+            match self.owned.admin.poll(
+                &self.shared.platform,
+                &self.shared.regs,
+                pending.ticket,
+                now,
+            ) {
                 None => {}
                 Some(Ok(_)) | Some(Err(Error::CommandFailed { .. })) => {
-                    self.abort = None;
-                    let shadow = self.doorbell_buffers.as_ref();
-                    let Some(q) = self.io.get_mut(pending.queue as usize) else {
+                    self.owned.recovery.abort = None;
+                    let shadow = self.owned.doorbell_buffers.as_ref();
+                    let Some(q) = self.shared.io.get(pending.queue as usize) else {
                         return;
                     };
-                    q.reap(&self.platform, &self.regs, shadow);
+                    let mut q = q.lock();
+                    q.reap(&self.shared.platform, &self.shared.regs, shadow);
                     // A command that completed keeps the result the device
                     // gave it (Abort Requested reads as a timeout).
-                    if q.tracker.in_flight_mut(pending.cid).is_some() {
+                    let stuck = q.tracker.in_flight_mut(pending.cid).is_some();
+                    drop(q);
+                    if stuck {
                         warn!("nvme: abort did not end the command, resetting");
                         self.reset(self.timeout_error());
                     }
                 }
                 Some(Err(_)) => {
-                    self.abort = None;
+                    self.owned.recovery.abort = None;
                     self.reset(self.timeout_error());
                 }
             }
             return;
         }
-        let overdue = self
-            .io
-            .iter_mut()
-            .enumerate()
-            .find_map(|(i, q)| q.tracker.overdue(now).map(|cid| (i as u16, q.qid, cid)));
+        let overdue = self.shared.io.iter().enumerate().find_map(|(i, q)| {
+            let mut q = q.lock();
+            q.tracker.overdue(now).map(|cid| (i as u16, q.qid, cid))
+        });
         let Some((queue, qid, cid)) = overdue else {
             return;
         };
         warn!("nvme: I/O command timed out, aborting it");
         let mut sqe = SubmissionEntry::new(admin::ABORT);
         sqe.cdw10 = ((cid as u32) << 16) | qid as u32;
-        match self.admin.submit(&self.platform, &self.regs, sqe, now) {
-            Ok(ticket) => self.abort = Some(PendingAbort { queue, cid, ticket }),
+        match self
+            .owned
+            .admin
+            .submit(&self.shared.platform, &self.shared.regs, sqe, now)
+        {
+            Ok(ticket) => self.owned.recovery.abort = Some(PendingAbort { queue, cid, ticket }),
             Err(_) => {
                 self.reset(self.timeout_error());
             }
         }
     }
 
+    /// Forgets the abort in progress (its completion is discarded).
+    pub(crate) fn forget_abort(&mut self) {
+        if let Some(pending) = self.owned.recovery.abort.take() {
+            self.owned.admin.forget(pending.ticket);
+        }
+    }
+
+    pub(crate) fn timeout_error(&self) -> Error {
+        Error::timeout(Wait::IoCommand, self.shared.config.io_timeout)
+    }
+
+    /// Resets the controller after `cause`: fails what was in flight once
+    /// with `cause` (held until the controller is seen disabled, after which
+    /// it does no DMA), clears CC.EN, and schedules a fresh bring-up after a
+    /// backoff; the disable wait is a step of [`Controller::advance`], never a
+    /// spin. Gives the controller up when it has been reset too often in a
+    /// row or does not stop. Returns how many commands were failed.
+    pub(crate) fn reset(&mut self, cause: Error) -> usize {
+        if self.owned.state.is_finished() || self.owned.ending.is_some() {
+            return 0;
+        }
+        if self.owned.link.presence() != Presence::Present {
+            return self.remove();
+        }
+        if self.owned.recovery.resets >= MAX_RESETS {
+            warn!(
+                "nvme: giving up after {} resets: {cause}",
+                self.owned.recovery.resets
+            );
+            return self.fail(cause);
+        }
+        let failed = self.fail_outstanding(cause, Refusal::NotReady);
+        self.clear_enable();
+        let backoff = BACKOFF * (1u32 << self.owned.recovery.resets);
+        self.owned.recovery.resets += 1;
+        self.owned.recovery.reset_count = self.owned.recovery.reset_count.saturating_add(1);
+        warn!(
+            "nvme: controller reset {} of {MAX_RESETS} after {cause}, {failed} commands failed",
+            self.owned.recovery.resets
+        );
+        self.owned.state = State::Resetting;
+        let deadline = self.now() + self.ready_timeout();
+        self.owned.step = Step::ResetDisable { deadline, backoff };
+        self.reset_disable_step(deadline, backoff);
+        failed
+    }
+
+    /// Clears CSTS.NSSRO (write 1 to clear) left by an NVM subsystem reset.
+    pub(crate) fn clear_subsystem_reset(&mut self) {
+        let csts = self.read_status();
+        if csts.bits() != u32::MAX && csts.contains(Csts::NSSRO) {
+            self.shared.regs.write32(regs::CSTS, Csts::NSSRO.bits());
+        }
+    }
+}
+
+impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
+    Controller<P, L, QUEUES, DEPTH>
+{
     /// The monitor of a controller used on its own (the driver's tick does
     /// this for its controllers; call it every 1-10 ms): advances bring-up,
     /// detach, resets and stops; for a serving controller, checks its health
@@ -155,7 +258,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// reset) and collects asynchronous events ([`Controller::next_notice`]).
     /// Returns the state reached.
     pub fn tick(&mut self) -> State {
-        match self.state {
+        match self.owned.state {
             State::Ready => match self.check_health() {
                 Some(error) => {
                     self.lost(error);
@@ -170,77 +273,66 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 let _ = self.advance();
             }
         }
-        self.state
-    }
-
-    /// Forgets the abort in progress (its completion is discarded).
-    pub(crate) fn forget_abort(&mut self) {
-        if let Some(pending) = self.abort.take() {
-            self.admin.forget(pending.ticket);
-        }
-    }
-
-    pub(crate) fn timeout_error(&self) -> Error {
-        Error::timeout(Wait::IoCommand, self.config.io_timeout)
-    }
-
-    /// Resets the controller after `cause`: fails what was in flight once
-    /// with `cause` (held until the controller is seen disabled, after which
-    /// it does no DMA), clears CC.EN, and schedules a fresh bring-up after a
-    /// backoff; the disable wait is a step of [`Controller::advance`], never a
-    /// spin. Gives the controller up when it has been reset too often in a
-    /// row or does not stop. Returns how many commands were failed.
-    pub(crate) fn reset(&mut self, cause: Error) -> usize {
-        if self.state.is_finished() || self.ending.is_some() {
-            return 0;
-        }
-        if self.link.presence() != Presence::Present {
-            return self.remove();
-        }
-        if self.resets >= MAX_RESETS {
-            warn!("nvme: giving up after {} resets: {cause}", self.resets);
-            return self.fail(cause);
-        }
-        let failed = self.fail_outstanding(cause);
-        self.clear_enable();
-        let backoff = BACKOFF * (1u32 << self.resets);
-        self.resets += 1;
-        self.reset_count = self.reset_count.saturating_add(1);
-        warn!(
-            "nvme: controller reset {} of {MAX_RESETS} after {cause}, {failed} commands failed",
-            self.resets
-        );
-        self.state = State::Resetting;
-        let deadline = self.now() + self.ready_timeout();
-        self.step = Step::ResetDisable { deadline, backoff };
-        self.reset_disable_step(deadline, backoff);
-        failed
-    }
-
-    /// A command succeeded: the controller works, forget earlier resets.
-    pub(crate) fn note_success(&mut self) {
-        self.resets = 0;
-    }
-
-    /// Clears CSTS.NSSRO (write 1 to clear) left by an NVM subsystem reset.
-    pub(crate) fn clear_subsystem_reset(&mut self) {
-        let csts = self.read_status();
-        if csts.bits() != u32::MAX && csts.contains(Csts::NSSRO) {
-            self.regs.write32(regs::CSTS, Csts::NSSRO.bits());
-        }
+        self.owned.state
     }
 
     /// For the blocking wrappers: finishes a bring-up in progress (after a
     /// reset, say), or says why the controller cannot serve.
     pub(crate) fn ensure_ready(&mut self) -> Result<()> {
-        match self.state {
+        match self.owned.state {
             State::Ready => Ok(()),
-            State::Resetting | State::Enabling | State::Initializing => self.bring_up(),
+            State::Discovered | State::Resetting | State::Enabling | State::Initializing => {
+                self.bring_up()
+            }
             State::Removed => Err(Error::DeviceRemoved),
             // Why it failed is in `failure()` and the Failed event.
             State::Failed => Err(Error::ControllerFailed),
-            State::Stopping => Err(self.ending.map_or(Error::NotReady, |e| e.error)),
+            State::Stopping => Err(self.owned.ending.map_or(Error::NotReady, |e| e.error)),
             State::Detaching | State::Detached => Err(Error::NotReady),
         }
+    }
+
+    /// See [`Engine::check_health`].
+    pub(crate) fn check_health(&mut self) -> Option<Error> {
+        self.engine().check_health()
+    }
+
+    /// See [`Engine::lost`].
+    pub(crate) fn lost(&mut self, error: Error) -> usize {
+        self.engine().lost(error)
+    }
+
+    /// See [`Engine::expire`].
+    pub(crate) fn expire(&mut self, now: Instant) {
+        self.engine().expire(now)
+    }
+
+    /// See [`Engine::forget_abort`].
+    pub(crate) fn forget_abort(&mut self) {
+        self.engine().forget_abort()
+    }
+
+    /// See [`Engine::reset`].
+    pub(crate) fn reset(&mut self, cause: Error) -> usize {
+        self.engine().reset(cause)
+    }
+
+    /// A command succeeded: the controller works, forget earlier resets.
+    pub(crate) fn note_success(&mut self) {
+        self.owned.recovery.note_success();
+    }
+
+    /// See [`Engine::clear_subsystem_reset`].
+    pub(crate) fn clear_subsystem_reset(&mut self) {
+        self.engine().clear_subsystem_reset()
+    }
+
+    /// Whether the device still is the controller the driver configured:
+    /// its function answers with memory decoding on, and CAP reads back as
+    /// it did at bring-up (two register reads, some config reads).
+    pub(crate) fn answers_as_configured(&self) -> bool {
+        self.owned.link.presence() == Presence::Present
+            && self.shared.cap.0 != 0
+            && Cap(self.shared.regs.read64(regs::CAP)) == self.shared.cap
     }
 }

@@ -19,11 +19,13 @@ use log::warn;
 use crate::error::{Error, Wait};
 use crate::link::{DeviceLink, DmaStop, Presence};
 use crate::nvme::controller::{Controller, Ending, State, Step};
+use crate::nvme::engine::Engine;
 use crate::nvme::regs::{self, Cap, Cc, Csts};
+use crate::nvme::shared::{Phase, Refusal};
 use crate::platform::{DmaRegion, Instant, Platform, RegisterAccess};
 
 impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
-    Controller<P, L, QUEUES, DEPTH>
+    Engine<'_, P, L, QUEUES, DEPTH>
 {
     /// Starts the end of the controller in `end` (removed, failed or
     /// detached): fails every outstanding caller command once with `error`,
@@ -32,15 +34,20 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// later [`Controller::advance`] calls. Later calls do nothing. Returns
     /// how many caller commands were failed.
     pub(crate) fn begin_teardown(&mut self, end: State, error: Error) -> usize {
-        if self.state.is_finished() || self.ending.is_some() {
+        if self.owned.state.is_finished() || self.owned.ending.is_some() {
             return 0;
         }
-        let failed = self.fail_outstanding(error);
-        self.failed = self.failed.saturating_add(failed as u32);
-        self.ending = Some(Ending { state: end, error });
-        self.state = State::Stopping;
+        let refusal = match end {
+            State::Removed => Refusal::Removed,
+            State::Failed => Refusal::Failed,
+            _ => Refusal::NotReady,
+        };
+        let failed = self.fail_outstanding(error, refusal);
+        self.owned.failed = self.owned.failed.saturating_add(failed as u32);
+        self.owned.ending = Some(Ending { state: end, error });
+        self.owned.state = State::Stopping;
         let deadline = self.now() + self.ready_timeout();
-        self.step = Step::StopDma { deadline };
+        self.owned.step = Step::StopDma { deadline };
         self.stop_dma_step(deadline);
         failed
     }
@@ -55,7 +62,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// outstanding command once with `error`, and returns the memory once
     /// its DMA is proven stopped.
     pub(crate) fn fail(&mut self, error: Error) -> usize {
-        if self.state.is_finished() || self.ending.is_some() {
+        if self.owned.state.is_finished() || self.owned.ending.is_some() {
             return 0;
         }
         self.clear_enable();
@@ -67,7 +74,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// later. Nothing for a controller already finished.
     pub(crate) fn fail_blocking(&mut self, error: Error) {
         self.fail(error);
-        while let Step::StopDma { deadline } = self.step {
+        while let Step::StopDma { deadline } = self.owned.step {
             self.stop_dma_step(deadline);
         }
     }
@@ -75,21 +82,30 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// Fails what is outstanding: caller I/O commands once with `error`
     /// (held, not delivered, while the caller's next step waits for proof
     /// that the device stopped), the driver's own admin commands silently.
-    /// Returns the caller commands.
-    pub(crate) fn fail_outstanding(&mut self, error: Error) -> usize {
-        self.admin_pending = None;
-        self.abort = None;
-        self.admin.abandon_all();
-        self.events.abandon();
+    /// Returns the caller commands. Shared queues refuse submissions with
+    /// `refusal` from before the first queue is locked.
+    pub(crate) fn fail_outstanding(&mut self, error: Error, refusal: Refusal) -> usize {
+        self.owned.admin_pending = None;
+        self.owned.recovery.drop_abort();
+        self.owned.admin.abandon_all();
+        self.owned.events.abandon();
         let own = self.own_commands_in_flight();
-        let failed: usize = self.io.iter_mut().map(|q| q.tracker.fail_all(error)).sum();
+        // Closed first (Release), so a queue the loop has not reached yet
+        // takes no submission that it would miss.
+        self.shared.gate.set(Phase::Holding, refusal);
+        let failed: usize = self
+            .shared
+            .io
+            .iter()
+            .map(|q| q.lock().tracker.fail_all(error))
+            .sum();
         failed.saturating_sub(own)
     }
 
     /// One look for the proof; finishes the teardown when it is there or
     /// its deadline passed. Returns whether the teardown finished.
     pub(crate) fn stop_dma_step(&mut self, deadline: Instant) -> bool {
-        let proof = self.link.stop_dma().or_else(|| self.disabled_proof());
+        let proof = self.owned.link.stop_dma().or_else(|| self.disabled_proof());
         if proof.is_none() && self.now() <= deadline {
             return false;
         }
@@ -99,9 +115,9 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 
     /// Clears CC.EN (if it reads set) without waiting.
     pub(crate) fn clear_enable(&mut self) {
-        let cc = self.regs.read32(regs::CC);
+        let cc = self.shared.regs.read32(regs::CC);
         if cc != u32::MAX && cc & Cc::EN.bits() != 0 {
-            self.regs.write32(regs::CC, cc & !Cc::EN.bits());
+            self.shared.regs.write32(regs::CC, cc & !Cc::EN.bits());
         }
     }
 
@@ -119,40 +135,40 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 return None;
             }
         }
-        let cap = Cap(self.regs.read64(regs::CAP));
+        let cap = Cap(self.shared.regs.read64(regs::CAP));
         let intact = cap.0 != 0 && cap.0 != u64::MAX && cap.nvm_command_set();
         intact.then_some(DmaStop::Disabled)
     }
 
     fn finish_teardown(&mut self, proof: Option<DmaStop>) {
-        let Some(ending) = self.ending.take() else {
+        let Some(ending) = self.owned.ending.take() else {
             return;
         };
-        self.dma_stop = proof;
+        self.owned.dma_stop = proof;
         if proof.is_some() {
             self.release_memory();
         } else {
             self.quarantine_memory();
         }
-        self.state = ending.state;
-        self.step = Step::Finished;
+        self.owned.state = ending.state;
+        self.owned.step = Step::Finished;
         if ending.state != State::Detached {
-            self.failure = Some(ending.error);
+            self.owned.failure = Some(ending.error);
         }
     }
 
     /// Returns every region the controller holds to the platform; the
     /// command tables stay, so failed commands can still be delivered.
     pub(crate) fn release_memory(&mut self) {
-        let platform = &self.platform;
-        self.admin.release(platform);
-        for q in self.io.iter_mut() {
-            q.release(platform);
+        let platform = &self.shared.platform;
+        self.owned.admin.release(platform);
+        for q in self.shared.io.iter() {
+            q.lock().release(platform);
         }
-        if let Some(s) = self.scratch.take() {
+        if let Some(s) = self.owned.scratch.take() {
             s.release(platform);
         }
-        if let Some(buffers) = self.doorbell_buffers.take() {
+        if let Some(buffers) = self.owned.doorbell_buffers.take() {
             buffers.release(platform);
         }
     }
@@ -161,7 +177,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// caller buffers of failed commands included (they are delivered
     /// without their buffer).
     fn quarantine_memory(&mut self) {
-        let mut kept = self.quarantine;
+        let mut kept = self.owned.quarantine;
         let mut keep = |region: DmaRegion| {
             kept.regions = kept.regions.saturating_add(1);
             kept.bytes = kept.bytes.saturating_add(region.len() as u64);
@@ -170,26 +186,27 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             // still write.
             let _kept = region;
         };
-        self.admin.release_with(&mut keep);
-        for q in self.io.iter_mut() {
+        self.owned.admin.release_with(&mut keep);
+        for q in self.shared.io.iter() {
+            let mut q = q.lock();
             q.release_with(&mut keep);
             q.tracker.take_buffers(&mut keep);
         }
-        if let Some(s) = self.scratch.take() {
+        if let Some(s) = self.owned.scratch.take() {
             keep(s.into_region());
         }
-        if let Some(buffers) = self.doorbell_buffers.take() {
+        if let Some(buffers) = self.owned.doorbell_buffers.take() {
             buffers.release_with(&mut keep);
         }
-        if kept.regions > self.quarantine.regions {
+        if kept.regions > self.owned.quarantine.regions {
             warn!(
                 "nvme: the device could not be proven stopped within {} ms: {} regions ({} bytes) quarantined for good",
                 self.ready_timeout().as_millis(),
-                kept.regions - self.quarantine.regions,
-                kept.bytes - self.quarantine.bytes,
+                kept.regions - self.owned.quarantine.regions,
+                kept.bytes - self.owned.quarantine.bytes,
             );
         }
-        self.quarantine = kept;
+        self.owned.quarantine = kept;
     }
 
     /// One step of a reset's disable: once CSTS.RDY = 0 is seen the failed
@@ -202,12 +219,12 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         backoff: core::time::Duration,
     ) -> bool {
         if self.disabled_proof().is_some() {
-            self.step = Step::Backoff {
+            self.owned.step = Step::Backoff {
                 until: self.now() + backoff,
             };
             return true;
         }
-        if self.link.presence() != Presence::Present {
+        if self.owned.link.presence() != Presence::Present {
             self.remove();
             return true;
         }
@@ -217,5 +234,53 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             return true;
         }
         false
+    }
+}
+
+impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
+    Controller<P, L, QUEUES, DEPTH>
+{
+    /// See [`Engine::begin_teardown`].
+    pub(crate) fn begin_teardown(&mut self, end: State, error: Error) -> usize {
+        self.engine().begin_teardown(end, error)
+    }
+
+    /// See [`Engine::remove`].
+    pub(crate) fn remove(&mut self) -> usize {
+        self.engine().remove()
+    }
+
+    /// See [`Engine::fail`].
+    pub(crate) fn fail(&mut self, error: Error) -> usize {
+        self.engine().fail(error)
+    }
+
+    /// See [`Engine::fail_blocking`].
+    pub(crate) fn fail_blocking(&mut self, error: Error) {
+        self.engine().fail_blocking(error)
+    }
+
+    /// See [`Engine::stop_dma_step`].
+    pub(crate) fn stop_dma_step(&mut self, deadline: Instant) -> bool {
+        self.engine().stop_dma_step(deadline)
+    }
+
+    /// See [`Engine::clear_enable`].
+    pub(crate) fn clear_enable(&mut self) {
+        self.engine().clear_enable()
+    }
+
+    /// See [`Engine::disabled_proof`].
+    pub(crate) fn disabled_proof(&mut self) -> Option<DmaStop> {
+        self.engine().disabled_proof()
+    }
+
+    /// See [`Engine::reset_disable_step`].
+    pub(crate) fn reset_disable_step(
+        &mut self,
+        deadline: Instant,
+        backoff: core::time::Duration,
+    ) -> bool {
+        self.engine().reset_disable_step(deadline, backoff)
     }
 }

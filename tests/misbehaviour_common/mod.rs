@@ -49,7 +49,7 @@ pub fn start(sim: &Sim) -> (Box<SimDriver>, Vec<Event>) {
         ids.into_iter().all(|id| {
             !matches!(
                 d.controller_state(id),
-                Some(State::Resetting | State::Enabling | State::Initializing)
+                Some(State::Discovered | State::Resetting | State::Enabling | State::Initializing)
             )
         })
     });

@@ -348,7 +348,7 @@ fn power_and_bring_up() -> Vec<Scenario> {
             with_second("bringup-pull-early", 0),
             "scenario=plug mode=bringup port=0:5.0 after_ticks=0",
         )
-        .expect("pulled_in", "Resetting")
+        .expect("pulled_in", "Discovered")
         .expect("survivor", "ready")
         .expect("dma_regions", "0")
         .expect("dma_bytes", "0"),
@@ -620,6 +620,29 @@ fn cores() -> Vec<Scenario> {
             "scenario=smp madt=off",
         ))
         .expect("source", "Fallback"),
+        Scenario::new(
+            "smp-io",
+            "one I/O queue per core on a shared controller: QD 32 4 KiB reads on null-co, \
+             queue 0 on core 0 alone, then queue 1 on core 1 at the same time; the monitor \
+             ticks on core 0; memory back after the detach",
+            null_controller().cpus(2),
+            "scenario=smp-io ms=200 rounds=1",
+        )
+        .expect("cores", "2")
+        .expect("dma_regions", "0")
+        .expect("dma_bytes", "0"),
+        Scenario::new(
+            "smp-pull",
+            "the hand pulls a shared controller while both cores keep 32 reads in flight on \
+             their own queues: every command completes once (success or DeviceRemoved), later \
+             submissions refused, one Removed event, all DMA returns",
+            null_controller().cpus(2),
+            "scenario=smp-pull port=0:4.0 pull_after=100",
+        )
+        .expect("cores", "2")
+        .expect("removed_events", "1")
+        .expect("dma_regions", "0")
+        .expect("dma_bytes", "0"),
     ]
 }
 

@@ -1,8 +1,7 @@
 //! Building a simulated machine: topology, firmware configuration, options.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::counters::Stats;
@@ -179,6 +178,6 @@ impl SimBuilder {
                     .firmware_enable(asq.phys().as_u64(), acq.phys().as_u64());
             }
         }
-        Sim::from_state(Rc::new(RefCell::new(st)))
+        Sim::from_state(Arc::new(Mutex::new(st)))
     }
 }

@@ -11,6 +11,7 @@
 //! an NVMe class code makes a driver find one, not a controller answer.
 
 use pci_types::PciAddress;
+use std::sync::PoisonError;
 
 use crate::config::{cmd, off, ConfigSpace};
 use crate::pci::Kind;
@@ -247,7 +248,7 @@ impl Sim {
         spec: FunctionSpec,
     ) -> FunctionId {
         assert!(device < 32 && function < 8, "no such function");
-        let mut s = self.state.borrow_mut();
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let pci = &mut s.pci;
         let parent = behind.map(|b| pci.functions[b.0]);
         let bridge = spec.cfg.get8(off::HEADER_TYPE) & 0x7F == HEADER_TYPE_BRIDGE;
@@ -264,7 +265,7 @@ impl Sim {
 
     /// Takes the function away: it and everything behind it read all-ones.
     pub fn remove_function(&self, function: FunctionId) {
-        let mut s = self.state.borrow_mut();
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let node = s.pci.functions[function.0];
         s.pci.nodes[node].present = false;
     }
@@ -272,7 +273,7 @@ impl Sim {
     /// Where the function answers now, as routed by the bus numbers
     /// programmed in the bridges above it; None when unreachable.
     pub fn function_address(&self, function: FunctionId) -> Option<PciAddress> {
-        let s = self.state.borrow();
+        let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let node = s.pci.functions[function.0];
         let n = &s.pci.nodes[node];
         let bus = n.parent.map_or(0, |p| s.pci.nodes[p].cfg.bus_range().0);
@@ -283,7 +284,7 @@ impl Sim {
     /// The dword at `offset` of the function's config space, read directly
     /// (no routing, no access counted).
     pub fn config_peek(&self, function: FunctionId, offset: u16) -> u32 {
-        let s = self.state.borrow();
+        let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         s.pci.nodes[s.pci.functions[function.0]]
             .cfg
             .get32(usize::from(offset & !3))
@@ -292,7 +293,7 @@ impl Sim {
     /// Sets the dword at `offset` directly, as the device itself would
     /// (write masks do not apply).
     pub fn config_poke(&self, function: FunctionId, offset: u16, value: u32) {
-        let mut s = self.state.borrow_mut();
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let node = s.pci.functions[function.0];
         s.pci.nodes[node].cfg.set32(usize::from(offset & !3), value);
     }
@@ -300,7 +301,7 @@ impl Sim {
     /// Sets `bits` in the 16-bit register at `offset`, as the device does
     /// when an event happens (a status bit rising).
     pub fn config_raise(&self, function: FunctionId, offset: u16, bits: u16) {
-        let mut s = self.state.borrow_mut();
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let node = s.pci.functions[function.0];
         let cfg = &mut s.pci.nodes[node].cfg;
         let at = usize::from(offset & !1);
@@ -310,7 +311,7 @@ impl Sim {
 
     /// Points the capability list at `pointer` and sets Status.CAP_LIST.
     pub fn set_capability_pointer(&self, function: FunctionId, pointer: u8) {
-        let mut s = self.state.borrow_mut();
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let node = s.pci.functions[function.0];
         let cfg = &mut s.pci.nodes[node].cfg;
         let status = cfg.get16(off::STATUS) | STATUS_CAP_LIST;
@@ -321,7 +322,12 @@ impl Sim {
     /// Every config write that reached a [`FunctionId`] function so far, in
     /// order (writes to ports and controllers are not recorded).
     pub fn config_writes(&self) -> Vec<ConfigWrite> {
-        self.state.borrow().pci.function_writes.clone()
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pci
+            .function_writes
+            .clone()
     }
 }
 

@@ -1,8 +1,7 @@
 //! The handles the driver holds: platform, registers and config access. All
 //! share the simulation state; cloning one is cheap.
 
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bare_nvme::{DmaRegion, Instant, PhysAddr, Platform, RegisterAccess};
 use pci_types::{ConfigRegionAccess, PciAddress};
@@ -14,7 +13,7 @@ use crate::state::State;
 /// mappings that route through the PCI model, and the virtual clock.
 #[derive(Clone)]
 pub struct SimPlatform {
-    pub(crate) state: Rc<RefCell<State>>,
+    pub(crate) state: Arc<Mutex<State>>,
 }
 
 /// A mapped register range. Every 32-bit access is routed at the time it
@@ -24,7 +23,7 @@ pub struct SimPlatform {
 /// a fault can land between the halves.
 #[derive(Clone)]
 pub struct SimRegisters {
-    state: Rc<RefCell<State>>,
+    state: Arc<Mutex<State>>,
     base: u64,
     len: usize,
 }
@@ -41,14 +40,17 @@ impl SimRegisters {
 /// unaligned offset is a protocol error and reads all-ones.
 #[derive(Clone)]
 pub struct SimConfig {
-    pub(crate) state: Rc<RefCell<State>>,
+    pub(crate) state: Arc<Mutex<State>>,
 }
 
 impl SimPlatform {
     /// [`crate::Sim::caller_owns`], for helpers that hold only the platform
     /// (a driver's `platform()`).
     pub fn caller_owns(&self, region: &DmaRegion) {
-        self.state.borrow_mut().caller_owns(region);
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .caller_owns(region);
     }
 }
 
@@ -56,7 +58,7 @@ impl Platform for SimPlatform {
     type Registers = SimRegisters;
 
     fn dma_alloc(&self, len: usize, align: usize) -> Option<DmaRegion> {
-        let mut s = self.state.borrow_mut();
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let region = s.mem.alloc(len, align, Owner::Driver)?;
         s.forget_caller_owned(&region);
         s.stats.c.dma_allocs += 1;
@@ -67,7 +69,7 @@ impl Platform for SimPlatform {
     /// exactly one outstanding allocation. A region a controller that can
     /// still DMA references counts in `freed_while_dma_possible`.
     fn dma_free(&self, region: DmaRegion) {
-        let mut s = self.state.borrow_mut();
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         s.check_handed_back(&region, "freed");
         s.forget_caller_owned(&region);
         s.mem.free(&region);
@@ -77,7 +79,7 @@ impl Platform for SimPlatform {
     /// In the non-coherent mode, copies the CPU's bytes to the device's
     /// memory; a range outside one live allocation is a protocol error.
     fn dma_flush(&self, phys: PhysAddr, len: usize) {
-        let mut s = self.state.borrow_mut();
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         s.stats.c.dma_flushes += 1;
         if s.mem.flush(phys.as_u64(), len).is_err() {
             s.stats.protocol(format!(
@@ -89,7 +91,7 @@ impl Platform for SimPlatform {
     /// In the non-coherent mode, copies the device's bytes over the CPU's;
     /// a range outside one live allocation is a protocol error.
     fn dma_invalidate(&self, phys: PhysAddr, len: usize) {
-        let mut s = self.state.borrow_mut();
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         s.stats.c.dma_invalidates += 1;
         if s.mem.invalidate(phys.as_u64(), len).is_err() {
             s.stats.protocol(format!(
@@ -112,7 +114,7 @@ impl Platform for SimPlatform {
 
     /// The virtual time; each call advances it by the clock step.
     fn now(&self) -> Instant {
-        let mut s = self.state.borrow_mut();
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let t = s.now;
         s.now = s.now.saturating_add(s.step);
         Instant::from_nanos(t)
@@ -134,7 +136,7 @@ impl SimRegisters {
 
 impl RegisterAccess for SimRegisters {
     fn read32(&self, offset: usize) -> u32 {
-        let mut s = self.state.borrow_mut();
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if !self.in_range(offset, &mut s) {
             return !0;
         }
@@ -142,7 +144,7 @@ impl RegisterAccess for SimRegisters {
     }
 
     fn write32(&self, offset: usize, value: u32) {
-        let mut s = self.state.borrow_mut();
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if self.in_range(offset, &mut s) {
             s.mmio_write(self.base + offset as u64, value);
         }
@@ -151,7 +153,7 @@ impl RegisterAccess for SimRegisters {
 
 impl ConfigRegionAccess for SimConfig {
     unsafe fn read(&self, address: PciAddress, offset: u16) -> u32 {
-        let mut s = self.state.borrow_mut();
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if address.segment() != 0 {
             s.begin_access();
             s.stats.c.config_reads += 1;
@@ -161,7 +163,7 @@ impl ConfigRegionAccess for SimConfig {
     }
 
     unsafe fn write(&self, address: PciAddress, offset: u16, value: u32) {
-        let mut s = self.state.borrow_mut();
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if address.segment() != 0 {
             s.begin_access();
             s.stats.c.config_writes += 1;

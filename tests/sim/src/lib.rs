@@ -130,7 +130,8 @@
 //! ([`Sim::fail_reads`]), a power loss that drops unflushed writes
 //! ([`Sim::power_loss`]).
 //!
-//! Everything is single-threaded: the handles share one `Rc<RefCell<..>>`.
+//! The handles share one `Arc<Mutex<..>>`, so a driver may use them from
+//! several threads (one queue per thread); each access holds the lock.
 //! Device work happens synchronously inside the access that triggers it
 //! (a doorbell write runs the submitted commands), or when the test calls
 //! [`Sim::process`] (shadow doorbells) or [`Sim::complete_held`].

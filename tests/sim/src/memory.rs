@@ -60,6 +60,11 @@ pub(crate) struct Arena {
     device: Option<RefCell<Box<[u8]>>>,
 }
 
+// SAFETY: the arena owns its host allocation; the raw pointers are only
+// dereferenced by the simulation state that holds the arena, which is behind
+// one lock, so moving it to another thread moves the only user with it.
+unsafe impl Send for Arena {}
+
 impl Arena {
     pub(crate) fn new(size: usize) -> Self {
         let size = size.max(ARENA_ALIGN).next_multiple_of(ARENA_ALIGN);

@@ -1,9 +1,8 @@
 //! The test's handle on the simulation: building a topology, lifecycle events,
 //! fault injection, held completions and introspection.
 
-use std::cell::{RefCell, RefMut};
 use std::ops::Range;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bare_nvme::{DmaRegion, Instant};
@@ -23,11 +22,11 @@ use crate::{CtrlId, Fault, Location, PortId};
 /// A simulated machine. Clones share the same simulation.
 #[derive(Clone)]
 pub struct Sim {
-    pub(crate) state: Rc<RefCell<State>>,
+    pub(crate) state: Arc<Mutex<State>>,
 }
 
 impl Sim {
-    pub(crate) fn from_state(state: Rc<RefCell<State>>) -> Self {
+    pub(crate) fn from_state(state: Arc<Mutex<State>>) -> Self {
         Self { state }
     }
 
@@ -46,8 +45,8 @@ impl Sim {
             .build()
     }
 
-    fn st(&self) -> RefMut<'_, State> {
-        self.state.borrow_mut()
+    fn st(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The platform handle for the driver.

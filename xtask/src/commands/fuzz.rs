@@ -238,5 +238,12 @@ fn miri() -> Result<(), String> {
         "duplicate",
     ])
     .env("CARGO_TARGET_DIR", &target_dir);
-    run(c, "cargo miri test (completions)")
+    run(c, "cargo miri test (completions)")?;
+    // Queue handles on two threads while the main thread runs the monitor:
+    // the gate, the queue locks and the shared simulation under Miri's
+    // data-race detector.
+    let mut c = nightly_cargo(&paths::root());
+    c.args(["miri", "test", "-p", "bare-nvme", "--test", "shared_queues"])
+        .env("CARGO_TARGET_DIR", &target_dir);
+    run(c, "cargo miri test (shared queues)")
 }

@@ -15,6 +15,8 @@ mod io;
 mod plug;
 mod slots;
 mod smp;
+mod smp_io;
+mod smp_pull;
 mod tick_cost;
 
 mod common;
@@ -56,6 +58,8 @@ pub const ALL: &[Scenario] = &[
     fs::SCENARIO,
     tick_cost::SCENARIO,
     smp::SCENARIO,
+    smp_io::SCENARIO,
+    smp_pull::SCENARIO,
 ];
 
 /// Runs the scenario the command line names.

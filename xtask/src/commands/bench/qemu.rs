@@ -63,9 +63,10 @@ impl QemuResults {
     }
 }
 
-/// Two QEMU boots: the contest (reference, MMIO and shadow doorbells, rounds
-/// in rotated order) on a `null-co` backed controller, and the tick cost
-/// with 16 controllers. Returns the tables and the raw results.
+/// Three QEMU boots: the contest (reference, MMIO and shadow doorbells,
+/// rounds in rotated order) on a `null-co` backed controller, one queue per
+/// core on two cores against one (`smp-io`), and the tick cost with 16
+/// controllers. Returns the tables and the raw results.
 pub(super) fn qemu() -> Result<(String, QemuResults), String> {
     prereq::ensure(Board::X86_64)?;
     let kernel = kernel::build(Board::X86_64)?;
@@ -114,6 +115,25 @@ pub(super) fn qemu() -> Result<(String, QemuResults), String> {
                 results.contest.insert(k.clone(), v.clone());
             }
         }
+    }
+    let s = Scenario::new(
+        "smp-io",
+        "QD 32 4 KiB reads on null-co, one queue per core: one core, then two",
+        catalog::null_controller().cpus(2),
+        "scenario=smp-io ms=500 rounds=3",
+    )
+    .time_limit(Duration::from_secs(120));
+    let report = scenario::run(&s, &kernel, false, &[]);
+    if !report.passed() {
+        return Err(format!(
+            "QEMU smp-io failed: {:?}\n{}",
+            report.failure,
+            report.tail(20)
+        ));
+    }
+    for (k, v) in &report.results {
+        // two_cores_ratio_qd32 and the IOPS it is made of.
+        results.contest.insert(k.clone(), v.clone());
     }
     let many = catalog::many_controllers(MANY);
     let s = Scenario::new(

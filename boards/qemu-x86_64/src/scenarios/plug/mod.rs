@@ -150,7 +150,7 @@ fn settle(cx: &mut Ctx, d: &mut Nvme) -> Outcome {
             d.controller(id).is_ok_and(|c| {
                 matches!(
                     c.state(),
-                    State::Resetting | State::Enabling | State::Initializing
+                    State::Discovered | State::Resetting | State::Enabling | State::Initializing
                 )
             })
         });

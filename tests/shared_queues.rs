@@ -1,0 +1,376 @@
+//! One I/O queue per thread: a shared controller's queue handles driven from
+//! two threads while the main thread runs the monitor, and a surprise removal
+//! with I/O in flight on both, checked command by command.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant as WallClock};
+
+use bare_nvme::block::{BlockTarget, NamespaceHandle};
+use bare_nvme::{ControllerConfig, DmaRegion, Error, Event, IoQueue, Platform, QueueId, State};
+use bare_nvme_sim::{CtrlId, Hold, Misbehaviour, SimPlatform};
+use common::{filled, pattern, single, spec, zeroed, BoxedDrv};
+
+/// Blocks per command (4 KiB at 512-byte blocks).
+const BLOCKS: u32 = 8;
+const BYTES: usize = 4096;
+/// Commands each thread keeps in flight (fewer under Miri, which is slow).
+const DEPTH: usize = if cfg!(miri) { 4 } else { 32 };
+/// Rounds of writes then reads per thread (fewer under Miri, which is slow).
+const ROUNDS: usize = if cfg!(miri) { 1 } else { 8 };
+/// Wall-clock bound on every wait, so a defect fails instead of hanging.
+const WALL: Duration = Duration::from_secs(if cfg!(miri) { 600 } else { 60 });
+
+type Queue<'a> = IoQueue<
+    'a,
+    SimPlatform,
+    { bare_nvme::nvme::controller::MAX_IO_QUEUES },
+    { bare_nvme::nvme::controller::MAX_QUEUE_DEPTH },
+>;
+
+fn config() -> ControllerConfig {
+    ControllerConfig {
+        io_queues: 2,
+        queue_depth: 64,
+        ..ControllerConfig::default()
+    }
+}
+
+fn handle(driver: &mut BoxedDrv, id: bare_nvme::ControllerId) -> NamespaceHandle {
+    driver.namespace_handle(Some(id), 1).expect("handle")
+}
+
+/// The LBA of command `n` of the thread streaming on `queue`: each thread
+/// has its own range.
+fn lba(queue: QueueId, n: usize) -> u64 {
+    (queue.index() as u64 * 4096 + n as u64) * BLOCKS as u64
+}
+
+/// Streams `DEPTH` writes then `DEPTH` reads of the same blocks, `ROUNDS`
+/// times, on `q`, checking every byte read. Returns the commands completed.
+fn stream(q: &Queue<'_>, ns: &NamespaceHandle, platform: &SimPlatform) -> usize {
+    let mut done = 0;
+    let deadline = WallClock::now() + WALL;
+    for round in 0..ROUNDS {
+        let seed = |n: usize| (round * DEPTH + n) as u8 ^ q.id().index() as u8;
+        for n in 0..DEPTH {
+            let buffer = filled(platform, BYTES, seed(n));
+            let _token = q
+                .submit_write(ns, lba(q.id(), n), BLOCKS, buffer, n as u64)
+                .expect("write queued");
+        }
+        let mut back = 0;
+        while back < DEPTH {
+            assert!(WallClock::now() < deadline, "writes did not complete");
+            back += q.poll(|c| {
+                assert_eq!(c.result, Ok(()), "write {}", c.tag);
+                platform.dma_free(c.buffer.expect("buffer back"));
+            });
+        }
+        for n in 0..DEPTH {
+            let buffer = zeroed(platform, BYTES);
+            let _token = q
+                .submit_read(ns, lba(q.id(), n), BLOCKS, buffer, n as u64)
+                .expect("read queued");
+        }
+        let mut back = 0;
+        while back < DEPTH {
+            assert!(WallClock::now() < deadline, "reads did not complete");
+            back += q.poll(|c| {
+                assert_eq!(c.result, Ok(()), "read {}", c.tag);
+                let buffer = c.buffer.expect("buffer back");
+                assert!(
+                    buffer.as_slice() == pattern(BYTES, seed(c.tag as usize)).as_slice(),
+                    "read {} on queue {} returned other data",
+                    c.tag,
+                    q.id().index()
+                );
+                platform.dma_free(buffer);
+            });
+        }
+        done += 2 * DEPTH;
+    }
+    done
+}
+
+#[test]
+fn two_threads_stream_on_their_own_queues_while_the_monitor_ticks() {
+    let (sim, mut driver, id) = single(spec(1 << 16, 512), config());
+    let ns = handle(&mut driver, id);
+    let platform = sim.platform();
+    let finished = AtomicUsize::new(0);
+    {
+        let (mut monitor, queues) = driver.share(id).expect("share");
+        assert_eq!(queues.len(), 2);
+        let total = std::thread::scope(|s| {
+            let workers: Vec<_> = queues
+                .iter()
+                .map(|q| {
+                    let (ns, platform, finished) = (&ns, platform.clone(), &finished);
+                    s.spawn(move || {
+                        let n = stream(q, ns, &platform);
+                        finished.fetch_add(1, Ordering::Release);
+                        n
+                    })
+                })
+                .collect();
+            let deadline = WallClock::now() + WALL;
+            while finished.load(Ordering::Acquire) < 2 {
+                assert_eq!(monitor.tick(), State::Ready);
+                assert!(WallClock::now() < deadline, "threads did not finish");
+                std::thread::yield_now();
+            }
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("worker"))
+                .sum::<usize>()
+        });
+        assert_eq!(total, 2 * ROUNDS * 2 * DEPTH);
+        assert_eq!(monitor.state(), State::Ready);
+    }
+    // The share ended: the controller is whole again, and served I/O on
+    // both queues.
+    let c = driver.controller(id).unwrap();
+    assert_eq!(c.state(), State::Ready);
+    assert_eq!(c.in_flight(), 0);
+    assert_eq!(c.failed_commands(), 0);
+    common::finish(&sim, driver);
+}
+
+/// What became of one command.
+#[derive(Debug, Default)]
+struct Ledger {
+    /// Tag -> completions seen.
+    completed: HashMap<u64, Vec<Result<(), Error>>>,
+    submitted: Vec<u64>,
+    refused: usize,
+}
+
+/// Keeps `DEPTH` reads in flight on `q` until a submission is refused, then
+/// polls until everything submitted came back. Every command gets its own
+/// tag, recorded in the ledger.
+fn stream_until_refused(
+    q: &Queue<'_>,
+    ns: &NamespaceHandle,
+    platform: &SimPlatform,
+    started: &AtomicUsize,
+) -> (Ledger, Vec<DmaRegion>) {
+    let mut ledger = Ledger::default();
+    let mut spare = Vec::new();
+    let mut next_tag = (q.id().index() as u64) << 32;
+    let mut outstanding = 0usize;
+    let mut refused = false;
+    let mut counted = false;
+    let deadline = WallClock::now() + WALL;
+    loop {
+        assert!(
+            WallClock::now() < deadline,
+            "queue {} hangs",
+            q.id().index()
+        );
+        while !refused && outstanding < DEPTH {
+            let buffer = spare.pop().unwrap_or_else(|| zeroed(platform, BYTES));
+            let tag = next_tag;
+            match q.submit_read(ns, lba(q.id(), (tag as usize) % 1024), BLOCKS, buffer, tag) {
+                Ok(_) => {
+                    next_tag += 1;
+                    outstanding += 1;
+                    ledger.submitted.push(tag);
+                }
+                Err(rejected) => {
+                    assert_eq!(rejected.error, Error::DeviceRemoved);
+                    spare.push(rejected.buffer.expect("buffer handed back"));
+                    ledger.refused += 1;
+                    refused = true;
+                }
+            }
+        }
+        q.poll(|c| {
+            ledger.completed.entry(c.tag).or_default().push(c.result);
+            if let Some(b) = c.buffer {
+                platform.caller_owns(&b);
+                spare.push(b);
+            }
+            outstanding -= 1;
+        });
+        if !counted && ledger.completed.len() >= DEPTH {
+            // This thread has moved I/O: the removal may come.
+            counted = true;
+            started.fetch_add(1, Ordering::Release);
+        }
+        if refused && outstanding == 0 && q.in_flight() == 0 && q.undelivered() == 0 {
+            break;
+        }
+    }
+    // Nothing comes after the end.
+    assert_eq!(q.poll(|c| panic!("late completion {c:?}")), 0);
+    (ledger, spare)
+}
+
+#[test]
+fn surprise_removal_with_io_in_flight_on_both_threads_fails_each_command_once() {
+    let (sim, mut driver, id) = single(spec(1 << 16, 512), config());
+    let ns = handle(&mut driver, id);
+    let platform = sim.platform();
+    let started = AtomicUsize::new(0);
+    let removed = AtomicBool::new(false);
+    let (ledgers, monitor_failed) = {
+        let (mut monitor, queues) = driver.share(id).expect("share");
+        std::thread::scope(|s| {
+            let workers: Vec<_> = queues
+                .iter()
+                .map(|q| {
+                    let (ns, platform, started) = (&ns, platform.clone(), &started);
+                    s.spawn(move || stream_until_refused(q, ns, &platform, started))
+                })
+                .collect();
+            let deadline = WallClock::now() + WALL;
+            while started.load(Ordering::Acquire) < 2 {
+                monitor.tick();
+                assert!(WallClock::now() < deadline, "threads did not start");
+                std::thread::yield_now();
+            }
+            // The device stops completing I/O until both threads have their
+            // queues full, so the pull is certain to catch commands in flight
+            // on each of them.
+            sim.hold(CtrlId(0), Hold::Io);
+            while sim.held_count() < 2 * DEPTH {
+                monitor.tick();
+                assert!(WallClock::now() < deadline, "queues did not fill");
+                std::thread::yield_now();
+            }
+            sim.surprise_remove(CtrlId(0));
+            removed.store(true, Ordering::Release);
+            while monitor.tick() != State::Removed {
+                assert!(WallClock::now() < deadline, "removal not seen");
+                std::thread::yield_now();
+            }
+            let ledgers: Vec<_> = workers
+                .into_iter()
+                .map(|w| w.join().expect("worker"))
+                .collect();
+            (ledgers, monitor.failed_commands())
+        })
+    };
+    assert!(removed.load(Ordering::Acquire));
+    let mut failed = 0;
+    for (ledger, spare) in ledgers {
+        assert!(ledger.refused >= 1, "no submission was refused");
+        let removed_here = ledger
+            .completed
+            .values()
+            .filter(|r| r.contains(&Err(Error::DeviceRemoved)))
+            .count();
+        assert!(
+            removed_here >= DEPTH,
+            "a queue's full load fails with the removal"
+        );
+        assert_eq!(
+            ledger.completed.len(),
+            ledger.submitted.len(),
+            "every submitted command completes"
+        );
+        for tag in &ledger.submitted {
+            let results = &ledger.completed[tag];
+            assert_eq!(results.len(), 1, "command {tag} completed {results:?}");
+            match results[0] {
+                Ok(()) => {}
+                Err(Error::DeviceRemoved) => failed += 1,
+                Err(e) => panic!("command {tag} failed with {e}"),
+            }
+        }
+        for b in spare {
+            platform.dma_free(b);
+        }
+    }
+    assert!(failed > 0, "the removal caught no command in flight");
+    assert_eq!(failed, monitor_failed as usize);
+    // The driver reports the removal once, after the share.
+    let mut removals = 0;
+    let deadline = sim.now() + common::PATIENCE;
+    while removals == 0 && sim.now() < deadline {
+        for e in driver.tick() {
+            if let Event::Removed { id: gone, .. } = e {
+                assert_eq!(gone, id);
+                removals += 1;
+            }
+        }
+    }
+    for _ in 0..10 {
+        for e in driver.tick() {
+            assert!(!matches!(e, Event::Removed { .. }), "removed twice");
+        }
+    }
+    assert_eq!(removals, 1);
+    drop(driver);
+    common::assert_clean(&sim);
+    assert_eq!(sim.counters().dma_regions, 0, "DMA memory not back");
+}
+
+/// Queue handles can go to other cores when the platform can.
+#[test]
+fn queue_handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Queue<'static>>();
+}
+
+#[test]
+fn a_reset_while_shared_fails_the_command_once_and_bring_up_waits_for_the_end_of_the_share() {
+    let config = ControllerConfig {
+        io_timeout: Duration::from_millis(20),
+        admin_timeout: Duration::from_millis(20),
+        ..config()
+    };
+    let (sim, mut driver, id) = single(spec(1 << 16, 512), config);
+    let ns = handle(&mut driver, id);
+    let platform = sim.platform();
+    sim.misbehave(CtrlId(0), Misbehaviour::NeverComplete.once());
+    let mut results = Vec::new();
+    {
+        let (mut monitor, queues) = driver.share(id).expect("share");
+        let q = &queues[1];
+        let _token = q
+            .submit_read(&ns, 0, BLOCKS, zeroed(&platform, BYTES), 9)
+            .expect("queued");
+        let mut state = State::Ready;
+        for _ in 0..500 {
+            sim.advance(Duration::from_millis(1));
+            state = monitor.tick();
+            q.poll(|c| {
+                results.push((c.tag, c.result));
+                platform.dma_free(c.buffer.expect("buffer back"));
+            });
+            if !results.is_empty() && state == State::Resetting {
+                break;
+            }
+        }
+        assert_eq!(monitor.reset_count(), 1, "the abort did not end it");
+        assert_eq!(state, State::Resetting, "bring-up waits for the share");
+        let rejected = q
+            .submit_read(&ns, 0, BLOCKS, zeroed(&platform, BYTES), 10)
+            .expect_err("no submission while resetting");
+        assert_eq!(rejected.error, Error::NotReady);
+        platform.dma_free(rejected.buffer.expect("buffer handed back"));
+        assert_eq!(q.poll(|c| panic!("delivered twice: {c:?}")), 0);
+    }
+    assert!(
+        matches!(results[..], [(9, Err(Error::Timeout { .. }))]),
+        "{results:?}"
+    );
+    // The share ended: the tick brings the controller up again.
+    for _ in 0..500 {
+        sim.advance(Duration::from_millis(1));
+        driver.tick();
+        if driver.controller(id).unwrap().state() == State::Ready {
+            break;
+        }
+    }
+    let c = driver.controller(id).unwrap();
+    assert_eq!(c.state(), State::Ready);
+    let mut buf = zeroed(&platform, BYTES);
+    c.read(1, 0, &mut buf).expect("serves again");
+    platform.dma_free(buf);
+    common::finish(&sim, driver);
+}
