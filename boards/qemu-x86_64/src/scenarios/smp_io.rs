@@ -5,7 +5,12 @@
 //! `rounds=N` (default 3) runs of `ms=N` milliseconds each (default 1000).
 //! Core 0 ticks the monitor every millisecond between its polls.
 //!
-//! Prints `@@RESULT r{R}_one_core_iops=.. r{R}_two_cores_iops=..` per round
+//! Each round ends with a control run: queue 0 on core 0 while core 1 only
+//! spins (no I/O), which shows what a second busy processor costs the host
+//! apart from a second queue.
+//!
+//! Prints `@@RESULT r{R}_one_core_iops=.. r{R}_two_cores_iops=..
+//! r{R}_one_core_beside_spin_iops=..` per round
 //! and `one_core_qd32_iops=.. two_cores_qd32_iops=.. two_cores_ratio_qd32=..`
 //! over all rounds (the ratio as `cargo xtask bench` reads it), then checks
 //! that every DMA region came back.
@@ -138,6 +143,7 @@ fn contest(nvme: &mut Nvme, buffers: &mut [Buffers; 2], rounds: u64, time: Durat
     let (mut monitor, queues) = nvme.share().map_err(|e| failure!("share: {e}"))?;
     let [set0, set1] = buffers;
     let (mut one, mut two) = ((0u64, Duration::ZERO), (0u64, Duration::ZERO));
+    let mut spun = (0u64, Duration::ZERO);
     for round in 0..rounds {
         // One core: queue 0 on core 0.
         let start = clock::now();
@@ -173,6 +179,30 @@ fn contest(nvme: &mut Nvme, buffers: &mut [Buffers; 2], rounds: u64, time: Durat
         let ios = s.ios + other.ios;
         marker!("RESULT r{round}_two_cores_iops={}", iops(ios, elapsed));
         two = (two.0 + ios, two.1 + elapsed);
+        // Control: queue 0 on core 0 while core 1 only spins, no I/O. What
+        // a second busy processor costs the host (QEMU runs each as a
+        // thread beside its device model) apart from a second queue.
+        let start = clock::now();
+        let end = start + time;
+        let mut spin = || {
+            while clock::now() < end {
+                core::hint::spin_loop();
+            }
+        };
+        let s = smp::scope(time + DRAIN, |scope| -> Result<Streamed, SmpError> {
+            let job = scope.spawn(1, &mut spin)?;
+            let mine = stream(&queues[0], &ns, set0, end, round, Some(&mut monitor));
+            job.join(end + DRAIN)?;
+            Ok(mine)
+        })
+        .map_err(|e| failure!("core 1: {e}"))?;
+        let elapsed = clock::now() - start;
+        check(s, "one core beside a spinning one")?;
+        marker!(
+            "RESULT r{round}_one_core_beside_spin_iops={}",
+            iops(s.ios, elapsed)
+        );
+        spun = (spun.0 + s.ios, spun.1 + elapsed);
     }
     ensure!(
         monitor.tick() == State::Ready,
@@ -180,6 +210,8 @@ fn contest(nvme: &mut Nvme, buffers: &mut [Buffers; 2], rounds: u64, time: Durat
         monitor.state()
     );
     let (one_iops, two_iops) = (iops(one.0, one.1), iops(two.0, two.1));
+    let spun_iops = iops(spun.0, spun.1);
+    marker!("RESULT one_core_beside_spin_qd32_iops={spun_iops}");
     let milli = two_iops * 1000 / one_iops.max(1);
     marker!(
         "RESULT one_core_qd32_iops={one_iops} two_cores_qd32_iops={two_iops} two_cores_ratio_qd32={}.{:03}",

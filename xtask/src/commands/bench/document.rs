@@ -99,6 +99,12 @@ and the EventIdx read on top. Their median IOPS come out at or below MMIO doorbe
 on a controller that is still busy with earlier work when new work arrives (the simulation's \
 streaming rows, where they cut MMIO writes to 0.05 per I/O at QD 32); an embedder with such a \
 controller turns them on.\n\
+- **Two cores.** `smp-io` drives one queue per core under multi-threaded TCG (`-smp 2`), each \
+`IoQueue` taking only its own lock. Every round ends with a control: queue 0 on core 0 while core 1 \
+only spins, no I/O and no driver. On a host with two cores its IOPS fall as far as the two-core run's \
+(the targets row gives all three): the second busy processor is a third busy host thread beside the \
+first and QEMU's device model, which serves every queue and is what limits IOPS at QD 32. The drop \
+is the host's, not the queues'; scaling needs a host with cores to spare.\n\
 - **Many controllers.** A tick reads CSTS once per idle controller and nothing for a controller \
 that completed commands since the last tick; 16 controllers cost 16 register reads in an idle tick \
 and none in a busy one. Config reads do not scale with ticks: each port's Slot Status once per \
