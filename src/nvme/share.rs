@@ -58,6 +58,7 @@ use crate::nvme::io::{
     poll_queue, prepare_in, transfer_into, Completion, Context, IoOp, QueueId, Rejected, Token,
     Transfer,
 };
+use crate::nvme::qpair::QueuePair;
 use crate::nvme::shared::{Phase, Shared};
 use crate::platform::{DmaRegion, Platform};
 
@@ -214,45 +215,35 @@ impl<P: Platform, const QUEUES: usize, const DEPTH: usize> IoQueue<'_, P, QUEUES
         buffer: DmaRegion,
         tag: u64,
     ) -> core::result::Result<Token, Rejected> {
-        let shared = self.shared;
         let (phys, len) = (buffer.phys(), buffer.len());
-        let mut buffer = Some(buffer);
-        let mut q = shared.io[self.queue.index() as usize].lock();
-        let (phase, refusal) = shared.gate.get();
-        let queued = if phase != Phase::Open {
-            Err(refusal.error())
-        } else {
+        self.enqueue(Some(buffer), |shared, q, queue, buffer| {
             let (stamp, slot) = handle.place();
             match shared.namespaces.get(slot as usize) {
                 // The list is the one the handle was made on.
-                Some(ns) if stamp == shared.namespace_stamp => transfer_into(
-                    &shared.platform,
-                    shared.io_timeout_ns,
-                    &mut q,
-                    self.queue.index(),
-                    ns,
-                    Transfer {
+                Some(ns) if stamp == shared.namespace_stamp => {
+                    let command = Transfer {
                         opcode,
                         cdw12: 0,
                         lba,
                         blocks,
-                    },
-                    phys,
-                    len,
-                    tag,
-                    false,
-                    &mut buffer,
-                ),
+                    };
+                    transfer_into(
+                        &shared.platform,
+                        shared.io_timeout_ns,
+                        q,
+                        queue,
+                        ns,
+                        command,
+                        phys,
+                        len,
+                        tag,
+                        false,
+                        buffer,
+                    )
+                }
                 _ => Err(Error::StaleHandle),
             }
-        };
-        match queued {
-            Ok(cid) => Ok(Token {
-                queue: self.queue,
-                cid,
-            }),
-            Err(error) => Err(Rejected { error, buffer }),
-        }
+        })
     }
 
     /// Queues `op` with `buffer` (required for reads and writes, ignored
@@ -263,14 +254,8 @@ impl<P: Platform, const QUEUES: usize, const DEPTH: usize> IoQueue<'_, P, QUEUES
         buffer: Option<DmaRegion>,
         tag: u64,
     ) -> core::result::Result<Token, Rejected> {
-        let shared = self.shared;
         let data = buffer.as_ref().map(|b| (b.phys(), b.len()));
-        let mut buffer = buffer;
-        let mut q = shared.io[self.queue.index() as usize].lock();
-        let (phase, refusal) = shared.gate.get();
-        let queued = if phase != Phase::Open {
-            Err(refusal.error())
-        } else {
+        self.enqueue(buffer, |shared, q, queue, buffer| {
             let context = Context {
                 platform: &shared.platform,
                 io_timeout: shared.config.io_timeout,
@@ -278,8 +263,34 @@ impl<P: Platform, const QUEUES: usize, const DEPTH: usize> IoQueue<'_, P, QUEUES
                 info: shared.info.as_ref(),
                 namespaces: &shared.namespaces,
             };
-            let queue = self.queue.index();
-            prepare_in(&context, &mut q, queue, op, data, tag, false, &mut buffer)
+            prepare_in(&context, q, queue, op, data, tag, false, buffer)
+        })
+    }
+
+    /// Takes this queue's lock, then reads the gate, and only while it is
+    /// open lets `write` put a command into the queue (`buffer` goes into
+    /// its slot); otherwise, or when `write` fails, the buffer comes back in
+    /// [`Rejected`]. Reading the gate under the lock is what makes a removal
+    /// fail every command exactly once: the monitor closes the gate before
+    /// it takes each queue's lock.
+    fn enqueue(
+        &self,
+        buffer: Option<DmaRegion>,
+        write: impl FnOnce(
+            &Shared<P, QUEUES, DEPTH>,
+            &mut QueuePair<DEPTH>,
+            u16,
+            &mut Option<DmaRegion>,
+        ) -> Result<u16>,
+    ) -> core::result::Result<Token, Rejected> {
+        let shared = self.shared;
+        let mut buffer = buffer;
+        let mut q = shared.io[self.queue.index() as usize].lock();
+        let (phase, refusal) = shared.gate.get();
+        let queued = if phase != Phase::Open {
+            Err(refusal.error())
+        } else {
+            write(shared, &mut q, self.queue.index(), &mut buffer)
         };
         match queued {
             Ok(cid) => Ok(Token {
