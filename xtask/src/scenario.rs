@@ -317,7 +317,13 @@ fn judge(
             log,
         )
     } else {
-        failure
+        // A host step failed; when the guest gave up first (and so ended the
+        // machine the step was waiting on), its reason is the one to read.
+        let guest = log
+            .iter()
+            .find(|l| l.text.starts_with("@@FAIL"))
+            .map(|l| format!("; the guest: {}", l.text.trim_start_matches("@@")));
+        failure.map(|f| f + &guest.unwrap_or_default())
     }
 }
 

@@ -20,10 +20,15 @@ use crate::{catalog, kernel, paths, prereq, scenario};
 
 /// Serial lines shown for a failed scenario.
 const TAIL_LINES: usize = 40;
+/// Serial lines repeated in the recap at the end.
+const RECAP_LINES: usize = 12;
 
 struct Tally {
     passed: usize,
     failed: usize,
+    /// Each failed scenario's reason and its last serial lines, repeated at
+    /// the end so that a log cut in the middle still shows them.
+    recaps: Vec<String>,
 }
 
 impl Tally {
@@ -126,6 +131,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
     let mut tally = Tally {
         passed: 0,
         failed: 0,
+        recaps: Vec::new(),
     };
     if !qemu_only {
         let start = Instant::now();
@@ -171,6 +177,9 @@ pub fn main(args: &[String]) -> Result<(), String> {
 
     for board in boards {
         run_board(board, &filters, cpus, &mut tally);
+    }
+    for recap in &tally.recaps {
+        print!("{recap}");
     }
     println!("{} passed, {} failed", tally.passed, tally.failed);
     if tally.failed == 0 {
@@ -248,6 +257,11 @@ fn run_board(board: Board, filters: &[&String], cpus: Option<u32>, tally: &mut T
         if let Some(why) = &report.failure {
             println!("     {why}");
             print!("{}", report.tail(TAIL_LINES));
+            tally.recaps.push(format!(
+                "recap: {} failed: {why}\n{}",
+                report.name,
+                report.tail(RECAP_LINES)
+            ));
         }
         tally.record(report.passed());
     }
