@@ -137,7 +137,8 @@ impl<
         events: &mut Events,
         previous: impl FnOnce(&IdString<20>) -> Option<ControllerId>,
     ) -> bool {
-        let served = self.controller.state() == State::Ready || self.controller.owned.came_up;
+        let served =
+            self.controller.state() == State::Ready || self.controller.owned.lifecycle.came_up();
         if self.reported.ready || !served {
             return true;
         }

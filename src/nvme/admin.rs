@@ -10,9 +10,11 @@ use core::time::Duration;
 
 use crate::error::{Error, Result, Wait};
 use crate::nvme::command::SubmissionEntry;
-use crate::nvme::controller::ADMIN_QUEUE_DEPTH;
 use crate::nvme::qpair::{QueueFaults, QueuePair};
 use crate::platform::{Instant, Platform, RegisterAccess};
+
+/// Entries of the admin queue.
+pub const ADMIN_QUEUE_DEPTH: usize = 32;
 
 /// Tickets given up by their owners and not completed yet. More than the
 /// lifecycle command and one Abort are never outstanding.
@@ -27,6 +29,8 @@ pub(crate) struct Ticket(u16);
 pub(crate) struct AdminChannel {
     queue: QueuePair<ADMIN_QUEUE_DEPTH>,
     forgotten: heapless::Vec<Ticket, FORGOTTEN>,
+    /// The command the lifecycle waits for ([`AdminChannel::exchange`]).
+    exchange: Option<Ticket>,
     /// Each command's deadline, for the timeout error's message.
     timeout: Duration,
 }
@@ -37,6 +41,7 @@ impl AdminChannel {
         Self {
             queue: QueuePair::new(0, ADMIN_QUEUE_DEPTH as u16),
             forgotten: heapless::Vec::new(),
+            exchange: None,
             timeout,
         }
     }
@@ -112,6 +117,41 @@ impl AdminChannel {
         (now > slot.deadline).then_some(Err(Error::timeout(Wait::AdminCommand, self.timeout)))
     }
 
+    /// The lifecycle's one command at a time: submits `sqe` if none is
+    /// outstanding, otherwise polls for the outstanding one. `Ok(Some(dw0))`
+    /// once it completed successfully, `Ok(None)` while waiting, the
+    /// command's error (or its timeout) once it failed.
+    pub(crate) fn exchange<P: Platform, R: RegisterAccess>(
+        &mut self,
+        platform: &P,
+        regs: &R,
+        sqe: SubmissionEntry,
+        now: Instant,
+    ) -> Result<Option<u32>> {
+        let Some(ticket) = self.exchange else {
+            self.exchange = Some(self.submit(platform, regs, sqe, now)?);
+            return Ok(None);
+        };
+        let result = self.poll(platform, regs, ticket, now);
+        if result.is_some() {
+            self.exchange = None;
+        }
+        result.transpose()
+    }
+
+    /// Whether the lifecycle's command is outstanding.
+    pub(crate) fn exchanging(&self) -> bool {
+        self.exchange.is_some()
+    }
+
+    /// The lifecycle no longer waits for its command: its completion is
+    /// discarded when it arrives.
+    pub(crate) fn abandon_exchange(&mut self) {
+        if let Some(ticket) = self.exchange.take() {
+            self.forget(ticket);
+        }
+    }
+
     /// Nobody waits for `ticket` any more: its completion is discarded.
     pub(crate) fn forget(&mut self, ticket: Ticket) {
         if self.queue.tracker.take_done_cid(ticket.0).is_none() {
@@ -131,6 +171,7 @@ impl AdminChannel {
     /// Ends every outstanding admin command (the controller is being reset
     /// or torn down): nobody outside the driver owns them.
     pub(crate) fn abandon_all(&mut self) {
+        self.exchange = None;
         self.queue.tracker.fail_all(Error::Aborted);
         while self.queue.tracker.take_done().is_some() {}
         self.forgotten.clear();

@@ -5,11 +5,11 @@ use log::{info, warn};
 
 use crate::error::{Error, Result, Wait};
 use crate::link::{DeviceLink, Presence};
+use crate::nvme::admin::ADMIN_QUEUE_DEPTH;
 use crate::nvme::command::{admin, cns, feature, sc, sct, SubmissionEntry};
-use crate::nvme::controller::{
-    Controller, Namespace, State, Step, ADMIN_QUEUE_DEPTH, MAX_TRANSFER_LIMIT,
-};
+use crate::nvme::controller::{Controller, Namespace, MAX_TRANSFER_LIMIT};
 use crate::nvme::identify::{self, ControllerInfo, NamespaceInfo, NamespaceRefusal};
+use crate::nvme::lifecycle::{State, Step};
 use crate::nvme::prp::{self, PAGE_SIZE};
 use crate::nvme::qpair::QueuePair;
 use crate::nvme::queue::DoorbellBuffers;
@@ -53,7 +53,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                         self.remove();
                         return Err(Error::DeviceRemoved);
                     }
-                    if self.owned.state == State::Detaching {
+                    if self.owned.lifecycle.state() == State::Detaching {
                         if self.detach_step_failed(e) {
                             continue;
                         }
@@ -61,7 +61,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                     }
                     warn!(
                         "nvme: controller failed during {:?}: {}",
-                        self.owned.step, e
+                        self.owned.lifecycle.step(),
+                        e
                     );
                     if is_permanent(e) || self.owned.recovery.exhausted() {
                         self.fail(e);
@@ -74,16 +75,18 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 }
             }
         }
-        match self.owned.state {
-            State::Failed | State::Removed => {
-                Err(self.owned.failure.unwrap_or(Error::ControllerFailed))
-            }
+        match self.owned.lifecycle.state() {
+            State::Failed | State::Removed => Err(self
+                .owned
+                .lifecycle
+                .failure()
+                .unwrap_or(Error::ControllerFailed)),
             s => Ok(s),
         }
     }
 
     fn step(&mut self) -> Result<Outcome> {
-        match self.owned.step {
+        match self.owned.lifecycle.step() {
             Step::Backoff { until } => self.backoff_step(until),
             Step::Start => self.start_reset(),
             Step::WaitDisabled { deadline } => self.wait_disabled(deadline),
@@ -123,7 +126,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         if self.now() < until {
             return Ok(Outcome::Waiting);
         }
-        self.owned.step = Step::Start;
+        self.owned.lifecycle.go(Step::Start);
         Ok(Outcome::Progress)
     }
 
@@ -151,8 +154,9 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             return Err(Error::ControllerFailed);
         }
         if csts.contains(Csts::RDY) {
-            self.owned.state = State::Initializing;
-            self.owned.step = Step::IdentifyController;
+            self.owned
+                .lifecycle
+                .enter(State::Initializing, Step::IdentifyController);
             return Ok(Outcome::Progress);
         }
         self.check_deadline(deadline, Wait::Enable)
@@ -179,7 +183,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             info.namespace_count
         );
         self.shared.info = Some(info);
-        self.owned.step = Step::SetQueueCount;
+        self.owned.lifecycle.go(Step::SetQueueCount);
         Ok(Outcome::Progress)
     }
 
@@ -197,7 +201,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         let granted_cq = (dw0 >> 16) + 1;
         let count = (wanted as u32).min(granted_sq).min(granted_cq) as u16;
         self.setup_io_queues(count)?;
-        self.owned.step = Step::CreateCq(0);
+        self.owned.lifecycle.go(Step::CreateCq(0));
         Ok(Outcome::Progress)
     }
 
@@ -212,7 +216,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         let Some(_) = self.admin_exchange(sqe)? else {
             return Ok(Outcome::Waiting);
         };
-        self.owned.step = Step::CreateSq(i);
+        self.owned.lifecycle.go(Step::CreateSq(i));
         Ok(Outcome::Progress)
     }
 
@@ -227,11 +231,12 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         let Some(_) = self.admin_exchange(sqe)? else {
             return Ok(Outcome::Waiting);
         };
-        self.owned.step = if (i as usize + 1) < self.shared.io.len() {
+        let next = if (i as usize + 1) < self.shared.io.len() {
             Step::CreateCq(i + 1)
         } else {
             Step::DoorbellBuffers
         };
+        self.owned.lifecycle.go(next);
         Ok(Outcome::Progress)
     }
 
@@ -259,7 +264,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         self.owned.pending_nsids = ids;
         self.shared.namespaces.clear();
         self.owned.refused.clear();
-        self.owned.step = Step::NamespaceDescriptors(0);
+        self.owned.lifecycle.go(Step::NamespaceDescriptors(0));
         Ok(Outcome::Progress)
     }
 
@@ -277,9 +282,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         }
         self.arm_async_events();
         self.renew_namespace_stamp();
-        self.owned.state = State::Ready;
-        self.owned.step = Step::Ready;
-        self.owned.came_up = true;
+        self.owned.lifecycle.become_ready();
         info!(
             "nvme: ready, {} I/O queues of {} entries, {} namespaces ({} refused)",
             self.shared.io.len(),
@@ -293,7 +296,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// Identify Namespace of the `k`th active namespace (an NVM one).
     fn identify_namespace(&mut self, k: u16) -> Result<Outcome> {
         let Some(&nsid) = self.owned.pending_nsids.get(k as usize) else {
-            self.owned.step = Step::NamespaceDescriptors(k);
+            self.owned.lifecycle.go(Step::NamespaceDescriptors(k));
             return Ok(Outcome::Progress);
         };
         let scratch = self.scratch_phys()?;
@@ -316,7 +319,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 }
             }
         }
-        self.owned.step = Step::NamespaceDescriptors(k + 1);
+        self.owned.lifecycle.go(Step::NamespaceDescriptors(k + 1));
         Ok(Outcome::Progress)
     }
 
@@ -329,7 +332,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         }
         if self.in_flight() == 0 || self.now() > deadline {
             self.collect_detach_flushes();
-            self.owned.step = Step::DeleteSq(0);
+            self.owned.lifecycle.go(Step::DeleteSq(0));
             return Ok(Outcome::Progress);
         }
         Ok(Outcome::Waiting)
@@ -338,7 +341,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// Delete I/O Submission Queue of the `i`th queue pair.
     fn delete_sq(&mut self, i: u16) -> Result<Outcome> {
         let Some(q) = self.shared.io.get_mut(i as usize).map(Mutex::get_mut) else {
-            self.owned.step = Step::DeleteCq(0);
+            self.owned.lifecycle.go(Step::DeleteCq(0));
             return Ok(Outcome::Progress);
         };
         let mut sqe = SubmissionEntry::new(admin::DELETE_SQ);
@@ -346,14 +349,14 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         if self.admin_exchange(sqe)?.is_none() {
             return Ok(Outcome::Waiting);
         }
-        self.owned.step = Step::DeleteSq(i + 1);
+        self.owned.lifecycle.go(Step::DeleteSq(i + 1));
         Ok(Outcome::Progress)
     }
 
     /// Delete I/O Completion Queue of the `i`th queue pair.
     fn delete_cq(&mut self, i: u16) -> Result<Outcome> {
         let Some(q) = self.shared.io.get_mut(i as usize).map(Mutex::get_mut) else {
-            self.owned.step = Step::Shutdown;
+            self.owned.lifecycle.go(Step::Shutdown);
             return Ok(Outcome::Progress);
         };
         let mut sqe = SubmissionEntry::new(admin::DELETE_CQ);
@@ -361,7 +364,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         if self.admin_exchange(sqe)?.is_none() {
             return Ok(Outcome::Waiting);
         }
-        self.owned.step = Step::DeleteCq(i + 1);
+        self.owned.lifecycle.go(Step::DeleteCq(i + 1));
         Ok(Outcome::Progress)
     }
 
@@ -372,7 +375,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             .regs
             .write32(regs::CC, cc | Cc::SHN_NORMAL.bits());
         let deadline = self.now() + self.shared.config.shutdown_timeout;
-        self.owned.step = Step::WaitShutdown { deadline };
+        self.owned.lifecycle.go(Step::WaitShutdown { deadline });
         Ok(Outcome::Progress)
     }
 
@@ -404,15 +407,14 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// ends the controller as `Failed` with the error: the detach could not
     /// complete. Returns whether the detach goes on.
     fn detach_step_failed(&mut self, e: Error) -> bool {
-        match self.owned.step {
+        match self.owned.lifecycle.step() {
             Step::Drain { .. } | Step::DeleteSq(_) | Step::DeleteCq(_) => {
                 warn!(
                     "nvme: detach: {:?} failed ({e}), shutting down anyway",
-                    self.owned.step
+                    self.owned.lifecycle.step()
                 );
-                self.owned.detach_error.get_or_insert(e);
-                self.abandon_admin_command();
-                self.owned.step = Step::Shutdown;
+                self.owned.admin.abandon_exchange();
+                self.owned.lifecycle.note_detach_error(e);
                 true
             }
             _ => {
@@ -429,7 +431,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// Namespace. Past the last namespace the controller is ready.
     fn namespace_descriptors(&mut self, k: u16) -> Result<Outcome> {
         let Some(&nsid) = self.owned.pending_nsids.get(k as usize) else {
-            self.owned.step = Step::AsyncEvents;
+            self.owned.lifecycle.go(Step::AsyncEvents);
             return Ok(Outcome::Progress);
         };
         let mut sqe = SubmissionEntry::new(admin::IDENTIFY);
@@ -456,13 +458,14 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             }
             Err(e) => return Err(e),
         };
-        self.owned.step = match refusal {
+        let next = match refusal {
             None => Step::IdentifyNamespace(k),
             Some(reason) => {
                 self.refuse_namespace(nsid, reason);
                 Step::NamespaceDescriptors(k + 1)
             }
         };
+        self.owned.lifecycle.go(next);
         Ok(Outcome::Progress)
     }
 
@@ -488,10 +491,10 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         );
         if !self.shared.config.shadow_doorbells || !supported || !DoorbellBuffers::covers(last) {
             self.release_doorbell_buffers();
-            self.owned.step = Step::ActiveNamespaces;
+            self.owned.lifecycle.go(Step::ActiveNamespaces);
             return Ok(Outcome::Progress);
         }
-        if self.owned.admin_pending.is_none() {
+        if !self.owned.admin.exchanging() {
             // About to issue the command: fresh, zeroed pages (tails and
             // heads of the new queues are 0).
             match self.owned.doorbell_buffers.as_mut() {
@@ -500,7 +503,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                     Ok(buffers) => self.owned.doorbell_buffers = Some(buffers),
                     Err(e) => {
                         warn!("nvme: no memory for shadow doorbells ({e}), using MMIO doorbells");
-                        self.owned.step = Step::ActiveNamespaces;
+                        self.owned.lifecycle.go(Step::ActiveNamespaces);
                         return Ok(Outcome::Progress);
                     }
                 },
@@ -529,7 +532,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             }
             Err(e) => return Err(e),
         }
-        self.owned.step = Step::ActiveNamespaces;
+        self.owned.lifecycle.go(Step::ActiveNamespaces);
         Ok(Outcome::Progress)
     }
 
@@ -543,7 +546,6 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         let cap = Cap(self.shared.regs.read64(regs::CAP));
         validate_cap(cap, self.shared.regs_len, QUEUES)?;
         self.shared.cap = cap;
-        self.owned.state = State::Resetting;
         self.clear_subsystem_reset();
         // Firmware may have left the controller enabled with its own queues:
         // always start from a reset.
@@ -552,7 +554,9 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             self.shared.regs.write32(regs::CC, cc & !Cc::EN.bits());
         }
         let deadline = self.now() + self.ready_timeout();
-        self.owned.step = Step::WaitDisabled { deadline };
+        self.owned
+            .lifecycle
+            .enter(State::Resetting, Step::WaitDisabled { deadline });
         Ok(Outcome::Progress)
     }
 
@@ -584,9 +588,10 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         // Interrupts are not used: mask them all.
         self.shared.regs.write32(regs::INTMS, u32::MAX);
         self.shared.regs.write32(regs::CC, Cc::enable_value(0));
-        self.owned.state = State::Enabling;
         let deadline = self.now() + self.ready_timeout();
-        self.owned.step = Step::WaitEnabled { deadline };
+        self.owned
+            .lifecycle
+            .enter(State::Enabling, Step::WaitEnabled { deadline });
         Ok(())
     }
 
@@ -669,41 +674,22 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         &page[..n]
     }
 
-    /// Submits `sqe` on the admin queue if no admin command is outstanding,
-    /// otherwise polls for the outstanding one. `Ok(Some(dw0))` once it
-    /// completed successfully, `Ok(None)` while waiting.
+    /// The lifecycle's admin command (see `AdminChannel::exchange`); a
+    /// timeout on a controller that reports fatal status (or no longer
+    /// answers) is that failure.
     pub(crate) fn admin_exchange(&mut self, sqe: SubmissionEntry) -> Result<Option<u32>> {
         let now = self.now();
-        let Some(ticket) = self.owned.admin_pending else {
-            self.owned.admin_pending = Some(self.owned.admin.submit(
-                &self.shared.platform,
-                &self.shared.regs,
-                sqe,
-                now,
-            )?);
-            return Ok(None);
-        };
-        match self
+        let result = self
             .owned
             .admin
-            .poll(&self.shared.platform, &self.shared.regs, ticket, now)
-        {
-            None => Ok(None),
-            Some(Ok(dw0)) => {
-                self.owned.admin_pending = None;
-                Ok(Some(dw0))
-            }
-            Some(Err(e)) => {
-                self.owned.admin_pending = None;
-                if matches!(e, Error::Timeout { .. }) {
-                    let csts = self.read_status();
-                    if csts.bits() == u32::MAX || csts.contains(Csts::CFS) {
-                        return Err(Error::ControllerFailed);
-                    }
-                }
-                Err(e)
+            .exchange(&self.shared.platform, &self.shared.regs, sqe, now);
+        if let Err(Error::Timeout { .. }) = result {
+            let csts = self.read_status();
+            if csts.bits() == u32::MAX || csts.contains(Csts::CFS) {
+                return Err(Error::ControllerFailed);
             }
         }
+        result
     }
 }
 

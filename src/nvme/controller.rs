@@ -9,8 +9,11 @@ use core::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::link::{DeviceLink, DmaStop};
-use crate::nvme::admin::{AdminChannel, Ticket};
+use crate::nvme::admin::AdminChannel;
+pub use crate::nvme::admin::ADMIN_QUEUE_DEPTH;
 use crate::nvme::identify::{ControllerInfo, NamespaceInfo, NamespaceRefusal};
+use crate::nvme::lifecycle::{Lifecycle, Step};
+pub use crate::nvme::lifecycle::{Quarantine, State};
 use crate::nvme::qpair::QueueFaults;
 use crate::nvme::queue::DoorbellBuffers;
 use crate::nvme::regs::Csts;
@@ -23,8 +26,6 @@ use spin::Mutex;
 pub const MAX_IO_QUEUES: usize = 4;
 /// Most entries per I/O queue.
 pub const MAX_QUEUE_DEPTH: usize = 256;
-/// Entries of the admin queue.
-pub const ADMIN_QUEUE_DEPTH: usize = 32;
 /// Most namespaces served per controller.
 pub const MAX_NAMESPACES: usize = 16;
 /// Largest transfer one command may carry, whatever MDTS allows.
@@ -74,44 +75,6 @@ impl Default for ControllerConfig {
     }
 }
 
-/// Where a controller is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
-    /// Attached, not touched yet: the first step resets it.
-    Discovered,
-    /// Being reset (CC.EN cleared, waiting for CSTS.RDY = 0).
-    Resetting,
-    /// Admin queue set up, waiting for CSTS.RDY = 1.
-    Enabling,
-    /// Identify, queue creation and namespace discovery in progress.
-    Initializing,
-    /// Serving I/O.
-    Ready,
-    /// Orderly detach in progress: draining, deleting queues, shutting down.
-    Detaching,
-    /// Removal or failure noticed, outstanding commands failed: the device
-    /// is being stopped (bus mastering off, or CC.EN = 0 and CSTS.RDY = 0)
-    /// before anything it could reach is handed back. Bounded by CAP.TO.
-    Stopping,
-    /// Detached in an orderly way: the controller was shut down (CC.SHN),
-    /// its DMA stopped, all memory returned.
-    Detached,
-    /// The device is gone; commands failed, memory returned (or, if the
-    /// device could not be proven stopped, quarantined).
-    Removed,
-    /// The controller failed and was given up; commands failed, memory
-    /// returned (or quarantined).
-    Failed,
-}
-
-impl State {
-    /// Whether the controller is done for: removed, failed or detached, its
-    /// memory returned or quarantined. Nothing moves it out of these states.
-    pub fn is_finished(self) -> bool {
-        matches!(self, State::Removed | State::Failed | State::Detached)
-    }
-}
-
 /// A namespace as the driver serves it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Namespace {
@@ -136,70 +99,6 @@ impl Namespace {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Step {
-    Backoff {
-        until: Instant,
-    },
-    Start,
-    WaitDisabled {
-        deadline: Instant,
-    },
-    WaitEnabled {
-        deadline: Instant,
-    },
-    IdentifyController,
-    SetQueueCount,
-    CreateCq(u16),
-    CreateSq(u16),
-    DoorbellBuffers,
-    ActiveNamespaces,
-    NamespaceDescriptors(u16),
-    IdentifyNamespace(u16),
-    /// Enabling asynchronous events and arming their requests.
-    AsyncEvents,
-    Ready,
-    /// A reset cleared CC.EN: waiting for CSTS.RDY = 0 before the commands
-    /// it failed are handed back and bring-up starts again after `backoff`.
-    ResetDisable {
-        deadline: Instant,
-        backoff: Duration,
-    },
-    Drain {
-        deadline: Instant,
-    },
-    DeleteSq(u16),
-    DeleteCq(u16),
-    Shutdown,
-    WaitShutdown {
-        deadline: Instant,
-    },
-    /// A teardown waits for proof that the device can no longer reach
-    /// memory before anything is handed back.
-    StopDma {
-        deadline: Instant,
-    },
-    Finished,
-}
-
-/// Memory the driver kept because it could not prove that the device can no
-/// longer reach it (the device did not stop within its deadline). It is never
-/// handed back, neither to the platform nor to a caller.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Quarantine {
-    /// DMA regions kept.
-    pub regions: u32,
-    /// Their total size in bytes.
-    pub bytes: u64,
-}
-
-/// How a teardown in progress ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Ending {
-    pub(crate) state: State,
-    pub(crate) error: Error,
-}
-
 /// An NVMe controller driven by polling.
 ///
 /// Its state is in two parts: `Shared`, what every I/O queue reads (the
@@ -222,11 +121,9 @@ pub struct Controller<
 /// monitor of a share.
 pub(crate) struct Owned<L> {
     pub(crate) link: L,
-    pub(crate) state: State,
-    pub(crate) step: Step,
+    /// State, step, and what a teardown left behind.
+    pub(crate) lifecycle: Lifecycle,
     pub(crate) admin: AdminChannel,
-    /// The admin command the lifecycle waits for.
-    pub(crate) admin_pending: Option<Ticket>,
     pub(crate) scratch: Option<SharedMemory>,
     /// Shadow doorbell and EventIdx pages, while Doorbell Buffer Config is
     /// in effect (or about to be).
@@ -234,23 +131,8 @@ pub(crate) struct Owned<L> {
     pub(crate) pending_nsids: heapless::Vec<u32, MAX_NAMESPACES>,
     /// Active namespaces not served, with the reason.
     pub(crate) refused: heapless::Vec<(u32, NamespaceRefusal), MAX_NAMESPACES>,
-    pub(crate) failure: Option<Error>,
-    /// Caller commands failed by teardowns.
-    pub(crate) failed: u32,
     /// Resets, the abort waited for, glitches.
     pub(crate) recovery: crate::nvme::recovery::Recovery,
-    /// What the teardown in progress ends in.
-    pub(crate) ending: Option<Ending>,
-    /// How the device was proven unable to reach memory at the end.
-    pub(crate) dma_stop: Option<DmaStop>,
-    /// Memory kept for good because no such proof could be had.
-    pub(crate) quarantine: Quarantine,
-    /// Set when an orderly detach could not do everything it should (a
-    /// queue deletion failed); the shutdown still runs.
-    pub(crate) detach_error: Option<Error>,
-    /// Whether a bring-up ever finished: the controller served, even if
-    /// it ended before anyone looked (a blocking call can bring it up).
-    pub(crate) came_up: bool,
     /// Asynchronous events: requests outstanding, follow-ups, notices.
     pub(crate) events: crate::nvme::events::AsyncEvents,
     /// Flushes the orderly detach in progress waits for.
@@ -274,22 +156,13 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             shared: Shared::new(platform, regs, regs_len, config),
             owned: Owned {
                 link,
-                state: State::Discovered,
-                step: Step::Start,
+                lifecycle: Lifecycle::new(),
                 admin: AdminChannel::new(config.admin_timeout),
-                admin_pending: None,
                 scratch: None,
                 doorbell_buffers: None,
                 pending_nsids: heapless::Vec::new(),
                 refused: heapless::Vec::new(),
-                failure: None,
-                failed: 0,
                 recovery: crate::nvme::recovery::Recovery::default(),
-                ending: None,
-                dma_stop: None,
-                quarantine: Quarantine::default(),
-                detach_error: None,
-                came_up: false,
                 events: crate::nvme::events::AsyncEvents::new(),
                 detach_flushes: heapless::Vec::new(),
             },
@@ -298,7 +171,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 
     /// The current state.
     pub fn state(&self) -> State {
-        self.owned.state
+        self.owned.lifecycle.state()
     }
 
     /// Identify Controller data, once read.
@@ -372,7 +245,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 
     /// The error that failed the controller, if it failed.
     pub fn failure(&self) -> Option<Error> {
-        self.owned.failure
+        self.owned.lifecycle.failure()
     }
 
     /// Resets the driver made since the controller was attached (after a
@@ -384,20 +257,20 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// Caller I/O commands the teardown failed (removal, failure or the end
     /// of a detach). The driver's own admin commands are not counted.
     pub fn failed_commands(&self) -> u32 {
-        self.owned.failed
+        self.owned.lifecycle.failed_commands()
     }
 
     /// How the end of the controller made sure the device can no longer
     /// reach memory; `None` while it is not finished, or when no proof could
     /// be had and the memory was quarantined.
     pub fn dma_stop(&self) -> Option<DmaStop> {
-        self.owned.dma_stop
+        self.owned.lifecycle.dma_stop()
     }
 
     /// Memory kept for good because the device could not be proven unable
     /// to reach it.
     pub fn quarantined(&self) -> Quarantine {
-        self.owned.quarantine
+        self.owned.lifecycle.quarantine()
     }
 
     /// Odd status reads (CSTS without RDY, a silent config read) that a
@@ -464,7 +337,12 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             let state = match self.advance() {
                 Ok(state) => state,
                 // A transient failure scheduled a reset with backoff: retry.
-                Err(_) if matches!(self.owned.state, State::Resetting | State::Stopping) => {
+                Err(_)
+                    if matches!(
+                        self.owned.lifecycle.state(),
+                        State::Resetting | State::Stopping
+                    ) =>
+                {
                     continue
                 }
                 Err(e) => return Err(e),
@@ -472,7 +350,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             match state {
                 State::Ready => return Ok(()),
                 State::Failed | State::Removed | State::Detached => {
-                    return Err(self.owned.failure.unwrap_or(Error::NotReady))
+                    return Err(self.owned.lifecycle.failure().unwrap_or(Error::NotReady))
                 }
                 _ => {}
             }
@@ -490,9 +368,13 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         self.begin_detach();
         loop {
             match self.advance()? {
-                State::Detached => return self.owned.detach_error.map_or(Ok(()), Err),
+                State::Detached => return self.owned.lifecycle.detach_error().map_or(Ok(()), Err),
                 State::Failed | State::Removed => {
-                    return Err(self.owned.failure.unwrap_or(Error::ControllerFailed))
+                    return Err(self
+                        .owned
+                        .lifecycle
+                        .failure()
+                        .unwrap_or(Error::ControllerFailed))
                 }
                 _ => {}
             }
@@ -501,13 +383,14 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 
     /// Starts an orderly detach; [`Controller::advance`] carries it out.
     pub fn begin_detach(&mut self) {
-        match self.owned.state {
+        match self.owned.lifecycle.state() {
             State::Ready => {
                 let deadline = self.now() + self.shared.config.io_timeout;
                 self.forget_abort();
                 self.flush_before_detach();
-                self.owned.state = State::Detaching;
-                self.owned.step = Step::Drain { deadline };
+                self.owned
+                    .lifecycle
+                    .enter(State::Detaching, Step::Drain { deadline });
             }
             State::Detaching | State::Stopping => {}
             s if s.is_finished() => {}
@@ -521,19 +404,13 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             _ => {
                 // Not yet serving I/O (or resetting): no queues to drain;
                 // delete what exists and shut down.
-                self.abandon_admin_command();
+                self.owned.admin.abandon_exchange();
                 self.forget_abort();
-                self.owned.state = State::Detaching;
-                self.owned.step = Step::DeleteCq(self.shared.io.len() as u16);
+                let queues = self.shared.io.len() as u16;
+                self.owned
+                    .lifecycle
+                    .enter(State::Detaching, Step::DeleteCq(queues));
             }
-        }
-    }
-
-    /// Forgets the admin command the lifecycle waited for: its completion
-    /// is discarded when it arrives.
-    pub(crate) fn abandon_admin_command(&mut self) {
-        if let Some(ticket) = self.owned.admin_pending.take() {
-            self.owned.admin.forget(ticket);
         }
     }
 
@@ -542,14 +419,9 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         &self.shared.platform
     }
 
-    /// Whether failed commands are held back: a reset's disable or a
-    /// teardown's stop is still waiting for proof that the device can no
-    /// longer reach their buffers.
+    /// See [`Lifecycle::holding`].
     pub(crate) fn holding(&self) -> bool {
-        matches!(
-            self.owned.step,
-            Step::ResetDisable { .. } | Step::StopDma { .. }
-        )
+        self.owned.lifecycle.holding()
     }
 }
 

@@ -9,7 +9,7 @@ use core::time::Duration;
 use crate::link::DeviceLink;
 use crate::nvme::controller::{Controller, Owned};
 use crate::nvme::regs::Csts;
-use crate::nvme::shared::{Gate, Shared};
+use crate::nvme::shared::Shared;
 use crate::platform::{Instant, Platform};
 
 /// The shared part read-only, the owned part exclusive.
@@ -47,8 +47,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 
     /// Sets the gate of shared queues to what the lifecycle says now.
     pub(crate) fn sync_gate(&self) {
-        let ending = self.owned.ending.map(|e| e.state);
-        let (phase, refusal) = Gate::for_lifecycle(self.owned.state, self.owned.step, ending);
+        let (phase, refusal) = self.owned.lifecycle.gate();
         self.shared.gate.set(phase, refusal);
     }
 }

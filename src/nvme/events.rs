@@ -36,8 +36,9 @@ use crate::error::Error;
 use crate::link::DeviceLink;
 use crate::nvme::admin::Ticket;
 use crate::nvme::command::{admin, cns, SubmissionEntry};
-use crate::nvme::controller::{Controller, Namespace, State, Step, MAX_NAMESPACES};
+use crate::nvme::controller::{Controller, Namespace, MAX_NAMESPACES};
 use crate::nvme::identify::{self, NamespaceInfo, NamespaceRefusal};
+use crate::nvme::lifecycle::State;
 use crate::nvme::prp::PAGE_SIZE;
 use crate::platform::{Instant, Platform};
 use crate::spec::log::{
@@ -207,7 +208,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// them, and advances the follow-up in progress by at most one admin
     /// command. No register read; a doorbell write per command submitted.
     pub(crate) fn service_events(&mut self) {
-        if self.owned.state != State::Ready || self.owned.step != Step::Ready {
+        if !self.owned.lifecycle.serving() {
             return;
         }
         let now = self.now();
@@ -235,7 +236,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             }
         }
         self.advance_work(now);
-        if self.owned.state == State::Ready {
+        if self.owned.lifecycle.state() == State::Ready {
             self.rearm();
         }
     }

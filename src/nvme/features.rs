@@ -49,7 +49,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     pub(crate) fn admin_blocking(&mut self, sqe: SubmissionEntry) -> Result<u32> {
         self.ensure_ready()?;
         let epoch = self.owned.events.epoch;
-        let kept = self.owned.quarantine.regions;
+        let kept = self.owned.lifecycle.quarantine().regions;
         let ticket =
             self.owned
                 .admin
@@ -62,10 +62,10 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 while self.holding() {
                     let _ = self.advance();
                 }
-                if self.owned.quarantine.regions != kept {
+                if self.owned.lifecycle.quarantine().regions != kept {
                     return Err(Error::Quarantined);
                 }
-                return Err(self.owned.failure.unwrap_or(cause));
+                return Err(self.owned.lifecycle.failure().unwrap_or(cause));
             }
             match self.owned.admin.poll(
                 &self.shared.platform,

@@ -10,9 +10,10 @@
 use crate::error::{Error, Result};
 use crate::link::DeviceLink;
 use crate::nvme::command::{nvm, sc, sct, SubmissionEntry};
-use crate::nvme::controller::{Controller, Namespace, State, Step};
+use crate::nvme::controller::{Controller, Namespace};
 use crate::nvme::handle::NamespaceHandle;
 use crate::nvme::identify::ControllerInfo;
+use crate::nvme::lifecycle::{State, Step};
 use crate::nvme::prp;
 use crate::nvme::qpair::{QueuePair, TransferEntry};
 use crate::nvme::queue::DoorbellBuffers;
@@ -207,7 +208,10 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// for a detach. Outside that no doorbell is written and no ring read
     /// (a reset may have the controller disabled).
     fn rings_live(&self) -> bool {
-        matches!(self.owned.step, Step::Ready | Step::Drain { .. })
+        matches!(
+            self.owned.lifecycle.step(),
+            Step::Ready | Step::Drain { .. }
+        )
     }
 
     /// Rings `queue`'s doorbell if needed, consumes its completions and hands
@@ -429,18 +433,21 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 if done.result.is_ok() {
                     self.note_success();
                 }
-                if self.owned.quarantine.regions > 0 {
+                if self.owned.lifecycle.quarantine().regions > 0 {
                     // The device may still write the caller's buffer.
                     return (Some(index), Err(Error::Quarantined));
                 }
                 let result = aborted_means_timeout(done.result, self.shared.config.io_timeout);
                 return (Some(index), result);
             }
-            if self.owned.state.is_finished() {
-                if self.owned.quarantine.regions > 0 {
+            if self.owned.lifecycle.state().is_finished() {
+                if self.owned.lifecycle.quarantine().regions > 0 {
                     return (None, Err(Error::Quarantined));
                 }
-                return (None, Err(self.owned.failure.unwrap_or(Error::NotReady)));
+                return (
+                    None,
+                    Err(self.owned.lifecycle.failure().unwrap_or(Error::NotReady)),
+                );
             }
             if !cids
                 .iter()
@@ -467,7 +474,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 
     /// `Ok` while the controller serves I/O, else why not.
     fn serving(&self) -> Result<()> {
-        match self.owned.state {
+        match self.owned.lifecycle.state() {
             State::Ready => Ok(()),
             State::Removed => Err(Error::DeviceRemoved),
             State::Failed => Err(Error::ControllerFailed),
@@ -831,7 +838,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         let queued = match self.shared.namespaces.get(slot as usize) {
             // The list is the one the handle was made on, and serving.
             Some(&ns)
-                if stamp == self.shared.namespace_stamp && self.owned.state == State::Ready =>
+                if stamp == self.shared.namespace_stamp
+                    && self.owned.lifecycle.state() == State::Ready =>
             {
                 self.queue_transfer(queue.0, &ns, command, phys, len, tag, false, &mut buffer)
             }
@@ -883,7 +891,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             lba,
             blocks: blocks as u32,
         };
-        if self.owned.state.is_finished() {
+        if self.owned.lifecycle.state().is_finished() {
             return Err(Error::StaleHandle);
         }
         self.serving()?;

@@ -82,7 +82,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// event's follow-up) uses the page: poll it to the end, or let the
     /// tick run, and try again.
     pub fn begin_log_page(&mut self, page: LogPage) -> Result<LogRequest> {
-        match self.owned.state {
+        match self.owned.lifecycle.state() {
             State::Ready => {}
             State::Removed => return Err(Error::DeviceRemoved),
             State::Failed => return Err(Error::ControllerFailed),

@@ -10,6 +10,7 @@ pub mod features;
 mod handle;
 pub mod identify;
 mod io;
+mod lifecycle;
 pub mod logs;
 pub mod passthrough;
 mod prp;

@@ -26,8 +26,9 @@ use crate::error::{Error, Result, Wait};
 use crate::link::{DeviceLink, Presence};
 use crate::nvme::admin::Ticket;
 use crate::nvme::command::{admin, SubmissionEntry};
-use crate::nvme::controller::{Controller, State, Step};
+use crate::nvme::controller::Controller;
 use crate::nvme::engine::Engine;
+use crate::nvme::lifecycle::State;
 use crate::nvme::regs::{self, Cap, Csts};
 use crate::nvme::shared::Refusal;
 use crate::platform::{Instant, Platform, RegisterAccess};
@@ -135,7 +136,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// Handles I/O commands past their deadline (the tick and the blocking
     /// wrappers call it): abort first, reset if the abort does not help.
     pub(crate) fn expire(&mut self, now: Instant) {
-        if self.owned.state != State::Ready || self.owned.step != Step::Ready {
+        if !self.owned.lifecycle.serving() {
             return;
         }
         if let Some(pending) = self.owned.recovery.abort {
@@ -210,7 +211,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// spin. Gives the controller up when it has been reset too often in a
     /// row or does not stop. Returns how many commands were failed.
     pub(crate) fn reset(&mut self, cause: Error) -> usize {
-        if self.owned.state.is_finished() || self.owned.ending.is_some() {
+        if self.owned.lifecycle.ending() {
             return 0;
         }
         if self.owned.link.presence() != Presence::Present {
@@ -232,9 +233,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             "nvme: controller reset {} of {MAX_RESETS} after {cause}, {failed} commands failed",
             self.owned.recovery.resets
         );
-        self.owned.state = State::Resetting;
         let deadline = self.now() + self.ready_timeout();
-        self.owned.step = Step::ResetDisable { deadline, backoff };
+        self.owned.lifecycle.begin_reset(deadline, backoff);
         self.reset_disable_step(deadline, backoff);
         failed
     }
@@ -258,7 +258,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// reset) and collects asynchronous events ([`Controller::next_notice`]).
     /// Returns the state reached.
     pub fn tick(&mut self) -> State {
-        match self.owned.state {
+        match self.owned.lifecycle.state() {
             State::Ready => match self.check_health() {
                 Some(error) => {
                     self.lost(error);
@@ -273,13 +273,13 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 let _ = self.advance();
             }
         }
-        self.owned.state
+        self.owned.lifecycle.state()
     }
 
     /// For the blocking wrappers: finishes a bring-up in progress (after a
     /// reset, say), or says why the controller cannot serve.
     pub(crate) fn ensure_ready(&mut self) -> Result<()> {
-        match self.owned.state {
+        match self.owned.lifecycle.state() {
             State::Ready => Ok(()),
             State::Discovered | State::Resetting | State::Enabling | State::Initializing => {
                 self.bring_up()
@@ -287,7 +287,11 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             State::Removed => Err(Error::DeviceRemoved),
             // Why it failed is in `failure()` and the Failed event.
             State::Failed => Err(Error::ControllerFailed),
-            State::Stopping => Err(self.owned.ending.map_or(Error::NotReady, |e| e.error)),
+            State::Stopping => Err(self
+                .owned
+                .lifecycle
+                .ending_error()
+                .unwrap_or(Error::NotReady)),
             State::Detaching | State::Detached => Err(Error::NotReady),
         }
     }

@@ -51,13 +51,14 @@
 
 use crate::error::{Error, Result};
 use crate::link::{DeviceLink, Presence};
-use crate::nvme::controller::{Controller, State, Step};
+use crate::nvme::controller::Controller;
 use crate::nvme::engine::Engine;
 use crate::nvme::handle::NamespaceHandle;
 use crate::nvme::io::{
     poll_queue, prepare_in, transfer_into, Completion, Context, IoOp, QueueId, Rejected, Token,
     Transfer,
 };
+use crate::nvme::lifecycle::{State, Step};
 use crate::nvme::qpair::QueuePair;
 use crate::nvme::shared::{Phase, Shared};
 use crate::platform::{DmaRegion, Platform};
@@ -127,7 +128,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         if e.shared.gate.take_success() {
             e.owned.recovery.note_success();
         }
-        match (e.owned.state, e.owned.step) {
+        match (e.owned.lifecycle.state(), e.owned.lifecycle.step()) {
             (State::Ready, Step::Ready) => match e.check_health() {
                 Some(error) => {
                     e.lost(error);
@@ -150,18 +151,18 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             }
         }
         e.sync_gate();
-        e.owned.state
+        e.owned.lifecycle.state()
     }
 
     /// The controller's state.
     pub fn state(&self) -> State {
-        self.engine.owned.state
+        self.engine.owned.lifecycle.state()
     }
 
     /// Caller I/O commands teardowns failed (see
     /// [`Controller::failed_commands`]).
     pub fn failed_commands(&self) -> u32 {
-        self.engine.owned.failed
+        self.engine.owned.lifecycle.failed_commands()
     }
 
     /// Resets the driver made since the controller was attached.

@@ -13,8 +13,9 @@ use core::time::Duration;
 use spin::Mutex;
 
 use crate::error::Error;
-use crate::nvme::controller::{ControllerConfig, Namespace, State, Step, MAX_NAMESPACES};
+use crate::nvme::controller::{ControllerConfig, Namespace, MAX_NAMESPACES};
 use crate::nvme::identify::ControllerInfo;
+use crate::nvme::lifecycle::{State, Step};
 use crate::nvme::qpair::QueuePair;
 use crate::nvme::regs::{self, Cap, Csts};
 use crate::platform::{Instant, Platform, RegisterAccess};

@@ -18,8 +18,9 @@ use log::warn;
 
 use crate::error::{Error, Wait};
 use crate::link::{DeviceLink, DmaStop, Presence};
-use crate::nvme::controller::{Controller, Ending, State, Step};
+use crate::nvme::controller::Controller;
 use crate::nvme::engine::Engine;
+use crate::nvme::lifecycle::{Quarantine, State, Step};
 use crate::nvme::regs::{self, Cap, Cc, Csts};
 use crate::nvme::shared::{Phase, Refusal};
 use crate::platform::{DmaRegion, Instant, Platform, RegisterAccess};
@@ -34,7 +35,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// later [`Controller::advance`] calls. Later calls do nothing. Returns
     /// how many caller commands were failed.
     pub(crate) fn begin_teardown(&mut self, end: State, error: Error) -> usize {
-        if self.owned.state.is_finished() || self.owned.ending.is_some() {
+        if self.owned.lifecycle.ending() {
             return 0;
         }
         let refusal = match end {
@@ -43,11 +44,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             _ => Refusal::NotReady,
         };
         let failed = self.fail_outstanding(error, refusal);
-        self.owned.failed = self.owned.failed.saturating_add(failed as u32);
-        self.owned.ending = Some(Ending { state: end, error });
-        self.owned.state = State::Stopping;
         let deadline = self.now() + self.ready_timeout();
-        self.owned.step = Step::StopDma { deadline };
+        self.owned.lifecycle.begin_end(end, error, failed, deadline);
         self.stop_dma_step(deadline);
         failed
     }
@@ -62,7 +60,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// outstanding command once with `error`, and returns the memory once
     /// its DMA is proven stopped.
     pub(crate) fn fail(&mut self, error: Error) -> usize {
-        if self.owned.state.is_finished() || self.owned.ending.is_some() {
+        if self.owned.lifecycle.ending() {
             return 0;
         }
         self.clear_enable();
@@ -74,7 +72,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// later. Nothing for a controller already finished.
     pub(crate) fn fail_blocking(&mut self, error: Error) {
         self.fail(error);
-        while let Step::StopDma { deadline } = self.owned.step {
+        while let Step::StopDma { deadline } = self.owned.lifecycle.step() {
             self.stop_dma_step(deadline);
         }
     }
@@ -85,7 +83,6 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// Returns the caller commands. Shared queues refuse submissions with
     /// `refusal` from before the first queue is locked.
     pub(crate) fn fail_outstanding(&mut self, error: Error, refusal: Refusal) -> usize {
-        self.owned.admin_pending = None;
         self.owned.recovery.drop_abort();
         self.owned.admin.abandon_all();
         self.owned.events.abandon();
@@ -141,19 +138,13 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     }
 
     fn finish_teardown(&mut self, proof: Option<DmaStop>) {
-        let Some(ending) = self.owned.ending.take() else {
+        if self.owned.lifecycle.finish(proof).is_none() {
             return;
-        };
-        self.owned.dma_stop = proof;
+        }
         if proof.is_some() {
             self.release_memory();
         } else {
             self.quarantine_memory();
-        }
-        self.owned.state = ending.state;
-        self.owned.step = Step::Finished;
-        if ending.state != State::Detached {
-            self.owned.failure = Some(ending.error);
         }
     }
 
@@ -177,7 +168,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// caller buffers of failed commands included (they are delivered
     /// without their buffer).
     fn quarantine_memory(&mut self) {
-        let mut kept = self.owned.quarantine;
+        let mut kept = Quarantine::default();
         let mut keep = |region: DmaRegion| {
             kept.regions = kept.regions.saturating_add(1);
             kept.bytes = kept.bytes.saturating_add(region.len() as u64);
@@ -198,15 +189,17 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         if let Some(buffers) = self.owned.doorbell_buffers.take() {
             buffers.release_with(&mut keep);
         }
-        if kept.regions > self.owned.quarantine.regions {
+        if kept.regions > 0 {
             warn!(
                 "nvme: the device could not be proven stopped within {} ms: {} regions ({} bytes) quarantined for good",
                 self.ready_timeout().as_millis(),
-                kept.regions - self.owned.quarantine.regions,
-                kept.bytes - self.owned.quarantine.bytes,
+                kept.regions,
+                kept.bytes,
             );
         }
-        self.owned.quarantine = kept;
+        self.owned
+            .lifecycle
+            .add_quarantine(kept.regions, kept.bytes);
     }
 
     /// One step of a reset's disable: once CSTS.RDY = 0 is seen the failed
@@ -219,9 +212,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         backoff: core::time::Duration,
     ) -> bool {
         if self.disabled_proof().is_some() {
-            self.owned.step = Step::Backoff {
-                until: self.now() + backoff,
-            };
+            let until = self.now() + backoff;
+            self.owned.lifecycle.go(Step::Backoff { until });
             return true;
         }
         if self.owned.link.presence() != Presence::Present {
