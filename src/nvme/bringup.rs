@@ -7,14 +7,13 @@ use crate::error::{Error, Result, Wait};
 use crate::link::{DeviceLink, Presence};
 use crate::nvme::admin::ADMIN_QUEUE_DEPTH;
 use crate::nvme::command::{admin, cns, feature, sc, sct, SubmissionEntry};
-use crate::nvme::controller::{Controller, Namespace, MAX_TRANSFER_LIMIT};
+use crate::nvme::controller::{Controller, MAX_TRANSFER_LIMIT};
 use crate::nvme::identify::{self, ControllerInfo, NamespaceInfo, NamespaceRefusal};
 use crate::nvme::lifecycle::{State, Step};
+use crate::nvme::namespaces::Namespace;
 use crate::nvme::prp::{self, PAGE_SIZE};
-use crate::nvme::qpair::QueuePair;
 use crate::nvme::queue::DoorbellBuffers;
 use crate::nvme::regs::{self, Cap, Cc, Csts};
-use crate::nvme::shared_memory::SharedMemory;
 use crate::platform::{Instant, Platform, RegisterAccess};
 use spin::Mutex;
 
@@ -173,16 +172,16 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         };
         let mut page = [0; PAGE_SIZE];
         let info = ControllerInfo::parse(self.read_scratch(&mut page))?;
-        self.shared.max_transfer = transfer_limit(self.shared.config.max_transfer, info.mdts);
+        let max_transfer = transfer_limit(self.shared.config.max_transfer, info.mdts);
         info!(
             "nvme: controller {} {} fw {} mdts {} KiB, {} namespaces",
             info.model,
             info.serial,
             info.firmware,
-            self.shared.max_transfer >> 10,
+            max_transfer >> 10,
             info.namespace_count
         );
-        self.shared.info = Some(info);
+        self.shared.set_identity(info, max_transfer);
         self.owned.lifecycle.go(Step::SetQueueCount);
         Ok(Outcome::Progress)
     }
@@ -261,9 +260,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         if skipped > 0 {
             warn!("nvme: {skipped} namespaces beyond the driver's limit are not served");
         }
-        self.owned.pending_nsids = ids;
+        self.owned.discovery.begin(ids);
         self.shared.namespaces.clear();
-        self.owned.refused.clear();
         self.owned.lifecycle.go(Step::NamespaceDescriptors(0));
         Ok(Outcome::Progress)
     }
@@ -281,21 +279,20 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             Err(e) => return Err(e),
         }
         self.arm_async_events();
-        self.renew_namespace_stamp();
         self.owned.lifecycle.become_ready();
         info!(
             "nvme: ready, {} I/O queues of {} entries, {} namespaces ({} refused)",
             self.shared.io.len(),
             self.shared.queue_entries,
-            self.shared.namespaces.len(),
-            self.owned.refused.len()
+            self.shared.namespaces.list().len(),
+            self.owned.discovery.refused().len()
         );
         Ok(Outcome::Progress)
     }
 
     /// Identify Namespace of the `k`th active namespace (an NVM one).
     fn identify_namespace(&mut self, k: u16) -> Result<Outcome> {
-        let Some(&nsid) = self.owned.pending_nsids.get(k as usize) else {
+        let Some(nsid) = self.owned.discovery.pending(k) else {
             self.owned.lifecycle.go(Step::NamespaceDescriptors(k));
             return Ok(Outcome::Progress);
         };
@@ -314,8 +311,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 None => {
                     // At least 1: the block fits in max_transfer.
                     let max_blocks = (self.shared.max_transfer >> info.block_shift).min(1 << 16);
-                    // The list has at most MAX_NAMESPACES entries, as does this.
-                    let _ = self.shared.namespaces.push(Namespace { info, max_blocks });
+                    // The scan has at most MAX_NAMESPACES, as does the list.
+                    self.shared.namespaces.add(Namespace { info, max_blocks });
                 }
             }
         }
@@ -325,7 +322,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 
     /// An orderly detach lets commands in flight finish (up to `deadline`).
     fn drain_step(&mut self, deadline: Instant) -> Result<Outcome> {
-        let shadow = self.owned.doorbell_buffers.as_ref();
+        let shadow = self.owned.pages.doorbells();
         for q in self.shared.io.iter_mut().map(Mutex::get_mut) {
             q.publish(&self.shared.platform, &self.shared.regs, shadow);
             q.reap(&self.shared.platform, &self.shared.regs, shadow);
@@ -430,7 +427,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// anything else is read of it: only NVM namespaces go on to Identify
     /// Namespace. Past the last namespace the controller is ready.
     fn namespace_descriptors(&mut self, k: u16) -> Result<Outcome> {
-        let Some(&nsid) = self.owned.pending_nsids.get(k as usize) else {
+        let Some(nsid) = self.owned.discovery.pending(k) else {
             self.owned.lifecycle.go(Step::AsyncEvents);
             return Ok(Outcome::Progress);
         };
@@ -471,8 +468,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 
     fn refuse_namespace(&mut self, nsid: u32, reason: NamespaceRefusal) {
         warn!("nvme: namespace {nsid} not served: {reason}");
-        // The list has at most MAX_NAMESPACES entries, as does this.
-        let _ = self.owned.refused.push((nsid, reason));
+        self.owned.discovery.refuse(nsid, reason);
     }
 
     /// Doorbell Buffer Config (admin opcode 0x7C, OACS bit 8) when the
@@ -497,20 +493,13 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         if !self.owned.admin.exchanging() {
             // About to issue the command: fresh, zeroed pages (tails and
             // heads of the new queues are 0).
-            match self.owned.doorbell_buffers.as_mut() {
-                Some(buffers) => buffers.clear(&self.shared.platform),
-                None => match DoorbellBuffers::alloc(&self.shared.platform) {
-                    Ok(buffers) => self.owned.doorbell_buffers = Some(buffers),
-                    Err(e) => {
-                        warn!("nvme: no memory for shadow doorbells ({e}), using MMIO doorbells");
-                        self.owned.lifecycle.go(Step::ActiveNamespaces);
-                        return Ok(Outcome::Progress);
-                    }
-                },
+            if let Err(e) = self.owned.pages.fresh_doorbells(&self.shared.platform) {
+                warn!("nvme: no memory for shadow doorbells ({e}), using MMIO doorbells");
+                self.owned.lifecycle.go(Step::ActiveNamespaces);
+                return Ok(Outcome::Progress);
             }
         }
-        let Some((shadow, event_idx)) = self.owned.doorbell_buffers.as_ref().map(|b| b.addresses())
-        else {
+        let Some((shadow, event_idx)) = self.owned.pages.doorbells().map(|b| b.addresses()) else {
             return Err(Error::Internal {
                 what: "shadow doorbell pages missing",
             });
@@ -537,15 +526,13 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     }
 
     fn release_doorbell_buffers(&mut self) {
-        if let Some(buffers) = self.owned.doorbell_buffers.take() {
-            buffers.release(&self.shared.platform);
-        }
+        self.owned.pages.release_doorbells(&self.shared.platform);
     }
 
     fn start_reset(&mut self) -> Result<Outcome> {
         let cap = Cap(self.shared.regs.read64(regs::CAP));
         validate_cap(cap, self.shared.regs_len, QUEUES)?;
-        self.shared.cap = cap;
+        self.shared.set_cap(cap);
         self.clear_subsystem_reset();
         // Firmware may have left the controller enabled with its own queues:
         // always start from a reset.
@@ -567,13 +554,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 what: "bus mastering (the command register ignores it)",
             });
         }
-        if self.owned.scratch.is_none() {
-            self.owned.scratch = Some(SharedMemory::alloc(
-                &self.shared.platform,
-                PAGE_SIZE,
-                PAGE_SIZE,
-            )?);
-        }
+        self.owned.pages.ensure_scratch(&self.shared.platform)?;
         let dstrd = self.shared.cap.doorbell_stride_exp();
         let entries = (ADMIN_QUEUE_DEPTH as u32).min(self.shared.cap.max_queue_entries()) as u16;
         let (asq, acq) = self
@@ -610,38 +591,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         }
         let dstrd = self.shared.cap.doorbell_stride_exp();
         let stride = prp::list_stride(self.shared.max_transfer as usize);
-        if self.shared.io.len() != count as usize || self.shared.queue_entries != entries {
-            // After a reset the old command tables may still hold commands
-            // the reset failed, waiting for the caller's poll (with their
-            // buffers): they must not be dropped with the old geometry.
-            if self
-                .shared
-                .io
-                .iter_mut()
-                .any(|q| !q.get_mut().tracker.is_idle())
-            {
-                return Err(Error::BadDeviceValue {
-                    field: "queue geometry after reset",
-                    value: ((count as u64) << 16) | entries as u64,
-                });
-            }
-            for q in self.shared.io.iter_mut().map(Mutex::get_mut) {
-                q.release(&self.shared.platform);
-            }
-            self.shared.io.clear();
-            for qid in 1..=count {
-                // count <= QUEUES, so this always fits.
-                let _ = self
-                    .shared
-                    .io
-                    .push(Mutex::new(QueuePair::new(qid, entries)));
-            }
-        }
-        self.shared.queue_entries = entries;
-        for q in self.shared.io.iter_mut().map(Mutex::get_mut) {
-            q.attach_rings(&self.shared.platform, entries, dstrd, stride)?;
-        }
-        Ok(())
+        self.shared.build_queues(count, entries, dstrd, stride)
     }
 
     fn check_deadline(&self, deadline: crate::Instant, what: Wait) -> Result<Outcome> {
@@ -654,24 +604,12 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     }
 
     fn scratch_phys(&self) -> Result<u64> {
-        self.owned
-            .scratch
-            .as_ref()
-            .map(|s| s.phys().as_u64())
-            .ok_or(Error::Internal {
-                what: "identify page missing",
-            })
+        self.owned.pages.scratch_address()
     }
 
-    /// Copies the scratch page into `page` and returns the bytes copied:
-    /// identify data is parsed from the copy, which the device cannot change.
+    /// See `OwnPages::read_scratch`.
     fn read_scratch<'a>(&self, page: &'a mut [u8; PAGE_SIZE]) -> &'a [u8] {
-        let n = self.owned.scratch.as_ref().map_or(0, |s| {
-            // What the device wrote, not stale lines of an earlier command.
-            s.invalidate(&self.shared.platform, 0, PAGE_SIZE);
-            s.copy_out(0, page)
-        });
-        &page[..n]
+        self.owned.pages.read_scratch(&self.shared.platform, page)
     }
 
     /// The lifecycle's admin command (see `AdminChannel::exchange`); a

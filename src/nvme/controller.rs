@@ -11,93 +11,20 @@ use crate::error::{Error, Result};
 use crate::link::{DeviceLink, DmaStop};
 use crate::nvme::admin::AdminChannel;
 pub use crate::nvme::admin::ADMIN_QUEUE_DEPTH;
-use crate::nvme::identify::{ControllerInfo, NamespaceInfo, NamespaceRefusal};
+pub use crate::nvme::config::{
+    ControllerConfig, MAX_IO_QUEUES, MAX_QUEUE_DEPTH, MAX_TRANSFER_LIMIT,
+};
+use crate::nvme::identify::{ControllerInfo, NamespaceRefusal};
 use crate::nvme::lifecycle::{Lifecycle, Step};
 pub use crate::nvme::lifecycle::{Quarantine, State};
+use crate::nvme::namespaces::Discovery;
+pub use crate::nvme::namespaces::{Namespace, MAX_NAMESPACES};
+use crate::nvme::pages::OwnPages;
 use crate::nvme::qpair::QueueFaults;
-use crate::nvme::queue::DoorbellBuffers;
 use crate::nvme::regs::Csts;
 use crate::nvme::shared::Shared;
-use crate::nvme::shared_memory::SharedMemory;
 use crate::platform::{Instant, Platform};
 use spin::Mutex;
-
-/// Most I/O queue pairs per controller.
-pub const MAX_IO_QUEUES: usize = 4;
-/// Most entries per I/O queue.
-pub const MAX_QUEUE_DEPTH: usize = 256;
-/// Most namespaces served per controller.
-pub const MAX_NAMESPACES: usize = 16;
-/// Largest transfer one command may carry, whatever MDTS allows.
-pub const MAX_TRANSFER_LIMIT: u32 = 4 << 20;
-
-/// What the embedder chooses for each controller.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ControllerConfig {
-    /// I/O queue pairs to ask for (clamped to what the controller grants and
-    /// to the controller's `QUEUES` capacity). Default 1.
-    pub io_queues: u16,
-    /// Entries per I/O queue (clamped to CAP.MQES and the controller's
-    /// `DEPTH` capacity); one entry always stays empty. Default 128.
-    pub queue_depth: u16,
-    /// Largest transfer per command in bytes (clamped to MDTS and
-    /// [`MAX_TRANSFER_LIMIT`]); the blocking wrappers split larger requests.
-    /// Default 256 KiB.
-    pub max_transfer: u32,
-    /// Deadline of each admin command. Default 5 s.
-    pub admin_timeout: Duration,
-    /// Deadline of each I/O command. Default 10 s.
-    pub io_timeout: Duration,
-    /// Upper bound on the CAP.TO ready timeout a controller may claim.
-    /// Default 30 s.
-    pub ready_timeout_limit: Duration,
-    /// Deadline for a normal shutdown (CC.SHN) to report completion.
-    /// Default 5 s.
-    pub shutdown_timeout: Duration,
-    /// Use shadow doorbells when the controller offers them. Off by default:
-    /// they save MMIO writes only on a controller that is still busy when
-    /// new work arrives, and cost a barrier and an EventIdx read per ring.
-    pub shadow_doorbells: bool,
-}
-
-impl Default for ControllerConfig {
-    fn default() -> Self {
-        Self {
-            io_queues: 1,
-            queue_depth: 128,
-            max_transfer: 256 << 10,
-            admin_timeout: Duration::from_secs(5),
-            io_timeout: Duration::from_secs(10),
-            ready_timeout_limit: Duration::from_secs(30),
-            shutdown_timeout: Duration::from_secs(5),
-            shadow_doorbells: false,
-        }
-    }
-}
-
-/// A namespace as the driver serves it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Namespace {
-    /// Identify data.
-    pub info: NamespaceInfo,
-    /// Most blocks one command may carry.
-    pub max_blocks: u32,
-}
-
-impl Namespace {
-    /// Namespace ID.
-    pub fn id(&self) -> u32 {
-        self.info.nsid
-    }
-    /// Logical block size in bytes.
-    pub fn block_size(&self) -> u32 {
-        self.info.block_size()
-    }
-    /// Size in logical blocks.
-    pub fn blocks(&self) -> u64 {
-        self.info.blocks
-    }
-}
 
 /// An NVMe controller driven by polling.
 ///
@@ -124,13 +51,10 @@ pub(crate) struct Owned<L> {
     /// State, step, and what a teardown left behind.
     pub(crate) lifecycle: Lifecycle,
     pub(crate) admin: AdminChannel,
-    pub(crate) scratch: Option<SharedMemory>,
-    /// Shadow doorbell and EventIdx pages, while Doorbell Buffer Config is
-    /// in effect (or about to be).
-    pub(crate) doorbell_buffers: Option<DoorbellBuffers>,
-    pub(crate) pending_nsids: heapless::Vec<u32, MAX_NAMESPACES>,
-    /// Active namespaces not served, with the reason.
-    pub(crate) refused: heapless::Vec<(u32, NamespaceRefusal), MAX_NAMESPACES>,
+    /// The scratch page and the shadow doorbell pages.
+    pub(crate) pages: OwnPages,
+    /// What the last namespace scan found.
+    pub(crate) discovery: Discovery,
     /// Resets, the abort waited for, glitches.
     pub(crate) recovery: crate::nvme::recovery::Recovery,
     /// Asynchronous events: requests outstanding, follow-ups, notices.
@@ -158,13 +82,11 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 link,
                 lifecycle: Lifecycle::new(),
                 admin: AdminChannel::new(config.admin_timeout),
-                scratch: None,
-                doorbell_buffers: None,
-                pending_nsids: heapless::Vec::new(),
-                refused: heapless::Vec::new(),
+                pages: OwnPages::new(),
+                discovery: Discovery::new(),
                 recovery: crate::nvme::recovery::Recovery::default(),
                 events: crate::nvme::events::AsyncEvents::new(),
-                detach_flushes: heapless::Vec::new(),
+                detach_flushes: crate::nvme::features::DetachFlushes::new(),
             },
         }
     }
@@ -181,46 +103,27 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 
     /// The active namespaces the driver serves, once discovered.
     pub fn namespaces(&self) -> &[Namespace] {
-        &self.shared.namespaces
+        self.shared.namespaces.list()
     }
 
     /// The active namespaces the driver does not serve, with the reason
     /// (each is logged once per bring-up). I/O naming one fails with
     /// [`Error::UnknownNamespace`] without reaching the device.
     pub fn refused_namespaces(&self) -> &[(u32, NamespaceRefusal)] {
-        &self.owned.refused
+        self.owned.discovery.refused()
     }
 
     /// The namespace `nsid`.
     pub fn namespace(&self, nsid: u32) -> Result<&Namespace> {
         self.shared
             .namespaces
-            .iter()
-            .find(|n| n.id() == nsid)
+            .find(nsid)
             .ok_or(Error::UnknownNamespace { nsid })
     }
 
-    /// The namespace list stamp and the place of `nsid` in the list, for a
-    /// namespace handle (`(0, 0)`, which never matches, when not served).
+    /// See [`Served::place`](crate::nvme::namespaces::Served::place).
     pub(crate) fn namespace_place(&self, nsid: u32) -> (u32, u16) {
-        match self.shared.namespaces.iter().position(|n| n.id() == nsid) {
-            Some(slot) => (self.shared.namespace_stamp, slot as u16),
-            None => (0, 0),
-        }
-    }
-
-    /// Gives the namespace list a new stamp, unique in the program: handles
-    /// made on an earlier list (or on another controller) take the full
-    /// check. Called whenever the served list may have changed.
-    pub(crate) fn renew_namespace_stamp(&mut self) {
-        use core::sync::atomic::{AtomicU32, Ordering};
-        static STAMPS: AtomicU32 = AtomicU32::new(1);
-        let mut stamp = STAMPS.fetch_add(1, Ordering::Relaxed);
-        if stamp == 0 {
-            // Wrapped: 0 means "no stamp".
-            stamp = STAMPS.fetch_add(1, Ordering::Relaxed);
-        }
-        self.shared.namespace_stamp = stamp;
+        self.shared.namespaces.place(nsid)
     }
 
     /// Number of I/O queues in use.

@@ -36,9 +36,10 @@ use crate::error::Error;
 use crate::link::DeviceLink;
 use crate::nvme::admin::Ticket;
 use crate::nvme::command::{admin, cns, SubmissionEntry};
-use crate::nvme::controller::{Controller, Namespace, MAX_NAMESPACES};
+use crate::nvme::controller::Controller;
 use crate::nvme::identify::{self, NamespaceInfo, NamespaceRefusal};
 use crate::nvme::lifecycle::State;
+use crate::nvme::namespaces::{Namespace, MAX_NAMESPACES};
 use crate::nvme::prp::PAGE_SIZE;
 use crate::platform::{Instant, Platform};
 use crate::spec::log::{
@@ -83,7 +84,7 @@ pub enum Notice {
 /// Who holds the controller's scratch page (log pages and identify data
 /// land there while the controller serves).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum PageUser {
+enum PageUser {
     /// An event's follow-up.
     Events,
     /// A caller's log page read.
@@ -112,7 +113,7 @@ pub(crate) struct AsyncEvents {
     work: Option<Work>,
     /// New namespaces still to identify after a namespace change.
     to_identify: heapless::Vec<u32, MAX_NAMESPACES>,
-    pub(crate) page: Option<PageUser>,
+    page: Option<PageUser>,
     notices: heapless::Deque<Notice, NOTICES>,
     /// Changes with every reset or teardown: requests made before are void.
     pub(crate) epoch: u32,
@@ -152,6 +153,32 @@ impl AsyncEvents {
         self.to_identify.clear();
         self.page = None;
         self.epoch = self.epoch.wrapping_add(1);
+    }
+
+    /// A caller's log page read takes the scratch page; false (and nothing
+    /// changes) while another read or an event's follow-up holds it.
+    pub(crate) fn lend_page_to_caller(&mut self) -> bool {
+        if self.page.is_some() {
+            return false;
+        }
+        self.page = Some(PageUser::Caller);
+        true
+    }
+
+    /// Whether the caller's read started in `epoch` still holds the page
+    /// (no reset or teardown voided it since).
+    pub(crate) fn caller_holds_page(&self, epoch: u32) -> bool {
+        epoch == self.epoch && self.page == Some(PageUser::Caller)
+    }
+
+    /// The caller's read ended: the page is free.
+    pub(crate) fn page_returned(&mut self) {
+        self.page = None;
+    }
+
+    /// A log page the device returned did not parse.
+    pub(crate) fn note_bad_log(&mut self) {
+        self.bad_logs = self.bad_logs.saturating_add(1);
     }
 
     /// Asynchronous Event Requests outstanding.
@@ -320,22 +347,24 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         bytes: usize,
         retain: bool,
     ) -> Option<SubmissionEntry> {
-        let scratch = self.owned.scratch.as_ref()?;
-        scratch.zero();
-        // The device writes `bytes` at most: the zeroes must reach memory.
-        scratch.flush(&self.shared.platform, 0, PAGE_SIZE);
+        // The device writes `bytes` at most: the rest reads as zeroes.
+        let scratch = self
+            .owned
+            .pages
+            .zeroed_scratch(&self.shared.platform)
+            .ok()?;
         let mut sqe = SubmissionEntry::new(admin::GET_LOG_PAGE);
         sqe.nsid = ALL_NAMESPACES;
-        sqe.prp1 = scratch.phys().as_u64();
+        sqe.prp1 = scratch;
         (sqe.cdw10, sqe.cdw11) = get_log_page_dwords(page, bytes.min(PAGE_SIZE), retain);
         Some(sqe)
     }
 
     /// Submits an Identify of `cns` for `nsid` into the scratch page.
     fn identify_for_events(&mut self, cns: u32, nsid: u32) -> Option<Ticket> {
-        let scratch = self.owned.scratch.as_ref()?;
+        let scratch = self.owned.pages.scratch_address().ok()?;
         let mut sqe = SubmissionEntry::new(admin::IDENTIFY);
-        sqe.prp1 = scratch.phys().as_u64();
+        sqe.prp1 = scratch;
         sqe.nsid = nsid;
         sqe.cdw10 = cns;
         match self
@@ -381,11 +410,10 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             r => r,
         };
         let mut page = [0; PAGE_SIZE];
-        let n = self.owned.scratch.as_ref().map_or(0, |s| {
-            s.invalidate(&self.shared.platform, 0, PAGE_SIZE);
-            s.copy_out(0, &mut page)
-        });
-        let data = &page[..n];
+        let data = self
+            .owned
+            .pages
+            .read_scratch(&self.shared.platform, &mut page);
         match work {
             Work::Log { event, .. } => match result {
                 Ok(_) => self.log_arrived(event, data),
@@ -437,13 +465,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                         None => {
                             let max_blocks =
                                 (self.shared.max_transfer >> info.block_shift).min(1 << 16);
-                            if self
-                                .shared
-                                .namespaces
-                                .push(Namespace { info, max_blocks })
-                                .is_ok()
-                            {
-                                self.renew_namespace_stamp();
+                            if self.shared.namespaces.add(Namespace { info, max_blocks }) {
                                 info!("nvme: namespace {nsid} added");
                                 self.notify(Notice::NamespaceAdded { nsid });
                             }
@@ -525,26 +547,16 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 }
             }
         }
-        let mut gone: heapless::Vec<u32, MAX_NAMESPACES> = heapless::Vec::new();
-        for n in self
-            .shared
-            .namespaces
-            .iter()
-            .filter(|n| !active.contains(&n.id()))
-        {
-            let _ = gone.push(n.id());
-        }
-        self.shared.namespaces.retain(|n| active.contains(&n.id()));
-        self.renew_namespace_stamp();
-        self.owned.refused.retain(|(id, _)| active.contains(id));
+        let gone = self.shared.namespaces.keep_active(&active);
+        self.owned.discovery.keep_active(&active);
         for nsid in gone {
             info!("nvme: namespace {nsid} removed");
             self.notify(Notice::NamespaceRemoved { nsid });
         }
         self.owned.events.to_identify.clear();
         for &id in active.iter().rev() {
-            let known = self.shared.namespaces.iter().any(|n| n.id() == id)
-                || self.owned.refused.iter().any(|(r, _)| *r == id);
+            let known =
+                self.shared.namespaces.find(id).is_some() || self.owned.discovery.is_refused(id);
             if !known {
                 let _ = self.owned.events.to_identify.push(id);
             }
@@ -564,7 +576,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 
     fn refuse_new_namespace(&mut self, nsid: u32, reason: NamespaceRefusal) {
         warn!("nvme: namespace {nsid} not served: {reason}");
-        let _ = self.owned.refused.push((nsid, reason));
+        self.owned.discovery.refuse(nsid, reason);
     }
 
     fn notify(&mut self, notice: Notice) {

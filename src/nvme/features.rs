@@ -10,6 +10,7 @@ use crate::nvme::command::{admin, feature, SubmissionEntry};
 use crate::nvme::controller::{Controller, MAX_NAMESPACES};
 use crate::nvme::engine::Engine;
 use crate::nvme::io::IoOp;
+use crate::nvme::tracker::Tracker;
 use crate::platform::Platform;
 use spin::Mutex;
 
@@ -35,8 +36,54 @@ impl Threshold {
     }
 }
 
-/// Flushes an orderly detach waits for (one per namespace served).
-pub(crate) type DetachFlushes = heapless::Vec<u16, MAX_NAMESPACES>;
+/// Flushes an orderly detach waits for (one per namespace served), by CID
+/// on the first I/O queue.
+#[derive(Debug, Default)]
+pub(crate) struct DetachFlushes {
+    cids: heapless::Vec<u16, MAX_NAMESPACES>,
+}
+
+impl DetachFlushes {
+    /// None.
+    pub(crate) const fn new() -> Self {
+        Self {
+            cids: heapless::Vec::new(),
+        }
+    }
+
+    /// The flush `cid` was submitted.
+    fn submitted(&mut self, cid: u16) {
+        // As many as namespaces: fits.
+        let _ = self.cids.push(cid);
+    }
+
+    /// Takes the flushes that ended from `tracker` (nobody else collects a
+    /// driver's own command), logging failures; keeps those in flight.
+    fn collect<const DEPTH: usize>(&mut self, tracker: &mut Tracker<DEPTH>) {
+        self.cids.retain(|&cid| match tracker.take_done_cid(cid) {
+            Some(done) => {
+                if let Err(e) = done.result {
+                    warn!("nvme: flush before detach failed: {e}");
+                }
+                false
+            }
+            None => tracker.in_flight_mut(cid).is_some(),
+        });
+    }
+
+    /// Forgets every flush; returns how many of them `tracker` still has in
+    /// flight.
+    fn forget<const DEPTH: usize>(&mut self, tracker: Option<&mut Tracker<DEPTH>>) -> usize {
+        let own = tracker.map_or(0, |t| {
+            self.cids
+                .iter()
+                .filter(|&&cid| t.in_flight_mut(cid).is_some())
+                .count()
+        });
+        self.cids.clear();
+        own
+    }
+}
 
 impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     Controller<P, L, QUEUES, DEPTH>
@@ -160,14 +207,16 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         if self.require_volatile_cache().is_err() {
             return;
         }
-        let nsids: heapless::Vec<u32, MAX_NAMESPACES> =
-            self.shared.namespaces.iter().map(|n| n.id()).collect();
+        let nsids: heapless::Vec<u32, MAX_NAMESPACES> = self
+            .shared
+            .namespaces
+            .list()
+            .iter()
+            .map(|n| n.id())
+            .collect();
         for nsid in nsids {
             match self.prepare(0, IoOp::Flush { nsid }, None, 0, true, &mut None) {
-                // As many as namespaces: fits.
-                Ok(cid) => {
-                    let _ = self.owned.detach_flushes.push(cid);
-                }
+                Ok(cid) => self.owned.detach_flushes.submitted(cid),
                 Err(e) => warn!("nvme: flush of namespace {nsid} before detach: {e}"),
             }
         }
@@ -177,21 +226,12 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// (nobody else collects a driver's own command); those still in flight
     /// are left to the teardown.
     pub(crate) fn collect_detach_flushes(&mut self) {
-        let Some(q) = self.shared.io.first_mut().map(Mutex::get_mut) else {
-            self.owned.detach_flushes.clear();
-            return;
-        };
-        self.owned
-            .detach_flushes
-            .retain(|&cid| match q.tracker.take_done_cid(cid) {
-                Some(done) => {
-                    if let Err(e) = done.result {
-                        warn!("nvme: flush before detach failed: {e}");
-                    }
-                    false
-                }
-                None => q.tracker.in_flight_mut(cid).is_some(),
-            });
+        match self.shared.io.first_mut().map(Mutex::get_mut) {
+            Some(q) => self.owned.detach_flushes.collect(&mut q.tracker),
+            None => {
+                self.owned.detach_flushes.forget::<DEPTH>(None);
+            }
+        }
     }
 }
 
@@ -201,18 +241,12 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// The detach's own flushes still in flight (not caller commands, so a
     /// teardown does not count them); forgets them.
     pub(crate) fn own_commands_in_flight(&mut self) -> usize {
-        let Some(q) = self.shared.io.first() else {
-            self.owned.detach_flushes.clear();
-            return 0;
-        };
-        let mut q = q.lock();
-        let own = self
-            .owned
-            .detach_flushes
-            .iter()
-            .filter(|&&cid| q.tracker.in_flight_mut(cid).is_some())
-            .count();
-        self.owned.detach_flushes.clear();
-        own
+        match self.shared.io.first() {
+            Some(q) => self
+                .owned
+                .detach_flushes
+                .forget(Some(&mut q.lock().tracker)),
+            None => self.owned.detach_flushes.forget::<DEPTH>(None),
+        }
     }
 }

@@ -10,10 +10,11 @@
 use crate::error::{Error, Result};
 use crate::link::DeviceLink;
 use crate::nvme::command::{nvm, sc, sct, SubmissionEntry};
-use crate::nvme::controller::{Controller, Namespace};
+use crate::nvme::controller::Controller;
 use crate::nvme::handle::NamespaceHandle;
 use crate::nvme::identify::ControllerInfo;
 use crate::nvme::lifecycle::{State, Step};
+use crate::nvme::namespaces::Namespace;
 use crate::nvme::prp;
 use crate::nvme::qpair::{QueuePair, TransferEntry};
 use crate::nvme::queue::DoorbellBuffers;
@@ -199,7 +200,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             q.publish(
                 &self.shared.platform,
                 &self.shared.regs,
-                self.owned.doorbell_buffers.as_ref(),
+                self.owned.pages.doorbells(),
             );
         }
     }
@@ -232,7 +233,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         let (delivered, succeeded) = poll_queue(
             &self.shared.platform,
             &self.shared.regs,
-            self.owned.doorbell_buffers.as_ref(),
+            self.owned.pages.doorbells(),
             self.shared.config.io_timeout,
             q,
             queue,
@@ -417,7 +418,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             }
             let live = self.rings_live();
             let q = self.shared.io[0].get_mut();
-            let shadow = self.owned.doorbell_buffers.as_ref();
+            let shadow = self.owned.pages.doorbells();
             if live {
                 q.publish(&self.shared.platform, &self.shared.regs, shadow);
                 if q.reap(&self.shared.platform, &self.shared.regs, shadow) > 0 {
@@ -503,7 +504,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             io_timeout: self.shared.config.io_timeout,
             io_timeout_ns: self.shared.io_timeout_ns,
             info: self.shared.info.as_ref(),
-            namespaces: &self.shared.namespaces,
+            namespaces: self.shared.namespaces.list(),
         };
         prepare_in(&context, q, queue, op, data, tag, internal, buffer)
     }
@@ -835,12 +836,9 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         let (phys, len) = (buffer.phys(), buffer.len());
         let mut buffer = Some(buffer);
         let (stamp, slot) = handle.place();
-        let queued = match self.shared.namespaces.get(slot as usize) {
+        let queued = match self.shared.namespaces.at(stamp, slot) {
             // The list is the one the handle was made on, and serving.
-            Some(&ns)
-                if stamp == self.shared.namespace_stamp
-                    && self.owned.lifecycle.state() == State::Ready =>
-            {
+            Some(&ns) if self.owned.lifecycle.state() == State::Ready => {
                 self.queue_transfer(queue.0, &ns, command, phys, len, tag, false, &mut buffer)
             }
             _ => {

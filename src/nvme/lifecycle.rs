@@ -8,7 +8,7 @@
 
 use crate::error::Error;
 use crate::link::DmaStop;
-use crate::nvme::shared::{Gate, Phase, Refusal};
+use crate::nvme::shared::{Phase, Refusal};
 use crate::platform::Instant;
 use core::time::Duration;
 
@@ -190,9 +190,24 @@ impl Lifecycle {
         matches!(self.step, Step::ResetDisable { .. } | Step::StopDma { .. })
     }
 
-    /// What shared queues may do now.
+    /// What shared queues may do now (see [`Gate`](crate::nvme::shared::Gate)).
     pub(crate) fn gate(&self) -> (Phase, Refusal) {
-        Gate::for_lifecycle(self.state, self.step, self.ending.map(|e| e.state))
+        let refusal_of = |s: State| match s {
+            State::Removed => Refusal::Removed,
+            State::Failed => Refusal::Failed,
+            _ => Refusal::NotReady,
+        };
+        match (self.state, self.step) {
+            (State::Ready, Step::Ready) => (Phase::Open, Refusal::NotReady),
+            (_, Step::Drain { .. }) => (Phase::Draining, Refusal::NotReady),
+            (_, Step::ResetDisable { .. }) => (Phase::Holding, Refusal::NotReady),
+            (_, Step::StopDma { .. }) => (
+                Phase::Holding,
+                self.ending
+                    .map_or(Refusal::NotReady, |e| refusal_of(e.state)),
+            ),
+            (s, _) => (Phase::Down, refusal_of(s)),
+        }
     }
 
     /// Why the controller failed or was removed.

@@ -11,7 +11,6 @@ use crate::error::{Error, Result};
 use crate::link::DeviceLink;
 use crate::nvme::admin::Ticket;
 use crate::nvme::controller::{Controller, State};
-use crate::nvme::events::PageUser;
 use crate::nvme::prp::PAGE_SIZE;
 use crate::platform::Platform;
 use crate::spec::log::{
@@ -88,21 +87,31 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             State::Failed => return Err(Error::ControllerFailed),
             _ => return Err(Error::NotReady),
         }
-        if self.owned.events.page.is_some() {
-            return Err(Error::CapacityExceeded {
-                what: "log page reads in progress",
-                limit: 1,
-            });
+        let busy = Error::CapacityExceeded {
+            what: "log page reads in progress",
+            limit: 1,
+        };
+        if !self.owned.events.lend_page_to_caller() {
+            return Err(busy);
         }
         let (id, bytes) = page.id_and_size();
-        let sqe = self.log_command(id, bytes, true).ok_or(Error::Internal {
-            what: "log page buffer missing",
-        })?;
-        let ticket =
-            self.owned
-                .admin
-                .submit(&self.shared.platform, &self.shared.regs, sqe, self.now())?;
-        self.owned.events.page = Some(PageUser::Caller);
+        let submitted = self
+            .log_command(id, bytes, true)
+            .ok_or(Error::Internal {
+                what: "log page buffer missing",
+            })
+            .and_then(|sqe| {
+                self.owned
+                    .admin
+                    .submit(&self.shared.platform, &self.shared.regs, sqe, self.now())
+            });
+        let ticket = match submitted {
+            Ok(ticket) => ticket,
+            Err(e) => {
+                self.owned.events.page_returned();
+                return Err(e);
+            }
+        };
         Ok(LogRequest {
             page,
             ticket,
@@ -115,9 +124,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// write the page) and the read ends with the timeout. A reset or the
     /// end of the controller ends it with [`Error::Aborted`].
     pub fn poll_log_page(&mut self, request: &LogRequest) -> Option<Result<LogData>> {
-        if request.epoch != self.owned.events.epoch
-            || self.owned.events.page != Some(PageUser::Caller)
-        {
+        if !self.owned.events.caller_holds_page(request.epoch) {
             return Some(Err(Error::Aborted));
         }
         let result = self.owned.admin.poll(
@@ -126,7 +133,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             request.ticket,
             self.now(),
         )?;
-        self.owned.events.page = None;
+        self.owned.events.page_returned();
         if let Err(e @ Error::Timeout { .. }) = result {
             self.reset(e);
             return Some(Err(e));
@@ -135,11 +142,10 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             return Some(Err(e));
         }
         let mut copy = [0; PAGE_SIZE];
-        let n = self.owned.scratch.as_ref().map_or(0, |s| {
-            s.invalidate(&self.shared.platform, 0, PAGE_SIZE);
-            s.copy_out(0, &mut copy)
-        });
-        let data = &copy[..n];
+        let data = self
+            .owned
+            .pages
+            .read_scratch(&self.shared.platform, &mut copy);
         let parsed = match request.page {
             LogPage::SmartHealth => SmartLog::parse(data).map(LogData::SmartHealth),
             LogPage::FirmwareSlot => FirmwareLog::parse(data).map(LogData::FirmwareSlot),
@@ -159,7 +165,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             }
         };
         Some(parsed.map_err(|e| {
-            self.owned.events.bad_logs = self.owned.events.bad_logs.saturating_add(1);
+            self.owned.events.note_bad_log();
             invalid(e)
         }))
     }

@@ -3,6 +3,7 @@
 mod admin;
 mod barrier;
 mod bringup;
+mod config;
 pub mod controller;
 mod engine;
 pub mod events;
@@ -12,6 +13,8 @@ pub mod identify;
 mod io;
 mod lifecycle;
 pub mod logs;
+mod namespaces;
+mod pages;
 pub mod passthrough;
 mod prp;
 mod qpair;

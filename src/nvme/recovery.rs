@@ -149,7 +149,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 None => {}
                 Some(Ok(_)) | Some(Err(Error::CommandFailed { .. })) => {
                     self.owned.recovery.abort = None;
-                    let shadow = self.owned.doorbell_buffers.as_ref();
+                    let shadow = self.owned.pages.doorbells();
                     let Some(q) = self.shared.io.get(pending.queue as usize) else {
                         return;
                     };

@@ -99,7 +99,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// [`Error::Unsupported`] while shadow doorbells are in effect: their
     /// pages are one for all queues.
     pub fn share(&mut self) -> Result<Share<'_, P, L, QUEUES, DEPTH>> {
-        if self.owned.doorbell_buffers.is_some() {
+        if self.owned.pages.doorbells().is_some() {
             return Err(Error::Unsupported {
                 what: "shared queues with shadow doorbells",
             });
@@ -219,9 +219,9 @@ impl<P: Platform, const QUEUES: usize, const DEPTH: usize> IoQueue<'_, P, QUEUES
         let (phys, len) = (buffer.phys(), buffer.len());
         self.enqueue(Some(buffer), |shared, q, queue, buffer| {
             let (stamp, slot) = handle.place();
-            match shared.namespaces.get(slot as usize) {
+            match shared.namespaces.at(stamp, slot) {
                 // The list is the one the handle was made on.
-                Some(ns) if stamp == shared.namespace_stamp => {
+                Some(ns) => {
                     let command = Transfer {
                         opcode,
                         cdw12: 0,
@@ -262,7 +262,7 @@ impl<P: Platform, const QUEUES: usize, const DEPTH: usize> IoQueue<'_, P, QUEUES
                 io_timeout: shared.config.io_timeout,
                 io_timeout_ns: shared.io_timeout_ns,
                 info: shared.info.as_ref(),
-                namespaces: &shared.namespaces,
+                namespaces: shared.namespaces.list(),
             };
             prepare_in(&context, q, queue, op, data, tag, false, buffer)
         })

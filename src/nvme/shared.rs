@@ -12,10 +12,10 @@ use core::time::Duration;
 
 use spin::Mutex;
 
-use crate::error::Error;
-use crate::nvme::controller::{ControllerConfig, Namespace, MAX_NAMESPACES};
+use crate::error::{Error, Result};
+use crate::nvme::config::ControllerConfig;
 use crate::nvme::identify::ControllerInfo;
-use crate::nvme::lifecycle::{State, Step};
+use crate::nvme::namespaces::Served;
 use crate::nvme::qpair::QueuePair;
 use crate::nvme::regs::{self, Cap, Csts};
 use crate::platform::{Instant, Platform, RegisterAccess};
@@ -32,10 +32,8 @@ pub(crate) struct Shared<P: Platform, const QUEUES: usize, const DEPTH: usize> {
     /// locks only its own.
     pub(crate) io: heapless::Vec<Mutex<QueuePair<DEPTH>>, QUEUES>,
     pub(crate) info: Option<ControllerInfo>,
-    pub(crate) namespaces: heapless::Vec<Namespace, MAX_NAMESPACES>,
-    /// Names this version of `namespaces` (see `renew_namespace_stamp`);
-    /// 0 while none was served.
-    pub(crate) namespace_stamp: u32,
+    /// The served namespaces.
+    pub(crate) namespaces: Served,
     /// `config.io_timeout` in nanoseconds, for the per-command deadline.
     pub(crate) io_timeout_ns: u64,
     pub(crate) queue_entries: u16,
@@ -59,8 +57,7 @@ impl<P: Platform, const QUEUES: usize, const DEPTH: usize> Shared<P, QUEUES, DEP
             cap: Cap(0),
             io: heapless::Vec::new(),
             info: None,
-            namespaces: heapless::Vec::new(),
-            namespace_stamp: 0,
+            namespaces: Served::new(),
             io_timeout_ns: u64::try_from(config.io_timeout.as_nanos()).unwrap_or(u64::MAX),
             queue_entries: 0,
             max_transfer: 0,
@@ -75,6 +72,53 @@ impl<P: Platform, const QUEUES: usize, const DEPTH: usize> Shared<P, QUEUES, DEP
     /// Reads CSTS (one register read).
     pub(crate) fn read_status(&self) -> Csts {
         Csts::from_bits_retain(self.regs.read32(regs::CSTS))
+    }
+
+    /// CAP as a bring-up read and validated it.
+    pub(crate) fn set_cap(&mut self, cap: Cap) {
+        self.cap = cap;
+    }
+
+    /// Identify Controller data, and the largest transfer per command
+    /// derived from it.
+    pub(crate) fn set_identity(&mut self, info: ControllerInfo, max_transfer: u32) {
+        self.info = Some(info);
+        self.max_transfer = max_transfer;
+    }
+
+    /// Gives `count` queue pairs of `entries` each fresh rings (doorbell
+    /// stride `dstrd`, PRP lists of `stride` bytes). Queue pairs of another
+    /// geometry are replaced, but only when they are idle: after a reset the
+    /// old command tables may still hold commands the reset failed, waiting
+    /// for the caller's poll with their buffers, and must not be dropped.
+    pub(crate) fn build_queues(
+        &mut self,
+        count: u16,
+        entries: u16,
+        dstrd: u8,
+        stride: usize,
+    ) -> Result<()> {
+        if self.io.len() != count as usize || self.queue_entries != entries {
+            if self.io.iter_mut().any(|q| !q.get_mut().tracker.is_idle()) {
+                return Err(Error::BadDeviceValue {
+                    field: "queue geometry after reset",
+                    value: ((count as u64) << 16) | entries as u64,
+                });
+            }
+            for q in self.io.iter_mut().map(Mutex::get_mut) {
+                q.release(&self.platform);
+            }
+            self.io.clear();
+            for qid in 1..=count {
+                // count <= QUEUES, so this always fits.
+                let _ = self.io.push(Mutex::new(QueuePair::new(qid, entries)));
+            }
+        }
+        self.queue_entries = entries;
+        for q in self.io.iter_mut().map(Mutex::get_mut) {
+            q.attach_rings(&self.platform, entries, dstrd, stride)?;
+        }
+        Ok(())
     }
 
     /// The ready timeout from CAP.TO, validated and bounded.
@@ -179,28 +223,5 @@ impl Gate {
     /// Whether a command succeeded since the last call.
     pub(crate) fn take_success(&self) -> bool {
         self.succeeded.load(Ordering::Relaxed) && self.succeeded.swap(false, Ordering::Relaxed)
-    }
-
-    /// The gate for a controller in `state` at `step`, ending in `ending`
-    /// (if a teardown runs).
-    pub(crate) fn for_lifecycle(
-        state: State,
-        step: Step,
-        ending: Option<State>,
-    ) -> (Phase, Refusal) {
-        let refusal_of = |s: State| match s {
-            State::Removed => Refusal::Removed,
-            State::Failed => Refusal::Failed,
-            _ => Refusal::NotReady,
-        };
-        match (state, step) {
-            (State::Ready, Step::Ready) => (Phase::Open, Refusal::NotReady),
-            (_, Step::Drain { .. }) => (Phase::Draining, Refusal::NotReady),
-            (_, Step::ResetDisable { .. }) => (Phase::Holding, Refusal::NotReady),
-            (_, Step::StopDma { .. }) => {
-                (Phase::Holding, ending.map_or(Refusal::NotReady, refusal_of))
-            }
-            (s, _) => (Phase::Down, refusal_of(s)),
-        }
     }
 }

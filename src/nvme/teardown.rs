@@ -156,12 +156,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         for q in self.shared.io.iter() {
             q.lock().release(platform);
         }
-        if let Some(s) = self.owned.scratch.take() {
-            s.release(platform);
-        }
-        if let Some(buffers) = self.owned.doorbell_buffers.take() {
-            buffers.release(platform);
-        }
+        self.owned.pages.release(platform);
     }
 
     /// No proof came: keep every region the device could reach, for good,
@@ -183,12 +178,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             q.release_with(&mut keep);
             q.tracker.take_buffers(&mut keep);
         }
-        if let Some(s) = self.owned.scratch.take() {
-            keep(s.into_region());
-        }
-        if let Some(buffers) = self.owned.doorbell_buffers.take() {
-            buffers.release_with(&mut keep);
-        }
+        self.owned.pages.release_with(&mut keep);
         if kept.regions > 0 {
             warn!(
                 "nvme: the device could not be proven stopped within {} ms: {} regions ({} bytes) quarantined for good",

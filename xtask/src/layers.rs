@@ -50,20 +50,16 @@ pub fn check(root: &Path) -> Result<(), String> {
             edges.entry(module.clone()).or_default().insert(target);
         }
     }
+    let mut mutual = BTreeSet::new();
     for (a, targets) in &edges {
         for b in targets {
             let siblings = a.len() == b.len() && a[..a.len() - 1] == b[..b.len() - 1];
-            let mutual = edges.get(b).is_some_and(|t| t.contains(a));
-            if siblings && mutual && a < b && !allowed.contains(&(a.join("::"), b.join("::"))) {
-                problems.push(format!(
-                    "{} and {} import each other (README's \"Files that import each other\" \
-                     does not say why)",
-                    a.join("::"),
-                    b.join("::")
-                ));
+            if siblings && a < b && edges.get(b).is_some_and(|t| t.contains(a)) {
+                mutual.insert((a.join("::"), b.join("::")));
             }
         }
     }
+    problems.extend(pair_problems(&mutual, &allowed));
     problems.sort();
     problems.dedup();
     if problems.is_empty() {
@@ -269,6 +265,27 @@ fn path_starts(source: &str) -> Vec<(usize, &'static str)> {
     starts
 }
 
+/// Pairs that import each other without README's table saying why, and
+/// rows of the table for pairs that no longer do (the table stays true).
+fn pair_problems(
+    mutual: &BTreeSet<(String, String)>,
+    allowed: &BTreeSet<(String, String)>,
+) -> Vec<String> {
+    let unlisted = mutual.difference(allowed).map(|(a, b)| {
+        format!(
+            "{a} and {b} import each other (README's \"Files that import each other\" \
+             does not say why)"
+        )
+    });
+    let stale = allowed.difference(mutual).map(|(a, b)| {
+        format!(
+            "README's \"Files that import each other\" lists {a} and {b}, which no longer \
+             import each other: remove the row"
+        )
+    });
+    unlisted.chain(stale).collect()
+}
+
 /// The pairs README's "Files that import each other" table names: rows
 /// whose first two cells are module paths in backquotes.
 fn allowed_pairs(readme: &str) -> BTreeSet<(String, String)> {
@@ -339,6 +356,17 @@ mod tests {
             test_modules("#[cfg(test)]\nmod test_memory;\n"),
             ["test_memory"]
         );
+    }
+
+    #[test]
+    fn unlisted_pairs_and_stale_rows_are_both_reported() {
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        let mutual = BTreeSet::from([pair("nvme::a", "nvme::b"), pair("nvme::c", "nvme::d")]);
+        let allowed = BTreeSet::from([pair("nvme::a", "nvme::b"), pair("nvme::e", "nvme::f")]);
+        let problems = pair_problems(&mutual, &allowed);
+        assert_eq!(problems.len(), 2);
+        assert!(problems[0].starts_with("nvme::c and nvme::d import each other"));
+        assert!(problems[1].contains("lists nvme::e and nvme::f, which no longer"));
     }
 
     #[test]

@@ -1,0 +1,55 @@
+//! What the embedder chooses for each controller, and the driver's fixed
+//! limits.
+
+use core::time::Duration;
+
+/// Most I/O queue pairs per controller.
+pub const MAX_IO_QUEUES: usize = 4;
+/// Most entries per I/O queue.
+pub const MAX_QUEUE_DEPTH: usize = 256;
+/// Largest transfer one command may carry, whatever MDTS allows.
+pub const MAX_TRANSFER_LIMIT: u32 = 4 << 20;
+
+/// What the embedder chooses for each controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ControllerConfig {
+    /// I/O queue pairs to ask for (clamped to what the controller grants and
+    /// to the controller's `QUEUES` capacity). Default 1.
+    pub io_queues: u16,
+    /// Entries per I/O queue (clamped to CAP.MQES and the controller's
+    /// `DEPTH` capacity); one entry always stays empty. Default 128.
+    pub queue_depth: u16,
+    /// Largest transfer per command in bytes (clamped to MDTS and
+    /// [`MAX_TRANSFER_LIMIT`]); the blocking wrappers split larger requests.
+    /// Default 256 KiB.
+    pub max_transfer: u32,
+    /// Deadline of each admin command. Default 5 s.
+    pub admin_timeout: Duration,
+    /// Deadline of each I/O command. Default 10 s.
+    pub io_timeout: Duration,
+    /// Upper bound on the CAP.TO ready timeout a controller may claim.
+    /// Default 30 s.
+    pub ready_timeout_limit: Duration,
+    /// Deadline for a normal shutdown (CC.SHN) to report completion.
+    /// Default 5 s.
+    pub shutdown_timeout: Duration,
+    /// Use shadow doorbells when the controller offers them. Off by default:
+    /// they save MMIO writes only on a controller that is still busy when
+    /// new work arrives, and cost a barrier and an EventIdx read per ring.
+    pub shadow_doorbells: bool,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            io_queues: 1,
+            queue_depth: 128,
+            max_transfer: 256 << 10,
+            admin_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(10),
+            ready_timeout_limit: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(5),
+            shadow_doorbells: false,
+        }
+    }
+}
