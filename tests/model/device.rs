@@ -70,39 +70,7 @@ impl Model {
                     // The device comes back reset, released from any hang.
                 }
             }
-            Device::Insert { same } => {
-                let occupied = self
-                    .devices
-                    .iter()
-                    .any(|m| m.present && m.location == self.devices[d].location);
-                if occupied {
-                    self.trace.push("  (slot occupied: nothing)".into());
-                    return;
-                }
-                let location = self.devices[d].location;
-                let knobs = self.devices[d].knobs;
-                let serial = if same {
-                    self.devices[d].serial.clone()
-                } else {
-                    format!("model{}", self.devices.len())
-                };
-                let new = self.sim.hot_add_at(location, knobs.spec(&serial));
-                assert_eq!(new.0, self.devices.len());
-                self.devices.push(DeviceModel {
-                    location,
-                    address: None,
-                    knobs,
-                    serial,
-                    blocks: HashMap::new(),
-                    faults: 0,
-                    lost: 0,
-                    holds: 0,
-                    held: false,
-                    hung: false,
-                    ignoring_config: false,
-                    present: true,
-                });
-            }
+            Device::Insert { same } => self.insert(d, same),
             Device::AttentionButton => {
                 if let Some(p) = port {
                     self.sim.press_attention_button(p);
@@ -123,6 +91,42 @@ impl Model {
                 m.held = on;
             }
         }
+    }
+
+    /// A device inserted where device `d` was (`same`: the same one again,
+    /// by its serial number), unless the slot is taken.
+    fn insert(&mut self, d: usize, same: bool) {
+        let occupied = self
+            .devices
+            .iter()
+            .any(|m| m.present && m.location == self.devices[d].location);
+        if occupied {
+            self.trace.push("  (slot occupied: nothing)".into());
+            return;
+        }
+        let location = self.devices[d].location;
+        let knobs = self.devices[d].knobs;
+        let serial = if same {
+            self.devices[d].serial.clone()
+        } else {
+            format!("model{}", self.devices.len())
+        };
+        let new = self.sim.hot_add_at(location, knobs.spec(&serial));
+        assert_eq!(new.0, self.devices.len());
+        self.devices.push(DeviceModel {
+            location,
+            address: None,
+            knobs,
+            serial,
+            blocks: HashMap::new(),
+            faults: 0,
+            lost: 0,
+            holds: 0,
+            held: false,
+            hung: false,
+            ignoring_config: false,
+            present: true,
+        });
     }
 
     // ---- running a scenario ----

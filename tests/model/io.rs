@@ -1,7 +1,30 @@
 //! Split-phase and blocking I/O: submissions, deliveries and the data a
 //! read returns, checked against the model.
 
+use bare_nvme::{DmaRegion, Rejected};
+
 use super::*;
+
+/// What the caller sees of a queue just before it submits: a refusal must
+/// be one of what this explains.
+#[derive(Clone, Copy)]
+struct QueueSeen {
+    serving: bool,
+    /// Commands of the model's ledger on the queue.
+    outstanding: usize,
+    depth: usize,
+    /// I/O queues of the controller.
+    queues: u16,
+}
+
+/// Fills `buffer` with the content `version` gives `blocks` blocks from
+/// `lba`.
+fn fill(buffer: &mut DmaRegion, lba: u64, blocks: u64, version: u64) {
+    for i in 0..blocks {
+        buffer.as_mut_slice()[i as usize * BLOCK..][..BLOCK]
+            .copy_from_slice(&content(lba + i, version));
+    }
+}
 
 impl Model {
     pub(crate) fn submit(
@@ -14,26 +37,11 @@ impl Model {
         unaligned: bool,
     ) {
         let dev = self.id_model(id).dev;
-        let len = blocks as usize * BLOCK;
-        let align = if unaligned { BLOCK } else { 4096 };
-        let platform = self.sim.platform();
-        let mut buffer = if unaligned {
-            // An allocation that starts 512 bytes into a page: a first PRP
-            // entry with an offset.
-            let pad = platform.dma_alloc(BLOCK, 4096).expect("dma");
-            let b = platform.dma_alloc(len, align).expect("dma");
-            platform.dma_free(pad);
-            b
-        } else {
-            platform.dma_alloc(len, align).expect("dma")
-        };
+        let mut buffer = self.io_buffer(blocks, unaligned);
         let version = self.next_version;
         if write {
             self.next_version += 1;
-            for i in 0..blocks {
-                buffer.as_mut_slice()[i as usize * BLOCK..][..BLOCK]
-                    .copy_from_slice(&content(lba + i, version));
-            }
+            fill(&mut buffer, lba, blocks, version);
         }
         let tag = self.next_tag;
         self.next_tag += 1;
@@ -50,35 +58,20 @@ impl Model {
                 blocks: blocks as u32,
             }
         };
-        let outstanding = self
-            .ledger
-            .values()
-            .filter(|p| p.id == id && p.queue == q)
-            .count();
+        let seen = self.queue_seen(id, q);
         let c = self.driver.controller(id).expect("picked from the driver");
-        let serving = c.state() == State::Ready;
-        let depth = c.queue_depth() as usize;
-        let queues = c.io_queue_count();
         match c.submit(QueueId::new(q), op, Some(buffer), tag) {
             Ok(token) => {
                 self.trace.push(format!("  tag {tag} -> {token:?}"));
-                self.check(serving, || format!("{id}: accepted while not serving"));
+                self.check(seen.serving, || format!("{id}: accepted while not serving"));
                 let d = &mut self.devices[dev];
                 let lost_at_submit = d.lost;
-                let mut expect = Vec::new();
-                for i in 0..blocks {
-                    let b = d.block(lba + i);
-                    if write {
-                        b.contended |= b.in_flight > 0;
-                        b.in_flight += 1;
-                        b.epoch += 1;
-                        b.last_writer = version;
-                        b.known = None;
-                    } else {
-                        let known = if b.in_flight == 0 { b.known } else { None };
-                        expect.push((known, b.epoch));
-                    }
-                }
+                let expect = if write {
+                    d.start_write(lba, blocks, version);
+                    Vec::new()
+                } else {
+                    d.expect_read(lba, blocks)
+                };
                 self.ledger.insert(
                     tag,
                     Pending {
@@ -96,25 +89,66 @@ impl Model {
                     },
                 );
             }
-            Err(rejected) => {
-                self.trace.push(format!("  rejected: {:?}", rejected.error));
-                let ok = match rejected.error {
-                    Error::QueueFull { .. } => outstanding + 1 >= depth,
-                    Error::UnknownQueue { .. } => q >= queues,
-                    Error::NotReady | Error::DeviceRemoved | Error::ControllerFailed => !serving,
-                    _ => false,
-                };
-                self.check(ok, || {
-                    format!(
-                        "{id}: submit rejected with {:?} (serving {serving}, {outstanding} \
-                         outstanding on queue {q} of depth {depth})",
-                        rejected.error
-                    )
-                });
-                let buffer = rejected.buffer.expect("a rejection hands the buffer back");
-                self.sim.platform().dma_free(buffer);
-            }
+            Err(rejected) => self.rejected(id, q, rejected, &seen),
         }
+    }
+
+    /// A buffer for `blocks` blocks; `unaligned`: one that starts 512 bytes
+    /// into a page, so that the first PRP entry has an offset.
+    fn io_buffer(&self, blocks: u64, unaligned: bool) -> DmaRegion {
+        let len = blocks as usize * BLOCK;
+        let platform = self.sim.platform();
+        if unaligned {
+            let pad = platform.dma_alloc(BLOCK, 4096).expect("dma");
+            let b = platform.dma_alloc(len, BLOCK).expect("dma");
+            platform.dma_free(pad);
+            b
+        } else {
+            platform.dma_alloc(len, 4096).expect("dma")
+        }
+    }
+
+    /// What the caller sees of `id`'s queue `q` just before it submits.
+    fn queue_seen(&mut self, id: ControllerId, q: u16) -> QueueSeen {
+        let outstanding = self
+            .ledger
+            .values()
+            .filter(|p| p.id == id && p.queue == q)
+            .count();
+        let c = self.driver.controller(id).expect("picked from the driver");
+        QueueSeen {
+            serving: c.state() == State::Ready,
+            outstanding,
+            depth: c.queue_depth() as usize,
+            queues: c.io_queue_count(),
+        }
+    }
+
+    /// A submission was refused: only for a reason the queue as seen
+    /// explains, and with the buffer handed back.
+    fn rejected(&mut self, id: ControllerId, q: u16, rejected: Rejected, seen: &QueueSeen) {
+        self.trace.push(format!("  rejected: {:?}", rejected.error));
+        let QueueSeen {
+            serving,
+            outstanding,
+            depth,
+            queues,
+        } = *seen;
+        let ok = match rejected.error {
+            Error::QueueFull { .. } => outstanding + 1 >= depth,
+            Error::UnknownQueue { .. } => q >= queues,
+            Error::NotReady | Error::DeviceRemoved | Error::ControllerFailed => !serving,
+            _ => false,
+        };
+        self.check(ok, || {
+            format!(
+                "{id}: submit rejected with {:?} (serving {serving}, {outstanding} \
+                 outstanding on queue {q} of depth {depth})",
+                rejected.error
+            )
+        });
+        let buffer = rejected.buffer.expect("a rejection hands the buffer back");
+        self.sim.platform().dma_free(buffer);
     }
 
     /// The doorbell of `id`'s commands (on `queue`, or all) was rung: the
@@ -199,16 +233,7 @@ impl Model {
             self.id_model(id).unrung_failed = true;
         }
         if p.write {
-            let d = &mut self.devices[dev];
-            for i in 0..p.blocks {
-                let b = d.block(p.lba + i);
-                b.in_flight -= 1;
-                b.known = (ok && b.last_writer == p.version && b.in_flight == 0 && !b.contended)
-                    .then_some(p.version);
-                if b.in_flight == 0 {
-                    b.contended = false;
-                }
-            }
+            self.devices[dev].end_write(p.lba, p.blocks, p.version, ok);
         }
         match done.buffer {
             None => self.check(quarantined, || {
@@ -250,45 +275,24 @@ impl Model {
         let dev = self.id_model(id).dev;
         let platform = self.sim.platform();
         let len = blocks as usize * BLOCK;
-        let lost_before = self.devices[dev].lost;
-        let lost_base = self.id_model(id).lost_base;
-        let outstanding = self
-            .ledger
-            .values()
-            .filter(|p| p.id == id && p.queue == 0)
-            .count();
-        let c = self.driver.controller(id).unwrap();
-        let serving = c.state() == State::Ready;
-        let depth = c.queue_depth() as usize;
+        let vanished = self.devices[dev].lost != self.id_model(id).lost_base;
+        let seen = self.queue_seen(id, 0);
         let version = self.next_version;
-        let mut buffer = None;
         let mut expect = Vec::new();
-        match op {
+        let mut buffer = match op {
             Blocking::Write => {
                 self.next_version += 1;
                 let mut b = platform.dma_alloc(len, 4096).expect("dma");
-                for i in 0..blocks {
-                    b.as_mut_slice()[i as usize * BLOCK..][..BLOCK]
-                        .copy_from_slice(&content(lba + i, version));
-                    let m = self.devices[dev].block(lba + i);
-                    m.contended |= m.in_flight > 0;
-                    m.in_flight += 1;
-                    m.epoch += 1;
-                    m.last_writer = version;
-                    m.known = None;
-                }
-                buffer = Some(b);
+                fill(&mut b, lba, blocks, version);
+                self.devices[dev].start_write(lba, blocks, version);
+                Some(b)
             }
             Blocking::Read => {
-                for i in 0..blocks {
-                    let m = *self.devices[dev].block(lba + i);
-                    let known = if m.in_flight == 0 { m.known } else { None };
-                    expect.push((known, m.epoch));
-                }
-                buffer = Some(platform.dma_alloc(len, 4096).expect("dma"));
+                expect = self.devices[dev].expect_read(lba, blocks);
+                Some(platform.dma_alloc(len, 4096).expect("dma"))
             }
-            Blocking::Flush => {}
-        }
+            Blocking::Flush => None,
+        };
         let c = self.driver.controller(id).unwrap();
         let result = match (op, buffer.as_mut()) {
             (Blocking::Write, Some(b)) => c.write(1, lba, b),
@@ -297,8 +301,44 @@ impl Model {
         };
         let quarantined = c.quarantined().regions > 0;
         self.trace.push(format!("  -> {result:?}"));
+        self.check_blocking(id, result, &seen, vanished, quarantined);
+        let ok = result.is_ok();
+        if let Blocking::Write = op {
+            self.devices[dev].end_write(lba, blocks, version, ok);
+        }
+        if let Some(b) = buffer {
+            if result == Err(Error::Quarantined) {
+                // The device may still write it: never freed (leaked), as
+                // documented; the quarantine lets the end check allow it.
+                return;
+            }
+            self.sim.caller_owns(&b);
+            if ok && matches!(op, Blocking::Read) {
+                self.verify(dev, lba, &expect, b.as_slice(), 0);
+            }
+            platform.dma_free(b);
+        }
+    }
+
+    /// A blocking call's result is one the queue as seen before the call
+    /// and the events so far explain; `vanished`: its device lost its
+    /// queues or went away before the call.
+    fn check_blocking(
+        &mut self,
+        id: ControllerId,
+        result: Result<(), Error>,
+        seen: &QueueSeen,
+        vanished: bool,
+        quarantined: bool,
+    ) {
+        let QueueSeen {
+            serving,
+            outstanding,
+            depth,
+            ..
+        } = *seen;
         match result {
-            Ok(()) => self.check(lost_base == lost_before, || {
+            Ok(()) => self.check(!vanished, || {
                 "blocking call Ok though its device vanished before".to_string()
             }),
             Err(Error::Quarantined) => self.check(quarantined, || {
@@ -322,31 +362,6 @@ impl Model {
             Err(e) => self.check(self.error_allowed(id, e, false), || {
                 format!("blocking call: {e:?}, which nothing that happened explains")
             }),
-        }
-        let ok = result.is_ok();
-        if let Blocking::Write = op {
-            let d = &mut self.devices[dev];
-            for i in 0..blocks {
-                let b = d.block(lba + i);
-                b.in_flight -= 1;
-                b.known = (ok && b.last_writer == version && b.in_flight == 0 && !b.contended)
-                    .then_some(version);
-                if b.in_flight == 0 {
-                    b.contended = false;
-                }
-            }
-        }
-        if let Some(b) = buffer {
-            if result == Err(Error::Quarantined) {
-                // The device may still write it: never freed (leaked), as
-                // documented; the quarantine lets the end check allow it.
-                return;
-            }
-            self.sim.caller_owns(&b);
-            if ok && matches!(op, Blocking::Read) {
-                self.verify(dev, lba, &expect, b.as_slice(), 0);
-            }
-            platform.dma_free(b);
         }
     }
 

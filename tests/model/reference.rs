@@ -56,6 +56,45 @@ impl DeviceModel {
     pub(crate) fn block(&mut self, lba: u64) -> &mut BlockModel {
         self.blocks.entry(lba).or_insert_with(BlockModel::fresh)
     }
+
+    /// A write of `version` to `blocks` blocks from `lba` is on its way:
+    /// until it ends, what they hold is unknown.
+    pub(crate) fn start_write(&mut self, lba: u64, blocks: u64, version: u64) {
+        for i in 0..blocks {
+            let b = self.block(lba + i);
+            b.contended |= b.in_flight > 0;
+            b.in_flight += 1;
+            b.epoch += 1;
+            b.last_writer = version;
+            b.known = None;
+        }
+    }
+
+    /// The write of `version` ended (`ok`: it succeeded): each block holds
+    /// it if no other write overlapped it.
+    pub(crate) fn end_write(&mut self, lba: u64, blocks: u64, version: u64, ok: bool) {
+        for i in 0..blocks {
+            let b = self.block(lba + i);
+            b.in_flight -= 1;
+            b.known = (ok && b.last_writer == version && b.in_flight == 0 && !b.contended)
+                .then_some(version);
+            if b.in_flight == 0 {
+                b.contended = false;
+            }
+        }
+    }
+
+    /// What a read starting now may expect of each block: the version known
+    /// (none while a write is in flight) and the epoch it was known in.
+    pub(crate) fn expect_read(&mut self, lba: u64, blocks: u64) -> Vec<(Option<u64>, u64)> {
+        (0..blocks)
+            .map(|i| {
+                let b = *self.block(lba + i);
+                let known = if b.in_flight == 0 { b.known } else { None };
+                (known, b.epoch)
+            })
+            .collect()
+    }
 }
 
 /// One controller identity the driver reported.

@@ -1,26 +1,19 @@
-//! The `log` backend: one line per record on the board's console, stamped
-//! with the board's clock.
+//! The `log` backend: one line per record on the board's console (see
+//! [`console`](crate::console)), stamped with the board's clock.
 
-use core::fmt;
 use core::time::Duration;
 
 use log::{LevelFilter, Log, Metadata, Record};
 use spin::Once;
 
-/// Where the log goes: the board's console and clock.
-#[derive(Clone, Copy)]
-pub struct Sink {
-    /// Writes one whole line (the board holds its console's lock while it
-    /// writes, so that lines stay whole).
-    pub write_line: fn(fmt::Arguments<'_>),
-    /// Time since boot.
-    pub now: fn() -> Duration,
-}
+use crate::cmdline::Args;
+use crate::console;
 
 struct SerialLogger;
 
 static LOGGER: SerialLogger = SerialLogger;
-static SINK: Once<Sink> = Once::new();
+/// The board's clock: time since boot.
+static NOW: Once<fn() -> Duration> = Once::new();
 
 impl Log for SerialLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
@@ -31,11 +24,11 @@ impl Log for SerialLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let Some(sink) = SINK.get() else {
+        let Some(now) = NOW.get() else {
             return;
         };
-        let nanos = (sink.now)().as_nanos();
-        (sink.write_line)(format_args!(
+        let nanos = now().as_nanos();
+        console::print(format_args!(
             "[{:4}.{:06}] {:5} {}: {}\n",
             nanos / 1_000_000_000,
             (nanos / 1_000) % 1_000_000,
@@ -48,13 +41,20 @@ impl Log for SerialLogger {
     fn flush(&self) {}
 }
 
-/// Installs the logger at `level`, writing to `sink` (the first sink
-/// installed stays).
-pub fn init(level: LevelFilter, sink: Sink) {
-    SINK.call_once(|| sink);
+/// Installs the logger at `level`, stamping lines with `now` (the first
+/// clock installed stays).
+pub fn init(level: LevelFilter, now: fn() -> Duration) {
+    NOW.call_once(|| now);
     // Fails only when a logger is already installed, which is harmless.
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
+}
+
+/// Sets the level the command line names (`log=debug`), if it names one.
+pub fn follow(args: &Args) {
+    if let Some(level) = args.get("log").and_then(parse_level) {
+        log::set_max_level(level);
+    }
 }
 
 /// Parses a level name from the command line (`log=debug`).

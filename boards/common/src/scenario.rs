@@ -4,6 +4,9 @@
 
 use core::fmt::{self, Write as _};
 
+use crate::cmdline::Args;
+use crate::marker;
+
 /// Longest failure text kept (keeps `Outcome` small).
 pub const FAILURE_LEN: usize = 112;
 
@@ -44,6 +47,23 @@ pub fn run<B>(all: &[Scenario<B>], name: &str, board: &B) -> Outcome {
     (scenario.run)(board)
 }
 
+/// Runs the scenario the command line names on `board` and reports how it
+/// ended: `@@PASS`, or the failure logged and `@@FAIL reason`. Whether it
+/// passed (the board ends the machine with the matching status).
+pub fn run_and_report<B>(all: &[Scenario<B>], args: &Args, board: &B) -> bool {
+    match run(all, args.scenario(), board) {
+        Ok(()) => {
+            marker!("PASS");
+            true
+        }
+        Err(failure) => {
+            log::error!("scenario failed: {failure}");
+            marker!("FAIL {failure}");
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +82,7 @@ mod tests {
         assert!(run(&all, "boot", &0).is_ok());
         let unknown = run(&all, "nope", &0).map_err(|f| f.0);
         assert_eq!(unknown.unwrap_err().as_str(), "unknown scenario nope");
+        assert!(run_and_report(&all, &Args::new("scenario=boot"), &0));
+        assert!(!run_and_report(&all, &Args::new("scenario=nope"), &0));
     }
 }

@@ -11,16 +11,12 @@
 
 mod boot;
 mod clock;
-#[path = "../../qemu-x86_64/src/cmdline.rs"]
-mod cmdline;
 #[path = "../../qemu-x86_64/src/dma.rs"]
 mod dma;
 mod dtb;
 mod exit;
 #[path = "../../qemu-x86_64/src/hand.rs"]
 mod hand;
-#[path = "../../qemu-x86_64/src/logger.rs"]
-mod logger;
 #[path = "../../qemu-x86_64/src/nvme.rs"]
 mod nvme;
 mod paging;
@@ -32,9 +28,9 @@ mod serial;
 
 use core::panic::PanicInfo;
 
-use log::{error, info, LevelFilter};
-
-use crate::cmdline::Args;
+use bare_nvme_board_common::cmdline::Args;
+use bare_nvme_board_common::{console, logger, marker, scenario};
+use log::{info, LevelFilter};
 
 extern "C" {
     /// End of the loaded image and its stack (linker script).
@@ -47,16 +43,16 @@ extern "C" fn kmain() -> ! {
     let entry = clock::ticks();
     paging::enable();
     serial::init();
-    logger::init(LevelFilter::Info);
+    logger::init(LevelFilter::Info, || {
+        core::time::Duration::from_nanos(clock::now().as_nanos())
+    });
     let timer_hz = clock::init();
     let machine = match dtb::read() {
         Ok(m) => m,
         Err(e) => panic!("device tree: {e}"),
     };
     let args = Args::new(machine.bootargs);
-    if let Some(level) = args.get("log").and_then(logger::parse_level) {
-        log::set_max_level(level);
-    }
+    logger::follow(&args);
     marker!(
         "BOOT kmain_us={} timer_hz={}",
         entry * 1_000_000 / timer_hz,
@@ -89,17 +85,8 @@ extern "C" fn kmain() -> ! {
         access,
         timer_hz,
     };
-    match scenarios::run(&board) {
-        Ok(()) => {
-            marker!("PASS");
-            exit::exit_qemu(exit::SUCCESS)
-        }
-        Err(failure) => {
-            error!("scenario failed: {failure}");
-            marker!("FAIL {failure}");
-            exit::exit_qemu(exit::FAILURE)
-        }
-    }
+    let passed = scenario::run_and_report(scenarios::ALL, &board.args, &board);
+    exit::exit_qemu(if passed { exit::SUCCESS } else { exit::FAILURE })
 }
 
 /// Gives the DMA allocator the RAM above the image.
@@ -116,20 +103,16 @@ fn init_dma(ram: dtb::Range) {
 /// Any exception: the kernel takes none on purpose, so report it and stop.
 #[no_mangle]
 extern "C" fn exception(esr: u64, elr: u64, far: u64) -> ! {
-    use core::fmt::Write as _;
-    let mut serial = serial::Pl011;
-    let _ = writeln!(
-        serial,
-        "\n@@FAIL exception esr={esr:#x} elr={elr:#x} far={far:#x}"
+    console::emergency_marker(
+        &mut serial::Pl011,
+        format_args!("FAIL exception esr={esr:#x} elr={elr:#x} far={far:#x}"),
     );
     exit::power_off()
 }
 
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
-    use core::fmt::Write as _;
     // A fresh writer: the panic may have happened while the shared one was held.
-    let mut serial = serial::Pl011;
-    let _ = writeln!(serial, "\n@@FAIL panic: {}", info);
+    console::emergency_marker(&mut serial::Pl011, format_args!("FAIL panic: {info}"));
     exit::exit_qemu(exit::FAILURE)
 }

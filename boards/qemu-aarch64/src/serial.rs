@@ -6,7 +6,7 @@ use core::ptr::NonNull;
 
 use bare_nvme::{MmioRegisters, RegisterAccess};
 
-use bare_nvme_board_common::console::Uart;
+use bare_nvme_board_common::console::{self, Uart};
 use spin::Mutex;
 
 /// Where `virt` puts its PL011 (the device tree says the same; the console
@@ -50,12 +50,15 @@ fn write(offset: usize, value: u32) {
 pub struct Pl011;
 
 /// The shared writer; the lock keeps lines whole.
-pub static SERIAL: Mutex<Pl011> = Mutex::new(Pl011);
+static SERIAL: Mutex<Pl011> = Mutex::new(Pl011);
 
 /// Enables the UART.
 pub fn init() {
     write(LCR_H, LCR_H_FEN_8BIT);
     write(CR, CR_ENABLE);
+    console::install(|text| {
+        let _ = fmt::Write::write_fmt(&mut *SERIAL.lock(), text);
+    });
 }
 
 impl Uart for Pl011 {
@@ -71,32 +74,11 @@ impl Uart for Pl011 {
 
 impl fmt::Write for Pl011 {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        bare_nvme_board_common::console::write_str(self, s)
+        console::write_str(self, s)
     }
 }
 
 /// Takes one received byte, if any.
 pub fn try_read_byte() -> Option<u8> {
     (read(FR) & FR_RXFE == 0).then(|| read(DR) as u8)
-}
-
-/// Prints to the serial port without a newline.
-#[macro_export]
-macro_rules! print {
-    ($($arg:tt)*) => {{
-        use core::fmt::Write as _;
-        let _ = write!($crate::serial::SERIAL.lock(), $($arg)*);
-    }};
-}
-
-/// Prints one machine-readable marker line: `@@` followed by the arguments.
-/// The host runner (`cargo xtask`) waits for and parses these.
-#[macro_export]
-macro_rules! marker {
-    ($($arg:tt)*) => {
-        bare_nvme_board_common::console::marker(
-            &mut *$crate::serial::SERIAL.lock(),
-            format_args!($($arg)*),
-        )
-    };
 }

@@ -9,11 +9,9 @@
 
 mod boot;
 mod clock;
-mod cmdline;
 mod dma;
 mod exit;
 mod hand;
-mod logger;
 mod nvme;
 mod paging;
 mod pci;
@@ -25,10 +23,11 @@ mod start_info;
 
 use core::panic::PanicInfo;
 
-use log::{error, info, LevelFilter};
+use bare_nvme_board_common::cmdline::Args;
+use bare_nvme_board_common::{console, logger, marker, scenario};
+use log::{info, LevelFilter};
 use spin::Once;
 
-use crate::cmdline::Args;
 use crate::start_info::BootInfo;
 
 static BOOT_INFO: Once<BootInfo> = Once::new();
@@ -43,7 +42,9 @@ extern "C" {
 extern "C" fn kmain(start_info_phys: u32) -> ! {
     let entry_tsc = clock::rdtsc();
     serial::init();
-    logger::init(LevelFilter::Info);
+    logger::init(LevelFilter::Info, || {
+        core::time::Duration::from_nanos(clock::now().as_nanos())
+    });
     let boot = BOOT_INFO.call_once(|| {
         let mut info = BootInfo::empty();
         if let Err(e) = start_info::read(start_info_phys, &mut info) {
@@ -52,9 +53,7 @@ extern "C" fn kmain(start_info_phys: u32) -> ! {
         info
     });
     let args = Args::new(boot.cmdline());
-    if let Some(level) = args.get("log").and_then(logger::parse_level) {
-        log::set_max_level(level);
-    }
+    logger::follow(&args);
     let tsc_hz = clock::calibrate();
     // QEMU starts the TSC at zero with the machine, so the TSC at entry is the
     // time firmware and loader took.
@@ -84,17 +83,8 @@ extern "C" fn kmain(start_info_phys: u32) -> ! {
         ecam,
         tsc_hz,
     };
-    match scenarios::run(&board) {
-        Ok(()) => {
-            marker!("PASS");
-            exit::exit_qemu(exit::SUCCESS)
-        }
-        Err(failure) => {
-            error!("scenario failed: {failure}");
-            marker!("FAIL {failure}");
-            exit::exit_qemu(exit::FAILURE)
-        }
-    }
+    let passed = scenario::run_and_report(scenarios::ALL, &board.args, &board);
+    exit::exit_qemu(if passed { exit::SUCCESS } else { exit::FAILURE })
 }
 
 /// Gives the DMA allocator the largest usable RAM block above the image.
@@ -120,9 +110,7 @@ fn init_dma(boot: &BootInfo) {
 
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
-    use core::fmt::Write as _;
     // A fresh writer: the panic may have happened while the shared one was held.
-    let mut serial = serial::Com1;
-    let _ = writeln!(serial, "\n@@FAIL panic: {}", info);
+    console::emergency_marker(&mut serial::Com1, format_args!("FAIL panic: {info}"));
     exit::exit_qemu(exit::FAILURE)
 }

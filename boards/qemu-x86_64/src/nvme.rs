@@ -8,10 +8,10 @@ use core::time::Duration;
 use bare_nvme::{
     ControllerId, DmaRegion, Driver, DriverConfig, DriverController, Event, Instant, Platform,
 };
+use bare_nvme_board_common::cmdline::Args;
 use log::info;
 use spin::{Mutex, MutexGuard, Once};
 
-use crate::cmdline::Args;
 use crate::pci::Access;
 use crate::platform::QemuPlatform;
 use crate::scenarios::{Failure, Outcome};

@@ -2,9 +2,8 @@
 
 use core::ptr::NonNull;
 
-use core::sync::atomic::{AtomicU64, Ordering};
-
 use bare_nvme::{DmaRegion, Instant, MmioRegisters, PhysAddr, Platform, RegisterAccess};
+use bare_nvme_board_common::counters;
 
 use crate::{clock, dma, paging};
 
@@ -41,22 +40,14 @@ impl Platform for QemuPlatform {
     }
 }
 
-/// Register reads made by the driver since boot, so that scenarios can show
-/// what a tick costs.
-static MMIO_READS: AtomicU64 = AtomicU64::new(0);
-
-/// Register reads made so far.
-pub fn mmio_reads() -> u64 {
-    MMIO_READS.load(Ordering::Relaxed)
-}
-
-/// The driver's registers: plain MMIO, with reads counted.
+/// The driver's registers: plain MMIO, with reads counted (see
+/// [`counters`]).
 #[derive(Debug)]
 pub struct CountedRegisters(MmioRegisters);
 
 impl RegisterAccess for CountedRegisters {
     fn read32(&self, offset: usize) -> u32 {
-        MMIO_READS.fetch_add(1, Ordering::Relaxed);
+        counters::count_mmio_read();
         self.0.read32(offset)
     }
 

@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use bare_nvme_board_common::console::Uart;
+use bare_nvme_board_common::console::{self, Uart};
 use spin::Mutex;
 use x86_64::instructions::port::Port;
 
@@ -29,7 +29,7 @@ const MAX_POLLS: u32 = 100_000;
 pub struct Com1;
 
 /// The shared writer; the lock keeps lines whole.
-pub static SERIAL: Mutex<Com1> = Mutex::new(Com1);
+static SERIAL: Mutex<Com1> = Mutex::new(Com1);
 
 fn outb(offset: u16, value: u8) {
     // SAFETY: COM1's registers; writing them has no effect on memory.
@@ -50,6 +50,9 @@ pub fn init() {
     outb(LINE_CONTROL, EIGHT_N_ONE);
     outb(FIFO_CONTROL, 0xC7);
     outb(MODEM_CONTROL, 0x03);
+    console::install(|text| {
+        let _ = fmt::Write::write_fmt(&mut *SERIAL.lock(), text);
+    });
 }
 
 impl Uart for Com1 {
@@ -65,32 +68,11 @@ impl Uart for Com1 {
 
 impl fmt::Write for Com1 {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        bare_nvme_board_common::console::write_str(self, s)
+        console::write_str(self, s)
     }
 }
 
 /// Takes one received byte, if any.
 pub fn try_read_byte() -> Option<u8> {
     (inb(LINE_STATUS) & DATA_READY != 0).then(|| inb(DATA))
-}
-
-/// Prints to the serial port without a newline.
-#[macro_export]
-macro_rules! print {
-    ($($arg:tt)*) => {{
-        use core::fmt::Write as _;
-        let _ = write!($crate::serial::SERIAL.lock(), $($arg)*);
-    }};
-}
-
-/// Prints one machine-readable marker line: `@@` followed by the arguments.
-/// The host runner (`cargo xtask`) waits for and parses these.
-#[macro_export]
-macro_rules! marker {
-    ($($arg:tt)*) => {
-        bare_nvme_board_common::console::marker(
-            &mut *$crate::serial::SERIAL.lock(),
-            format_args!($($arg)*),
-        )
-    };
 }

@@ -11,13 +11,13 @@ pub use bare_nvme::pci::access::Ecam;
 pub use registers::*;
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
 
 use bare_nvme::{DriverConfig, PhysAddr};
+use bare_nvme_board_common::cmdline::Args;
+use bare_nvme_board_common::counters;
 use pci_types::{ConfigRegionAccess, PciAddress};
 use spin::Once;
 
-use crate::cmdline::Args;
 use crate::dtb::Machine;
 
 static MACHINE: Once<Machine> = Once::new();
@@ -56,17 +56,9 @@ impl Access {
     }
 }
 
-/// Configuration reads made through [`Access`] (the driver's) since boot.
-static CONFIG_READS: AtomicU64 = AtomicU64::new(0);
-
-/// Configuration reads the driver made so far.
-pub fn config_reads() -> u64 {
-    CONFIG_READS.load(Ordering::Relaxed)
-}
-
 impl ConfigRegionAccess for Access {
     unsafe fn read(&self, address: PciAddress, offset: u16) -> u32 {
-        CONFIG_READS.fetch_add(1, Ordering::Relaxed);
+        counters::count_config_read();
         // SAFETY: the caller's contract is passed on unchanged.
         unsafe { self.0.read(address, offset) }
     }

@@ -23,7 +23,8 @@ mod boot;
 
 pub use common::*;
 
-use crate::cmdline::Args;
+use bare_nvme_board_common::cmdline::Args;
+
 use crate::dtb::Machine;
 use crate::pci::{Access, BoardConfig};
 use crate::platform::QemuPlatform;
@@ -55,8 +56,3 @@ pub const ALL: &[Scenario] = &[
     bench::SCENARIO,
     tick_cost::SCENARIO,
 ];
-
-/// Runs the scenario the command line names.
-pub fn run(board: &Board) -> Outcome {
-    bare_nvme_board_common::scenario::run(ALL, board.args.scenario(), board)
-}

@@ -10,7 +10,7 @@ pub use bare_nvme::pci::access::{Ecam, PortIo};
 pub use ecam::{ecam_access, find_ecam, EcamWindow};
 pub use registers::*;
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use bare_nvme_board_common::counters;
 use pci_types::{ConfigRegionAccess, PciAddress};
 
 use spin::Once;
@@ -36,17 +36,9 @@ impl Access {
     }
 }
 
-/// Configuration reads made through [`Access`] (the driver's) since boot.
-static CONFIG_READS: AtomicU64 = AtomicU64::new(0);
-
-/// Configuration reads the driver made so far.
-pub fn config_reads() -> u64 {
-    CONFIG_READS.load(Ordering::Relaxed)
-}
-
 impl ConfigRegionAccess for Access {
     unsafe fn read(&self, address: PciAddress, offset: u16) -> u32 {
-        CONFIG_READS.fetch_add(1, Ordering::Relaxed);
+        counters::count_config_read();
         // SAFETY: the caller's contract is passed on unchanged.
         unsafe {
             match self {
@@ -91,7 +83,10 @@ pub fn board_config() -> BoardConfig {
 /// Host bridge facts for the driver: with `reassign=1` on the command line
 /// the driver assigns every bus number, window and BAR itself, inside q35's
 /// 32-bit PCI hole above the ECAM window (firmware's own work is ignored).
-pub fn host_config(args: &crate::cmdline::Args, config: &mut bare_nvme::DriverConfig) {
+pub fn host_config(
+    args: &bare_nvme_board_common::cmdline::Args,
+    config: &mut bare_nvme::DriverConfig,
+) {
     if args.get("reassign") == Some("1") {
         config.reassign = true;
         config.root_window = Some((bare_nvme::PhysAddr::new(Q35_HOLE.0), Q35_HOLE.1));

@@ -1,11 +1,12 @@
 //! Scenarios: one kernel image, the command line picks what it does.
 //!
 //! A scenario is a function from the [`Board`] to an [`Outcome`]. It reports
-//! progress with markers (see `serial::marker!`): `@@READY` when the host may
-//! start its steps, `@@PHASE name` at points the host may wait for,
-//! `@@RESULT key=value ...` for numbers and facts. The kernel prints `@@PASS`
-//! or `@@FAIL reason` after the scenario returns and ends the machine. To add
-//! one: write a module with a `pub const SCENARIO` and list it in [`ALL`].
+//! progress with markers (`marker!`, from `boards/common`): `@@READY` when
+//! the host may start its steps, `@@PHASE name` at points the host may wait
+//! for, `@@RESULT key=value ...` for numbers and facts. The kernel prints
+//! `@@PASS` or `@@FAIL reason` after the scenario returns and ends the
+//! machine. To add one: write a module with a `pub const SCENARIO` and list
+//! it in [`ALL`].
 
 mod bench;
 mod boot;
@@ -23,7 +24,8 @@ mod common;
 
 pub use common::*;
 
-use crate::cmdline::Args;
+use bare_nvme_board_common::cmdline::Args;
+
 use crate::pci::{Access, BoardConfig, EcamWindow};
 use crate::platform::QemuPlatform;
 use crate::start_info::BootInfo;
@@ -61,8 +63,3 @@ pub const ALL: &[Scenario] = &[
     smp_io::SCENARIO,
     smp_pull::SCENARIO,
 ];
-
-/// Runs the scenario the command line names.
-pub fn run(board: &Board) -> Outcome {
-    bare_nvme_board_common::scenario::run(ALL, board.args.scenario(), board)
-}

@@ -15,11 +15,12 @@ use core::mem::MaybeUninit;
 use core::time::Duration;
 
 use bare_nvme::{ControllerId, DmaRegion, Driver, DriverConfig, Event, Platform};
+use bare_nvme_board_common::counters;
 use spin::Mutex;
 
 use super::{check_dma_returned, Board, Failure, Outcome, Scenario};
-use crate::pci::{self, Access};
-use crate::platform::{self as board_platform, QemuPlatform};
+use crate::pci::Access;
+use crate::platform::QemuPlatform;
 use crate::{clock, dma, ensure, failure, marker};
 
 /// The scenario.
@@ -165,12 +166,12 @@ fn measure(
             core::hint::spin_loop();
         }
         next = clock::now() + Duration::from_millis(1);
-        let (mmio, config) = (board_platform::mmio_reads(), pci::config_reads());
+        let (mmio, config) = (counters::mmio_reads(), counters::config_reads());
         let start = clock::ticks();
         let events = d.tick();
         let cycles = clock::ticks() - start;
-        let mmio = board_platform::mmio_reads() - mmio;
-        let config = pci::config_reads() - config;
+        let mmio = counters::mmio_reads() - mmio;
+        let config = counters::config_reads() - config;
         ensure!(events.is_empty(), "tick {t}: {:?}", events[0]);
         let _ = s.nanos.push(clock::ticks_to_nanos(cycles));
         s.mmio += mmio;

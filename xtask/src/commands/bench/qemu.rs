@@ -157,6 +157,17 @@ pub(super) fn qemu() -> Result<(String, QemuResults), String> {
 
 pub(super) fn qemu_tables(q: &QemuResults) -> String {
     let mut out = String::new();
+    out.push_str(&median_table(q));
+    out.push_str(&best_round_table(q));
+    out.push_str(&mmio_writes_table(q));
+    out.push_str(&rounds_table(q));
+    out
+}
+
+/// How the contest ran, and per queue depth the median IOPS of each
+/// contender with their spread and the ratios between them.
+fn median_table(q: &QemuResults) -> String {
+    let mut out = String::new();
     writeln!(
         out,
         "\n### QEMU 7.2 (TCG), nvme on null-co, 4 KiB random reads: the driver against the reference loop\n\n\
@@ -197,6 +208,12 @@ first and third quartile; shadow / MMIO is the ratio of the median IOPS.\n"
         .unwrap();
         writeln!(out).unwrap();
     }
+    out
+}
+
+/// The best round of each contender per queue depth, and its ratios.
+fn best_round_table(q: &QemuResults) -> String {
+    let mut out = String::new();
     writeln!(
         out,
         "\nThe best round of each contender (contention only takes IOPS away, so the largest values are \
@@ -215,6 +232,13 @@ MMIO / reference | shadow / reference |\n|---:|---:|---:|---:|---:|---:|"
         )
         .unwrap();
     }
+    out
+}
+
+/// MMIO writes per I/O of each contender per queue depth (`?` where the
+/// guest gave none).
+fn mmio_writes_table(q: &QemuResults) -> String {
+    let mut out = String::new();
     let w = |c: &str, qd: usize| -> String {
         q.contest
             .get(&format!("{c}_qd{qd}_mmio_writes_milli"))
@@ -236,6 +260,13 @@ MMIO / reference | shadow / reference |\n|---:|---:|---:|---:|---:|---:|"
         )
         .unwrap();
     }
+    out
+}
+
+/// The IOPS of every round, one column per queue depth and contender (`-`
+/// for a round that gave none).
+fn rounds_table(q: &QemuResults) -> String {
+    let mut out = String::new();
     writeln!(
         out,
         "\nIOPS of every round (the order within a round rotates):\n"
@@ -313,4 +344,42 @@ bookkeeping included. QEMU: the `tick-cost` scenario, 2000 ticks, time from the 
         .unwrap();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two rounds of 1000 and 2000 IOPS for every contender and queue
+    /// depth, and one MMIO write count.
+    fn two_rounds() -> QemuResults {
+        let mut q = QemuResults::default();
+        for (c, _) in CONTENDERS {
+            for qd in QEMU_QDS {
+                q.rounds.insert((c.into(), qd), vec![1000.0, 2000.0]);
+            }
+        }
+        q.contest
+            .insert("ref_qd1_mmio_writes_milli".into(), "1500".into());
+        q
+    }
+
+    #[test]
+    fn the_tables_give_the_best_round_and_mark_what_the_guest_did_not_give() {
+        let q = two_rounds();
+        let best = best_round_table(&q);
+        assert!(best.contains("\n| 32 | 2000 | 2000 | 2000 | 1.00 | 1.00 |\n"));
+        let writes = mmio_writes_table(&q);
+        assert!(writes.contains("\n| 1 | 1.500 | ? | ? |\n"));
+        let rounds = rounds_table(&q);
+        assert!(rounds.contains("\n| 1 | 2000 | 2000 |"));
+        assert!(rounds.contains("\n| 2 | - | - |"));
+        let rows = rounds
+            .lines()
+            .filter(|l| l.starts_with("| ") && l.as_bytes()[2].is_ascii_digit())
+            .count();
+        assert_eq!(rows, QEMU_ROUNDS);
+        let all = qemu_tables(&q);
+        assert!(all.starts_with(&median_table(&q)) && all.ends_with(&rounds));
+    }
 }

@@ -3,12 +3,13 @@
 
 use core::time::Duration;
 
+use bare_nvme_board_common::counters;
 use log::info;
 
 use super::{outside, Ctx};
 use crate::nvme::{self, ctrl, Buffers, Nvme};
 use crate::scenarios::Outcome;
-use crate::{clock, ensure, failure, marker, pci, platform};
+use crate::{clock, ensure, failure, marker};
 
 /// Shows the controller outside the slot at work before the slot is played
 /// with: `bytes` written, read back and compared, with throughput figures.
@@ -62,7 +63,7 @@ pub(super) fn warmup(cx: &mut Ctx, d: &mut Nvme, bytes: usize) -> Outcome {
 /// What `ticks` idle ticks, 1 ms apart, cost: config and register reads per
 /// tick, and the time one tick takes.
 pub(super) fn idle_cost(d: &mut Nvme, ticks: u64) -> Outcome {
-    let (config, mmio) = (pci::config_reads(), platform::mmio_reads());
+    let (config, mmio) = (counters::config_reads(), counters::mmio_reads());
     let mut busy = Duration::ZERO;
     for _ in 0..ticks {
         // The period the scenarios tick at, so time-based polls count.
@@ -74,8 +75,8 @@ pub(super) fn idle_cost(d: &mut Nvme, ticks: u64) -> Outcome {
     }
     let per = |n: u64| n * 100 / ticks;
     let (c, m) = (
-        per(pci::config_reads() - config),
-        per(platform::mmio_reads() - mmio),
+        per(counters::config_reads() - config),
+        per(counters::mmio_reads() - mmio),
     );
     let ready = d.ready_controllers().count();
     marker!(

@@ -58,3 +58,31 @@ impl Args {
             .then(|| Some(pci_types::PciAddress::new(0, bus, device, function)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_value_of_a_key_counts_and_numbers_take_hex() {
+        let args = Args::new("scenario=io count=3 count=0x10 bad=zz");
+        assert_eq!(args.scenario(), "io");
+        assert_eq!(args.get("count"), Some("0x10"));
+        assert_eq!(args.number("count", 1), Some(16));
+        assert_eq!(args.number("absent", 7), Some(7));
+        assert_eq!(args.number("bad", 7), None);
+        assert_eq!(Args::new("").scenario(), "boot");
+    }
+
+    #[test]
+    fn a_pci_address_is_bus_device_function_in_hex() {
+        let args = Args::new("port=1c:1f.7 far=0:20.0");
+        let port = args.pci_address("port").unwrap().unwrap();
+        assert_eq!(
+            (port.bus(), port.device(), port.function()),
+            (0x1c, 0x1f, 7)
+        );
+        assert_eq!(args.pci_address("far"), None);
+        assert_eq!(args.pci_address("absent"), Some(None));
+    }
+}
