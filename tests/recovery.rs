@@ -14,9 +14,13 @@ type SimDriver = Driver<bare_nvme_sim::SimPlatform, bare_nvme_sim::SimConfig>;
 /// The driver holds every controller's tables inline (some 400 KiB): on the
 /// heap, not on a test thread's 2 MiB stack.
 fn setup() -> (Sim, Box<SimDriver>, bare_nvme::ControllerId) {
+    setup_with(ControllerSpec::default())
+}
+
+/// [`setup`] with a controller built on `spec`.
+fn setup_with(spec: ControllerSpec) -> (Sim, Box<SimDriver>, bare_nvme::ControllerId) {
     let sim = Sim::single(
-        ControllerSpec::default()
-            .serial("rec1")
+        spec.serial("rec1")
             .namespace(NamespaceSpec::new(1 << 16, 512)),
     );
     let config = DriverConfig {
@@ -107,6 +111,55 @@ fn a_command_past_its_deadline_is_aborted_and_fails_with_timeout_without_a_reset
     );
     assert_eq!(driver.controller(id).unwrap().state(), State::Ready);
     assert_eq!(after.protocol_errors, 0);
+}
+
+#[test]
+fn a_command_the_device_completed_is_not_timed_out_because_nobody_polled() {
+    let (sim, mut driver, id) = setup();
+    submit_read(&sim, &mut driver, id, 3);
+    driver.controller(id).unwrap().ring_doorbells();
+    sim.process();
+    let before = sim.counters();
+    // Three times the I/O timeout of ticks, and no poll.
+    for _ in 0..60 {
+        sim.advance(Duration::from_millis(1));
+        driver.tick();
+    }
+    assert_eq!(collect(&sim, &mut driver, id), vec![(3, Ok(()))]);
+    let after = sim.counters();
+    assert_eq!(after.admin(0x08), before.admin(0x08), "no Abort sent");
+    assert_eq!(driver.controller(id).unwrap().reset_count(), 0);
+}
+
+#[test]
+fn a_small_admin_queue_keeps_room_for_an_abort_and_a_detach_beside_its_event_requests() {
+    // CAP.MQES 3: an admin queue of four entries, three usable, and a
+    // controller that takes four event requests (AERL 3).
+    let (sim, mut driver, id) = setup_with(ControllerSpec::default().mqes(3));
+    assert!(
+        sim.counters().admin(0x0C) >= 1,
+        "event requests are armed all the same"
+    );
+    sim.hold(CtrlId(0), Hold::Io);
+    submit_read(&sim, &mut driver, id, 7);
+    let before = sim.counters();
+    let mut results = Vec::new();
+    tick_until(&sim, &mut driver, 200, |d, _| {
+        results.extend(collect(&sim, d, id));
+        !results.is_empty()
+    });
+    assert!(
+        matches!(results[..], [(7, Err(Error::Timeout { .. }))]),
+        "{results:?}"
+    );
+    let after = sim.counters();
+    assert_eq!(after.admin(0x08) - before.admin(0x08), 1, "one Abort sent");
+    assert_eq!(driver.controller(id).unwrap().reset_count(), 0, "no reset");
+    sim.hold(CtrlId(0), Hold::None);
+    // The orderly detach deletes its queues (an admin command each) and
+    // reports no error.
+    assert_eq!(driver.controller(id).unwrap().detach(), Ok(()));
+    assert_eq!(sim.counters().protocol_errors, 0);
 }
 
 #[test]

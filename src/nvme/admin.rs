@@ -16,6 +16,11 @@ use crate::platform::{Instant, Platform, RegisterAccess};
 /// Entries of the admin queue.
 pub const ADMIN_QUEUE_DEPTH: usize = 32;
 
+/// Admin entries event requests never take: an Abort and one other command
+/// (an event's follow-up, a caller's log page read, or a detach's queue
+/// deletion) always find room, however many requests the controller takes.
+pub(crate) const RESERVED_ENTRIES: u16 = 2;
+
 /// Tickets given up by their owners and not completed yet. More than the
 /// lifecycle command and one Abort are never outstanding.
 const FORGOTTEN: usize = 4;
@@ -73,7 +78,8 @@ impl AdminChannel {
         let deadline = now + self.timeout;
         let cid = self
             .queue
-            .reserve(sqe.opcode(), 0, deadline, true, &mut None)?;
+            .reserve(sqe.opcode(), 0, deadline, true, &mut None)
+            .map_err(|e| self.full(e))?;
         sqe.set_cid(cid);
         self.queue.push(&sqe);
         self.queue.publish(platform, regs, None);
@@ -91,11 +97,33 @@ impl AdminChannel {
         let never = Instant::from_nanos(u64::MAX);
         let cid = self
             .queue
-            .reserve(sqe.opcode(), 0, never, true, &mut None)?;
+            .reserve(sqe.opcode(), 0, never, true, &mut None)
+            .map_err(|e| self.full(e))?;
         sqe.set_cid(cid);
         self.queue.push(&sqe);
         self.queue.publish(platform, regs, None);
         Ok(Ticket(cid))
+    }
+
+    /// Commands the admin queue holds at once (one entry stays empty).
+    pub(crate) fn capacity(&self) -> u16 {
+        self.queue.entries().saturating_sub(1)
+    }
+
+    /// Event requests that leave [`RESERVED_ENTRIES`] free.
+    pub(crate) fn room_for_event_requests(&self) -> u16 {
+        self.capacity().saturating_sub(RESERVED_ENTRIES)
+    }
+
+    /// A full admin queue named as such (not as I/O queue 0).
+    fn full(&self, error: Error) -> Error {
+        match error {
+            Error::QueueFull { .. } => Error::CapacityExceeded {
+                what: "admin commands outstanding",
+                limit: self.capacity().into(),
+            },
+            e => e,
+        }
     }
 
     /// Consumes posted completions and returns the result of `ticket` once

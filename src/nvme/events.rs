@@ -202,7 +202,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// many as the controller accepts (AERL), at most [`MAX_ASYNC_EVENTS`].
     pub(crate) fn arm_async_events(&mut self) {
         let limit = self.shared.info.map_or(1, |i| i.async_event_limit);
-        self.owned.events.wanted = limit.clamp(1, MAX_ASYNC_EVENTS as u16) as u8;
+        let room = self.owned.admin.room_for_event_requests();
+        self.owned.events.wanted = limit.clamp(1, MAX_ASYNC_EVENTS as u16).min(room) as u8;
         self.rearm();
     }
 

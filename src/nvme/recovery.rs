@@ -171,8 +171,13 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             }
             return;
         }
+        let shadow = self.owned.pages.doorbells();
         let overdue = self.shared.io.iter().enumerate().find_map(|(i, q)| {
             let mut q = q.lock();
+            q.tracker.overdue(now)?;
+            // Completions the owner has not polled for yet are no timeout:
+            // take them in (they wait for its poll), then look again.
+            q.reap(&self.shared.platform, &self.shared.regs, shadow);
             q.tracker.overdue(now).map(|cid| (i as u16, q.qid, cid))
         });
         let Some((queue, qid, cid)) = overdue else {
