@@ -261,7 +261,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             warn!("nvme: {skipped} namespaces beyond the driver's limit are not served");
         }
         self.owned.discovery.begin(ids);
-        self.shared.namespaces.clear();
+        self.shared.namespaces.forget_all();
         self.owned.lifecycle.go(Step::NamespaceDescriptors(0));
         Ok(Outcome::Progress)
     }

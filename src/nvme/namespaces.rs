@@ -79,7 +79,7 @@ impl Served {
     }
 
     /// Forgets every namespace (a new scan starts).
-    pub(crate) fn clear(&mut self) {
+    pub(crate) fn forget_all(&mut self) {
         self.list.clear();
         self.renew_stamp();
     }

@@ -1,7 +1,8 @@
 //! The layering check: reads the `crate::` and `super::` paths of every
 //! file under `src/` (no build) and fails when a module imports one above
 //! it in [`LAYERS`], or when two files of one module import each other and
-//! README's "Files that import each other" table does not name the pair.
+//! README's "Files that import each other" table does not name the pair;
+//! and it runs the field check ([`crate::fields`]).
 //!
 //! A top-level module may import only modules of lower layers. Test code
 //! (a file's `#[cfg(test)] mod tests` and test-only modules) is not
@@ -60,6 +61,11 @@ pub fn check(root: &Path) -> Result<(), String> {
         }
     }
     problems.extend(pair_problems(&mutual, &allowed));
+    let named: BTreeMap<String, String> = files
+        .iter()
+        .map(|(m, text)| (m.join("::"), text.clone()))
+        .collect();
+    problems.extend(crate::fields::check(&named));
     problems.sort();
     problems.dedup();
     if problems.is_empty() {

@@ -13,6 +13,7 @@
 mod board;
 mod catalog;
 mod commands;
+mod fields;
 mod fs_disks;
 mod fsimage;
 mod kernel;
