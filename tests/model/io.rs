@@ -178,6 +178,8 @@ impl Model {
             Error::DeviceRemoved | Error::ControllerFailed => faulted,
             Error::Timeout { .. } => faulted || held || unrung,
             Error::Aborted => m.detach_requested || faulted || held || unrung,
+            // Bring-up could not turn bus mastering on.
+            Error::DeviceUnsupported { .. } => d.ignoring_config,
             _ => false,
         }
     }
