@@ -6,6 +6,7 @@ use log::{info, warn};
 use crate::error::{Error, Result, Wait};
 use crate::link::{DeviceLink, Presence};
 use crate::nvme::admin::ADMIN_QUEUE_DEPTH;
+use crate::nvme::command::queue_fields::{CQID, IEN, NCQ, NSQ, PC, QID, QSIZE};
 use crate::nvme::command::{admin, cns, feature, sc, sct, SubmissionEntry};
 use crate::nvme::controller::{Controller, MAX_TRANSFER_LIMIT};
 use crate::nvme::identify::{self, ControllerInfo, NamespaceInfo, NamespaceRefusal};
@@ -191,13 +192,13 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         let wanted = self.shared.config.io_queues.clamp(1, QUEUES as u16);
         let mut sqe = SubmissionEntry::new(admin::SET_FEATURES);
         sqe.cdw10 = feature::NUMBER_OF_QUEUES;
-        sqe.cdw11 = ((wanted as u32 - 1) << 16) | (wanted as u32 - 1);
+        sqe.cdw11 = NSQ.of(wanted as u32 - 1) | NCQ.of(wanted as u32 - 1);
         let Some(dw0) = self.admin_exchange(sqe)? else {
             return Ok(Outcome::Waiting);
         };
         // Both counts are 0-based; a controller may grant more or fewer.
-        let granted_sq = (dw0 & 0xFFFF) + 1;
-        let granted_cq = (dw0 >> 16) + 1;
+        let granted_sq = NSQ.get(dw0) + 1;
+        let granted_cq = NCQ.get(dw0) + 1;
         let count = (wanted as u32).min(granted_sq).min(granted_cq) as u16;
         self.setup_io_queues(count)?;
         self.owned.lifecycle.go(Step::CreateCq(0));
@@ -210,8 +211,9 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         let (_, cq_phys) = q.ring_addresses().ok_or(NO_RINGS)?;
         let mut sqe = SubmissionEntry::new(admin::CREATE_CQ);
         sqe.prp1 = cq_phys;
-        sqe.cdw10 = ((q.entries() as u32 - 1) << 16) | q.qid as u32;
-        sqe.cdw11 = 1; // physically contiguous, interrupts off
+        sqe.cdw10 = QSIZE.of(q.entries() as u32 - 1) | QID.of(q.qid as u32);
+        // Interrupts off: completions are polled.
+        sqe.cdw11 = PC.of(1) | IEN.of(0);
         let Some(_) = self.admin_exchange(sqe)? else {
             return Ok(Outcome::Waiting);
         };
@@ -225,8 +227,9 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         let (sq_phys, _) = q.ring_addresses().ok_or(NO_RINGS)?;
         let mut sqe = SubmissionEntry::new(admin::CREATE_SQ);
         sqe.prp1 = sq_phys;
-        sqe.cdw10 = ((q.entries() as u32 - 1) << 16) | q.qid as u32;
-        sqe.cdw11 = ((q.qid as u32) << 16) | 1; // its CQ, contiguous
+        sqe.cdw10 = QSIZE.of(q.entries() as u32 - 1) | QID.of(q.qid as u32);
+        // Each SQ posts to the CQ of the same id.
+        sqe.cdw11 = CQID.of(q.qid as u32) | PC.of(1);
         let Some(_) = self.admin_exchange(sqe)? else {
             return Ok(Outcome::Waiting);
         };
@@ -342,7 +345,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             return Ok(Outcome::Progress);
         };
         let mut sqe = SubmissionEntry::new(admin::DELETE_SQ);
-        sqe.cdw10 = q.qid as u32;
+        sqe.cdw10 = QID.of(q.qid as u32);
         if self.admin_exchange(sqe)?.is_none() {
             return Ok(Outcome::Waiting);
         }
@@ -357,7 +360,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             return Ok(Outcome::Progress);
         };
         let mut sqe = SubmissionEntry::new(admin::DELETE_CQ);
-        sqe.cdw10 = q.qid as u32;
+        sqe.cdw10 = QID.of(q.qid as u32);
         if self.admin_exchange(sqe)?.is_none() {
             return Ok(Outcome::Waiting);
         }

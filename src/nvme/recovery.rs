@@ -25,6 +25,7 @@ use log::warn;
 use crate::error::{Error, Result, Wait};
 use crate::link::{DeviceLink, Presence};
 use crate::nvme::admin::Ticket;
+use crate::nvme::command::queue_fields::{ABORT_CID, ABORT_SQID};
 use crate::nvme::command::{admin, SubmissionEntry};
 use crate::nvme::controller::Controller;
 use crate::nvme::engine::Engine;
@@ -185,7 +186,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         };
         warn!("nvme: I/O command timed out, aborting it");
         let mut sqe = SubmissionEntry::new(admin::ABORT);
-        sqe.cdw10 = ((cid as u32) << 16) | qid as u32;
+        sqe.cdw10 = ABORT_CID.of(cid as u32) | ABORT_SQID.of(qid as u32);
         match self
             .owned
             .admin

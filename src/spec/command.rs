@@ -70,6 +70,34 @@ pub mod cdw0 {
     pub const CID: Field = Field::new(16, 16);
 }
 
+/// Fields of the queue management commands' dwords (NVMe Base
+/// Specification 2.0, "Create I/O Completion Queue", "Create I/O Submission
+/// Queue", "Abort", "Number of Queues").
+pub mod queue_fields {
+    use super::Field;
+
+    /// Create I/O CQ/SQ dword 10: queue identifier (15:0).
+    pub const QID: Field = Field::new(0, 16);
+    /// Create I/O CQ/SQ dword 10: queue size, 0-based (31:16).
+    pub const QSIZE: Field = Field::new(16, 16);
+    /// Create I/O CQ/SQ dword 11: physically contiguous (0).
+    pub const PC: Field = Field::new(0, 1);
+    /// Create I/O CQ dword 11: interrupts enabled (1).
+    pub const IEN: Field = Field::new(1, 1);
+    /// Create I/O SQ dword 11: the completion queue it posts to (31:16).
+    pub const CQID: Field = Field::new(16, 16);
+    /// Abort dword 10: the submission queue of the command (15:0).
+    pub const ABORT_SQID: Field = Field::new(0, 16);
+    /// Abort dword 10: the command identifier (31:16).
+    pub const ABORT_CID: Field = Field::new(16, 16);
+    /// Number of Queues dword 11 and completion dword 0: submission queues,
+    /// 0-based (15:0).
+    pub const NSQ: Field = Field::new(0, 16);
+    /// Number of Queues dword 11 and completion dword 0: completion queues,
+    /// 0-based (31:16).
+    pub const NCQ: Field = Field::new(16, 16);
+}
+
 /// Fields of the completion status field, the CQE's status word without its
 /// phase tag (NVMe Base Specification 2.0, figure "Completion Queue Entry:
 /// Status Field").

@@ -1,6 +1,9 @@
 //! Admin commands: Identify, features, queue management, Abort, Doorbell
 //! Buffer Config, Get Log Page.
 
+use bare_nvme::spec::command::queue_fields::{
+    ABORT_CID, ABORT_SQID, CQID, NCQ, NSQ, PC, QID, QSIZE,
+};
 use bare_nvme::spec::command::{admin, cns, feature, sc, sct, Status, SubmissionEntry};
 use bare_nvme::spec::identify::{self, ctrl, nid, ns, FLBAS_EXTENDED_METADATA, IDENTIFY_SIZE};
 
@@ -268,8 +271,8 @@ impl Controller {
                 if self.sqs.len() > 1 || self.cqs.len() > 1 {
                     return generic(COMMAND_SEQUENCE_ERROR);
                 }
-                let nsqr = sqe.cdw11 & 0xFFFF;
-                let ncqr = sqe.cdw11 >> 16;
+                let nsqr = NSQ.get(sqe.cdw11);
+                let ncqr = NCQ.get(sqe.cdw11);
                 if nsqr == 0xFFFF || ncqr == 0xFFFF {
                     return generic(sc::INVALID_FIELD);
                 }
@@ -335,8 +338,8 @@ impl Controller {
         env: &mut Env,
     ) -> Result<(u16, u16), Outcome> {
         let serial = &self.spec.serial;
-        let qid = sqe.cdw10 as u16;
-        let size = (sqe.cdw10 >> 16) + 1;
+        let qid = QID.get(sqe.cdw10) as u16;
+        let size = QSIZE.get(sqe.cdw10) + 1;
         if qid == 0 || qid > limit || exists {
             env.stats.protocol(format!(
                 "{serial}: create {what} {qid}: invalid or taken id"
@@ -348,7 +351,7 @@ impl Controller {
                 .protocol(format!("{serial}: create {what} {qid}: size {size}"));
             return Err(specific(cs::INVALID_QUEUE_SIZE));
         }
-        if sqe.cdw11 & 1 == 0 {
+        if !PC.is_set(sqe.cdw11) {
             env.stats
                 .protocol(format!("{serial}: create {what} {qid}: not contiguous"));
             return Err(generic(sc::INVALID_FIELD));
@@ -366,7 +369,7 @@ impl Controller {
     fn create_cq(&mut self, sqe: &SubmissionEntry, env: &mut Env) -> Outcome {
         let max = self.spec.max_ioqpairs;
         let limit = self.queues_granted.map_or(max, |g| g.1);
-        let exists = self.cqs.contains_key(&(sqe.cdw10 as u16));
+        let exists = self.cqs.contains_key(&(QID.get(sqe.cdw10) as u16));
         match self.check_new_queue("CQ", sqe, limit, exists, 16, env) {
             Ok((qid, size)) => {
                 self.cqs.insert(qid, Cq::new(sqe.prp1, size));
@@ -379,8 +382,8 @@ impl Controller {
     fn create_sq(&mut self, sqe: &SubmissionEntry, env: &mut Env) -> Outcome {
         let max = self.spec.max_ioqpairs;
         let limit = self.queues_granted.map_or(max, |g| g.0);
-        let exists = self.sqs.contains_key(&(sqe.cdw10 as u16));
-        let cqid = (sqe.cdw11 >> 16) as u16;
+        let exists = self.sqs.contains_key(&(QID.get(sqe.cdw10) as u16));
+        let cqid = CQID.get(sqe.cdw11) as u16;
         if cqid == 0 || !self.cqs.contains_key(&cqid) {
             env.stats.protocol(format!(
                 "{}: create SQ for missing CQ {cqid}",
@@ -398,7 +401,7 @@ impl Controller {
     }
 
     fn delete_sq(&mut self, sqe: &SubmissionEntry, env: &mut Env) -> Outcome {
-        let qid = sqe.cdw10 as u16;
+        let qid = QID.get(sqe.cdw10) as u16;
         if qid == 0 || !self.sqs.contains_key(&qid) {
             env.stats
                 .protocol(format!("{}: delete missing SQ {qid}", self.spec.serial));
@@ -422,7 +425,7 @@ impl Controller {
     }
 
     fn delete_cq(&mut self, sqe: &SubmissionEntry, env: &mut Env) -> Outcome {
-        let qid = sqe.cdw10 as u16;
+        let qid = QID.get(sqe.cdw10) as u16;
         if qid == 0 || !self.cqs.contains_key(&qid) {
             env.stats
                 .protocol(format!("{}: delete missing CQ {qid}", self.spec.serial));
@@ -440,8 +443,8 @@ impl Controller {
     }
 
     fn abort(&mut self, sqe: &SubmissionEntry, env: &mut Env) -> Outcome {
-        let sqid = sqe.cdw10 as u16;
-        let cid = (sqe.cdw10 >> 16) as u16;
+        let sqid = ABORT_SQID.get(sqe.cdw10) as u16;
+        let cid = ABORT_CID.get(sqe.cdw10) as u16;
         let Some(i) = self
             .held
             .iter()
