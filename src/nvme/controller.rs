@@ -56,11 +56,11 @@ pub(crate) struct Owned<L> {
     /// What the last namespace scan found.
     pub(crate) discovery: Discovery,
     /// Resets, the abort waited for, glitches.
-    pub(crate) recovery: crate::nvme::recovery::Recovery,
+    pub(crate) recovery: crate::nvme::recovery_state::Recovery,
     /// Asynchronous events: requests outstanding, follow-ups, notices.
-    pub(crate) events: crate::nvme::events::AsyncEvents,
+    pub(crate) events: crate::nvme::event_state::AsyncEvents,
     /// Flushes the orderly detach in progress waits for.
-    pub(crate) detach_flushes: crate::nvme::features::DetachFlushes,
+    pub(crate) detach_flushes: crate::nvme::detach_flushes::DetachFlushes,
 }
 
 impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
@@ -84,9 +84,9 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 admin: AdminChannel::new(config.admin_timeout),
                 pages: OwnPages::new(),
                 discovery: Discovery::new(),
-                recovery: crate::nvme::recovery::Recovery::default(),
-                events: crate::nvme::events::AsyncEvents::new(),
-                detach_flushes: crate::nvme::features::DetachFlushes::new(),
+                recovery: crate::nvme::recovery_state::Recovery::default(),
+                events: crate::nvme::event_state::AsyncEvents::new(),
+                detach_flushes: crate::nvme::detach_flushes::DetachFlushes::new(),
             },
         }
     }

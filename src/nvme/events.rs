@@ -28,8 +28,6 @@
 //! when the window ends: the flood costs at most that many follow-ups per
 //! window, and is logged once per controller.
 
-use core::time::Duration;
-
 use log::{info, warn};
 
 use crate::error::Error;
@@ -37,155 +35,18 @@ use crate::link::DeviceLink;
 use crate::nvme::admin::Ticket;
 use crate::nvme::command::{admin, cns, SubmissionEntry};
 use crate::nvme::controller::Controller;
+use crate::nvme::event_state::Work;
+pub use crate::nvme::event_state::{Notice, MAX_ASYNC_EVENTS, STORM_BURST, STORM_WINDOW};
 use crate::nvme::identify::{self, NamespaceInfo, NamespaceRefusal};
 use crate::nvme::lifecycle::State;
 use crate::nvme::namespaces::{Namespace, MAX_NAMESPACES};
 use crate::nvme::prp::PAGE_SIZE;
 use crate::platform::{Instant, Platform};
 use crate::spec::log::{
-    async_config, event_type, get_log_page_dwords, lid, AsyncEvent, ChangedNamespaces,
-    CriticalWarning, SmartLog, ALL_NAMESPACES, CHANGED_NAMESPACES_SIZE, ERROR_ENTRY_SIZE,
-    NOTICE_NAMESPACE_ATTRIBUTE, SMART_LOG_SIZE,
+    async_config, event_type, get_log_page_dwords, lid, AsyncEvent, ChangedNamespaces, SmartLog,
+    ALL_NAMESPACES, CHANGED_NAMESPACES_SIZE, ERROR_ENTRY_SIZE, NOTICE_NAMESPACE_ATTRIBUTE,
+    SMART_LOG_SIZE,
 };
-
-/// Most Asynchronous Event Requests kept outstanding per controller.
-pub const MAX_ASYNC_EVENTS: usize = 4;
-/// Events followed up per [`STORM_WINDOW`] before re-arming waits.
-pub const STORM_BURST: u32 = 16;
-/// The window over which [`STORM_BURST`] is counted.
-pub const STORM_WINDOW: Duration = Duration::from_secs(1);
-/// Notices waiting for the tick. A completed request is taken from the
-/// admin queue only while what its follow-up can add still fits, so none is
-/// dropped.
-const NOTICES: usize = 3 * MAX_NAMESPACES;
-
-/// What a controller reported on its own, through an asynchronous event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Notice {
-    /// A SMART / Health event, with the SMART log read after it.
-    Health {
-        /// Critical warning bits set now.
-        warning: CriticalWarning,
-        /// Composite temperature in kelvins.
-        temperature: u16,
-    },
-    /// A namespace became active (attached, created) and is served.
-    NamespaceAdded {
-        /// Its ID.
-        nsid: u32,
-    },
-    /// A namespace is no longer active (detached, deleted).
-    NamespaceRemoved {
-        /// Its ID.
-        nsid: u32,
-    },
-}
-
-/// Who holds the controller's scratch page (log pages and identify data
-/// land there while the controller serves).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum PageUser {
-    /// An event's follow-up.
-    Events,
-    /// A caller's log page read.
-    Caller,
-}
-
-/// The follow-up of one event in progress.
-#[derive(Clone, Copy, Debug)]
-enum Work {
-    /// Reading the event's log page (retain clear).
-    Log { ticket: Ticket, event: AsyncEvent },
-    /// After a namespace change: reading the active namespace list.
-    ActiveList { ticket: Ticket },
-    /// Learning the command set of a new namespace.
-    Descriptors { ticket: Ticket, nsid: u32 },
-    /// Identifying a new NVM namespace.
-    Identify { ticket: Ticket, nsid: u32 },
-}
-
-/// The controller's asynchronous event state.
-#[derive(Debug)]
-pub(crate) struct AsyncEvents {
-    armed: heapless::Vec<Ticket, MAX_ASYNC_EVENTS>,
-    /// Requests to keep outstanding (the controller's AERL, bounded).
-    wanted: u8,
-    work: Option<Work>,
-    /// New namespaces still to identify after a namespace change.
-    to_identify: heapless::Vec<u32, MAX_NAMESPACES>,
-    page: Option<PageUser>,
-    notices: heapless::Deque<Notice, NOTICES>,
-    /// Changes with every reset or teardown: requests made before are void.
-    pub(crate) epoch: u32,
-    window_start: Instant,
-    in_window: u32,
-    pub(crate) storms: u32,
-    pub(crate) unknown: u32,
-    pub(crate) bad_logs: u32,
-    pub(crate) received: u64,
-}
-
-impl AsyncEvents {
-    pub(crate) const fn new() -> Self {
-        Self {
-            armed: heapless::Vec::new(),
-            wanted: 0,
-            work: None,
-            to_identify: heapless::Vec::new(),
-            page: None,
-            notices: heapless::Deque::new(),
-            epoch: 0,
-            window_start: Instant::from_nanos(0),
-            in_window: 0,
-            storms: 0,
-            unknown: 0,
-            bad_logs: 0,
-            received: 0,
-        }
-    }
-
-    /// Every admin command was abandoned (reset, teardown): nothing is
-    /// outstanding any more, and requests made before are void.
-    pub(crate) fn abandon(&mut self) {
-        self.armed.clear();
-        self.wanted = 0;
-        self.work = None;
-        self.to_identify.clear();
-        self.page = None;
-        self.epoch = self.epoch.wrapping_add(1);
-    }
-
-    /// A caller's log page read takes the scratch page; false (and nothing
-    /// changes) while another read or an event's follow-up holds it.
-    pub(crate) fn lend_page_to_caller(&mut self) -> bool {
-        if self.page.is_some() {
-            return false;
-        }
-        self.page = Some(PageUser::Caller);
-        true
-    }
-
-    /// Whether the caller's read started in `epoch` still holds the page
-    /// (no reset or teardown voided it since).
-    pub(crate) fn caller_holds_page(&self, epoch: u32) -> bool {
-        epoch == self.epoch && self.page == Some(PageUser::Caller)
-    }
-
-    /// The caller's read ended: the page is free.
-    pub(crate) fn page_returned(&mut self) {
-        self.page = None;
-    }
-
-    /// A log page the device returned did not parse.
-    pub(crate) fn note_bad_log(&mut self) {
-        self.bad_logs = self.bad_logs.saturating_add(1);
-    }
-
-    /// Asynchronous Event Requests outstanding.
-    pub(crate) fn outstanding(&self) -> usize {
-        self.armed.len()
-    }
-}
 
 impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     Controller<P, L, QUEUES, DEPTH>
@@ -203,27 +64,20 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     pub(crate) fn arm_async_events(&mut self) {
         let limit = self.shared.info.map_or(1, |i| i.async_event_limit);
         let room = self.owned.admin.room_for_event_requests();
-        self.owned.events.wanted = limit.clamp(1, MAX_ASYNC_EVENTS as u16).min(room) as u8;
+        self.owned.events.keep_outstanding(limit, room);
         self.rearm();
     }
 
     fn rearm(&mut self) {
-        let storming = self.owned.events.in_window >= STORM_BURST
-            && self.now() < self.owned.events.window_start + STORM_WINDOW;
-        if storming {
-            return;
-        }
-        while self.owned.events.armed.len() < self.owned.events.wanted as usize {
+        let now = self.now();
+        while self.owned.events.wants_request(now) {
             let sqe = SubmissionEntry::new(admin::ASYNC_EVENT_REQUEST);
             match self
                 .owned
                 .admin
                 .submit_unbounded(&self.shared.platform, &self.shared.regs, sqe)
             {
-                // Cannot overflow: fewer than `wanted` are armed.
-                Ok(ticket) => {
-                    let _ = self.owned.events.armed.push(ticket);
-                }
+                Ok(ticket) => self.owned.events.armed(ticket),
                 Err(e) => {
                     warn!("nvme: cannot submit an Asynchronous Event Request: {e}");
                     return;
@@ -241,8 +95,10 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         }
         let now = self.now();
         let mut i = 0;
-        while i < self.owned.events.armed.len() && self.may_take_event() {
-            let ticket = self.owned.events.armed[i];
+        while self.owned.events.may_take_event() {
+            let Some(ticket) = self.owned.events.request(i) else {
+                break;
+            };
             match self
                 .owned
                 .admin
@@ -250,15 +106,12 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             {
                 None => i += 1,
                 Some(result) => {
-                    self.owned.events.armed.swap_remove(i);
+                    // Refused (limit exceeded, aborted): one fewer request
+                    // from now on.
+                    self.owned.events.request_ended(i, result.is_err());
                     match result {
                         Ok(dw0) => self.event_arrived(AsyncEvent::from_dw0(dw0), now),
-                        Err(e) => {
-                            // Refused (limit exceeded, aborted): one fewer
-                            // request from now on.
-                            warn!("nvme: Asynchronous Event Request failed: {e}");
-                            self.owned.events.wanted = self.owned.events.wanted.saturating_sub(1);
-                        }
+                        Err(e) => warn!("nvme: Asynchronous Event Request failed: {e}"),
                     }
                 }
             }
@@ -269,30 +122,12 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         }
     }
 
-    /// Whether another completed request may be taken now: no follow-up
-    /// runs, the scratch page is free, and the notices one follow-up can
-    /// produce fit.
-    fn may_take_event(&self) -> bool {
-        self.owned.events.work.is_none()
-            && self.owned.events.page.is_none()
-            && self.owned.events.notices.len() + 2 * MAX_NAMESPACES <= NOTICES
-    }
-
     fn event_arrived(&mut self, event: AsyncEvent, now: Instant) {
-        self.owned.events.received += 1;
-        if now >= self.owned.events.window_start + STORM_WINDOW {
-            self.owned.events.window_start = now;
-            self.owned.events.in_window = 0;
-        }
-        self.owned.events.in_window += 1;
-        if self.owned.events.in_window == STORM_BURST {
-            self.owned.events.storms = self.owned.events.storms.saturating_add(1);
-            if self.owned.events.storms == 1 {
-                warn!(
-                    "nvme: the controller floods asynchronous events: at most {STORM_BURST} per {} ms are followed up",
-                    STORM_WINDOW.as_millis()
-                );
-            }
+        if self.owned.events.arrived(now) {
+            warn!(
+                "nvme: the controller floods asynchronous events: at most {STORM_BURST} per {} ms are followed up",
+                STORM_WINDOW.as_millis()
+            );
         }
         let follow = match event.kind {
             event_type::SMART_HEALTH => Some(lid::SMART_HEALTH),
@@ -303,7 +138,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             _ => None,
         };
         let Some(page) = follow else {
-            self.owned.events.unknown = self.owned.events.unknown.saturating_add(1);
+            self.owned.events.note_unknown();
             warn!(
                 "nvme: asynchronous event of type {} (info {:#x}, log {:#x}) not handled",
                 event.kind, event.info, event.log_page
@@ -316,7 +151,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             _ => ERROR_ENTRY_SIZE,
         };
         if let Some(ticket) = self.read_log(page, bytes, false) {
-            self.owned.events.work = Some(Work::Log { ticket, event });
+            self.owned.events.begin_work(Work::Log { ticket, event });
         }
     }
 
@@ -330,10 +165,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             .admin
             .submit(&self.shared.platform, &self.shared.regs, sqe, self.now())
         {
-            Ok(ticket) => {
-                self.owned.events.page = Some(PageUser::Events);
-                Some(ticket)
-            }
+            Ok(ticket) => Some(ticket),
             Err(e) => {
                 warn!("nvme: cannot read log page {page:#x}: {e}");
                 None
@@ -382,7 +214,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     }
 
     fn advance_work(&mut self, now: Instant) {
-        let Some(work) = self.owned.events.work else {
+        let Some(work) = self.owned.events.work() else {
             return;
         };
         let ticket = match work {
@@ -398,8 +230,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         else {
             return;
         };
-        self.owned.events.work = None;
-        self.owned.events.page = None;
+        self.owned.events.end_work();
         let result = match result {
             Err(e @ Error::Timeout { .. }) => {
                 // The device may still write the scratch page: only a reset
@@ -451,10 +282,10 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                         self.next_identification();
                     }
                     None => match self.identify_for_events(cns::NAMESPACE, nsid) {
-                        Some(ticket) => {
-                            self.owned.events.page = Some(PageUser::Events);
-                            self.owned.events.work = Some(Work::Identify { ticket, nsid });
-                        }
+                        Some(ticket) => self
+                            .owned
+                            .events
+                            .begin_work(Work::Identify { ticket, nsid }),
                         None => self.next_identification(),
                     },
                 }
@@ -512,8 +343,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                         // Which namespaces exist now is decided by the
                         // active list, whatever the change list named.
                         if let Some(ticket) = self.identify_for_events(cns::ACTIVE_NAMESPACES, 0) {
-                            self.owned.events.page = Some(PageUser::Events);
-                            self.owned.events.work = Some(Work::ActiveList { ticket });
+                            self.owned.events.begin_work(Work::ActiveList { ticket });
                         }
                     }
                     Err(e) => self.bad_log(e),
@@ -523,10 +353,9 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     }
 
     fn bad_log(&mut self, e: crate::spec::log::LogPageError) {
-        if self.owned.events.bad_logs == 0 {
+        if self.owned.events.note_bad_log() {
             warn!("nvme: the controller sent an invalid log page ({e}); ignored");
         }
-        self.owned.events.bad_logs = self.owned.events.bad_logs.saturating_add(1);
     }
 
     /// Compares the active namespace list with what is served: namespaces
@@ -543,7 +372,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 }
                 Err(e) => {
                     warn!("nvme: active namespace list after a change: {e}");
-                    self.owned.events.bad_logs = self.owned.events.bad_logs.saturating_add(1);
+                    self.owned.events.note_bad_log();
                     return;
                 }
             }
@@ -554,22 +383,23 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             info!("nvme: namespace {nsid} removed");
             self.notify(Notice::NamespaceRemoved { nsid });
         }
-        self.owned.events.to_identify.clear();
-        for &id in active.iter().rev() {
-            let known =
-                self.shared.namespaces.find(id).is_some() || self.owned.discovery.is_refused(id);
-            if !known {
-                let _ = self.owned.events.to_identify.push(id);
-            }
-        }
+        let shared = &self.shared;
+        let discovery = &self.owned.discovery;
+        let new = active
+            .iter()
+            .copied()
+            .filter(|&id| shared.namespaces.find(id).is_none() && !discovery.is_refused(id));
+        let new: heapless::Vec<u32, MAX_NAMESPACES> = new.collect();
+        self.owned.events.identify_next(new.into_iter());
         self.next_identification();
     }
 
     fn next_identification(&mut self) {
-        while let Some(nsid) = self.owned.events.to_identify.pop() {
+        while let Some(nsid) = self.owned.events.next_to_identify() {
             if let Some(ticket) = self.identify_for_events(cns::NAMESPACE_DESCRIPTORS, nsid) {
-                self.owned.events.page = Some(PageUser::Events);
-                self.owned.events.work = Some(Work::Descriptors { ticket, nsid });
+                self.owned
+                    .events
+                    .begin_work(Work::Descriptors { ticket, nsid });
                 return;
             }
         }
@@ -581,20 +411,19 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     }
 
     fn notify(&mut self, notice: Notice) {
-        // Fits: see `may_take_event`.
-        let _ = self.owned.events.notices.push_back(notice);
+        self.owned.events.notify(notice);
     }
 
     /// The oldest notice the controller's asynchronous events produced and
     /// nobody took yet (the driver's tick takes them and reports them as
     /// events; a controller used on its own is asked here after its tick).
     pub fn next_notice(&mut self) -> Option<Notice> {
-        self.owned.events.notices.pop_front()
+        self.owned.events.next_notice()
     }
 
     /// The oldest notice without taking it.
     pub(crate) fn peek_notice(&self) -> Option<Notice> {
-        self.owned.events.notices.front().copied()
+        self.owned.events.peek_notice()
     }
 
     /// Asynchronous Event Requests outstanding now.
@@ -604,21 +433,21 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 
     /// Asynchronous events received since the controller was created.
     pub fn async_events_received(&self) -> u64 {
-        self.owned.events.received
+        self.owned.events.received()
     }
 
     /// Asynchronous events of a type the driver does not follow up.
     pub fn unknown_events(&self) -> u32 {
-        self.owned.events.unknown
+        self.owned.events.unknown()
     }
 
     /// Log pages (and lists read after an event) that failed validation.
     pub fn bad_log_pages(&self) -> u32 {
-        self.owned.events.bad_logs
+        self.owned.events.bad_logs()
     }
 
     /// Times the controller flooded events and was rate-limited.
     pub fn event_storms(&self) -> u32 {
-        self.owned.events.storms
+        self.owned.events.storms()
     }
 }

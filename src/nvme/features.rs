@@ -10,7 +10,6 @@ use crate::nvme::command::{admin, feature, SubmissionEntry};
 use crate::nvme::controller::{Controller, MAX_NAMESPACES};
 use crate::nvme::engine::Engine;
 use crate::nvme::io::IoOp;
-use crate::nvme::tracker::Tracker;
 use crate::platform::Platform;
 use spin::Mutex;
 
@@ -36,55 +35,6 @@ impl Threshold {
     }
 }
 
-/// Flushes an orderly detach waits for (one per namespace served), by CID
-/// on the first I/O queue.
-#[derive(Debug, Default)]
-pub(crate) struct DetachFlushes {
-    cids: heapless::Vec<u16, MAX_NAMESPACES>,
-}
-
-impl DetachFlushes {
-    /// None.
-    pub(crate) const fn new() -> Self {
-        Self {
-            cids: heapless::Vec::new(),
-        }
-    }
-
-    /// The flush `cid` was submitted.
-    fn submitted(&mut self, cid: u16) {
-        // As many as namespaces: fits.
-        let _ = self.cids.push(cid);
-    }
-
-    /// Takes the flushes that ended from `tracker` (nobody else collects a
-    /// driver's own command), logging failures; keeps those in flight.
-    fn collect<const DEPTH: usize>(&mut self, tracker: &mut Tracker<DEPTH>) {
-        self.cids.retain(|&cid| match tracker.take_done_cid(cid) {
-            Some(done) => {
-                if let Err(e) = done.result {
-                    warn!("nvme: flush before detach failed: {e}");
-                }
-                false
-            }
-            None => tracker.in_flight_mut(cid).is_some(),
-        });
-    }
-
-    /// Forgets every flush; returns how many of them `tracker` still has in
-    /// flight.
-    fn forget<const DEPTH: usize>(&mut self, tracker: Option<&mut Tracker<DEPTH>>) -> usize {
-        let own = tracker.map_or(0, |t| {
-            self.cids
-                .iter()
-                .filter(|&&cid| t.in_flight_mut(cid).is_some())
-                .count()
-        });
-        self.cids.clear();
-        own
-    }
-}
-
 impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     Controller<P, L, QUEUES, DEPTH>
 {
@@ -95,7 +45,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// timeout, or [`Error::Quarantined`] if no proof came.
     pub(crate) fn admin_blocking(&mut self, sqe: SubmissionEntry) -> Result<u32> {
         self.ensure_ready()?;
-        let epoch = self.owned.events.epoch;
+        let epoch = self.owned.events.epoch();
         let kept = self.owned.lifecycle.quarantine().regions;
         let ticket =
             self.owned
@@ -103,7 +53,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 .submit(&self.shared.platform, &self.shared.regs, sqe, self.now())?;
         let mut cause = Error::Aborted;
         loop {
-            if self.owned.events.epoch != epoch {
+            if self.owned.events.epoch() != epoch {
                 // A reset or the end of the controller abandoned the
                 // command: wait for the device to be proven stopped.
                 while self.holding() {

@@ -115,7 +115,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         Ok(LogRequest {
             page,
             ticket,
-            epoch: self.owned.events.epoch,
+            epoch: self.owned.events.epoch(),
         })
     }
 

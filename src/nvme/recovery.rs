@@ -18,78 +18,19 @@
 //! Requested") is `Timeout`; one still in flight when the Abort completes is
 //! failed by the reset that follows, with `Timeout`.
 
-use core::time::Duration;
-
 use log::warn;
 
 use crate::error::{Error, Result, Wait};
 use crate::link::{DeviceLink, Presence};
-use crate::nvme::admin::Ticket;
 use crate::nvme::command::queue_fields::{ABORT_CID, ABORT_SQID};
 use crate::nvme::command::{admin, SubmissionEntry};
 use crate::nvme::controller::Controller;
 use crate::nvme::engine::Engine;
 use crate::nvme::lifecycle::State;
+pub use crate::nvme::recovery_state::MAX_RESETS;
 use crate::nvme::regs::{self, Cap, Csts};
 use crate::nvme::shared::Refusal;
 use crate::platform::{Instant, Platform, RegisterAccess};
-
-/// Resets in a row (without a successful command between them) before the
-/// controller is given up.
-pub const MAX_RESETS: u8 = 3;
-/// Wait before bring-up after the first reset; doubled for each further one.
-const BACKOFF: Duration = Duration::from_millis(50);
-
-/// What recovery keeps: resets in a row and in all, the abort it waits
-/// for, glitches seen. Changed only here; others ask.
-#[derive(Debug, Default)]
-pub(crate) struct Recovery {
-    /// Resets in a row without a successful command.
-    resets: u8,
-    /// Resets since the controller was attached.
-    reset_count: u32,
-    /// The abort the recovery waits for.
-    abort: Option<PendingAbort>,
-    /// Odd status reads that a second read contradicted.
-    glitches: u32,
-}
-
-impl Recovery {
-    /// A command succeeded: the controller works, earlier resets are
-    /// forgotten.
-    pub(crate) fn note_success(&mut self) {
-        self.resets = 0;
-    }
-
-    /// Whether another reset would pass the budget of [`MAX_RESETS`].
-    pub(crate) fn exhausted(&self) -> bool {
-        self.resets >= MAX_RESETS
-    }
-
-    /// Resets since the controller was attached.
-    pub(crate) fn reset_count(&self) -> u32 {
-        self.reset_count
-    }
-
-    /// Odd status reads a second read contradicted.
-    pub(crate) fn glitches(&self) -> u32 {
-        self.glitches
-    }
-
-    /// Drops the abort waited for without telling the admin channel (a
-    /// teardown abandons every admin command at once).
-    pub(crate) fn drop_abort(&mut self) {
-        self.abort = None;
-    }
-}
-
-/// An abort the driver waits for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct PendingAbort {
-    queue: u16,
-    cid: u16,
-    ticket: Ticket,
-}
 
 impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     Engine<'_, P, L, QUEUES, DEPTH>
@@ -104,7 +45,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             return None;
         }
         if self.status_healthy() {
-            self.owned.recovery.glitches = self.owned.recovery.glitches.saturating_add(1);
+            self.owned.recovery.note_glitch();
             return None;
         }
         // All-ones (real hardware) and all-zero (an unassigned address in
@@ -140,25 +81,25 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         if !self.owned.lifecycle.serving() {
             return;
         }
-        if let Some(pending) = self.owned.recovery.abort {
+        if let Some(pending) = self.owned.recovery.abort() {
             match self.owned.admin.poll(
                 &self.shared.platform,
                 &self.shared.regs,
-                pending.ticket,
+                pending.ticket(),
                 now,
             ) {
                 None => {}
                 Some(Ok(_)) | Some(Err(Error::CommandFailed { .. })) => {
-                    self.owned.recovery.abort = None;
+                    self.owned.recovery.drop_abort();
                     let shadow = self.owned.pages.doorbells();
-                    let Some(q) = self.shared.io.get(pending.queue as usize) else {
+                    let Some(q) = self.shared.io.get(pending.queue() as usize) else {
                         return;
                     };
                     let mut q = q.lock();
                     q.reap(&self.shared.platform, &self.shared.regs, shadow);
                     // A command that completed keeps the result the device
                     // gave it (Abort Requested reads as a timeout).
-                    let stuck = q.tracker.in_flight_mut(pending.cid).is_some();
+                    let stuck = q.tracker.in_flight_mut(pending.cid()).is_some();
                     drop(q);
                     if stuck {
                         warn!("nvme: abort did not end the command, resetting");
@@ -166,7 +107,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                     }
                 }
                 Some(Err(_)) => {
-                    self.owned.recovery.abort = None;
+                    self.owned.recovery.drop_abort();
                     self.reset(self.timeout_error());
                 }
             }
@@ -192,7 +133,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             .admin
             .submit(&self.shared.platform, &self.shared.regs, sqe, now)
         {
-            Ok(ticket) => self.owned.recovery.abort = Some(PendingAbort { queue, cid, ticket }),
+            Ok(ticket) => self.owned.recovery.abort_sent(queue, cid, ticket),
             Err(_) => {
                 self.reset(self.timeout_error());
             }
@@ -201,8 +142,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 
     /// Forgets the abort in progress (its completion is discarded).
     pub(crate) fn forget_abort(&mut self) {
-        if let Some(pending) = self.owned.recovery.abort.take() {
-            self.owned.admin.forget(pending.ticket);
+        if let Some(pending) = self.owned.recovery.take_abort() {
+            self.owned.admin.forget(pending.ticket());
         }
     }
 
@@ -223,21 +164,19 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         if self.owned.link.presence() != Presence::Present {
             return self.remove();
         }
-        if self.owned.recovery.resets >= MAX_RESETS {
+        if self.owned.recovery.exhausted() {
             warn!(
                 "nvme: giving up after {} resets: {cause}",
-                self.owned.recovery.resets
+                self.owned.recovery.resets_in_a_row()
             );
             return self.fail(cause);
         }
         let failed = self.fail_outstanding(cause, Refusal::NotReady);
         self.clear_enable();
-        let backoff = BACKOFF * (1u32 << self.owned.recovery.resets);
-        self.owned.recovery.resets += 1;
-        self.owned.recovery.reset_count = self.owned.recovery.reset_count.saturating_add(1);
+        let backoff = self.owned.recovery.count_reset();
         warn!(
             "nvme: controller reset {} of {MAX_RESETS} after {cause}, {failed} commands failed",
-            self.owned.recovery.resets
+            self.owned.recovery.resets_in_a_row()
         );
         let deadline = self.now() + self.ready_timeout();
         self.owned.lifecycle.begin_reset(deadline, backoff);
