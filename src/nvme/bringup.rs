@@ -1,5 +1,6 @@
-//! The controller's lifecycle state machine: reset, enable, identify, create
-//! queues, discover namespaces; and the orderly detach back down.
+//! The controller's lifecycle state machine: `advance` runs the step the
+//! lifecycle is at; the bring-up steps (reset, enable, identify, create
+//! queues, discover namespaces) are here, the orderly detach's in `detach`.
 
 use log::{info, warn};
 
@@ -10,7 +11,7 @@ use crate::nvme::command::queue_fields::{CQID, IEN, NCQ, NSQ, PC, QID, QSIZE};
 use crate::nvme::command::{admin, cns, feature, sc, sct, SubmissionEntry};
 use crate::nvme::controller::{Controller, MAX_TRANSFER_LIMIT};
 use crate::nvme::identify::{self, ControllerInfo, NamespaceInfo, NamespaceRefusal};
-use crate::nvme::lifecycle::{State, Step};
+use crate::nvme::lifecycle::{Outcome, State, Step};
 use crate::nvme::namespaces::Namespace;
 use crate::nvme::prp::{self, PAGE_SIZE};
 use crate::nvme::queue::DoorbellBuffers;
@@ -25,14 +26,6 @@ const NO_RINGS: Error = Error::Internal {
 
 /// Most step transitions one `advance` call makes: bounds the work per tick.
 const STEPS_PER_ADVANCE: usize = 16;
-
-/// What one step did.
-enum Outcome {
-    /// Moved on; try the next step now.
-    Progress,
-    /// Waiting for the device.
-    Waiting,
-}
 
 impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     Controller<P, L, QUEUES, DEPTH>
@@ -321,108 +314,6 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         }
         self.owned.lifecycle.go(Step::NamespaceDescriptors(k + 1));
         Ok(Outcome::Progress)
-    }
-
-    /// An orderly detach lets commands in flight finish (up to `deadline`).
-    fn drain_step(&mut self, deadline: Instant) -> Result<Outcome> {
-        let shadow = self.owned.pages.doorbells();
-        for q in self.shared.io.iter_mut().map(Mutex::get_mut) {
-            q.publish(&self.shared.platform, &self.shared.regs, shadow);
-            q.reap(&self.shared.platform, &self.shared.regs, shadow);
-        }
-        if self.in_flight() == 0 || self.now() > deadline {
-            self.collect_detach_flushes();
-            self.owned.lifecycle.go(Step::DeleteSq(0));
-            return Ok(Outcome::Progress);
-        }
-        Ok(Outcome::Waiting)
-    }
-
-    /// Delete I/O Submission Queue of the `i`th queue pair.
-    fn delete_sq(&mut self, i: u16) -> Result<Outcome> {
-        let Some(q) = self.shared.io.get_mut(i as usize).map(Mutex::get_mut) else {
-            self.owned.lifecycle.go(Step::DeleteCq(0));
-            return Ok(Outcome::Progress);
-        };
-        let mut sqe = SubmissionEntry::new(admin::DELETE_SQ);
-        sqe.cdw10 = QID.of(q.qid as u32);
-        if self.admin_exchange(sqe)?.is_none() {
-            return Ok(Outcome::Waiting);
-        }
-        self.owned.lifecycle.go(Step::DeleteSq(i + 1));
-        Ok(Outcome::Progress)
-    }
-
-    /// Delete I/O Completion Queue of the `i`th queue pair.
-    fn delete_cq(&mut self, i: u16) -> Result<Outcome> {
-        let Some(q) = self.shared.io.get_mut(i as usize).map(Mutex::get_mut) else {
-            self.owned.lifecycle.go(Step::Shutdown);
-            return Ok(Outcome::Progress);
-        };
-        let mut sqe = SubmissionEntry::new(admin::DELETE_CQ);
-        sqe.cdw10 = QID.of(q.qid as u32);
-        if self.admin_exchange(sqe)?.is_none() {
-            return Ok(Outcome::Waiting);
-        }
-        self.owned.lifecycle.go(Step::DeleteCq(i + 1));
-        Ok(Outcome::Progress)
-    }
-
-    /// Asks for a normal shutdown (CC.SHN).
-    fn shutdown(&mut self) -> Result<Outcome> {
-        let cc = self.shared.regs.read32(regs::CC) & !Cc::SHN_MASK;
-        self.shared
-            .regs
-            .write32(regs::CC, cc | Cc::SHN_NORMAL.bits());
-        let deadline = self.now() + self.shared.config.shutdown_timeout;
-        self.owned.lifecycle.go(Step::WaitShutdown { deadline });
-        Ok(Outcome::Progress)
-    }
-
-    /// Waits for the shutdown to complete, then stops the device's DMA.
-    fn wait_shutdown(&mut self, deadline: Instant) -> Result<Outcome> {
-        let csts = self.read_status();
-        if csts.bits() != u32::MAX && csts.shutdown_complete() {
-            info!("nvme: controller shut down");
-            // Shut down is not disabled: a controller left enabled
-            // still holds its queue addresses, and whoever turns bus
-            // mastering on next (a new attach) would let it reach
-            // the memory returned now.
-            self.clear_enable();
-            self.begin_teardown(State::Detached, Error::Aborted);
-            return Ok(Outcome::Progress);
-        }
-        if self.now() > deadline {
-            return Err(Error::timeout(
-                Wait::Shutdown,
-                self.shared.config.shutdown_timeout,
-            ));
-        }
-        Ok(Outcome::Waiting)
-    }
-
-    /// A detach step failed with `e`. A queue deletion that fails does not
-    /// skip the shutdown (cached writes would be lost): the detach goes on
-    /// with CC.SHN and reports the error at the end. A shutdown that fails
-    /// ends the controller as `Failed` with the error: the detach could not
-    /// complete. Returns whether the detach goes on.
-    fn detach_step_failed(&mut self, e: Error) -> bool {
-        match self.owned.lifecycle.step() {
-            Step::Drain { .. } | Step::DeleteSq(_) | Step::DeleteCq(_) => {
-                warn!(
-                    "nvme: detach: {:?} failed ({e}), shutting down anyway",
-                    self.owned.lifecycle.step()
-                );
-                self.owned.admin.abandon_exchange();
-                self.owned.lifecycle.note_detach_error(e);
-                true
-            }
-            _ => {
-                warn!("nvme: detach could not shut the controller down: {e}");
-                self.fail(e);
-                false
-            }
-        }
     }
 
     /// Learns the command set of the `k`th active namespace from its

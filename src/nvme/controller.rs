@@ -15,7 +15,7 @@ pub use crate::nvme::config::{
     ControllerConfig, MAX_IO_QUEUES, MAX_QUEUE_DEPTH, MAX_TRANSFER_LIMIT,
 };
 use crate::nvme::identify::{ControllerInfo, NamespaceRefusal};
-use crate::nvme::lifecycle::{Lifecycle, Step};
+use crate::nvme::lifecycle::Lifecycle;
 pub use crate::nvme::lifecycle::{Quarantine, State};
 use crate::nvme::namespaces::Discovery;
 pub use crate::nvme::namespaces::{Namespace, MAX_NAMESPACES};
@@ -256,63 +256,6 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                     return Err(self.owned.lifecycle.failure().unwrap_or(Error::NotReady))
                 }
                 _ => {}
-            }
-        }
-    }
-
-    /// Detaches in an orderly way, blocking: drains in-flight commands (up to
-    /// the I/O timeout), deletes the I/O queues, shuts the controller down
-    /// (CC.SHN), stops its DMA and returns all memory. Commands still in
-    /// flight at the end complete with [`Error::Aborted`] and are delivered
-    /// by `poll`. An error means the detach could not end with a completed
-    /// shutdown (the controller is then `Failed`, its memory returned only
-    /// if its DMA was proven stopped), or could not delete its queues first.
-    pub fn detach(&mut self) -> Result<()> {
-        self.begin_detach();
-        loop {
-            match self.advance()? {
-                State::Detached => return self.owned.lifecycle.detach_error().map_or(Ok(()), Err),
-                State::Failed | State::Removed => {
-                    return Err(self
-                        .owned
-                        .lifecycle
-                        .failure()
-                        .unwrap_or(Error::ControllerFailed))
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Starts an orderly detach; [`Controller::advance`] carries it out.
-    pub fn begin_detach(&mut self) {
-        match self.owned.lifecycle.state() {
-            State::Ready => {
-                let deadline = self.now() + self.shared.config.io_timeout;
-                self.forget_abort();
-                self.flush_before_detach();
-                self.owned
-                    .lifecycle
-                    .enter(State::Detaching, Step::Drain { deadline });
-            }
-            State::Detaching | State::Stopping => {}
-            s if s.is_finished() => {}
-            State::Discovered | State::Resetting => {
-                // Nothing set up yet, or CC.EN is clear (or being cleared):
-                // there is nothing to delete or shut down, only the DMA stop
-                // to prove.
-                self.forget_abort();
-                self.begin_teardown(State::Detached, Error::Aborted);
-            }
-            _ => {
-                // Not yet serving I/O (or resetting): no queues to drain;
-                // delete what exists and shut down.
-                self.owned.admin.abandon_exchange();
-                self.forget_abort();
-                let queues = self.shared.io.len() as u16;
-                self.owned
-                    .lifecycle
-                    .enter(State::Detaching, Step::DeleteCq(queues));
             }
         }
     }

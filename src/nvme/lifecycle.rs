@@ -109,6 +109,14 @@ pub struct Quarantine {
     pub bytes: u64,
 }
 
+/// What one step did.
+pub(crate) enum Outcome {
+    /// Moved on; try the next step now.
+    Progress,
+    /// Waiting for the device.
+    Waiting,
+}
+
 /// How a teardown in progress ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Ending {

@@ -5,6 +5,7 @@ mod barrier;
 mod bringup;
 mod config;
 pub mod controller;
+mod detach;
 mod detach_flushes;
 mod engine;
 mod event_state;
