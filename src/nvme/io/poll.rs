@@ -1,0 +1,179 @@
+//! Doorbells and completions: [`Controller::ring_doorbells`] sends what
+//! was queued, [`Controller::poll`] hands each finished command back once.
+
+use super::checks::{aborted_means_timeout, device_failure};
+use super::{Completion, QueueId, Token};
+use crate::link::DeviceLink;
+use crate::nvme::command::nvm;
+use crate::nvme::controller::Controller;
+use crate::nvme::lifecycle::Step;
+use crate::nvme::qpair::QueuePair;
+use crate::nvme::queue::DoorbellBuffers;
+use crate::nvme::tracker::Delivered;
+use crate::platform::Platform;
+use spin::Mutex;
+
+impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
+    Controller<P, L, QUEUES, DEPTH>
+{
+    /// Rings the submission doorbells of queues with new entries.
+    pub fn ring_doorbells(&mut self) {
+        if !self.rings_live() {
+            return;
+        }
+        for q in self.shared.io.iter_mut().map(Mutex::get_mut) {
+            q.publish(
+                &self.shared.platform,
+                &self.shared.regs,
+                self.owned.pages.doorbells(),
+            );
+        }
+    }
+
+    /// Whether the I/O rings are live on the device: serving, or draining
+    /// for a detach. Outside that no doorbell is written and no ring read
+    /// (a reset may have the controller disabled).
+    pub(super) fn rings_live(&self) -> bool {
+        matches!(
+            self.owned.lifecycle.step(),
+            Step::Ready | Step::Drain { .. }
+        )
+    }
+
+    /// Rings `queue`'s doorbell if needed, consumes its completions and hands
+    /// each finished command to `on_complete`, exactly once. Returns how many
+    /// were delivered. After removal or failure, delivers the commands that
+    /// were outstanding, each with its error, once the device is proven
+    /// unable to reach their buffers (until then, during a reset's disable or
+    /// a teardown's stop, nothing is delivered). A command whose buffer was
+    /// quarantined (see [`Controller::quarantined`]) is delivered without it.
+    pub fn poll(&mut self, queue: QueueId, mut on_complete: impl FnMut(Completion)) -> usize {
+        if self.holding() {
+            return 0;
+        }
+        let live = self.rings_live();
+        let Some(q) = self.shared.io.get_mut(queue.0 as usize).map(Mutex::get_mut) else {
+            return 0;
+        };
+        let (delivered, succeeded) = poll_queue(
+            &self.shared.platform,
+            &self.shared.regs,
+            self.owned.pages.doorbells(),
+            self.shared.config.io_timeout,
+            q,
+            queue,
+            live,
+            &mut on_complete,
+        );
+        if succeeded {
+            self.note_success();
+        }
+        delivered
+    }
+}
+
+/// Rings `q`'s doorbell if needed and hands its finished commands to
+/// `on_complete` (see [`Controller::poll`]); with `live` false the rings are
+/// not touched and only what finished earlier is delivered. Returns how many
+/// were delivered and whether one succeeded.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn poll_queue<P: Platform, const DEPTH: usize>(
+    platform: &P,
+    regs: &P::Registers,
+    shadow: Option<&DoorbellBuffers>,
+    io_timeout: core::time::Duration,
+    q: &mut QueuePair<DEPTH>,
+    queue: QueueId,
+    live: bool,
+    on_complete: &mut impl FnMut(Completion),
+) -> (usize, bool) {
+    if live {
+        q.publish(platform, regs, shadow);
+    }
+    let mut delivered = 0;
+    let mut succeeded = false;
+    // What completed earlier (failed by a teardown, reaped by a blocking
+    // wait) first, in order; then the new completions, straight from the
+    // ring without a stop in the done queue.
+    while let Some(done) = q.tracker.take_done() {
+        hand_over(
+            platform,
+            queue,
+            done,
+            io_timeout,
+            on_complete,
+            &mut delivered,
+            &mut succeeded,
+        );
+    }
+    if live {
+        q.reap_delivering(platform, regs, shadow, |done| {
+            delivered += 1;
+            let result = if done.status == 0 {
+                succeeded = true;
+                Ok(())
+            } else {
+                device_failure(done.status, done.opcode, io_timeout)
+            };
+            if let (Some(buffer), nvm::READ) = (&done.buffer, done.opcode) {
+                // The device is done with it: the CPU sees what it wrote,
+                // not lines cached before.
+                platform.dma_invalidate(buffer.phys(), buffer.len());
+            }
+            on_complete(Completion {
+                token: Token {
+                    queue,
+                    cid: done.cid,
+                },
+                tag: done.tag,
+                result,
+                buffer: done.buffer,
+            });
+        });
+        while let Some(done) = q.tracker.take_done() {
+            hand_over(
+                platform,
+                queue,
+                done,
+                io_timeout,
+                on_complete,
+                &mut delivered,
+                &mut succeeded,
+            );
+        }
+    }
+    (delivered, succeeded)
+}
+
+/// Hands a command from the done queue to the caller (unless a blocking
+/// wrapper issued it); notes whether it succeeded.
+fn hand_over<P: Platform>(
+    platform: &P,
+    queue: QueueId,
+    done: Delivered,
+    io_timeout: core::time::Duration,
+    on_complete: &mut impl FnMut(Completion),
+    delivered: &mut usize,
+    succeeded: &mut bool,
+) {
+    *succeeded |= done.result.is_ok();
+    if done.internal {
+        return;
+    }
+    if let (Some(buffer), nvm::READ) = (&done.buffer, done.opcode) {
+        // The device is done with it (or proven unable to reach it): the CPU
+        // sees what it wrote, not lines cached before.
+        platform.dma_invalidate(buffer.phys(), buffer.len());
+    }
+    *delivered += 1;
+    on_complete(Completion {
+        token: Token {
+            queue,
+            cid: done.cid,
+        },
+        tag: done.tag,
+        result: aborted_means_timeout(done.result, io_timeout),
+        buffer: done.buffer,
+    });
+}
