@@ -163,6 +163,28 @@ fn a_small_admin_queue_keeps_room_for_an_abort_and_a_detach_beside_its_event_req
 }
 
 #[test]
+fn a_controller_that_fails_while_its_detach_was_requested_is_given_up_not_reset() {
+    // A volatile write cache: the detach starts with a flush of its own.
+    let (sim, mut driver, id) = setup_with(ControllerSpec::default().volatile_cache(true));
+    sim.hold(CtrlId(0), Hold::Io);
+    sim.press_attention_button(bare_nvme_sim::PortId(0));
+    sim.set_cfs(CtrlId(0));
+    let events = tick_until(&sim, &mut driver, 500, |d, _| {
+        d.controller(id).map_or(true, |c| c.state().is_finished())
+    });
+    let c = driver.controller(id).unwrap();
+    assert_eq!(c.state(), State::Failed, "{events:?}");
+    assert_eq!(c.reset_count(), 0, "not reset: the detach would be undone");
+    assert_eq!(c.failure(), Some(Error::ControllerFailed));
+    // A blocking call says so, whatever its own commands left behind.
+    let platform = sim.platform();
+    let mut buf = platform.dma_alloc(4096, 4096).unwrap();
+    assert_eq!(c.read(1, 0, &mut buf), Err(Error::ControllerFailed));
+    platform.dma_free(buf);
+    assert_eq!(sim.counters().protocol_errors, 0);
+}
+
+#[test]
 fn a_command_the_abort_cannot_end_resets_the_controller_which_serves_again() {
     let (sim, mut driver, id) = setup();
     sim.misbehave(CtrlId(0), Misbehaviour::NeverComplete.once());

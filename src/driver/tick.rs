@@ -29,7 +29,7 @@ impl<
         let now = self.platform.now();
         if now >= self.next_slot_poll {
             self.next_slot_poll = now + self.config.slot_poll_interval;
-            self.poll_slots();
+            self.poll_slots(events);
         }
         self.probe_buses(now);
         for index in 0..N {
@@ -82,7 +82,7 @@ impl<
         let port = self.entries[index].as_ref().and_then(|e| e.port());
         let answers = || ConfigSpace::new(&self.access, self.address_of(index)).is_present();
         if let (Some(port), true) = (port, error == Error::ControllerFailed || answers()) {
-            self.poll_slot(port);
+            self.poll_slot(port, events);
             if !self.is_live(index) {
                 self.report(index, events);
                 return true;
@@ -98,17 +98,17 @@ impl<
     }
 
     /// Polls every hot-plug slot (see [`Driver::poll_slot`]).
-    fn poll_slots(&mut self) {
+    fn poll_slots(&mut self, events: &mut Events) {
         for index in 0..self.pci.topology.bridges().len() {
             if let Some(bridge) = BridgeId::of(&self.pci.topology, index) {
-                self.poll_slot(bridge);
+                self.poll_slot(bridge, events);
             }
         }
     }
 
     /// Reads the Slot Status of `bridge`'s slot (nothing if it has none),
     /// applies what it means, and acknowledges its events.
-    fn poll_slot(&mut self, bridge: BridgeId) {
+    fn poll_slot(&mut self, bridge: BridgeId, events: &mut Events) {
         let Some((port, seen)) = self.observe_slot(bridge) else {
             return;
         };
@@ -122,13 +122,19 @@ impl<
             || self.unchanged(&live),
             || self.awaits_return(bridge, seen.secondary),
         );
-        self.apply_slot(&seen, change, &live);
+        self.apply_slot(&seen, change, &live, events);
         port.clear_slot_status(&self.access, seen.events);
     }
 
     /// Carries out `change` for the slot seen in `seen`, whose live
     /// controllers are the entries `live`.
-    fn apply_slot(&mut self, seen: &SlotObservation, change: SlotChange, live: &[usize]) {
+    fn apply_slot(
+        &mut self,
+        seen: &SlotObservation,
+        change: SlotChange,
+        live: &[usize],
+        events: &mut Events,
+    ) {
         match change {
             SlotChange::Quiet => {}
             SlotChange::DetachRequested => {
@@ -153,6 +159,11 @@ impl<
                     if let Some(address) = self.entries[i].as_ref().map(|e| e.address()) {
                         self.release_function(address);
                     }
+                    // Reported before the new card takes an entry: a
+                    // finished entry is reused only once its end was told,
+                    // and this one may be the one to reuse (rather than an
+                    // older one whose failed commands wait for a poll).
+                    self.report(i, events);
                 }
                 self.attach_behind(seen.bridge);
             }

@@ -156,13 +156,20 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// it does no DMA), clears CC.EN, and schedules a fresh bring-up after a
     /// backoff; the disable wait is a step of [`Controller::advance`], never a
     /// spin. Gives the controller up when it has been reset too often in a
-    /// row or does not stop. Returns how many commands were failed.
+    /// row, does not stop, or is being detached. Returns how many commands
+    /// were failed.
     pub(crate) fn reset(&mut self, cause: Error) -> usize {
         if self.owned.lifecycle.ending() {
             return 0;
         }
         if self.owned.link.presence() != Presence::Present {
             return self.remove();
+        }
+        if self.owned.lifecycle.state() == State::Detaching {
+            // A reset would bring back what is being detached: the detach
+            // ends here, without its shutdown, as a failure.
+            warn!("nvme: controller failed during its detach: {cause}");
+            return self.fail(cause);
         }
         if self.owned.recovery.exhausted() {
             warn!(

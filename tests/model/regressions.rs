@@ -285,3 +285,52 @@ fn a_glitched_status_read_is_no_proof_that_the_controller_stopped() {
         ],
     });
 }
+
+/// Found by the model: two cards swapped in one slot poll (a link flap on
+/// each of two ports) with the driver's table full. The first port's old
+/// controller (one command failed, not polled yet) was reported removed
+/// before the second port's new card needed an entry, while the second
+/// port's old controller (nothing to deliver) was not reported yet; so the
+/// new card took the entry holding the failed command, which was never
+/// delivered.
+#[test]
+fn a_card_swapped_in_takes_the_entry_of_the_controller_it_replaced() {
+    run_scenario(&Scenario {
+        first: QUICK,
+        second: Some(QUICK),
+        bus0: Some(QUICK),
+        depth: 2,
+        steps: vec![
+            Step::Tick { ms: 1 },
+            Step::Blocking {
+                c: 129,
+                op: Blocking::Read,
+                lba: 0,
+                blocks: 1,
+            },
+            Step::Submit {
+                c: 108,
+                q: 0,
+                write: false,
+                lba: 0,
+                blocks: 1,
+                unaligned: false,
+            },
+            Step::Blocking {
+                c: 112,
+                op: Blocking::Read,
+                lba: 0,
+                blocks: 1,
+            },
+            Step::Tick { ms: 10 },
+            Step::Device {
+                d: 187,
+                ev: Device::LinkFlap,
+            },
+            Step::Device {
+                d: 39,
+                ev: Device::LinkFlap,
+            },
+        ],
+    });
+}
