@@ -14,9 +14,9 @@ fn spec() -> ControllerSpec {
 
 /// Ticks (advancing the clock 1 ms each) until `want` matches; returns every
 /// event seen.
-fn tick_until(
+fn tick_until<const N: usize>(
     sim: &Sim,
-    driver: &mut Driver<bare_nvme_sim::SimPlatform, bare_nvme_sim::SimConfig>,
+    driver: &mut Driver<bare_nvme_sim::SimPlatform, bare_nvme_sim::SimConfig, N>,
     want: impl Fn(&Event) -> bool,
 ) -> Vec<Event> {
     let mut seen = Vec::new();
@@ -68,4 +68,66 @@ fn returned_names_the_latest_identity() {
         );
         previous = Some(id);
     }
+}
+
+/// A table with room for one controller: a device that comes back while
+/// the removed controller's failed command was not collected waits for its
+/// entry (the failed command is not lost), and is attached on the first
+/// slot poll after the embedder polled it.
+#[test]
+fn a_returning_device_waits_for_the_failed_commands_of_the_entry_it_needs() {
+    use bare_nvme::{IoOp, Platform, QueueId};
+    let sim = Sim::builder().root_port(true).build();
+    let mut driver: Box<Driver<_, _, 1>> = Box::new(Driver::new(
+        sim.platform(),
+        sim.config_access(),
+        DriverConfig::default(),
+    ));
+    driver.scan().unwrap();
+    let ctrl = sim.hot_add(PortId(0), spec());
+    let events = tick_until(&sim, &mut driver, |e| matches!(e, Event::Ready { .. }));
+    let Some(Event::Ready { id, .. }) = events.iter().find(|e| matches!(e, Event::Ready { .. }))
+    else {
+        unreachable!()
+    };
+    let id = *id;
+    sim.hold(ctrl, bare_nvme_sim::Hold::Io);
+    let buffer = sim.platform().dma_alloc(512, 4096).unwrap();
+    let op = IoOp::Read {
+        nsid: 1,
+        lba: 0,
+        blocks: 1,
+    };
+    let c = driver.controller(id).unwrap();
+    c.submit(QueueId::FIRST, op, Some(buffer), 7).unwrap();
+    c.ring_doorbells();
+    // The card is swapped for another between two slot polls.
+    sim.link_flap(PortId(0));
+    tick_until(
+        &sim,
+        &mut driver,
+        |e| matches!(e, Event::Removed { id: r, failed_commands: 1, .. } if *r == id),
+    );
+    for _ in 0..200 {
+        sim.advance(Duration::from_millis(1));
+        let events = driver.tick();
+        assert!(
+            !events.iter().any(|e| matches!(e, Event::Attached { .. })),
+            "attached over an entry with a failed command not collected: {events:?}"
+        );
+    }
+    let mut failed = Vec::new();
+    let platform = sim.platform();
+    driver.controller(id).unwrap().poll(QueueId::FIRST, |done| {
+        failed.push((done.tag, done.result));
+        platform.dma_free(done.buffer.expect("its buffer"));
+    });
+    assert_eq!(failed, vec![(7, Err(bare_nvme::Error::DeviceRemoved))]);
+    let events = tick_until(&sim, &mut driver, |e| matches!(e, Event::Ready { .. }));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Returned { previous, .. } if *previous == id)),
+        "{events:?}"
+    );
 }

@@ -1,5 +1,5 @@
 //! The driver's table of attached controllers: attaching, recycling finished
-//! entries, lookups, and starting a removal or a detach.
+//! entries (never one with failed commands not yet polled), lookups, and starting a removal or a detach.
 
 use log::info;
 use pci_types::{ConfigRegionAccess, PciAddress};
@@ -12,6 +12,13 @@ use crate::event::{ControllerId, Detection};
 use crate::nvme::{Controller, State};
 use crate::pci::link::PciLink;
 use crate::platform::Platform;
+
+/// Every entry is taken, some by removed controllers whose failed commands
+/// wait for the embedder's `poll`: an attach waits until they are collected.
+pub(crate) const WAITING_FOR_POLL: Error = Error::CapacityExceeded {
+    what: "controllers (a removed controller's failed commands wait for its poll)",
+    limit: 0,
+};
 
 impl<
         P: Platform + Clone,
@@ -55,31 +62,36 @@ impl<
         Ok(id)
     }
 
-    /// A free entry, recycling the oldest finished one if needed. Buffers of
-    /// undelivered completions of a recycled entry go back to the platform.
+    /// A free entry, recycling the oldest finished one if needed. An entry
+    /// whose failed commands were not all collected by `poll` is never
+    /// recycled (they would be lost): while only such entries are left, the
+    /// attach waits ([`WAITING_FOR_POLL`]); the slot or bus monitor tries
+    /// again on its next poll.
     pub(crate) fn free_entry(&mut self) -> Result<usize> {
         if let Some(i) = self.entries.iter().position(|e| e.is_none()) {
             return Ok(i);
         }
-        // Reuse a finished entry: one whose failed commands were all collected
-        // first, the oldest among equals, so a caller still collecting from a
-        // removed controller keeps its handle as long as possible.
+        let mut waiting = false;
         let finished = self
             .entries
             .iter()
             .enumerate()
             .filter_map(|(i, e)| {
-                let e = e.as_ref()?;
-                let undelivered = e.controller().undelivered() > 0;
-                e.is_done().then_some((undelivered, e.id().generation, i))
+                let e = e.as_ref().filter(|e| e.is_done())?;
+                if e.controller().undelivered() > 0 {
+                    waiting = true;
+                    return None;
+                }
+                Some((e.id().generation, i))
             })
             .min()
-            .map(|(_, _, i)| i);
+            .map(|(_, i)| i);
         match finished {
             Some(i) => {
                 self.entries[i] = None;
                 Ok(i)
             }
+            None if waiting => Err(WAITING_FOR_POLL),
             None => Err(Error::CapacityExceeded {
                 what: "controllers",
                 limit: N as u32,

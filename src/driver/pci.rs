@@ -3,9 +3,10 @@
 //! plain buses (no hot-plug slot) for hot-added functions (what it finds
 //! goes to the monitor).
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use pci_types::{ConfigRegionAccess, PciAddress};
 
+use crate::driver::entries::WAITING_FOR_POLL;
 use crate::driver::monitor::{BridgeId, Probed};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
@@ -262,9 +263,17 @@ impl<
             if self.is_attached(address) {
                 continue;
             }
-            if let Err(e) = self.attach(address, parent) {
-                warn!("nvme: cannot attach hot-added {address}: {e}");
-                self.pci.topology.forget_function(address);
+            match self.attach(address, parent) {
+                Ok(_) => {}
+                // Tried again on the next slot or bus poll, quietly.
+                Err(WAITING_FOR_POLL) => {
+                    debug!("nvme: {address} waits for a table entry");
+                    self.pci.topology.forget_function(address);
+                }
+                Err(e) => {
+                    warn!("nvme: cannot attach hot-added {address}: {e}");
+                    self.pci.topology.forget_function(address);
+                }
             }
         }
     }

@@ -3,9 +3,10 @@
 //! probes plain buses, and applies what the monitor made of those
 //! observations.
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use pci_types::ConfigRegionAccess;
 
+use crate::driver::entries::WAITING_FOR_POLL;
 use crate::driver::entry::Events;
 use crate::driver::monitor::{self, BridgeId, BusChange, SlotChange, SlotObservation};
 use crate::driver::Driver;
@@ -190,12 +191,12 @@ impl<
                 self.pci.unpark(address);
                 self.release_function(address);
             }
-            BusChange::Appeared => {
-                info!("pci: NVMe function appeared at {address}");
-                if let Err(e) = self.attach(address, bridge) {
-                    warn!("nvme: cannot attach hot-added {address}: {e}");
-                }
-            }
+            BusChange::Appeared => match self.attach(address, bridge) {
+                Ok(_) => info!("pci: NVMe function appeared at {address}"),
+                // Found again by the next sweep, quietly.
+                Err(WAITING_FOR_POLL) => debug!("nvme: {address} waits for a table entry"),
+                Err(e) => warn!("nvme: cannot attach hot-added {address}: {e}"),
+            },
         }
     }
 }

@@ -125,6 +125,10 @@ impl Model {
         // Long enough for any reset (CAP.TO 500 ms, backoffs), stop or
         // detach under way to end.
         self.run_for(Duration::from_secs(2));
+        // Failed commands of removed controllers are collected, as an
+        // embedder does after a removal: their table entries free up for
+        // devices waiting to attach.
+        self.poll_all();
         self.driver.scan().expect("scan");
         self.run_for(Duration::from_secs(2));
         self.poll_all();
