@@ -99,7 +99,7 @@ fn a_returning_device_waits_for_the_failed_commands_of_the_entry_it_needs() {
         blocks: 1,
     };
     let c = driver.controller(id).unwrap();
-    c.submit(QueueId::FIRST, op, Some(buffer), 7).unwrap();
+    let _token = c.submit(QueueId::FIRST, op, Some(buffer), 7).unwrap();
     c.ring_doorbells();
     // The card is swapped for another between two slot polls.
     sim.link_flap(PortId(0));
