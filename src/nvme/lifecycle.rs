@@ -117,6 +117,15 @@ pub(crate) enum Outcome {
     Waiting,
 }
 
+/// Why shared queues refuse submissions once a controller ends in `end`.
+pub(crate) fn refusal_of(end: State) -> Refusal {
+    match end {
+        State::Removed => Refusal::Removed,
+        State::Failed => Refusal::Failed,
+        _ => Refusal::NotReady,
+    }
+}
+
 /// How a teardown in progress ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Ending {
@@ -200,11 +209,6 @@ impl Lifecycle {
 
     /// What shared queues may do now (see [`Gate`](crate::nvme::shared::Gate)).
     pub(crate) fn gate(&self) -> (Phase, Refusal) {
-        let refusal_of = |s: State| match s {
-            State::Removed => Refusal::Removed,
-            State::Failed => Refusal::Failed,
-            _ => Refusal::NotReady,
-        };
         match (self.state, self.step) {
             (State::Ready, Step::Ready) => (Phase::Open, Refusal::NotReady),
             (_, Step::Drain { .. }) => (Phase::Draining, Refusal::NotReady),

@@ -20,7 +20,7 @@ use crate::error::{Error, Wait};
 use crate::link::{DeviceLink, DmaStop, Presence};
 use crate::nvme::controller::Controller;
 use crate::nvme::engine::Engine;
-use crate::nvme::lifecycle::{Quarantine, State, Step};
+use crate::nvme::lifecycle::{refusal_of, Quarantine, State, Step};
 use crate::nvme::regs::{self, Cap, Cc, Csts};
 use crate::nvme::shared::{Phase, Refusal};
 use crate::platform::{DmaRegion, Instant, Platform, RegisterAccess};
@@ -38,12 +38,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         if self.owned.lifecycle.ending() {
             return 0;
         }
-        let refusal = match end {
-            State::Removed => Refusal::Removed,
-            State::Failed => Refusal::Failed,
-            _ => Refusal::NotReady,
-        };
-        let failed = self.fail_outstanding(error, refusal);
+        let failed = self.fail_outstanding(error, refusal_of(end));
         let deadline = self.now() + self.ready_timeout();
         self.owned.lifecycle.begin_end(end, error, failed, deadline);
         self.stop_dma_step(deadline);

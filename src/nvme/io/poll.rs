@@ -10,7 +10,7 @@ use crate::nvme::lifecycle::Step;
 use crate::nvme::qpair::QueuePair;
 use crate::nvme::queue::DoorbellBuffers;
 use crate::nvme::tracker::Delivered;
-use crate::platform::Platform;
+use crate::platform::{DmaRegion, Platform};
 use spin::Mutex;
 
 impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
@@ -116,20 +116,19 @@ pub(crate) fn poll_queue<P: Platform, const DEPTH: usize>(
             } else {
                 device_failure(done.status, done.opcode, io_timeout)
             };
-            if let (Some(buffer), nvm::READ) = (&done.buffer, done.opcode) {
-                // The device is done with it: the CPU sees what it wrote,
-                // not lines cached before.
-                platform.dma_invalidate(buffer.phys(), buffer.len());
-            }
-            on_complete(Completion {
-                token: Token {
-                    queue,
-                    cid: done.cid,
-                },
-                tag: done.tag,
+            let token = Token {
+                queue,
+                cid: done.cid,
+            };
+            complete(
+                platform,
+                token,
+                done.tag,
+                done.opcode,
+                done.buffer,
                 result,
-                buffer: done.buffer,
-            });
+                on_complete,
+            );
         });
         while let Some(done) = q.tracker.take_done() {
             hand_over(
@@ -161,19 +160,43 @@ fn hand_over<P: Platform>(
     if done.internal {
         return;
     }
-    if let (Some(buffer), nvm::READ) = (&done.buffer, done.opcode) {
-        // The device is done with it (or proven unable to reach it): the CPU
-        // sees what it wrote, not lines cached before.
+    *delivered += 1;
+    let token = Token {
+        queue,
+        cid: done.cid,
+    };
+    let result = aborted_means_timeout(done.result, io_timeout);
+    complete(
+        platform,
+        token,
+        done.tag,
+        done.opcode,
+        done.buffer,
+        result,
+        on_complete,
+    );
+}
+
+/// Hands one finished command to the caller. A read's buffer is invalidated
+/// first: the device is done with it (or proven unable to reach it), so the
+/// CPU sees what it wrote, not lines cached before.
+#[inline(always)]
+fn complete<P: Platform>(
+    platform: &P,
+    token: Token,
+    tag: u64,
+    opcode: u8,
+    buffer: Option<DmaRegion>,
+    result: crate::error::Result<()>,
+    on_complete: &mut impl FnMut(Completion),
+) {
+    if let (Some(buffer), nvm::READ) = (&buffer, opcode) {
         platform.dma_invalidate(buffer.phys(), buffer.len());
     }
-    *delivered += 1;
     on_complete(Completion {
-        token: Token {
-            queue,
-            cid: done.cid,
-        },
-        tag: done.tag,
-        result: aborted_means_timeout(done.result, io_timeout),
-        buffer: done.buffer,
+        token,
+        tag,
+        result,
+        buffer,
     });
 }
