@@ -120,6 +120,16 @@ pub fn qemu_version() -> String {
     format!("{qemu}: {version}")
 }
 
+/// The x86_64 QEMU's release number (`7.2.22`), or `?`.
+pub fn qemu_release() -> String {
+    let line = qemu_version();
+    line.split_whitespace()
+        .skip_while(|w| *w != "version")
+        .nth(1)
+        .unwrap_or("?")
+        .to_string()
+}
+
 fn ensure_qemu(board: Board) -> Result<(), String> {
     if qemu_present(board) {
         return Ok(());
