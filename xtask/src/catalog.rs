@@ -237,20 +237,21 @@ fn hot_plug() -> Vec<Scenario> {
         .expect("dma_bytes", "0"),
         Scenario::new(
             "pull-unfreed",
-            "the hand pulls a hot-added controller while its reads wait inside QEMU (an \
-             I/O-limited image): each fails once with DeviceRemoved; QEMU never frees the \
-             device (its NVMe model leaks a reference per request in flight), so the host \
-             re-opens the image for the next add, and the controller returns",
-            standard("pull-unfreed").limited_raw_drive("d1", disk("pull-unfreed", "disk1.img"), 20),
-            "scenario=plug mode=cycles cycles=2 port=0:5.0 inflight=8",
+            "the hand pulls a hot-added controller while its reads wait inside QEMU (a \
+             backend taking 20 ms per request): each fails once with DeviceRemoved; QEMU \
+             never frees the device (its NVMe model leaks a reference per request in \
+             flight), so the host re-opens the block node for the next add, and the \
+             controller returns",
+            standard("pull-unfreed").null_block("slow1", 1 << 30, Some(20_000_000)),
+            "scenario=plug mode=cycles cycles=2 port=0:5.0 inflight=8 verify=zeroes",
         )
-        .steps(cycle_steps(2, "d1"))
+        .steps(cycle_steps(2, "slow1"))
         .expect("cycles", "2")
         .expect("failed_in_flight", "16")
         .expect("dma_regions", "0")
         .expect("dma_bytes", "0")
         .expect_note("no DEVICE_DELETED")
-        .expect_note("re-opened d1"),
+        .expect_note("re-opened slow1"),
         Scenario::new(
             "surprise",
             "the hand pulls a controller with 32 reads in flight on a slow backend: \

@@ -144,18 +144,6 @@ impl Machine {
             .arg(&format!("if=none,id={id},file={path},format=raw"))
     }
 
-    /// A raw image as drive `id` that QEMU lets do at most `iops` requests
-    /// a second: requests wait inside QEMU's block layer, so a pull always
-    /// finds some there.
-    pub fn limited_raw_drive(mut self, id: &str, disk: Disk, iops: u32) -> Self {
-        let path = disk.path.display().to_string();
-        self.disks.push(disk);
-        self.reopen.insert(id.to_string(), raw_file(&path, None));
-        self.arg("-drive").arg(&format!(
-            "if=none,id={id},file={path},format=raw,iops={iops}"
-        ))
-    }
-
     /// An NVMe controller on `bus` backed by `drive`; `extra` is appended to
     /// its properties (e.g. `",mdts=2"`).
     pub fn nvme(self, id: &str, serial: &str, drive: &str, bus: &str, extra: &str) -> Self {
