@@ -53,3 +53,7 @@ impl Default for ControllerConfig {
         }
     }
 }
+
+/// Resets in a row (without a successful command between them) before the
+/// controller is given up.
+pub const MAX_RESETS: u8 = 3;

@@ -27,7 +27,7 @@ use crate::nvme::command::{admin, SubmissionEntry};
 use crate::nvme::controller::Controller;
 use crate::nvme::engine::Engine;
 use crate::nvme::lifecycle::State;
-pub use crate::nvme::recovery_state::MAX_RESETS;
+pub use crate::nvme::config::MAX_RESETS;
 use crate::nvme::regs::{self, Cap, Csts};
 use crate::nvme::shared::Refusal;
 use crate::platform::{Instant, Platform, RegisterAccess};
