@@ -237,13 +237,15 @@ fn hot_plug() -> Vec<Scenario> {
         .expect("dma_bytes", "0"),
         Scenario::new(
             "pull-unfreed",
-            "the hand pulls a hot-added controller while its reads wait inside QEMU (a \
-             backend taking 20 ms per request): each fails once with DeviceRemoved; QEMU \
+            "the hand pulls a hot-added controller while its reads wait inside QEMU (taken \
+             in 5 ms before the pull by a backend taking 100 ms per request): each fails \
+             once with DeviceRemoved; QEMU \
              never frees the device (its NVMe model leaks a reference per request in \
              flight), so the host re-opens the block node for the next add, and the \
              controller returns",
-            standard("pull-unfreed").null_block("slow1", 1 << 30, Some(20_000_000)),
-            "scenario=plug mode=cycles cycles=2 port=0:5.0 inflight=8 verify=zeroes",
+            standard("pull-unfreed").null_block("slow1", 1 << 30, Some(100_000_000)),
+            "scenario=plug mode=cycles cycles=2 port=0:5.0 inflight=8 verify=zeroes \
+             pull_after_us=5000",
         )
         .steps(cycle_steps(2, "slow1"))
         .expect("cycles", "2")
