@@ -28,6 +28,12 @@ pub mod spec;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeExamples;
 
+// Crates whose types appear in this crate's API (the event lists,
+// configuration access): embedders name them through these re-exports and
+// need no version of their own that must match.
+pub use heapless;
+pub use pci_types;
+
 pub use driver::{Driver, DriverConfig, DriverController, MAX_CONTROLLERS, MAX_EVENTS};
 pub use error::{Error, Result, Wait};
 pub use event::{ControllerId, Detection, Event};

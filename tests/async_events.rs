@@ -120,7 +120,7 @@ fn outstanding_requests_are_no_hang_and_no_caller_command() {
     // Far past every admin deadline: the requests are still only waiting.
     for _ in 0..50 {
         sim.advance(Duration::from_secs(1));
-        driver.tick();
+        let _ = driver.tick();
     }
     let c = driver.controller(id).unwrap();
     assert_eq!(c.reset_count(), 0, "a waiting request is not a hang");
@@ -187,7 +187,7 @@ fn a_reset_arms_the_requests_again_within_the_limit() {
     sim.set_cfs(C);
     for _ in 0..200 {
         sim.advance(Duration::from_millis(5));
-        driver.tick();
+        let _ = driver.tick();
     }
     let c = driver.controller(id).unwrap();
     assert_eq!(c.reset_count(), 1);
@@ -524,7 +524,7 @@ fn a_split_phase_log_read_runs_beside_the_tick() {
         "one read at a time"
     );
     for _ in 0..5 {
-        driver.tick();
+        let _ = driver.tick();
         assert!(driver.poll_log_page(id, &request).is_none(), "held");
     }
     sim.release_all();
@@ -550,7 +550,7 @@ fn a_log_read_cut_off_by_a_reset_ends_aborted() {
     sim.set_cfs(C);
     for _ in 0..100 {
         sim.advance(Duration::from_millis(5));
-        driver.tick();
+        let _ = driver.tick();
     }
     assert_eq!(
         driver.poll_log_page(id, &request),

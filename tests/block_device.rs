@@ -206,7 +206,7 @@ fn a_handle_is_stale_after_a_removal_and_after_a_reattach_of_the_same_slot() {
         DriverConfig::default(),
     ));
     driver.scan().unwrap();
-    driver.wait_ready(PATIENCE);
+    let _ = driver.wait_ready(PATIENCE);
     let old = driver.ready_controllers().next().expect("ready");
     let handle = driver.namespace_handle(Some(old), 1).unwrap();
     let data = pattern(4 * BLOCK, 1);
@@ -349,7 +349,7 @@ fn a_handle_outlives_a_reset_that_brings_the_same_namespace_back() {
     sim.inject(bare_nvme_sim::Fault::NssrOccurred(CTRL));
     for _ in 0..2_000 {
         sim.advance(Duration::from_millis(1));
-        driver.tick();
+        let _ = driver.tick();
         let c = driver.controller(id).unwrap();
         if c.reset_count() == 1 && c.state() == bare_nvme::State::Ready {
             break;

@@ -34,7 +34,7 @@ fn a_detached_function_on_a_plain_bus_stays_detached_until_it_leaves() {
     let mut driver: Box<SimDriver> =
         Box::new(Driver::new(sim.platform(), sim.config_access(), config));
     driver.scan().unwrap();
-    driver.wait_ready(Duration::from_secs(1));
+    let _ = driver.wait_ready(Duration::from_secs(1));
     let id = driver.ready_controllers().next().unwrap();
     driver.begin_detach(id).unwrap();
     let events = ticks(&sim, &mut driver, 200);

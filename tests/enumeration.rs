@@ -255,7 +255,7 @@ fn a_controller_hot_added_into_a_port_the_driver_configured_is_served() {
     let hot = sim.hot_add(PortId(1), ctrl("hot", false));
     let deadline = sim.now() + PATIENCE;
     while driver.ready_controllers().count() < 2 && sim.now() < deadline {
-        driver.tick();
+        let _ = driver.tick();
         sim.advance(std::time::Duration::from_millis(1));
     }
     assert_eq!(driver.ready_controllers().count(), 2);
@@ -314,7 +314,7 @@ fn a_bus_0_controller_with_nowhere_to_place_its_bar_is_left_disabled() {
         DriverConfig::default(),
     ));
     assert_eq!(driver.scan().unwrap(), 1);
-    driver.wait_ready(PATIENCE);
+    let _ = driver.wait_ready(PATIENCE);
     assert_eq!(driver.ready_controllers().count(), 1);
     assert_eq!(sim.bar(CtrlId(1)), 0);
     assert_eq!(sim.command_register(CtrlId(1)) & (MEMORY | BUS_MASTER), 0);
@@ -358,7 +358,7 @@ fn a_driver_sized_for_more_controllers_serves_them_all() {
         DriverConfig::default(),
     ));
     assert_eq!(driver.scan().unwrap(), 5);
-    driver.wait_ready(PATIENCE);
+    let _ = driver.wait_ready(PATIENCE);
     let ids: Vec<ControllerId> = driver.ready_controllers().collect();
     assert_eq!(ids.len(), 5);
     for id in ids {
@@ -393,7 +393,7 @@ fn a_bus_0_function_found_later_is_placed_outside_the_bridge_windows() {
     let late = sim.hot_add_at(bare_nvme_sim::Location::Bus0, ctrl("late", false));
     let deadline = sim.now() + PATIENCE;
     while driver.ready_controllers().count() < 2 && sim.now() < deadline {
-        driver.tick();
+        let _ = driver.tick();
         sim.advance(std::time::Duration::from_millis(1));
     }
     assert_eq!(driver.ready_controllers().count(), 2);

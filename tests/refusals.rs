@@ -221,7 +221,7 @@ fn a_handle_to_a_replaced_controller_is_stale() {
         DriverConfig::default(),
     ));
     assert_eq!(driver.scan().unwrap(), 1);
-    driver.wait_ready(PATIENCE);
+    let _ = driver.wait_ready(PATIENCE);
     let old = driver.ready_controllers().next().unwrap();
     driver.begin_detach(old).unwrap();
     let removed = (0..1000)

@@ -362,7 +362,7 @@ fn a_reset_while_shared_fails_the_command_once_and_bring_up_waits_for_the_end_of
     // The share ended: the tick brings the controller up again.
     for _ in 0..500 {
         sim.advance(Duration::from_millis(1));
-        driver.tick();
+        let _ = driver.tick();
         if driver.controller(id).unwrap().state() == State::Ready {
             break;
         }

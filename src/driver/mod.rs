@@ -259,6 +259,7 @@ impl<
     /// `timeout` passed; returns the events seen meanwhile. Returns early
     /// when [`MAX_EVENTS`] events were collected: no event is dropped, the
     /// rest are reported by the next `wait_ready` or `tick`.
+    #[must_use = "each event is reported once: events dropped here are lost"]
     pub fn wait_ready(&mut self, timeout: Duration) -> heapless::Vec<Event, MAX_EVENTS> {
         let deadline = self.platform.now() + timeout;
         let mut all = heapless::Vec::new();
@@ -282,7 +283,19 @@ impl<
     /// The monitor: call every 1-10 ms. Advances bring-up and detach, checks
     /// each controller with at most one register read (none when it completed
     /// commands since the last tick), polls hot-plug slots and probes for
-    /// hot-added functions. Each lifecycle change is reported exactly once.
+    /// hot-added functions. Each lifecycle change is reported exactly once,
+    /// so the list must not be dropped unread:
+    ///
+    /// ```compile_fail
+    /// #![deny(unused_must_use)]
+    /// use bare_nvme::pci_types::ConfigRegionAccess;
+    /// use bare_nvme::{Driver, Platform};
+    ///
+    /// fn serve<P: Platform + Clone, C: ConfigRegionAccess + Clone>(driver: &mut Driver<P, C>) {
+    ///     driver.tick(); // unused return value that must be used
+    /// }
+    /// ```
+    #[must_use = "each event is reported once: events dropped here are lost"]
     pub fn tick(&mut self) -> heapless::Vec<Event, MAX_EVENTS> {
         let mut events = heapless::Vec::new();
         self.tick_into(&mut events);

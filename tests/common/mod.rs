@@ -27,7 +27,7 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 pub fn up_with(sim: &Sim, config: DriverConfig) -> (BoxedDrv, Vec<ControllerId>) {
     let mut driver = Box::new(Drv::new(sim.platform(), sim.config_access(), config));
     driver.scan().expect("scan");
-    driver.wait_ready(PATIENCE);
+    let _ = driver.wait_ready(PATIENCE);
     let ids: Vec<ControllerId> = driver.ready_controllers().collect();
     (driver, ids)
 }

@@ -173,7 +173,7 @@ fn a_detached_controller_is_disabled_before_a_scan_attaches_it_again() {
         DriverConfig::default(),
     ));
     driver.scan().expect("scan");
-    driver.wait_ready(Duration::from_secs(5));
+    let _ = driver.wait_ready(Duration::from_secs(5));
     let id = driver.ready_controllers().next().expect("ready");
     driver.begin_detach(id).unwrap();
     let mut events = Vec::new();
@@ -209,7 +209,7 @@ fn a_scan_finds_a_function_whose_first_config_read_glitches() {
     ));
     sim.glitch(CtrlId(0));
     let found = driver.scan().expect("scan");
-    driver.wait_ready(Duration::from_secs(5));
+    let _ = driver.wait_ready(Duration::from_secs(5));
     let ready = driver.ready_controllers().count();
     drop(driver);
     assert_eq!((found, ready), (1, 1), "the glitched function was missed");
