@@ -15,7 +15,7 @@ use std::io::Cursor;
 
 use bare_nvme::adapters::io::ByteStream;
 use bare_nvme::adapters::sdmmc::SdmmcDevice;
-use bare_nvme::block::{BlockDevice, BlockTarget, BounceConfig};
+use bare_nvme::block::{BlockTarget, BounceConfig, NamespaceDisk};
 use bare_nvme::{ControllerConfig, Error};
 use bare_nvme_sim::{CtrlId, Sim};
 use embedded_io::{Read as _, Seek as _, SeekFrom, Write as _};
@@ -71,14 +71,11 @@ fn a_fat32_partition_on_a_gpt_is_found_listed_read_and_written_through_the_adapt
     load(&sim, image.get_ref());
     let new = fsimage::pattern(70_000, 3);
     {
-        let mut disk = BlockDevice::open(
+        let mut disk = NamespaceDisk::open(
             &mut *driver,
             Some(id),
             1,
-            BounceConfig {
-                bytes: 32 << 10,
-                ..BounceConfig::default()
-            },
+            BounceConfig::default().bytes(32 << 10),
         )
         .unwrap();
         // The GPT, through the gpt_disk_io adapter.
@@ -162,12 +159,12 @@ fn a_partition_view_shows_only_its_partition_and_an_mbr_naming_it() {
     let (sim, mut driver, id) = single(spec(4096, 512), ControllerConfig::default());
     sim.write_block(CTRL, 1, 0, &[0xEE; 512]);
     {
-        let disk = BlockDevice::open(&mut *driver, Some(id), 1, BounceConfig::default()).unwrap();
+        let disk = NamespaceDisk::open(&mut *driver, Some(id), 1, BounceConfig::default()).unwrap();
         assert!(matches!(
             SdmmcDevice::partition(disk, 4000, 100).err(),
             Some(Error::LbaOutOfRange { .. })
         ));
-        let disk = BlockDevice::open(&mut *driver, Some(id), 1, BounceConfig::default()).unwrap();
+        let disk = NamespaceDisk::open(&mut *driver, Some(id), 1, BounceConfig::default()).unwrap();
         let view = SdmmcDevice::partition(disk, 2048, 1024).unwrap();
         let mut blocks = [Block::new(), Block::new()];
         view.read(&mut blocks[..1], BlockIdx(0)).unwrap();
@@ -201,7 +198,7 @@ fn a_partition_view_shows_only_its_partition_and_an_mbr_naming_it() {
 fn embedded_sdmmc_needs_512_byte_blocks() {
     let (sim, mut driver, id) = single(spec(512, 4096), ControllerConfig::default());
     {
-        let disk = BlockDevice::open(&mut *driver, Some(id), 1, BounceConfig::default()).unwrap();
+        let disk = NamespaceDisk::open(&mut *driver, Some(id), 1, BounceConfig::default()).unwrap();
         assert!(matches!(
             SdmmcDevice::new(disk).err(),
             Some(Error::InvalidArgument { .. })
@@ -218,13 +215,10 @@ fn a_byte_stream_reads_writes_and_seeks_like_a_model_of_its_bytes() {
         let mut model = vec![0u8; size];
         {
             let handle = driver.namespace_handle(Some(id), 1).unwrap();
-            let disk = BlockDevice::with_handle(
+            let disk = NamespaceDisk::with_handle(
                 &mut *driver,
                 handle,
-                BounceConfig {
-                    bytes: 8192,
-                    ..BounceConfig::default()
-                },
+                BounceConfig::default().bytes(8192),
             )
             .unwrap();
             let mut stream = ByteStream::new(disk);

@@ -9,13 +9,8 @@ use bare_nvme::{ControllerConfig, Driver, DriverConfig, Platform};
 use bare_nvme_sim::{ControllerSpec, CtrlId, NamespaceSpec, Sim};
 
 fn driver(sim: &Sim, shadow: bool) -> Driver<bare_nvme_sim::SimPlatform, bare_nvme_sim::SimConfig> {
-    let config = DriverConfig {
-        controller: ControllerConfig {
-            shadow_doorbells: shadow,
-            ..ControllerConfig::default()
-        },
-        ..DriverConfig::default()
-    };
+    let config =
+        DriverConfig::default().controller(ControllerConfig::default().shadow_doorbells(shadow));
     let mut d = Driver::new(sim.platform(), sim.config_access(), config);
     d.scan().unwrap();
     let _ = d.wait_ready(Duration::from_secs(5));

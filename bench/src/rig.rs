@@ -47,14 +47,11 @@ impl Rig {
             )
             .build();
         let (platform, device) = deferred(&sim);
-        let config = DriverConfig {
-            controller: ControllerConfig {
-                queue_depth,
-                shadow_doorbells,
-                ..ControllerConfig::default()
-            },
-            ..DriverConfig::default()
-        };
+        let config = DriverConfig::default().controller(
+            ControllerConfig::default()
+                .queue_depth(queue_depth)
+                .shadow_doorbells(shadow_doorbells),
+        );
         let mut driver = Box::new(Driver::new(platform.clone(), sim.config_access(), config));
         driver.scan().expect("scan");
         let _ = driver.wait_ready(Duration::from_secs(5));

@@ -1,11 +1,11 @@
-//! Adapters from [`BlockDevice`](crate::block::BlockDevice) to the traits of
+//! Adapters from [`NamespaceDisk`](crate::block::NamespaceDisk) to the traits of
 //! filesystem and partition crates, each behind the cargo feature of the
 //! crate's name:
 //!
 //! - `embedded-sdmmc`: `sdmmc::SdmmcDevice`, its `BlockDevice` (FAT16 and
 //!   FAT32 on namespaces of 512-byte blocks), with a view that shows one GPT
 //!   partition as the only entry of an MBR;
-//! - `gpt_disk_io`: `BlockIo` for `BlockDevice` itself (reading and writing
+//! - `gpt_disk_io`: `BlockIo` for `NamespaceDisk` itself (reading and writing
 //!   GPT headers and partition tables);
 //! - `embedded-io`: `io::ByteStream`, `Read`, `Write` and `Seek` over the
 //!   namespace's bytes for byte-addressed filesystem crates.

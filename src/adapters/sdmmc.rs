@@ -11,7 +11,7 @@ use core::cell::RefCell;
 use embedded_sdmmc::{Block, BlockCount, BlockIdx};
 
 use crate::adapters::AdapterError;
-use crate::block::{BlockDevice, BlockTarget};
+use crate::block::{BlockTarget, NamespaceDisk};
 use crate::error::Error;
 
 const BLOCK: usize = Block::LEN;
@@ -31,19 +31,19 @@ struct MbrView {
     blocks: u32,
 }
 
-/// A [`BlockDevice`] of 512-byte blocks as an `embedded_sdmmc::BlockDevice`.
+/// A [`NamespaceDisk`] of 512-byte blocks as an `embedded_sdmmc::BlockDevice`.
 ///
 /// The trait reads and writes through `&self`; the device sits in a
 /// `RefCell` (embedded-sdmmc never calls it re-entrantly).
 pub struct SdmmcDevice<T: BlockTarget> {
-    disk: RefCell<BlockDevice<T>>,
+    disk: RefCell<NamespaceDisk<T>>,
     view: Option<MbrView>,
 }
 
 impl<T: BlockTarget> SdmmcDevice<T> {
     /// The whole namespace. `InvalidArgument` unless its blocks are 512
     /// bytes, the only size embedded-sdmmc knows.
-    pub fn new(disk: BlockDevice<T>) -> Result<Self, Error> {
+    pub fn new(disk: NamespaceDisk<T>) -> Result<Self, Error> {
         if disk.block_size() as usize != BLOCK {
             return Err(Error::InvalidArgument {
                 what: "embedded-sdmmc needs 512-byte blocks",
@@ -59,7 +59,7 @@ impl<T: BlockTarget> SdmmcDevice<T> {
     /// first entry of an MBR that block 0 reads as (`VolumeIdx(0)`). Block 0
     /// cannot be written, blocks outside the partition neither read nor
     /// written.
-    pub fn partition(disk: BlockDevice<T>, first: u64, blocks: u64) -> Result<Self, Error> {
+    pub fn partition(disk: NamespaceDisk<T>, first: u64, blocks: u64) -> Result<Self, Error> {
         let end = first.checked_add(blocks);
         if first == 0 || blocks == 0 || end.is_none_or(|end| end > disk.capacity()) {
             return Err(Error::LbaOutOfRange {
@@ -79,12 +79,12 @@ impl<T: BlockTarget> SdmmcDevice<T> {
     }
 
     /// Runs `f` on the block device (to flush it, say).
-    pub fn with_disk<R>(&self, f: impl FnOnce(&mut BlockDevice<T>) -> R) -> R {
+    pub fn with_disk<R>(&self, f: impl FnOnce(&mut NamespaceDisk<T>) -> R) -> R {
         f(&mut self.disk.borrow_mut())
     }
 
     /// The block device back.
-    pub fn into_inner(self) -> BlockDevice<T> {
+    pub fn into_inner(self) -> NamespaceDisk<T> {
         self.disk.into_inner()
     }
 

@@ -44,7 +44,36 @@ pub type DriverController<
 > = Controller<P, PciLink<C>, QUEUES, DEPTH>;
 
 /// What the embedder chooses for the whole driver.
+///
+/// Start from the defaults ([`DriverConfig::new`], also usable in a
+/// `const`, or [`Default`]) and change what differs with the setter of each
+/// field; the fields can be read and assigned, but the struct cannot be
+/// built as a literal, so that a field added later breaks no embedder.
+///
+/// ```
+/// use core::time::Duration;
+///
+/// use bare_nvme::{ControllerConfig, DriverConfig};
+///
+/// const CONFIG: DriverConfig = DriverConfig::new()
+///     .controller(ControllerConfig::new().io_queues(2).queue_depth(64))
+///     .slot_poll_interval(Duration::from_millis(5));
+///
+/// assert_eq!(CONFIG.controller.io_queues, 2);
+/// assert_eq!(CONFIG.controller.io_timeout, ControllerConfig::default().io_timeout);
+/// let mut config = CONFIG;
+/// config.reassign = true;
+/// assert_eq!(config, CONFIG.reassign(true));
+/// ```
+///
+/// ```compile_fail,E0639
+/// let config = bare_nvme::DriverConfig {
+///     reassign: true,
+///     ..bare_nvme::DriverConfig::default()
+/// };
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DriverConfig {
     /// Settings for each controller.
     pub controller: ControllerConfig,
@@ -72,15 +101,67 @@ pub struct DriverConfig {
 
 impl Default for DriverConfig {
     fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DriverConfig {
+    /// The defaults (as [`Default`]), usable in a `const` or `static`.
+    pub const fn new() -> Self {
         Self {
-            controller: ControllerConfig::default(),
+            controller: ControllerConfig::new(),
             slot_poll_interval: Duration::from_millis(10),
             bus_rescan_interval: Some(Duration::from_millis(500)),
             root_window: None,
             prefetchable_window: None,
             reassign: false,
-            hotplug_reserve: HotplugReserve::default(),
+            hotplug_reserve: HotplugReserve::new(),
         }
+    }
+
+    /// Sets [`DriverConfig::controller`].
+    pub const fn controller(mut self, controller: ControllerConfig) -> Self {
+        self.controller = controller;
+        self
+    }
+
+    /// Sets [`DriverConfig::slot_poll_interval`].
+    pub const fn slot_poll_interval(mut self, slot_poll_interval: Duration) -> Self {
+        self.slot_poll_interval = slot_poll_interval;
+        self
+    }
+
+    /// Sets [`DriverConfig::bus_rescan_interval`].
+    pub const fn bus_rescan_interval(mut self, bus_rescan_interval: Option<Duration>) -> Self {
+        self.bus_rescan_interval = bus_rescan_interval;
+        self
+    }
+
+    /// Sets [`DriverConfig::root_window`].
+    pub const fn root_window(mut self, root_window: Option<(PhysAddr, u64)>) -> Self {
+        self.root_window = root_window;
+        self
+    }
+
+    /// Sets [`DriverConfig::prefetchable_window`].
+    pub const fn prefetchable_window(
+        mut self,
+        prefetchable_window: Option<(PhysAddr, u64)>,
+    ) -> Self {
+        self.prefetchable_window = prefetchable_window;
+        self
+    }
+
+    /// Sets [`DriverConfig::reassign`].
+    pub const fn reassign(mut self, reassign: bool) -> Self {
+        self.reassign = reassign;
+        self
+    }
+
+    /// Sets [`DriverConfig::hotplug_reserve`].
+    pub const fn hotplug_reserve(mut self, hotplug_reserve: HotplugReserve) -> Self {
+        self.hotplug_reserve = hotplug_reserve;
+        self
     }
 }
 

@@ -10,7 +10,7 @@ use crate::driver::entries::WAITING_FOR_POLL;
 use crate::driver::monitor::{BridgeId, Probed};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
-use crate::pci::assign::{HostWindows, HotplugReserve};
+use crate::pci::assign::HostWindows;
 use crate::pci::config::ConfigSpace;
 use crate::pci::enumerate::Topology;
 use crate::pci::placement::BarAllocator;
@@ -178,11 +178,7 @@ impl<
         };
         let parent = *parent;
         let full = self.config.hotplug_reserve;
-        let bare = HotplugReserve {
-            memory: 0,
-            prefetchable: 0,
-            ..full
-        };
+        let bare = full.memory(0).prefetchable(0);
         for reserve in [full, bare] {
             let topology = &self.pci.topology;
             let Some((size, _)) = topology.memory_need_behind(&self.access, port, reserve) else {

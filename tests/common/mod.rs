@@ -34,13 +34,7 @@ pub fn up_with(sim: &Sim, config: DriverConfig) -> (BoxedDrv, Vec<ControllerId>)
 
 /// A driver with default settings except the per-controller `config`.
 pub fn up(sim: &Sim, config: ControllerConfig) -> (BoxedDrv, Vec<ControllerId>) {
-    up_with(
-        sim,
-        DriverConfig {
-            controller: config,
-            ..DriverConfig::default()
-        },
-    )
+    up_with(sim, DriverConfig::default().controller(config))
 }
 
 /// One controller in a hot-plug slot, brought up with `config`; its id.

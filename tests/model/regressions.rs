@@ -75,14 +75,9 @@ fn a_failed_controller_still_running_gets_no_bus_mastering_back() {
         )
         .build();
     let ctrl = CtrlId(0);
-    let config = DriverConfig {
-        controller: ControllerConfig {
-            ready_timeout_limit: Duration::from_secs(1),
-            ..ControllerConfig::default()
-        },
-        bus_rescan_interval: Some(Duration::from_millis(50)),
-        ..DriverConfig::default()
-    };
+    let config = DriverConfig::default()
+        .controller(ControllerConfig::default().ready_timeout_limit(Duration::from_secs(1)))
+        .bus_rescan_interval(Some(Duration::from_millis(50)));
     let mut driver = Box::new(Drv::new(sim.platform(), sim.config_access(), config));
     driver.scan().expect("scan");
     // Fatal status once enabled: the reset clears CC.EN, but CSTS.RDY stays
@@ -127,14 +122,9 @@ fn a_detach_that_fails_its_shutdown_does_not_attach_the_device_again() {
             .spec("slow"),
         )
         .build();
-    let config = DriverConfig {
-        controller: ControllerConfig {
-            shutdown_timeout: Duration::from_millis(100),
-            ..ControllerConfig::default()
-        },
-        bus_rescan_interval: Some(Duration::from_millis(50)),
-        ..DriverConfig::default()
-    };
+    let config = DriverConfig::default()
+        .controller(ControllerConfig::default().shutdown_timeout(Duration::from_millis(100)))
+        .bus_rescan_interval(Some(Duration::from_millis(50)));
     let mut driver = Box::new(Drv::new(sim.platform(), sim.config_access(), config));
     driver.scan().expect("scan");
     let mut events = driver.wait_ready(Duration::from_secs(5)).to_vec();
