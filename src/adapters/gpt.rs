@@ -6,6 +6,7 @@ use gpt_disk_io::BlockIo;
 use crate::block::{BlockTarget, NamespaceDisk};
 use crate::error::Error;
 
+#[cfg_attr(docsrs, doc(cfg(feature = "gpt_disk_io")))]
 impl<T: BlockTarget> BlockIo for NamespaceDisk<T> {
     type Error = Error;
 
@@ -33,6 +34,7 @@ impl<T: BlockTarget> BlockIo for NamespaceDisk<T> {
 }
 
 /// So that a `gpt_disk_io::Disk` may borrow the device instead of owning it.
+#[cfg_attr(docsrs, doc(cfg(feature = "gpt_disk_io")))]
 impl<T: BlockTarget> BlockIo for &mut NamespaceDisk<T> {
     type Error = Error;
 

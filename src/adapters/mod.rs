@@ -15,8 +15,10 @@ use core::fmt;
 use crate::error::Error;
 
 #[cfg(feature = "embedded-io")]
+#[cfg_attr(docsrs, doc(cfg(feature = "embedded-io")))]
 pub mod io;
 #[cfg(feature = "embedded-sdmmc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "embedded-sdmmc")))]
 pub mod sdmmc;
 
 #[cfg(feature = "gpt_disk_io")]

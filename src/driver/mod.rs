@@ -167,6 +167,48 @@ impl DriverConfig {
 
 /// A polled NVMe driver over PCI: enumerates, brings controllers up, serves
 /// them, and watches for hot-add and removal from [`Driver::tick`].
+///
+/// [`Driver::scan`] finds and attaches the controllers; the tick, called
+/// every 1-10 ms, advances their bring-up, checks each (one register read
+/// at most), polls hot-plug slots, and returns the [`Event`]s that happened,
+/// each once. A controller attached is named by a [`ControllerId`] that
+/// never names another (a device plugged in again gets a new one); its
+/// [`Controller`] is lent by [`Driver::controller`] for I/O, log pages and
+/// features. Its tables are fixed in size by the const parameters: up to
+/// `N` controllers of up to `QUEUES` I/O queues of `DEPTH` entries.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use bare_nvme::{Driver, DriverConfig, Event, Platform};
+/// use bare_nvme_sim::{ControllerSpec, NamespaceSpec, Sim};
+///
+/// // The simulated device stands in for the hardware here.
+/// let sim = Sim::single(ControllerSpec::default().namespace(NamespaceSpec::new(2048, 512)));
+/// let mut driver = Box::new(Driver::<_, _>::new(
+///     sim.platform(),
+///     sim.config_access(),
+///     DriverConfig::new(),
+/// ));
+/// assert_eq!(driver.scan()?, 1);
+/// let events = driver.wait_ready(Duration::from_secs(5));
+/// let id = driver.ready_controllers().next().expect("served");
+/// assert!(events
+///     .iter()
+///     .any(|e| matches!(e, Event::Ready { id: ready, namespaces: 1, .. } if *ready == id)));
+///
+/// // Blocking I/O on namespace 1, from DMA memory.
+/// let platform = sim.platform();
+/// let mut buffer = platform.dma_alloc(512, 4096).expect("memory");
+/// buffer.as_mut_slice().fill(0xA5);
+/// driver.controller(id)?.write(1, 7, &buffer)?;
+/// platform.dma_free(buffer);
+///
+/// // Then the tick, every few milliseconds, for as long as the driver runs.
+/// sim.advance(Duration::from_millis(1));
+/// assert!(driver.tick().is_empty());
+/// # Ok::<(), bare_nvme::Error>(())
+/// ```
 pub struct Driver<
     P: Platform + Clone,
     C: ConfigRegionAccess + Clone,
@@ -231,7 +273,8 @@ impl<
     /// A driver with nothing attached yet; call [`Driver::scan`] next.
     ///
     /// This returns the driver by value, and its size grows with `N`,
-    /// `QUEUES` and `DEPTH` (README's "Memory" table): for large
+    /// `QUEUES` and `DEPTH` (some 240 KiB with the defaults, 24 KiB for
+    /// `Driver<_, _, 1, 1, 32>`; the repository's README has a table): for large
     /// configurations build it where it is to live with [`Driver::new_in`].
     pub fn new(platform: P, access: C, config: DriverConfig) -> Self {
         Self {

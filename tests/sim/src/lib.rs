@@ -34,7 +34,7 @@
 //!     DriverConfig::default(),
 //! ));
 //! driver.scan().unwrap();
-//! driver.wait_ready(Duration::from_secs(5));
+//! let _ = driver.wait_ready(Duration::from_secs(5));
 //! let id = driver.ready_controllers().next().expect("controller ready");
 //!
 //! // The code under test: write a block.
@@ -74,7 +74,7 @@
 //!     DriverConfig::default(),
 //! ));
 //! driver.scan().unwrap();
-//! driver.wait_ready(Duration::from_secs(5));
+//! let _ = driver.wait_ready(Duration::from_secs(5));
 //! let id = driver.ready_controllers().next().unwrap();
 //!
 //! // Four reads the device fetches but does not complete.
