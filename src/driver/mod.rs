@@ -224,6 +224,9 @@ pub struct Driver<
     history: heapless::Deque<(IdString<20>, ControllerId), HISTORY>,
     pci: pci::Pci,
     next_slot_poll: Instant,
+    /// A device waiting for a table entry was warned about (once, until an
+    /// entry is free again).
+    warned_waiting: bool,
 }
 
 impl<
@@ -266,6 +269,7 @@ impl<
             addr_of_mut!((*this).history).write(heapless::Deque::new());
             addr_of_mut!((*this).pci).write(pci::Pci::new(config.root_window));
             addr_of_mut!((*this).next_slot_poll).write(Instant::from_nanos(0));
+            addr_of_mut!((*this).warned_waiting).write(false);
             place.assume_init_mut()
         }
     }
@@ -286,6 +290,7 @@ impl<
             history: heapless::Deque::new(),
             pci: pci::Pci::new(config.root_window),
             next_slot_poll: Instant::from_nanos(0),
+            warned_waiting: false,
         }
     }
 

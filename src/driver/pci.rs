@@ -3,7 +3,7 @@
 //! plain buses (no hot-plug slot) for hot-added functions (what it finds
 //! goes to the monitor).
 
-use log::{debug, info, warn};
+use log::{info, warn};
 use pci_types::{ConfigRegionAccess, PciAddress};
 
 use crate::driver::entries::WAITING_FOR_POLL;
@@ -263,7 +263,7 @@ impl<
                 Ok(_) => {}
                 // Tried again on the next slot or bus poll, quietly.
                 Err(WAITING_FOR_POLL) => {
-                    debug!("nvme: {address} waits for a table entry");
+                    self.note_waiting_for_poll(address);
                     self.pci.topology.forget_function(address);
                 }
                 Err(e) => {

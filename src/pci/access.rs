@@ -19,7 +19,7 @@ const ECAM_BUS_SIZE: usize = 1 << 20;
 
 /// Whether `offset` names a dword inside a configuration space of `limit` bytes.
 fn dword_offset_ok(offset: u16, limit: u16) -> bool {
-    offset % 4 == 0 && offset < limit
+    offset.is_multiple_of(4) && offset < limit
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -121,7 +121,7 @@ impl State {
     pub(crate) fn config_read(&mut self, bus: u8, dev: u8, func: u8, offset: u16) -> u32 {
         self.begin_access();
         self.stats.c.config_reads += 1;
-        if offset % 4 != 0 || offset >= 4096 {
+        if !offset.is_multiple_of(4) || offset >= 4096 {
             self.stats
                 .protocol(format!("config read at unaligned offset {offset:#x}"));
             return !0;
@@ -139,7 +139,7 @@ impl State {
     pub(crate) fn config_write(&mut self, bus: u8, dev: u8, func: u8, offset: u16, value: u32) {
         self.begin_access();
         self.stats.c.config_writes += 1;
-        if offset % 4 != 0 || offset >= 4096 {
+        if !offset.is_multiple_of(4) || offset >= 4096 {
             self.stats
                 .protocol(format!("config write at unaligned offset {offset:#x}"));
             return;
