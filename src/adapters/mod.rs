@@ -35,7 +35,14 @@ impl fmt::Display for AdapterError {
     }
 }
 
-impl core::error::Error for AdapterError {}
+/// The driver's error is the cause: `source()` hands it on, so that an
+/// error report walking the chain (a filesystem's error holding this one)
+/// reaches it.
+impl core::error::Error for AdapterError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
 
 impl From<Error> for AdapterError {
     fn from(error: Error) -> Self {

@@ -140,6 +140,38 @@
 //! virtual addresses: a driver that hands the device a CPU pointer gets a
 //! failed command and a `wild_dma` count, not silent success.
 //!
+//! # A controller without the driver
+//!
+//! A [`bare_nvme::Controller`] used on its own needs what firmware gives
+//! it: memory decoding and bus mastering on, BAR0 mapped, and the BAR's
+//! length (registers, doorbells and the MSI-X table all lie in it). A
+//! simulated controller's BAR0 is [`DEFAULT_BAR_SIZE`] (16 KiB) unless its
+//! spec says otherwise ([`ControllerSpec::bar_size`]); [`Sim::bar`] says
+//! where it is and [`Sim::bar_len`] how long:
+//!
+//! ```
+//! use bare_nvme::pci::config::{Command, ConfigSpace};
+//! use bare_nvme::{Controller, ControllerConfig, PhysAddr, Platform, State};
+//! use bare_nvme_sim::{ControllerSpec, CtrlId, NamespaceSpec, Sim, DEFAULT_BAR_SIZE};
+//!
+//! let sim = Sim::single(ControllerSpec::default().namespace(NamespaceSpec::new(2048, 512)));
+//! let ctrl = CtrlId(0);
+//! assert_eq!(sim.bar_len(ctrl), DEFAULT_BAR_SIZE);
+//! // What firmware would have done: decoding and bus mastering on.
+//! let access = sim.config_access();
+//! let address = sim.address(ctrl).unwrap();
+//! ConfigSpace::new(&access, address)
+//!     .update_command(Command::MEMORY | Command::BUS_MASTER, Command::empty());
+//!
+//! let platform = sim.platform();
+//! let len = sim.bar_len(ctrl) as usize;
+//! let regs = platform.map_registers(PhysAddr::new(sim.bar(ctrl)), len).unwrap();
+//! // `()`: no link to the device beyond its registers (see `bare_nvme::DeviceLink`).
+//! let mut nvme: Controller<_> = Controller::new(platform, (), regs, len, ControllerConfig::new());
+//! nvme.bring_up().unwrap();
+//! assert_eq!(nvme.state(), State::Ready);
+//! ```
+//!
 //! # How strict the model is
 //!
 //! [`Counters::protocol_errors`] counts what a correct driver never does; the
@@ -226,7 +258,7 @@ pub use handles::{SimConfig, SimPlatform, SimRegisters};
 pub use memory::{ARENA_PHYS_BASE, DEFAULT_ARENA_SIZE};
 pub use queues::{Misbehaviour, Queues, Rule};
 pub use sim::Sim;
-pub use spec::{ControllerSpec, Hold, Metadata, NamespaceSpec};
+pub use spec::{ControllerSpec, Hold, Metadata, NamespaceSpec, DEFAULT_BAR_SIZE};
 
 /// The memory range firmware places bridge windows and BARs in, and where a
 /// driver assigning resources itself should place them: `(start, end)`,

@@ -296,6 +296,20 @@ impl State {
         id
     }
 
+    /// Plugs a new controller made like the removed controller `c`, with a
+    /// copy of `c`'s media as it was at the removal (durable blocks only:
+    /// the volatile write cache went with the power), into `loc`.
+    pub(crate) fn reinsert(&mut self, c: usize, loc: Location, spec: ControllerSpec) -> CtrlId {
+        assert!(!self.present(c), "controller {c} is still present");
+        let mut media = self.ctrls[c].dev.namespaces.clone();
+        for namespace in &mut media {
+            namespace.lose_cache();
+        }
+        let id = self.hot_add(loc, spec);
+        self.ctrls[id.0].dev.namespaces = media;
+        id
+    }
+
     pub(crate) fn press_attention_button(&mut self, port: PortId) {
         self.pci
             .set_slot_status(self.ports[port.0], slot::ATTENTION_BUTTON_PRESSED);
