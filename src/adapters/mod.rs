@@ -9,11 +9,15 @@
 //!   GPT headers and partition tables);
 //! - `embedded-io`: `io::ByteStream`, `Read`, `Write` and `Seek` over the
 //!   namespace's bytes for byte-addressed filesystem crates.
+//!
+//! [`format`], with no feature, partitions a namespace (an MBR) and formats
+//! FAT32 in it, so that a new disk can be used without a host.
 
 use core::fmt;
 
 use crate::error::Error;
 
+pub mod format;
 #[cfg(feature = "embedded-io")]
 #[cfg_attr(docsrs, doc(cfg(feature = "embedded-io")))]
 pub mod io;
