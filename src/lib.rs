@@ -6,7 +6,7 @@
 //! tick the embedder calls: no OS, no interrupts, no allocator.
 //!
 //! The embedder implements [`Platform`] (DMA memory, register mapping, a clock) and
-//! hands the driver a [`ConfigRegionAccess`](pci_types::ConfigRegionAccess) for
+//! hands the driver a [`ConfigRegionAccess`](https://docs.rs/pci_types/0.10/pci_types/trait.ConfigRegionAccess.html) for
 //! PCI configuration space (the [`pci::access`] module has port I/O and ECAM
 //! implementations). Everything else is the driver's.
 //!

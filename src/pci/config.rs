@@ -1,5 +1,5 @@
 //! Typed access to one function's configuration space on top of any
-//! [`ConfigRegionAccess`], which only moves whole dwords.
+//! [`ConfigRegionAccess`](https://docs.rs/pci_types/0.10/pci_types/trait.ConfigRegionAccess.html), which only moves whole dwords.
 //!
 //! Narrow writes are read-modify-write cycles on the containing dword. That is
 //! dangerous next to RW1C status bits (writing back a 1 read from a status

@@ -6,7 +6,7 @@
 //! The simulation implements the driver's boundary traits: [`SimPlatform`]
 //! ([`bare_nvme::Platform`]: DMA memory, register mapping, a virtual clock),
 //! [`SimRegisters`] ([`bare_nvme::RegisterAccess`]) and [`SimConfig`]
-//! ([`pci_types::ConfigRegionAccess`]). Behind them sit a PCI topology (host
+//! ([`pci_types::ConfigRegionAccess`](https://docs.rs/pci_types/0.10/pci_types/trait.ConfigRegionAccess.html)). Behind them sit a PCI topology (host
 //! bridge, PCIe root ports with hot-plug slots, PCI-PCI bridges) and strict NVMe
 //! controllers with in-memory namespaces.
 //!
