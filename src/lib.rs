@@ -76,13 +76,21 @@
 //!
 //! fn run<P: Platform + Clone, C: ConfigRegionAccess + Clone>(platform: P, config_space: C) {
 //!     // `Driver::new_in` builds a large driver where it is to live instead.
-//!     let mut driver: Driver<P, C> = Driver::new(platform, config_space, DriverConfig::new());
+//!     let mut driver: Driver<P, C> = Driver::new(platform.clone(), config_space, DriverConfig::new());
 //!     let _attached = driver.scan();
 //!     loop {
 //!         for event in driver.tick() {
 //!             match event {
 //!                 Event::Ready { id, .. } => { /* serve it: a block device, below */ }
-//!                 Event::Removed { id, failed_commands, .. } => { /* poll its queues once */ }
+//!                 Event::Removed { .. } => {
+//!                     // The commands it failed come back once, with their
+//!                     // buffers; its table entry is free after that.
+//!                     driver.collect_finished(|_id, failed| {
+//!                         if let Some(buffer) = failed.buffer {
+//!                             platform.dma_free(buffer);
+//!                         }
+//!                     });
+//!                 }
 //!                 _ => {}
 //!             }
 //!         }
