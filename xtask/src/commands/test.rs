@@ -160,6 +160,14 @@ pub fn main(args: &[String]) -> Result<(), String> {
         }
         report_stage("layers", layers.is_ok(), start);
         tally.record(layers.is_ok());
+        // The declared MSRV holds for every dependency's declared one.
+        let start = Instant::now();
+        let msrv = crate::msrv::check(&paths::root());
+        if let Err(e) = &msrv {
+            println!("     {}", e.replace('\n', "\n     "));
+        }
+        report_stage("msrv", msrv.is_ok(), start);
+        tally.record(msrv.is_ok());
         for stage in STAGES {
             let start = Instant::now();
             if stage.board.is_some_and(|b| !boards.contains(&b)) {
