@@ -8,6 +8,7 @@
 //! cargo xtask fuzz [--ci] [--seconds N]         fuzz the driver against a lying device
 //! cargo xtask miri                            the unsafe layer under Miri
 //! cargo xtask layers                          no module imports one above it
+//! cargo xtask uefi [--echo] [NAME ...]       the UEFI board's scenarios under OVMF
 //! ```
 
 mod board;
@@ -25,6 +26,7 @@ mod qemu;
 mod qmp;
 mod scenario;
 mod serial;
+mod uefi;
 
 use std::process::ExitCode;
 
@@ -46,6 +48,7 @@ usage: cargo xtask <command>
                                   cargo-fuzz); --ci: the short run of `test`
   miri                            the driver's unit tests and a sim test under Miri
   layers                          check that no module imports one above it (no build)
+  uefi [--echo] [NAME ...]        the UEFI board's scenarios (OVMF): build, boot, check
   list                            list the QEMU scenarios";
 
 fn main() -> ExitCode {
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         "fuzz" => commands::fuzz::main(rest),
         "miri" => commands::fuzz::miri_main(rest),
         "layers" => layers::check(&paths::root()),
+        "uefi" => uefi::main(rest),
         "list" => {
             for s in catalog::all() {
                 println!(

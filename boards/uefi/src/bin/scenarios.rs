@@ -1,0 +1,373 @@
+//! The scenario application: OVMF starts it (QEMU `-kernel`, the scenario
+//! on `-append`). It loads the driver image it carries, takes the NVMe
+//! controllers from the firmware's own NVMe driver and hands them to ours,
+//! then checks what the firmware's FAT driver reads and writes through our
+//! BlockIo. Results go to the serial port as marker lines; the machine
+//! ends through isa-debug-exit.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::ffi::c_void;
+use core::ptr::{self, NonNull};
+
+use bare_nvme::RegisterAccess;
+use bare_nvme_uefi::pci_io::{self, PciIo};
+use bare_nvme_uefi::{clock, efi, say, DEVICE_PATH_GUID, TAG_GUID};
+use uefi::boot::{self, LoadImageSource, SearchType};
+use uefi::prelude::*;
+use uefi::proto::loaded_image::LoadedImage;
+use uefi::proto::media::file::{File, FileAttribute, FileMode};
+use uefi::proto::media::fs::SimpleFileSystem;
+use uefi::{cstr16, CStr16};
+
+/// The driver image, built before this application (see build.rs).
+static DRIVER: &[u8] = include_bytes!(env!("DRIVER_IMAGE"));
+
+/// Size of `NEW.BIN`, written with the pattern of seed 3 (the host checks).
+const NEW_BYTES: usize = 1 << 20;
+
+type Outcome = Result<(), String>;
+
+#[entry]
+fn main() -> Status {
+    // The firmware's terminal leaves escape sequences on the line.
+    say!("");
+    say!("@@BOOT uefi");
+    clock::calibrate();
+    let options = load_options();
+    let scenario = options
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("scenario="))
+        .unwrap_or("files");
+    say!("uefi: scenario {scenario}");
+    let outcome = match scenario {
+        "files" => files(),
+        "exit-boot" => exit_boot(),
+        other => Err(format!("unknown scenario {other}")),
+    };
+    match outcome {
+        Ok(()) => {
+            say!("@@PASS");
+            exit_qemu(0x10)
+        }
+        Err(e) => {
+            say!("@@FAIL {e}");
+            exit_qemu(0x11)
+        }
+    }
+}
+
+/// The command line OVMF passes from `-append`.
+fn load_options() -> String {
+    let Ok(image) = boot::open_protocol_exclusive::<LoadedImage>(boot::image_handle()) else {
+        return String::new();
+    };
+    image
+        .load_options_as_cstr16()
+        .map(|s| format!("{s}"))
+        .unwrap_or_default()
+}
+
+/// Ends the machine through isa-debug-exit (status `(code << 1) | 1`).
+fn exit_qemu(code: u32) -> ! {
+    // SAFETY: the isa-debug-exit port; the write ends the machine.
+    unsafe {
+        core::arch::asm!("out dx, eax", in("dx") 0xf4u16, in("eax") code, options(nomem, nostack))
+    };
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// Byte `i` of the host's test pattern of `seed` (xtask's `fsimage::pattern`).
+fn pattern_byte(i: u64, seed: u32) -> u8 {
+    let x = (i ^ (i >> 9)).wrapping_mul(0x9E37_79B1) ^ u64::from(seed).wrapping_mul(0x85EB_CA77);
+    (x >> 13) as u8
+}
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u64).map(|i| pattern_byte(i, seed)).collect()
+}
+
+/// Loads and starts the driver image; returns its handle.
+fn load_driver() -> Result<Handle, String> {
+    if DRIVER.is_empty() {
+        return Err("built without the driver image (BARE_NVME_UEFI_DRIVER)".into());
+    }
+    let image = boot::load_image(
+        boot::image_handle(),
+        LoadImageSource::FromBuffer {
+            buffer: DRIVER,
+            file_path: None,
+        },
+    )
+    .map_err(|e| format!("LoadImage: {e:?}"))?;
+    boot::start_image(image).map_err(|e| format!("StartImage: {e:?}"))?;
+    Ok(image)
+}
+
+/// The PCI functions of class NVMe, with their PCI I/O.
+fn nvme_functions() -> Vec<(Handle, PciIo)> {
+    let Ok(handles) = boot::locate_handle_buffer(SearchType::ByProtocol(&pci_io::GUID)) else {
+        return Vec::new();
+    };
+    let me = boot::image_handle().as_ptr();
+    let mut found = Vec::new();
+    for &h in handles.iter() {
+        let Ok(iface) = efi::open(
+            h.as_ptr(),
+            &pci_io::GUID,
+            me,
+            ptr::null_mut(),
+            efi::OPEN_GET,
+        ) else {
+            continue;
+        };
+        let Some(iface) = NonNull::new(iface) else {
+            continue;
+        };
+        // SAFETY: the firmware's PCI I/O instance; the function stays while
+        // the scenario runs (no hot-plug here).
+        let pci = unsafe { PciIo::new(iface) };
+        let class = [
+            pci.config_read8(0x0b),
+            pci.config_read8(0x0a),
+            pci.config_read8(0x09),
+        ];
+        if class == [Some(1), Some(8), Some(2)] {
+            found.push((h, pci));
+        }
+    }
+    found
+}
+
+/// Takes every NVMe function from the firmware's driver and gives it to
+/// ours (disconnect, then connect naming our driver first, recursively so
+/// the partition and FAT drivers bind on our namespaces).
+fn hand_over(driver: Handle) -> Result<Vec<(Handle, PciIo)>, String> {
+    let functions = nvme_functions();
+    if functions.is_empty() {
+        return Err("no NVMe function".into());
+    }
+    for &(h, _) in &functions {
+        let start = clock::now();
+        let _ = boot::disconnect_controller(h, None, None);
+        boot::connect_controller(h, &[Some(driver), None], None, true)
+            .map_err(|e| format!("ConnectController: {e:?}"))?;
+        say!(
+            "uefi: controller handed over in {} ms",
+            (clock::now() - start).as_millis()
+        );
+        if efi::open(
+            h.as_ptr(),
+            &TAG_GUID,
+            boot::image_handle().as_ptr(),
+            ptr::null_mut(),
+            efi::OPEN_GET,
+        )
+        .is_err()
+        {
+            return Err("the controller is not ours after connecting".into());
+        }
+    }
+    Ok(functions)
+}
+
+/// The file system mounted on one of our namespaces.
+fn our_file_system() -> Result<Handle, String> {
+    let handles =
+        boot::find_handles::<SimpleFileSystem>().map_err(|e| format!("no file system: {e:?}"))?;
+    let me = boot::image_handle().as_ptr();
+    for h in handles {
+        let Ok(path) = efi::open(
+            h.as_ptr(),
+            &DEVICE_PATH_GUID,
+            me,
+            ptr::null_mut(),
+            efi::OPEN_GET,
+        ) else {
+            continue;
+        };
+        let mut path = path.cast_const().cast();
+        let mut owner: *mut c_void = ptr::null_mut();
+        // SAFETY: a device path from the firmware; valid out pointers.
+        let s = unsafe { (efi::boot().locate_device_path)(&TAG_GUID, &mut path, &mut owner) };
+        if s.is_success() {
+            return Ok(h);
+        }
+    }
+    Err("no file system on a namespace of this driver".into())
+}
+
+fn read_file(
+    dir: &mut uefi::proto::media::file::Directory,
+    name: &CStr16,
+    len: usize,
+) -> Result<Vec<u8>, String> {
+    let file = dir
+        .open(name, FileMode::Read, FileAttribute::empty())
+        .map_err(|e| format!("open {name}: {e:?}"))?;
+    let mut file = file
+        .into_regular_file()
+        .ok_or(format!("{name} is a directory"))?;
+    let mut data = vec![0u8; len + 512];
+    let mut got = 0;
+    loop {
+        let n = file
+            .read(&mut data[got..])
+            .map_err(|e| format!("read {name}: {e:?}"))?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    data.truncate(got);
+    Ok(data)
+}
+
+/// `uefi/files`: the firmware's FAT driver on our BlockIo reads the host's
+/// files byte for byte and writes `NEW.BIN`; the host checks it afterwards.
+fn files() -> Outcome {
+    let driver = load_driver()?;
+    let functions = hand_over(driver)?;
+    let fs = our_file_system()?;
+    let mut sfs = boot::open_protocol_exclusive::<SimpleFileSystem>(fs)
+        .map_err(|e| format!("SimpleFileSystem: {e:?}"))?;
+    let mut root = sfs
+        .open_volume()
+        .map_err(|e| format!("OpenVolume: {e:?}"))?;
+    for (name, len, seed) in [
+        (cstr16!("HELLO.TXT"), 5000, 1),
+        (cstr16!("BIG.BIN"), 300_000, 2),
+    ] {
+        let start = clock::now();
+        let data = read_file(&mut root, name, len)?;
+        let us = (clock::now() - start).as_micros().max(1);
+        if data.len() != len {
+            return Err(format!("{name}: {} bytes, expected {len}", data.len()));
+        }
+        if let Some(at) = data
+            .iter()
+            .enumerate()
+            .position(|(i, &b)| b != pattern_byte(i as u64, seed))
+        {
+            return Err(format!("{name}: byte {at} differs"));
+        }
+        say!("uefi: read {name}: {len} bytes in {us} us, as the host wrote it");
+    }
+    let new = pattern(NEW_BYTES, 3);
+    let start = clock::now();
+    let file = root
+        .open(
+            cstr16!("NEW.BIN"),
+            FileMode::CreateReadWrite,
+            FileAttribute::empty(),
+        )
+        .map_err(|e| format!("create NEW.BIN: {e:?}"))?;
+    let mut file = file.into_regular_file().ok_or("NEW.BIN is a directory")?;
+    file.write(&new)
+        .map_err(|e| format!("write NEW.BIN: {e:?}"))?;
+    file.flush().map_err(|e| format!("flush NEW.BIN: {e:?}"))?;
+    file.close();
+    let us = (clock::now() - start).as_micros().max(1);
+    say!("uefi: wrote NEW.BIN: {NEW_BYTES} bytes in {us} us");
+    // Read it back through a fresh open (the FAT driver's cache may hold
+    // it; the host's check after the run is the independent one).
+    let back = read_file(&mut root, cstr16!("NEW.BIN"), NEW_BYTES)?;
+    if back != new {
+        return Err("NEW.BIN reads back differently".into());
+    }
+    root.close();
+    drop(sfs);
+    // Give the controllers back in order: the FAT and partition drivers let
+    // go of our namespaces, then our Stop detaches the controller.
+    for (h, _) in functions {
+        boot::disconnect_controller(h, None, None)
+            .map_err(|e| format!("DisconnectController: {e:?}"))?;
+    }
+    say!("@@RESULT files_read=2 new_bytes={NEW_BYTES}");
+    Ok(())
+}
+
+/// `uefi/exit-boot`: after ExitBootServices the controller is quiescent
+/// (CC.EN = 0, shutdown complete, bus mastering off), read by a probe.
+/// Returns only on a failure before the exit.
+fn exit_boot() -> Outcome {
+    let driver = load_driver()?;
+    let functions = hand_over(driver)?;
+    let fs = our_file_system()?;
+    {
+        let mut sfs = boot::open_protocol_exclusive::<SimpleFileSystem>(fs)
+            .map_err(|e| format!("SimpleFileSystem: {e:?}"))?;
+        let mut root = sfs
+            .open_volume()
+            .map_err(|e| format!("OpenVolume: {e:?}"))?;
+        let data = read_file(&mut root, cstr16!("HELLO.TXT"), 5000)?;
+        if data != pattern(5000, 1) {
+            return Err("HELLO.TXT differs".into());
+        }
+    }
+    let (_, pci) = functions[0];
+    let (_, bus, dev, func) = pci.location().ok_or("no PCI location")?;
+    let bar_lo = pci.config_read32(0x10).ok_or("BAR0")?;
+    let bar_hi = pci.config_read32(0x14).ok_or("BAR1")?;
+    let bar = (u64::from(bar_hi) << 32) | u64::from(bar_lo & !0xf);
+    say!("uefi: controller at {bus:02x}:{dev:02x}.{func}, BAR0 {bar:#x}; exiting boot services");
+    // SAFETY: nothing of boot services is used past this point: the probe
+    // reads registers and configuration space directly.
+    let _map = unsafe { boot::exit_boot_services(None) };
+    let cc = mmio_read32(bar, 0x14);
+    let csts = mmio_read32(bar, 0x1c);
+    let command = config_read16(bus as u8, dev as u8, func as u8, 0x04);
+    let cc_en = cc & 1;
+    let shst = (csts >> 2) & 3;
+    let bus_master = (command >> 2) & 1;
+    say!(
+        "@@RESULT cc_en={cc_en} rdy={} shst={shst} bus_master={bus_master}",
+        csts & 1
+    );
+    // Nothing may be dropped now (the allocator is gone with boot
+    // services): the verdict ends the machine here.
+    if cc_en != 0 || csts & 1 != 0 || bus_master != 0 {
+        say!("@@FAIL controller not quiescent: CC {cc:#x} CSTS {csts:#x} command {command:#x}");
+        exit_qemu(0x11)
+    }
+    say!("@@PASS");
+    exit_qemu(0x10)
+}
+
+/// A register of the controller at BAR 0 address `bar`.
+fn mmio_read32(bar: u64, offset: usize) -> u32 {
+    let Some(base) = NonNull::new(bar as *mut u8) else {
+        return u32::MAX;
+    };
+    // SAFETY: the controller's BAR 0, identity mapped by the firmware's page
+    // tables (still in force right after ExitBootServices); reading CC and
+    // CSTS has no side effect.
+    let regs = unsafe { bare_nvme::MmioRegisters::new(base, 0x1000) };
+    regs.read32(offset)
+}
+
+/// A configuration word through the legacy CF8/CFC mechanism (the firmware's
+/// PCI I/O is gone after ExitBootServices).
+fn config_read16(bus: u8, dev: u8, func: u8, offset: u8) -> u16 {
+    let address = 0x8000_0000u32
+        | (u32::from(bus) << 16)
+        | (u32::from(dev) << 11)
+        | (u32::from(func) << 8)
+        | u32::from(offset & 0xfc);
+    let value: u32;
+    // SAFETY: the PCI configuration ports of q35; one dword read.
+    unsafe {
+        core::arch::asm!("out dx, eax", in("dx") 0xcf8u16, in("eax") address, options(nomem, nostack));
+        core::arch::asm!("in eax, dx", in("dx") 0xcfcu16, out("eax") value, options(nomem, nostack));
+    }
+    (value >> ((offset & 2) * 8)) as u16
+}

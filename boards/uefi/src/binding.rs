@@ -1,0 +1,228 @@
+//! `EFI_DRIVER_BINDING_PROTOCOL`: which controllers the driver takes
+//! (NVMe functions), how it starts on one and how it stops.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::ffi::c_void;
+use core::ptr::NonNull;
+
+use uefi_raw::protocol::device_path::DevicePathProtocol;
+use uefi_raw::protocol::driver::DriverBindingProtocol;
+use uefi_raw::table::boot::InterfaceType;
+use uefi_raw::{Handle, Status};
+
+use crate::device::Device;
+use crate::pci_io::{self, PciIo};
+use crate::{efi, say, DEVICE_PATH_GUID, TAG_GUID};
+
+/// Mass storage (01), non-volatile memory (08), NVMe (02).
+const NVME_CLASS: [u8; 3] = [0x02, 0x08, 0x01];
+/// Device path node type of the end node.
+const END_TYPE: u8 = 0x7f;
+
+/// The binding's version: above the firmware's NVMe driver (0x10), so that
+/// where both may bind, ours is asked first.
+const VERSION: u32 = 0x20;
+
+/// Installs the driver binding on `image` (the driver image's handle).
+pub fn install(image: Handle) -> Status {
+    let binding = Box::leak(Box::new(DriverBindingProtocol {
+        supported,
+        start,
+        stop,
+        version: VERSION,
+        image_handle: image,
+        driver_binding_handle: image,
+    }));
+    let mut handle = image;
+    // SAFETY: the binding is leaked: it lives as long as the image.
+    unsafe {
+        (efi::boot().install_protocol_interface)(
+            &mut handle,
+            &DriverBindingProtocol::GUID,
+            InterfaceType::NATIVE_INTERFACE,
+            (binding as *mut DriverBindingProtocol).cast::<c_void>(),
+        )
+    }
+}
+
+fn agent(this: *const DriverBindingProtocol) -> Handle {
+    // SAFETY: the firmware passes back the binding `install` published.
+    unsafe { (*this).driver_binding_handle }
+}
+
+fn open_pci(controller: Handle, agent: Handle) -> Result<PciIo, Status> {
+    let iface = efi::open(
+        controller,
+        &pci_io::GUID,
+        agent,
+        controller,
+        efi::OPEN_BY_DRIVER,
+    )?;
+    let iface = NonNull::new(iface).ok_or(Status::UNSUPPORTED)?;
+    // SAFETY: the firmware's PCI I/O instance, valid while we hold it open.
+    Ok(unsafe { PciIo::new(iface) })
+}
+
+unsafe extern "efiapi" fn supported(
+    this: *const DriverBindingProtocol,
+    controller: Handle,
+    _remaining: *const DevicePathProtocol,
+) -> Status {
+    let agent = agent(this);
+    // Opened BY_DRIVER: refused (ACCESS_DENIED) while another driver,
+    // the firmware's own NVMe driver say, holds the function.
+    let pci = match open_pci(controller, agent) {
+        Ok(pci) => pci,
+        Err(s) => return s,
+    };
+    let class = [
+        pci.config_read8(0x09),
+        pci.config_read8(0x0a),
+        pci.config_read8(0x0b),
+    ];
+    let _ = efi::close(controller, &pci_io::GUID, agent, controller);
+    if class == NVME_CLASS.map(Some) {
+        Status::SUCCESS
+    } else {
+        Status::UNSUPPORTED
+    }
+}
+
+/// The controller's device path, copied (with its end node).
+fn device_path(controller: Handle, agent: Handle) -> Result<Vec<u8>, Status> {
+    let path = efi::open(
+        controller,
+        &DEVICE_PATH_GUID,
+        agent,
+        controller,
+        efi::OPEN_GET,
+    )?
+    .cast::<u8>()
+    .cast_const();
+    let mut len = 0usize;
+    loop {
+        // SAFETY: a device path is a sequence of nodes, each with its length
+        // at bytes 2..4, ending with a node of type 0x7f.
+        let (kind, node_len) = unsafe {
+            let node = path.add(len);
+            (
+                *node,
+                u16::from_le_bytes([*node.add(2), *node.add(3)]) as usize,
+            )
+        };
+        if node_len < 4 {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        len += node_len;
+        if kind == END_TYPE {
+            break;
+        }
+    }
+    // SAFETY: the `len` bytes just walked.
+    Ok(unsafe { core::slice::from_raw_parts(path, len) }.to_vec())
+}
+
+unsafe extern "efiapi" fn start(
+    this: *const DriverBindingProtocol,
+    controller: Handle,
+    _remaining: *const DevicePathProtocol,
+) -> Status {
+    let agent = agent(this);
+    let pci = match open_pci(controller, agent) {
+        Ok(pci) => pci,
+        Err(s) => return s,
+    };
+    let fail = |s: Status| {
+        let _ = efi::close(controller, &pci_io::GUID, agent, controller);
+        s
+    };
+    let path = match device_path(controller, agent) {
+        Ok(p) => p,
+        Err(s) => return fail(s),
+    };
+    if let Some((seg, bus, dev, func)) = pci.location() {
+        say!("uefi: starting on {seg:04x}:{bus:02x}:{dev:02x}.{func}");
+    }
+    let device = efi::at_callback(|| Device::start(controller, agent, pci, &path));
+    let device = match device {
+        Ok(d) => Box::into_raw(d),
+        Err(s) => return fail(s),
+    };
+    let mut handle = controller;
+    // SAFETY: the tag points at the boxed device, uninstalled in `stop`
+    // before the device is freed.
+    let s = unsafe {
+        (efi::boot().install_protocol_interface)(
+            &mut handle,
+            &TAG_GUID,
+            InterfaceType::NATIVE_INTERFACE,
+            device.cast::<c_void>(),
+        )
+    };
+    if !s.is_success() {
+        // SAFETY: `device` came from `Box::into_raw` just above.
+        let mut device = unsafe { Box::from_raw(device) };
+        for ns in &mut device.namespaces {
+            let _ = ns.uninstall(controller, agent);
+        }
+        device.namespaces.clear();
+        device.stop();
+        return fail(s);
+    }
+    Status::SUCCESS
+}
+
+unsafe extern "efiapi" fn stop(
+    this: *const DriverBindingProtocol,
+    controller: Handle,
+    children: usize,
+    child_handles: *const Handle,
+) -> Status {
+    let agent = agent(this);
+    let device = match efi::open(controller, &TAG_GUID, agent, controller, efi::OPEN_GET) {
+        Ok(d) => d.cast::<Device>(),
+        Err(_) => return Status::DEVICE_ERROR,
+    };
+    efi::at_callback(|| {
+        // SAFETY: the tag points at the live device `start` made; at
+        // TPL_CALLBACK its tick does not run meanwhile.
+        let dev = unsafe { &mut *device };
+        if children > 0 {
+            // SAFETY: the firmware passes `children` handles.
+            let handles = unsafe { core::slice::from_raw_parts(child_handles, children) };
+            let mut all = Status::SUCCESS;
+            for &child in handles {
+                let Some(at) = dev.namespaces.iter().position(|n| n.handle == child) else {
+                    continue;
+                };
+                match dev.namespaces[at].uninstall(controller, agent) {
+                    Ok(()) => {
+                        dev.namespaces.remove(at);
+                    }
+                    Err(s) => {
+                        say!("uefi: namespace still in use: {s:?}");
+                        all = Status::DEVICE_ERROR;
+                    }
+                }
+            }
+            return all;
+        }
+        if !dev.namespaces.is_empty() {
+            return Status::DEVICE_ERROR;
+        }
+        // SAFETY: uninstalls the tag `start` installed.
+        let _ = unsafe {
+            (efi::boot().uninstall_protocol_interface)(
+                controller,
+                &TAG_GUID,
+                device.cast::<c_void>(),
+            )
+        };
+        // SAFETY: `device` came from `Box::into_raw` in `start`; nothing
+        // refers to it any more (tag and namespaces gone).
+        unsafe { Box::from_raw(device) }.stop();
+        let _ = efi::close(controller, &pci_io::GUID, agent, controller);
+        Status::SUCCESS
+    })
+}

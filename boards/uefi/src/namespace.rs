@@ -1,0 +1,270 @@
+//! One served namespace: its `EFI_BLOCK_IO_PROTOCOL`, its media and its
+//! device path (the controller's, then an NVMe namespace node).
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::ffi::c_void;
+
+use uefi_raw::protocol::block::{BlockIoMedia, BlockIoProtocol, Lba};
+use uefi_raw::{Boolean, Handle, Status};
+
+use crate::device::Device;
+use crate::efi;
+
+/// Device path node: Messaging (3), NVMe namespace (23), 16 bytes.
+const NVME_NODE: [u8; 4] = [3, 23, 16, 0];
+/// The end-of-path node.
+const END_NODE: [u8; 4] = [0x7f, 0xff, 4, 0];
+
+/// A served namespace. `block_io` comes first: the firmware hands its
+/// address back as `this`, and the namespace is found from it.
+#[repr(C)]
+pub struct Namespace {
+    block_io: BlockIoProtocol,
+    media: BlockIoMedia,
+    path: Vec<u8>,
+    /// The handle its protocols are installed on.
+    pub handle: Handle,
+    /// Its NVMe namespace ID.
+    pub nsid: u32,
+    device: *mut Device,
+}
+
+impl Namespace {
+    /// A namespace of `blocks` blocks of `block_size` bytes, under the
+    /// controller whose device path is `parent` (ending in its end node).
+    pub fn new(
+        device: *mut Device,
+        nsid: u32,
+        eui64: u64,
+        block_size: u32,
+        blocks: u64,
+        parent: &[u8],
+    ) -> Box<Self> {
+        let mut path = Vec::with_capacity(parent.len() + 16);
+        path.extend_from_slice(&parent[..parent.len() - END_NODE.len()]);
+        path.extend_from_slice(&NVME_NODE);
+        path.extend_from_slice(&nsid.to_le_bytes());
+        path.extend_from_slice(&eui64.to_le_bytes());
+        path.extend_from_slice(&END_NODE);
+        Box::new(Self {
+            block_io: BlockIoProtocol {
+                revision: BlockIoProtocol::REVISION_3,
+                media: core::ptr::null(),
+                reset,
+                read_blocks,
+                write_blocks,
+                flush_blocks,
+            },
+            media: BlockIoMedia {
+                media_id: 0,
+                removable_media: Boolean::FALSE,
+                media_present: Boolean::TRUE,
+                logical_partition: Boolean::FALSE,
+                read_only: Boolean::FALSE,
+                write_caching: Boolean::FALSE,
+                block_size,
+                io_align: 0,
+                last_block: blocks - 1,
+                lowest_aligned_lba: 0,
+                logical_blocks_per_physical_block: 1,
+                optimal_transfer_length_granularity: 0,
+            },
+            path,
+            handle: core::ptr::null_mut(),
+            nsid,
+            device,
+        })
+    }
+
+    /// Installs the device path, BlockIo and the driver's tag on a new
+    /// handle, and ties it to the controller's PCI I/O (BY_CHILD_CONTROLLER,
+    /// so that disconnecting the controller stops this child first).
+    pub fn install(&mut self, controller: Handle, agent: Handle) -> Result<(), Status> {
+        self.block_io.media = &self.media;
+        let me: *mut Namespace = self;
+        for (guid, iface) in [
+            (
+                &crate::DEVICE_PATH_GUID,
+                self.path.as_ptr().cast::<c_void>(),
+            ),
+            (&BlockIoProtocol::GUID, me.cast_const().cast()),
+            (&crate::TAG_GUID, me.cast_const().cast()),
+        ] {
+            // SAFETY: the interfaces live in this boxed namespace, which is
+            // freed only after `uninstall` succeeded.
+            let s = unsafe {
+                (efi::boot().install_protocol_interface)(
+                    &mut self.handle,
+                    guid,
+                    uefi_raw::table::boot::InterfaceType::NATIVE_INTERFACE,
+                    iface,
+                )
+            };
+            if !s.is_success() {
+                let _ = self.uninstall(controller, agent);
+                return Err(s);
+            }
+        }
+        efi::open(
+            controller,
+            &crate::pci_io::GUID,
+            agent,
+            self.handle,
+            efi::OPEN_BY_CHILD,
+        )
+        .map(|_| ())
+    }
+
+    /// Undoes [`Namespace::install`]; fails while someone still holds the
+    /// BlockIo (the namespace must then stay allocated).
+    pub fn uninstall(&mut self, controller: Handle, agent: Handle) -> Result<(), Status> {
+        if self.handle.is_null() {
+            return Ok(());
+        }
+        let _ = efi::close(controller, &crate::pci_io::GUID, agent, self.handle);
+        let me: *mut Namespace = self;
+        for (guid, iface) in [
+            (&crate::TAG_GUID, me.cast_const().cast::<c_void>()),
+            (&BlockIoProtocol::GUID, me.cast_const().cast()),
+            (&crate::DEVICE_PATH_GUID, self.path.as_ptr().cast()),
+        ] {
+            // SAFETY: uninstalls what `install` put on this handle.
+            let s = unsafe { (efi::boot().uninstall_protocol_interface)(self.handle, guid, iface) };
+            if !s.is_success() && s != Status::NOT_FOUND {
+                // Put the tie back so the firmware still sees the child.
+                let _ = efi::open(
+                    controller,
+                    &crate::pci_io::GUID,
+                    agent,
+                    self.handle,
+                    efi::OPEN_BY_CHILD,
+                );
+                return Err(s);
+            }
+        }
+        self.handle = core::ptr::null_mut();
+        Ok(())
+    }
+
+    /// Marks the medium gone: every later call fails with `EFI_NO_MEDIA`.
+    pub fn lose_media(&mut self) {
+        self.media.media_present = Boolean::FALSE;
+    }
+
+    fn check(&self, media_id: u32, lba: Lba, bytes: usize, buffer: bool) -> Result<u64, Status> {
+        if !bool::from(self.media.media_present) {
+            return Err(Status::NO_MEDIA);
+        }
+        if media_id != self.media.media_id {
+            return Err(Status::MEDIA_CHANGED);
+        }
+        if !buffer {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        let block = self.media.block_size as usize;
+        if !bytes.is_multiple_of(block) {
+            return Err(Status::BAD_BUFFER_SIZE);
+        }
+        let blocks = (bytes / block) as u64;
+        let end = lba.checked_add(blocks).ok_or(Status::INVALID_PARAMETER)?;
+        if end > self.media.last_block + 1 {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        Ok(blocks)
+    }
+}
+
+/// The namespace behind a BlockIo `this`.
+///
+/// # Safety
+/// `this` is the BlockIo of a live [`Namespace`] (the firmware passes back
+/// the interface it got from `install`).
+unsafe fn namespace<'a>(this: *const BlockIoProtocol) -> &'a Namespace {
+    // SAFETY: the caller's promise; `block_io` is the first field of the
+    // `repr(C)` namespace.
+    unsafe { &*this.cast::<Namespace>() }
+}
+
+/// The controller a namespace belongs to.
+///
+/// # Safety
+/// Callers run at TPL_CALLBACK (the driver's tick cannot run) and use no
+/// other reference to the device meanwhile; the device outlives its
+/// namespaces.
+unsafe fn device_of<'a>(ns: &Namespace) -> &'a mut Device {
+    // SAFETY: the caller's promise.
+    unsafe { &mut *ns.device }
+}
+
+unsafe extern "efiapi" fn reset(_this: *mut BlockIoProtocol, _extended: Boolean) -> Status {
+    // The controller recovers by itself (its tick resets it on a failure).
+    Status::SUCCESS
+}
+
+unsafe extern "efiapi" fn read_blocks(
+    this: *const BlockIoProtocol,
+    media_id: u32,
+    lba: Lba,
+    bytes: usize,
+    buffer: *mut c_void,
+) -> Status {
+    efi::at_callback(|| {
+        // SAFETY: the firmware calls with the interface we installed.
+        let ns = unsafe { namespace(this) };
+        if let Err(s) = ns.check(media_id, lba, bytes, !buffer.is_null()) {
+            return s;
+        }
+        let nsid = ns.nsid;
+        // SAFETY: at TPL_CALLBACK; `ns` is not used past this point.
+        let device = unsafe { device_of(ns) };
+        if bytes == 0 {
+            return Status::SUCCESS;
+        }
+        // SAFETY: the caller lends `bytes` writable bytes at `buffer`.
+        let out = unsafe { core::slice::from_raw_parts_mut(buffer.cast::<u8>(), bytes) };
+        let result = device.read(nsid, lba, out);
+        device.status_of(result)
+    })
+}
+
+unsafe extern "efiapi" fn write_blocks(
+    this: *mut BlockIoProtocol,
+    media_id: u32,
+    lba: Lba,
+    bytes: usize,
+    buffer: *const c_void,
+) -> Status {
+    efi::at_callback(|| {
+        // SAFETY: the firmware calls with the interface we installed.
+        let ns = unsafe { namespace(this) };
+        if let Err(s) = ns.check(media_id, lba, bytes, !buffer.is_null()) {
+            return s;
+        }
+        let nsid = ns.nsid;
+        // SAFETY: at TPL_CALLBACK; `ns` is not used past this point.
+        let device = unsafe { device_of(ns) };
+        if bytes == 0 {
+            return Status::SUCCESS;
+        }
+        // SAFETY: the caller lends `bytes` readable bytes at `buffer`.
+        let data = unsafe { core::slice::from_raw_parts(buffer.cast::<u8>(), bytes) };
+        let result = device.write(nsid, lba, data);
+        device.status_of(result)
+    })
+}
+
+unsafe extern "efiapi" fn flush_blocks(this: *mut BlockIoProtocol) -> Status {
+    efi::at_callback(|| {
+        // SAFETY: the firmware calls with the interface we installed.
+        let ns = unsafe { namespace(this) };
+        if !bool::from(ns.media.media_present) {
+            return Status::NO_MEDIA;
+        }
+        let nsid = ns.nsid;
+        // SAFETY: at TPL_CALLBACK; `ns` is not used past this point.
+        let device = unsafe { device_of(ns) };
+        let result = device.flush(nsid);
+        device.status_of(result)
+    })
+}
