@@ -118,8 +118,12 @@ fn disk(name: &str) -> Disk {
     }
 }
 
-/// A GPT disk with one FAT32 partition holding [`FILES`].
-fn make_disk(name: &str) -> Result<(), String> {
+/// Size of `LARGE.BIN` (pattern seed 4), read by `uefi/compare` (the
+/// application's `LARGE_BYTES`).
+const LARGE_BYTES: usize = 8 << 20;
+
+/// A GPT disk with one FAT32 partition holding [`FILES`] and `extra`.
+fn make_disk(name: &str, extra: &[(&str, usize, u32)]) -> Result<(), String> {
     let path = disk_path(name);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
@@ -134,6 +138,7 @@ fn make_disk(name: &str) -> Result<(), String> {
     file.set_len(DISK_BYTES).map_err(|e| e.to_string())?;
     let contents: Vec<(&str, Vec<u8>)> = FILES
         .iter()
+        .chain(extra)
         .map(|&(name, len, seed)| (name, fsimage::pattern(len, seed)))
         .collect();
     let files: Vec<(&str, &[u8])> = contents.iter().map(|(n, c)| (*n, &c[..])).collect();
@@ -143,11 +148,15 @@ fn make_disk(name: &str) -> Result<(), String> {
 }
 
 fn make_files() -> Result<(), String> {
-    make_disk("uefi-files")
+    make_disk("uefi-files", &[])
 }
 
 fn make_exit_boot() -> Result<(), String> {
-    make_disk("uefi-exit-boot")
+    make_disk("uefi-exit-boot", &[])
+}
+
+fn make_compare() -> Result<(), String> {
+    make_disk("uefi-compare", &[("LARGE.BIN", LARGE_BYTES, 4)])
 }
 
 /// After `uefi/files`: the host's own FAT reader finds `NEW.BIN` byte for
@@ -204,6 +213,14 @@ pub fn all() -> Vec<Scenario> {
         .expect("cc_en", "0")
         .expect("bus_master", "0")
         .expect("ebs_shutdown_status", "2"),
+        Scenario::new(
+            "uefi/compare",
+            "one file and the same blocks read through the firmware's NVMe driver, then ours",
+            machine(disk("uefi-compare")),
+            "scenario=compare",
+        )
+        .before(make_compare)
+        .expect("same_bytes", "1"),
     ]
 }
 

@@ -56,6 +56,8 @@ pub struct Device {
     pub blocks_read: u64,
     /// See `blocks_read`.
     pub blocks_written: u64,
+    /// Ticks the timer event ran.
+    ticks: u64,
 }
 
 impl Device {
@@ -97,6 +99,7 @@ impl Device {
             gone: false,
             blocks_read: 0,
             blocks_written: 0,
+            ticks: 0,
         });
         let start = clock::now();
         if let Err(e) = device.nvme.bring_up() {
@@ -189,11 +192,12 @@ impl Device {
         let start = clock::now();
         let result = self.nvme.detach();
         say!(
-            "uefi: detach {:?} in {} ms; {} blocks read, {} written through BlockIo",
+            "uefi: detach {:?} in {} ms; {} blocks read, {} written through BlockIo, {} ticks",
             result,
             (clock::now() - start).as_millis(),
             self.blocks_read,
-            self.blocks_written
+            self.blocks_written,
+            self.ticks
         );
         self.release();
     }
@@ -217,38 +221,118 @@ impl Device {
         );
     }
 
-    /// Reads `out.len()` bytes at `lba` of namespace `nsid`.
+    /// Reads `out.len()` bytes at `lba` of namespace `nsid`: straight into
+    /// the caller's buffer where the firmware maps it for the device,
+    /// through the bounce buffer otherwise.
     pub fn read(&mut self, nsid: u32, lba: u64, out: &mut [u8]) -> bare_nvme::Result<()> {
         let block = self.nvme.namespace(nsid)?.block_size() as usize;
-        let bounce = self.bounce.as_mut().ok_or(Error::NotReady)?;
-        let mut lba = lba;
-        for piece in out.chunks_mut(BOUNCE_BYTES) {
-            let view = bounce.view_mut(0..piece.len()).ok_or(Error::Internal {
-                what: "a piece larger than the bounce buffer",
-            })?;
-            self.nvme.read(nsid, lba, view)?;
-            piece.copy_from_slice(&bounce.as_slice()[..piece.len()]);
-            lba += (piece.len() / block) as u64;
-            self.blocks_read += (piece.len() / block) as u64;
+        let (mut lba, mut done) = (lba, 0);
+        while done < out.len() {
+            let rest = &mut out[done..];
+            let len = rest.len();
+            let n = match self.direct(
+                pci_io::MAP_DEVICE_WRITES,
+                nsid,
+                lba,
+                rest.as_mut_ptr(),
+                rest.len(),
+                block,
+            ) {
+                Some(result) => result?,
+                None => self.bounce_read(nsid, lba, &mut rest[..len.min(BOUNCE_BYTES)])?,
+            };
+            done += n;
+            lba += (n / block) as u64;
+            self.blocks_read += (n / block) as u64;
         }
         Ok(())
     }
 
-    /// Writes `data` at `lba` of namespace `nsid`.
+    /// Writes `data` at `lba` of namespace `nsid` (mapped like
+    /// [`Device::read`], or bounced).
     pub fn write(&mut self, nsid: u32, lba: u64, data: &[u8]) -> bare_nvme::Result<()> {
         let block = self.nvme.namespace(nsid)?.block_size() as usize;
-        let bounce = self.bounce.as_mut().ok_or(Error::NotReady)?;
-        let mut lba = lba;
-        for piece in data.chunks(BOUNCE_BYTES) {
-            bounce.as_mut_slice()[..piece.len()].copy_from_slice(piece);
-            let view = bounce.view(0..piece.len()).ok_or(Error::Internal {
-                what: "a piece larger than the bounce buffer",
-            })?;
-            self.nvme.write(nsid, lba, view)?;
-            lba += (piece.len() / block) as u64;
-            self.blocks_written += (piece.len() / block) as u64;
+        let (mut lba, mut done) = (lba, 0);
+        while done < data.len() {
+            let rest = &data[done..];
+            // The device only reads a buffer mapped this way.
+            let host = rest.as_ptr().cast_mut();
+            let n = match self.direct(pci_io::MAP_DEVICE_READS, nsid, lba, host, rest.len(), block)
+            {
+                Some(result) => result?,
+                None => self.bounce_write(nsid, lba, &rest[..rest.len().min(BOUNCE_BYTES)])?,
+            };
+            done += n;
+            lba += (n / block) as u64;
+            self.blocks_written += (n / block) as u64;
         }
         Ok(())
+    }
+
+    /// One transfer straight to or from the caller's memory: maps as much of
+    /// `len` bytes at `host` as the firmware will, moves the whole blocks of
+    /// it, unmaps. `None` when it cannot be mapped (or is not dword aligned,
+    /// as PRP entries must be): bounce instead.
+    fn direct(
+        &mut self,
+        op: u32,
+        nsid: u32,
+        lba: u64,
+        host: *mut u8,
+        len: usize,
+        block: usize,
+    ) -> Option<bare_nvme::Result<usize>> {
+        if host.align_offset(4) != 0 {
+            return None;
+        }
+        let host_nn = core::ptr::NonNull::new(host)?;
+        // SAFETY: the BlockIo caller lends these bytes for the call, which
+        // ends only after `unmap`.
+        let (device, mapped, mapping) = unsafe { self.pci.map(op, host, len) }?;
+        let n = mapped - mapped % block;
+        if n == 0 {
+            // SAFETY: nothing was given to the device.
+            unsafe { self.pci.unmap(mapping) };
+            return None;
+        }
+        // SAFETY: the mapping gives the device `n` bytes at `device`, the
+        // CPU's view of them at `host`; the region lives only for this
+        // transfer and is never given to `dma_free`.
+        let mut region = unsafe { DmaRegion::new(host_nn, bare_nvme::PhysAddr::new(device), n) };
+        let result = if op == pci_io::MAP_DEVICE_WRITES {
+            self.nvme.read(nsid, lba, &mut region)
+        } else {
+            self.nvme.write(nsid, lba, &region)
+        };
+        let stopped = result.is_ok()
+            || !matches!(self.nvme.state(), State::Removed | State::Failed)
+            || self.nvme.dma_stop().is_some();
+        if stopped {
+            // SAFETY: the command finished (or the device's DMA is stopped).
+            unsafe { self.pci.unmap(mapping) };
+        }
+        // Otherwise the mapping stays: the device might still write there.
+        Some(result.map(|()| n))
+    }
+
+    fn bounce_read(&mut self, nsid: u32, lba: u64, piece: &mut [u8]) -> bare_nvme::Result<usize> {
+        let bounce = self.bounce.as_mut().ok_or(Error::NotReady)?;
+        let view = bounce.view_mut(0..piece.len()).ok_or(Error::Internal {
+            what: "a piece larger than the bounce buffer",
+        })?;
+        self.nvme.read(nsid, lba, view)?;
+        piece.copy_from_slice(&bounce.as_slice()[..piece.len()]);
+        Ok(piece.len())
+    }
+
+    fn bounce_write(&mut self, nsid: u32, lba: u64, piece: &[u8]) -> bare_nvme::Result<usize> {
+        let bounce = self.bounce.as_mut().ok_or(Error::NotReady)?;
+        bounce.as_mut_slice()[..piece.len()].copy_from_slice(piece);
+        let view = bounce.view(0..piece.len()).ok_or(Error::Internal {
+            what: "a piece larger than the bounce buffer",
+        })?;
+        self.nvme.write(nsid, lba, view)?;
+        Ok(piece.len())
     }
 
     /// Makes the namespace's completed writes durable.
@@ -337,6 +421,7 @@ unsafe extern "efiapi" fn on_tick(_event: Event, ctx: *mut c_void) {
     if device.gone {
         return;
     }
+    device.ticks += 1;
     device.nvme.tick();
     device.notice_state();
 }

@@ -19,6 +19,12 @@ const WIDTH_U8: u32 = 0;
 /// `EfiPciIoOperationBusMasterCommonBuffer`: both CPU and device use the
 /// buffer for as long as it is mapped.
 const MAP_COMMON_BUFFER: u32 = 2;
+/// `EfiPciIoOperationBusMasterRead`: the device reads the buffer (a write
+/// to the disk).
+pub const MAP_DEVICE_READS: u32 = 0;
+/// `EfiPciIoOperationBusMasterWrite`: the device writes the buffer (a read
+/// from the disk).
+pub const MAP_DEVICE_WRITES: u32 = 1;
 /// `AllocateAnyPages`.
 const ALLOCATE_ANY_PAGES: u32 = 0;
 /// `EfiBootServicesData`.
@@ -269,6 +275,46 @@ impl PciIo {
             pages,
             mapping,
         })
+    }
+
+    /// Maps up to `len` bytes of a caller's buffer at `host` for one
+    /// transfer (`op`: [`MAP_DEVICE_READS`] or [`MAP_DEVICE_WRITES`]);
+    /// returns the device address, the bytes mapped (maybe fewer) and the
+    /// mapping token for [`PciIo::unmap`].
+    ///
+    /// # Safety
+    /// `host..host + len` stays valid and unused by the CPU until `unmap`.
+    pub unsafe fn map(
+        self,
+        op: u32,
+        host: *mut u8,
+        len: usize,
+    ) -> Option<(u64, usize, *mut c_void)> {
+        let mut bytes = len;
+        let mut device = 0u64;
+        let mut mapping = ptr::null_mut();
+        // SAFETY: the caller's promise on the buffer; valid out pointers.
+        let s = unsafe {
+            (self.table().map)(
+                self.this(),
+                op,
+                host.cast(),
+                &mut bytes,
+                &mut device,
+                &mut mapping,
+            )
+        };
+        (s.is_success() && bytes > 0).then_some((device, bytes, mapping))
+    }
+
+    /// Ends a mapping from [`PciIo::map`] (copying a bounce back, where the
+    /// firmware used one).
+    ///
+    /// # Safety
+    /// The device no longer reaches the buffer.
+    pub unsafe fn unmap(self, mapping: *mut c_void) {
+        // SAFETY: the caller's promise.
+        let _ = unsafe { (self.table().unmap)(self.this(), mapping) };
     }
 
     /// Unmaps and frees a buffer from [`PciIo::dma_alloc`].
