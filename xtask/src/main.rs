@@ -8,7 +8,7 @@
 //! cargo xtask fuzz [--ci] [--seconds N]         fuzz the driver against a lying device
 //! cargo xtask miri                            the unsafe layer under Miri
 //! cargo xtask layers                          no module imports one above it
-//! cargo xtask uefi [--echo] [NAME ...]       the UEFI board's scenarios under OVMF
+//! cargo xtask uefi [--echo] [--qemu-only] [NAME ...]  the UEFI board's checks and OVMF scenarios
 //! ```
 
 mod board;
@@ -48,7 +48,9 @@ usage: cargo xtask <command>
                                   cargo-fuzz); --ci: the short run of `test`
   miri                            the driver's unit tests and a sim test under Miri
   layers                          check that no module imports one above it (no build)
-  uefi [--echo] [NAME ...]        the UEFI board's scenarios (OVMF): build, boot, check
+  uefi [--echo] [--qemu-only] [NAME ...]
+                                  the UEFI board: fmt, clippy, its OVMF scenarios
+                                  (also run by test)
   list                            list the QEMU scenarios";
 
 fn main() -> ExitCode {

@@ -224,10 +224,54 @@ pub fn all() -> Vec<Scenario> {
     ]
 }
 
+/// The board crate's own format and lint checks (the driver's workspace
+/// excludes `boards/`): (stage name, cargo arguments).
+const CHECKS: [(&str, &[&str]); 2] = [
+    ("fmt board uefi", &["fmt", "--", "--check"]),
+    (
+        "clippy board uefi",
+        &[
+            "clippy",
+            "--release",
+            "--quiet",
+            "--target",
+            TARGET,
+            "--",
+            "-D",
+            "warnings",
+        ],
+    ),
+];
+
+/// Runs [`CHECKS`], one line each; returns (passed, failed).
+fn checks() -> (usize, usize) {
+    let (mut passed, mut failed) = (0, 0);
+    for (name, args) in CHECKS {
+        let start = Instant::now();
+        let ok = Command::new(paths::cargo())
+            .args(args)
+            .current_dir(crate_dir())
+            .status()
+            .is_ok_and(|s| s.success());
+        let verdict = if ok { "ok  " } else { "FAIL" };
+        println!(
+            "{verdict} {name:<24} {:.3} s",
+            start.elapsed().as_secs_f64()
+        );
+        if ok {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    (passed, failed)
+}
+
 /// Builds the images and runs the scenarios whose names contain one of
 /// `filters` (all without filters), printing one line each (and the
-/// serial tail of a failure). Returns (passed, failed).
-pub fn test(filters: &[&String], echo: bool) -> (usize, usize) {
+/// serial tail of a failure), after the crate's format and lint checks
+/// when `host_checks`. Returns (passed, failed).
+pub fn test(filters: &[&String], host_checks: bool, echo: bool) -> (usize, usize) {
     let planned: Vec<Scenario> = all()
         .into_iter()
         .filter(|s| filters.is_empty() || filters.iter().any(|f| s.name.contains(f.as_str())))
@@ -235,6 +279,7 @@ pub fn test(filters: &[&String], echo: bool) -> (usize, usize) {
     if planned.is_empty() {
         return (0, 0);
     }
+    let (mut passed, mut failed) = if host_checks { checks() } else { (0, 0) };
     let start = Instant::now();
     let app = ensure().and_then(|()| build());
     let verdict = if app.is_ok() { "ok  " } else { "FAIL" };
@@ -247,10 +292,10 @@ pub fn test(filters: &[&String], echo: bool) -> (usize, usize) {
         Ok(app) => app,
         Err(e) => {
             println!("     {e}; {} UEFI scenarios not run", planned.len());
-            return (0, planned.len() + 1);
+            return (passed, failed + planned.len() + 1);
         }
     };
-    let (mut passed, mut failed) = (1, 0);
+    passed += 1;
     for s in &planned {
         let report = scenario::run(s, &app, echo, &[]);
         let verdict = if report.passed() { "ok  " } else { "FAIL" };
@@ -270,11 +315,12 @@ pub fn test(filters: &[&String], echo: bool) -> (usize, usize) {
     (passed, failed)
 }
 
-/// `cargo xtask uefi [--echo] [NAME ...]`.
+/// `cargo xtask uefi [--echo] [--qemu-only] [NAME ...]`.
 pub fn main(args: &[String]) -> Result<(), String> {
     let echo = args.iter().any(|a| a == "--echo");
+    let qemu_only = args.iter().any(|a| a == "--qemu-only");
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
-    let (passed, failed) = test(&filters, echo);
+    let (passed, failed) = test(&filters, !qemu_only, echo);
     println!("{passed} passed, {failed} failed");
     if failed == 0 {
         Ok(())

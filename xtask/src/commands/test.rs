@@ -178,6 +178,11 @@ pub fn main(args: &[String]) -> Result<(), String> {
     for board in boards {
         run_board(board, &filters, cpus, &mut tally);
     }
+    if board.is_none_or(|b| b == Board::X86_64) {
+        let (passed, failed) = crate::uefi::test(&filters, !qemu_only, false);
+        tally.passed += passed;
+        tally.failed += failed;
+    }
     for recap in &tally.recaps {
         print!("{recap}");
     }
