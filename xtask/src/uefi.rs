@@ -155,6 +155,10 @@ fn make_exit_boot() -> Result<(), String> {
     make_disk("uefi-exit-boot", &[])
 }
 
+fn make_pull() -> Result<(), String> {
+    make_disk("uefi-pull", &[("LARGE.BIN", LARGE_BYTES, 4)])
+}
+
 fn make_compare() -> Result<(), String> {
     make_disk("uefi-compare", &[("LARGE.BIN", LARGE_BYTES, 4)])
 }
@@ -221,6 +225,17 @@ pub fn all() -> Vec<Scenario> {
         )
         .before(make_compare)
         .expect("same_bytes", "1"),
+        Scenario::new(
+            "uefi/pull",
+            "the controller vanishes while the firmware's FAT driver reads a file: the error reaches the caller, then NO_MEDIA, disconnect frees everything",
+            machine(disk("uefi-pull")),
+            "scenario=pull",
+        )
+        .before(make_pull)
+        .expect("after_status", "NO_MEDIA")
+        .expect("disconnected", "1")
+        .expect("fs_gone", "1")
+        .expect("dma_buffers_held", "0"),
     ]
 }
 
@@ -297,7 +312,18 @@ pub fn test(filters: &[&String], host_checks: bool, echo: bool) -> (usize, usize
     };
     passed += 1;
     for s in &planned {
-        let report = scenario::run(s, &app, echo, &[]);
+        let mut report = scenario::run(s, &app, echo, &[]);
+        if report.qemu_crashed {
+            // QEMU 7.2 occasionally crashes while it deletes a device that
+            // has requests in flight (as `test` says for the other boards);
+            // one retry, said aloud.
+            println!(
+                "note qemu {:<26} {}; retrying once",
+                report.name,
+                report.failure.as_deref().unwrap_or("QEMU crashed")
+            );
+            report = scenario::run(s, &app, echo, &[]);
+        }
         let verdict = if report.passed() { "ok  " } else { "FAIL" };
         println!(
             "{verdict} qemu {:<26} {:.1} s",

@@ -215,10 +215,9 @@ impl Device {
             }
         }
         let _ = self.pci.attributes(AttrOp::Set, self.original_attributes);
-        say!(
-            "uefi: {} DMA buffers still held",
-            self.nvme.platform().outstanding()
-        );
+        let held = self.nvme.platform().outstanding();
+        say!("uefi: {held} DMA buffers still held");
+        say!("@@RESULT dma_buffers_held={held}");
     }
 
     /// Reads `out.len()` bytes at `lba` of namespace `nsid`: straight into

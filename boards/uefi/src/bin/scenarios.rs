@@ -51,6 +51,7 @@ fn main() -> Status {
         "files" => files(),
         "exit-boot" => exit_boot(),
         "compare" => compare(),
+        "pull" => pull(),
         other => Err(format!("unknown scenario {other}")),
     };
     match outcome {
@@ -389,14 +390,39 @@ fn mmio_read32(bar: u64, offset: usize) -> u32 {
     regs.read32(offset)
 }
 
-/// A configuration word through the legacy CF8/CFC mechanism (the firmware's
-/// PCI I/O is gone after ExitBootServices).
-fn config_read16(bus: u8, dev: u8, func: u8, offset: u8) -> u16 {
-    let address = 0x8000_0000u32
+/// The CF8 address of a configuration dword.
+fn config_address(bus: u8, dev: u8, func: u8, offset: u8) -> u32 {
+    0x8000_0000u32
         | (u32::from(bus) << 16)
         | (u32::from(dev) << 11)
         | (u32::from(func) << 8)
-        | u32::from(offset & 0xfc);
+        | u32::from(offset & 0xfc)
+}
+
+/// Writes a configuration word through CF8/CFC (the pull's Slot Control
+/// write goes to a root port this application holds no PCI I/O for).
+fn config_write16(bus: u8, dev: u8, func: u8, offset: u8, value: u16) {
+    let address = config_address(bus, dev, func, offset);
+    let port = 0xcfcu16 + u16::from(offset & 2);
+    efi::at_callback(|| {
+        // SAFETY: the PCI configuration ports of q35; one word written (a
+        // word, so the RW1C Slot Status beside Slot Control is untouched).
+        unsafe {
+            core::arch::asm!("out dx, eax", in("dx") 0xcf8u16, in("eax") address, options(nomem, nostack));
+            core::arch::asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack));
+        }
+    });
+}
+
+/// A configuration byte through CF8/CFC.
+fn config_read8(bus: u8, dev: u8, func: u8, offset: u8) -> u8 {
+    (config_read16(bus, dev, func, offset & !1) >> ((offset & 1) * 8)) as u8
+}
+
+/// A configuration word through the legacy CF8/CFC mechanism (the firmware's
+/// PCI I/O is gone after ExitBootServices).
+fn config_read16(bus: u8, dev: u8, func: u8, offset: u8) -> u16 {
+    let address = config_address(bus, dev, func, offset);
     let value: u32;
     // SAFETY: the PCI configuration ports of q35; one dword read.
     unsafe {
@@ -561,4 +587,154 @@ fn compare() -> Outcome {
         "@@RESULT fw_fs_mibs={fw_fs} fw_raw_mibs={fw_raw} ours_fs_mibs={our_fs} ours_raw_mibs={our_raw} same_bytes=1"
     );
     Ok(())
+}
+
+/// Slot Control: power controller off, power indicator off, attention
+/// indicator off. QEMU deletes the device on this write: a surprise
+/// removal, as the bare-metal boards' hand does it.
+const SLOT_REMOVE: u16 = 0x07c0;
+/// The PCI Express capability ID.
+const CAP_PCIE: u8 = 0x10;
+
+/// The root port (on bus 0) whose secondary bus is `bus`, and the offset of
+/// its Slot Control register.
+fn root_port_of(bus: u8) -> Option<(u8, u16)> {
+    (0..32u8).find_map(|dev| {
+        let header = config_read8(0, dev, 0, 0x0e);
+        if config_read16(0, dev, 0, 0) == u16::MAX || header & 0x7f != 1 {
+            return None;
+        }
+        if config_read8(0, dev, 0, 0x19) != bus {
+            return None;
+        }
+        let mut cap = config_read8(0, dev, 0, 0x34) & 0xfc;
+        for _ in 0..48 {
+            if cap == 0 {
+                return None;
+            }
+            if config_read8(0, dev, 0, cap) == CAP_PCIE {
+                return Some((dev, u16::from(cap) + 0x18));
+            }
+            cap = config_read8(0, dev, 0, cap + 1) & 0xfc;
+        }
+        None
+    })
+}
+
+/// Bytes per file read in `uefi/pull`, and reads before the pull.
+const PULL_CHUNK: usize = 256 << 10;
+const READS_BEFORE_PULL: usize = 4;
+
+/// `uefi/pull`: the controller vanishes (its root port's slot powered off,
+/// QEMU deletes it) while the firmware's FAT driver reads a file through
+/// our BlockIo: the read fails with an error instead of hanging, later
+/// calls say `EFI_NO_MEDIA`, and disconnecting the controller removes our
+/// protocols and returns every DMA buffer.
+fn pull() -> Outcome {
+    let driver = load_driver()?;
+    let functions = hand_over(driver)?;
+    let (h, pci) = functions[0];
+    let (_, bus, _, _) = pci.location().ok_or("no PCI location")?;
+    let (port, slot_control) =
+        root_port_of(bus as u8).ok_or("no root port above the controller")?;
+    say!("uefi: controller behind root port 00:{port:02x}.0");
+    let fs = our_file_system()?;
+    let mut sfs = boot::open_protocol_exclusive::<SimpleFileSystem>(fs)
+        .map_err(|e| format!("SimpleFileSystem: {e:?}"))?;
+    let mut root = sfs
+        .open_volume()
+        .map_err(|e| format!("OpenVolume: {e:?}"))?;
+    let file = root
+        .open(cstr16!("LARGE.BIN"), FileMode::Read, FileAttribute::empty())
+        .map_err(|e| format!("open LARGE.BIN: {e:?}"))?;
+    let mut file = file.into_regular_file().ok_or("LARGE.BIN is a directory")?;
+    let mut chunk = vec![0u8; PULL_CHUNK];
+    let mut offset = 0usize;
+    let mut pulled_at = None;
+    let error = loop {
+        if offset == READS_BEFORE_PULL * PULL_CHUNK && pulled_at.is_none() {
+            say!("uefi: pulling the controller after {offset} bytes");
+            config_write16(0, port, 0, slot_control as u8, SLOT_REMOVE);
+            pulled_at = Some(clock::now());
+        }
+        match file.read(&mut chunk) {
+            Ok(0) => return Err("the whole file was read after the pull".into()),
+            Ok(n) => {
+                if chunk[..n]
+                    .iter()
+                    .enumerate()
+                    .any(|(i, &b)| b != pattern_byte((offset + i) as u64, 4))
+                {
+                    return Err(format!("LARGE.BIN differs near byte {offset}"));
+                }
+                offset += n;
+            }
+            Err(e) => break e.status(),
+        }
+    };
+    let pulled_at = pulled_at.ok_or("the read failed before the pull")?;
+    let error_us = (clock::now() - pulled_at).as_micros();
+    say!("uefi: the file read failed {error_us} us after the pull: {error:?}, {offset} bytes read");
+    drop(file);
+    root.close();
+    drop(sfs);
+    // A later BlockIo call on the namespace: the media is gone.
+    let after = namespace_read_status()?;
+    say!("uefi: a BlockIo read after the failure: {after:?}");
+    let start = clock::now();
+    let disconnect = boot::disconnect_controller(h, None, None);
+    let disconnect_ms = (clock::now() - start).as_millis();
+    say!("uefi: disconnect {disconnect:?} in {disconnect_ms} ms");
+    let gone = our_file_system().is_err();
+    let name = |s: Status| match s {
+        Status::DEVICE_ERROR => "DEVICE_ERROR",
+        Status::NO_MEDIA => "NO_MEDIA",
+        _ => "other",
+    };
+    say!(
+        "@@RESULT pull_error={} after_status={} disconnected={} fs_gone={}",
+        name(error),
+        name(after),
+        u8::from(disconnect.is_ok()),
+        u8::from(gone)
+    );
+    if error != Status::DEVICE_ERROR && error != Status::NO_MEDIA {
+        return Err(format!("the read failed with {error:?}"));
+    }
+    Ok(())
+}
+
+/// The status of a one-block read through our namespace's BlockIo.
+fn namespace_read_status() -> Result<Status, String> {
+    let handles = boot::locate_handle_buffer(SearchType::ByProtocol(&TAG_GUID))
+        .map_err(|e| format!("no handle of ours: {e:?}"))?;
+    let me = boot::image_handle().as_ptr();
+    let block_io_guid = uefi_raw::protocol::block::BlockIoProtocol::GUID;
+    for &h in handles.iter() {
+        let Ok(bio) = efi::open(
+            h.as_ptr(),
+            &block_io_guid,
+            me,
+            ptr::null_mut(),
+            efi::OPEN_GET,
+        ) else {
+            continue;
+        };
+        let bio = bio.cast::<uefi_raw::protocol::block::BlockIoProtocol>();
+        let mut block = [0u8; 4096];
+        // SAFETY: our BlockIo instance and its media; the buffer holds a
+        // block of any size this driver serves (512 or 4096).
+        let s = unsafe {
+            let media = &*(*bio).media;
+            ((*bio).read_blocks)(
+                bio,
+                media.media_id,
+                0,
+                media.block_size as usize,
+                block.as_mut_ptr().cast(),
+            )
+        };
+        return Ok(s);
+    }
+    Err("no namespace of ours".into())
 }
