@@ -51,14 +51,8 @@ fn agent(this: *const DriverBindingProtocol) -> Handle {
     unsafe { (*this).driver_binding_handle }
 }
 
-fn open_pci(controller: Handle, agent: Handle) -> Result<PciIo, Status> {
-    let iface = efi::open(
-        controller,
-        &pci_io::GUID,
-        agent,
-        controller,
-        efi::OPEN_BY_DRIVER,
-    )?;
+fn open_pci(controller: Handle, agent: Handle, attributes: u32) -> Result<PciIo, Status> {
+    let iface = efi::open(controller, &pci_io::GUID, agent, controller, attributes)?;
     let iface = NonNull::new(iface).ok_or(Status::UNSUPPORTED)?;
     // SAFETY: the firmware's PCI I/O instance, valid while we hold it open.
     Ok(unsafe { PciIo::new(iface) })
@@ -70,10 +64,15 @@ unsafe extern "efiapi" fn supported(
     _remaining: *const DevicePathProtocol,
 ) -> Status {
     let agent = agent(this);
-    // Opened BY_DRIVER: refused (ACCESS_DENIED) while another driver,
-    // the firmware's own NVMe driver say, holds the function.
-    let pci = match open_pci(controller, agent) {
-        Ok(pci) => pci,
+    // BY_DRIVER first: ALREADY_STARTED when this driver holds the function.
+    // ACCESS_DENIED when another driver does (the firmware's NVMe driver):
+    // this one takes it over in `start`, so look with GET_PROTOCOL instead.
+    let (pci, claimed) = match open_pci(controller, agent, efi::OPEN_BY_DRIVER) {
+        Ok(pci) => (pci, true),
+        Err(Status::ACCESS_DENIED) => match open_pci(controller, agent, efi::OPEN_GET) {
+            Ok(pci) => (pci, false),
+            Err(s) => return s,
+        },
         Err(s) => return s,
     };
     let class = [
@@ -81,7 +80,9 @@ unsafe extern "efiapi" fn supported(
         pci.config_read8(0x0a),
         pci.config_read8(0x0b),
     ];
-    let _ = efi::close(controller, &pci_io::GUID, agent, controller);
+    if claimed {
+        let _ = efi::close(controller, &pci_io::GUID, agent, controller);
+    }
     if class == NVME_CLASS.map(Some) {
         Status::SUCCESS
     } else {
@@ -129,9 +130,15 @@ unsafe extern "efiapi" fn start(
     _remaining: *const DevicePathProtocol,
 ) -> Status {
     let agent = agent(this);
-    let pci = match open_pci(controller, agent) {
+    // EXCLUSIVE: the firmware disconnects the driver that holds the
+    // function (its own NVMe driver, and the partition and FAT drivers on
+    // its namespaces) before granting it; ACCESS_DENIED if one refuses.
+    let pci = match open_pci(controller, agent, efi::OPEN_BY_DRIVER | efi::OPEN_EXCLUSIVE) {
         Ok(pci) => pci,
-        Err(s) => return s,
+        Err(s) => {
+            say!("uefi: the function is not free: {s:?}");
+            return s;
+        }
     };
     let fail = |s: Status| {
         let _ = efi::close(controller, &pci_io::GUID, agent, controller);

@@ -13,6 +13,9 @@ pub const OPEN_GET: u32 = 0x02;
 pub const OPEN_BY_CHILD: u32 = 0x08;
 /// `EFI_OPEN_PROTOCOL_BY_DRIVER`: the driver's claim on a controller.
 pub const OPEN_BY_DRIVER: u32 = 0x10;
+/// `EFI_OPEN_PROTOCOL_EXCLUSIVE`: with BY_DRIVER, the firmware first
+/// disconnects every other driver that holds the protocol.
+pub const OPEN_EXCLUSIVE: u32 = 0x20;
 
 /// The boot services table. Only called while boot services exist (every
 /// caller runs from a firmware entry point before ExitBootServices, or from

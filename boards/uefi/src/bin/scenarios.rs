@@ -150,37 +150,31 @@ fn nvme_functions() -> Vec<(Handle, PciIo)> {
     found
 }
 
-/// Takes every NVMe function from the firmware's driver and gives it to
-/// ours (disconnect, then connect naming our driver first, recursively so
-/// the partition and FAT drivers bind on our namespaces).
+/// Gives every NVMe function to our driver: `ConnectController` naming it
+/// first, recursively so the partition and FAT drivers bind on our
+/// namespaces. Its `Start` takes the function from the firmware's NVMe
+/// driver (an exclusive open: the firmware disconnects that driver first).
 fn hand_over(driver: Handle) -> Result<Vec<(Handle, PciIo)>, String> {
     let functions = nvme_functions();
     if functions.is_empty() {
         return Err("no NVMe function".into());
     }
+    let me = boot::image_handle().as_ptr();
     for &(h, _) in &functions {
-        say!(
-            "uefi: {} driver(s) hold the controller before the hand-over",
-            drivers_holding(h)
-        );
+        let before = drivers_holding(h);
         let start = clock::now();
-        let _ = boot::disconnect_controller(h, None, None);
         boot::connect_controller(h, &[Some(driver), None], None, true)
             .map_err(|e| format!("ConnectController: {e:?}"))?;
         say!(
-            "uefi: controller handed over in {} ms",
-            (clock::now() - start).as_millis()
+            "uefi: controller handed over in {} ms ({before} driver(s) held it before, {} after)",
+            (clock::now() - start).as_millis(),
+            drivers_holding(h)
         );
-        if efi::open(
-            h.as_ptr(),
-            &TAG_GUID,
-            boot::image_handle().as_ptr(),
-            ptr::null_mut(),
-            efi::OPEN_GET,
-        )
-        .is_err()
-        {
+        if efi::open(h.as_ptr(), &TAG_GUID, me, ptr::null_mut(), efi::OPEN_GET).is_err() {
             return Err("the controller is not ours after connecting".into());
+        }
+        if drivers_holding(h) != 1 {
+            return Err("another driver still holds the controller".into());
         }
     }
     Ok(functions)
