@@ -8,7 +8,7 @@
 //! cargo xtask fuzz [--ci] [--seconds N]         fuzz the driver against a lying device
 //! cargo xtask miri                            the unsafe layer under Miri
 //! cargo xtask layers                          no module imports one above it
-//! cargo xtask uefi [--echo] [--qemu-only] [NAME ...]  the UEFI board's checks and OVMF scenarios
+//! cargo xtask uefi [--board B] [--echo] [--qemu-only] [NAME ...]  the UEFI board under OVMF / AAVMF
 //! ```
 
 mod board;
@@ -49,8 +49,8 @@ usage: cargo xtask <command>
   miri                            the driver's unit tests and a sim test under Miri
   layers                          check that no module imports one above it (no build)
   uefi [--echo] [--qemu-only] [NAME ...]
-                                  the UEFI board: fmt, clippy, its OVMF scenarios
-                                  (also run by test)
+                                  the UEFI board: fmt, clippy, its scenarios under OVMF
+                                  and AAVMF (also run by test; takes --board)
   list                            list the QEMU scenarios";
 
 fn main() -> ExitCode {

@@ -175,14 +175,13 @@ pub fn main(args: &[String]) -> Result<(), String> {
         }
     }
 
+    let uefi_arches = crate::uefi::arches_for(&boards);
     for board in boards {
         run_board(board, &filters, cpus, &mut tally);
     }
-    if board.is_none_or(|b| b == Board::X86_64) {
-        let (passed, failed) = crate::uefi::test(&filters, !qemu_only, false);
-        tally.passed += passed;
-        tally.failed += failed;
-    }
+    let (passed, failed) = crate::uefi::test(&uefi_arches, &filters, !qemu_only, false);
+    tally.passed += passed;
+    tally.failed += failed;
     for recap in &tally.recaps {
         print!("{recap}");
     }
