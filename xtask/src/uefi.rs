@@ -208,11 +208,48 @@ fn make_files_aarch64() -> Result<(), String> {
 fn make_compare_aarch64() -> Result<(), String> {
     make_disk("aarch64-uefi-compare", &LARGE)
 }
+fn make_async() -> Result<(), String> {
+    make_disk("uefi-async", &[])
+}
+fn make_async_aarch64() -> Result<(), String> {
+    make_disk("aarch64-uefi-async", &[])
+}
+fn check_async() -> Result<(), String> {
+    check_async_blocks("uefi-async")
+}
+fn check_async_aarch64() -> Result<(), String> {
+    check_async_blocks("aarch64-uefi-async")
+}
 fn check_files() -> Result<(), String> {
     check_new_file("uefi-files")
 }
 fn check_files_aarch64() -> Result<(), String> {
     check_new_file("aarch64-uefi-files")
+}
+
+/// Where `async` writes (the application's `ASYNC_LBA`, past the FAT
+/// partition), how much, and the pattern seed.
+const ASYNC_OFFSET: u64 = 80_000 * fsimage::BLOCK;
+const ASYNC_BYTES: usize = 8 << 20;
+const ASYNC_SEED: u32 = 5;
+
+/// After an `async` run: the blocks the BlockIo2 writes covered hold the
+/// pattern, on the image itself.
+fn check_async_blocks(name: &str) -> Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let path = disk_path(name);
+    let mut file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut data = vec![0u8; ASYNC_BYTES];
+    file.seek(SeekFrom::Start(ASYNC_OFFSET))
+        .and_then(|_| file.read_exact(&mut data))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let want = fsimage::pattern(ASYNC_BYTES, ASYNC_SEED);
+    match data.iter().zip(&want).position(|(a, b)| a != b) {
+        Some(at) => Err(format!(
+            "byte {at} of the BlockIo2 writes differs on the image"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// After a `files` run: the host's own FAT reader finds `NEW.BIN` byte for
@@ -270,6 +307,8 @@ pub fn scenarios(arch: Arch) -> Vec<Scenario> {
     let files =
         "the firmware's FAT driver on our BlockIo reads the host's files and writes NEW.BIN";
     let compare = "one file and the same blocks read through the firmware's NVMe driver, then ours";
+    let asynchronous = "eight 1 MiB BlockIo2 writes, then reads, in flight at once and \
+                        completed from the tick; the host checks the blocks";
     let new_bytes = NEW_BYTES.to_string();
     if arch == AARCH64 {
         return vec![
@@ -281,6 +320,11 @@ pub fn scenarios(arch: Arch) -> Vec<Scenario> {
             scenario(arch, "compare", compare)
                 .before(make_compare_aarch64)
                 .expect("same_bytes", "1"),
+            scenario(arch, "async", asynchronous)
+                .before(make_async_aarch64)
+                .after(check_async_aarch64)
+                .expect("async_ok", "1")
+                .expect("dma_buffers_held", "0"),
         ];
     }
     vec![
@@ -301,6 +345,11 @@ pub fn scenarios(arch: Arch) -> Vec<Scenario> {
         scenario(arch, "compare", compare)
             .before(make_compare)
             .expect("same_bytes", "1"),
+        scenario(arch, "async", asynchronous)
+            .before(make_async)
+            .after(check_async)
+            .expect("async_ok", "1")
+            .expect("dma_buffers_held", "0"),
         scenario(
             arch,
             "pull",

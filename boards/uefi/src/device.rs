@@ -16,6 +16,7 @@ use crate::link::PciIoLink;
 use crate::namespace::Namespace;
 use crate::pci_io::{self, AttrOp, PciIo};
 use crate::platform::{Bar0, UefiPlatform};
+use crate::requests::{Request, Requests};
 use crate::{clock, efi, say};
 
 /// The controller as this driver runs it: one I/O queue of up to 64 entries
@@ -58,6 +59,10 @@ pub struct Device {
     pub blocks_written: u64,
     /// Ticks the timer event ran.
     ticks: u64,
+    /// BlockIo2 requests in flight.
+    requests: Requests,
+    /// BlockIo2 requests completed from the tick.
+    pub requests_completed: u64,
 }
 
 impl Device {
@@ -100,6 +105,8 @@ impl Device {
             blocks_read: 0,
             blocks_written: 0,
             ticks: 0,
+            requests: Requests::default(),
+            requests_completed: 0,
         });
         let start = clock::now();
         if let Err(e) = device.nvme.bring_up() {
@@ -191,13 +198,18 @@ impl Device {
         self.exit_boot = ptr::null_mut();
         let start = clock::now();
         let result = self.nvme.detach();
+        // Detached: every command completed or was aborted; the requests
+        // still here complete now.
+        self.requests.reap(&mut self.nvme);
+        self.requests.finish(self.pci, true);
         say!(
-            "uefi: detach {:?} in {} ms; {} blocks read, {} written through BlockIo, {} ticks",
+            "uefi: detach {:?} in {} ms; {} blocks read, {} written through BlockIo, {} ticks, {} BlockIo2 requests completed from the tick",
             result,
             (clock::now() - start).as_millis(),
             self.blocks_read,
             self.blocks_written,
-            self.ticks
+            self.ticks,
+            self.requests_completed
         );
         self.release();
     }
@@ -334,6 +346,73 @@ impl Device {
         Ok(piece.len())
     }
 
+    /// Starts a BlockIo2 request on the caller's buffer (mapped whole for
+    /// the device); `None` when it cannot be mapped whole (or is not dword
+    /// aligned): the caller then does it synchronously.
+    ///
+    /// # Safety
+    /// `token` is the caller's valid token with an event, and `bytes` bytes
+    /// at `buffer` are lent until that event is signalled.
+    pub unsafe fn start_request(
+        &mut self,
+        nsid: u32,
+        lba: u64,
+        token: *mut uefi_raw::protocol::block::BlockIo2Token,
+        bytes: usize,
+        buffer: *mut u8,
+        write: bool,
+    ) -> Option<Status> {
+        let block = self.nvme.namespace(nsid).ok()?.block_size() as usize;
+        if buffer.align_offset(4) != 0 {
+            return None;
+        }
+        let host = core::ptr::NonNull::new(buffer)?;
+        let op = if write {
+            pci_io::MAP_DEVICE_READS
+        } else {
+            pci_io::MAP_DEVICE_WRITES
+        };
+        // SAFETY: the caller lends the buffer until the token's event is
+        // signalled, which happens after `unmap`.
+        let (device, mapped, mapping) = unsafe { self.pci.map(op, buffer, bytes) }?;
+        if mapped != bytes {
+            // SAFETY: nothing was given to the device.
+            unsafe { self.pci.unmap(mapping) };
+            return None;
+        }
+        let request = Request::new(token, nsid, lba, block, write, host, device, bytes, mapping);
+        self.requests.start(&mut self.nvme, request);
+        Some(Status::SUCCESS)
+    }
+
+    /// Waits (ticking) until no BlockIo2 request is in flight, then flushes.
+    pub fn flush_after_requests(&mut self, nsid: u32) -> bare_nvme::Result<()> {
+        let deadline = clock::now() + Duration::from_secs(30);
+        while !self.requests.is_empty() {
+            if clock::now() > deadline {
+                return Err(Error::Timeout {
+                    what: bare_nvme::Wait::IoCommand,
+                    after_ms: 30_000,
+                });
+            }
+            self.service();
+        }
+        self.flush(nsid)
+    }
+
+    /// One round of the tick's work: the controller's tick, then the
+    /// BlockIo2 requests (completions taken, next pieces submitted, finished
+    /// ones signalled).
+    fn service(&mut self) {
+        self.nvme.tick();
+        self.requests.reap(&mut self.nvme);
+        self.requests.pump(&mut self.nvme);
+        let before = self.requests.len();
+        self.requests.finish(self.pci, false);
+        self.requests_completed += (before - self.requests.len()) as u64;
+        self.notice_state();
+    }
+
     /// Makes the namespace's completed writes durable.
     pub fn flush(&mut self, nsid: u32) -> bare_nvme::Result<()> {
         self.nvme.flush(nsid)
@@ -421,8 +500,7 @@ unsafe extern "efiapi" fn on_tick(_event: Event, ctx: *mut c_void) {
         return;
     }
     device.ticks += 1;
-    device.nvme.tick();
-    device.notice_state();
+    device.service();
 }
 
 /// ExitBootServices: the OS loader owns memory from now on; the controller

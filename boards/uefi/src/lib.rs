@@ -20,6 +20,7 @@ pub mod link;
 pub mod namespace;
 pub mod pci_io;
 pub mod platform;
+pub mod requests;
 
 use uefi_raw::{guid, Guid};
 

@@ -1,11 +1,14 @@
-//! One served namespace: its `EFI_BLOCK_IO_PROTOCOL`, its media and its
-//! device path (the controller's, then an NVMe namespace node).
+//! One served namespace: its `EFI_BLOCK_IO_PROTOCOL` and
+//! `EFI_BLOCK_IO2_PROTOCOL`, its media and its device path (the
+//! controller's, then an NVMe namespace node).
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::ffi::c_void;
 
-use uefi_raw::protocol::block::{BlockIoMedia, BlockIoProtocol, Lba};
+use uefi_raw::protocol::block::{
+    BlockIo2Protocol, BlockIo2Token, BlockIoMedia, BlockIoProtocol, Lba,
+};
 use uefi_raw::{Boolean, Handle, Status};
 
 use crate::device::Device;
@@ -21,6 +24,7 @@ const END_NODE: [u8; 4] = [0x7f, 0xff, 4, 0];
 #[repr(C)]
 pub struct Namespace {
     block_io: BlockIoProtocol,
+    block_io2: BlockIo2Protocol,
     media: BlockIoMedia,
     path: Vec<u8>,
     /// The handle its protocols are installed on.
@@ -56,6 +60,13 @@ impl Namespace {
                 write_blocks,
                 flush_blocks,
             },
+            block_io2: BlockIo2Protocol {
+                media: core::ptr::null(),
+                reset: reset2,
+                read_blocks_ex,
+                write_blocks_ex,
+                flush_blocks_ex,
+            },
             media: BlockIoMedia {
                 media_id: 0,
                 removable_media: Boolean::FALSE,
@@ -77,11 +88,13 @@ impl Namespace {
         })
     }
 
-    /// Installs the device path, BlockIo and the driver's tag on a new
+    /// Installs the device path, BlockIo, BlockIo2 and the driver's tag on a new
     /// handle, and ties it to the controller's PCI I/O (BY_CHILD_CONTROLLER,
     /// so that disconnecting the controller stops this child first).
     pub fn install(&mut self, controller: Handle, agent: Handle) -> Result<(), Status> {
         self.block_io.media = &self.media;
+        self.block_io2.media = &self.media;
+        let io2: *const BlockIo2Protocol = &self.block_io2;
         let me: *mut Namespace = self;
         for (guid, iface) in [
             (
@@ -89,6 +102,7 @@ impl Namespace {
                 self.path.as_ptr().cast::<c_void>(),
             ),
             (&BlockIoProtocol::GUID, me.cast_const().cast()),
+            (&BlockIo2Protocol::GUID, io2.cast()),
             (&crate::TAG_GUID, me.cast_const().cast()),
         ] {
             // SAFETY: the interfaces live in this boxed namespace, which is
@@ -124,8 +138,10 @@ impl Namespace {
         }
         let _ = efi::close(controller, &crate::pci_io::GUID, agent, self.handle);
         let me: *mut Namespace = self;
+        let io2: *const BlockIo2Protocol = &self.block_io2;
         for (guid, iface) in [
             (&crate::TAG_GUID, me.cast_const().cast::<c_void>()),
+            (&BlockIo2Protocol::GUID, io2.cast()),
             (&BlockIoProtocol::GUID, me.cast_const().cast()),
             (&crate::DEVICE_PATH_GUID, self.path.as_ptr().cast()),
         ] {
@@ -266,5 +282,145 @@ unsafe extern "efiapi" fn flush_blocks(this: *mut BlockIoProtocol) -> Status {
         let device = unsafe { device_of(ns) };
         let result = device.flush(nsid);
         device.status_of(result)
+    })
+}
+
+/// The namespace behind a BlockIo2 `this`.
+///
+/// # Safety
+/// `this` is the BlockIo2 of a live [`Namespace`].
+unsafe fn namespace2<'a>(this: *const BlockIo2Protocol) -> &'a Namespace {
+    let offset = core::mem::offset_of!(Namespace, block_io2);
+    // SAFETY: the caller's promise; the protocol is the `block_io2` field,
+    // `offset` bytes into its namespace.
+    unsafe { &*this.cast::<u8>().sub(offset).cast::<Namespace>() }
+}
+
+unsafe extern "efiapi" fn reset2(_this: *mut BlockIo2Protocol, _extended: Boolean) -> Status {
+    Status::SUCCESS
+}
+
+/// Completes `token` now (a request done synchronously).
+///
+/// # Safety
+/// `token` is null or the caller's valid token.
+unsafe fn complete_now(token: *mut BlockIo2Token, status: Status) -> Status {
+    // SAFETY: the caller's promise.
+    match unsafe { token.as_mut() } {
+        Some(t) if !t.event.is_null() => {
+            t.transaction_status = status;
+            // SAFETY: the caller's event.
+            let _ = unsafe { (efi::boot().signal_event)(t.event) };
+            Status::SUCCESS
+        }
+        _ => status,
+    }
+}
+
+/// ReadBlocksEx and WriteBlocksEx: without a token event, synchronous like
+/// BlockIo; with one, queued and completed from the tick.
+///
+/// # Safety
+/// The firmware's arguments for `this`'s namespace.
+unsafe fn transfer_ex(
+    this: *const BlockIo2Protocol,
+    media_id: u32,
+    lba: Lba,
+    token: *mut BlockIo2Token,
+    bytes: usize,
+    buffer: *mut u8,
+    write: bool,
+) -> Status {
+    efi::at_callback(|| {
+        // SAFETY: the firmware calls with the interface we installed.
+        let ns = unsafe { namespace2(this) };
+        if let Err(s) = ns.check(media_id, lba, bytes, !buffer.is_null()) {
+            return s;
+        }
+        let nsid = ns.nsid;
+        // SAFETY: at TPL_CALLBACK; `ns` is not used past this point.
+        let device = unsafe { device_of(ns) };
+        // SAFETY: null or the caller's token.
+        let asynchronous = unsafe { token.as_ref() }.is_some_and(|t| !t.event.is_null());
+        if asynchronous && bytes > 0 {
+            // SAFETY: BlockIo2's contract: the token and the buffer stay
+            // the caller's until the event is signalled.
+            let started = unsafe { device.start_request(nsid, lba, token, bytes, buffer, write) };
+            if let Some(status) = started {
+                return status;
+            }
+        }
+        let result = if bytes == 0 {
+            Ok(())
+        } else if write {
+            // SAFETY: the caller lends `bytes` readable bytes at `buffer`.
+            device.write(nsid, lba, unsafe {
+                core::slice::from_raw_parts(buffer, bytes)
+            })
+        } else {
+            // SAFETY: the caller lends `bytes` writable bytes at `buffer`.
+            device.read(nsid, lba, unsafe {
+                core::slice::from_raw_parts_mut(buffer, bytes)
+            })
+        };
+        let status = device.status_of(result);
+        // SAFETY: null or the caller's token.
+        unsafe { complete_now(token, status) }
+    })
+}
+
+unsafe extern "efiapi" fn read_blocks_ex(
+    this: *const BlockIo2Protocol,
+    media_id: u32,
+    lba: Lba,
+    token: *mut BlockIo2Token,
+    bytes: usize,
+    buffer: *mut c_void,
+) -> Status {
+    // SAFETY: the firmware's arguments.
+    unsafe { transfer_ex(this, media_id, lba, token, bytes, buffer.cast(), false) }
+}
+
+unsafe extern "efiapi" fn write_blocks_ex(
+    this: *mut BlockIo2Protocol,
+    media_id: u32,
+    lba: Lba,
+    token: *mut BlockIo2Token,
+    bytes: usize,
+    buffer: *const c_void,
+) -> Status {
+    // SAFETY: the firmware's arguments; a write's buffer is only read.
+    unsafe {
+        transfer_ex(
+            this,
+            media_id,
+            lba,
+            token,
+            bytes,
+            buffer.cast_mut().cast(),
+            true,
+        )
+    }
+}
+
+unsafe extern "efiapi" fn flush_blocks_ex(
+    this: *mut BlockIo2Protocol,
+    token: *mut BlockIo2Token,
+) -> Status {
+    efi::at_callback(|| {
+        // SAFETY: the firmware calls with the interface we installed.
+        let ns = unsafe { namespace2(this) };
+        if !bool::from(ns.media.media_present) {
+            return Status::NO_MEDIA;
+        }
+        let nsid = ns.nsid;
+        // SAFETY: at TPL_CALLBACK; `ns` is not used past this point.
+        let device = unsafe { device_of(ns) };
+        // Flush waits for every completed write; the requests still in
+        // flight complete first so that theirs are included.
+        let result = device.flush_after_requests(nsid);
+        let status = device.status_of(result);
+        // SAFETY: null or the caller's token.
+        unsafe { complete_now(token, status) }
     })
 }
