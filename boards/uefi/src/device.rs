@@ -8,7 +8,7 @@ use core::ffi::c_void;
 use core::ptr;
 use core::time::Duration;
 
-use bare_nvme::{Controller, ControllerConfig, DmaRegion, Error, Platform, State};
+use bare_nvme::{Controller, ControllerConfig, DmaRegion, Error, Platform, RegisterAccess, State};
 use uefi_raw::table::boot::{EventType, TimerDelay, Tpl};
 use uefi_raw::{Event, Handle, Status};
 
@@ -198,10 +198,12 @@ impl Device {
         self.exit_boot = ptr::null_mut();
         let start = clock::now();
         let result = self.nvme.detach();
-        // Detached: every command completed or was aborted; the requests
-        // still here complete now.
+        // Every command completed or was aborted; the requests still here
+        // complete now, if the device's DMA is proven stopped (else their
+        // buffers stay lent to it, and their events are never signalled).
         self.requests.reap(&mut self.nvme);
-        self.requests.finish(self.pci, true);
+        let stopped = result.is_ok() || self.nvme.dma_stop().is_some();
+        self.requests.finish(self.pci, stopped);
         say!(
             "uefi: detach {:?} in {} ms; {} blocks read, {} written through BlockIo, {} ticks, {} BlockIo2 requests completed from the tick",
             result,
@@ -404,13 +406,18 @@ impl Device {
     /// BlockIo2 requests (completions taken, next pieces submitted, finished
     /// ones signalled).
     fn service(&mut self) {
-        self.nvme.tick();
+        if !self.gone {
+            self.nvme.tick();
+            self.notice_state();
+        }
         self.requests.reap(&mut self.nvme);
         self.requests.pump(&mut self.nvme);
         let before = self.requests.len();
-        self.requests.finish(self.pci, false);
+        // After a removal or failure, commands the driver cannot deliver
+        // fail once its DMA is proven stopped.
+        let abandon = self.gone && self.nvme.dma_stop().is_some();
+        self.requests.finish(self.pci, abandon);
         self.requests_completed += (before - self.requests.len()) as u64;
-        self.notice_state();
     }
 
     /// Makes the namespace's completed writes durable.
@@ -487,18 +494,14 @@ impl Device {
     }
 }
 
-use bare_nvme::RegisterAccess;
-
 /// The periodic tick: the controller's health, deadlines, resets and
-/// removal (at TPL_CALLBACK, which BlockIo calls also raise to).
+/// removal, and the BlockIo2 requests (at TPL_CALLBACK, which BlockIo and
+/// BlockIo2 calls also raise to).
 unsafe extern "efiapi" fn on_tick(_event: Event, ctx: *mut c_void) {
     // SAFETY: `ctx` is the live device that created this event (it closes
     // the event before it is freed); at TPL_CALLBACK no BlockIo call of it
     // runs meanwhile.
     let device = unsafe { &mut *ctx.cast::<Device>() };
-    if device.gone {
-        return;
-    }
     device.ticks += 1;
     device.service();
 }

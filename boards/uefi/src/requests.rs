@@ -180,9 +180,9 @@ impl Requests {
     }
 
     /// Completes every finished request: unmaps its buffer, sets its
-    /// token's status and signals its event. With `abandon`, also those
-    /// with commands the driver will never hand back (after a stop): their
-    /// buffers stay mapped.
+    /// token's status and signals its event. With `abandon` (the controller
+    /// stopped, was removed or failed, and its DMA is proven stopped), also
+    /// those whose commands the driver will not hand back: they fail.
     pub fn finish(&mut self, pci: PciIo, abandon: bool) {
         for slot in &mut self.slots {
             let Some(r) = slot else { continue };
@@ -190,11 +190,9 @@ impl Requests {
             if !done && !abandon {
                 continue;
             }
-            if done {
-                // SAFETY: no command of the request is outstanding: the
-                // device no longer reaches the buffer.
-                unsafe { pci.unmap(r.mapping) };
-            }
+            // SAFETY: no command of the request is outstanding, or the
+            // device's DMA is stopped: it no longer reaches the buffer.
+            unsafe { pci.unmap(r.mapping) };
             let status = if done { r.status } else { Status::DEVICE_ERROR };
             // SAFETY: the caller's token, valid until its event is signalled.
             unsafe {
