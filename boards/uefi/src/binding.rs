@@ -170,10 +170,7 @@ unsafe extern "efiapi" fn start(
     if !s.is_success() {
         // SAFETY: `device` came from `Box::into_raw` just above.
         let mut device = unsafe { Box::from_raw(device) };
-        for ns in &mut device.namespaces {
-            let _ = ns.uninstall(controller, agent);
-        }
-        device.namespaces.clear();
+        device.withdraw_namespaces();
         device.stop();
         return fail(s);
     }

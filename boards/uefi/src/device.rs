@@ -144,8 +144,27 @@ impl Device {
                 Err(s) => say!("uefi: namespace {nsid} not published: {s:?}"),
             }
         }
-        device.arm_events()?;
+        if let Err(s) = device.arm_events() {
+            // Nothing may keep a pointer to the device it frees: the
+            // namespaces go, then `stop` closes whatever event was made.
+            device.withdraw_namespaces();
+            device.stop();
+            return Err(s);
+        }
         Ok(device)
+    }
+
+    /// Uninstalls every namespace (on a failed start). One that someone
+    /// still holds cannot be freed: it is leaked, so its interfaces stay
+    /// valid (its calls then fail: the controller is detached).
+    pub fn withdraw_namespaces(&mut self) {
+        let (handle, agent) = (self.handle, self.agent);
+        for mut ns in self.namespaces.drain(..) {
+            if ns.uninstall(handle, agent).is_err() {
+                ns.lose_media();
+                Box::leak(ns);
+            }
+        }
     }
 
     /// The periodic tick (TPL_CALLBACK) and the ExitBootServices stop.
