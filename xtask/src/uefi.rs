@@ -211,6 +211,9 @@ fn make_compare_aarch64() -> Result<(), String> {
 fn make_async() -> Result<(), String> {
     make_disk("uefi-async", &[])
 }
+fn make_pull_async() -> Result<(), String> {
+    make_disk("uefi-pull-async", &[])
+}
 fn make_async_aarch64() -> Result<(), String> {
     make_disk("aarch64-uefi-async", &[])
 }
@@ -360,6 +363,17 @@ pub fn scenarios(arch: Arch) -> Vec<Scenario> {
         .expect("after_status", "NO_MEDIA")
         .expect("disconnected", "1")
         .expect("fs_gone", "1")
+        .expect("dma_buffers_held", "0"),
+        scenario(
+            arch,
+            "pull-async",
+            "the controller vanishes with eight BlockIo2 reads in flight: every token \
+             completes, later calls say NO_MEDIA, disconnect frees everything",
+        )
+        .before(make_pull_async)
+        .expect("tokens_completed", "8")
+        .expect("after_status", "NO_MEDIA")
+        .expect("disconnected", "1")
         .expect("dma_buffers_held", "0"),
     ]
 }

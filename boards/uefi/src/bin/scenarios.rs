@@ -51,6 +51,8 @@ fn main() -> Status {
         "files" => files(),
         "compare" => compare(),
         "async" => asynchronous(),
+        #[cfg(target_arch = "x86_64")]
+        "pull-async" => pull_async(),
         // Their probe and their hand reach configuration space through
         // x86 port I/O.
         #[cfg(target_arch = "x86_64")]
@@ -823,15 +825,14 @@ fn our_namespace() -> Result<(*mut BlockIo2Protocol, *mut BlockIoProtocol), Stri
     Err("no namespace of ours with BlockIo2".into())
 }
 
-/// Issues one BlockIo2 request per buffer (all in flight at once), then
-/// waits for every token's event; returns how many were still pending when
-/// the last was issued.
-fn run_requests(
+/// Issues one BlockIo2 request per buffer (all in flight at once), at
+/// consecutive ranges from [`ASYNC_LBA`].
+fn issue_requests(
     io2: *mut BlockIo2Protocol,
     write: bool,
     buffers: &[NonNull<u8>],
     tokens: &mut [BlockIo2Token],
-) -> Result<usize, String> {
+) -> Outcome {
     // SAFETY: our BlockIo2 instance and its media.
     let media = unsafe { &*(*io2).media };
     let blocks = (ASYNC_BYTES / media.block_size as usize) as u64;
@@ -839,7 +840,7 @@ fn run_requests(
         token.transaction_status = Status::NOT_READY;
         let lba = ASYNC_LBA + i as u64 * blocks;
         // SAFETY: the buffer and token stay ours (untouched) until the
-        // token's event is signalled, which this function waits for.
+        // token's event is signalled, which the caller waits for.
         let s = unsafe {
             if write {
                 ((*io2).write_blocks_ex)(
@@ -865,6 +866,12 @@ fn run_requests(
             return Err(format!("request {i}: {s:?}"));
         }
     }
+    Ok(())
+}
+
+/// Waits up to 20 s for every token's event; returns how many were still
+/// pending at the first look.
+fn wait_requests(tokens: &[BlockIo2Token]) -> Result<usize, String> {
     let mut done = [false; ASYNC_REQUESTS];
     let check = |token: &BlockIo2Token| {
         // SAFETY: the caller's event; CheckEvent only reads and clears its
@@ -878,7 +885,10 @@ fn run_requests(
     let deadline = clock::now() + core::time::Duration::from_secs(20);
     while done.iter().any(|d| !*d) {
         if clock::now() > deadline {
-            return Err("BlockIo2 requests not completed within 20 s".into());
+            let left = done.iter().filter(|d| !**d).count();
+            return Err(format!(
+                "{left} BlockIo2 requests not completed within 20 s"
+            ));
         }
         for (i, token) in tokens.iter().enumerate() {
             if !done[i] {
@@ -886,6 +896,19 @@ fn run_requests(
             }
         }
     }
+    Ok(pending)
+}
+
+/// Issues the requests and waits for them all to succeed; returns how many
+/// were still pending when the last was issued.
+fn run_requests(
+    io2: *mut BlockIo2Protocol,
+    write: bool,
+    buffers: &[NonNull<u8>],
+    tokens: &mut [BlockIo2Token],
+) -> Result<usize, String> {
+    issue_requests(io2, write, buffers, tokens)?;
+    let pending = wait_requests(tokens)?;
     if let Some((i, t)) = tokens
         .iter()
         .enumerate()
@@ -899,31 +922,21 @@ fn run_requests(
     Ok(pending)
 }
 
-/// `uefi/async`: eight 1 MiB BlockIo2 writes in flight at once past the
-/// file system, completed from the driver's tick, then eight reads of the
-/// same blocks; the bytes read are the bytes written, a synchronous
-/// BlockIo read agrees, and the host checks the image after the run.
-fn asynchronous() -> Outcome {
-    let driver = load_driver()?;
-    let functions = hand_over(driver)?;
-    let (io2, io) = our_namespace()?;
+/// [`ASYNC_REQUESTS`] buffers of [`ASYNC_BYTES`] (pages) and tokens with
+/// plain events (no notification: the driver signals them).
+fn request_buffers() -> Result<(Vec<NonNull<u8>>, Vec<BlockIo2Token>), String> {
     let mut buffers = Vec::new();
     let mut tokens = Vec::new();
-    for i in 0..ASYNC_REQUESTS {
+    for _ in 0..ASYNC_REQUESTS {
         let buffer = boot::allocate_pages(
             boot::AllocateType::AnyPages,
             boot::MemoryType::LOADER_DATA,
             ASYNC_BYTES / 4096,
         )
         .map_err(|e| format!("AllocatePages: {e:?}"))?;
-        // SAFETY: the pages just allocated, ours.
-        let bytes = unsafe { core::slice::from_raw_parts_mut(buffer.as_ptr(), ASYNC_BYTES) };
-        for (j, b) in bytes.iter_mut().enumerate() {
-            *b = pattern_byte((i * ASYNC_BYTES + j) as u64, ASYNC_SEED);
-        }
         buffers.push(buffer);
         let mut event = ptr::null_mut();
-        // SAFETY: a plain event (no notification) that the driver signals.
+        // SAFETY: a plain event that the driver signals.
         let s = unsafe {
             (efi::boot().create_event)(
                 uefi_raw::table::boot::EventType::empty(),
@@ -940,6 +953,25 @@ fn asynchronous() -> Outcome {
             event,
             transaction_status: Status::SUCCESS,
         });
+    }
+    Ok((buffers, tokens))
+}
+
+/// `uefi/async`: eight 1 MiB BlockIo2 writes in flight at once past the
+/// file system, completed from the driver's tick, then eight reads of the
+/// same blocks; the bytes read are the bytes written, a synchronous
+/// BlockIo read agrees, and the host checks the image after the run.
+fn asynchronous() -> Outcome {
+    let driver = load_driver()?;
+    let functions = hand_over(driver)?;
+    let (io2, io) = our_namespace()?;
+    let (buffers, mut tokens) = request_buffers()?;
+    for (i, buffer) in buffers.iter().enumerate() {
+        // SAFETY: the pages just allocated, ours.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(buffer.as_ptr(), ASYNC_BYTES) };
+        for (j, b) in bytes.iter_mut().enumerate() {
+            *b = pattern_byte((i * ASYNC_BYTES + j) as u64, ASYNC_SEED);
+        }
     }
     let start = clock::now();
     let pending_writes = run_requests(io2, true, &buffers, &mut tokens)?;
@@ -1009,6 +1041,52 @@ fn asynchronous() -> Outcome {
     say!(
         "@@RESULT async_requests={} async_ok=1 pending_writes={pending_writes} pending_reads={pending_reads}",
         2 * ASYNC_REQUESTS
+    );
+    Ok(())
+}
+
+/// `uefi/pull-async`: eight 1 MiB BlockIo2 reads outstanding, then the
+/// controller vanishes: every token still completes (none hangs), those
+/// the device did not finish with an error, later calls say `EFI_NO_MEDIA`,
+/// and disconnecting returns every DMA buffer.
+#[cfg(target_arch = "x86_64")]
+fn pull_async() -> Outcome {
+    let driver = load_driver()?;
+    let functions = hand_over(driver)?;
+    let (h, pci) = functions[0];
+    let (_, bus, _, _) = pci.location().ok_or("no PCI location")?;
+    let (port, slot_control) =
+        root_port_of(bus as u8).ok_or("no root port above the controller")?;
+    let (io2, _) = our_namespace()?;
+    let (buffers, mut tokens) = request_buffers()?;
+    // At TPL_CALLBACK the driver's tick cannot run: the commands stay
+    // outstanding for the driver. QEMU 7.2 crashes when it deletes a
+    // controller whose requests are still in its block layer, so the
+    // device gets 50 ms to finish them first (it posts their completions;
+    // the driver has not taken them when the controller vanishes).
+    efi::at_callback(|| {
+        issue_requests(io2, false, &buffers, &mut tokens)?;
+        clock::spin(core::time::Duration::from_millis(50));
+        config_write16(0, port, 0, slot_control as u8, SLOT_REMOVE);
+        Ok::<(), String>(())
+    })?;
+    let pulled_at = clock::now();
+    say!("uefi: pulled the controller with {ASYNC_REQUESTS} BlockIo2 reads outstanding");
+    wait_requests(&tokens)?;
+    let all_ms = (clock::now() - pulled_at).as_millis();
+    let failed = tokens
+        .iter()
+        .filter(|t| t.transaction_status.is_error())
+        .count();
+    say!(
+        "uefi: all {ASYNC_REQUESTS} tokens completed {all_ms} ms after the pull, {failed} with an error"
+    );
+    let after = namespace_read_status()?;
+    let disconnect = boot::disconnect_controller(h, None, None);
+    say!(
+        "@@RESULT tokens_completed={ASYNC_REQUESTS} tokens_failed={failed} after_status={} disconnected={}",
+        if after == Status::NO_MEDIA { "NO_MEDIA" } else { "other" },
+        u8::from(disconnect.is_ok())
     );
     Ok(())
 }
