@@ -70,7 +70,10 @@ fn main() -> ExitCode {
         "layers" => layers::check(&paths::root()),
         "uefi" => uefi::main(rest),
         "list" => {
-            for s in catalog::all() {
+            for s in catalog::all()
+                .into_iter()
+                .chain(uefi::ALL.into_iter().flat_map(uefi::scenarios))
+            {
                 println!(
                     "{:<12} {}\n{:<12} append: {}",
                     s.name, s.about, "", s.append

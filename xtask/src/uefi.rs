@@ -367,7 +367,7 @@ pub fn scenarios(arch: Arch) -> Vec<Scenario> {
         scenario(
             arch,
             "pull-async",
-            "the controller vanishes with eight BlockIo2 reads in flight: every token \
+            "the controller vanishes with eight BlockIo2 reads outstanding: every token \
              completes, later calls say NO_MEDIA, disconnect frees everything",
         )
         .before(make_pull_async)
