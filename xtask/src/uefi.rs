@@ -319,6 +319,7 @@ pub fn scenarios(arch: Arch) -> Vec<Scenario> {
                 .before(make_files_aarch64)
                 .after(check_files_aarch64)
                 .expect("new_bytes", &new_bytes)
+                .expect("driver_name", "bare-nvme")
                 .expect("dma_buffers_held", "0"),
             scenario(arch, "compare", compare)
                 .before(make_compare_aarch64)
@@ -335,6 +336,7 @@ pub fn scenarios(arch: Arch) -> Vec<Scenario> {
             .before(make_files)
             .after(check_files)
             .expect("new_bytes", &new_bytes)
+            .expect("driver_name", "bare-nvme")
             .expect("dma_buffers_held", "0"),
         scenario(
             arch,

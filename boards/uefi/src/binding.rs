@@ -7,7 +7,7 @@ use core::ffi::c_void;
 use core::ptr::NonNull;
 
 use uefi_raw::protocol::device_path::DevicePathProtocol;
-use uefi_raw::protocol::driver::DriverBindingProtocol;
+use uefi_raw::protocol::driver::{ComponentName2Protocol, DriverBindingProtocol};
 use uefi_raw::table::boot::InterfaceType;
 use uefi_raw::{Handle, Status};
 
@@ -24,8 +24,72 @@ const END_TYPE: u8 = 0x7f;
 /// where both may bind, ours is asked first.
 const VERSION: u32 = 0x20;
 
-/// Installs the driver binding on `image` (the driver image's handle).
+/// The driver's name for `EFI_COMPONENT_NAME2_PROTOCOL` (UCS-2, NUL
+/// terminated), in its one language.
+const NAME: [u16; 10] = ucs2(b"bare-nvme\0");
+/// RFC 4646 languages of the names, NUL terminated.
+const LANGUAGES: &[u8] = b"en\0";
+
+const fn ucs2<const N: usize>(ascii: &[u8; N]) -> [u16; N] {
+    let mut out = [0u16; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = ascii[i] as u16;
+        i += 1;
+    }
+    out
+}
+
+unsafe extern "efiapi" fn driver_name(
+    _this: *const ComponentName2Protocol,
+    language: *const u8,
+    name: *mut *const u16,
+) -> Status {
+    if language.is_null() || name.is_null() {
+        return Status::INVALID_PARAMETER;
+    }
+    // SAFETY: the caller's NUL-terminated language string; only its first
+    // three bytes are read, up to the NUL.
+    let english = unsafe { *language == b'e' && *language.add(1) == b'n' && *language.add(2) == 0 };
+    if !english {
+        return Status::UNSUPPORTED;
+    }
+    // SAFETY: the caller's out pointer; the name is static.
+    unsafe { *name = NAME.as_ptr() };
+    Status::SUCCESS
+}
+
+unsafe extern "efiapi" fn controller_name(
+    _this: *const ComponentName2Protocol,
+    _controller: Handle,
+    _child: Handle,
+    _language: *const u8,
+    _name: *mut *const u16,
+) -> Status {
+    Status::UNSUPPORTED
+}
+
+/// Installs the driver binding and the driver's name on `image` (the
+/// driver image's handle).
 pub fn install(image: Handle) -> Status {
+    let names = Box::leak(Box::new(ComponentName2Protocol {
+        get_driver_name: driver_name,
+        get_controller_name: controller_name,
+        supported_languages: LANGUAGES.as_ptr(),
+    }));
+    let mut handle = image;
+    // SAFETY: the table is leaked: it lives as long as the image.
+    let s = unsafe {
+        (efi::boot().install_protocol_interface)(
+            &mut handle,
+            &ComponentName2Protocol::GUID,
+            InterfaceType::NATIVE_INTERFACE,
+            (names as *mut ComponentName2Protocol).cast::<c_void>(),
+        )
+    };
+    if !s.is_success() {
+        return s;
+    }
     let binding = Box::leak(Box::new(DriverBindingProtocol {
         supported,
         start,
@@ -34,7 +98,6 @@ pub fn install(image: Handle) -> Status {
         image_handle: image,
         driver_binding_handle: image,
     }));
-    let mut handle = image;
     // SAFETY: the binding is leaked: it lives as long as the image.
     unsafe {
         (efi::boot().install_protocol_interface)(

@@ -292,10 +292,45 @@ fn read_file(
     Ok(data)
 }
 
+/// The driver's name as `EFI_COMPONENT_NAME2_PROTOCOL` on its image gives
+/// it (what the UEFI Shell's `drivers` shows).
+fn driver_name(driver: Handle) -> Result<String, String> {
+    use uefi_raw::protocol::driver::ComponentName2Protocol;
+    let me = boot::image_handle().as_ptr();
+    let names = efi::open(
+        driver.as_ptr(),
+        &ComponentName2Protocol::GUID,
+        me,
+        ptr::null_mut(),
+        efi::OPEN_GET,
+    )
+    .map_err(|e| format!("no ComponentName2: {e:?}"))?
+    .cast::<ComponentName2Protocol>();
+    let mut name: *const u16 = ptr::null();
+    // SAFETY: the driver's protocol; a NUL-terminated language and a valid
+    // out pointer.
+    let s = unsafe { ((*names).get_driver_name)(names, c"en".as_ptr().cast(), &mut name) };
+    if !s.is_success() || name.is_null() {
+        return Err(format!("GetDriverName: {s:?}"));
+    }
+    let mut out = String::new();
+    for i in 0..64 {
+        // SAFETY: a NUL-terminated UCS-2 string from the driver; reading
+        // stops at the NUL (or after 64 characters).
+        let c = unsafe { *name.add(i) };
+        if c == 0 {
+            break;
+        }
+        out.push(char::from_u32(u32::from(c)).unwrap_or('?'));
+    }
+    Ok(out)
+}
+
 /// `uefi/files`: the firmware's FAT driver on our BlockIo reads the host's
 /// files byte for byte and writes `NEW.BIN`; the host checks it afterwards.
 fn files() -> Outcome {
     let driver = load_driver()?;
+    say!("@@RESULT driver_name={}", driver_name(driver)?);
     let functions = hand_over(driver)?;
     let fs = our_file_system()?;
     let mut sfs = boot::open_protocol_exclusive::<SimpleFileSystem>(fs)
