@@ -313,6 +313,8 @@ pub fn scenarios(arch: Arch) -> Vec<Scenario> {
     let asynchronous = "eight 1 MiB BlockIo2 writes, then reads, in flight at once and \
                         completed from the tick; the host checks the blocks";
     let new_bytes = NEW_BYTES.to_string();
+    // The namespace's size in 512-byte blocks, as DiskInfo's Identify says.
+    let disk_blocks = (DISK_BYTES / fsimage::BLOCK).to_string();
     if arch == AARCH64 {
         return vec![
             scenario(arch, "files", files)
@@ -320,6 +322,7 @@ pub fn scenarios(arch: Arch) -> Vec<Scenario> {
                 .after(check_files_aarch64)
                 .expect("new_bytes", &new_bytes)
                 .expect("driver_name", "bare-nvme")
+                .expect("disk_info_blocks", &disk_blocks)
                 .expect("dma_buffers_held", "0"),
             scenario(arch, "compare", compare)
                 .before(make_compare_aarch64)
@@ -337,6 +340,7 @@ pub fn scenarios(arch: Arch) -> Vec<Scenario> {
             .after(check_files)
             .expect("new_bytes", &new_bytes)
             .expect("driver_name", "bare-nvme")
+            .expect("disk_info_blocks", &disk_blocks)
             .expect("dma_buffers_held", "0"),
         scenario(
             arch,

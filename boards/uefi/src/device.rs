@@ -439,6 +439,33 @@ impl Device {
         self.requests_completed += (before - self.requests.len()) as u64;
     }
 
+    /// Identify Namespace data (4096 bytes) of `nsid` into `out`, read
+    /// from the controller now (Identify, CNS 0, through the driver's admin
+    /// passthrough).
+    pub fn identify_namespace(&mut self, nsid: u32, out: &mut [u8]) -> bare_nvme::Result<()> {
+        let mut page = self
+            .nvme
+            .platform()
+            .dma_alloc(4096, 4096)
+            .ok_or(Error::OutOfDmaMemory { bytes: 4096 })?;
+        let mut sqe = bare_nvme::spec::command::SubmissionEntry::new(
+            bare_nvme::spec::command::admin::IDENTIFY,
+        );
+        sqe.nsid = nsid;
+        sqe.cdw10 = 0;
+        let result = self.nvme.admin_passthrough(sqe, Some(&mut page));
+        if let Err(Error::Quarantined) = result {
+            // The device may still write the page: it is never reused.
+            return result.map(|_| ());
+        }
+        if result.is_ok() {
+            let n = out.len().min(4096);
+            out[..n].copy_from_slice(&page.as_slice()[..n]);
+        }
+        self.nvme.platform().dma_free(page);
+        result.map(|_| ())
+    }
+
     /// Makes the namespace's completed writes durable.
     pub fn flush(&mut self, nsid: u32) -> bare_nvme::Result<()> {
         self.nvme.flush(nsid)

@@ -9,6 +9,7 @@ use core::ffi::c_void;
 use uefi_raw::protocol::block::{
     BlockIo2Protocol, BlockIo2Token, BlockIoMedia, BlockIoProtocol, Lba,
 };
+use uefi_raw::protocol::disk::DiskInfoProtocol;
 use uefi_raw::{Boolean, Handle, Status};
 
 use crate::device::Device;
@@ -25,6 +26,7 @@ const END_NODE: [u8; 4] = [0x7f, 0xff, 4, 0];
 pub struct Namespace {
     block_io: BlockIoProtocol,
     block_io2: BlockIo2Protocol,
+    disk_info: DiskInfoProtocol,
     media: BlockIoMedia,
     path: Vec<u8>,
     /// The handle its protocols are installed on.
@@ -67,6 +69,13 @@ impl Namespace {
                 write_blocks_ex,
                 flush_blocks_ex,
             },
+            disk_info: DiskInfoProtocol {
+                interface: DiskInfoProtocol::NVME_INTERFACE_GUID,
+                inquiry,
+                identify,
+                sense_data,
+                which_ide,
+            },
             media: BlockIoMedia {
                 media_id: 0,
                 removable_media: Boolean::FALSE,
@@ -88,13 +97,14 @@ impl Namespace {
         })
     }
 
-    /// Installs the device path, BlockIo, BlockIo2 and the driver's tag on a new
+    /// Installs the device path, BlockIo, BlockIo2, DiskInfo and the driver's tag on a new
     /// handle, and ties it to the controller's PCI I/O (BY_CHILD_CONTROLLER,
     /// so that disconnecting the controller stops this child first).
     pub fn install(&mut self, controller: Handle, agent: Handle) -> Result<(), Status> {
         self.block_io.media = &self.media;
         self.block_io2.media = &self.media;
         let io2: *const BlockIo2Protocol = &self.block_io2;
+        let info: *const DiskInfoProtocol = &self.disk_info;
         let me: *mut Namespace = self;
         for (guid, iface) in [
             (
@@ -103,6 +113,7 @@ impl Namespace {
             ),
             (&BlockIoProtocol::GUID, me.cast_const().cast()),
             (&BlockIo2Protocol::GUID, io2.cast()),
+            (&DiskInfoProtocol::GUID, info.cast()),
             (&crate::TAG_GUID, me.cast_const().cast()),
         ] {
             // SAFETY: the interfaces live in this boxed namespace, which is
@@ -139,8 +150,10 @@ impl Namespace {
         let _ = efi::close(controller, &crate::pci_io::GUID, agent, self.handle);
         let me: *mut Namespace = self;
         let io2: *const BlockIo2Protocol = &self.block_io2;
+        let info: *const DiskInfoProtocol = &self.disk_info;
         for (guid, iface) in [
             (&crate::TAG_GUID, me.cast_const().cast::<c_void>()),
+            (&DiskInfoProtocol::GUID, info.cast()),
             (&BlockIo2Protocol::GUID, io2.cast()),
             (&BlockIoProtocol::GUID, me.cast_const().cast()),
             (&crate::DEVICE_PATH_GUID, self.path.as_ptr().cast()),
@@ -423,4 +436,66 @@ unsafe extern "efiapi" fn flush_blocks_ex(
         // SAFETY: null or the caller's token.
         unsafe { complete_now(token, status) }
     })
+}
+
+/// Bytes of Identify Namespace data, what DiskInfo's `Identify` returns.
+const IDENTIFY_BYTES: u32 = 4096;
+
+unsafe extern "efiapi" fn inquiry(
+    _this: *const DiskInfoProtocol,
+    _data: *mut c_void,
+    _size: *mut u32,
+) -> Status {
+    // NVMe has no SCSI inquiry data.
+    Status::NOT_FOUND
+}
+
+unsafe extern "efiapi" fn identify(
+    this: *const DiskInfoProtocol,
+    data: *mut c_void,
+    size: *mut u32,
+) -> Status {
+    // SAFETY: the caller's size pointer (checked for null).
+    let Some(size) = (unsafe { size.as_mut() }) else {
+        return Status::INVALID_PARAMETER;
+    };
+    if *size < IDENTIFY_BYTES || data.is_null() {
+        *size = IDENTIFY_BYTES;
+        return Status::BUFFER_TOO_SMALL;
+    }
+    efi::at_callback(|| {
+        let offset = core::mem::offset_of!(Namespace, disk_info);
+        // SAFETY: `this` is the `disk_info` field of a live namespace (the
+        // interface `install` published).
+        let ns = unsafe { &*this.cast::<u8>().sub(offset).cast::<Namespace>() };
+        if !bool::from(ns.media.media_present) {
+            return Status::NO_MEDIA;
+        }
+        let nsid = ns.nsid;
+        // SAFETY: at TPL_CALLBACK; `ns` is not used past this point.
+        let device = unsafe { device_of(ns) };
+        // SAFETY: the caller lends `*size >= 4096` bytes at `data`.
+        let out =
+            unsafe { core::slice::from_raw_parts_mut(data.cast::<u8>(), IDENTIFY_BYTES as usize) };
+        let result = device.identify_namespace(nsid, out);
+        *size = IDENTIFY_BYTES;
+        device.status_of(result)
+    })
+}
+
+unsafe extern "efiapi" fn sense_data(
+    _this: *const DiskInfoProtocol,
+    _data: *mut c_void,
+    _size: *mut u32,
+    _number: *mut u8,
+) -> Status {
+    Status::NOT_FOUND
+}
+
+unsafe extern "efiapi" fn which_ide(
+    _this: *const DiskInfoProtocol,
+    _channel: *mut u32,
+    _device: *mut u32,
+) -> Status {
+    Status::UNSUPPORTED
 }

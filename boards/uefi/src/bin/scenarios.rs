@@ -292,6 +292,48 @@ fn read_file(
     Ok(data)
 }
 
+/// The namespace size (NSZE) from `EFI_DISK_INFO_PROTOCOL.Identify` on our
+/// namespace, after checking its interface is NVMe and that a short buffer
+/// is answered with the size needed.
+fn disk_info_blocks() -> Result<u64, String> {
+    use uefi_raw::protocol::disk::DiskInfoProtocol;
+    let handles = boot::locate_handle_buffer(SearchType::ByProtocol(&TAG_GUID))
+        .map_err(|e| format!("no handle of ours: {e:?}"))?;
+    let me = boot::image_handle().as_ptr();
+    for &h in handles.iter() {
+        let Ok(info) = efi::open(
+            h.as_ptr(),
+            &DiskInfoProtocol::GUID,
+            me,
+            ptr::null_mut(),
+            efi::OPEN_GET,
+        ) else {
+            continue;
+        };
+        let info = info.cast::<DiskInfoProtocol>();
+        // SAFETY: our DiskInfo instance.
+        if unsafe { (*info).interface } != DiskInfoProtocol::NVME_INTERFACE_GUID {
+            return Err("DiskInfo's interface is not NVMe".into());
+        }
+        let mut size = 0u32;
+        // SAFETY: a size query: no buffer.
+        let s = unsafe { ((*info).identify)(info, ptr::null_mut(), &mut size) };
+        if s != Status::BUFFER_TOO_SMALL || size != 4096 {
+            return Err(format!("Identify with no buffer: {s:?}, size {size}"));
+        }
+        let mut data = vec![0u8; 4096];
+        // SAFETY: `data` holds the 4096 bytes asked for.
+        let s = unsafe { ((*info).identify)(info, data.as_mut_ptr().cast(), &mut size) };
+        if !s.is_success() {
+            return Err(format!("Identify: {s:?}"));
+        }
+        let mut nsze = [0u8; 8];
+        nsze.copy_from_slice(&data[..8]);
+        return Ok(u64::from_le_bytes(nsze));
+    }
+    Err("no namespace of ours with DiskInfo".into())
+}
+
 /// The driver's name as `EFI_COMPONENT_NAME2_PROTOCOL` on its image gives
 /// it (what the UEFI Shell's `drivers` shows).
 fn driver_name(driver: Handle) -> Result<String, String> {
@@ -332,6 +374,7 @@ fn files() -> Outcome {
     let driver = load_driver()?;
     say!("@@RESULT driver_name={}", driver_name(driver)?);
     let functions = hand_over(driver)?;
+    say!("@@RESULT disk_info_blocks={}", disk_info_blocks()?);
     let fs = our_file_system()?;
     let mut sfs = boot::open_protocol_exclusive::<SimpleFileSystem>(fs)
         .map_err(|e| format!("SimpleFileSystem: {e:?}"))?;
