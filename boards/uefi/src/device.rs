@@ -19,12 +19,12 @@ use crate::platform::{Bar0, UefiPlatform};
 use crate::requests::{Request, Requests};
 use crate::{clock, efi, say};
 
-/// The controller as this driver runs it: one I/O queue of up to 64 entries
-/// (BlockIo is synchronous: one command at a time per request piece).
+/// The controller as this driver runs it: one I/O queue of up to 64 entries,
+/// shared by BlockIo's blocking transfers and BlockIo2's requests.
 pub type Nvme = Controller<UefiPlatform, PciIoLink, 1, 64>;
 
-/// Bytes of the bounce buffer BlockIo copies through (callers' buffers are
-/// ordinary memory, not mapped for the device).
+/// Bytes of the bounce buffer for callers' buffers that cannot be mapped
+/// for the device (not dword aligned, or refused by `Map`).
 const BOUNCE_BYTES: usize = 128 << 10;
 /// Bytes of BAR 0 the driver may touch: registers and the doorbells of the
 /// admin and one I/O queue pair at any doorbell stride up to 512 bytes.

@@ -1,9 +1,10 @@
-//! The scenario application: OVMF starts it (QEMU `-kernel`, the scenario
-//! on `-append`). It loads the driver image it carries, takes the NVMe
-//! controllers from the firmware's own NVMe driver and hands them to ours,
-//! then checks what the firmware's FAT driver reads and writes through our
-//! BlockIo. Results go to the serial port as marker lines; the machine
-//! ends through isa-debug-exit.
+//! The scenario application: the firmware starts it (QEMU `-kernel`, the
+//! scenario on `-append`). It loads the driver image it carries, connects
+//! the NVMe controllers to it (its `Start` takes them from the firmware's
+//! own NVMe driver), then checks what the firmware's FAT driver reads and
+//! writes through our BlockIo, BlockIo2 requests, DiskInfo, removal and
+//! ExitBootServices. Results go to the serial port as marker lines; the
+//! machine ends through isa-debug-exit (x86) or semihosting (aarch64).
 
 #![no_std]
 #![no_main]
