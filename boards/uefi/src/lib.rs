@@ -4,7 +4,7 @@
 //! partition and FAT drivers mount it.
 //!
 //! The driver image (`src/main.rs`) installs the binding; the scenario
-//! application (`src/bin/scenarios.rs`) loads it, hands it the controllers
+//! application (`src/bin/scenarios/`) loads it, hands it the controllers
 //! and checks what the firmware's file system reads and writes through it.
 
 #![no_std]
