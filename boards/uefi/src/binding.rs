@@ -109,13 +109,13 @@ pub fn install(image: Handle) -> Status {
     }
 }
 
-fn agent(this: *const DriverBindingProtocol) -> Handle {
+fn binding_handle(this: *const DriverBindingProtocol) -> Handle {
     // SAFETY: the firmware passes back the binding `install` published.
     unsafe { (*this).driver_binding_handle }
 }
 
-fn open_pci(controller: Handle, agent: Handle, attributes: u32) -> Result<PciIo, Status> {
-    let iface = efi::open(controller, &pci_io::GUID, agent, controller, attributes)?;
+fn open_pci(controller: Handle, binding: Handle, attributes: u32) -> Result<PciIo, Status> {
+    let iface = efi::open(controller, &pci_io::GUID, binding, controller, attributes)?;
     let iface = NonNull::new(iface).ok_or(Status::UNSUPPORTED)?;
     // SAFETY: the firmware's PCI I/O instance, valid while we hold it open.
     Ok(unsafe { PciIo::new(iface) })
@@ -126,13 +126,13 @@ unsafe extern "efiapi" fn supported(
     controller: Handle,
     _remaining: *const DevicePathProtocol,
 ) -> Status {
-    let agent = agent(this);
+    let binding = binding_handle(this);
     // BY_DRIVER first: ALREADY_STARTED when this driver holds the function.
     // ACCESS_DENIED when another driver does (the firmware's NVMe driver):
     // this one takes it over in `start`, so look with GET_PROTOCOL instead.
-    let (pci, claimed) = match open_pci(controller, agent, efi::OPEN_BY_DRIVER) {
+    let (pci, claimed) = match open_pci(controller, binding, efi::OPEN_BY_DRIVER) {
         Ok(pci) => (pci, true),
-        Err(Status::ACCESS_DENIED) => match open_pci(controller, agent, efi::OPEN_GET) {
+        Err(Status::ACCESS_DENIED) => match open_pci(controller, binding, efi::OPEN_GET) {
             Ok(pci) => (pci, false),
             Err(s) => return s,
         },
@@ -144,7 +144,7 @@ unsafe extern "efiapi" fn supported(
         pci.config_read8(0x0b),
     ];
     if claimed {
-        let _ = efi::close(controller, &pci_io::GUID, agent, controller);
+        let _ = efi::close(controller, &pci_io::GUID, binding, controller);
     }
     if class == NVME_CLASS.map(Some) {
         Status::SUCCESS
@@ -154,11 +154,11 @@ unsafe extern "efiapi" fn supported(
 }
 
 /// The controller's device path, copied (with its end node).
-fn device_path(controller: Handle, agent: Handle) -> Result<Vec<u8>, Status> {
+fn device_path(controller: Handle, binding: Handle) -> Result<Vec<u8>, Status> {
     let path = efi::open(
         controller,
         &DEVICE_PATH_GUID,
-        agent,
+        binding,
         controller,
         efi::OPEN_GET,
     )?
@@ -192,11 +192,15 @@ unsafe extern "efiapi" fn start(
     controller: Handle,
     _remaining: *const DevicePathProtocol,
 ) -> Status {
-    let agent = agent(this);
+    let binding = binding_handle(this);
     // EXCLUSIVE: the firmware disconnects the driver that holds the
     // function (its own NVMe driver, and the partition and FAT drivers on
     // its namespaces) before granting it; ACCESS_DENIED if one refuses.
-    let pci = match open_pci(controller, agent, efi::OPEN_BY_DRIVER | efi::OPEN_EXCLUSIVE) {
+    let pci = match open_pci(
+        controller,
+        binding,
+        efi::OPEN_BY_DRIVER | efi::OPEN_EXCLUSIVE,
+    ) {
         Ok(pci) => pci,
         Err(s) => {
             say!("uefi: the function is not free: {s:?}");
@@ -204,17 +208,17 @@ unsafe extern "efiapi" fn start(
         }
     };
     let fail = |s: Status| {
-        let _ = efi::close(controller, &pci_io::GUID, agent, controller);
+        let _ = efi::close(controller, &pci_io::GUID, binding, controller);
         s
     };
-    let path = match device_path(controller, agent) {
+    let path = match device_path(controller, binding) {
         Ok(p) => p,
         Err(s) => return fail(s),
     };
     if let Some((seg, bus, dev, func)) = pci.location() {
         say!("uefi: starting on {seg:04x}:{bus:02x}:{dev:02x}.{func}");
     }
-    let device = efi::at_callback(|| Device::start(controller, agent, pci, &path));
+    let device = efi::at_callback(|| Device::start(controller, binding, pci, &path));
     let device = match device {
         Ok(d) => Box::into_raw(d),
         Err(s) => return fail(s),
@@ -246,8 +250,8 @@ unsafe extern "efiapi" fn stop(
     children: usize,
     child_handles: *const Handle,
 ) -> Status {
-    let agent = agent(this);
-    let device = match efi::open(controller, &TAG_GUID, agent, controller, efi::OPEN_GET) {
+    let binding = binding_handle(this);
+    let device = match efi::open(controller, &TAG_GUID, binding, controller, efi::OPEN_GET) {
         Ok(d) => d.cast::<Device>(),
         Err(_) => return Status::DEVICE_ERROR,
     };
@@ -263,7 +267,7 @@ unsafe extern "efiapi" fn stop(
                 let Some(at) = dev.namespaces.iter().position(|n| n.handle == child) else {
                     continue;
                 };
-                match dev.namespaces[at].uninstall(controller, agent) {
+                match dev.namespaces[at].uninstall(controller, binding) {
                     Ok(()) => {
                         dev.namespaces.remove(at);
                     }
@@ -289,7 +293,7 @@ unsafe extern "efiapi" fn stop(
         // SAFETY: `device` came from `Box::into_raw` in `start`; nothing
         // refers to it any more (tag and namespaces gone).
         unsafe { Box::from_raw(device) }.stop();
-        let _ = efi::close(controller, &pci_io::GUID, agent, controller);
+        let _ = efi::close(controller, &pci_io::GUID, binding, controller);
         Status::SUCCESS
     })
 }

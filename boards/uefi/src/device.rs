@@ -41,8 +41,8 @@ const REG_CSTS: usize = 0x1c;
 pub struct Device {
     /// The controller handle (the PCI function's).
     pub handle: Handle,
-    /// The driver binding's handle (the agent of every open).
-    pub agent: Handle,
+    /// The driver binding's handle (the owner of every open).
+    pub binding: Handle,
     pci: PciIo,
     nvme: Nvme,
     bounce: Option<DmaRegion>,
@@ -70,7 +70,7 @@ impl Device {
     /// publishes its namespaces under `parent_path`.
     pub fn start(
         handle: Handle,
-        agent: Handle,
+        binding: Handle,
         pci: PciIo,
         parent_path: &[u8],
     ) -> Result<Box<Device>, Status> {
@@ -93,7 +93,7 @@ impl Device {
         );
         let mut device = Box::new(Device {
             handle,
-            agent,
+            binding,
             pci,
             nvme,
             bounce: None,
@@ -136,7 +136,7 @@ impl Device {
             .collect();
         for (nsid, eui64, block_size, blocks) in found {
             let mut ns = Namespace::new(me, nsid, eui64, block_size, blocks, parent_path);
-            match ns.install(handle, agent) {
+            match ns.install(handle, binding) {
                 Ok(()) => {
                     say!("uefi: namespace {nsid}: {blocks} blocks of {block_size} bytes");
                     device.namespaces.push(ns);
@@ -158,9 +158,9 @@ impl Device {
     /// still holds cannot be freed: it is leaked, so its interfaces stay
     /// valid (its calls then fail: the controller is detached).
     pub fn withdraw_namespaces(&mut self) {
-        let (handle, agent) = (self.handle, self.agent);
+        let (handle, binding) = (self.handle, self.binding);
         for mut ns in self.namespaces.drain(..) {
-            if ns.uninstall(handle, agent).is_err() {
+            if ns.uninstall(handle, binding).is_err() {
                 ns.lose_media();
                 Box::leak(ns);
             }

@@ -1,5 +1,5 @@
 //! The firmware's boot services, reached through the system table the
-//! `uefi` crate's entry point recorded, and small helpers over them.
+//! `uefi` crate's entry point recorded, and the few calls made through it.
 
 use core::ffi::c_void;
 use core::ptr;
@@ -27,7 +27,7 @@ pub fn boot() -> &'static BootServices {
     unsafe { &*st.as_ref().boot_services }
 }
 
-/// Opens `guid` on `handle` with `attributes` for `agent`/`controller`,
+/// Opens `guid` on `handle` with `attributes` for `owner`/`controller`,
 /// returning the interface.
 #[allow(
     clippy::not_unsafe_ptr_arg_deref,
@@ -36,14 +36,14 @@ pub fn boot() -> &'static BootServices {
 pub fn open(
     handle: Handle,
     guid: &Guid,
-    agent: Handle,
+    owner: Handle,
     controller: Handle,
     attributes: u32,
 ) -> Result<*mut c_void, Status> {
     let mut iface = ptr::null_mut();
     // SAFETY: a plain boot service call with valid out pointer.
     let status =
-        unsafe { (boot().open_protocol)(handle, guid, &mut iface, agent, controller, attributes) };
+        unsafe { (boot().open_protocol)(handle, guid, &mut iface, owner, controller, attributes) };
     if status.is_success() {
         Ok(iface)
     } else {
@@ -56,9 +56,9 @@ pub fn open(
     clippy::not_unsafe_ptr_arg_deref,
     reason = "handles are opaque: the firmware checks them, nothing here reads through them"
 )]
-pub fn close(handle: Handle, guid: &Guid, agent: Handle, controller: Handle) -> Status {
+pub fn close(handle: Handle, guid: &Guid, owner: Handle, controller: Handle) -> Status {
     // SAFETY: a plain boot service call.
-    unsafe { (boot().close_protocol)(handle, guid, agent, controller) }
+    unsafe { (boot().close_protocol)(handle, guid, owner, controller) }
 }
 
 /// Runs `f` at TPL_CALLBACK, so that the driver's timer notification (at

@@ -100,7 +100,7 @@ impl Namespace {
     /// Installs the device path, BlockIo, BlockIo2, DiskInfo and the driver's tag on a new
     /// handle, and ties it to the controller's PCI I/O (BY_CHILD_CONTROLLER,
     /// so that disconnecting the controller stops this child first).
-    pub fn install(&mut self, controller: Handle, agent: Handle) -> Result<(), Status> {
+    pub fn install(&mut self, controller: Handle, binding: Handle) -> Result<(), Status> {
         self.block_io.media = &self.media;
         self.block_io2.media = &self.media;
         let io2: *const BlockIo2Protocol = &self.block_io2;
@@ -127,14 +127,14 @@ impl Namespace {
                 )
             };
             if !s.is_success() {
-                let _ = self.uninstall(controller, agent);
+                let _ = self.uninstall(controller, binding);
                 return Err(s);
             }
         }
         efi::open(
             controller,
             &crate::pci_io::GUID,
-            agent,
+            binding,
             self.handle,
             efi::OPEN_BY_CHILD,
         )
@@ -143,11 +143,11 @@ impl Namespace {
 
     /// Undoes [`Namespace::install`]; fails while someone still holds the
     /// BlockIo (the namespace must then stay allocated).
-    pub fn uninstall(&mut self, controller: Handle, agent: Handle) -> Result<(), Status> {
+    pub fn uninstall(&mut self, controller: Handle, binding: Handle) -> Result<(), Status> {
         if self.handle.is_null() {
             return Ok(());
         }
-        let _ = efi::close(controller, &crate::pci_io::GUID, agent, self.handle);
+        let _ = efi::close(controller, &crate::pci_io::GUID, binding, self.handle);
         let me: *mut Namespace = self;
         let io2: *const BlockIo2Protocol = &self.block_io2;
         let info: *const DiskInfoProtocol = &self.disk_info;
@@ -165,7 +165,7 @@ impl Namespace {
                 let _ = efi::open(
                     controller,
                     &crate::pci_io::GUID,
-                    agent,
+                    binding,
                     self.handle,
                     efi::OPEN_BY_CHILD,
                 );

@@ -11,7 +11,7 @@
 
 extern crate alloc;
 
-// One module per scenario (and the helpers they share); each takes this
+// One module per scenario (and what they share); each takes this
 // root's imports and its siblings' items with `use super::*`.
 mod compare;
 #[cfg(target_arch = "x86_64")]
