@@ -9,6 +9,7 @@
 //! cargo xtask miri                            the unsafe layer under Miri
 //! cargo xtask layers                          no module imports one above it
 //! cargo xtask msrv                            no dependency declares a newer rust-version
+//! cargo xtask uefi [--board B] [--echo] [--qemu-only] [NAME ...]  the UEFI board under OVMF / AAVMF
 //! ```
 
 mod board;
@@ -27,6 +28,7 @@ mod qemu;
 mod qmp;
 mod scenario;
 mod serial;
+mod uefi;
 
 use std::process::ExitCode;
 
@@ -49,6 +51,9 @@ usage: cargo xtask <command>
   miri                            the driver's unit tests and a sim test under Miri
   layers                          check that no module imports one above it (no build)
   msrv                            check that no dependency declares a newer rust-version
+  uefi [--echo] [--qemu-only] [NAME ...]
+                                  the UEFI board: fmt, clippy, its scenarios under OVMF
+                                  and AAVMF (also run by test; takes --board)
   list                            list the QEMU scenarios";
 
 fn main() -> ExitCode {
@@ -67,8 +72,12 @@ fn main() -> ExitCode {
         "miri" => commands::fuzz::miri_main(rest),
         "layers" => layers::check(&paths::root()),
         "msrv" => msrv::check(&paths::root()),
+        "uefi" => uefi::main(rest),
         "list" => {
-            for s in catalog::all() {
+            for s in catalog::all()
+                .into_iter()
+                .chain(uefi::ALL.into_iter().flat_map(uefi::scenarios))
+            {
                 println!(
                     "{:<12} {}\n{:<12} append: {}",
                     s.name, s.about, "", s.append

@@ -146,7 +146,11 @@ pub fn main(args: &[String]) -> Result<(), String> {
     if qemu_only {
         targets.clear();
     }
-    let prerequisites = prereq::ensure_for_test(&boards, &targets);
+    let prerequisites = prereq::ensure_for_test(&boards, &targets).and_then(|()| {
+        crate::uefi::arches_for(&boards)
+            .into_iter()
+            .try_for_each(crate::uefi::ensure)
+    });
     if let Err(e) = &prerequisites {
         println!("     {e}");
     }
@@ -202,9 +206,14 @@ pub fn main(args: &[String]) -> Result<(), String> {
         }
     }
 
+    let uefi_arches = crate::uefi::arches_for(&boards);
     for board in boards {
         run_board(board, &filters, cpus, &mut tally);
     }
+    let (passed, failed, reruns) = crate::uefi::test(&uefi_arches, &filters, !qemu_only, false);
+    tally.passed += passed;
+    tally.failed += failed;
+    tally.reruns.extend(reruns);
     for recap in &tally.recaps {
         print!("{recap}");
     }
