@@ -29,6 +29,8 @@ fn setup_with(spec: ControllerSpec) -> (Sim, Box<SimDriver>, bare_nvme::Controll
             admin_timeout: Duration::from_millis(20),
             ..ControllerConfig::default()
         },
+        // A button press detaches at once (its window is tested elsewhere).
+        button_window: Duration::ZERO,
         ..DriverConfig::default()
     };
     let mut driver = Box::new(Driver::new(sim.platform(), sim.config_access(), config));

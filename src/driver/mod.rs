@@ -6,6 +6,7 @@ mod entry;
 mod logs;
 mod monitor;
 mod pci;
+mod power;
 mod report;
 mod slots;
 mod tick;
@@ -68,6 +69,19 @@ pub struct DriverConfig {
     /// What hot-plug capable ports keep for devices plugged in later when
     /// the driver assigns resources.
     pub hotplug_reserve: HotplugReserve,
+    /// The driver switches hot-plug slots' power and indicators (PCIe Base
+    /// 6.0, 6.7): a card in a slot whose power controller has it off is
+    /// powered on and brought up with the spec's waits, a slot is switched
+    /// off after an orderly detach, a removal or a fault. `false` keeps the
+    /// driver's hands off Slot Control (a platform that owns slot power);
+    /// then arrivals are attached as soon as they answer. Default `true`.
+    pub manage_slots: bool,
+    /// The attention button's abort window: a press blinks the power
+    /// indicator for this long, a second press inside it cancels, and at its
+    /// end the slot's controllers are detached and the slot switched off (or
+    /// a switched-off slot with a card powered on). Zero acts at once.
+    /// Default 5 s (the spec's).
+    pub button_window: Duration,
 }
 
 impl Default for DriverConfig {
@@ -80,6 +94,8 @@ impl Default for DriverConfig {
             prefetchable_window: None,
             reassign: false,
             hotplug_reserve: HotplugReserve::default(),
+            manage_slots: true,
+            button_window: crate::pci::hotplug::BUTTON_WINDOW,
         }
     }
 }
@@ -229,8 +245,11 @@ impl<
     /// Starts an orderly detach of `id`; `tick` carries it out and reports
     /// [`Event::Removed`] with [`Detection::Orderly`](crate::Detection::Orderly).
     pub fn begin_detach(&mut self, id: ControllerId) -> Result<()> {
-        self.entry_mut(id)?;
+        let port = self.entry_mut(id)?.port();
         self.detach_entry(id.index as usize);
+        if let Some(port) = port {
+            self.slot_detach_requested(port);
+        }
         Ok(())
     }
 
@@ -240,6 +259,7 @@ impl<
     pub fn scan(&mut self) -> Result<usize> {
         self.pci.unpark_all();
         let found = self.enumerate();
+        self.start_slots();
         let mut attached = 0;
         for (address, port) in found {
             // A finished controller at the same address (detached, removed)

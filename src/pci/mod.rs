@@ -11,6 +11,7 @@ pub mod bar;
 pub mod capability;
 pub mod config;
 pub mod enumerate;
+pub mod hotplug;
 pub mod link;
 pub mod placement;
 pub mod slot;

@@ -222,6 +222,8 @@ impl Model {
                 ..ControllerConfig::default()
             },
             bus_rescan_interval: Some(Duration::from_millis(50)),
+            // A button press detaches at once: the model has no window.
+            button_window: Duration::ZERO,
             // Room for BARs of functions hot-added on bus 0.
             root_window: Some((
                 bare_nvme::PhysAddr::new(bare_nvme_sim::MMIO_APERTURE.0 + (64 << 20)),

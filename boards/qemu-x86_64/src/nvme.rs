@@ -133,6 +133,7 @@ impl Monitor {
             ),
             Event::NamespaceAdded { id, nsid } => info!("event: {id} namespace {nsid} added"),
             Event::NamespaceRemoved { id, nsid } => info!("event: {id} namespace {nsid} removed"),
+            Event::SlotFault { port, fault } => info!("event: slot of {port} switched off: {fault:?}"),
         }
         if self.log.is_full() {
             self.log.pop_front();
