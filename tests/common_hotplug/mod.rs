@@ -75,7 +75,7 @@ pub fn endings(events: &[Event], id: ControllerId) -> Vec<Event> {
     events
         .iter()
         .filter(|e| matches!(e, Event::Removed { .. } | Event::Failed { .. }))
-        .filter(|e| event_id(e) == id)
+        .filter(|e| e.id() == Some(id))
         .copied()
         .collect()
 }

@@ -215,6 +215,7 @@ mod pci;
 mod prp;
 mod queues;
 mod sim;
+mod slot;
 mod spec;
 mod state;
 
@@ -226,6 +227,7 @@ pub use handles::{SimConfig, SimPlatform, SimRegisters};
 pub use memory::{ARENA_PHYS_BASE, DEFAULT_ARENA_SIZE};
 pub use queues::{Misbehaviour, Queues, Rule};
 pub use sim::Sim;
+pub use slot::SlotSpec;
 pub use spec::{ControllerSpec, Hold, Metadata, NamespaceSpec};
 
 /// The memory range firmware places bridge windows and BARs in, and where a

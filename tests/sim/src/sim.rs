@@ -191,6 +191,32 @@ impl Sim {
         self.st().hot_add(loc, spec)
     }
 
+    /// The slot's power controller detects a power fault: Power Fault
+    /// Detected, the slot's power cut (the card reset and unreachable) until
+    /// software switches the slot off and on again.
+    pub fn power_fault(&self, port: PortId) {
+        self.st().power_fault(port);
+    }
+
+    /// Opens the slot's retention latch (MRL Sensor State open, MRL Sensor
+    /// Changed); the card stays until pulled.
+    pub fn open_latch(&self, port: PortId) {
+        self.st().set_latch(port, true);
+    }
+
+    /// Closes the slot's retention latch.
+    pub fn close_latch(&self, port: PortId) {
+        self.st().set_latch(port, false);
+    }
+
+    /// The root port's Slot Control register.
+    pub fn slot_control(&self, port: PortId) -> u16 {
+        let s = self.st();
+        s.pci.nodes[s.ports[port.0]]
+            .cfg
+            .get16(PORT_PCIE_CAP + pcie::SLOT_CONTROL)
+    }
+
     /// Sets Attention Button Pressed in the port's Slot Status.
     pub fn press_attention_button(&self, port: PortId) {
         self.st().press_attention_button(port);
