@@ -477,3 +477,28 @@ fn a_card_pulled_and_reinserted_at_every_step_of_its_power_up() {
         }
     }
 }
+
+#[test]
+fn an_insertion_that_also_presses_the_button_powers_up_at_once() {
+    // QEMU's device_add sets Presence Detect Changed and Attention Button
+    // Pressed together: the insertion wins, no 5 s window.
+    let sim = empty(SlotSpec::powered());
+    let mut d = driver(&sim, DriverConfig::default());
+    d.scan().unwrap();
+    sim.hot_add(SLOT, spec("added-with-button"));
+    sim.press_attention_button(SLOT);
+    let (events, ticks) = until_ready(&mut d, &sim, 1000);
+    assert!(ready_id(&events).is_some(), "{events:?}");
+    assert!(ms(ticks) < Duration::from_millis(200), "{ticks} ticks");
+    // A press during the power-up is ignored as well.
+    let sim = empty(SlotSpec::powered().link_training(Duration::from_millis(50)));
+    let mut d = driver(&sim, DriverConfig::default());
+    d.scan().unwrap();
+    sim.hot_add(SLOT, spec("pressed-while-starting"));
+    tick_until(&mut d, &sim, 30, |_| false);
+    sim.press_attention_button(SLOT);
+    let (events, ticks) = until_ready(&mut d, &sim, 1000);
+    assert!(ready_id(&events).is_some(), "{events:?}");
+    assert!(ms(ticks) < Duration::from_millis(200), "{ticks} ticks");
+    assert_eq!(sim.slot_control(SLOT) & PIC, PIC_ON);
+}

@@ -517,3 +517,107 @@ fn power_on(caps: SlotCapabilities, control: SlotControl) -> SlotControl {
     }
     on
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QEMU_PORT: SlotCapabilities = SlotCapabilities::ATTENTION_BUTTON
+        .union(SlotCapabilities::POWER_CONTROLLER)
+        .union(SlotCapabilities::ATTENTION_INDICATOR)
+        .union(SlotCapabilities::POWER_INDICATOR)
+        .union(SlotCapabilities::HOT_PLUG_CAPABLE);
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_nanos(ms * 1_000_000)
+    }
+
+    fn poll(control: u16, status: SlotStatus, live: bool, now: u64) -> Poll {
+        Poll {
+            control: SlotControl::from_bits_retain(control),
+            status,
+            live,
+            now: at(now),
+        }
+    }
+
+    const POLICY: SlotPolicy = SlotPolicy {
+        button_window: BUTTON_WINDOW,
+    };
+    const PRESENT: SlotStatus = SlotStatus::PRESENCE_DETECT_STATE;
+
+    #[test]
+    fn indicator_fields_encode_as_the_spec_says() {
+        let off = SlotControl::from_bits_retain(0x07C0);
+        assert_eq!(off.power_indicator(), Some(Indicator::Off));
+        let on = off.with_power_indicator(Indicator::On) - SlotControl::POWER_OFF;
+        assert_eq!(on.bits(), 0x01C0);
+        let blink = on.with_attention_indicator(Indicator::Blink);
+        assert_eq!(blink.bits(), 0x0180);
+        assert_eq!(blink.attention_indicator(), Some(Indicator::Blink));
+        assert_eq!(SlotControl::empty().power_indicator(), None);
+    }
+
+    #[test]
+    fn a_populated_slot_found_off_is_powered_on_and_an_empty_one_stays_off() {
+        let off = SlotControl::from_bits_retain(0x07C0);
+        let (phase, write) = SlotPower::initial(QEMU_PORT, off, PRESENT, at(0));
+        assert!(matches!(phase, Phase::Link { .. }));
+        assert_eq!(write.map(|w| w.bits()), Some(0x02C0));
+        let (phase, write) = SlotPower::initial(QEMU_PORT, off, SlotStatus::empty(), at(0));
+        assert_eq!((phase, write), (Phase::Off, None));
+        let on = SlotControl::from_bits_retain(0x01C0);
+        let (phase, write) = SlotPower::initial(QEMU_PORT, on, PRESENT, at(0));
+        assert_eq!((phase, write), (Phase::Served, None));
+    }
+
+    #[test]
+    fn power_up_waits_link_then_100_ms_then_a_non_retry_answer() {
+        let mut m = SlotPower::new(QEMU_PORT, true, Phase::Off);
+        let inserted = PRESENT | SlotStatus::PRESENCE_DETECT_CHANGED;
+        let s = m.step(&POLICY, &poll(0x07C0, inserted, false, 0), None, None);
+        assert_eq!(s.write.map(|w| w.bits()), Some(0x02C0));
+        assert_eq!(s.act, Act::UsualNoAttach);
+        assert!(m.wants_link());
+        let s = m.step(
+            &POLICY,
+            &poll(0x02C0, PRESENT, false, 10),
+            Some(false),
+            None,
+        );
+        assert_eq!(s, Step::NONE);
+        m.step(&POLICY, &poll(0x02C0, PRESENT, false, 20), Some(true), None);
+        assert_eq!(m.phase(), Phase::Settle { at: at(120) });
+        assert!(!m.wants_vendor(at(119)));
+        assert!(m.wants_vendor(at(120)));
+        let crs = Some(CRS_VENDOR_ID);
+        let s = m.step(&POLICY, &poll(0x02C0, PRESENT, false, 120), None, crs);
+        assert_eq!(s, Step::NONE);
+        let s = m.step(
+            &POLICY,
+            &poll(0x02C0, PRESENT, false, 130),
+            None,
+            Some(0x1b36),
+        );
+        assert_eq!(s.act, Act::Attach);
+        assert_eq!(s.write.map(|w| w.bits()), Some(0x01C0));
+        assert_eq!(m.phase(), Phase::Served);
+    }
+
+    #[test]
+    fn command_completed_gates_the_next_command_for_at_most_a_second() {
+        let mut m = SlotPower::new(QEMU_PORT, true, Phase::Served);
+        m.issued(at(0));
+        assert!(m.command_pending(SlotStatus::empty(), at(999)));
+        assert!(!m.command_pending(SlotStatus::COMMAND_COMPLETED, at(5)));
+        m.issued(at(0));
+        assert!(!m.command_pending(SlotStatus::empty(), at(1000)));
+        let mut no_cc = SlotPower::new(
+            QEMU_PORT | SlotCapabilities::NO_COMMAND_COMPLETED,
+            true,
+            Phase::Served,
+        );
+        no_cc.issued(at(0));
+        assert!(!no_cc.command_pending(SlotStatus::empty(), at(0)));
+    }
+}
