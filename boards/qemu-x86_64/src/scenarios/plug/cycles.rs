@@ -52,6 +52,8 @@ struct Run {
     /// The controller of the previous cycle.
     previous: Option<ControllerId>,
     add: Latency,
+    /// From Presence Detect to Ready.
+    ready: Latency,
     remove: Latency,
     failed_total: u64,
     /// Verified I/O rounds the survivor served while a card came up.
@@ -70,6 +72,7 @@ pub(super) fn cycles(cx: &mut Ctx, d: &mut Nvme, count: u64) -> Outcome {
         baseline: dma::stats(),
         previous: None,
         add: Latency::default(),
+        ready: Latency::default(),
         remove: Latency::default(),
         failed_total: 0,
         add_rounds: 0,
@@ -91,6 +94,15 @@ pub(super) fn cycles(cx: &mut Ctx, d: &mut Nvme, count: u64) -> Outcome {
         remove.avg_us() % 1000,
         remove.max_us / 1000,
         remove.max_us % 1000
+    );
+    marker!(
+        "RESULT ready_ticks_min={} ready_ticks_max={} ready_ms_avg={}.{:03} ready_ms_max={}.{:03}",
+        run.ready.min_ticks,
+        run.ready.max_ticks,
+        run.ready.avg_us() / 1000,
+        run.ready.avg_us() % 1000,
+        run.ready.max_us / 1000,
+        run.ready.max_us % 1000
     );
     marker!(
         "RESULT served_during_add={} add_survivor_rounds={}",
@@ -119,13 +131,15 @@ fn one_cycle(
     let (attached, add_ticks, add_time) = hot_add(cx, d, cycle)?;
     run.add_rounds += cx.survivor_rounds - rounds;
     run.add.add(add_ticks, add_time);
-    let (_, _, ready_after) = cx.monitor.until(
+    let (_, ready_ticks, ready_after) = cx.monitor.until(
         d,
         cx.timeout_ms,
         "Ready after the hot-add",
         |e| matches!(e, Event::Ready { id, .. } if *id == attached),
         |_| Ok(()),
     )?;
+    run.ready
+        .add(add_ticks + ready_ticks, add_time + ready_after);
     if let Some(prev) = run.previous {
         check_returned(cx, d, cycle, attached, prev)?;
     }
