@@ -502,3 +502,56 @@ fn an_insertion_that_also_presses_the_button_powers_up_at_once() {
     assert!(ms(ticks) < Duration::from_millis(200), "{ticks} ticks");
     assert_eq!(sim.slot_control(SLOT) & PIC, PIC_ON);
 }
+
+#[test]
+fn containment_with_the_device_present_is_a_link_loss_and_is_released() {
+    let sim = populated(SlotSpec::powered().dpc());
+    let mut d = driver(&sim, DriverConfig::default());
+    let id = bring_up(&mut d, &sim, 1)[0];
+    sim.contain(SLOT);
+    let (events, _) = tick_until(&mut d, &sim, 1000, |ev| {
+        ev.iter()
+            .any(|e| matches!(e, Event::Returned { previous, .. } if *previous == id))
+    });
+    assert!(
+        matches!(
+            endings(&events, id)[..],
+            [Event::Removed {
+                detected_by: Detection::Slot | Detection::StatusRegister,
+                ..
+            }]
+        ),
+        "{events:?}"
+    );
+    assert!(!sim.contained(SLOT));
+    assert!(ready_id(&events).is_some(), "{events:?}");
+    assert_clean(&sim);
+}
+
+#[test]
+fn containment_after_a_surprise_removal_is_released_so_a_new_card_trains() {
+    let sim = populated(SlotSpec::powered().dpc());
+    let mut d = driver(&sim, DriverConfig::default());
+    let id = bring_up(&mut d, &sim, 1)[0];
+    sim.surprise_remove(CtrlId(0));
+    sim.contain(SLOT);
+    let (events, _) = tick_until(&mut d, &sim, 200, |_| !sim.contained(SLOT));
+    assert!(!sim.contained(SLOT), "containment kept: {events:?}");
+    assert_eq!(endings(&events, id).len(), 1, "{events:?}");
+    sim.hot_add(SLOT, spec("after-containment"));
+    let (events, _) = until_ready(&mut d, &sim, 1000);
+    assert!(ready_id(&events).is_some(), "{events:?}");
+
+    // Hands off: the containment stays and the new card never trains.
+    let sim = populated(SlotSpec::powered().dpc());
+    let config = DriverConfig {
+        manage_slots: false,
+        ..DriverConfig::default()
+    };
+    let mut d = driver(&sim, config);
+    bring_up(&mut d, &sim, 1);
+    sim.surprise_remove(CtrlId(0));
+    sim.contain(SLOT);
+    tick_until(&mut d, &sim, 200, |_| false);
+    assert!(sim.contained(SLOT));
+}

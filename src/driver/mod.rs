@@ -72,9 +72,11 @@ pub struct DriverConfig {
     /// The driver switches hot-plug slots' power and indicators (PCIe Base
     /// 6.0, 6.7): a card in a slot whose power controller has it off is
     /// powered on and brought up with the spec's waits, a slot is switched
-    /// off after an orderly detach, a removal or a fault. `false` keeps the
-    /// driver's hands off Slot Control (a platform that owns slot power);
-    /// then arrivals are attached as soon as they answer. Default `true`.
+    /// off after an orderly detach, a removal or a fault, and a port's
+    /// Downstream Port Containment is released once what was behind it is
+    /// torn down. `false` keeps the driver's hands off Slot Control and DPC
+    /// (a platform that owns them); then arrivals are attached as soon as
+    /// they answer. Default `true`.
     pub manage_slots: bool,
     /// The attention button's abort window: a press blinks the power
     /// indicator for this long, a second press inside it cancels, and at its

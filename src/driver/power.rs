@@ -8,6 +8,7 @@ use pci_types::{ConfigRegionAccess, PciAddress};
 use crate::driver::monitor::{BridgeId, SlotObservation};
 use crate::driver::Driver;
 use crate::pci::config::ConfigSpace;
+use crate::pci::dpc::Dpc;
 use crate::pci::hotplug::{Act, Phase, Poll, SlotFault, SlotPolicy, SlotPower, Step};
 use crate::pci::slot::{LinkCapabilities, LinkStatus, PciePort, SlotControl, SlotStatus};
 use crate::platform::{Instant, Platform};
@@ -15,10 +16,21 @@ use crate::platform::{Instant, Platform};
 /// Hot-plug slots the driver keeps machines for.
 pub(crate) const MAX_SLOTS: usize = 32;
 
-/// Slot machines by port address, and slot faults not yet reported.
+/// A port's Downstream Port Containment, as the driver watches it.
+#[derive(Clone, Copy, Debug)]
+struct Containment {
+    dpc: Dpc,
+    /// The port contained something while controllers behind it were still
+    /// being torn down: released on a later poll.
+    pending: bool,
+}
+
+/// Slot machines by port address, DPC ports, and slot faults not yet
+/// reported.
 #[derive(Default)]
 pub(crate) struct Slots {
     machines: heapless::Vec<(PciAddress, SlotPower), MAX_SLOTS>,
+    containment: heapless::Vec<(PciAddress, Containment), MAX_SLOTS>,
     faults: heapless::Deque<(PciAddress, SlotFault), 8>,
 }
 
@@ -39,6 +51,26 @@ impl Slots {
                 }
             }
         }
+    }
+
+    fn set_dpc(&mut self, port: PciAddress, dpc: Option<Dpc>) {
+        self.containment.retain(|(a, _)| *a != port);
+        if let Some(dpc) = dpc {
+            let _ = self.containment.push((
+                port,
+                Containment {
+                    dpc,
+                    pending: false,
+                },
+            ));
+        }
+    }
+
+    fn containment(&mut self, port: PciAddress) -> Option<&mut Containment> {
+        self.containment
+            .iter_mut()
+            .find(|(a, _)| *a == port)
+            .map(|(_, c)| c)
     }
 
     /// The oldest fault not yet reported.
@@ -107,6 +139,8 @@ impl<
             .contains(LinkCapabilities::DLL_ACTIVE_REPORTING);
         let (control, status) = port.slot_registers(&self.access).ok()?;
         port.enable_crs_visibility(&self.access);
+        let dpc = Dpc::find(&self.access, port.address);
+        self.pci.slots.set_dpc(port.address, dpc);
         let (phase, write) = SlotPower::initial(caps, control, status, now);
         let mut machine = SlotPower::new(caps, link_reporting, phase);
         if let Some(write) = write {
@@ -122,14 +156,53 @@ impl<
     }
 
     /// Builds the machine of every hot-plug slot the enumeration found
-    /// (at `scan`): populated slots nobody powered are powered on.
+    /// (at `scan`): populated slots nobody powered are powered on. A slot
+    /// that has a machine from an earlier scan keeps it (a slot the driver
+    /// switched off stays off).
     pub(super) fn start_slots(&mut self) {
         let now = self.platform.now();
         for i in 0..self.pci.topology.bridges().len() {
             let bridge = self.pci.topology.bridges()[i];
             if let Some(port) = bridge.port.filter(|_| bridge.hot_plug_capable()) {
-                self.start_machine(port, now);
+                if self.pci.slots.get_mut(port.address).is_none() {
+                    self.start_machine(port, now);
+                }
             }
+        }
+    }
+
+    /// Ends a Downstream Port Containment of `bridge`'s port once nothing
+    /// behind it is still being torn down, so that a card there (the same
+    /// one, after a containment with the device present, or one inserted
+    /// later) can train its link. Read only after a presence or link change,
+    /// or while a release waits for a teardown.
+    pub(super) fn release_containment(&mut self, bridge: BridgeId, seen: &SlotObservation) {
+        let address = bridge.address();
+        let changed = seen.events.intersects(
+            crate::pci::slot::SlotStatus::PRESENCE_DETECT_CHANGED
+                | crate::pci::slot::SlotStatus::DATA_LINK_STATE_CHANGED,
+        );
+        let Some(c) = self.pci.slots.containment(address).copied() else {
+            return;
+        };
+        if !(changed || c.pending) {
+            return;
+        }
+        if !c.dpc.triggered(&self.access) {
+            if let Some(c) = self.pci.slots.containment(address) {
+                c.pending = false;
+            }
+            return;
+        }
+        let busy = self
+            .entries_on_port(bridge)
+            .any(|i| self.entries[i].as_ref().is_some_and(|e| !e.is_done()));
+        let released = !busy && c.dpc.release(&self.access);
+        if released {
+            info!("pci: port {address}: containment released after the teardown");
+        }
+        if let Some(c) = self.pci.slots.containment(address) {
+            c.pending = !released;
         }
     }
 

@@ -159,6 +159,7 @@ impl<
                 self.apply_slot(&seen, change, &live, attach, events);
             }
         }
+        self.release_containment(bridge, &seen);
         let mut handled = seen.status.events();
         if self.config.manage_slots {
             // The power machine acknowledges Command Completed itself.

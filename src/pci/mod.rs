@@ -10,6 +10,7 @@ pub mod assign;
 pub mod bar;
 pub mod capability;
 pub mod config;
+pub mod dpc;
 pub mod enumerate;
 pub mod hotplug;
 pub mod link;

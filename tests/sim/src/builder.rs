@@ -149,6 +149,7 @@ impl SimBuilder {
                 link_at: Some(0),
                 command_at: None,
                 faulted: false,
+                contained: false,
                 link_held_down: false,
             };
             let node = st.pci.add(

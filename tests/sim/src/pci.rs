@@ -41,6 +41,11 @@ pub(crate) mod slot {
 /// Link Status: Data Link Layer Link Active.
 pub(crate) const LINK_DLLLA: u16 = 1 << 13;
 
+/// Where root ports with [`crate::SlotSpec::dpc`] have the DPC extended
+/// capability, and its DPC Status register.
+pub(crate) const DPC_CAP: usize = 0x100;
+pub(crate) const DPC_STATUS: usize = DPC_CAP + 8;
+
 /// Root Control: CRS Software Visibility Enable.
 pub(crate) const ROOT_CRS_VISIBLE: u16 = 1 << 4;
 
@@ -56,6 +61,9 @@ pub(crate) struct Port {
     pub(crate) command_at: Option<u64>,
     /// A power fault cut the slot's power; cleared by a power-off write.
     pub(crate) faulted: bool,
+    /// Downstream Port Containment holds the link down until software
+    /// clears DPC Trigger Status.
+    pub(crate) contained: bool,
     /// The node plugged into the slot (present or not yet torn down).
     pub(crate) child: Option<usize>,
     /// The link is held down by the test (`link_down`).
@@ -192,6 +200,12 @@ pub(crate) fn root_port_config(slot_number: u16, spec: &crate::SlotSpec) -> Conf
     // management capability after it.
     c.mask16(p + 0x1C, 0x001F);
     c.set16(p + 0x1E, 1);
+    if spec.dpc {
+        // DPC extended capability, version 1, the last in the list;
+        // Trigger Status and Trigger Reason are RW1C.
+        c.set32(DPC_CAP, 0x001D | 1 << 16);
+        c.w1c16(DPC_STATUS, 0x0007);
+    }
     c.add_cap(0x80, 0x01, 8);
     c.set16(0x82, 0x0003);
     c
@@ -265,6 +279,7 @@ impl Topology {
         let p = self.port(port);
         !p.link_held_down
             && !p.faulted
+            && !p.contained
             && self.slot_powered(port)
             && p.child.is_some_and(|c| self.nodes[c].present)
             && p.link_at.is_some_and(|t| self.now >= t)
@@ -502,6 +517,15 @@ impl Topology {
         let old_ctl = self.nodes[node].cfg.get16(ctl_at);
         self.record_function_write(node, offset, value);
         self.nodes[node].cfg.write32(offset, value);
+        if is_port && offset == DPC_STATUS && self.port(node).contained {
+            if self.nodes[node].cfg.get16(DPC_STATUS) & 1 == 0 {
+                // Containment released: the link trains again.
+                self.port_mut(node).contained = false;
+                self.start_link(node);
+                self.refresh_port(node, true);
+            }
+            return SlotAction::None;
+        }
         if !is_port || offset != ctl_at {
             return SlotAction::None;
         }

@@ -209,6 +209,18 @@ impl Sim {
         self.st().set_latch(port, false);
     }
 
+    /// The port triggers Downstream Port Containment (its slot has
+    /// [`crate::SlotSpec::dpc`]): DPC Trigger Status set, the link down and
+    /// a card still there reset, until software clears the trigger.
+    pub fn contain(&self, port: PortId) {
+        self.st().contain(port);
+    }
+
+    /// Whether the port still holds its link down for containment.
+    pub fn contained(&self, port: PortId) -> bool {
+        self.st().contained(port)
+    }
+
     /// The root port's Slot Control register.
     pub fn slot_control(&self, port: PortId) -> u16 {
         let s = self.st();

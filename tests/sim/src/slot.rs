@@ -33,6 +33,9 @@ pub struct SlotSpec {
     pub crs: Duration,
     /// Slot Capabilities MRL Sensor Present.
     pub mrl_sensor: bool,
+    /// The port has the Downstream Port Containment capability
+    /// ([`crate::Sim::contain`]).
+    pub dpc: bool,
 }
 
 impl Default for SlotSpec {
@@ -47,6 +50,7 @@ impl Default for SlotSpec {
             link_never_up: false,
             crs: Duration::ZERO,
             mrl_sensor: false,
+            dpc: false,
         }
     }
 }
@@ -94,6 +98,12 @@ impl SlotSpec {
     /// With a card plugged in at build left unpowered.
     pub fn unpowered(mut self) -> Self {
         self.unpowered = true;
+        self
+    }
+
+    /// With Downstream Port Containment.
+    pub fn dpc(mut self) -> Self {
+        self.dpc = true;
         self
     }
 

@@ -348,6 +348,36 @@ impl State {
         self.pci.refresh_port(p, true);
     }
 
+    /// The port triggers Downstream Port Containment: DPC Trigger Status
+    /// set, the link held down (the card, if still there, is reset) until
+    /// software clears it.
+    pub(crate) fn contain(&mut self, port: PortId) {
+        let p = self.ports[port.0];
+        assert!(self.pci.port(p).spec.dpc, "port {} has no DPC", port.0);
+        self.pci.now = self.now;
+        self.pci.port_mut(p).contained = true;
+        if let Some(child) = self
+            .pci
+            .port(p)
+            .child
+            .filter(|&c| self.pci.nodes[c].present)
+        {
+            let c = self.ctrl_of(child);
+            self.device_reset(c);
+        }
+        let cfg = &mut self.pci.nodes[p].cfg;
+        // Trigger Status, reason 00b: an unmasked uncorrectable error
+        // (what a surprise removal's completion timeouts raise).
+        let status = cfg.get16(crate::pci::DPC_STATUS) | 1;
+        cfg.set16(crate::pci::DPC_STATUS, status);
+        self.pci.refresh_port(p, true);
+    }
+
+    /// Whether the port still holds its link down for containment.
+    pub(crate) fn contained(&self, port: PortId) -> bool {
+        self.pci.port(self.ports[port.0]).contained
+    }
+
     /// Opens (or closes) the slot's retention latch: MRL Sensor State and
     /// MRL Sensor Changed. The card stays until it is pulled.
     pub(crate) fn set_latch(&mut self, port: PortId, open: bool) {
