@@ -45,9 +45,14 @@ const TIME_LIMIT: Duration = Duration::from_secs(60);
 pub const CYCLES: u64 = 20;
 
 /// Add/remove cycles of `slot-power-cycles` in the catalog (each costs the
-/// spec's 100 ms before the first config read); longer runs on demand with
-/// `cargo xtask qemu` and `cycles=N`.
-pub const SLOT_POWER_CYCLES: u64 = 5;
+/// spec's 100 ms before the first config read); a longer run on demand with
+/// `SLOT_POWER_CYCLES=100 cargo xtask test --qemu-only slot-power-cycles`.
+fn slot_power_cycles() -> u64 {
+    std::env::var("SLOT_POWER_CYCLES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5)
+}
 
 /// A fresh raw disk `file` of scenario `name`.
 fn disk(name: &str, file: &str) -> Disk {
@@ -328,6 +333,7 @@ fn with_powered_slot(name: &str) -> Machine {
 /// on purpose: they cover slots without a power controller (where a card
 /// is live the moment it is in), which the driver serves too.
 fn slot_power() -> Vec<Scenario> {
+    let cycles = slot_power_cycles();
     vec![
         Scenario::new(
             "slot-power-add",
@@ -374,17 +380,29 @@ fn slot_power() -> Vec<Scenario> {
         Scenario::new(
             "slot-power-cycles",
             &format!(
-                "{SLOT_POWER_CYCLES} add/remove cycles on rp2 with its power controller: each \
+                "{cycles} add/remove cycles on rp2 with its power controller: each \
                  add powered up by the driver, 2 reads in flight at each pull (null backend)"
             ),
             with_powered_slot("slot-power-cycles"),
             &format!(
-                "scenario=plug mode=cycles cycles={SLOT_POWER_CYCLES} port=0:5.0 inflight=2 \
+                "scenario=plug mode=cycles cycles={cycles} port=0:5.0 inflight=2 \
                  verify=zeroes"
             ),
         )
-        .steps(cycle_steps(SLOT_POWER_CYCLES, "null0"))
-        .expect("cycles", &SLOT_POWER_CYCLES.to_string())
+        .steps(cycle_steps(cycles, "null0"))
+        .expect("cycles", &cycles.to_string())
+        .expect("dma_regions", "0")
+        .expect("dma_bytes", "0")
+        .time_limit(Duration::from_secs(60 + cycles)),
+        Scenario::new(
+            "slot-power-switch",
+            "a switch's downstream port with a power controller: device_add into its \
+             switched-off slot, powered and served by the driver, the hand pulls it; twice",
+            with_spare_drive("slot-power-switch").powered_switch("sw1", 3, 0x6),
+            "scenario=plug mode=cycles cycles=2 slot=4 inflight=0",
+        )
+        .steps(cycle_steps_into(2, "d1", "sw1"))
+        .expect("cycles", "2")
         .expect("dma_regions", "0")
         .expect("dma_bytes", "0"),
     ]

@@ -141,6 +141,8 @@ Not measured by `cargo xtask bench`: the `slot-power-add`, `slot-power-cycles`, 
 | Presence Detect | Ready | aarch64 | power controller (`slot-power-add`) | 103 | 133.8 | 100 ms |\n\
 | Presence Detect | Ready | aarch64 | power controller, 5 cycles | 77 to 129 | 129.5 avg, 132.5 most | 100 ms |\n\
 | Presence Detect | Ready | aarch64 | no power controller (`hot-add`) | 66 | 131.8 | 100 ms |\n\
+| Presence Detect | Ready | x86_64 | power controller, 100 cycles (`SLOT_POWER_CYCLES=100`) | 62 to 129 | 135.5 avg, 173.5 most | 100 ms |\n\
+| Presence Detect | Ready | aarch64 | power controller, 100 cycles | 51 to 123 | 141.3 avg, 194.8 most | 100 ms |\n\
 | button press (`device_del`) | controller Removed (orderly) | x86_64 | power controller (`slot-power-button`) | 2366 | 5036 | the 5 s abort window (PCIe 6.7.1.5) |\n\
 | button press | slot empty, `DEVICE_DELETED` | x86_64 | power controller | 2367 | 5059 | 5 s |\n\
 | button press | controller Removed (orderly) | aarch64 | power controller | 3688 | 5019 | 5 s |\n\
