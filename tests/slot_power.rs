@@ -171,7 +171,8 @@ fn a_function_that_retries_past_its_readiness_time_is_given_up() {
 
 #[test]
 fn a_link_that_never_comes_up_switches_the_slot_off_until_the_next_insertion() {
-    let sim = empty(SlotSpec::powered().link_never_up());
+    // A real slot: the card stays when the driver switches the slot off.
+    let sim = empty(SlotSpec::powered().link_never_up().keeps_card());
     let mut d = driver(&sim, DriverConfig::default());
     d.scan().unwrap();
     let ctrl = sim.hot_add(SLOT, spec("no-link"));
@@ -194,6 +195,25 @@ fn a_link_that_never_comes_up_switches_the_slot_off_until_the_next_insertion() {
     let (events, _) = tick_until(&mut d, &sim, 3000, |_| false);
     assert!(events.is_empty(), "{events:?}");
     assert_eq!(sim.slot_control(SLOT), control);
+    // The attention button asks for it: after the 5 s window the slot is
+    // powered on again (and fails again).
+    sim.press_attention_button(SLOT);
+    tick_until(&mut d, &sim, 4900, |_| false);
+    assert_eq!(
+        sim.slot_control(SLOT) & (POWER_OFF | PIC),
+        POWER_OFF | PIC_BLINK
+    );
+    tick_until(&mut d, &sim, 150, |_| false);
+    let retried = sim.slot_control(SLOT);
+    assert_eq!(retried & (POWER_OFF | PIC), PIC_BLINK, "{retried:#x}");
+    let (events, _) = tick_until(&mut d, &sim, 3000, |ev| !ev.is_empty());
+    assert_eq!(
+        events,
+        [Event::SlotFault {
+            port,
+            fault: SlotFault::LinkDown
+        }]
+    );
     // A new insertion is tried again (and fails the same way here).
     sim.surprise_remove(ctrl);
     tick_until(&mut d, &sim, 20, |_| false);
@@ -554,4 +574,37 @@ fn containment_after_a_surprise_removal_is_released_so_a_new_card_trains() {
     sim.contain(SLOT);
     tick_until(&mut d, &sim, 200, |_| false);
     assert!(sim.contained(SLOT));
+}
+
+#[test]
+fn a_card_left_in_a_switched_off_slot_comes_back_with_the_button() {
+    // A real slot: after the orderly detach the card stays, dark.
+    let sim = populated(SlotSpec::powered().keeps_card());
+    let mut d = driver(&sim, DriverConfig::default());
+    let id = bring_up(&mut d, &sim, 1)[0];
+    d.begin_detach(id).unwrap();
+    let (events, _) = tick_until(&mut d, &sim, 500, |_| {
+        sim.slot_control(SLOT) & POWER_OFF != 0
+    });
+    assert_eq!(endings(&events, id).len(), 1, "{events:?}");
+    assert!(sim.is_present(CtrlId(0)));
+    assert!(
+        sim.address(CtrlId(0)).is_none(),
+        "answers while switched off"
+    );
+    // Left off: nothing happens until someone asks.
+    let (events, _) = tick_until(&mut d, &sim, 2000, |_| false);
+    assert!(events.is_empty(), "{events:?}");
+    sim.press_attention_button(SLOT);
+    let pressed = sim.now();
+    let (events, _) = until_ready(&mut d, &sim, 8000);
+    let took = sim.now() - pressed;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Returned { previous, .. } if *previous == id)),
+        "{events:?}"
+    );
+    assert!(took >= Duration::from_millis(5100), "{took:?}");
+    assert_eq!(sim.slot_control(SLOT) & (POWER_OFF | PIC), PIC_ON);
 }

@@ -252,7 +252,9 @@ impl<
             .wants_link()
             .then(|| port.link_status(&self.access))
             .map(|l| l.contains(LinkStatus::DLL_LINK_ACTIVE));
-        let vendor = machine.wants_vendor(now).then(|| {
+        // A port without a secondary bus number reaches nothing: bus 0
+        // device 0 is not the slot's function.
+        let vendor = (machine.wants_vendor(now) && seen.secondary != 0).then(|| {
             ConfigSpace::new(&self.access, PciAddress::new(0, seen.secondary, 0, 0)).vendor_id()
         });
         let poll = Poll {

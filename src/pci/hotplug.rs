@@ -275,7 +275,11 @@ impl SlotPower {
         }
         let presence = events.contains(SlotStatus::PRESENCE_DETECT_CHANGED);
         let link_changed = events.contains(SlotStatus::DATA_LINK_STATE_CHANGED);
-        if presence || (link_changed && !self.starting()) {
+        // A link change in a slot held off is the slot's own power-off (or
+        // a card there being reset): only a presence change or the button
+        // turns such a slot on again.
+        let link_matters = !self.starting() && self.phase != Phase::Off;
+        if presence || (link_changed && link_matters) {
             return self.presence_or_link(seen, present);
         }
         if !present && self.phase != Phase::Off {

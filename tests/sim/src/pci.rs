@@ -555,7 +555,8 @@ impl Topology {
         let pic_off = |c: u16| c & slot::CTL_PIC_MASK == slot::CTL_PIC_OFF;
         // QEMU's rule (pcie_cap_slot_write_config): power and indicator both
         // switched off unplugs the device.
-        if off_now && pic_off(new_ctl) && (!off_before || !pic_off(old_ctl)) {
+        let deletes = !self.port(node).spec.keeps_card;
+        if deletes && off_now && pic_off(new_ctl) && (!off_before || !pic_off(old_ctl)) {
             SlotAction::Remove(child)
         } else if off_now && !off_before {
             SlotAction::PowerOff(child)

@@ -33,6 +33,10 @@ pub struct SlotSpec {
     pub crs: Duration,
     /// Slot Capabilities MRL Sensor Present.
     pub mrl_sensor: bool,
+    /// A card stays in the slot when software switches power and power
+    /// indicator off, as on real hardware; by default the slot deletes it
+    /// then, as QEMU does (its unplug).
+    pub keeps_card: bool,
     /// The port has the Downstream Port Containment capability
     /// ([`crate::Sim::contain`]).
     pub dpc: bool,
@@ -51,6 +55,7 @@ impl Default for SlotSpec {
             crs: Duration::ZERO,
             mrl_sensor: false,
             dpc: false,
+            keeps_card: false,
         }
     }
 }
@@ -98,6 +103,12 @@ impl SlotSpec {
     /// With a card plugged in at build left unpowered.
     pub fn unpowered(mut self) -> Self {
         self.unpowered = true;
+        self
+    }
+
+    /// With the card staying in a switched-off slot (real hardware).
+    pub fn keeps_card(mut self) -> Self {
+        self.keeps_card = true;
         self
     }
 
