@@ -107,6 +107,14 @@ fn scan_powers_a_populated_slot_nobody_powered() {
     assert!(ready_id(&events).is_some(), "{events:?}");
     assert!(ms(ticks) >= Duration::from_millis(100), "{ticks} ticks");
     assert_eq!(sim.slot_control(SLOT) & PIC, PIC_ON);
+
+    // `wait_ready` after the scan waits for the slot's power-up too.
+    let sim = populated(SlotSpec::powered().unpowered());
+    sim.set_clock_step(Duration::from_micros(100));
+    let mut d = driver(&sim, DriverConfig::default());
+    assert_eq!(d.scan().unwrap(), 0);
+    let events = d.wait_ready(Duration::from_secs(2));
+    assert!(ready_id(&events).is_some(), "{events:?}");
 }
 
 #[test]

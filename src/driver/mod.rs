@@ -277,8 +277,10 @@ impl<
         Ok(attached)
     }
 
-    /// Ticks until every attached controller is ready, failed or gone, or
-    /// `timeout` passed; returns the events seen meanwhile. Returns early
+    /// Ticks until every attached controller is ready, failed or gone, and
+    /// no hot-plug slot is still powering a card up (a populated slot
+    /// `scan` found switched off), or `timeout` passed; returns the events
+    /// seen meanwhile. Returns early
     /// when [`MAX_EVENTS`] events were collected: no event is dropped, the
     /// rest are reported by the next `wait_ready` or `tick`.
     pub fn wait_ready(&mut self, timeout: Duration) -> heapless::Vec<Event, MAX_EVENTS> {
@@ -295,6 +297,7 @@ impl<
                     State::Discovered | State::Resetting | State::Enabling | State::Initializing
                 )
             });
+            let busy = busy || self.pci.slots.any_starting();
             if !busy || self.platform.now() > deadline {
                 return all;
             }

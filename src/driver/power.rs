@@ -73,6 +73,11 @@ impl Slots {
             .map(|(_, c)| c)
     }
 
+    /// Whether a slot is bringing a card up (power-on, link, readiness).
+    pub(crate) fn any_starting(&self) -> bool {
+        self.machines.iter().any(|(_, m)| m.starting())
+    }
+
     /// The oldest fault not yet reported.
     pub(crate) fn next_fault(&mut self) -> Option<(PciAddress, SlotFault)> {
         self.faults.pop_front()
