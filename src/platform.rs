@@ -459,7 +459,7 @@ impl MmioRegisters {
     }
 
     fn reg(&self, offset: usize) -> Option<VolatilePtr<'_, u32>> {
-        if offset % 4 != 0 || offset.checked_add(4)? > self.len {
+        if !offset.is_multiple_of(4) || offset.checked_add(4)? > self.len {
             return None;
         }
         // SAFETY: offset is aligned and inside the mapping promised by `new`.

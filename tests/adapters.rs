@@ -15,7 +15,7 @@ use std::io::Cursor;
 
 use bare_nvme::adapters::io::ByteStream;
 use bare_nvme::adapters::sdmmc::SdmmcDevice;
-use bare_nvme::block::{BlockDevice, BlockTarget, BounceConfig};
+use bare_nvme::block::{BlockTarget, BounceConfig, NamespaceDisk};
 use bare_nvme::{ControllerConfig, Error};
 use bare_nvme_sim::{CtrlId, Sim};
 use embedded_io::{Read as _, Seek as _, SeekFrom, Write as _};
@@ -71,14 +71,11 @@ fn a_fat32_partition_on_a_gpt_is_found_listed_read_and_written_through_the_adapt
     load(&sim, image.get_ref());
     let new = fsimage::pattern(70_000, 3);
     {
-        let mut disk = BlockDevice::open(
+        let mut disk = NamespaceDisk::open(
             &mut *driver,
             Some(id),
             1,
-            BounceConfig {
-                bytes: 32 << 10,
-                ..BounceConfig::default()
-            },
+            BounceConfig::default().bytes(32 << 10),
         )
         .unwrap();
         // The GPT, through the gpt_disk_io adapter.
@@ -162,12 +159,12 @@ fn a_partition_view_shows_only_its_partition_and_an_mbr_naming_it() {
     let (sim, mut driver, id) = single(spec(4096, 512), ControllerConfig::default());
     sim.write_block(CTRL, 1, 0, &[0xEE; 512]);
     {
-        let disk = BlockDevice::open(&mut *driver, Some(id), 1, BounceConfig::default()).unwrap();
+        let disk = NamespaceDisk::open(&mut *driver, Some(id), 1, BounceConfig::default()).unwrap();
         assert!(matches!(
             SdmmcDevice::partition(disk, 4000, 100).err(),
             Some(Error::LbaOutOfRange { .. })
         ));
-        let disk = BlockDevice::open(&mut *driver, Some(id), 1, BounceConfig::default()).unwrap();
+        let disk = NamespaceDisk::open(&mut *driver, Some(id), 1, BounceConfig::default()).unwrap();
         let view = SdmmcDevice::partition(disk, 2048, 1024).unwrap();
         let mut blocks = [Block::new(), Block::new()];
         view.read(&mut blocks[..1], BlockIdx(0)).unwrap();
@@ -201,7 +198,7 @@ fn a_partition_view_shows_only_its_partition_and_an_mbr_naming_it() {
 fn embedded_sdmmc_needs_512_byte_blocks() {
     let (sim, mut driver, id) = single(spec(512, 4096), ControllerConfig::default());
     {
-        let disk = BlockDevice::open(&mut *driver, Some(id), 1, BounceConfig::default()).unwrap();
+        let disk = NamespaceDisk::open(&mut *driver, Some(id), 1, BounceConfig::default()).unwrap();
         assert!(matches!(
             SdmmcDevice::new(disk).err(),
             Some(Error::InvalidArgument { .. })
@@ -218,13 +215,10 @@ fn a_byte_stream_reads_writes_and_seeks_like_a_model_of_its_bytes() {
         let mut model = vec![0u8; size];
         {
             let handle = driver.namespace_handle(Some(id), 1).unwrap();
-            let disk = BlockDevice::with_handle(
+            let disk = NamespaceDisk::with_handle(
                 &mut *driver,
                 handle,
-                BounceConfig {
-                    bytes: 8192,
-                    ..BounceConfig::default()
-                },
+                BounceConfig::default().bytes(8192),
             )
             .unwrap();
             let mut stream = ByteStream::new(disk);
@@ -261,4 +255,166 @@ fn a_byte_stream_reads_writes_and_seeks_like_a_model_of_its_bytes() {
         assert!(on_device == model, "device differs from the model");
         finish(&sim, driver);
     }
+}
+
+/// 36 MiB in 512-byte blocks: room for a FAT32 partition from 1 MiB on.
+const FORMAT_BLOCKS: u64 = 73_728;
+const FIRST: u64 = 2048;
+
+#[test]
+fn a_namespace_partitioned_and_formatted_by_the_embedder_is_used_through_embedded_sdmmc_and_read_by_fatfs(
+) {
+    use bare_nvme::adapters::format;
+    use std::io::Read as _;
+
+    let (sim, mut driver, id) = single(spec(FORMAT_BLOCKS, 512), ControllerConfig::default());
+    // Stale bytes where the volume's structures go: formatting covers them.
+    sim.write_block(CTRL, 1, FIRST + 40, &[0xEE; 512]);
+    let data = fsimage::pattern(20_000, 4);
+    {
+        let mut disk =
+            NamespaceDisk::open(&mut *driver, Some(id), 1, BounceConfig::default()).unwrap();
+        let blocks = disk.capacity() - FIRST;
+        format::write_mbr(&mut disk, FIRST, blocks, 0x1234_5678).unwrap();
+        let layout = format::format_fat32(&mut disk, FIRST, blocks, 0x1234_5678).unwrap();
+        assert_eq!(layout.cluster_bytes, 512);
+        // The whole namespace, its MBR read by embedded-sdmmc itself.
+        let volumes: VolumeManager<_, _> =
+            VolumeManager::new(SdmmcDevice::new(disk).unwrap(), Fixed);
+        {
+            let volume = volumes.open_volume(VolumeIdx(0)).unwrap();
+            let root = volume.open_root_dir().unwrap();
+            let file = root
+                .open_file_in_dir("DATA.BIN", Mode::ReadWriteCreate)
+                .unwrap();
+            file.write(&data).unwrap();
+            file.close().unwrap();
+            root.close().unwrap();
+            volume.close().unwrap();
+        }
+        volumes
+            .device(|d| d.with_disk(|disk| disk.flush()))
+            .unwrap();
+    }
+    // A second FAT implementation opens the partition and reads the file.
+    let image = unload(&sim, FORMAT_BLOCKS);
+    let mut partition = Cursor::new(image[(FIRST * 512) as usize..].to_vec());
+    let fs = fatfs::FileSystem::new(&mut partition, fatfs::FsOptions::new()).unwrap();
+    assert_eq!(fs.fat_type(), fatfs::FatType::Fat32);
+    let names: Vec<String> = fs
+        .root_dir()
+        .iter()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["DATA.BIN"]);
+    let mut back = Vec::new();
+    fs.root_dir()
+        .open_file("DATA.BIN")
+        .unwrap()
+        .read_to_end(&mut back)
+        .unwrap();
+    assert!(back == data, "DATA.BIN differs");
+    drop(fs);
+    finish(&sim, driver);
+}
+
+#[test]
+fn an_error_while_a_cluster_is_allocated_reads_as_disk_full_and_the_devices_last_error_says_what_it_was(
+) {
+    use bare_nvme::adapters::format;
+
+    let (sim, mut driver, id) = single(spec(FORMAT_BLOCKS, 512), ControllerConfig::default());
+    {
+        let mut disk =
+            NamespaceDisk::open(&mut *driver, Some(id), 1, BounceConfig::default()).unwrap();
+        let blocks = disk.capacity() - FIRST;
+        format::write_mbr(&mut disk, FIRST, blocks, 1).unwrap();
+        let layout = format::format_fat32(&mut disk, FIRST, blocks, 1).unwrap();
+        let volumes: VolumeManager<_, _> =
+            VolumeManager::new(SdmmcDevice::new(disk).unwrap(), Fixed);
+        let volume = volumes.open_volume(VolumeIdx(0)).unwrap();
+        let root = volume.open_root_dir().unwrap();
+        let file = root
+            .open_file_in_dir("FULL.BIN", Mode::ReadWriteCreate)
+            .unwrap();
+        file.write(&[1; 512]).unwrap();
+        file.flush().unwrap();
+        // The FATs can be read but no longer written: the next cluster
+        // cannot be allocated.
+        let fats = FIRST + 32..FIRST + layout.data_start;
+        sim.fail_writes(CTRL, 1, fats);
+        let error = file.write(&[2; 512]).unwrap_err();
+        assert!(
+            matches!(error, embedded_sdmmc::Error::DiskFull),
+            "{error:?}"
+        );
+        let cause = volumes.device(|d| d.take_last_error());
+        assert!(
+            matches!(cause, Some(Error::CommandFailed { .. })),
+            "the media error: {cause:?}"
+        );
+        drop(file);
+        drop(root);
+        drop(volume);
+        sim.clear_media_errors(CTRL);
+    }
+    finish(&sim, driver);
+}
+
+#[test]
+fn a_removal_in_the_middle_of_a_file_write_is_told_by_the_devices_last_error() {
+    use bare_nvme::adapters::{format, AdapterError};
+    use core::error::Error as _;
+
+    let (sim, mut driver, id) = single(spec(FORMAT_BLOCKS, 512), ControllerConfig::default());
+    {
+        let mut disk =
+            NamespaceDisk::open(&mut *driver, Some(id), 1, BounceConfig::default()).unwrap();
+        let blocks = disk.capacity() - FIRST;
+        format::write_mbr(&mut disk, FIRST, blocks, 1).unwrap();
+        format::format_fat32(&mut disk, FIRST, blocks, 1).unwrap();
+        let volumes: VolumeManager<_, _> =
+            VolumeManager::new(SdmmcDevice::new(disk).unwrap(), Fixed);
+        let volume = volumes.open_volume(VolumeIdx(0)).unwrap();
+        let root = volume.open_root_dir().unwrap();
+        let file = root
+            .open_file_in_dir("PULLED.BIN", Mode::ReadWriteCreate)
+            .unwrap();
+        file.write(&[1; 512]).unwrap();
+        file.flush().unwrap();
+        assert_eq!(volumes.device(|d| d.last_error()), None);
+        sim.surprise_remove(CTRL);
+        // Whatever embedded-sdmmc names it (a device error here, `DiskFull`
+        // when the removal is met while a cluster is allocated), the device
+        // knows what it was.
+        let error = file.write(&[2; 512]).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                embedded_sdmmc::Error::DiskFull | embedded_sdmmc::Error::DeviceError(_)
+            ),
+            "{error:?}"
+        );
+        let cause = volumes.device(|d| d.take_last_error());
+        assert_eq!(cause, Some(Error::DeviceRemoved));
+        assert_eq!(volumes.device(|d| d.last_error()), None, "taken");
+        // The adapter's error hands on the driver's as its source.
+        let wrapped = AdapterError(Error::DeviceRemoved);
+        let source = wrapped.source().expect("a source");
+        assert_eq!(source.downcast_ref::<Error>(), Some(&Error::DeviceRemoved));
+        drop(file);
+        drop(root);
+        drop(volume);
+    }
+    let mut removed = 0;
+    for _ in 0..100 {
+        sim.advance(std::time::Duration::from_millis(1));
+        removed += driver
+            .tick()
+            .iter()
+            .filter(|e| matches!(e, bare_nvme::Event::Removed { .. }))
+            .count();
+    }
+    assert_eq!(removed, 1);
+    finish(&sim, driver);
 }

@@ -112,15 +112,12 @@ fn a_health_event_is_reported_once_and_the_log_shows_the_bit() {
 
 #[test]
 fn outstanding_requests_are_no_hang_and_no_caller_command() {
-    let config = ControllerConfig {
-        admin_timeout: Duration::from_millis(100),
-        ..ControllerConfig::default()
-    };
+    let config = ControllerConfig::default().admin_timeout(Duration::from_millis(100));
     let (sim, mut driver, id) = single(spec(8192, 512), config);
     // Far past every admin deadline: the requests are still only waiting.
     for _ in 0..50 {
         sim.advance(Duration::from_secs(1));
-        driver.tick();
+        let _ = driver.tick();
     }
     let c = driver.controller(id).unwrap();
     assert_eq!(c.reset_count(), 0, "a waiting request is not a hang");
@@ -187,7 +184,7 @@ fn a_reset_arms_the_requests_again_within_the_limit() {
     sim.set_cfs(C);
     for _ in 0..200 {
         sim.advance(Duration::from_millis(5));
-        driver.tick();
+        let _ = driver.tick();
     }
     let c = driver.controller(id).unwrap();
     assert_eq!(c.reset_count(), 1);
@@ -343,7 +340,7 @@ fn a_detached_namespace_is_removed_then_added_while_the_other_serves() {
 
 #[test]
 fn a_removed_namespaces_handle_goes_stale_and_the_others_keep_serving() {
-    use bare_nvme::block::{BlockDevice, BlockTarget, BounceConfig};
+    use bare_nvme::block::{BlockTarget, BounceConfig, NamespaceDisk};
     let (sim, mut driver, id) = single(two_namespaces(), ControllerConfig::default());
     let gone = driver.namespace_handle(Some(id), 2).unwrap();
     let stays = driver.namespace_handle(Some(id), 1).unwrap();
@@ -354,13 +351,13 @@ fn a_removed_namespaces_handle_goes_stale_and_the_others_keep_serving() {
     let mut back = vec![0u8; 4096];
     {
         let mut disk =
-            BlockDevice::with_handle(&mut *driver, gone, BounceConfig::default()).unwrap();
+            NamespaceDisk::with_handle(&mut *driver, gone, BounceConfig::default()).unwrap();
         assert_eq!(disk.write(0, &data), Err(Error::StaleHandle));
         assert_eq!(disk.read(0, &mut back), Err(Error::StaleHandle));
     }
     {
         let mut disk =
-            BlockDevice::with_handle(&mut *driver, stays, BounceConfig::default()).unwrap();
+            NamespaceDisk::with_handle(&mut *driver, stays, BounceConfig::default()).unwrap();
         disk.write(8, &data).unwrap();
         disk.read(8, &mut back).unwrap();
         assert!(back == data, "namespace 1 untouched");
@@ -524,7 +521,7 @@ fn a_split_phase_log_read_runs_beside_the_tick() {
         "one read at a time"
     );
     for _ in 0..5 {
-        driver.tick();
+        let _ = driver.tick();
         assert!(driver.poll_log_page(id, &request).is_none(), "held");
     }
     sim.release_all();
@@ -550,7 +547,7 @@ fn a_log_read_cut_off_by_a_reset_ends_aborted() {
     sim.set_cfs(C);
     for _ in 0..100 {
         sim.advance(Duration::from_millis(5));
-        driver.tick();
+        let _ = driver.tick();
     }
     assert_eq!(
         driver.poll_log_page(id, &request),

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use bare_nvme::block::{BlockDevice, BlockTarget, BounceConfig};
+use bare_nvme::block::{BlockTarget, BounceConfig, NamespaceDisk};
 use bare_nvme::spec::command::nvm;
 use bare_nvme::{
     Controller, ControllerConfig, Driver, DriverConfig, Error, Event, PhysAddr, Platform,
@@ -23,10 +23,7 @@ const BLOCK: usize = 512;
 
 /// Controller settings with a small largest transfer, so splits show.
 fn small_transfers() -> ControllerConfig {
-    ControllerConfig {
-        max_transfer: 16 << 10,
-        ..ControllerConfig::default()
-    }
+    ControllerConfig::default().max_transfer(16 << 10)
 }
 
 fn writes(sim: &Sim) -> u64 {
@@ -42,14 +39,11 @@ fn bounce_copies_round_trip_and_split_at_the_bounce_size_and_the_largest_transfe
     let (sim, mut driver, id) = single(spec(4096, BLOCK as u32), small_transfers());
     let data = pattern(400 * BLOCK, 3);
     {
-        let mut disk = BlockDevice::open(
+        let mut disk = NamespaceDisk::open(
             &mut *driver,
             Some(id),
             1,
-            BounceConfig {
-                bytes: 64 << 10,
-                ..BounceConfig::default()
-            },
+            BounceConfig::default().bytes(64 << 10),
         )
         .unwrap();
         assert_eq!((disk.block_size(), disk.capacity()), (512, 4096));
@@ -80,14 +74,11 @@ fn a_bounce_buffer_is_whole_blocks_and_allocated_once() {
     let (sim, mut driver, id) = single(spec(4096, 4096), ControllerConfig::default());
     let allocs = sim.counters().dma_allocs;
     {
-        let mut disk = BlockDevice::open(
+        let mut disk = NamespaceDisk::open(
             &mut *driver,
             Some(id),
             1,
-            BounceConfig {
-                buffers: 1,
-                bytes: 10_000,
-            },
+            BounceConfig::default().buffers(1).bytes(10_000),
         )
         .unwrap();
         assert_eq!(disk.bounce_bytes(), 8192);
@@ -97,14 +88,11 @@ fn a_bounce_buffer_is_whole_blocks_and_allocated_once() {
         disk.read(0, &mut back).unwrap();
         assert!(back == data);
         assert_eq!(sim.counters().dma_allocs - allocs, 1, "one allocation");
-        let tiny = BlockDevice::open(
+        let tiny = NamespaceDisk::open(
             &mut *disk.target(),
             Some(id),
             1,
-            BounceConfig {
-                buffers: 1,
-                bytes: 1,
-            },
+            BounceConfig::default().buffers(1).bytes(1),
         )
         .unwrap();
         assert_eq!(tiny.bounce_bytes(), 4096, "at least one block");
@@ -120,7 +108,7 @@ fn zero_copy_transfers_use_the_callers_dma_memory() {
     let mut back = zeroed(&p, 128 << 10);
     {
         let mut disk =
-            BlockDevice::open(&mut *driver, Some(id), 1, BounceConfig::default()).unwrap();
+            NamespaceDisk::open(&mut *driver, Some(id), 1, BounceConfig::default()).unwrap();
         let before = writes(&sim);
         disk.write_dma(100, &out).unwrap();
         assert_eq!(writes(&sim) - before, 8, "split at 16 KiB");
@@ -143,7 +131,7 @@ fn requests_are_validated_whole_before_any_command() {
     let (sim, mut driver, id) = single(spec(1024, BLOCK as u32), ControllerConfig::default());
     {
         let mut disk =
-            BlockDevice::open(&mut *driver, Some(id), 1, BounceConfig::default()).unwrap();
+            NamespaceDisk::open(&mut *driver, Some(id), 1, BounceConfig::default()).unwrap();
         let before = io_total(&sim.counters());
         let mut buf = vec![0u8; 3 * BLOCK];
         assert!(matches!(
@@ -170,11 +158,11 @@ fn requests_are_validated_whole_before_any_command() {
         );
         assert_eq!(io_total(&sim.counters()), before, "a command was sent");
         assert_eq!(
-            BlockDevice::open(&mut *disk.target(), Some(id), 2, BounceConfig::default()).err(),
+            NamespaceDisk::open(&mut *disk.target(), Some(id), 2, BounceConfig::default()).err(),
             Some(Error::UnknownNamespace { nsid: 2 })
         );
         assert!(matches!(
-            BlockDevice::open(&mut *disk.target(), None, 1, BounceConfig::default()),
+            NamespaceDisk::open(&mut *disk.target(), None, 1, BounceConfig::default()),
             Err(Error::InvalidArgument { .. })
         ));
     }
@@ -206,13 +194,13 @@ fn a_handle_is_stale_after_a_removal_and_after_a_reattach_of_the_same_slot() {
         DriverConfig::default(),
     ));
     driver.scan().unwrap();
-    driver.wait_ready(PATIENCE);
+    let _ = driver.wait_ready(PATIENCE);
     let old = driver.ready_controllers().next().expect("ready");
     let handle = driver.namespace_handle(Some(old), 1).unwrap();
     let data = pattern(4 * BLOCK, 1);
     {
         let mut disk =
-            BlockDevice::with_handle(&mut *driver, handle, BounceConfig::default()).unwrap();
+            NamespaceDisk::with_handle(&mut *driver, handle, BounceConfig::default()).unwrap();
         disk.write(0, &data).unwrap();
         sim.surprise_remove(CTRL);
         // The call that meets the removal says so; later ones are stale.
@@ -231,11 +219,12 @@ fn a_handle_is_stale_after_a_removal_and_after_a_reattach_of_the_same_slot() {
     {
         // Same slot, same entry, same namespace shape: still stale.
         let mut disk =
-            BlockDevice::with_handle(&mut *driver, handle, BounceConfig::default()).unwrap();
+            NamespaceDisk::with_handle(&mut *driver, handle, BounceConfig::default()).unwrap();
         assert_eq!(disk.write(0, &data), Err(Error::StaleHandle));
         // A new handle reaches the new controller.
         let mut fresh =
-            BlockDevice::open(&mut *disk.target(), Some(new), 1, BounceConfig::default()).unwrap();
+            NamespaceDisk::open(&mut *disk.target(), Some(new), 1, BounceConfig::default())
+                .unwrap();
         assert_eq!(fresh.handle().generation(), new.generation());
         fresh.write(0, &data).unwrap();
     }
@@ -278,7 +267,7 @@ fn a_standalone_controller_serves_a_block_device_until_it_is_detached() {
     let handle = c.namespace_handle(None, 1).unwrap();
     assert_eq!((handle.controller(), handle.generation()), (None, 0));
     {
-        let mut disk = BlockDevice::with_handle(&mut c, handle, BounceConfig::default()).unwrap();
+        let mut disk = NamespaceDisk::with_handle(&mut c, handle, BounceConfig::default()).unwrap();
         disk.write(7, &data).unwrap();
         let mut back = vec![0; data.len()];
         disk.read(7, &mut back).unwrap();
@@ -306,20 +295,15 @@ fn a_bounce_buffer_the_device_may_still_write_is_never_used_or_freed_again() {
     let sim = Sim::single(spec(2048, BLOCK as u32));
     let mut c = standalone::<4, 256>(
         &sim,
-        ControllerConfig {
-            io_timeout: Duration::from_millis(50),
-            admin_timeout: Duration::from_millis(50),
-            ready_timeout_limit: Duration::from_millis(500),
-            ..ControllerConfig::default()
-        },
+        ControllerConfig::default()
+            .io_timeout(Duration::from_millis(50))
+            .admin_timeout(Duration::from_millis(50))
+            .ready_timeout_limit(Duration::from_millis(500)),
     );
     c.bring_up().unwrap();
     {
-        let single = BounceConfig {
-            buffers: 1,
-            ..BounceConfig::default()
-        };
-        let mut disk = BlockDevice::open(&mut c, None, 1, single).unwrap();
+        let single = BounceConfig::default().buffers(1);
+        let mut disk = NamespaceDisk::open(&mut c, None, 1, single).unwrap();
         // The controller freezes: its command never completes, CC.EN = 0 is
         // never acknowledged, and without config space nothing else proves
         // that its DMA stopped.
@@ -349,7 +333,7 @@ fn a_handle_outlives_a_reset_that_brings_the_same_namespace_back() {
     sim.inject(bare_nvme_sim::Fault::NssrOccurred(CTRL));
     for _ in 0..2_000 {
         sim.advance(Duration::from_millis(1));
-        driver.tick();
+        let _ = driver.tick();
         let c = driver.controller(id).unwrap();
         if c.reset_count() == 1 && c.state() == bare_nvme::State::Ready {
             break;
@@ -359,7 +343,7 @@ fn a_handle_outlives_a_reset_that_brings_the_same_namespace_back() {
     let data = pattern(2 * BLOCK, 6);
     {
         let mut disk =
-            BlockDevice::with_handle(&mut *driver, handle, BounceConfig::default()).unwrap();
+            NamespaceDisk::with_handle(&mut *driver, handle, BounceConfig::default()).unwrap();
         disk.write(4, &data).unwrap();
         let mut back = vec![0; data.len()];
         disk.read(4, &mut back).unwrap();

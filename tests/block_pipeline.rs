@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use bare_nvme::block::{BlockDevice, BlockTarget, BounceConfig};
+use bare_nvme::block::{BlockTarget, BounceConfig, NamespaceDisk};
 use bare_nvme::spec::command::nvm;
 use bare_nvme::{ControllerConfig, Error, IoOp, Platform, QueueId};
 use bare_nvme_sim::{CtrlId, Fault, Hold, Sim};
@@ -20,15 +20,12 @@ const CTRL: CtrlId = CtrlId(0);
 const BLOCK: usize = 512;
 
 fn pool(buffers: usize, bytes: usize) -> BounceConfig {
-    BounceConfig { buffers, bytes }
+    BounceConfig::default().buffers(buffers).bytes(bytes)
 }
 
 /// Controller settings with a small largest transfer, so splits show.
 fn small_transfers() -> ControllerConfig {
-    ControllerConfig {
-        max_transfer: 16 << 10,
-        ..ControllerConfig::default()
-    }
+    ControllerConfig::default().max_transfer(16 << 10)
 }
 
 fn check_blocks(sim: &Sim, ctrl: CtrlId, lba: u64, data: &[u8]) {
@@ -44,7 +41,7 @@ fn a_request_many_times_the_pool_round_trips_with_a_piece_in_flight_per_buffer()
     // short.
     let data = pattern(5 * 4 * (16 << 10) + 3 * BLOCK, 7);
     {
-        let mut disk = BlockDevice::open(&mut *driver, Some(id), 1, pool(4, 16 << 10)).unwrap();
+        let mut disk = NamespaceDisk::open(&mut *driver, Some(id), 1, pool(4, 16 << 10)).unwrap();
         assert_eq!((disk.bounce_buffers(), disk.bounce_bytes()), (4, 64 << 10));
         sim.reset_counters();
         disk.write(5, &data).unwrap();
@@ -72,7 +69,7 @@ fn a_buffer_larger_than_the_largest_transfer_is_sent_as_several_commands_in_flig
     // 2 x 64 KiB buffers, each piece four 16 KiB commands.
     let data = pattern(300 << 10, 2);
     {
-        let mut disk = BlockDevice::open(&mut *driver, Some(id), 1, pool(2, 64 << 10)).unwrap();
+        let mut disk = NamespaceDisk::open(&mut *driver, Some(id), 1, pool(2, 64 << 10)).unwrap();
         sim.reset_counters();
         disk.write(0, &data).unwrap();
         let c = sim.counters();
@@ -93,7 +90,7 @@ fn zero_copy_calls_keep_as_many_commands_in_flight_as_the_pool_has_buffers() {
     let out = filled(&p, 200 << 10, 4);
     let mut back = zeroed(&p, 200 << 10);
     {
-        let mut disk = BlockDevice::open(&mut *driver, Some(id), 1, pool(3, 4096)).unwrap();
+        let mut disk = NamespaceDisk::open(&mut *driver, Some(id), 1, pool(3, 4096)).unwrap();
         sim.reset_counters();
         disk.write_dma(9, &out).unwrap();
         let c = sim.counters();
@@ -122,17 +119,11 @@ fn a_queue_shorter_than_the_pools_commands_slows_the_pipeline_without_failing_it
     let sim = Sim::single(spec(4096, BLOCK as u32));
     // One queue of 16 entries (15 usable) for 4 x 64 KiB in 16 KiB
     // commands: 16 wanted in flight.
-    let (mut driver, ids) = up(
-        &sim,
-        ControllerConfig {
-            queue_depth: 16,
-            ..small_transfers()
-        },
-    );
+    let (mut driver, ids) = up(&sim, small_transfers().queue_depth(16));
     let id = ids[0];
     let data = pattern(1 << 20, 8);
     {
-        let mut disk = BlockDevice::open(&mut *driver, Some(id), 1, pool(4, 64 << 10)).unwrap();
+        let mut disk = NamespaceDisk::open(&mut *driver, Some(id), 1, pool(4, 64 << 10)).unwrap();
         sim.reset_counters();
         disk.write(0, &data).unwrap();
         assert_eq!(
@@ -168,7 +159,7 @@ fn a_pipelined_call_leaves_the_completions_of_other_commands_to_poll() {
         .unwrap();
     let data = pattern(256 << 10, 5);
     {
-        let mut disk = BlockDevice::open(&mut *driver, Some(id), 1, pool(4, 16 << 10)).unwrap();
+        let mut disk = NamespaceDisk::open(&mut *driver, Some(id), 1, pool(4, 16 << 10)).unwrap();
         disk.write(0, &data).unwrap();
         let mut back = vec![0u8; data.len()];
         disk.read(0, &mut back).unwrap();
@@ -197,7 +188,7 @@ fn a_failing_piece_fails_the_request_after_every_other_piece_is_reaped() {
     let (sim, mut driver, id) = single(spec(4096, BLOCK as u32), ControllerConfig::default());
     let data = pattern(32 * (8 << 10), 6);
     {
-        let mut disk = BlockDevice::open(&mut *driver, Some(id), 1, pool(4, 8 << 10)).unwrap();
+        let mut disk = NamespaceDisk::open(&mut *driver, Some(id), 1, pool(4, 8 << 10)).unwrap();
         disk.write(0, &data).unwrap();
         // Piece 10 of 32 (blocks 160..176) cannot be read.
         sim.fail_reads(CTRL, 1, 165..166);
@@ -237,7 +228,7 @@ fn a_removal_mid_pipeline_fails_the_call_once_and_every_buffer_comes_back() {
     let (sim, mut driver, id) = single(spec(8192, BLOCK as u32), ControllerConfig::default());
     let data = pattern(64 * (8 << 10), 9);
     let old = pattern(data.len(), 1);
-    let mut disk = BlockDevice::open(&mut *driver, Some(id), 1, pool(4, 8 << 10)).unwrap();
+    let mut disk = NamespaceDisk::open(&mut *driver, Some(id), 1, pool(4, 8 << 10)).unwrap();
     disk.write(0, &old).unwrap();
     sim.reset_counters();
     // A few register accesses into the call: pieces done, pieces in flight.
@@ -258,7 +249,7 @@ fn a_removal_mid_pipeline_fails_the_call_once_and_every_buffer_comes_back() {
     assert_eq!(sim.counters().dma_frees - frees, 4, "a bounce buffer lost");
     for _ in 0..1_000 {
         sim.advance(Duration::from_millis(1));
-        driver.tick();
+        let _ = driver.tick();
     }
     assert_eq!(driver.ready_controllers().count(), 0);
     drop(driver);
@@ -274,12 +265,10 @@ fn quarantined_buffers_leave_the_pool_for_good_and_the_rest_keep_working() {
         .build();
     let (mut driver, ids) = up(
         &sim,
-        ControllerConfig {
-            io_timeout: Duration::from_millis(50),
-            admin_timeout: Duration::from_millis(50),
-            ready_timeout_limit: Duration::from_millis(500),
-            ..ControllerConfig::default()
-        },
+        ControllerConfig::default()
+            .io_timeout(Duration::from_millis(50))
+            .admin_timeout(Duration::from_millis(50))
+            .ready_timeout_limit(Duration::from_millis(500)),
     );
     assert_eq!(ids.len(), 2);
     let on = |c: CtrlId| {
@@ -290,7 +279,7 @@ fn quarantined_buffers_leave_the_pool_for_good_and_the_rest_keep_working() {
     let (hangs, works) = (on(CtrlId(0)), on(CtrlId(1)));
     let data = pattern(10 * (8 << 10) + BLOCK, 4);
     {
-        let mut disk = BlockDevice::open(&mut *driver, Some(hangs), 1, pool(4, 8 << 10)).unwrap();
+        let mut disk = NamespaceDisk::open(&mut *driver, Some(hangs), 1, pool(4, 8 << 10)).unwrap();
         // The controller freezes with two pieces on it: their commands never
         // complete, CC.EN = 0 is never acknowledged and bus mastering cannot
         // be turned off, so nothing proves its DMA stopped.
@@ -335,12 +324,10 @@ fn a_pool_with_every_buffer_quarantined_refuses_bounce_calls() {
         .build();
     let (mut driver, ids) = up(
         &sim,
-        ControllerConfig {
-            io_timeout: Duration::from_millis(50),
-            admin_timeout: Duration::from_millis(50),
-            ready_timeout_limit: Duration::from_millis(500),
-            ..ControllerConfig::default()
-        },
+        ControllerConfig::default()
+            .io_timeout(Duration::from_millis(50))
+            .admin_timeout(Duration::from_millis(50))
+            .ready_timeout_limit(Duration::from_millis(500)),
     );
     let on = |c: CtrlId| {
         *ids.iter()
@@ -350,7 +337,7 @@ fn a_pool_with_every_buffer_quarantined_refuses_bounce_calls() {
     let (hangs, works) = (on(CtrlId(0)), on(CtrlId(1)));
     let p = sim.platform();
     {
-        let mut disk = BlockDevice::open(&mut *driver, Some(hangs), 1, pool(2, 4096)).unwrap();
+        let mut disk = NamespaceDisk::open(&mut *driver, Some(hangs), 1, pool(2, 4096)).unwrap();
         sim.hold(CtrlId(0), Hold::Io);
         sim.hang(CtrlId(0));
         sim.ignore_config_writes(CtrlId(0), true);

@@ -155,11 +155,7 @@ fn queue_count_and_depth_are_clamped_to_what_the_controller_grants() {
         .mqes(15)
         .max_ioqpairs(2)
         .namespace(NamespaceSpec::new(64, 512));
-    let config = ControllerConfig {
-        io_queues: 4,
-        queue_depth: 128,
-        ..ControllerConfig::default()
-    };
+    let config = ControllerConfig::default().io_queues(4).queue_depth(128);
     let (sim, mut driver, id) = single(spec, config);
     let c = driver.controller(id).unwrap();
     assert_eq!(c.io_queue_count(), 2);
@@ -226,12 +222,10 @@ fn settings_outside_their_range_are_clamped_rather_than_failing_the_controller()
         ((100, 10_000, u32::MAX), (4, 256, 512 << 10)),
     ];
     for ((io_queues, queue_depth, max_transfer), expected) in cases {
-        let config = ControllerConfig {
-            io_queues,
-            queue_depth,
-            max_transfer,
-            ..ControllerConfig::default()
-        };
+        let config = ControllerConfig::default()
+            .io_queues(io_queues)
+            .queue_depth(queue_depth)
+            .max_transfer(max_transfer);
         let (sim, mut driver, id) = single(spec(64, 512), config);
         let c = driver.controller(id).unwrap();
         let got = (c.io_queue_count(), c.queue_depth(), c.max_transfer());

@@ -52,10 +52,7 @@ fn reap_batch(sim: &Sim, driver: &mut BoxedDrv, id: ControllerId, queue: u16, wr
 
 #[test]
 fn the_io_path_reads_no_device_register() {
-    let config = ControllerConfig {
-        io_queues: 2,
-        ..ControllerConfig::default()
-    };
+    let config = ControllerConfig::default().io_queues(2);
     let (sim, mut driver, id) = single(spec(8192, 512), config);
     sim.reset_counters();
     let mut ios = 0;
@@ -179,23 +176,20 @@ fn ring_doorbells_sends_a_batch_without_consuming_completions() {
 #[test]
 fn the_tick_reads_a_register_only_when_a_controller_completed_nothing() {
     let (sim, mut driver, id) = single(spec(8192, 512), ControllerConfig::default());
-    driver.tick();
+    let _ = driver.tick();
     submit_batch(&sim, &mut driver, id, 0, true);
     reap_batch(&sim, &mut driver, id, 0, true);
     sim.reset_counters();
-    driver.tick();
+    let _ = driver.tick();
     assert_eq!(sim.counters().mmio_reads, 0, "completions proved it alive");
-    driver.tick();
+    let _ = driver.tick();
     assert_eq!(sim.counters().mmio_reads, 1, "one CSTS read when idle");
     finish(&sim, driver);
 }
 
 #[test]
 fn detach_with_commands_in_flight_hands_every_buffer_back_and_frees_all_memory() {
-    let config = ControllerConfig {
-        io_timeout: Duration::from_millis(50),
-        ..ControllerConfig::default()
-    };
+    let config = ControllerConfig::default().io_timeout(Duration::from_millis(50));
     let (sim, mut driver, id) = single(spec(8192, 512).hold(Hold::Io), config);
     submit_batch(&sim, &mut driver, id, 0, true);
     let c = driver.controller(id).unwrap();

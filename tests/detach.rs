@@ -26,15 +26,13 @@ fn ticks(sim: &Sim, driver: &mut SimDriver, n: usize) -> Vec<Event> {
 #[test]
 fn a_detached_function_on_a_plain_bus_stays_detached_until_it_leaves() {
     let sim = Sim::builder().controller_on_bus0(spec("p1")).build();
-    let config = DriverConfig {
-        root_window: Some((PhysAddr::new(MMIO_APERTURE.0 + (64 << 20)), 1 << 20)),
-        bus_rescan_interval: Some(Duration::from_millis(50)),
-        ..DriverConfig::default()
-    };
+    let config = DriverConfig::default()
+        .root_window(Some((PhysAddr::new(MMIO_APERTURE.0 + (64 << 20)), 1 << 20)))
+        .bus_rescan_interval(Some(Duration::from_millis(50)));
     let mut driver: Box<SimDriver> =
         Box::new(Driver::new(sim.platform(), sim.config_access(), config));
     driver.scan().unwrap();
-    driver.wait_ready(Duration::from_secs(1));
+    let _ = driver.wait_ready(Duration::from_secs(1));
     let id = driver.ready_controllers().next().unwrap();
     driver.begin_detach(id).unwrap();
     let events = ticks(&sim, &mut driver, 200);

@@ -17,7 +17,7 @@ fn flushed_writes_survive_power_loss_on_a_controller_with_a_volatile_cache() {
     let mut driver: Driver<_, _> =
         Driver::new(sim.platform(), sim.config_access(), DriverConfig::default());
     driver.scan().unwrap();
-    driver.wait_ready(Duration::from_secs(1));
+    let _ = driver.wait_ready(Duration::from_secs(1));
     let id = driver.ready_controllers().next().unwrap();
     let platform = sim.platform();
     let mut buf = platform.dma_alloc(64 * 4096, 4096).unwrap();

@@ -171,10 +171,7 @@ fn bus_0_controllers_without_firmware_bars_are_placed_in_the_root_window() {
         .controller_on_bus0(ctrl("c", true))
         .build();
     let kept = sim.bar(CtrlId(2));
-    let config = DriverConfig {
-        root_window: Some((PhysAddr::new(window.0), window.1)),
-        ..DriverConfig::default()
-    };
+    let config = DriverConfig::default().root_window(Some((PhysAddr::new(window.0), window.1)));
     let (mut driver, ids) = up_with(&sim, config);
     assert_eq!(ids.len(), 3, "{:?}", sim.protocol_log());
     for c in 0..2 {
@@ -202,10 +199,7 @@ fn without_firmware_the_driver_numbers_the_buses_and_places_bus_0_bars() {
         .build();
     assert_eq!(sim.address(CtrlId(0)), None, "no bus numbers yet");
     assert_eq!(sim.address(CtrlId(1)), None);
-    let config = DriverConfig {
-        root_window: Some((PhysAddr::new(window.0), window.1)),
-        ..DriverConfig::default()
-    };
+    let config = DriverConfig::default().root_window(Some((PhysAddr::new(window.0), window.1)));
     let (mut driver, _) = up_with(&sim, config);
     // Buses behind both bridges got distinct numbers, so those controllers'
     // configuration space answers now.
@@ -239,10 +233,7 @@ fn a_controller_hot_added_into_a_port_the_driver_configured_is_served() {
         .root_port(true)
         .controller_on_port(PortId(0), ctrl("cold", false))
         .build();
-    let config = DriverConfig {
-        root_window: Some((PhysAddr::new(window.0), window.1)),
-        ..DriverConfig::default()
-    };
+    let config = DriverConfig::default().root_window(Some((PhysAddr::new(window.0), window.1)));
     let (mut driver, ids) = up_with(&sim, config);
     assert_eq!(ids.len(), 1);
     // The empty port (the second device after the host bridge) was given
@@ -255,7 +246,7 @@ fn a_controller_hot_added_into_a_port_the_driver_configured_is_served() {
     let hot = sim.hot_add(PortId(1), ctrl("hot", false));
     let deadline = sim.now() + PATIENCE;
     while driver.ready_controllers().count() < 2 && sim.now() < deadline {
-        driver.tick();
+        let _ = driver.tick();
         sim.advance(std::time::Duration::from_millis(1));
     }
     assert_eq!(driver.ready_controllers().count(), 2);
@@ -281,11 +272,9 @@ fn reassign_replaces_what_firmware_assigned_and_serves_everything() {
         .controller_on_bridge(BridgeId(0), ctrl("bridge", true))
         .controller_on_bus0(ctrl("bus0", true))
         .build();
-    let config = DriverConfig {
-        root_window: Some((PhysAddr::new(window.0), window.1)),
-        reassign: true,
-        ..DriverConfig::default()
-    };
+    let config = DriverConfig::default()
+        .root_window(Some((PhysAddr::new(window.0), window.1)))
+        .reassign(true);
     let (mut driver, ids) = up_with(&sim, config);
     assert_eq!(ids.len(), 4, "{:?}", sim.protocol_log());
     for c in 0..4 {
@@ -314,7 +303,7 @@ fn a_bus_0_controller_with_nowhere_to_place_its_bar_is_left_disabled() {
         DriverConfig::default(),
     ));
     assert_eq!(driver.scan().unwrap(), 1);
-    driver.wait_ready(PATIENCE);
+    let _ = driver.wait_ready(PATIENCE);
     assert_eq!(driver.ready_controllers().count(), 1);
     assert_eq!(sim.bar(CtrlId(1)), 0);
     assert_eq!(sim.command_register(CtrlId(1)) & (MEMORY | BUS_MASTER), 0);
@@ -358,7 +347,7 @@ fn a_driver_sized_for_more_controllers_serves_them_all() {
         DriverConfig::default(),
     ));
     assert_eq!(driver.scan().unwrap(), 5);
-    driver.wait_ready(PATIENCE);
+    let _ = driver.wait_ready(PATIENCE);
     let ids: Vec<ControllerId> = driver.ready_controllers().collect();
     assert_eq!(ids.len(), 5);
     for id in ids {
@@ -383,17 +372,15 @@ fn a_bus_0_function_found_later_is_placed_outside_the_bridge_windows() {
         .root_port(true)
         .controller_on_port(PortId(0), ctrl("port", false))
         .build();
-    let config = DriverConfig {
-        root_window: Some((PhysAddr::new(window.0), window.1)),
-        bus_rescan_interval: Some(std::time::Duration::from_millis(50)),
-        ..DriverConfig::default()
-    };
+    let config = DriverConfig::default()
+        .root_window(Some((PhysAddr::new(window.0), window.1)))
+        .bus_rescan_interval(Some(std::time::Duration::from_millis(50)));
     let (mut driver, ids) = up_with(&sim, config);
     assert_eq!(ids.len(), 1);
     let late = sim.hot_add_at(bare_nvme_sim::Location::Bus0, ctrl("late", false));
     let deadline = sim.now() + PATIENCE;
     while driver.ready_controllers().count() < 2 && sim.now() < deadline {
-        driver.tick();
+        let _ = driver.tick();
         sim.advance(std::time::Duration::from_millis(1));
     }
     assert_eq!(driver.ready_controllers().count(), 2);

@@ -134,10 +134,7 @@ fn an_orderly_detach_flushes_each_namespace_only_where_a_cache_exists() {
 
 #[test]
 fn a_detach_flush_the_device_never_answers_is_not_a_caller_command() {
-    let config = ControllerConfig {
-        io_timeout: Duration::from_millis(50),
-        ..ControllerConfig::default()
-    };
+    let config = ControllerConfig::default().io_timeout(Duration::from_millis(50));
     let (sim, mut driver, id) = single(spec(8192, 512).hold(Hold::Io), config);
     detach(&sim, &mut driver, id);
     let c = driver.controller(id).unwrap();

@@ -121,7 +121,7 @@ impl Cycler {
         self.check_old_handles(context);
         self.id = new;
         // Now and then, verified I/O on the new controller.
-        if cycle % 16 == 0 {
+        if cycle.is_multiple_of(16) {
             self.verified_io(cycle, context);
         }
     }

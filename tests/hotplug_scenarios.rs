@@ -35,10 +35,7 @@ fn assert_clean(sim: &Sim) {
 /// The default configuration with the attention button acting at once (the
 /// button's abort window has tests of its own, in `slot_power.rs`).
 fn at_once() -> DriverConfig {
-    DriverConfig {
-        button_window: Duration::ZERO,
-        ..DriverConfig::default()
-    }
+    DriverConfig::default().button_window(Duration::ZERO)
 }
 
 #[test]
@@ -250,13 +247,10 @@ fn plain_bus_removal_and_hot_add() {
     // A hot-added function on bus 0 comes with BAR0 unassigned; the driver
     // needs a root window to place it (the top of the MMIO aperture, above
     // what firmware assigned).
-    let config = DriverConfig {
-        root_window: Some((
-            bare_nvme::PhysAddr::new(bare_nvme_sim::MMIO_APERTURE.1 - (64 << 20)),
-            64 << 20,
-        )),
-        ..DriverConfig::default()
-    };
+    let config = DriverConfig::default().root_window(Some((
+        bare_nvme::PhysAddr::new(bare_nvme_sim::MMIO_APERTURE.1 - (64 << 20)),
+        64 << 20,
+    )));
     let mut d = driver(&sim, config);
     let id = bring_up(&mut d, &sim, 1)[0];
     tick_until(&mut d, &sim, 5, |_| false);
@@ -441,15 +435,9 @@ fn detection_ticks(config: DriverConfig, busy: bool, phase: usize) -> (usize, De
 
 #[test]
 fn detection_latency_in_ticks() {
-    let every_tick = DriverConfig {
-        slot_poll_interval: Duration::ZERO,
-        ..DriverConfig::default()
-    };
+    let every_tick = DriverConfig::default().slot_poll_interval(Duration::ZERO);
     let defaults = DriverConfig::default();
-    let slot_rarely = DriverConfig {
-        slot_poll_interval: Duration::from_secs(3600),
-        ..DriverConfig::default()
-    };
+    let slot_rarely = DriverConfig::default().slot_poll_interval(Duration::from_secs(3600));
     let interval_ticks = (defaults.slot_poll_interval.as_nanos() / TICK.as_nanos()) as usize;
     let mut worst_default = 0;
     // Every phase of the slot poll relative to the removal.

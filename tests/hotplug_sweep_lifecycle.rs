@@ -129,10 +129,7 @@ fn detach_script(
 
 /// The default configuration with the attention button acting at once.
 fn at_once() -> DriverConfig {
-    DriverConfig {
-        button_window: std::time::Duration::ZERO,
-        ..DriverConfig::default()
-    }
+    DriverConfig::default().button_window(std::time::Duration::ZERO)
 }
 
 fn sweep_detach(mode: RemovedReads) -> u64 {

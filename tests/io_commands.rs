@@ -244,10 +244,7 @@ fn split_phase_commands_without_data_complete_without_a_buffer() {
 
 #[test]
 fn each_io_queue_delivers_only_its_own_completions() {
-    let config = ControllerConfig {
-        io_queues: 4,
-        ..ControllerConfig::default()
-    };
+    let config = ControllerConfig::default().io_queues(4);
     let (sim, mut driver, id) = single(spec(4096, 512), config);
     assert_eq!(driver.controller(id).unwrap().io_queue_count(), 4);
     assert_eq!(sim.io_queues(CtrlId(0)), 4);

@@ -160,7 +160,7 @@ fn a_handle_of_another_namespace_or_a_removed_controller_is_refused() {
 
     sim.surprise_remove(CtrlId(0));
     for _ in 0..100 {
-        driver.tick();
+        let _ = driver.tick();
     }
     let a = driver.controller(ids[0]).unwrap();
     assert!(a.state().is_finished());

@@ -73,7 +73,7 @@ fn commands_failed_by_a_reset_survive_a_changed_queue_geometry() {
     driver.scan().unwrap();
     let end = sim.now() + Duration::from_secs(5);
     while driver.ready_controllers().next().is_none() && sim.now() < end {
-        driver.tick();
+        let _ = driver.tick();
         sim.advance(Duration::from_millis(1));
     }
     let id = driver.ready_controllers().next().expect("ready");
@@ -95,7 +95,7 @@ fn commands_failed_by_a_reset_survive_a_changed_queue_geometry() {
     mqes.set(Some(15));
     sim.advance(IO_TIMEOUT * 2);
     for _ in 0..1000 {
-        driver.tick();
+        let _ = driver.tick();
         if driver.controller(id).unwrap().state() != State::Ready {
             break;
         }
@@ -110,7 +110,7 @@ fn commands_failed_by_a_reset_survive_a_changed_queue_geometry() {
         State::Ready | State::Failed
     ) && sim.now() < end
     {
-        driver.tick();
+        let _ = driver.tick();
         sim.advance(Duration::from_millis(1));
     }
     let c = driver.controller(id).unwrap();
@@ -149,7 +149,7 @@ fn commands_failed_by_a_reset_survive_a_changed_queue_geometry() {
     }
     let _ = driver.begin_detach(id);
     for _ in 0..2000 {
-        driver.tick();
+        let _ = driver.tick();
         sim.advance(Duration::from_millis(1));
     }
     drop(driver);

@@ -108,10 +108,7 @@ fn a_block_larger_than_the_maximum_transfer_is_refused_and_the_others_served() {
     );
     finish(&sim, driver);
     // The embedder's own limit counts as well: 4 KiB per command.
-    let config = ControllerConfig {
-        max_transfer: 4096,
-        ..ControllerConfig::default()
-    };
+    let config = ControllerConfig::default().max_transfer(4096);
     let spec = controller(&[NamespaceSpec::new(64, 8192)]);
     let too_large = NamespaceRefusal::BlockLargerThanTransfer {
         block_size: 8192,

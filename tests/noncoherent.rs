@@ -168,11 +168,9 @@ fn split_phase_reads_and_writes_carry_their_data() {
 
 #[test]
 fn shadow_doorbells_work_without_coherent_dma() {
-    let config = ControllerConfig {
-        shadow_doorbells: true,
-        queue_depth: 8,
-        ..ControllerConfig::default()
-    };
+    let config = ControllerConfig::default()
+        .shadow_doorbells(true)
+        .queue_depth(8);
     let (sim, mut driver, id) = machine(spec().shadow_doorbells(true), config);
     assert!(sim.shadow_doorbells_active(C));
     // Many more commands than the 8-entry rings: both wrap many times, and

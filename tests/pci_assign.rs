@@ -204,11 +204,7 @@ fn an_unconfigured_switch_topology_gets_buses_windows_and_bars() {
 
 #[test]
 fn a_64_bit_prefetchable_bar_goes_above_4_gib_when_the_host_allows() {
-    let none = HotplugReserve {
-        buses: 0,
-        memory: 0,
-        prefetchable: 0,
-    };
+    let none = HotplugReserve::default().buses(0).memory(0).prefetchable(0);
     let pci = Fabric::new();
     let rp = pci.add_root(1, 0, port(false));
     let nvme = pci.add_behind(rp, 0, 0, prefetchable_nvme(MIB));
@@ -285,11 +281,7 @@ fn renumbering_replaces_firmware_numbers_depth_first() {
     let b = pci.add_root(2, 0, port(false).with_buses(0, 3, 3));
     let inner = pci.add_behind(a, 0, 0, port(false).with_buses(7, 8, 8));
     let nvme = pci.add_behind(inner, 0, 0, FunctionSpec::nvme(16 << 10));
-    let none = HotplugReserve {
-        buses: 0,
-        memory: 0,
-        prefetchable: 0,
-    };
+    let none = HotplugReserve::default().buses(0).memory(0).prefetchable(0);
     let (topology, _) = assign(&pci, virt_host(), none);
     assert_eq!(buses(&pci, a), (0, 1, 2));
     assert_eq!(buses(&pci, inner), (1, 2, 2));

@@ -64,10 +64,7 @@ fn round_trip(
 /// A controller with an 8 MiB namespace of 512-byte blocks and `mdts`,
 /// driven with `max_transfer`.
 fn rig(mdts: u8, max_transfer: u32) -> (Sim, BoxedDrv) {
-    let config = ControllerConfig {
-        max_transfer,
-        ..ControllerConfig::default()
-    };
+    let config = ControllerConfig::default().max_transfer(max_transfer);
     let (sim, driver, _) = single(spec(16384, 512).mdts(mdts), config);
     (sim, driver)
 }
@@ -176,10 +173,7 @@ fn buffers_starting_inside_a_page_cross_page_boundaries_correctly() {
 
 #[test]
 fn a_4096_byte_namespace_moves_whole_pages() {
-    let config = ControllerConfig {
-        max_transfer: 64 << 10,
-        ..ControllerConfig::default()
-    };
+    let config = ControllerConfig::default().max_transfer(64 << 10);
     let (sim, mut driver, id) = single(spec(2048, 4096), config);
     assert_eq!(
         driver

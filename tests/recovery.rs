@@ -23,19 +23,17 @@ fn setup_with(spec: ControllerSpec) -> (Sim, Box<SimDriver>, bare_nvme::Controll
         spec.serial("rec1")
             .namespace(NamespaceSpec::new(1 << 16, 512)),
     );
-    let config = DriverConfig {
-        controller: ControllerConfig {
-            io_timeout: Duration::from_millis(20),
-            admin_timeout: Duration::from_millis(20),
-            ..ControllerConfig::default()
-        },
+    let config = DriverConfig::default()
+        .controller(
+            ControllerConfig::default()
+                .io_timeout(Duration::from_millis(20))
+                .admin_timeout(Duration::from_millis(20)),
+        )
         // A button press detaches at once (its window is tested elsewhere).
-        button_window: Duration::ZERO,
-        ..DriverConfig::default()
-    };
+        .button_window(Duration::ZERO);
     let mut driver = Box::new(Driver::new(sim.platform(), sim.config_access(), config));
     driver.scan().unwrap();
-    driver.wait_ready(Duration::from_secs(1));
+    let _ = driver.wait_ready(Duration::from_secs(1));
     let id = driver.ready_controllers().next().expect("controller ready");
     (sim, driver, id)
 }
@@ -125,7 +123,7 @@ fn a_command_the_device_completed_is_not_timed_out_because_nobody_polled() {
     // Three times the I/O timeout of ticks, and no poll.
     for _ in 0..60 {
         sim.advance(Duration::from_millis(1));
-        driver.tick();
+        let _ = driver.tick();
     }
     assert_eq!(collect(&sim, &mut driver, id), vec![(3, Ok(()))]);
     let after = sim.counters();

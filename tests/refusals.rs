@@ -27,10 +27,7 @@ fn write(lba: u64) -> IoOp {
 
 #[test]
 fn an_unknown_queue_is_refused_and_polling_it_delivers_nothing() {
-    let config = ControllerConfig {
-        io_queues: 2,
-        ..ControllerConfig::default()
-    };
+    let config = ControllerConfig::default().io_queues(2);
     let (sim, mut driver, id) = single(spec(1024, 512), config);
     sim.reset_counters();
     let p = sim.platform();
@@ -64,10 +61,7 @@ fn an_unknown_queue_is_refused_and_polling_it_delivers_nothing() {
 
 #[test]
 fn a_full_queue_refuses_the_next_command_until_polled() {
-    let config = ControllerConfig {
-        queue_depth: 8,
-        ..ControllerConfig::default()
-    };
+    let config = ControllerConfig::default().queue_depth(8);
     let (sim, mut driver, id) = single(spec(1024, 512), config);
     sim.reset_counters();
     let p = sim.platform();
@@ -221,7 +215,7 @@ fn a_handle_to_a_replaced_controller_is_stale() {
         DriverConfig::default(),
     ));
     assert_eq!(driver.scan().unwrap(), 1);
-    driver.wait_ready(PATIENCE);
+    let _ = driver.wait_ready(PATIENCE);
     let old = driver.ready_controllers().next().unwrap();
     driver.begin_detach(old).unwrap();
     let removed = (0..1000)

@@ -9,16 +9,11 @@ use bare_nvme::{ControllerConfig, Driver, DriverConfig, Platform};
 use bare_nvme_sim::{ControllerSpec, CtrlId, NamespaceSpec, Sim};
 
 fn driver(sim: &Sim, shadow: bool) -> Driver<bare_nvme_sim::SimPlatform, bare_nvme_sim::SimConfig> {
-    let config = DriverConfig {
-        controller: ControllerConfig {
-            shadow_doorbells: shadow,
-            ..ControllerConfig::default()
-        },
-        ..DriverConfig::default()
-    };
+    let config =
+        DriverConfig::default().controller(ControllerConfig::default().shadow_doorbells(shadow));
     let mut d = Driver::new(sim.platform(), sim.config_access(), config);
     d.scan().unwrap();
-    d.wait_ready(Duration::from_secs(5));
+    let _ = d.wait_ready(Duration::from_secs(5));
     d
 }
 
@@ -78,7 +73,7 @@ fn the_default_configuration_leaves_them_off() {
     let sim = Sim::single(spec(true));
     let mut d = Driver::new(sim.platform(), sim.config_access(), DriverConfig::default());
     d.scan().unwrap();
-    d.wait_ready(Duration::from_secs(5));
+    let _ = d.wait_ready(Duration::from_secs(5));
     assert!(!sim.shadow_doorbells_active(CtrlId(0)));
     assert_eq!(sim.counters().admin(admin::DOORBELL_BUFFER_CONFIG), 0);
     write_read_back(&sim, &mut d);
@@ -103,7 +98,7 @@ fn removal_returns_the_doorbell_pages() {
     sim.surprise_remove(CtrlId(0));
     for _ in 0..5 {
         sim.advance(Duration::from_millis(20));
-        d.tick();
+        let _ = d.tick();
     }
     assert_eq!(sim.counters().dma_regions, 0);
 }
@@ -133,7 +128,7 @@ fn a_reset_configures_the_buffers_again_without_leaking() {
     let mut failed = None;
     for _ in 0..100 {
         sim.advance(Duration::from_secs(1));
-        d.tick();
+        let _ = d.tick();
         d.controller(id).unwrap().poll(QueueId::FIRST, |c| {
             failed = Some((c.tag, c.result, c.buffer))
         });
@@ -147,7 +142,7 @@ fn a_reset_configures_the_buffers_again_without_leaking() {
     p.dma_free(buffer.expect("buffer back"));
     for _ in 0..50 {
         sim.advance(Duration::from_millis(10));
-        d.tick();
+        let _ = d.tick();
         if d.ready_controllers().next().is_some() {
             break;
         }

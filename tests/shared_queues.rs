@@ -31,11 +31,7 @@ type Queue<'a> = IoQueue<
 >;
 
 fn config() -> ControllerConfig {
-    ControllerConfig {
-        io_queues: 2,
-        queue_depth: 64,
-        ..ControllerConfig::default()
-    }
+    ControllerConfig::default().io_queues(2).queue_depth(64)
 }
 
 fn handle(driver: &mut BoxedDrv, id: bare_nvme::ControllerId) -> NamespaceHandle {
@@ -318,11 +314,9 @@ fn queue_handles_are_send_and_sync() {
 
 #[test]
 fn a_reset_while_shared_fails_the_command_once_and_bring_up_waits_for_the_end_of_the_share() {
-    let config = ControllerConfig {
-        io_timeout: Duration::from_millis(20),
-        admin_timeout: Duration::from_millis(20),
-        ..config()
-    };
+    let config = config()
+        .io_timeout(Duration::from_millis(20))
+        .admin_timeout(Duration::from_millis(20));
     let (sim, mut driver, id) = single(spec(1 << 16, 512), config);
     let ns = handle(&mut driver, id);
     let platform = sim.platform();
@@ -362,7 +356,7 @@ fn a_reset_while_shared_fails_the_command_once_and_bring_up_waits_for_the_end_of
     // The share ended: the tick brings the controller up again.
     for _ in 0..500 {
         sim.advance(Duration::from_millis(1));
-        driver.tick();
+        let _ = driver.tick();
         if driver.controller(id).unwrap().state() == State::Ready {
             break;
         }

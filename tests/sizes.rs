@@ -91,7 +91,7 @@ fn a_driver_of_sixteen_controllers_is_built_in_place_on_a_small_stack() {
                 DriverConfig::default(),
             );
             driver.scan().expect("scan");
-            driver.wait_ready(Duration::from_secs(30));
+            let _ = driver.wait_ready(Duration::from_secs(30));
             let ready = driver.ready_controllers().count();
             // SAFETY: new_in initialised it.
             drop(unsafe { place.assume_init() });

@@ -41,10 +41,7 @@ fn populated(slot: SlotSpec) -> Sim {
 
 /// The default configuration with the attention button acting at once.
 fn at_once() -> DriverConfig {
-    DriverConfig {
-        button_window: Duration::ZERO,
-        ..DriverConfig::default()
-    }
+    DriverConfig::default().button_window(Duration::ZERO)
 }
 
 fn ms(ticks: usize) -> Duration {
@@ -424,10 +421,7 @@ fn an_open_latch_is_a_surprise_removal() {
 #[test]
 fn hands_off_leaves_slot_control_alone() {
     let sim = empty(SlotSpec::powered());
-    let config = DriverConfig {
-        manage_slots: false,
-        ..DriverConfig::default()
-    };
+    let config = DriverConfig::default().manage_slots(false);
     let mut d = driver(&sim, config);
     d.scan().unwrap();
     let before = sim.slot_control(SLOT);
@@ -572,10 +566,7 @@ fn containment_after_a_surprise_removal_is_released_so_a_new_card_trains() {
 
     // Hands off: the containment stays and the new card never trains.
     let sim = populated(SlotSpec::powered().dpc());
-    let config = DriverConfig {
-        manage_slots: false,
-        ..DriverConfig::default()
-    };
+    let config = DriverConfig::default().manage_slots(false);
     let mut d = driver(&sim, config);
     bring_up(&mut d, &sim, 1);
     sim.surprise_remove(CtrlId(0));

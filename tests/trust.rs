@@ -80,7 +80,7 @@ fn a_detach_while_an_abort_is_outstanding_deletes_the_queues_and_shuts_down() {
     // Past the deadline, one tick sends the Abort; the detach starts before
     // the tick that would collect the Abort's completion.
     sim.advance(IO_TIMEOUT * 2);
-    driver.tick();
+    let _ = driver.tick();
     assert_eq!(
         sim.counters().admin(admin::ABORT),
         before.admin(admin::ABORT) + 1
@@ -123,14 +123,14 @@ fn no_doorbell_reaches_a_controller_being_reset() {
     submit_read(&mut driver, &sim, id, 2);
     sim.set_cfs(CTRL);
     for _ in 0..3 {
-        driver.tick();
+        let _ = driver.tick();
     }
     assert_ne!(driver.controller_state(id), Some(State::Ready));
     // The caller polls while the reset has the controller disabled.
     let mut got = Vec::new();
     for _ in 0..200 {
         got.extend(poll(&mut driver, id));
-        driver.tick();
+        let _ = driver.tick();
         sim.advance(Duration::from_millis(1));
     }
     // The simulated controller counts a doorbell written while it is
@@ -264,7 +264,7 @@ fn a_removal_counts_only_the_callers_commands() {
     submit_read(&mut driver, &sim, id, 3);
     driver.controller(id).unwrap().ring_doorbells();
     sim.advance(IO_TIMEOUT * 2);
-    driver.tick();
+    let _ = driver.tick();
     sim.surprise_remove(CTRL);
     let events = tick_for(&mut driver, &sim, Duration::from_secs(1), |d| {
         d.controller_state(id).is_some_and(|s| s.is_finished())
@@ -327,16 +327,16 @@ fn abort_race(tick_first: bool) -> Result<(), Error> {
     submit_read(&mut driver, &sim, id, 9);
     driver.controller(id).unwrap().ring_doorbells();
     sim.advance(IO_TIMEOUT * 2);
-    driver.tick();
+    let _ = driver.tick();
     // The read completes (successfully), then the Abort finds nothing.
     assert_eq!(sim.complete_held(2), 2);
     sim.hold(CTRL, Hold::None);
     let mut got = Vec::new();
     if tick_first {
-        driver.tick();
+        let _ = driver.tick();
     }
     got.extend(poll(&mut driver, id));
-    driver.tick();
+    let _ = driver.tick();
     got.extend(poll(&mut driver, id));
     assert_eq!(got.len(), 1);
     let result = got[0].result;
@@ -457,7 +457,7 @@ fn a_glitch_on_a_present_device_is_not_a_removal() {
     let (mut driver, id) = with_held_read(&sim);
     // Idle ticks: the health check reads CSTS.
     for _ in 0..3 {
-        driver.tick();
+        let _ = driver.tick();
         sim.advance(Duration::from_millis(1));
     }
     sim.glitch(CTRL);

@@ -47,17 +47,14 @@ impl Rig {
             )
             .build();
         let (platform, device) = deferred(&sim);
-        let config = DriverConfig {
-            controller: ControllerConfig {
-                queue_depth,
-                shadow_doorbells,
-                ..ControllerConfig::default()
-            },
-            ..DriverConfig::default()
-        };
+        let config = DriverConfig::default().controller(
+            ControllerConfig::default()
+                .queue_depth(queue_depth)
+                .shadow_doorbells(shadow_doorbells),
+        );
         let mut driver = Box::new(Driver::new(platform.clone(), sim.config_access(), config));
         driver.scan().expect("scan");
-        driver.wait_ready(Duration::from_secs(5));
+        let _ = driver.wait_ready(Duration::from_secs(5));
         let id = driver.ready_controllers().next().expect("controller ready");
         let buffers = (0..buffers)
             .map(|_| Some(platform.dma_alloc(IO_BYTES, 4096).expect("buffer")))

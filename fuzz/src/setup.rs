@@ -209,20 +209,19 @@ fn lies(input: &mut Input<'_>) -> Vec<Lie> {
 /// virtual time an input takes stays small.
 fn driver_config(header: &Header) -> DriverConfig {
     let (flags, queues) = (header.flags, header.queues);
-    DriverConfig {
-        controller: ControllerConfig {
-            io_queues: u16::from(queues & 7).max(1),
-            queue_depth: 2 + u16::from(queues >> 3 & 1) * 30,
-            max_transfer: MAX_TRANSFER as u32,
-            admin_timeout: Duration::from_millis(20),
-            io_timeout: Duration::from_millis(50),
-            ready_timeout_limit: Duration::from_millis(100),
-            shutdown_timeout: Duration::from_millis(20),
-            shadow_doorbells: flags & 32 != 0,
-        },
-        slot_poll_interval: Duration::from_millis(1),
-        bus_rescan_interval: Some(Duration::from_millis(5)),
-        root_window: Some((PhysAddr::new(0xC000_0000), 0x3000_0000)),
-        ..DriverConfig::default()
-    }
+    DriverConfig::default()
+        .controller(
+            ControllerConfig::default()
+                .io_queues(u16::from(queues & 7).max(1))
+                .queue_depth(2 + u16::from(queues >> 3 & 1) * 30)
+                .max_transfer(MAX_TRANSFER as u32)
+                .admin_timeout(Duration::from_millis(20))
+                .io_timeout(Duration::from_millis(50))
+                .ready_timeout_limit(Duration::from_millis(100))
+                .shutdown_timeout(Duration::from_millis(20))
+                .shadow_doorbells(flags & 32 != 0),
+        )
+        .slot_poll_interval(Duration::from_millis(1))
+        .bus_rescan_interval(Some(Duration::from_millis(5)))
+        .root_window(Some((PhysAddr::new(0xC000_0000), 0x3000_0000)))
 }

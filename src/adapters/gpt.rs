@@ -3,16 +3,17 @@
 use gpt_disk_io::gpt_disk_types::{BlockSize, Lba};
 use gpt_disk_io::BlockIo;
 
-use crate::block::{BlockDevice, BlockTarget};
+use crate::block::{BlockTarget, NamespaceDisk};
 use crate::error::Error;
 
-impl<T: BlockTarget> BlockIo for BlockDevice<T> {
+#[cfg_attr(docsrs, doc(cfg(feature = "gpt_disk_io")))]
+impl<T: BlockTarget> BlockIo for NamespaceDisk<T> {
     type Error = Error;
 
     fn block_size(&self) -> BlockSize {
         // Block sizes are powers of two from 512 bytes (validated at
         // identify), which BlockSize always accepts.
-        BlockSize::new(BlockDevice::block_size(self)).unwrap_or(BlockSize::BS_512)
+        BlockSize::new(NamespaceDisk::block_size(self)).unwrap_or(BlockSize::BS_512)
     }
 
     fn num_blocks(&mut self) -> Result<u64, Error> {
@@ -28,12 +29,13 @@ impl<T: BlockTarget> BlockIo for BlockDevice<T> {
     }
 
     fn flush(&mut self) -> Result<(), Error> {
-        BlockDevice::flush(self)
+        NamespaceDisk::flush(self)
     }
 }
 
 /// So that a `gpt_disk_io::Disk` may borrow the device instead of owning it.
-impl<T: BlockTarget> BlockIo for &mut BlockDevice<T> {
+#[cfg_attr(docsrs, doc(cfg(feature = "gpt_disk_io")))]
+impl<T: BlockTarget> BlockIo for &mut NamespaceDisk<T> {
     type Error = Error;
 
     fn block_size(&self) -> BlockSize {

@@ -3,7 +3,7 @@
 use embedded_io::{ErrorKind, ErrorType, Read, Seek, SeekFrom, Write};
 
 use crate::adapters::AdapterError;
-use crate::block::{BlockDevice, BlockTarget};
+use crate::block::{BlockTarget, NamespaceDisk};
 use crate::error::Error;
 
 impl embedded_io::Error for AdapterError {
@@ -26,13 +26,13 @@ impl embedded_io::Error for AdapterError {
 /// `read_exact` and `write_all` loop). Reads at the end return 0; writes
 /// there fail with `LbaOutOfRange`.
 pub struct ByteStream<T: BlockTarget> {
-    disk: BlockDevice<T>,
+    disk: NamespaceDisk<T>,
     position: u64,
 }
 
 impl<T: BlockTarget> ByteStream<T> {
     /// A stream over the whole namespace, at position 0.
-    pub fn new(disk: BlockDevice<T>) -> Self {
+    pub fn new(disk: NamespaceDisk<T>) -> Self {
         Self { disk, position: 0 }
     }
 
@@ -47,12 +47,12 @@ impl<T: BlockTarget> ByteStream<T> {
     }
 
     /// The block device.
-    pub fn disk(&mut self) -> &mut BlockDevice<T> {
+    pub fn disk(&mut self) -> &mut NamespaceDisk<T> {
         &mut self.disk
     }
 
     /// The block device back.
-    pub fn into_inner(self) -> BlockDevice<T> {
+    pub fn into_inner(self) -> NamespaceDisk<T> {
         self.disk
     }
 

@@ -5,13 +5,22 @@
 //! `gpt_disk_io` adapter, say) as the only entry, FAT32 with LBA addressing,
 //! of an MBR that block 0 reads as; every other block outside the partition
 //! is out of reach.
+//!
+//! embedded-sdmmc reports some failures of the block device under its own
+//! names: an error while it allocates a cluster (a file write that grows
+//! the file) comes back as `DiskFull`, so a controller pulled in the middle
+//! of a write reads as a full disk. The device keeps the last error it
+//! returned: after a failed filesystem call, [`SdmmcDevice::take_last_error`]
+//! (through `VolumeManager::device`) says what the block device met
+//! (`DeviceRemoved` then), and `None` when the failure was the
+//! filesystem's own.
 
-use core::cell::RefCell;
+use core::cell::{Cell, RefCell};
 
 use embedded_sdmmc::{Block, BlockCount, BlockIdx};
 
 use crate::adapters::AdapterError;
-use crate::block::{BlockDevice, BlockTarget};
+use crate::block::{BlockTarget, NamespaceDisk};
 use crate::error::Error;
 
 const BLOCK: usize = Block::LEN;
@@ -31,19 +40,21 @@ struct MbrView {
     blocks: u32,
 }
 
-/// A [`BlockDevice`] of 512-byte blocks as an `embedded_sdmmc::BlockDevice`.
+/// A [`NamespaceDisk`] of 512-byte blocks as an `embedded_sdmmc::BlockDevice`.
 ///
 /// The trait reads and writes through `&self`; the device sits in a
 /// `RefCell` (embedded-sdmmc never calls it re-entrantly).
 pub struct SdmmcDevice<T: BlockTarget> {
-    disk: RefCell<BlockDevice<T>>,
+    disk: RefCell<NamespaceDisk<T>>,
     view: Option<MbrView>,
+    /// The last error returned to embedded-sdmmc, until taken.
+    last_error: Cell<Option<Error>>,
 }
 
 impl<T: BlockTarget> SdmmcDevice<T> {
     /// The whole namespace. `InvalidArgument` unless its blocks are 512
     /// bytes, the only size embedded-sdmmc knows.
-    pub fn new(disk: BlockDevice<T>) -> Result<Self, Error> {
+    pub fn new(disk: NamespaceDisk<T>) -> Result<Self, Error> {
         if disk.block_size() as usize != BLOCK {
             return Err(Error::InvalidArgument {
                 what: "embedded-sdmmc needs 512-byte blocks",
@@ -52,6 +63,7 @@ impl<T: BlockTarget> SdmmcDevice<T> {
         Ok(Self {
             disk: RefCell::new(disk),
             view: None,
+            last_error: Cell::new(None),
         })
     }
 
@@ -59,7 +71,7 @@ impl<T: BlockTarget> SdmmcDevice<T> {
     /// first entry of an MBR that block 0 reads as (`VolumeIdx(0)`). Block 0
     /// cannot be written, blocks outside the partition neither read nor
     /// written.
-    pub fn partition(disk: BlockDevice<T>, first: u64, blocks: u64) -> Result<Self, Error> {
+    pub fn partition(disk: NamespaceDisk<T>, first: u64, blocks: u64) -> Result<Self, Error> {
         let end = first.checked_add(blocks);
         if first == 0 || blocks == 0 || end.is_none_or(|end| end > disk.capacity()) {
             return Err(Error::LbaOutOfRange {
@@ -79,12 +91,32 @@ impl<T: BlockTarget> SdmmcDevice<T> {
     }
 
     /// Runs `f` on the block device (to flush it, say).
-    pub fn with_disk<R>(&self, f: impl FnOnce(&mut BlockDevice<T>) -> R) -> R {
+    pub fn with_disk<R>(&self, f: impl FnOnce(&mut NamespaceDisk<T>) -> R) -> R {
         f(&mut self.disk.borrow_mut())
     }
 
+    /// The last error this device returned to embedded-sdmmc (the block
+    /// device's, or a request outside a partition view), kept until taken.
+    /// embedded-sdmmc turns an error met while allocating a cluster into
+    /// `DiskFull`: ask here what it was.
+    pub fn last_error(&self) -> Option<Error> {
+        self.last_error.get()
+    }
+
+    /// [`SdmmcDevice::last_error`], cleared, so that the next failure is
+    /// told apart from this one.
+    pub fn take_last_error(&self) -> Option<Error> {
+        self.last_error.take()
+    }
+
+    /// Keeps `error` as the last one and wraps it for embedded-sdmmc.
+    fn failed(&self, error: Error) -> AdapterError {
+        self.last_error.set(Some(error));
+        AdapterError(error)
+    }
+
     /// The block device back.
-    pub fn into_inner(self) -> BlockDevice<T> {
+    pub fn into_inner(self) -> NamespaceDisk<T> {
         self.disk.into_inner()
     }
 
@@ -99,7 +131,7 @@ impl<T: BlockTarget> SdmmcDevice<T> {
         if start >= view.first && end <= view.first as u64 + view.blocks as u64 {
             Ok(())
         } else {
-            Err(AdapterError(Error::LbaOutOfRange {
+            Err(self.failed(Error::LbaOutOfRange {
                 lba: start as u64,
                 blocks: count as u64,
                 capacity: view.first as u64 + view.blocks as u64,
@@ -144,7 +176,7 @@ impl<T: BlockTarget> embedded_sdmmc::BlockDevice for SdmmcDevice<T> {
                     blocks[offset / BLOCK + i].contents.copy_from_slice(chunk);
                 }
             })
-            .map_err(AdapterError)
+            .map_err(|e| self.failed(e))
     }
 
     fn write(&self, blocks: &[Block], start: BlockIdx) -> Result<(), AdapterError> {
@@ -152,7 +184,7 @@ impl<T: BlockTarget> embedded_sdmmc::BlockDevice for SdmmcDevice<T> {
             return Ok(());
         }
         if self.view.is_some() && start.0 == 0 {
-            return Err(AdapterError(Error::InvalidArgument {
+            return Err(self.failed(Error::InvalidArgument {
                 what: "the MBR of a partition view cannot be written",
             }));
         }
@@ -165,7 +197,7 @@ impl<T: BlockTarget> embedded_sdmmc::BlockDevice for SdmmcDevice<T> {
                     chunk.copy_from_slice(&blocks[offset / BLOCK + i].contents);
                 }
             })
-            .map_err(AdapterError)
+            .map_err(|e| self.failed(e))
     }
 
     fn num_blocks(&self) -> Result<BlockCount, AdapterError> {

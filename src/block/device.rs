@@ -30,9 +30,10 @@ pub const MAX_BOUNCE_BUFFERS: usize = 16;
 /// pages needs no PRP list.
 const BOUNCE_ALIGN: usize = 4096;
 
-/// How a [`BlockDevice`] moves data between the caller's memory and the
+/// How a [`NamespaceDisk`] moves data between the caller's memory and the
 /// device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BounceConfig {
     /// Number of DMA bounce buffers (1 to [`MAX_BOUNCE_BUFFERS`], clamped),
     /// each its own allocation: as many pieces of a request are in flight
@@ -47,10 +48,29 @@ pub struct BounceConfig {
 
 impl Default for BounceConfig {
     fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BounceConfig {
+    /// The defaults (as [`Default`]), usable in a `const` or `static`.
+    pub const fn new() -> Self {
         Self {
             buffers: DEFAULT_BOUNCE_BUFFERS,
             bytes: DEFAULT_BOUNCE_BYTES,
         }
+    }
+
+    /// Sets [`BounceConfig::buffers`].
+    pub const fn buffers(mut self, buffers: usize) -> Self {
+        self.buffers = buffers;
+        self
+    }
+
+    /// Sets [`BounceConfig::bytes`].
+    pub const fn bytes(mut self, bytes: usize) -> Self {
+        self.bytes = bytes;
+        self
     }
 }
 
@@ -70,14 +90,14 @@ impl Default for BounceConfig {
 ///
 /// A bounce buffer the device might still write (a call failed with
 /// [`Error::Quarantined`]) is never reused nor freed; the device goes on
-/// with the others ([`BlockDevice::bounce_buffers`]) and fails with
+/// with the others ([`NamespaceDisk::bounce_buffers`]) and fails with
 /// [`Error::OutOfDmaMemory`] once none is left.
 ///
 /// The target is a [`crate::Driver`] (the device names its controller by
 /// [`ControllerId`]), a standalone [`crate::Controller`], or a `&mut` of
 /// either (to keep ticking the driver between calls, drop the device or
-/// use [`BlockDevice::target`]).
-pub struct BlockDevice<T: BlockTarget> {
+/// use [`NamespaceDisk::target`]).
+pub struct NamespaceDisk<T: BlockTarget> {
     pub(super) target: T,
     pub(super) handle: NamespaceHandle,
     /// The bounce buffers, `piece` bytes each. `None` where one was
@@ -88,7 +108,7 @@ pub struct BlockDevice<T: BlockTarget> {
     pub(super) copied: u64,
 }
 
-impl<T: BlockTarget> BlockDevice<T> {
+impl<T: BlockTarget> NamespaceDisk<T> {
     /// A block device on namespace `nsid` of `controller` (`None` for a
     /// standalone controller), with bounce buffers as `config` says.
     pub fn open(
@@ -329,7 +349,7 @@ impl<T: BlockTarget> BlockDevice<T> {
     }
 }
 
-impl<T: BlockTarget> Drop for BlockDevice<T> {
+impl<T: BlockTarget> Drop for NamespaceDisk<T> {
     fn drop(&mut self) {
         // Only lent to blocking calls, which return once the device is done
         // with them (or quarantined them above): safe to hand back.
@@ -339,9 +359,9 @@ impl<T: BlockTarget> Drop for BlockDevice<T> {
     }
 }
 
-impl<T: BlockTarget> core::fmt::Debug for BlockDevice<T> {
+impl<T: BlockTarget> core::fmt::Debug for NamespaceDisk<T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("BlockDevice")
+        f.debug_struct("NamespaceDisk")
             .field("handle", &self.handle)
             .field("bounce_buffers", &self.bounce_buffers())
             .field("bounce_bytes", &self.bounce_bytes())

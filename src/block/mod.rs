@@ -1,7 +1,7 @@
 //! Block storage for embedders: a namespace handle validated once, and a
 //! blocking block device over ordinary memory on top of it.
 //!
-//! A [`BlockDevice`] reads and writes whole blocks from and to `&mut [u8]` /
+//! A [`NamespaceDisk`] reads and writes whole blocks from and to `&mut [u8]` /
 //! `&[u8]` through a pool of DMA bounce buffers allocated once (their
 //! number and size in [`BounceConfig`]: 4 x 128 KiB by default), or
 //! straight from and to the caller's [`DmaRegion`](crate::DmaRegion)
@@ -15,7 +15,7 @@
 //! ```
 //! use std::time::Duration;
 //!
-//! use bare_nvme::block::{BlockDevice, BounceConfig};
+//! use bare_nvme::block::{NamespaceDisk, BounceConfig};
 //! use bare_nvme::{Driver, DriverConfig, Error};
 //! use bare_nvme_sim::{ControllerSpec, CtrlId, NamespaceSpec, Sim};
 //!
@@ -29,7 +29,7 @@
 //! driver.wait_ready(Duration::from_secs(5));
 //! let id = driver.ready_controllers().next().ok_or(Error::NotReady)?;
 //!
-//! let mut disk = BlockDevice::open(&mut *driver, Some(id), 1, BounceConfig::default())?;
+//! let mut disk = NamespaceDisk::open(&mut *driver, Some(id), 1, BounceConfig::default())?;
 //! assert_eq!((disk.block_size(), disk.capacity()), (512, 2048));
 //! let sector = [0x5A; 512];
 //! disk.write(8, &sector)?;
@@ -51,6 +51,11 @@ mod target;
 
 pub use crate::nvme::NamespaceHandle;
 pub use device::{
-    BlockDevice, BounceConfig, DEFAULT_BOUNCE_BUFFERS, DEFAULT_BOUNCE_BYTES, MAX_BOUNCE_BUFFERS,
+    BounceConfig, NamespaceDisk, DEFAULT_BOUNCE_BUFFERS, DEFAULT_BOUNCE_BYTES, MAX_BOUNCE_BUFFERS,
 };
 pub use target::BlockTarget;
+
+/// The former name of [`NamespaceDisk`], which read like
+/// `embedded_sdmmc::BlockDevice` next to the adapter that implements it.
+#[deprecated(note = "renamed to `NamespaceDisk`")]
+pub type BlockDevice<T> = NamespaceDisk<T>;

@@ -7,7 +7,7 @@
 
 use heapless::{Deque, Vec};
 
-use crate::block::device::{BlockDevice, MAX_BOUNCE_BUFFERS};
+use crate::block::device::{NamespaceDisk, MAX_BOUNCE_BUFFERS};
 use crate::block::target::{BlockTarget, Direction, Private};
 use crate::error::{Error, Result};
 use crate::platform::{PhysAddr, Platform};
@@ -63,7 +63,7 @@ struct Flight {
     error: Option<Error>,
 }
 
-impl<T: BlockTarget> BlockDevice<T> {
+impl<T: BlockTarget> NamespaceDisk<T> {
     /// Moves `len` bytes (whole blocks) at `lba` to or from `memory`; for
     /// the bounce buffers, `fill` fills each piece of a write before it is
     /// submitted and `drain` takes each piece of a read once it is done,

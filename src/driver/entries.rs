@@ -1,7 +1,7 @@
 //! The driver's table of attached controllers: attaching, recycling finished
 //! entries (never one with failed commands not yet polled), lookups, and starting a removal or a detach.
 
-use log::info;
+use log::{info, warn};
 use pci_types::{ConfigRegionAccess, PciAddress};
 
 use crate::driver::entry::Entry;
@@ -9,7 +9,7 @@ use crate::driver::monitor::BridgeId;
 use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::event::{ControllerId, Detection};
-use crate::nvme::{Controller, State};
+use crate::nvme::{Completion, Controller, QueueId, State};
 use crate::pci::link::PciLink;
 use crate::platform::Platform;
 
@@ -69,6 +69,7 @@ impl<
     /// again on its next poll.
     pub(crate) fn free_entry(&mut self) -> Result<usize> {
         if let Some(i) = self.entries.iter().position(|e| e.is_none()) {
+            self.warned_waiting = false;
             return Ok(i);
         }
         let mut waiting = false;
@@ -89,6 +90,7 @@ impl<
         match finished {
             Some(i) => {
                 self.entries[i] = None;
+                self.warned_waiting = false;
                 Ok(i)
             }
             None if waiting => Err(WAITING_FOR_POLL),
@@ -97,6 +99,52 @@ impl<
                 limit: N as u32,
             }),
         }
+    }
+
+    /// Collects the failed commands of every controller whose end was
+    /// reported ([`Event::Removed`](crate::Event::Removed), `Failed`, and a
+    /// `Quarantined` that followed), handing each to `on_complete` with its
+    /// controller's id (free or reuse its buffer there). Returns how many it
+    /// delivered.
+    ///
+    /// A table entry is reused only once its controller's failed commands
+    /// were collected (they would be lost otherwise), so while every entry
+    /// holds an ended controller nobody polled, a controller plugged in
+    /// waits, with one warning in the log. An embedder that does not poll a
+    /// removed controller's queues itself calls this after each `Removed`:
+    /// the entries can then be reused (and their ids go stale), and a
+    /// controller that waited is attached on the next slot or bus poll.
+    pub fn collect_finished(
+        &mut self,
+        mut on_complete: impl FnMut(ControllerId, Completion),
+    ) -> usize {
+        let mut delivered = 0;
+        for entry in self.entries.iter_mut().flatten().filter(|e| e.is_done()) {
+            let id = entry.id();
+            let controller = entry.controller_mut();
+            for queue in 0..QUEUES as u16 {
+                delivered += controller.poll(QueueId::new(queue), |c| on_complete(id, c));
+            }
+        }
+        if delivered > 0 {
+            info!("nvme: {delivered} failed commands of ended controllers collected");
+        }
+        delivered
+    }
+
+    /// An attach found every entry held by a controller whose failed
+    /// commands were not collected: said once at warning level until an
+    /// entry is free again, because the device waits until then.
+    pub(crate) fn note_waiting_for_poll(&mut self, address: PciAddress) {
+        if self.warned_waiting {
+            log::debug!("nvme: {address} waits for a table entry");
+            return;
+        }
+        self.warned_waiting = true;
+        warn!(
+            "nvme: {address} waits for a table entry: every entry holds an ended controller \
+             whose failed commands were not polled (Driver::collect_finished frees them)"
+        );
     }
 
     /// Entries directly behind bridge `port`.

@@ -188,7 +188,8 @@ impl<
             if events.push(event).is_err() {
                 return false;
             }
-            self.controller.next_notice();
+            // Taken: the peeked notice is now in the list.
+            let _ = self.controller.next_notice();
         }
         true
     }

@@ -33,6 +33,7 @@ impl<
     /// The result of `request` on controller `id` once it completed, `None`
     /// while it runs; `StaleHandle` if the controller is gone from the
     /// table.
+    #[must_use = "a finished read is returned once"]
     pub fn poll_log_page(
         &mut self,
         id: ControllerId,

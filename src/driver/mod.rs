@@ -45,7 +45,36 @@ pub type DriverController<
 > = Controller<P, PciLink<C>, QUEUES, DEPTH>;
 
 /// What the embedder chooses for the whole driver.
+///
+/// Start from the defaults ([`DriverConfig::new`], also usable in a
+/// `const`, or [`Default`]) and change what differs with the setter of each
+/// field; the fields can be read and assigned, but the struct cannot be
+/// built as a literal, so that a field added later breaks no embedder.
+///
+/// ```
+/// use core::time::Duration;
+///
+/// use bare_nvme::{ControllerConfig, DriverConfig};
+///
+/// const CONFIG: DriverConfig = DriverConfig::new()
+///     .controller(ControllerConfig::new().io_queues(2).queue_depth(64))
+///     .slot_poll_interval(Duration::from_millis(5));
+///
+/// assert_eq!(CONFIG.controller.io_queues, 2);
+/// assert_eq!(CONFIG.controller.io_timeout, ControllerConfig::default().io_timeout);
+/// let mut config = CONFIG;
+/// config.reassign = true;
+/// assert_eq!(config, CONFIG.reassign(true));
+/// ```
+///
+/// ```compile_fail,E0639
+/// let config = bare_nvme::DriverConfig {
+///     reassign: true,
+///     ..bare_nvme::DriverConfig::default()
+/// };
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DriverConfig {
     /// Settings for each controller.
     pub controller: ControllerConfig,
@@ -88,22 +117,128 @@ pub struct DriverConfig {
 
 impl Default for DriverConfig {
     fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DriverConfig {
+    /// The defaults (as [`Default`]), usable in a `const` or `static`.
+    pub const fn new() -> Self {
         Self {
-            controller: ControllerConfig::default(),
+            controller: ControllerConfig::new(),
             slot_poll_interval: Duration::from_millis(10),
             bus_rescan_interval: Some(Duration::from_millis(500)),
             root_window: None,
             prefetchable_window: None,
             reassign: false,
-            hotplug_reserve: HotplugReserve::default(),
+            hotplug_reserve: HotplugReserve::new(),
             manage_slots: true,
             button_window: crate::pci::hotplug::BUTTON_WINDOW,
         }
+    }
+
+    /// Sets [`DriverConfig::controller`].
+    pub const fn controller(mut self, controller: ControllerConfig) -> Self {
+        self.controller = controller;
+        self
+    }
+
+    /// Sets [`DriverConfig::slot_poll_interval`].
+    pub const fn slot_poll_interval(mut self, slot_poll_interval: Duration) -> Self {
+        self.slot_poll_interval = slot_poll_interval;
+        self
+    }
+
+    /// Sets [`DriverConfig::bus_rescan_interval`].
+    pub const fn bus_rescan_interval(mut self, bus_rescan_interval: Option<Duration>) -> Self {
+        self.bus_rescan_interval = bus_rescan_interval;
+        self
+    }
+
+    /// Sets [`DriverConfig::root_window`].
+    pub const fn root_window(mut self, root_window: Option<(PhysAddr, u64)>) -> Self {
+        self.root_window = root_window;
+        self
+    }
+
+    /// Sets [`DriverConfig::prefetchable_window`].
+    pub const fn prefetchable_window(
+        mut self,
+        prefetchable_window: Option<(PhysAddr, u64)>,
+    ) -> Self {
+        self.prefetchable_window = prefetchable_window;
+        self
+    }
+
+    /// Sets [`DriverConfig::reassign`].
+    pub const fn reassign(mut self, reassign: bool) -> Self {
+        self.reassign = reassign;
+        self
+    }
+
+    /// Sets [`DriverConfig::hotplug_reserve`].
+    pub const fn hotplug_reserve(mut self, hotplug_reserve: HotplugReserve) -> Self {
+        self.hotplug_reserve = hotplug_reserve;
+        self
+    }
+
+    /// Sets [`DriverConfig::manage_slots`].
+    pub const fn manage_slots(mut self, manage_slots: bool) -> Self {
+        self.manage_slots = manage_slots;
+        self
+    }
+
+    /// Sets [`DriverConfig::button_window`].
+    pub const fn button_window(mut self, button_window: Duration) -> Self {
+        self.button_window = button_window;
+        self
     }
 }
 
 /// A polled NVMe driver over PCI: enumerates, brings controllers up, serves
 /// them, and watches for hot-add and removal from [`Driver::tick`].
+///
+/// [`Driver::scan`] finds and attaches the controllers; the tick, called
+/// every 1-10 ms, advances their bring-up, checks each (one register read
+/// at most), polls hot-plug slots, and returns the [`Event`]s that happened,
+/// each once. A controller attached is named by a [`ControllerId`] that
+/// never names another (a device plugged in again gets a new one); its
+/// [`Controller`] is lent by [`Driver::controller`] for I/O, log pages and
+/// features. Its tables are fixed in size by the const parameters: up to
+/// `N` controllers of up to `QUEUES` I/O queues of `DEPTH` entries.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use bare_nvme::{Driver, DriverConfig, Event, Platform};
+/// use bare_nvme_sim::{ControllerSpec, NamespaceSpec, Sim};
+///
+/// // The simulated device stands in for the hardware here.
+/// let sim = Sim::single(ControllerSpec::default().namespace(NamespaceSpec::new(2048, 512)));
+/// let mut driver = Box::new(Driver::<_, _>::new(
+///     sim.platform(),
+///     sim.config_access(),
+///     DriverConfig::new(),
+/// ));
+/// assert_eq!(driver.scan()?, 1);
+/// let events = driver.wait_ready(Duration::from_secs(5));
+/// let id = driver.ready_controllers().next().expect("served");
+/// assert!(events
+///     .iter()
+///     .any(|e| matches!(e, Event::Ready { id: ready, namespaces: 1, .. } if *ready == id)));
+///
+/// // Blocking I/O on namespace 1, from DMA memory.
+/// let platform = sim.platform();
+/// let mut buffer = platform.dma_alloc(512, 4096).expect("memory");
+/// buffer.as_mut_slice().fill(0xA5);
+/// driver.controller(id)?.write(1, 7, &buffer)?;
+/// platform.dma_free(buffer);
+///
+/// // Then the tick, every few milliseconds, for as long as the driver runs.
+/// sim.advance(Duration::from_millis(1));
+/// assert!(driver.tick().is_empty());
+/// # Ok::<(), bare_nvme::Error>(())
+/// ```
 pub struct Driver<
     P: Platform + Clone,
     C: ConfigRegionAccess + Clone,
@@ -119,6 +254,9 @@ pub struct Driver<
     history: heapless::Deque<(IdString<20>, ControllerId), HISTORY>,
     pci: pci::Pci,
     next_slot_poll: Instant,
+    /// A device waiting for a table entry was warned about (once, until an
+    /// entry is free again).
+    warned_waiting: bool,
 }
 
 impl<
@@ -161,6 +299,7 @@ impl<
             addr_of_mut!((*this).history).write(heapless::Deque::new());
             addr_of_mut!((*this).pci).write(pci::Pci::new(config.root_window));
             addr_of_mut!((*this).next_slot_poll).write(Instant::from_nanos(0));
+            addr_of_mut!((*this).warned_waiting).write(false);
             place.assume_init_mut()
         }
     }
@@ -168,7 +307,8 @@ impl<
     /// A driver with nothing attached yet; call [`Driver::scan`] next.
     ///
     /// This returns the driver by value, and its size grows with `N`,
-    /// `QUEUES` and `DEPTH` (README's "Memory" table): for large
+    /// `QUEUES` and `DEPTH` (some 240 KiB with the defaults, 24 KiB for
+    /// `Driver<_, _, 1, 1, 32>`; the repository's README has a table): for large
     /// configurations build it where it is to live with [`Driver::new_in`].
     pub fn new(platform: P, access: C, config: DriverConfig) -> Self {
         Self {
@@ -180,6 +320,7 @@ impl<
             history: heapless::Deque::new(),
             pci: pci::Pci::new(config.root_window),
             next_slot_poll: Instant::from_nanos(0),
+            warned_waiting: false,
         }
     }
 
@@ -283,6 +424,7 @@ impl<
     /// seen meanwhile. Returns early
     /// when [`MAX_EVENTS`] events were collected: no event is dropped, the
     /// rest are reported by the next `wait_ready` or `tick`.
+    #[must_use = "each event is reported once: events dropped here are lost"]
     pub fn wait_ready(&mut self, timeout: Duration) -> heapless::Vec<Event, MAX_EVENTS> {
         let deadline = self.platform.now() + timeout;
         let mut all = heapless::Vec::new();
@@ -307,7 +449,19 @@ impl<
     /// The monitor: call every 1-10 ms. Advances bring-up and detach, checks
     /// each controller with at most one register read (none when it completed
     /// commands since the last tick), polls hot-plug slots and probes for
-    /// hot-added functions. Each lifecycle change is reported exactly once.
+    /// hot-added functions. Each lifecycle change is reported exactly once,
+    /// so the list must not be dropped unread:
+    ///
+    /// ```compile_fail
+    /// #![deny(unused_must_use)]
+    /// use bare_nvme::pci_types::ConfigRegionAccess;
+    /// use bare_nvme::{Driver, Platform};
+    ///
+    /// fn serve<P: Platform + Clone, C: ConfigRegionAccess + Clone>(driver: &mut Driver<P, C>) {
+    ///     driver.tick(); // unused return value that must be used
+    /// }
+    /// ```
+    #[must_use = "each event is reported once: events dropped here are lost"]
     pub fn tick(&mut self) -> heapless::Vec<Event, MAX_EVENTS> {
         let mut events = heapless::Vec::new();
         self.tick_into(&mut events);

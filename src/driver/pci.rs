@@ -3,14 +3,14 @@
 //! plain buses (no hot-plug slot) for hot-added functions (what it finds
 //! goes to the monitor).
 
-use log::{debug, info, warn};
+use log::{info, warn};
 use pci_types::{ConfigRegionAccess, PciAddress};
 
 use crate::driver::entries::WAITING_FOR_POLL;
 use crate::driver::monitor::{BridgeId, Probed};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
-use crate::pci::assign::{HostWindows, HotplugReserve};
+use crate::pci::assign::HostWindows;
 use crate::pci::config::ConfigSpace;
 use crate::pci::enumerate::Topology;
 use crate::pci::placement::BarAllocator;
@@ -181,11 +181,7 @@ impl<
         };
         let parent = *parent;
         let full = self.config.hotplug_reserve;
-        let bare = HotplugReserve {
-            memory: 0,
-            prefetchable: 0,
-            ..full
-        };
+        let bare = full.memory(0).prefetchable(0);
         for reserve in [full, bare] {
             let topology = &self.pci.topology;
             let Some((size, _)) = topology.memory_need_behind(&self.access, port, reserve) else {
@@ -270,7 +266,7 @@ impl<
                 Ok(_) => {}
                 // Tried again on the next slot or bus poll, quietly.
                 Err(WAITING_FOR_POLL) => {
-                    debug!("nvme: {address} waits for a table entry");
+                    self.note_waiting_for_poll(address);
                     self.pci.topology.forget_function(address);
                 }
                 Err(e) => {

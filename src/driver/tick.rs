@@ -3,7 +3,7 @@
 //! probes plain buses, and applies what the monitor made of those
 //! observations.
 
-use log::{debug, info, warn};
+use log::{info, warn};
 use pci_types::ConfigRegionAccess;
 
 use crate::driver::entries::WAITING_FOR_POLL;
@@ -238,7 +238,7 @@ impl<
             BusChange::Appeared => match self.attach(address, bridge) {
                 Ok(_) => info!("pci: NVMe function appeared at {address}"),
                 // Found again by the next sweep, quietly.
-                Err(WAITING_FOR_POLL) => debug!("nvme: {address} waits for a table entry"),
+                Err(WAITING_FOR_POLL) => self.note_waiting_for_poll(address),
                 Err(e) => warn!("nvme: cannot attach hot-added {address}: {e}"),
             },
         }

@@ -26,14 +26,29 @@ use crate::nvme::shared::Shared;
 use crate::platform::{Instant, Platform};
 use spin::Mutex;
 
-/// An NVMe controller driven by polling.
+/// One NVMe controller, driven by polling: what the embedder does I/O with.
 ///
-/// Its state is in two parts: `Shared`, what every I/O queue reads (the
-/// platform, the registers, the settings, the queue pairs each behind its own
-/// lock, the served namespaces, the gate), and `Owned`, what only the
-/// controller's owner changes (the lifecycle, recovery, the admin channel,
-/// events). [`Controller::share`] lends the first to queue handles on other
-/// cores and the second to a monitor.
+/// It brings the controller up, serves its namespaces with blocking calls
+/// ([`Controller::read`], [`Controller::write`], [`Controller::flush`]) and
+/// split-phase ones ([`Controller::submit`], then [`Controller::poll`]
+/// hands each command back once with its buffer), reads log pages, sets
+/// features and passes admin commands through; a missed deadline is
+/// aborted, then the controller reset, from its own tick.
+///
+/// The [`Driver`](crate::Driver) makes one for every controller it finds and
+/// lends it by id ([`Driver::controller`](crate::Driver::controller)), ticking
+/// it itself. Firmware that found the controller on its own makes one with
+/// [`Controller::new`] (the registers mapped, their length, and a
+/// [`DeviceLink`], or `()`), then calls
+/// [`Controller::bring_up`] and [`Controller::tick`] every few milliseconds.
+/// [`Controller::share`] lends its I/O queues to other cores.
+///
+/// Inside, its state is in two parts: `Shared`, what every I/O queue reads
+/// (the platform, the registers, the settings, the queue pairs each behind
+/// its own lock, the served namespaces, the gate), and `Owned`, what only
+/// the controller's owner changes (the lifecycle, recovery, the admin
+/// channel, events); a share lends the first to queue handles and the
+/// second to a monitor.
 pub struct Controller<
     P: Platform,
     L: DeviceLink = (),

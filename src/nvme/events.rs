@@ -417,6 +417,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// The oldest notice the controller's asynchronous events produced and
     /// nobody took yet (the driver's tick takes them and reports them as
     /// events; a controller used on its own is asked here after its tick).
+    #[must_use = "each notice is returned once: a notice dropped here is lost"]
     pub fn next_notice(&mut self) -> Option<Notice> {
         self.owned.events.next_notice()
     }

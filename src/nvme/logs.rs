@@ -59,6 +59,7 @@ pub enum LogData {
 
 /// A log page read in progress (split phase): pass it to
 /// [`Controller::poll_log_page`] until that returns a result.
+#[must_use = "the request is needed to collect the log page"]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogRequest {
     page: LogPage,
@@ -123,6 +124,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// Past the admin deadline the controller is reset (the device may still
     /// write the page) and the read ends with the timeout. A reset or the
     /// end of the controller ends it with [`Error::Aborted`].
+    #[must_use = "a finished read is returned once"]
     pub fn poll_log_page(&mut self, request: &LogRequest) -> Option<Result<LogData>> {
         if !self.owned.events.caller_holds_page(request.epoch) {
             return Some(Err(Error::Aborted));

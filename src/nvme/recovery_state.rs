@@ -6,9 +6,7 @@ use core::time::Duration;
 
 use crate::nvme::admin::Ticket;
 
-/// Resets in a row (without a successful command between them) before the
-/// controller is given up.
-pub const MAX_RESETS: u8 = 3;
+use crate::nvme::config::MAX_RESETS;
 /// Wait before bring-up after the first reset; doubled for each further one.
 const BACKOFF: Duration = Duration::from_millis(50);
 

@@ -133,8 +133,8 @@ impl SharedMemory {
         count
             .checked_mul(size)
             .is_some_and(|bytes| bytes <= self.len())
-            && self.region.virt().as_ptr() as usize % align == 0
-            && size % align == 0
+            && (self.region.virt().as_ptr() as usize).is_multiple_of(align)
+            && size.is_multiple_of(align)
     }
 
     /// Reads the `u32` at byte `offset` (volatile), without a range check.

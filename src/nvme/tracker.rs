@@ -67,7 +67,7 @@ pub(crate) struct Slot {
 /// the one teardown of a controller fail commands once each, and a
 /// controller is given up after `MAX_RESETS` resets in a row, so this many
 /// always suffice; failures with an error already listed share its entry.
-const FAILURES: usize = crate::nvme::recovery::MAX_RESETS as usize + 1;
+const FAILURES: usize = crate::nvme::config::MAX_RESETS as usize + 1;
 
 /// An error that failed commands, and how many of them are undelivered.
 #[derive(Debug, Clone, Copy)]

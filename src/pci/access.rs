@@ -1,7 +1,7 @@
 //! Ready-made configuration space access mechanisms.
 //!
-//! A board picks one and hands it to the driver as a
-//! [`pci_types::ConfigRegionAccess`]: [`PortIo`] (the legacy CF8/CFC mechanism,
+//! A board picks one and hands it to the driver as its
+//! [`ConfigRegionAccess`](https://docs.rs/pci_types/0.10/pci_types/trait.ConfigRegionAccess.html) implementation: [`PortIo`] (the legacy CF8/CFC mechanism,
 //! x86_64 only, 256 bytes per function) or [`Ecam`] (the PCI Express
 //! memory-mapped window, 4 KiB per function). Both accept only dword-aligned
 //! offsets inside the function's space; anything else reads all-ones and drops
@@ -19,7 +19,7 @@ const ECAM_BUS_SIZE: usize = 1 << 20;
 
 /// Whether `offset` names a dword inside a configuration space of `limit` bytes.
 fn dword_offset_ok(offset: u16, limit: u16) -> bool {
-    offset % 4 == 0 && offset < limit
+    offset.is_multiple_of(4) && offset < limit
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -44,6 +44,7 @@ pub struct HostWindows {
 /// Linux's `hpbussize`, `hpmmiosize` and `hpmmioprefsize`: its windows are
 /// at least this large (more when what is behind it already needs more).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HotplugReserve {
     /// Bus numbers kept beyond the port's secondary bus (a switch plugged
     /// in needs one for its internal bus and one per downstream port).
@@ -59,11 +60,36 @@ impl Default for HotplugReserve {
     /// Three extra buses (enough for a hot-added two-port switch), 2 MiB of
     /// each memory kind (Linux's default).
     fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HotplugReserve {
+    /// The defaults (as [`Default`]), usable in a `const` or `static`.
+    pub const fn new() -> Self {
         Self {
             buses: 3,
             memory: 2 << 20,
             prefetchable: 2 << 20,
         }
+    }
+
+    /// Sets [`HotplugReserve::buses`].
+    pub const fn buses(mut self, buses: u8) -> Self {
+        self.buses = buses;
+        self
+    }
+
+    /// Sets [`HotplugReserve::memory`].
+    pub const fn memory(mut self, memory: u64) -> Self {
+        self.memory = memory;
+        self
+    }
+
+    /// Sets [`HotplugReserve::prefetchable`].
+    pub const fn prefetchable(mut self, prefetchable: u64) -> Self {
+        self.prefetchable = prefetchable;
+        self
     }
 }
 

@@ -1,5 +1,5 @@
 //! Typed access to one function's configuration space on top of any
-//! [`ConfigRegionAccess`], which only moves whole dwords.
+//! [`ConfigRegionAccess`](https://docs.rs/pci_types/0.10/pci_types/trait.ConfigRegionAccess.html), which only moves whole dwords.
 //!
 //! Narrow writes are read-modify-write cycles on the containing dword. That is
 //! dangerous next to RW1C status bits (writing back a 1 read from a status
@@ -151,7 +151,7 @@ impl<'a, A: ConfigRegionAccess + ?Sized> ConfigSpace<'a, A> {
     /// Reads the dword at `offset`; all-ones when `offset` is not an aligned
     /// dword inside the 4 KiB space.
     pub fn read32(&self, offset: u16) -> u32 {
-        if offset % 4 != 0 || offset >= CONFIG_SPACE_SIZE {
+        if !offset.is_multiple_of(4) || offset >= CONFIG_SPACE_SIZE {
             return u32::MAX;
         }
         // SAFETY: an aligned dword inside the configuration space of a
@@ -163,7 +163,7 @@ impl<'a, A: ConfigRegionAccess + ?Sized> ConfigSpace<'a, A> {
     /// Writes the dword at `offset` (ignored unless an aligned dword inside
     /// the 4 KiB space). Any RW1C bits in `value` clear their status bits.
     pub fn write32(&self, offset: u16, value: u32) {
-        if offset % 4 != 0 || offset >= CONFIG_SPACE_SIZE {
+        if !offset.is_multiple_of(4) || offset >= CONFIG_SPACE_SIZE {
             return;
         }
         // SAFETY: as in `read32`; writes to an absent function are dropped.
@@ -172,7 +172,7 @@ impl<'a, A: ConfigRegionAccess + ?Sized> ConfigSpace<'a, A> {
 
     /// Reads the 16-bit register at `offset` (all-ones when misaligned).
     pub fn read16(&self, offset: u16) -> u16 {
-        if offset % 2 != 0 {
+        if !offset.is_multiple_of(2) {
             return u16::MAX;
         }
         (self.read32(offset & !3) >> ((offset & 2) * 8)) as u16
@@ -188,7 +188,7 @@ impl<'a, A: ConfigRegionAccess + ?Sized> ConfigSpace<'a, A> {
     /// misaligned). With [`OtherHalf::Keep`] the read and the write are two
     /// accesses: callers serialise their accesses to one function.
     pub fn write16(&self, offset: u16, value: u16, other: OtherHalf) {
-        if offset % 2 != 0 {
+        if !offset.is_multiple_of(2) {
             return;
         }
         let dword = offset & !3;

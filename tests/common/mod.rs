@@ -27,20 +27,14 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 pub fn up_with(sim: &Sim, config: DriverConfig) -> (BoxedDrv, Vec<ControllerId>) {
     let mut driver = Box::new(Drv::new(sim.platform(), sim.config_access(), config));
     driver.scan().expect("scan");
-    driver.wait_ready(PATIENCE);
+    let _ = driver.wait_ready(PATIENCE);
     let ids: Vec<ControllerId> = driver.ready_controllers().collect();
     (driver, ids)
 }
 
 /// A driver with default settings except the per-controller `config`.
 pub fn up(sim: &Sim, config: ControllerConfig) -> (BoxedDrv, Vec<ControllerId>) {
-    up_with(
-        sim,
-        DriverConfig {
-            controller: config,
-            ..DriverConfig::default()
-        },
-    )
+    up_with(sim, DriverConfig::default().controller(config))
 }
 
 /// One controller in a hot-plug slot, brought up with `config`; its id.

@@ -19,16 +19,13 @@ pub const ADMIN_TIMEOUT: Duration = Duration::from_millis(100);
 pub const READY_LIMIT: Duration = Duration::from_secs(2);
 
 pub fn config() -> DriverConfig {
-    DriverConfig {
-        controller: ControllerConfig {
-            io_timeout: IO_TIMEOUT,
-            admin_timeout: ADMIN_TIMEOUT,
-            ready_timeout_limit: READY_LIMIT,
-            shutdown_timeout: Duration::from_millis(100),
-            ..ControllerConfig::default()
-        },
-        ..DriverConfig::default()
-    }
+    DriverConfig::default().controller(
+        ControllerConfig::default()
+            .io_timeout(IO_TIMEOUT)
+            .admin_timeout(ADMIN_TIMEOUT)
+            .ready_timeout_limit(READY_LIMIT)
+            .shutdown_timeout(Duration::from_millis(100)),
+    )
 }
 
 /// One controller with one namespace of 1024 blocks of 512 bytes.

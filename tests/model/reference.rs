@@ -209,28 +209,13 @@ impl Model {
         for (d, m) in devices.iter_mut().enumerate() {
             m.address = sim.address(CtrlId(d));
         }
-        let config = DriverConfig {
-            controller: ControllerConfig {
-                io_queues: 2,
-                queue_depth: s.depth,
-                io_timeout: IO_TIMEOUT,
-                admin_timeout: Duration::from_millis(50),
-                ready_timeout_limit: Duration::from_secs(1),
-                shutdown_timeout: Duration::from_millis(100),
-                // The controller's knob decides whether they are offered.
-                shadow_doorbells: true,
-                ..ControllerConfig::default()
-            },
-            bus_rescan_interval: Some(Duration::from_millis(50)),
-            // A button press detaches at once: the model has no window.
-            button_window: Duration::ZERO,
-            // Room for BARs of functions hot-added on bus 0.
-            root_window: Some((
+        let config = DriverConfig::default().controller(ControllerConfig::default().io_queues(2).queue_depth(s.depth).io_timeout(IO_TIMEOUT).admin_timeout(Duration::from_millis(50)).ready_timeout_limit(Duration::from_secs(1)).shutdown_timeout(Duration::from_millis(100)).// The controller's knob decides whether they are offered.
+                shadow_doorbells(true)).bus_rescan_interval(Some(Duration::from_millis(50))).// A button press detaches at once: the model has no window.
+            button_window(Duration::ZERO).// Room for BARs of functions hot-added on bus 0.
+            root_window(Some((
                 bare_nvme::PhysAddr::new(bare_nvme_sim::MMIO_APERTURE.0 + (64 << 20)),
                 1 << 20,
-            )),
-            ..DriverConfig::default()
-        };
+            )));
         let driver = Box::new(Drv::new(sim.platform(), sim.config_access(), config));
         Self {
             sim,

@@ -75,14 +75,9 @@ fn a_failed_controller_still_running_gets_no_bus_mastering_back() {
         )
         .build();
     let ctrl = CtrlId(0);
-    let config = DriverConfig {
-        controller: ControllerConfig {
-            ready_timeout_limit: Duration::from_secs(1),
-            ..ControllerConfig::default()
-        },
-        bus_rescan_interval: Some(Duration::from_millis(50)),
-        ..DriverConfig::default()
-    };
+    let config = DriverConfig::default()
+        .controller(ControllerConfig::default().ready_timeout_limit(Duration::from_secs(1)))
+        .bus_rescan_interval(Some(Duration::from_millis(50)));
     let mut driver = Box::new(Drv::new(sim.platform(), sim.config_access(), config));
     driver.scan().expect("scan");
     // Fatal status once enabled: the reset clears CC.EN, but CSTS.RDY stays
@@ -127,14 +122,9 @@ fn a_detach_that_fails_its_shutdown_does_not_attach_the_device_again() {
             .spec("slow"),
         )
         .build();
-    let config = DriverConfig {
-        controller: ControllerConfig {
-            shutdown_timeout: Duration::from_millis(100),
-            ..ControllerConfig::default()
-        },
-        bus_rescan_interval: Some(Duration::from_millis(50)),
-        ..DriverConfig::default()
-    };
+    let config = DriverConfig::default()
+        .controller(ControllerConfig::default().shutdown_timeout(Duration::from_millis(100)))
+        .bus_rescan_interval(Some(Duration::from_millis(50)));
     let mut driver = Box::new(Drv::new(sim.platform(), sim.config_access(), config));
     driver.scan().expect("scan");
     let mut events = driver.wait_ready(Duration::from_secs(5)).to_vec();
@@ -173,7 +163,7 @@ fn a_detached_controller_is_disabled_before_a_scan_attaches_it_again() {
         DriverConfig::default(),
     ));
     driver.scan().expect("scan");
-    driver.wait_ready(Duration::from_secs(5));
+    let _ = driver.wait_ready(Duration::from_secs(5));
     let id = driver.ready_controllers().next().expect("ready");
     driver.begin_detach(id).unwrap();
     let mut events = Vec::new();
@@ -209,7 +199,7 @@ fn a_scan_finds_a_function_whose_first_config_read_glitches() {
     ));
     sim.glitch(CtrlId(0));
     let found = driver.scan().expect("scan");
-    driver.wait_ready(Duration::from_secs(5));
+    let _ = driver.wait_ready(Duration::from_secs(5));
     let ready = driver.ready_controllers().count();
     drop(driver);
     assert_eq!((found, ready), (1, 1), "the glitched function was missed");

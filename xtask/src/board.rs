@@ -15,6 +15,9 @@ pub enum Board {
     Aarch64,
 }
 
+/// The environment variable naming a directory with the QEMU binaries.
+pub const QEMU_DIR: &str = "BARE_NVME_QEMU_DIR";
+
 impl Board {
     /// Every board, in the order `test` runs them.
     pub const ALL: [Board; 2] = [Board::X86_64, Board::Aarch64];
@@ -89,11 +92,19 @@ impl Board {
             .join(format!("bare-nvme-{}", self.crate_dir()))
     }
 
-    /// The QEMU binary.
-    pub fn qemu(self) -> &'static str {
-        match self {
+    /// The QEMU binary: `qemu-system-*` from `PATH`, or from the directory
+    /// named by `BARE_NVME_QEMU_DIR` (to test with another QEMU than the
+    /// distribution's).
+    pub fn qemu(self) -> String {
+        let name = match self {
             Board::X86_64 => "qemu-system-x86_64",
             Board::Aarch64 => "qemu-system-aarch64",
+        };
+        match std::env::var_os(QEMU_DIR) {
+            Some(dir) if !dir.is_empty() => {
+                std::path::Path::new(&dir).join(name).display().to_string()
+            }
+            _ => name.to_string(),
         }
     }
 

@@ -1,8 +1,10 @@
 //! The layering check: reads the `crate::` and `super::` paths of every
 //! file under `src/` (no build) and fails when a module imports one above
-//! it in [`LAYERS`], or when two files of one module import each other and
-//! README's "Files that import each other" table does not name the pair;
-//! and it runs the field check ([`crate::fields`]).
+//! it in [`LAYERS`], when files import each other in a circle of three or
+//! more, or when two files of one module import each other and README's
+//! "Files that import each other" table does not name the pair; in each
+//! board crate (`boards/*/src`) it fails on any import cycle, pairs
+//! included; and it runs the field check ([`crate::fields`]).
 //!
 //! A top-level module may import only modules of lower layers. Test code
 //! (a file's `#[cfg(test)] mod tests` and test-only modules) is not
@@ -61,6 +63,15 @@ pub fn check(root: &Path) -> Result<(), String> {
         }
     }
     problems.extend(pair_problems(&mutual, &allowed));
+    for cycle in cycles(&edges, 3) {
+        let names: Vec<String> = cycle.iter().map(|m| m.join("::")).collect();
+        problems.push(format!(
+            "import cycle of {} files: {}",
+            cycle.len() - 1,
+            names.join(" -> ")
+        ));
+    }
+    problems.extend(board_cycles(root)?);
     let named: BTreeMap<String, String> = files
         .iter()
         .map(|(m, text)| (m.join("::"), text.clone()))
@@ -117,7 +128,10 @@ fn modules(src: &Path) -> Result<BTreeMap<ModPath, String>, String> {
                 .components()
                 .map(|c| c.as_os_str().to_string_lossy().into_owned())
                 .collect();
-            if module.last().is_some_and(|m| m == "mod" || m == "lib") {
+            if module
+                .last()
+                .is_some_and(|m| m == "mod" || m == "lib" || m == "main")
+            {
                 module.pop();
             }
             let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -271,6 +285,156 @@ fn path_starts(source: &str) -> Vec<(usize, &'static str)> {
     starts
 }
 
+/// Import cycles of any length inside each board crate (`boards/*/src`),
+/// one line each.
+fn board_cycles(root: &Path) -> Result<Vec<String>, String> {
+    let mut problems = Vec::new();
+    let boards = fs::read_dir(root.join("boards")).map_err(|e| format!("boards: {e}"))?;
+    let mut dirs: Vec<_> = boards.flatten().map(|e| e.path()).collect();
+    dirs.sort();
+    for dir in dirs.iter().filter(|d| d.join("src").is_dir()) {
+        let files = modules(&dir.join("src"))?;
+        let reexports = root_reexports(&files);
+        let mut edges: BTreeMap<ModPath, BTreeSet<ModPath>> = BTreeMap::new();
+        for (module, source) in &files {
+            edges
+                .entry(module.clone())
+                .or_default()
+                .extend(imports(module, source, &files, &reexports));
+        }
+        let board = dir
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        for cycle in cycles(&edges, 2) {
+            let names: Vec<String> = cycle.iter().map(|m| m.join("::")).collect();
+            problems.push(format!(
+                "boards/{board}: import cycle of {} files: {}",
+                cycle.len() - 1,
+                names.join(" -> ")
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// Every import cycle longer than a pair (pairs have their own rule): one
+/// per strongly connected component of the import graph, as a path through
+/// it that returns to its first file.
+fn cycles(edges: &BTreeMap<ModPath, BTreeSet<ModPath>>, shortest: usize) -> Vec<Vec<ModPath>> {
+    let mut found = Vec::new();
+    for component in components(edges) {
+        if component.len() < shortest {
+            continue;
+        }
+        // A shortest cycle through the component's first file, by breadth-first search.
+        let inside: BTreeSet<&ModPath> = component.iter().collect();
+        let start = &component[0];
+        let mut before: BTreeMap<&ModPath, &ModPath> = BTreeMap::new();
+        let mut queue = std::collections::VecDeque::from([start]);
+        let mut last = None;
+        'search: while let Some(at) = queue.pop_front() {
+            for next in edges.get(at).into_iter().flatten() {
+                if !inside.contains(next) {
+                    continue;
+                }
+                if next == start {
+                    last = Some(at);
+                    break 'search;
+                }
+                if !before.contains_key(next) {
+                    before.insert(next, at);
+                    queue.push_back(next);
+                }
+            }
+        }
+        let mut path = vec![start.clone()];
+        let mut at = last;
+        let mut back = Vec::new();
+        while let Some(m) = at.filter(|m| *m != start) {
+            back.push(m.clone());
+            at = before.get(m).copied();
+        }
+        path.extend(back.into_iter().rev());
+        path.push(start.clone());
+        found.push(path);
+    }
+    found
+}
+
+/// The strongly connected components of the import graph (Tarjan's
+/// algorithm, iteratively), each sorted.
+fn components(edges: &BTreeMap<ModPath, BTreeSet<ModPath>>) -> Vec<Vec<ModPath>> {
+    let nodes: Vec<&ModPath> = edges
+        .iter()
+        .flat_map(|(a, b)| std::iter::once(a).chain(b.iter()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let index_of: BTreeMap<&ModPath, usize> =
+        nodes.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    let succ: Vec<Vec<usize>> = nodes
+        .iter()
+        .map(|n| {
+            edges
+                .get(*n)
+                .into_iter()
+                .flatten()
+                .map(|m| index_of[m])
+                .collect()
+        })
+        .collect();
+    let n = nodes.len();
+    let (mut index, mut low) = (vec![usize::MAX; n], vec![0; n]);
+    let (mut on_stack, mut stack) = (vec![false; n], Vec::new());
+    let mut next = 0;
+    let mut out = Vec::new();
+    for root in 0..n {
+        if index[root] != usize::MAX {
+            continue;
+        }
+        // (node, position in its successor list)
+        let mut work = vec![(root, 0)];
+        index[root] = next;
+        low[root] = next;
+        next += 1;
+        stack.push(root);
+        on_stack[root] = true;
+        while let Some(&mut (v, ref mut pos)) = work.last_mut() {
+            if let Some(&w) = succ[v].get(*pos) {
+                *pos += 1;
+                if index[w] == usize::MAX {
+                    index[w] = next;
+                    low[w] = next;
+                    next += 1;
+                    stack.push(w);
+                    on_stack[w] = true;
+                    work.push((w, 0));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(index[w]);
+                }
+                continue;
+            }
+            work.pop();
+            if let Some(&(parent, _)) = work.last() {
+                low[parent] = low[parent].min(low[v]);
+            }
+            if low[v] == index[v] {
+                let mut component = Vec::new();
+                while let Some(w) = stack.pop() {
+                    on_stack[w] = false;
+                    component.push(nodes[w].clone());
+                    if w == v {
+                        break;
+                    }
+                }
+                component.sort();
+                out.push(component);
+            }
+        }
+    }
+    out
+}
+
 /// Pairs that import each other without README's table saying why, and
 /// rows of the table for pairs that no longer do (the table stays true).
 fn pair_problems(
@@ -362,6 +526,34 @@ mod tests {
             test_modules("#[cfg(test)]\nmod test_memory;\n"),
             ["test_memory"]
         );
+    }
+
+    #[test]
+    fn cycles_of_any_length_are_found_and_shown_as_a_path() {
+        let path = |s: &str| s.split("::").map(String::from).collect::<ModPath>();
+        let graph = |list: &[(&str, &str)]| {
+            let mut edges: BTreeMap<ModPath, BTreeSet<ModPath>> = BTreeMap::new();
+            for (a, b) in list {
+                edges.entry(path(a)).or_default().insert(path(b));
+            }
+            edges
+        };
+        // a -> b -> c -> a, with d hanging off it and e -> f a pair.
+        let edges = graph(&[
+            ("n::a", "n::b"),
+            ("n::b", "n::c"),
+            ("n::c", "n::a"),
+            ("n::c", "n::d"),
+            ("n::e", "n::f"),
+            ("n::f", "n::e"),
+        ]);
+        let long = cycles(&edges, 3);
+        assert_eq!(long.len(), 1);
+        let names: Vec<String> = long[0].iter().map(|m| m.join("::")).collect();
+        assert_eq!(names, ["n::a", "n::b", "n::c", "n::a"]);
+        assert_eq!(cycles(&edges, 2).len(), 2);
+        let acyclic = graph(&[("n::a", "n::b"), ("n::b", "n::c"), ("n::a", "n::c")]);
+        assert!(cycles(&acyclic, 2).is_empty());
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The QEMU machine: a q35 under TCG with the topology a scenario asks for.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
 
 use crate::board::Board;
 
@@ -44,6 +47,10 @@ pub struct Machine {
     cpus: u32,
     args: Vec<String>,
     disks: Vec<Disk>,
+    /// For each drive and block node: the `blockdev-add` arguments (without
+    /// `node-name`) of a second node on the same backing store, for when
+    /// QEMU keeps the first one attached to a device it never freed.
+    reopen: BTreeMap<String, Value>,
 }
 
 impl Default for Machine {
@@ -62,6 +69,7 @@ impl Machine {
             cpus: 1,
             args: Vec::new(),
             disks: Vec::new(),
+            reopen: BTreeMap::new(),
         }
     }
 
@@ -123,7 +131,12 @@ impl Machine {
     }
 
     /// A null block node of `size` bytes that reads zeroes, optionally slow.
-    pub fn null_block(self, node: &str, size: u64, latency_ns: Option<u64>) -> Self {
+    pub fn null_block(mut self, node: &str, size: u64, latency_ns: Option<u64>) -> Self {
+        let mut spec = json!({ "driver": "null-co", "size": size, "read-zeroes": true });
+        if let Some(ns) = latency_ns {
+            spec["latency-ns"] = json!(ns);
+        }
+        self.reopen.insert(node.to_string(), spec);
         let latency = latency_ns
             .map(|ns| format!(",latency-ns={ns}"))
             .unwrap_or_default();
@@ -136,6 +149,7 @@ impl Machine {
     pub fn raw_drive(mut self, id: &str, disk: Disk) -> Self {
         let path = disk.path.display().to_string();
         self.disks.push(disk);
+        self.reopen.insert(id.to_string(), raw_file(&path, None));
         self.arg("-drive")
             .arg(&format!("if=none,id={id},file={path},format=raw"))
     }
@@ -169,6 +183,8 @@ impl Machine {
     pub fn bad_drive(mut self, node: &str, disk: Disk, sector: u64) -> Self {
         let path = disk.path.display().to_string();
         self.disks.push(disk);
+        self.reopen
+            .insert(node.to_string(), raw_file(&path, Some(sector)));
         self.arg("-blockdev").arg(&format!(
             "driver=raw,node-name={node},file.driver=blkdebug,\
              file.inject-error.0.event=read_aio,file.inject-error.0.sector={sector},\
@@ -204,6 +220,13 @@ impl Machine {
         self
     }
 
+    /// `blockdev-add` arguments (without `node-name`) for a second block
+    /// node on the backing store of drive or node `name`, if the machine
+    /// made it.
+    pub fn reopen(&self, name: &str) -> Option<Value> {
+        self.reopen.get(name).cloned()
+    }
+
     /// The disk images the machine needs.
     pub fn disks(&self) -> &[Disk] {
         &self.disks
@@ -218,8 +241,9 @@ impl Machine {
             "tcg"
         };
         let cpus = self.cpus.to_string();
+        let qemu = self.board.qemu();
         let mut cmd: Vec<String> = [
-            self.board.qemu(),
+            qemu.as_str(),
             "-accel",
             accel,
             "-smp",
@@ -250,4 +274,20 @@ impl Machine {
         cmd.push(append.to_string());
         cmd
     }
+}
+
+/// A raw image node over `path` with image locking off (the first node on
+/// the file may still hold its lock), failing reads of `bad_sector` with
+/// EIO when given, as [`Machine::bad_drive`] does.
+fn raw_file(path: &str, bad_sector: Option<u64>) -> Value {
+    let file = json!({ "driver": "file", "filename": path, "locking": "off" });
+    let file = match bad_sector {
+        Some(sector) => json!({
+            "driver": "blkdebug",
+            "inject-error": [{ "event": "read_aio", "sector": sector, "errno": 5 }],
+            "image": file,
+        }),
+        None => file,
+    };
+    json!({ "driver": "raw", "file": file })
 }

@@ -8,6 +8,7 @@
 //! cargo xtask fuzz [--ci] [--seconds N]         fuzz the driver against a lying device
 //! cargo xtask miri                            the unsafe layer under Miri
 //! cargo xtask layers                          no module imports one above it
+//! cargo xtask msrv                            no dependency declares a newer rust-version
 //! ```
 
 mod board;
@@ -19,6 +20,7 @@ mod fsimage;
 mod kernel;
 mod layers;
 mod machine;
+mod msrv;
 mod paths;
 mod prereq;
 mod qemu;
@@ -46,6 +48,7 @@ usage: cargo xtask <command>
                                   cargo-fuzz); --ci: the short run of `test`
   miri                            the driver's unit tests and a sim test under Miri
   layers                          check that no module imports one above it (no build)
+  msrv                            check that no dependency declares a newer rust-version
   list                            list the QEMU scenarios";
 
 fn main() -> ExitCode {
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         "fuzz" => commands::fuzz::main(rest),
         "miri" => commands::fuzz::miri_main(rest),
         "layers" => layers::check(&paths::root()),
+        "msrv" => msrv::check(&paths::root()),
         "list" => {
             for s in catalog::all() {
                 println!(

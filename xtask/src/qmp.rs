@@ -109,17 +109,24 @@ impl Qmp {
         }
     }
 
-    /// Waits for the event `name` (e.g. `DEVICE_DELETED`) until `deadline`
-    /// and returns it; events seen earlier count.
-    pub fn wait_event(&mut self, name: &str, deadline: Instant) -> Result<Value, String> {
-        if let Some(pos) = self.events.iter().position(|e| e["event"] == name) {
+    /// Waits for the event `name` (e.g. `DEVICE_DELETED`) whose `data`
+    /// satisfies `wanted`, until `deadline`, and returns it; events seen
+    /// earlier count. A timeout is an error for which [`timed_out`] holds.
+    pub fn wait_event_where(
+        &mut self,
+        name: &str,
+        wanted: impl Fn(&Value) -> bool,
+        deadline: Instant,
+    ) -> Result<Value, String> {
+        let matches = |e: &Value| e["event"] == name && wanted(&e["data"]);
+        if let Some(pos) = self.events.iter().position(matches) {
             return Ok(self.events.remove(pos).unwrap_or(Value::Null));
         }
         loop {
             let message = self
                 .read_message(deadline)
                 .map_err(|e| format!("waiting for {name}: {e}"))?;
-            if message["event"] == name {
+            if matches(&message) {
                 return Ok(message);
             }
             if message.get("event").is_some() {
@@ -127,4 +134,19 @@ impl Qmp {
             }
         }
     }
+
+    /// Whether a device with id `id` is still part of the machine (QEMU
+    /// takes it out of `/machine/peripheral` when it unplugs it, before it
+    /// frees it and sends `DEVICE_DELETED`).
+    pub fn device_present(&mut self, id: &str) -> Result<bool, String> {
+        let children = self.execute("qom-list", json!({ "path": "/machine/peripheral" }))?;
+        Ok(children
+            .as_array()
+            .is_some_and(|c| c.iter().any(|p| p["name"] == id)))
+    }
+}
+
+/// Whether a QMP error is a timeout (the connection is still there).
+pub fn timed_out(error: &str) -> bool {
+    error.ends_with("QMP timed out")
 }

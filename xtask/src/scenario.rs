@@ -5,7 +5,7 @@
 //! exits through isa-debug-exit with the success code, within the time limit,
 //! and every expected `@@RESULT` value matches.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::machine::Machine;
 use crate::qemu::{Launch, Qemu, EXIT_SUCCESS};
+use crate::qmp;
 use crate::serial::Line;
 
 /// One thing the host does during a run.
@@ -24,8 +25,28 @@ pub enum Step {
     Marker(String),
     /// Run a QMP command with arguments; it must succeed.
     Qmp(String, Value),
-    /// Wait for a QMP event (`DEVICE_DELETED`).
-    Event(String),
+    /// Hot-add an NVMe controller (`device_add`) backed by a drive or block
+    /// node the machine made, re-opened on a new node first if QEMU still
+    /// holds it for a device it never freed (see [`Step::LeftSlot`]).
+    AddNvme {
+        /// Device id.
+        id: String,
+        /// Serial number.
+        serial: String,
+        /// Drive or block node, as the machine names it.
+        drive: String,
+        /// Root or downstream port.
+        bus: String,
+    },
+    /// Wait until QEMU took device `id` out of the machine (the kernel's
+    /// hand cut its slot's power). `DEVICE_DELETED` is not required: QEMU's
+    /// NVMe model (7.2 and later) leaks a reference for every request that
+    /// was in flight when it was unplugged, so the object is never freed and
+    /// the event never sent, although the slot is empty.
+    LeftSlot(String),
+    /// Wait for `DEVICE_DELETED` of device `id` (an orderly removal: nothing
+    /// was in flight, so QEMU has no reason not to free it).
+    Deleted(String),
     /// Send a line to the kernel on its serial port (it waits for it after
     /// printing `@@WAIT {word}`).
     Tell(String),
@@ -49,10 +70,12 @@ impl Step {
     /// Hot-add an NVMe controller `id` (serial `serial`) backed by block node
     /// or drive `drive` into the slot of root port `bus`.
     pub fn add_nvme(id: &str, serial: &str, drive: &str, bus: &str) -> Self {
-        Step::Qmp(
-            "device_add".to_string(),
-            json!({ "driver": "nvme", "id": id, "serial": serial, "drive": drive, "bus": bus }),
-        )
+        Step::AddNvme {
+            id: id.to_string(),
+            serial: serial.to_string(),
+            drive: drive.to_string(),
+            bus: bus.to_string(),
+        }
     }
 
     /// Press the attention button of the slot holding device `id` (QMP
@@ -61,9 +84,14 @@ impl Step {
         Step::Qmp("device_del".to_string(), json!({ "id": id }))
     }
 
-    /// Wait for QEMU to report device `id` gone.
-    pub fn device_deleted() -> Self {
-        Step::Event("DEVICE_DELETED".to_string())
+    /// Wait until QEMU took device `id` out of its slot after a pull.
+    pub fn left_slot(id: &str) -> Self {
+        Step::LeftSlot(id.to_string())
+    }
+
+    /// Wait for QEMU's `DEVICE_DELETED` of device `id`.
+    pub fn deleted(id: &str) -> Self {
+        Step::Deleted(id.to_string())
     }
 
     /// Send `word` to the kernel.
@@ -72,14 +100,24 @@ impl Step {
     }
 
     fn uses_qmp(&self) -> bool {
-        matches!(self, Step::Qmp(..) | Step::Event(..))
+        matches!(
+            self,
+            Step::Qmp(..) | Step::AddNvme { .. } | Step::LeftSlot(_) | Step::Deleted(_)
+        )
     }
 
     fn describe(&self) -> String {
         match self {
             Step::Marker(m) => format!("wait for @@{m}"),
             Step::Qmp(cmd, args) => format!("QMP {cmd} {args}"),
-            Step::Event(e) => format!("wait for QMP event {e}"),
+            Step::AddNvme {
+                id,
+                serial,
+                drive,
+                bus,
+            } => format!("add nvme {id} (serial {serial}, drive {drive}) to {bus}"),
+            Step::LeftSlot(id) => format!("wait until QEMU took {id} out of its slot"),
+            Step::Deleted(id) => format!("wait for QMP event DEVICE_DELETED of {id}"),
             Step::Tell(w) => format!("tell the kernel {w}"),
             Step::Kill => "kill QEMU (power cut)".to_string(),
         }
@@ -103,6 +141,8 @@ pub struct Scenario {
     pub time_limit: Duration,
     /// `@@RESULT` values that must come out as given.
     pub expect: Vec<(String, String)>,
+    /// Texts some note of the run must contain (see [`Report::notes`]).
+    pub expect_notes: Vec<String>,
     /// Run on the host before QEMU starts (to make a disk image).
     pub before: Option<HostCheck>,
     /// Run on the host after QEMU exited, if the run passed so far (to
@@ -124,6 +164,7 @@ impl Scenario {
             steps: Vec::new(),
             time_limit: Duration::from_secs(60),
             expect: Vec::new(),
+            expect_notes: Vec::new(),
             before: None,
             after: None,
         }
@@ -153,6 +194,12 @@ impl Scenario {
         self
     }
 
+    /// Requires a note of the run (what QEMU did) containing `text`.
+    pub fn expect_note(mut self, text: &str) -> Self {
+        self.expect_notes.push(text.to_string());
+        self
+    }
+
     /// Sets the time limit.
     pub fn time_limit(mut self, limit: Duration) -> Self {
         self.time_limit = limit;
@@ -167,9 +214,13 @@ pub struct Report {
     pub name: String,
     /// `None` when it passed, else why not.
     pub failure: Option<String>,
-    /// Whether QEMU died from a signal (an emulator crash, not a verdict on
-    /// the kernel).
-    pub qemu_crashed: bool,
+    /// Why the run failed for QEMU's reasons rather than the kernel's: it
+    /// died from a signal, or stopped answering QMP while the kernel had not
+    /// given up. Such a run is repeated once, and said so.
+    pub qemu_fault: Option<String>,
+    /// What QEMU did that a reader should know although the run passed
+    /// (a device it never freed after a pull, and what the host did then).
+    pub notes: Vec<String>,
     /// Wall time from starting QEMU to its exit.
     pub wall: Duration,
     /// When the kernel's first serial line arrived (host clock).
@@ -223,7 +274,8 @@ pub fn run(scenario: &Scenario, kernel: &Path, echo: bool, extra: &[String]) -> 
         Ok(q) => q,
         Err(e) => return failed_to_start(scenario, e),
     };
-    let failure = play(&mut qemu, scenario, uses_qmp, echo, deadline);
+    let mut host = Host::default();
+    let failure = play(&mut qemu, scenario, &mut host, uses_qmp, echo, deadline);
     let killed = failure.is_none() && matches!(scenario.steps.last(), Some(Step::Kill));
     let status = qemu.wait_exit(deadline);
     let wall = qemu.started.elapsed();
@@ -240,10 +292,25 @@ pub fn run(scenario: &Scenario, kernel: &Path, echo: bool, extra: &[String]) -> 
     };
     drop(qemu);
     let crash = status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
+    let guest_gave_up = log.iter().any(|l| l.text.starts_with("@@FAIL"));
+    let qemu_fault = match (&crash, &failure) {
+        (Some(signal), _) if !killed => Some(format!("QEMU crashed (signal {signal})")),
+        (None, Some(step)) if !guest_gave_up && step.contains("QMP timed out") => {
+            Some(format!("QEMU stopped answering: {step}"))
+        }
+        _ => None,
+    };
     let mut failure = judge(scenario, failure, killed, crash, status, &log);
     let (results, kmain) = markers(&log);
     if failure.is_none() {
         failure = unmet_expectation(scenario, &results);
+    }
+    if failure.is_none() {
+        failure = scenario
+            .expect_notes
+            .iter()
+            .find(|want| !host.notes.iter().any(|n| n.contains(want.as_str())))
+            .map(|want| format!("no note of QEMU's containing {want:?}"));
     }
     if let (None, Some(check)) = (&failure, scenario.after) {
         failure = check().err().map(|e| format!("after the run: {e}"));
@@ -251,7 +318,8 @@ pub fn run(scenario: &Scenario, kernel: &Path, echo: bool, extra: &[String]) -> 
     Report {
         name: scenario.name.clone(),
         failure,
-        qemu_crashed: crash.is_some() && !killed,
+        qemu_fault,
+        notes: host.notes,
         wall,
         first_line: log.first().map(|l| l.at),
         kmain,
@@ -266,6 +334,7 @@ pub fn run(scenario: &Scenario, kernel: &Path, echo: bool, extra: &[String]) -> 
 fn play(
     qemu: &mut Qemu,
     scenario: &Scenario,
+    host: &mut Host,
     uses_qmp: bool,
     echo: bool,
     deadline: Instant,
@@ -279,7 +348,7 @@ fn play(
         if echo && !matches!(step, Step::Marker(_)) {
             println!("host> {}", step.describe());
         }
-        if let Err(e) = perform(qemu, step, deadline) {
+        if let Err(e) = perform(qemu, &scenario.machine, host, step, deadline) {
             return Some(format!("step {} ({}): {e}", index + 1, step.describe()));
         }
     }
@@ -365,7 +434,36 @@ fn unmet_expectation(scenario: &Scenario, results: &BTreeMap<String, String>) ->
     None
 }
 
-fn perform(qemu: &mut Qemu, step: &Step, deadline: Instant) -> Result<(), String> {
+/// What the host keeps track of across the steps of one run.
+#[derive(Debug, Default)]
+struct Host {
+    /// A drive as the steps name it -> the block node that stands for it
+    /// now (a re-opened node once QEMU kept the first).
+    nodes: BTreeMap<String, String>,
+    /// A hot-added device's id -> the drive (as the steps name it) it has.
+    holders: BTreeMap<String, String>,
+    /// Devices that left their slot without a `DEVICE_DELETED` so far.
+    unfreed: BTreeSet<String>,
+    /// Block nodes re-opened so far.
+    reopened: u32,
+    /// See [`Report::notes`].
+    notes: Vec<String>,
+}
+
+/// How often the host looks whether a pulled device has left the machine.
+const SLOT_POLL: Duration = Duration::from_millis(10);
+
+/// How long after a device left the machine its `DEVICE_DELETED` may take
+/// (QEMU frees it after an RCU grace period) before it counts as unfreed.
+const DELETED_GRACE: Duration = Duration::from_millis(500);
+
+fn perform(
+    qemu: &mut Qemu,
+    machine: &Machine,
+    host: &mut Host,
+    step: &Step,
+    deadline: Instant,
+) -> Result<(), String> {
     match step {
         Step::Marker(marker) => qemu
             .serial
@@ -373,9 +471,96 @@ fn perform(qemu: &mut Qemu, step: &Step, deadline: Instant) -> Result<(), String
             .map(|_| ())
             .map_err(|e| e.to_string()),
         Step::Qmp(command, args) => qemu.qmp()?.execute(command, args.clone()).map(|_| ()),
-        Step::Event(name) => qemu.qmp()?.wait_event(name, deadline).map(|_| ()),
+        Step::AddNvme {
+            id,
+            serial,
+            drive,
+            bus,
+        } => add_nvme(qemu.qmp()?, machine, host, [id, serial, drive, bus]),
+        Step::LeftSlot(id) => left_slot(qemu.qmp()?, host, id, deadline),
+        Step::Deleted(id) => qemu
+            .qmp()?
+            .wait_event_where("DEVICE_DELETED", |d| d["device"] == id.as_str(), deadline)
+            .map(|_| ()),
         Step::Tell(word) => qemu.tell(word),
         Step::Kill => qemu.kill(),
+    }
+}
+
+/// `device_add` of an NVMe controller on `drive`'s current node. When QEMU
+/// refuses it because a device it never freed still holds the node, the
+/// drive is re-opened on a new node over the same backing store (the old
+/// device will never touch it again) and the add is tried once more.
+fn add_nvme(
+    qmp: &mut qmp::Qmp,
+    machine: &Machine,
+    host: &mut Host,
+    [id, serial, drive, bus]: [&String; 4],
+) -> Result<(), String> {
+    let add = |qmp: &mut qmp::Qmp, node: &str| {
+        qmp.execute(
+            "device_add",
+            json!({ "driver": "nvme", "id": id, "serial": serial, "drive": node, "bus": bus }),
+        )
+    };
+    let node = host.nodes.get(drive).cloned().unwrap_or(drive.clone());
+    let first = add(qmp, &node);
+    if let Err(refused) = first {
+        let held = host
+            .holders
+            .iter()
+            .any(|(dev, d)| d == drive && host.unfreed.contains(dev));
+        let spec = machine.reopen(drive);
+        let (true, Some(mut spec)) = (held, spec) else {
+            return Err(refused);
+        };
+        host.reopened += 1;
+        let fresh = format!("{drive}-r{}", host.reopened);
+        spec["node-name"] = json!(fresh);
+        qmp.execute("blockdev-add", spec)
+            .map_err(|e| format!("{refused}; re-opening {drive}: {e}"))?;
+        add(qmp, &fresh).map_err(|e| format!("{refused}; on re-opened {fresh}: {e}"))?;
+        host.notes.push(format!(
+            "QEMU still held {node} for a device it never freed ({refused}); \
+             re-opened {drive} as {fresh}"
+        ));
+        host.nodes.insert(drive.clone(), fresh);
+    }
+    host.holders.insert(id.clone(), drive.clone());
+    Ok(())
+}
+
+/// Waits until device `id` is out of the machine, then briefly for its
+/// `DEVICE_DELETED`; a device that never gets one is noted (see
+/// [`Step::LeftSlot`]) and its drive re-opened when it is added again.
+fn left_slot(
+    qmp: &mut qmp::Qmp,
+    host: &mut Host,
+    id: &str,
+    deadline: Instant,
+) -> Result<(), String> {
+    while qmp.device_present(id)? {
+        if Instant::now() >= deadline {
+            return Err(format!("{id} is still in its slot"));
+        }
+        std::thread::sleep(SLOT_POLL);
+    }
+    let grace = (Instant::now() + DELETED_GRACE).min(deadline);
+    match qmp.wait_event_where("DEVICE_DELETED", |d| d["device"] == id, grace) {
+        Ok(_) => {
+            host.unfreed.remove(id);
+            Ok(())
+        }
+        Err(e) if qmp::timed_out(&e) => {
+            host.unfreed.insert(id.to_string());
+            host.notes.push(format!(
+                "QEMU took {id} out of its slot but sent no DEVICE_DELETED within {} ms \
+                 (its NVMe model leaks a reference per request in flight at the unplug)",
+                DELETED_GRACE.as_millis()
+            ));
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -406,7 +591,8 @@ fn failed_to_start(scenario: &Scenario, error: String) -> Report {
     Report {
         name: scenario.name.clone(),
         failure: Some(error),
-        qemu_crashed: false,
+        qemu_fault: None,
+        notes: Vec::new(),
         wall: Duration::ZERO,
         first_line: None,
         kmain: None,

@@ -156,8 +156,8 @@ pub struct Completion {
 }
 
 /// A submission the driver refused; nothing reached the device, and the
-/// buffer comes back here (`?` does not apply: take `buffer` first, then
-/// return `error`, as README's "Using it" shows).
+/// buffer comes back here (`?` does not apply: take `buffer` first, to
+/// free it or submit it again, then return `error`).
 #[must_use = "a rejected submission carries the caller's buffer"]
 #[derive(Debug)]
 pub struct Rejected {

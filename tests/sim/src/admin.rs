@@ -357,7 +357,9 @@ impl Controller {
             return Err(generic(sc::INVALID_FIELD));
         }
         let base = sqe.prp1;
-        if base % self.page_size() as u64 != 0 || !env.mem.contains(base, size as usize * entry) {
+        if !base.is_multiple_of(self.page_size() as u64)
+            || !env.mem.contains(base, size as usize * entry)
+        {
             env.stats.protocol(format!(
                 "{serial}: create {what} {qid}: base {base:#x} unaligned or not DMA memory"
             ));
@@ -461,7 +463,7 @@ impl Controller {
 
     fn doorbell_buffer_config(&mut self, sqe: &SubmissionEntry, env: &mut Env) -> Outcome {
         let page = self.page_size();
-        let ok = |a: u64| a != 0 && a % page as u64 == 0 && env.mem.contains(a, page);
+        let ok = |a: u64| a != 0 && a.is_multiple_of(page as u64) && env.mem.contains(a, page);
         if !ok(sqe.prp1) || !ok(sqe.prp2) {
             env.stats.protocol(format!(
                 "{}: doorbell buffers {:#x}/{:#x} unaligned or not DMA memory",

@@ -120,7 +120,7 @@ impl ConfigSpace {
     /// Appends a capability with `id` and `len` bytes at `at`, chained after
     /// the previous one (or from the capability pointer).
     pub(crate) fn add_cap(&mut self, at: usize, id: u8, len: usize) {
-        assert!(at >= 0x40 && at + len <= 0x100 && at % 4 == 0);
+        assert!(at >= 0x40 && at + len <= 0x100 && at.is_multiple_of(4));
         self.data[at] = id;
         self.data[at + 1] = 0;
         match self.last_cap {

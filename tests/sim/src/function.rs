@@ -190,7 +190,9 @@ impl FunctionSpec {
     pub fn with_capability(mut self, offset: u16, id: u8, body: &[u32]) -> Self {
         let at = usize::from(offset);
         assert!(
-            offset % 4 == 0 && (0x40..0x100).contains(&offset) && at + 4 + 4 * body.len() <= 0x100,
+            offset.is_multiple_of(4)
+                && (0x40..0x100).contains(&offset)
+                && at + 4 + 4 * body.len() <= 0x100,
             "capability at {offset:#x} does not fit"
         );
         match self.last_cap {

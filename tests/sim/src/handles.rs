@@ -123,7 +123,7 @@ impl Platform for SimPlatform {
 
 impl SimRegisters {
     fn in_range(&self, offset: usize, s: &mut State) -> bool {
-        if offset % 4 != 0 || offset.checked_add(4).is_none_or(|e| e > self.len) {
+        if !offset.is_multiple_of(4) || offset.checked_add(4).is_none_or(|e| e > self.len) {
             s.stats.protocol(format!(
                 "register access at {offset:#x} outside the {:#x}-byte mapping",
                 self.len

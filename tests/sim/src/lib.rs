@@ -6,7 +6,7 @@
 //! The simulation implements the driver's boundary traits: [`SimPlatform`]
 //! ([`bare_nvme::Platform`]: DMA memory, register mapping, a virtual clock),
 //! [`SimRegisters`] ([`bare_nvme::RegisterAccess`]) and [`SimConfig`]
-//! ([`pci_types::ConfigRegionAccess`]). Behind them sit a PCI topology (host
+//! ([`pci_types::ConfigRegionAccess`](https://docs.rs/pci_types/0.10/pci_types/trait.ConfigRegionAccess.html)). Behind them sit a PCI topology (host
 //! bridge, PCIe root ports with hot-plug slots, PCI-PCI bridges) and strict NVMe
 //! controllers with in-memory namespaces.
 //!
@@ -34,7 +34,7 @@
 //!     DriverConfig::default(),
 //! ));
 //! driver.scan().unwrap();
-//! driver.wait_ready(Duration::from_secs(5));
+//! let _ = driver.wait_ready(Duration::from_secs(5));
 //! let id = driver.ready_controllers().next().expect("controller ready");
 //!
 //! // The code under test: write a block.
@@ -74,7 +74,7 @@
 //!     DriverConfig::default(),
 //! ));
 //! driver.scan().unwrap();
-//! driver.wait_ready(Duration::from_secs(5));
+//! let _ = driver.wait_ready(Duration::from_secs(5));
 //! let id = driver.ready_controllers().next().unwrap();
 //!
 //! // Four reads the device fetches but does not complete.
@@ -139,6 +139,38 @@
 //! Physical addresses of DMA memory start at [`ARENA_PHYS_BASE`], far from host
 //! virtual addresses: a driver that hands the device a CPU pointer gets a
 //! failed command and a `wild_dma` count, not silent success.
+//!
+//! # A controller without the driver
+//!
+//! A [`bare_nvme::Controller`] used on its own needs what firmware gives
+//! it: memory decoding and bus mastering on, BAR0 mapped, and the BAR's
+//! length (registers, doorbells and the MSI-X table all lie in it). A
+//! simulated controller's BAR0 is [`DEFAULT_BAR_SIZE`] (16 KiB) unless its
+//! spec says otherwise ([`ControllerSpec::bar_size`]); [`Sim::bar`] says
+//! where it is and [`Sim::bar_len`] how long:
+//!
+//! ```
+//! use bare_nvme::pci::config::{Command, ConfigSpace};
+//! use bare_nvme::{Controller, ControllerConfig, PhysAddr, Platform, State};
+//! use bare_nvme_sim::{ControllerSpec, CtrlId, NamespaceSpec, Sim, DEFAULT_BAR_SIZE};
+//!
+//! let sim = Sim::single(ControllerSpec::default().namespace(NamespaceSpec::new(2048, 512)));
+//! let ctrl = CtrlId(0);
+//! assert_eq!(sim.bar_len(ctrl), DEFAULT_BAR_SIZE);
+//! // What firmware would have done: decoding and bus mastering on.
+//! let access = sim.config_access();
+//! let address = sim.address(ctrl).unwrap();
+//! ConfigSpace::new(&access, address)
+//!     .update_command(Command::MEMORY | Command::BUS_MASTER, Command::empty());
+//!
+//! let platform = sim.platform();
+//! let len = sim.bar_len(ctrl) as usize;
+//! let regs = platform.map_registers(PhysAddr::new(sim.bar(ctrl)), len).unwrap();
+//! // `()`: no link to the device beyond its registers (see `bare_nvme::DeviceLink`).
+//! let mut nvme: Controller<_> = Controller::new(platform, (), regs, len, ControllerConfig::new());
+//! nvme.bring_up().unwrap();
+//! assert_eq!(nvme.state(), State::Ready);
+//! ```
 //!
 //! # How strict the model is
 //!
@@ -228,7 +260,7 @@ pub use memory::{ARENA_PHYS_BASE, DEFAULT_ARENA_SIZE};
 pub use queues::{Misbehaviour, Queues, Rule};
 pub use sim::Sim;
 pub use slot::SlotSpec;
-pub use spec::{ControllerSpec, Hold, Metadata, NamespaceSpec};
+pub use spec::{ControllerSpec, Hold, Metadata, NamespaceSpec, DEFAULT_BAR_SIZE};
 
 /// The memory range firmware places bridge windows and BARs in, and where a
 /// driver assigning resources itself should place them: `(start, end)`,

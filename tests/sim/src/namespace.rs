@@ -6,6 +6,7 @@ use std::ops::Range;
 
 use crate::spec::{Metadata, NamespaceSpec};
 
+#[derive(Clone)]
 pub(crate) struct Namespace {
     pub(crate) spec: NamespaceSpec,
     /// What survives power loss. Missing blocks read as zeroes.

@@ -73,7 +73,7 @@ pub(crate) fn walk(
         return Ok(segs);
     }
     if rem <= page {
-        if prp2 % page_u != 0 {
+        if !prp2.is_multiple_of(page_u) {
             report.protocol(format!("PRP2 {prp2:#x} (second page) has an offset"));
             return Err(bad_offset);
         }
@@ -102,7 +102,7 @@ pub(crate) fn walk(
                 return Err(Status::new(sct::GENERIC, sc::DATA_TRANSFER_ERROR));
             }
         };
-        let last_in_page = (entry + 8) % page_u == 0;
+        let last_in_page = (entry + 8).is_multiple_of(page_u);
         if last_in_page && rem > page {
             // The last entry of a list page chains to the next list page.
             if value % page_u != 0 {

@@ -229,6 +229,76 @@ impl Sim {
             .get16(PORT_PCIE_CAP + pcie::SLOT_CONTROL)
     }
 
+    /// Plugs the card `ctrl`, pulled earlier ([`Sim::surprise_remove`]),
+    /// back into the empty slot of `port` (its own or another): the same
+    /// disk with the same media. It is a new controller to the model (the
+    /// returned id; `ctrl` keeps answering [`Sim::read_block`] as it was)
+    /// with the same spec, serial number included, so the driver reports it
+    /// as [`bare_nvme::Event::Returned`], and every block flushed before the
+    /// removal reads back; writes still in the volatile write cache went
+    /// with the power, as on a real card. It comes up reset, like any card
+    /// hot-added. Panics if `ctrl` is still present or the slot is occupied.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use bare_nvme::block::{BounceConfig, NamespaceDisk};
+    /// use bare_nvme::{Driver, DriverConfig, Event};
+    /// use bare_nvme_sim::{ControllerSpec, CtrlId, NamespaceSpec, PortId, Sim};
+    ///
+    /// let sim = Sim::single(ControllerSpec::default().namespace(NamespaceSpec::new(2048, 512)));
+    /// let mut driver = Box::new(Driver::<_, _>::new(
+    ///     sim.platform(),
+    ///     sim.config_access(),
+    ///     DriverConfig::new(),
+    /// ));
+    /// driver.scan().unwrap();
+    /// let _ = driver.wait_ready(Duration::from_secs(5));
+    /// let id = driver.ready_controllers().next().unwrap();
+    /// {
+    ///     let mut disk = NamespaceDisk::open(&mut *driver, Some(id), 1, BounceConfig::new()).unwrap();
+    ///     disk.write(100, &[0x77; 512]).unwrap();
+    ///     disk.flush().unwrap();
+    /// }
+    ///
+    /// // Pulled, then put back into the same slot.
+    /// sim.surprise_remove(CtrlId(0));
+    /// let mut tick = |driver: &mut Driver<_, _>| {
+    ///     sim.advance(Duration::from_millis(1));
+    ///     driver.tick()
+    /// };
+    /// while !tick(&mut driver).iter().any(|e| matches!(e, Event::Removed { .. })) {}
+    /// let again = sim.reinsert(CtrlId(0), PortId(0));
+    /// let returned = loop {
+    ///     let found = tick(&mut driver).into_iter().find_map(|e| match e {
+    ///         Event::Returned { id, previous, .. } => Some((id, previous)),
+    ///         _ => None,
+    ///     });
+    ///     if let Some(found) = found {
+    ///         break found;
+    ///     }
+    /// };
+    /// assert_eq!(returned.1, id);
+    /// let _ = driver.wait_ready(Duration::from_secs(5));
+    ///
+    /// // The data written before the removal is there.
+    /// let mut disk = NamespaceDisk::open(&mut *driver, Some(returned.0), 1, BounceConfig::new()).unwrap();
+    /// let mut back = [0; 512];
+    /// disk.read(100, &mut back).unwrap();
+    /// assert_eq!(back, [0x77; 512]);
+    /// assert_eq!(sim.read_block(again, 1, 100), [0x77; 512]);
+    /// ```
+    pub fn reinsert(&self, ctrl: CtrlId, port: PortId) -> CtrlId {
+        let mut st = self.st();
+        let spec = st.ctrls[ctrl.0]
+            .dev
+            .spec
+            .clone()
+            .firmware_enabled(false)
+            .bar_assigned(false);
+        st.reinsert(ctrl.0, Location::Port(port), spec)
+    }
+
     /// Sets Attention Button Pressed in the port's Slot Status.
     pub fn press_attention_button(&self, port: PortId) {
         self.st().press_attention_button(port);
@@ -434,6 +504,13 @@ impl Sim {
     /// The address BAR0 holds now.
     pub fn bar(&self, ctrl: CtrlId) -> u64 {
         self.st().bar_addr(ctrl.0)
+    }
+
+    /// The length of the controller's BAR0 in bytes ([`crate::DEFAULT_BAR_SIZE`]
+    /// unless its spec set another): what a standalone
+    /// [`bare_nvme::Controller::new`] is given as `regs_len`.
+    pub fn bar_len(&self, ctrl: CtrlId) -> u64 {
+        self.st().ctrls[ctrl.0].dev.spec.bar_len()
     }
 
     /// The function's PCI command register.

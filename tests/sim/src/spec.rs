@@ -139,6 +139,10 @@ impl NamespaceSpec {
     }
 }
 
+/// A controller's BAR0 size unless [`ControllerSpec::bar_size`] says
+/// otherwise: the smallest that holds registers, doorbells and MSI-X table.
+pub const DEFAULT_BAR_SIZE: u64 = 16 << 10;
+
 /// A simulated NVMe controller (one PCI function).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ControllerSpec {
@@ -200,7 +204,7 @@ impl Default for ControllerSpec {
             shutdown_delay: Duration::ZERO,
             ready_never: false,
             shutdown_never: false,
-            bar_size: 16 << 10,
+            bar_size: DEFAULT_BAR_SIZE,
             msix: true,
             cap_cycle: false,
             header_type: None,

@@ -123,7 +123,7 @@ impl State {
     pub(crate) fn config_read(&mut self, bus: u8, dev: u8, func: u8, offset: u16) -> u32 {
         self.begin_access();
         self.stats.c.config_reads += 1;
-        if offset % 4 != 0 || offset >= 4096 {
+        if !offset.is_multiple_of(4) || offset >= 4096 {
             self.stats
                 .protocol(format!("config read at unaligned offset {offset:#x}"));
             return !0;
@@ -150,7 +150,7 @@ impl State {
     pub(crate) fn config_write(&mut self, bus: u8, dev: u8, func: u8, offset: u16, value: u32) {
         self.begin_access();
         self.stats.c.config_writes += 1;
-        if offset % 4 != 0 || offset >= 4096 {
+        if !offset.is_multiple_of(4) || offset >= 4096 {
             self.stats
                 .protocol(format!("config write at unaligned offset {offset:#x}"));
             return;
@@ -391,6 +391,20 @@ impl State {
             status &= !slot::MRL_SENSOR_OPEN;
         }
         cfg.set16(at, status);
+    }
+
+    /// Plugs a new controller made like the removed controller `c`, with a
+    /// copy of `c`'s media as it was at the removal (durable blocks only:
+    /// the volatile write cache went with the power), into `loc`.
+    pub(crate) fn reinsert(&mut self, c: usize, loc: Location, spec: ControllerSpec) -> CtrlId {
+        assert!(!self.present(c), "controller {c} is still present");
+        let mut media = self.ctrls[c].dev.namespaces.clone();
+        for namespace in &mut media {
+            namespace.lose_cache();
+        }
+        let id = self.hot_add(loc, spec);
+        self.ctrls[id.0].dev.namespaces = media;
+        id
     }
 
     pub(crate) fn press_attention_button(&mut self, port: PortId) {

@@ -51,18 +51,24 @@ pub fn main(args: &[String]) -> Result<(), String> {
         tour.about, tour.append
     );
     let mut report = scenario::run(&tour, &kernel, true, &[]);
-    if report.qemu_crashed {
-        // QEMU 7.2 occasionally crashes deleting a device with requests in
-        // flight (see the board README); say so and run the tour again.
-        println!(
-            "\n== {} ; running the tour again ==\n",
-            report.failure.as_deref().unwrap_or("QEMU crashed")
-        );
+    let mut rerun = None;
+    if let Some(why) = report.qemu_fault.clone() {
+        // QEMU itself failed (see Report::qemu_fault), not the driver: say
+        // so and run the tour once more.
+        println!("\n== {why}; running the tour again ==\n");
+        rerun = Some(why);
         report = scenario::run(&tour, &kernel, true, &[]);
     }
     println!("\n== summary ==");
     print_report(&report);
     summary(&report);
+    println!("QEMU: {}", prereq::qemu_version());
+    if let Some(why) = rerun {
+        println!("QEMU's: the first run failed for QEMU's reasons ({why}); this is the second");
+    }
+    for note in &report.notes {
+        println!("QEMU's: {note}");
+    }
     if report.passed() {
         Ok(())
     } else {

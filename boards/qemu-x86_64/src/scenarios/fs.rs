@@ -21,7 +21,7 @@ use core::time::Duration;
 
 use bare_nvme::adapters::sdmmc::SdmmcDevice;
 use bare_nvme::adapters::AdapterError;
-use bare_nvme::block::{BlockDevice, BlockTarget, BounceConfig};
+use bare_nvme::block::{BlockTarget, BounceConfig, NamespaceDisk};
 use bare_nvme::{ControllerId, DmaRegion, Error, Event, Platform};
 use embedded_sdmmc::{Block, BlockCount, BlockIdx, Mode, TimeSource, Timestamp, VolumeIdx};
 use gpt_disk_io::gpt_disk_types::GptPartitionType;
@@ -77,7 +77,7 @@ fn run(board: &Board) -> Outcome {
     let mut d = nvme::driver(board.platform, board.access, config);
     let attached = d.scan().map_err(|e| failure!("scan: {e}"))?;
     ensure!(attached > 0, "no NVMe controller found");
-    d.wait_ready(Duration::from_secs(10));
+    let _ = d.wait_ready(Duration::from_secs(10));
     let id = d
         .ready_controllers()
         .next()
@@ -108,7 +108,7 @@ fn run(board: &Board) -> Outcome {
 }
 
 /// The first basic-data partition of the GPT: (first block, blocks).
-fn find_partition<T: BlockTarget>(disk: &mut BlockDevice<T>) -> Result<(u64, u64), Failure> {
+fn find_partition<T: BlockTarget>(disk: &mut NamespaceDisk<T>) -> Result<(u64, u64), Failure> {
     let mut gpt = Disk::new(disk).map_err(|e| failure!("GPT: {e}"))?;
     let mut block = [0u8; 512];
     let header = gpt
@@ -144,8 +144,8 @@ fn open(
     d: &mut Nvme,
     id: ControllerId,
     bounce: BounceConfig,
-) -> Result<BlockDevice<&mut Nvme>, Failure> {
-    BlockDevice::open(d, Some(id), 1, bounce).map_err(|e| failure!("block device: {e}"))
+) -> Result<NamespaceDisk<&mut Nvme>, Failure> {
+    NamespaceDisk::open(d, Some(id), 1, bounce).map_err(|e| failure!("block device: {e}"))
 }
 
 /// List, read and check, write, flush.
@@ -364,11 +364,11 @@ fn time(
 
 /// `buffers` bounce buffers of `bytes` each.
 fn pool(buffers: usize, bytes: usize) -> BounceConfig {
-    BounceConfig { buffers, bytes }
+    BounceConfig::default().buffers(buffers).bytes(bytes)
 }
 
 /// The first block of 8 MiB past the partition (before the backup GPT).
-fn bench_area<T: BlockTarget>(disk: &mut BlockDevice<T>) -> Result<u64, Failure> {
+fn bench_area<T: BlockTarget>(disk: &mut NamespaceDisk<T>) -> Result<u64, Failure> {
     let (first, blocks) = find_partition(disk)?;
     let area = (first + blocks).next_multiple_of(2048);
     ensure!(

@@ -80,10 +80,7 @@ fn run(board: &Board) -> Outcome {
     let Some(regs) = platform.map_registers(bar.address, bar.size as usize) else {
         return Err(failure!("cannot map BAR0 at {:#x}", bar.address.as_u64()));
     };
-    let config = ControllerConfig {
-        io_queues: QUEUES as u16,
-        ..ControllerConfig::default()
-    };
+    let config = ControllerConfig::default().io_queues(QUEUES as u16);
     let mut nvme: Nvme = Controller::new(platform, (), regs, bar.size as usize, config);
     nvme.bring_up()
         .map_err(|e| failure!("bring-up failed: {e}"))?;

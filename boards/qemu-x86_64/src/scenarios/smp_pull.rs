@@ -93,7 +93,7 @@ fn run(board: &Board) -> Outcome {
     let mut d = nvme::driver(board.platform, board.access, config);
     let attached = d.scan().map_err(|e| failure!("scan: {e}"))?;
     ensure!(attached > 0, "no NVMe controller found");
-    d.wait_ready(Duration::from_secs(10));
+    let _ = d.wait_ready(Duration::from_secs(10));
     let id = d
         .ready_controllers()
         .next()

@@ -35,6 +35,9 @@ pub(super) struct QemuResults {
     pub(super) contest: BTreeMap<String, String>,
     /// The `@@RESULT`s of the tick-cost boot.
     pub(super) ticks: BTreeMap<String, String>,
+    /// The QEMU that measured them (`7.2.22`); numbers differ between
+    /// versions as much as between drivers.
+    pub(super) version: String,
 }
 
 impl QemuResults {
@@ -70,7 +73,10 @@ impl QemuResults {
 pub(super) fn qemu() -> Result<(String, QemuResults), String> {
     prereq::ensure(Board::X86_64)?;
     let kernel = kernel::build(Board::X86_64)?;
-    let mut results = QemuResults::default();
+    let mut results = QemuResults {
+        version: crate::prereq::qemu_release(),
+        ..QemuResults::default()
+    };
     let machine = catalog::null_controller();
     let s = Scenario::new(
         "bench",
@@ -170,14 +176,15 @@ fn median_table(q: &QemuResults) -> String {
     let mut out = String::new();
     writeln!(
         out,
-        "\n### QEMU 7.2 (TCG), nvme on null-co, 4 KiB random reads: the driver against the reference loop\n\n\
+        "\n### QEMU {} (TCG), nvme on null-co, 4 KiB random reads: the driver against the reference loop\n\n\
 {QEMU_ROUNDS} rounds of {QEMU_MS} ms per queue depth and contender, in one boot; at each queue \
 depth a round runs the reference, the driver with MMIO doorbells and the driver with shadow \
 doorbells back to back (each from its own bring-up), the order rotated from one queue depth and \
 round to the next. IOPS are medians over the rounds, with the spread of the rounds (the middle \
 half, first to third quartile, over the median); the ratios to the reference are medians of the \
 per-round ratios (a round's runs lie within a fraction of a second of each other), with their \
-first and third quartile; shadow / MMIO is the ratio of the median IOPS.\n"
+first and third quartile; shadow / MMIO is the ratio of the median IOPS.\n",
+        q.version
     )
     .unwrap();
     write!(out, "| queue depth |").unwrap();
@@ -305,9 +312,10 @@ Each controller in its own PCIe root port with a hot-plug slot, a driver with ro
 (`Driver<_, _, {MANY}>`, default `DriverConfig`), one tick per millisecond, each tick measured \
 alone. Busy: every controller completed one read between two ticks. Simulation: \
 `iobench counts`, 1000 ticks, host time in the release build with the simulated device's \
-bookkeeping included. QEMU: the `tick-cost` scenario, 2000 ticks, time from the TSC.\n\n\
+bookkeeping included. QEMU {}: the `tick-cost` scenario, 2000 ticks, time from the TSC.\n\n\
 | where | load | register reads / tick (most) | config reads / tick (most) | tick time, median | tick time, mean / most |\n\
-|---|---|---:|---:|---:|---:|\n"
+|---|---|---:|---:|---:|---:|\n",
+        q.version
     );
     let c = |k: &str| counts.get(k).cloned().unwrap_or_else(|| "?".into());
     let t = |k: &str| -> f64 {

@@ -258,10 +258,7 @@ fn driver(platform: CountingPlatform, bar: (u64, usize), shadow: bool) -> Result
     let Some(regs) = platform.map_registers(PhysAddr::new(bar.0), bar.1) else {
         return Err(failure!("cannot map BAR0 at {:#x}", bar.0));
     };
-    let config = ControllerConfig {
-        shadow_doorbells: shadow,
-        ..ControllerConfig::default()
-    };
+    let config = ControllerConfig::default().shadow_doorbells(shadow);
     let mut nvme: Nvme = Controller::new(platform, (), regs, bar.1, config);
     nvme.bring_up()
         .map_err(|e| failure!("bring-up failed: {e}"))?;

@@ -30,7 +30,8 @@
 //! `warmup=BYTES` first writes, reads back and times BYTES on the controller
 //! outside the slot; `survivor=io` runs verified I/O on a controller outside the slot on every
 //! tick of the removal; `verify=pattern|zeroes` (zeroes for a null backend);
-//! `timeout_ms=N` bounds each wait (default 10000).
+//! `timeout_ms=N` bounds each wait (default 10000); `pull_after_us=N` has the
+//! hand wait N µs between submitting the in-flight reads and the pull.
 
 mod bringup;
 mod button;
@@ -83,6 +84,10 @@ struct Ctx<'a> {
     survivor_io: bool,
     zeroes: bool,
     inflight: usize,
+    /// Guest microseconds the hand waits between submitting the reads and
+    /// pulling (`pull_after_us=N`): long enough for the device model to
+    /// have taken the commands in, so that they are inside it at the pull.
+    pull_after_us: u64,
     /// Survivor I/O rounds done.
     survivor_rounds: u64,
 }
@@ -120,6 +125,7 @@ fn run(board: &Board) -> Outcome {
         survivor_io: args.get("survivor") == Some("io"),
         zeroes: args.get("verify") == Some("zeroes"),
         inflight: (number("inflight", 16)? as usize).min(MAX_INFLIGHT),
+        pull_after_us: number("pull_after_us", 0)?,
         survivor_rounds: 0,
     };
     marker!("RESULT port={port} slot_bus={}", cx.bus);

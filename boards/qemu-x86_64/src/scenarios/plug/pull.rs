@@ -19,6 +19,7 @@ pub(super) fn pull(
     victim: ControllerId,
     survivor: Option<ControllerId>,
 ) -> Result<(u32, Detection, u64, Duration), Failure> {
+    crate::clock::delay_us(cx.pull_after_us);
     let in_flight = ctrl(d, victim)?.in_flight();
     info!("hand: pulling {victim} out of its slot with {in_flight} commands in flight");
     cx.hand.remove();
