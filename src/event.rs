@@ -45,7 +45,19 @@ pub enum Detection {
     Orderly,
 }
 
-/// A lifecycle change of a controller.
+/// Why a slot was switched off and flagged by the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotFault {
+    /// After power-on the link did not come up within 1 s.
+    LinkDown,
+    /// The link came up but the function never answered a configuration
+    /// read (or kept answering with Retry Status) within its readiness time.
+    NotReady,
+    /// The slot reported a power fault.
+    PowerFault,
+}
+
+/// A lifecycle change of a controller (or of a hot-plug slot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A controller was found (at enumeration or hot-added) and is being
@@ -123,6 +135,18 @@ pub enum Event {
         /// The namespace ID.
         nsid: u32,
     },
+    /// The driver switched a hot-plug slot off and lit its attention
+    /// indicator (where it has one): the card there did not come up, or the
+    /// slot reported a power fault. The slot stays off until a card is
+    /// inserted again (a presence change) or its attention button is
+    /// pressed. Controllers that were served there are reported
+    /// [`Event::Removed`] on their own.
+    SlotFault {
+        /// The port of the slot.
+        port: PciAddress,
+        /// What went wrong.
+        fault: SlotFault,
+    },
     /// A namespace is no longer active: I/O naming it fails with
     /// [`Error::UnknownNamespace`]; commands already in flight to it
     /// completed or complete once, with the controller's answer.
@@ -135,9 +159,9 @@ pub enum Event {
 }
 
 impl Event {
-    /// The controller the event is about.
-    pub fn id(&self) -> ControllerId {
-        match *self {
+    /// The controller the event is about; `None` for a slot's event.
+    pub fn id(&self) -> Option<ControllerId> {
+        Some(match *self {
             Event::Attached { id, .. }
             | Event::Ready { id, .. }
             | Event::Removed { id, .. }
@@ -147,6 +171,7 @@ impl Event {
             | Event::Health { id, .. }
             | Event::NamespaceAdded { id, .. }
             | Event::NamespaceRemoved { id, .. } => id,
-        }
+            Event::SlotFault { .. } => return None,
+        })
     }
 }

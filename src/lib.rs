@@ -238,7 +238,7 @@ pub use pci_types;
 
 pub use driver::{Driver, DriverConfig, DriverController, MAX_CONTROLLERS, MAX_EVENTS};
 pub use error::{Error, Result, Wait};
-pub use event::{ControllerId, Detection, Event};
+pub use event::{ControllerId, Detection, Event, SlotFault};
 pub use link::{DeviceLink, DmaStop, Presence};
 pub use nvme::{
     Completion, Controller, ControllerConfig, IoOp, IoQueue, IoQueues, LogData, LogPage, Monitor,

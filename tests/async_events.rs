@@ -93,7 +93,7 @@ fn a_health_event_is_reported_once_and_the_log_shows_the_bit() {
         [(CriticalWarning::RELIABILITY_DEGRADED, 323)],
         "{events:?}"
     );
-    assert!(events.iter().all(|e| e.id() == id));
+    assert!(events.iter().all(|e| e.id() == Some(id)));
     assert!(health(&ticks(&sim, &mut driver, 50)).is_empty(), "once");
     let c = driver.controller(id).unwrap();
     let log = c.smart_log().unwrap();

@@ -32,11 +32,17 @@ fn assert_clean(sim: &Sim) {
     assert_eq!((c.dma_regions, c.dma_bytes), (0, 0), "DMA memory not back");
 }
 
+/// The default configuration with the attention button acting at once (the
+/// button's abort window has tests of its own, in `slot_power.rs`).
+fn at_once() -> DriverConfig {
+    DriverConfig::default().button_window(Duration::ZERO)
+}
+
 #[test]
 fn attention_button_detaches_in_order() {
     let sim = Sim::single(spec("orderly"));
     let p = sim.platform();
-    let mut d = driver(&sim, DriverConfig::default());
+    let mut d = driver(&sim, at_once());
     let id = bring_up(&mut d, &sim, 1)[0];
     let queues = d.controller(id).unwrap().io_queue_count() as u64;
     assert!(queues >= 1);
@@ -90,7 +96,7 @@ fn attention_button_detaches_in_order() {
 fn attention_button_aborts_what_does_not_drain() {
     let sim = Sim::single(spec("orderly-stuck"));
     let p = sim.platform();
-    let mut config = DriverConfig::default();
+    let mut config = at_once();
     config.controller.io_timeout = Duration::from_millis(50);
     let mut d = driver(&sim, config);
     let id = bring_up(&mut d, &sim, 1)[0];

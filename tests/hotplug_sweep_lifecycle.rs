@@ -127,11 +127,16 @@ fn detach_script(
     }
 }
 
+/// The default configuration with the attention button acting at once.
+fn at_once() -> DriverConfig {
+    DriverConfig::default().button_window(std::time::Duration::ZERO)
+}
+
 fn sweep_detach(mode: RemovedReads) -> u64 {
     let setup = |mode| {
         let sim = sim(mode);
         let p = sim.platform();
-        let mut d = driver(&sim, DriverConfig::default());
+        let mut d = driver(&sim, at_once());
         let id = bring_up(&mut d, &sim, 1)[0];
         sim.hold(CtrlId(0), Hold::Io);
         let mut ledger = Ledger::default();

@@ -23,11 +23,14 @@ fn setup_with(spec: ControllerSpec) -> (Sim, Box<SimDriver>, bare_nvme::Controll
         spec.serial("rec1")
             .namespace(NamespaceSpec::new(1 << 16, 512)),
     );
-    let config = DriverConfig::default().controller(
-        ControllerConfig::default()
-            .io_timeout(Duration::from_millis(20))
-            .admin_timeout(Duration::from_millis(20)),
-    );
+    let config = DriverConfig::default()
+        .controller(
+            ControllerConfig::default()
+                .io_timeout(Duration::from_millis(20))
+                .admin_timeout(Duration::from_millis(20)),
+        )
+        // A button press detaches at once (its window is tested elsewhere).
+        .button_window(Duration::ZERO);
     let mut driver = Box::new(Driver::new(sim.platform(), sim.config_access(), config));
     driver.scan().unwrap();
     let _ = driver.wait_ready(Duration::from_secs(1));

@@ -116,7 +116,7 @@ impl Ledger {
                         "{id:?}: a controller's own report outside its life: {events:?}"
                     );
                 }
-                Event::Ready { .. } | Event::Returned { .. } => {}
+                Event::Ready { .. } | Event::Returned { .. } | Event::SlotFault { .. } => {}
             }
         }
     }

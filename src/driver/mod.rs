@@ -6,6 +6,7 @@ mod entry;
 mod logs;
 mod monitor;
 mod pci;
+mod power;
 mod report;
 mod slots;
 mod tick;
@@ -97,6 +98,21 @@ pub struct DriverConfig {
     /// What hot-plug capable ports keep for devices plugged in later when
     /// the driver assigns resources.
     pub hotplug_reserve: HotplugReserve,
+    /// The driver switches hot-plug slots' power and indicators (PCIe Base
+    /// 6.0, 6.7): a card in a slot whose power controller has it off is
+    /// powered on and brought up with the spec's waits, a slot is switched
+    /// off after an orderly detach, a removal or a fault, and a port's
+    /// Downstream Port Containment is released once what was behind it is
+    /// torn down. `false` keeps the driver's hands off Slot Control and DPC
+    /// (a platform that owns them); then arrivals are attached as soon as
+    /// they answer. Default `true`.
+    pub manage_slots: bool,
+    /// The attention button's abort window: a press blinks the power
+    /// indicator for this long, a second press inside it cancels, and at its
+    /// end the slot's controllers are detached and the slot switched off (or
+    /// a switched-off slot with a card powered on). Zero acts at once.
+    /// Default 5 s (the spec's).
+    pub button_window: Duration,
 }
 
 impl Default for DriverConfig {
@@ -116,6 +132,8 @@ impl DriverConfig {
             prefetchable_window: None,
             reassign: false,
             hotplug_reserve: HotplugReserve::new(),
+            manage_slots: true,
+            button_window: crate::pci::hotplug::BUTTON_WINDOW,
         }
     }
 
@@ -161,6 +179,18 @@ impl DriverConfig {
     /// Sets [`DriverConfig::hotplug_reserve`].
     pub const fn hotplug_reserve(mut self, hotplug_reserve: HotplugReserve) -> Self {
         self.hotplug_reserve = hotplug_reserve;
+        self
+    }
+
+    /// Sets [`DriverConfig::manage_slots`].
+    pub const fn manage_slots(mut self, manage_slots: bool) -> Self {
+        self.manage_slots = manage_slots;
+        self
+    }
+
+    /// Sets [`DriverConfig::button_window`].
+    pub const fn button_window(mut self, button_window: Duration) -> Self {
+        self.button_window = button_window;
         self
     }
 }
@@ -358,8 +388,11 @@ impl<
     /// Starts an orderly detach of `id`; `tick` carries it out and reports
     /// [`Event::Removed`] with [`Detection::Orderly`](crate::Detection::Orderly).
     pub fn begin_detach(&mut self, id: ControllerId) -> Result<()> {
-        self.entry_mut(id)?;
+        let port = self.entry_mut(id)?.port();
         self.detach_entry(id.index as usize);
+        if let Some(port) = port {
+            self.slot_detach_requested(port);
+        }
         Ok(())
     }
 
@@ -369,6 +402,7 @@ impl<
     pub fn scan(&mut self) -> Result<usize> {
         self.pci.unpark_all();
         let found = self.enumerate();
+        self.start_slots();
         let mut attached = 0;
         for (address, port) in found {
             // A finished controller at the same address (detached, removed)
@@ -384,8 +418,10 @@ impl<
         Ok(attached)
     }
 
-    /// Ticks until every attached controller is ready, failed or gone, or
-    /// `timeout` passed; returns the events seen meanwhile. Returns early
+    /// Ticks until every attached controller is ready, failed or gone, and
+    /// no hot-plug slot is still powering a card up (a populated slot
+    /// `scan` found switched off), or `timeout` passed; returns the events
+    /// seen meanwhile. Returns early
     /// when [`MAX_EVENTS`] events were collected: no event is dropped, the
     /// rest are reported by the next `wait_ready` or `tick`.
     #[must_use = "each event is reported once: events dropped here are lost"]
@@ -403,6 +439,7 @@ impl<
                     State::Discovered | State::Resetting | State::Enabling | State::Initializing
                 )
             });
+            let busy = busy || self.pci.slots.any_starting();
             if !busy || self.platform.now() > deadline {
                 return all;
             }

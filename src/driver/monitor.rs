@@ -47,6 +47,8 @@ pub(crate) struct SlotObservation {
     pub(crate) bridge: BridgeId,
     /// The port's secondary bus: where the slot's device sits.
     pub(crate) secondary: u8,
+    /// Slot Status as read.
+    pub(crate) status: SlotStatus,
     /// The event bits set in Slot Status (acknowledged after the change).
     pub(crate) events: SlotStatus,
     /// Presence Detect State.
@@ -179,6 +181,7 @@ mod tests {
         SlotObservation {
             bridge: BridgeId(PciAddress::new(0, 0, 1, 0)),
             secondary: 1,
+            status: events,
             events,
             present,
             link_down,

@@ -34,6 +34,8 @@ pub(crate) struct Pci {
     /// Functions detached in an orderly way that are still in place: not
     /// attached again until they leave.
     parked: heapless::Vec<PciAddress, MAX_FUNCTIONS>,
+    /// The hot-plug slots' power machines.
+    pub(crate) slots: crate::driver::power::Slots,
 }
 
 impl Pci {
@@ -45,6 +47,7 @@ impl Pci {
             cursor: (0, 0),
             next_probe: Instant::from_nanos(0),
             parked: heapless::Vec::new(),
+            slots: crate::driver::power::Slots::default(),
         }
     }
 

@@ -9,7 +9,7 @@ use crate::driver::monitor::{BridgeId, SlotObservation};
 use crate::driver::Driver;
 use crate::nvme::State;
 use crate::pci::config::{Command, ConfigSpace};
-use crate::pci::slot::{LinkStatus, PciePort, SlotStatus};
+use crate::pci::slot::{LinkStatus, PciePort, SlotControl, SlotStatus};
 use crate::platform::Platform;
 
 impl<
@@ -24,10 +24,13 @@ impl<
     /// too when the link state changed). `None` when the bridge has no
     /// hot-plug slot, or the port itself is gone (then nothing behind it
     /// answers either).
-    pub(super) fn observe_slot(&self, bridge: BridgeId) -> Option<(PciePort, SlotObservation)> {
+    pub(super) fn observe_slot(
+        &self,
+        bridge: BridgeId,
+    ) -> Option<(PciePort, SlotControl, SlotObservation)> {
         let (_, found) = bridge.find(&self.pci.topology)?;
         let port = found.port.filter(|_| found.hot_plug_capable())?;
-        let status = port.slot_status(&self.access).ok()?;
+        let (control, status) = port.slot_registers(&self.access).ok()?;
         let events = status.events();
         let mut link_down = false;
         if events.contains(SlotStatus::DATA_LINK_STATE_CHANGED) {
@@ -38,11 +41,12 @@ impl<
         let seen = SlotObservation {
             bridge,
             secondary: found.secondary,
+            status,
             events,
             present: status.contains(SlotStatus::PRESENCE_DETECT_STATE),
             link_down,
         };
-        Some((port, seen))
+        Some((port, control, seen))
     }
 
     /// Whether every controller of `entries` still is the one the driver

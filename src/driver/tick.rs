@@ -9,11 +9,13 @@ use pci_types::ConfigRegionAccess;
 use crate::driver::entries::WAITING_FOR_POLL;
 use crate::driver::entry::Events;
 use crate::driver::monitor::{self, BridgeId, BusChange, SlotChange, SlotObservation};
+use crate::driver::power::Then;
 use crate::driver::Driver;
 use crate::error::Error;
 use crate::event::Detection;
 use crate::nvme::State;
 use crate::pci::config::ConfigSpace;
+use crate::pci::slot::SlotStatus;
 use crate::platform::{Instant, Platform};
 
 impl<
@@ -35,6 +37,15 @@ impl<
         self.probe_buses(now);
         for index in 0..N {
             self.tick_entry(index, now, events);
+        }
+        while let Some((port, fault)) = self.pci.slots.next_fault() {
+            if events
+                .push(crate::Event::SlotFault { port, fault })
+                .is_err()
+            {
+                self.pci.slots.unreport((port, fault));
+                break;
+            }
         }
     }
 
@@ -108,23 +119,53 @@ impl<
     }
 
     /// Reads the Slot Status of `bridge`'s slot (nothing if it has none),
-    /// applies what it means, and acknowledges its events.
+    /// steps its power machine, applies what the poll means, and
+    /// acknowledges its events.
     fn poll_slot(&mut self, bridge: BridgeId, events: &mut Events) {
-        let Some((port, seen)) = self.observe_slot(bridge) else {
+        let Some((port, control, mut seen)) = self.observe_slot(bridge) else {
             return;
         };
         let live: heapless::Vec<usize, N> = self
             .entries_on_port(bridge)
             .filter(|&i| self.is_live(i))
             .collect();
-        let change = monitor::slot_change(
-            &seen,
-            !live.is_empty(),
-            || self.unchanged(&live),
-            || self.awaits_return(bridge, seen.secondary),
-        );
-        self.apply_slot(&seen, change, &live, events);
-        port.clear_slot_status(&self.access, seen.events);
+        match self.step_slot(port, &seen, control, !live.is_empty()) {
+            // Events stay pending for the poll after the command completed.
+            Then::Wait => return,
+            Then::Done => {}
+            Then::Attach => self.attach_behind(bridge),
+            Then::Detach => {
+                for &i in &live {
+                    self.detach_entry(i);
+                }
+            }
+            Then::Remove => {
+                for &i in &live {
+                    self.remove_entry(i, Detection::Slot);
+                }
+                self.release_parked(seen.secondary);
+            }
+            Then::Usual { attach } => {
+                if self.config.manage_slots {
+                    // The power machine answered the button.
+                    seen.events -= SlotStatus::ATTENTION_BUTTON_PRESSED;
+                }
+                let change = monitor::slot_change(
+                    &seen,
+                    !live.is_empty(),
+                    || self.unchanged(&live),
+                    || attach && self.awaits_return(bridge, seen.secondary),
+                );
+                self.apply_slot(&seen, change, &live, attach, events);
+            }
+        }
+        self.release_containment(bridge, &seen);
+        let mut handled = seen.status.events();
+        if self.config.manage_slots {
+            // The power machine acknowledges Command Completed itself.
+            handled -= SlotStatus::COMMAND_COMPLETED;
+        }
+        port.clear_slot_status(&self.access, handled);
     }
 
     /// Carries out `change` for the slot seen in `seen`, whose live
@@ -134,6 +175,7 @@ impl<
         seen: &SlotObservation,
         change: SlotChange,
         live: &[usize],
+        attach: bool,
         events: &mut Events,
     ) {
         match change {
@@ -166,7 +208,9 @@ impl<
                     // older one whose failed commands wait for a poll).
                     self.report(i, events);
                 }
-                self.attach_behind(seen.bridge);
+                if attach {
+                    self.attach_behind(seen.bridge);
+                }
             }
             SlotChange::Returned => self.attach_behind(seen.bridge),
         }

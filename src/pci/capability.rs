@@ -138,3 +138,37 @@ impl<A: ConfigRegionAccess + ?Sized> Iterator for Capabilities<'_, A> {
         }))
     }
 }
+
+/// First offset of the extended capability list (PCIe Base 6.0, 7.6).
+const EXTENDED_FIRST: u16 = 0x100;
+/// End of a function's configuration space.
+const EXTENDED_END: u16 = 0x1000;
+/// The most extended capabilities a valid list can have: one per dword.
+const MAX_EXTENDED: usize = ((EXTENDED_END - EXTENDED_FIRST) / 4) as usize;
+
+impl<A: ConfigRegionAccess + ?Sized> ConfigSpace<'_, A> {
+    /// The offset of the first extended capability with `id`, walked from
+    /// 0x100 with every pointer checked (dword aligned, inside 0x100..0x1000,
+    /// strictly increasing, so the walk ends after at most 960 steps even on
+    /// a list that loops). `None` when there is none, the list is malformed,
+    /// or the function does not answer.
+    pub fn find_extended_capability(&self, id: u16) -> Option<u16> {
+        let mut offset = EXTENDED_FIRST;
+        for _ in 0..MAX_EXTENDED {
+            let header = self.read32(offset);
+            if header == 0 || header == u32::MAX {
+                return None;
+            }
+            if header as u16 == id {
+                return Some(offset);
+            }
+            let next = (header >> 20) as u16 & !3;
+            // A pointer backwards or to itself would loop.
+            if next <= offset || next >= EXTENDED_END {
+                return None;
+            }
+            offset = next;
+        }
+        None
+    }
+}

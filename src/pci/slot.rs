@@ -26,6 +26,20 @@ pub const SLOT_CAPABILITIES: u16 = 0x14;
 pub const SLOT_CONTROL: u16 = 0x18;
 /// Slot Status (16 bits, change bits RW1C).
 pub const SLOT_STATUS: u16 = 0x1A;
+/// Root Control (16 bits, root ports only).
+pub const ROOT_CONTROL: u16 = 0x1C;
+/// Root Capabilities (16 bits, root ports only).
+pub const ROOT_CAPABILITIES: u16 = 0x1E;
+
+/// Root Capabilities bit 0: the port can report Configuration Request Retry
+/// Status to software (CRS Software Visibility).
+const CRS_VISIBILITY_CAPABLE: u16 = 1 << 0;
+/// Root Control bit 4: CRS Software Visibility Enable.
+const CRS_VISIBILITY_ENABLE: u16 = 1 << 4;
+/// The vendor ID a root port with CRS Software Visibility enabled returns
+/// for a function that answered a configuration read with Retry Status: the
+/// function is there but not ready yet (PCIe Base 6.0, 2.3.2).
+pub const CRS_VENDOR_ID: u16 = 0x0001;
 
 /// PCI Express Capabilities bit 8: the port is connected to a slot.
 const SLOT_IMPLEMENTED: u16 = 1 << 8;
@@ -126,6 +140,69 @@ bitflags! {
         const DATA_LINK_STATE_ENABLE = 1 << 12;
         // Attention/power indicator control (bits 9:6), interlock control.
         const _ = !0;
+    }
+}
+
+/// A slot indicator's state (Slot Control bits 7:6 for the attention
+/// indicator, 9:8 for the power indicator).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Indicator {
+    /// Lit.
+    On,
+    /// Blinking: the slot is changing state (power indicator) or needs
+    /// attention being located (attention indicator).
+    Blink,
+    /// Dark.
+    Off,
+}
+
+impl Indicator {
+    fn bits(self) -> u16 {
+        match self {
+            Indicator::On => 0b01,
+            Indicator::Blink => 0b10,
+            Indicator::Off => 0b11,
+        }
+    }
+
+    fn from_bits(bits: u16) -> Option<Self> {
+        match bits & 0b11 {
+            0b01 => Some(Indicator::On),
+            0b10 => Some(Indicator::Blink),
+            0b11 => Some(Indicator::Off),
+            _ => None,
+        }
+    }
+}
+
+/// Bit position of the attention indicator control field.
+const ATTENTION_INDICATOR_SHIFT: u16 = 6;
+/// Bit position of the power indicator control field.
+const POWER_INDICATOR_SHIFT: u16 = 8;
+
+impl SlotControl {
+    /// The power indicator field (`None`: the reserved encoding 00b).
+    pub fn power_indicator(self) -> Option<Indicator> {
+        Indicator::from_bits(self.bits() >> POWER_INDICATOR_SHIFT)
+    }
+
+    /// The attention indicator field (`None`: the reserved encoding 00b).
+    pub fn attention_indicator(self) -> Option<Indicator> {
+        Indicator::from_bits(self.bits() >> ATTENTION_INDICATOR_SHIFT)
+    }
+
+    /// This control with the power indicator field set to `indicator`.
+    pub fn with_power_indicator(self, indicator: Indicator) -> Self {
+        let mask = 0b11 << POWER_INDICATOR_SHIFT;
+        Self::from_bits_retain((self.bits() & !mask) | indicator.bits() << POWER_INDICATOR_SHIFT)
+    }
+
+    /// This control with the attention indicator field set to `indicator`.
+    pub fn with_attention_indicator(self, indicator: Indicator) -> Self {
+        let mask = 0b11 << ATTENTION_INDICATOR_SHIFT;
+        Self::from_bits_retain(
+            (self.bits() & !mask) | indicator.bits() << ATTENTION_INDICATOR_SHIFT,
+        )
     }
 }
 
@@ -263,6 +340,51 @@ impl PciePort {
             status: SlotStatus::from_bits_retain(status),
             link: LinkStatus::from_bits_retain((link >> 16) as u16),
         })
+    }
+
+    /// Slot Control and Slot Status in one dword read (the monitor's
+    /// per-poll cost). A port that no longer answers gives `DeviceRemoved`.
+    pub fn slot_registers<A: ConfigRegionAccess + ?Sized>(
+        &self,
+        access: &A,
+    ) -> Result<(SlotControl, SlotStatus)> {
+        let slot = self.config(access).read32(self.reg(SLOT_CONTROL));
+        if slot == u32::MAX {
+            return Err(Error::DeviceRemoved);
+        }
+        let status = (slot >> 16) as u16;
+        if status & !SlotStatus::all().bits() != 0 {
+            return Err(Error::BadDeviceValue {
+                field: "Slot Status",
+                value: status.into(),
+            });
+        }
+        Ok((
+            SlotControl::from_bits_retain(slot as u16),
+            SlotStatus::from_bits_retain(status),
+        ))
+    }
+
+    /// Turns on CRS Software Visibility where a root port offers it, so that
+    /// a function still initialising after power-up reads as
+    /// [`CRS_VENDOR_ID`] instead of stalling or failing the read. Returns
+    /// whether it is on.
+    pub fn enable_crs_visibility<A: ConfigRegionAccess + ?Sized>(&self, access: &A) -> bool {
+        let config = self.config(access);
+        let caps = config.read16(self.reg(ROOT_CAPABILITIES));
+        if caps == u16::MAX || caps & CRS_VISIBILITY_CAPABLE == 0 {
+            return false;
+        }
+        let control = config.read16(self.reg(ROOT_CONTROL));
+        if control & CRS_VISIBILITY_ENABLE == 0 {
+            // Root Status (the other half) holds an RW1C PME Status bit.
+            config.write16(
+                self.reg(ROOT_CONTROL),
+                control | CRS_VISIBILITY_ENABLE,
+                OtherHalf::Zero,
+            );
+        }
+        config.read16(self.reg(ROOT_CONTROL)) & CRS_VISIBILITY_ENABLE != 0
     }
 
     /// Slot Status alone, in one dword read (the monitor's per-poll cost).

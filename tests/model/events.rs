@@ -44,6 +44,9 @@ impl Model {
                 | Event::NamespaceRemoved { .. } => {
                     self.fail(format!("{e:?}: the model raises no asynchronous event"));
                 }
+                Event::SlotFault { .. } => {
+                    self.fail(format!("{e:?}: the model's slots have no power controller"));
+                }
                 Event::Ready { id, serial, .. } => {
                     let known = self.ids.contains_key(&key(id));
                     self.check(known, || format!("Ready of {id} before Attached"));

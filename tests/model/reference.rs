@@ -210,7 +210,8 @@ impl Model {
             m.address = sim.address(CtrlId(d));
         }
         let config = DriverConfig::default().controller(ControllerConfig::default().io_queues(2).queue_depth(s.depth).io_timeout(IO_TIMEOUT).admin_timeout(Duration::from_millis(50)).ready_timeout_limit(Duration::from_secs(1)).shutdown_timeout(Duration::from_millis(100)).// The controller's knob decides whether they are offered.
-                shadow_doorbells(true)).bus_rescan_interval(Some(Duration::from_millis(50))).// Room for BARs of functions hot-added on bus 0.
+                shadow_doorbells(true)).bus_rescan_interval(Some(Duration::from_millis(50))).// A button press detaches at once: the model has no window.
+            button_window(Duration::ZERO).// Room for BARs of functions hot-added on bus 0.
             root_window(Some((
                 bare_nvme::PhysAddr::new(bare_nvme_sim::MMIO_APERTURE.0 + (64 << 20)),
                 1 << 20,

@@ -109,6 +109,16 @@ impl Machine {
     /// port `id` with a hot-plug slot numbered `chassis + 1` and no power
     /// controller.
     pub fn switch(self, id: &str, chassis: u8, addr: u8) -> Self {
+        self.switch_with(id, chassis, addr, "off")
+    }
+
+    /// A switch like [`Machine::switch`] whose downstream port's slot has a
+    /// power controller (QEMU's default for `xio3130-downstream`).
+    pub fn powered_switch(self, id: &str, chassis: u8, addr: u8) -> Self {
+        self.switch_with(id, chassis, addr, "on")
+    }
+
+    fn switch_with(self, id: &str, chassis: u8, addr: u8, power: &str) -> Self {
         let slot = chassis + 1;
         self.root_port(&format!("{id}-rp"), chassis, addr)
             .arg("-device")
@@ -116,7 +126,7 @@ impl Machine {
             .arg("-device")
             .arg(&format!(
                 "xio3130-downstream,id={id},bus={id}-up,chassis={slot},slot={slot},\
-                 power_controller_present=off"
+                 power_controller_present={power}"
             ))
     }
 

@@ -48,6 +48,8 @@ pub struct Hand {
     port: PciAddress,
     slot_control: u16,
     armed: bool,
+    /// Slot Control writes made so far (a scenario shows it made none).
+    writes: core::cell::Cell<u32>,
 }
 
 impl Hand {
@@ -61,6 +63,7 @@ impl Hand {
             port,
             slot_control: cap + SLOT_CONTROL,
             armed: false,
+            writes: core::cell::Cell::new(0),
         })
     }
 
@@ -71,7 +74,13 @@ impl Hand {
     /// Writes Slot Control; the status half is written as zeroes, which leaves
     /// its write-one-to-clear bits alone.
     fn write_slot_control(&self, value: u32) {
+        self.writes.set(self.writes.get() + 1);
         pci::write32(&self.config, self.port, self.slot_control, value & 0xFFFF);
+    }
+
+    /// Slot Control writes the hand made (button acknowledgements included).
+    pub fn writes(&self) -> u32 {
+        self.writes.get()
     }
 
     /// Whether the slot reports a card present.
@@ -87,6 +96,7 @@ impl Hand {
     }
 
     fn clear_button(&self) {
+        self.writes.set(self.writes.get() + 1);
         let control = self.slot_dword() & 0xFFFF;
         pci::write32(
             &self.config,

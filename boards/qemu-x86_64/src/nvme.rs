@@ -53,6 +53,11 @@ pub fn config_from(args: &Args) -> Result<DriverConfig, Failure> {
         .number("slot_poll_ms", 10)
         .ok_or_else(|| failure!("malformed slot_poll_ms="))?;
     config.slot_poll_interval = Duration::from_millis(poll);
+    let window = args
+        .number("button_window_ms", config.button_window.as_millis() as u64)
+        .ok_or_else(|| failure!("malformed button_window_ms="))?;
+    config.button_window = Duration::from_millis(window);
+    config.manage_slots = args.get("manage_slots") != Some("0");
     crate::pci::host_config(args, &mut config);
     Ok(config)
 }
@@ -133,6 +138,9 @@ impl Monitor {
             ),
             Event::NamespaceAdded { id, nsid } => info!("event: {id} namespace {nsid} added"),
             Event::NamespaceRemoved { id, nsid } => info!("event: {id} namespace {nsid} removed"),
+            Event::SlotFault { port, fault } => {
+                info!("event: slot of {port} switched off: {fault:?}")
+            }
         }
         if self.log.is_full() {
             self.log.pop_front();

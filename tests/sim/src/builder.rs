@@ -15,7 +15,7 @@ use crate::{BridgeId, Location, PortId, RemovedReads};
 /// Builds a [`Sim`]. Ports, bridges and controllers are numbered in the
 /// order they are added; a controller may name a port added later.
 pub struct SimBuilder {
-    ports: Vec<bool>,
+    ports: Vec<crate::SlotSpec>,
     bridges: usize,
     ctrls: Vec<(Location, ControllerSpec)>,
     arena: usize,
@@ -44,7 +44,16 @@ impl SimBuilder {
 
     /// Adds a PCIe root port; `hot_plug` sets Slot Capabilities HPC.
     pub fn root_port(mut self, hot_plug: bool) -> Self {
-        self.ports.push(hot_plug);
+        self.ports.push(crate::SlotSpec {
+            hot_plug,
+            ..crate::SlotSpec::default()
+        });
+        self
+    }
+    /// Adds a PCIe root port whose slot models `spec` (a power controller,
+    /// latencies, an MRL sensor).
+    pub fn slot(mut self, spec: crate::SlotSpec) -> Self {
+        self.ports.push(spec);
         self
     }
     /// Adds a plain PCI-PCI bridge on bus 0.
@@ -130,17 +139,23 @@ impl SimBuilder {
             st.pci
                 .add(None, 0, pci::host_bridge_config(), Kind::HostBridge);
         }
-        for (i, &hot_plug) in self.ports.iter().enumerate() {
+        for (i, spec) in self.ports.iter().enumerate() {
             let dev = st.pci.next_device(None);
             let port = Port {
-                hot_plug,
+                hot_plug: spec.hot_plug,
+                spec: spec.clone(),
                 child: None,
+                // Cards present at build are up (or dark, below).
+                link_at: Some(0),
+                command_at: None,
+                faulted: false,
+                contained: false,
                 link_held_down: false,
             };
             let node = st.pci.add(
                 None,
                 dev,
-                pci::root_port_config(i as u16 + 1, hot_plug),
+                pci::root_port_config(i as u16 + 1, spec),
                 Kind::RootPort(port),
             );
             st.ports.push(node);
@@ -166,7 +181,8 @@ impl SimBuilder {
                 .collect();
             st.pci.firmware_assign(|c| bars[c]);
         }
-        for &p in &st.ports.clone() {
+        for (i, &p) in st.ports.clone().iter().enumerate() {
+            st.pci.power_at_build(p, &self.ports[i]);
             st.pci.refresh_port(p, false);
         }
         for c in 0..st.ctrls.len() {

@@ -247,6 +247,7 @@ mod pci;
 mod prp;
 mod queues;
 mod sim;
+mod slot;
 mod spec;
 mod state;
 
@@ -258,6 +259,7 @@ pub use handles::{SimConfig, SimPlatform, SimRegisters};
 pub use memory::{ARENA_PHYS_BASE, DEFAULT_ARENA_SIZE};
 pub use queues::{Misbehaviour, Queues, Rule};
 pub use sim::Sim;
+pub use slot::SlotSpec;
 pub use spec::{ControllerSpec, Hold, Metadata, NamespaceSpec, DEFAULT_BAR_SIZE};
 
 /// The memory range firmware places bridge windows and BARs in, and where a

@@ -23,6 +23,9 @@ pub(crate) mod pcie {
 /// Slot Status bits.
 pub(crate) mod slot {
     pub const ATTENTION_BUTTON_PRESSED: u16 = 1 << 0;
+    pub const POWER_FAULT_DETECTED: u16 = 1 << 1;
+    pub const MRL_SENSOR_CHANGED: u16 = 1 << 2;
+    pub const MRL_SENSOR_OPEN: u16 = 1 << 5;
     pub const PRESENCE_DETECT_CHANGED: u16 = 1 << 3;
     pub const COMMAND_COMPLETED: u16 = 1 << 4;
     pub const PRESENCE_DETECT_STATE: u16 = 1 << 6;
@@ -38,9 +41,29 @@ pub(crate) mod slot {
 /// Link Status: Data Link Layer Link Active.
 pub(crate) const LINK_DLLLA: u16 = 1 << 13;
 
+/// Where root ports with [`crate::SlotSpec::dpc`] have the DPC extended
+/// capability, and its DPC Status register.
+pub(crate) const DPC_CAP: usize = 0x100;
+pub(crate) const DPC_STATUS: usize = DPC_CAP + 8;
+
+/// Root Control: CRS Software Visibility Enable.
+pub(crate) const ROOT_CRS_VISIBLE: u16 = 1 << 4;
+
 /// State of one PCIe root port's slot beyond its config bytes.
 pub(crate) struct Port {
     pub(crate) hot_plug: bool,
+    /// What the slot models.
+    pub(crate) spec: crate::SlotSpec,
+    /// When the link comes (came) up after power-on or insertion; `None`:
+    /// it will not (unpowered, or it never trains).
+    pub(crate) link_at: Option<u64>,
+    /// Command Completed is due then.
+    pub(crate) command_at: Option<u64>,
+    /// A power fault cut the slot's power; cleared by a power-off write.
+    pub(crate) faulted: bool,
+    /// Downstream Port Containment holds the link down until software
+    /// clears DPC Trigger Status.
+    pub(crate) contained: bool,
     /// The node plugged into the slot (present or not yet torn down).
     pub(crate) child: Option<usize>,
     /// The link is held down by the test (`link_down`).
@@ -86,6 +109,8 @@ pub(crate) enum SlotAction {
 
 #[derive(Default)]
 pub(crate) struct Topology {
+    /// The simulated time of the access being served.
+    pub(crate) now: u64,
     pub(crate) nodes: Vec<Node>,
     /// The nodes of [`crate::FunctionId`] 0, 1, ...
     pub(crate) functions: Vec<usize>,
@@ -133,7 +158,8 @@ pub(crate) fn pci_bridge_config() -> ConfigSpace {
 }
 
 /// A QEMU-like pcie-root-port with its PCIe capability.
-pub(crate) fn root_port_config(slot_number: u16, hot_plug: bool) -> ConfigSpace {
+pub(crate) fn root_port_config(slot_number: u16, spec: &crate::SlotSpec) -> ConfigSpace {
+    let hot_plug = spec.hot_plug;
     let mut c = ConfigSpace::new(0x1b36, 0x000c, [0x00, 0x04, 0x06], 1);
     c.bridge_header();
     let p = PORT_PCIE_CAP;
@@ -153,15 +179,33 @@ pub(crate) fn root_port_config(slot_number: u16, hot_plug: bool) -> ConfigSpace 
     let mut slot_cap = (slot_number as u32) << 19;
     if hot_plug {
         // Attention button, attention and power indicators, hot-plug capable;
-        // no power controller (QEMU's power_controller_present=off).
+        // a power controller only when asked for (QEMU's
+        // power_controller_present).
         slot_cap |= 1 | 1 << 3 | 1 << 4 | 1 << 6;
+        if spec.power_controller {
+            slot_cap |= 1 << 1;
+        }
+        if spec.mrl_sensor {
+            slot_cap |= 1 << 2;
+        }
+        if spec.no_command_completed {
+            slot_cap |= 1 << 18;
+        }
     }
     c.set32(p + pcie::SLOT_CAP, slot_cap);
     c.mask16(p + pcie::SLOT_CONTROL, 0x1FFF);
     c.set16(p + pcie::SLOT_CONTROL, 0x03C0);
     c.w1c16(p + pcie::SLOT_STATUS, 0x011F);
-    // Root control and a power management capability after it.
+    // Root control, Root Capabilities (CRS Software Visibility) and a power
+    // management capability after it.
     c.mask16(p + 0x1C, 0x001F);
+    c.set16(p + 0x1E, 1);
+    if spec.dpc {
+        // DPC extended capability, version 1, the last in the list;
+        // Trigger Status and Trigger Reason are RW1C.
+        c.set32(DPC_CAP, 0x001D | 1 << 16);
+        c.w1c16(DPC_STATUS, 0x0007);
+    }
     c.add_cap(0x80, 0x01, 8);
     c.set16(0x82, 0x0003);
     c
@@ -229,12 +273,65 @@ impl Topology {
         ctl & slot::CTL_POWER_OFF == 0
     }
 
-    /// Whether the link below `port` is up: a present, powered device.
+    /// Whether the link below `port` is up: a present, powered device
+    /// whose link finished training.
     pub(crate) fn link_up(&self, port: usize) -> bool {
         let p = self.port(port);
         !p.link_held_down
+            && !p.faulted
+            && !p.contained
             && self.slot_powered(port)
             && p.child.is_some_and(|c| self.nodes[c].present)
+            && p.link_at.is_some_and(|t| self.now >= t)
+    }
+
+    /// Whether the function in `port`'s slot still answers configuration
+    /// requests with Retry Status.
+    pub(crate) fn retrying(&self, port: usize) -> bool {
+        let p = self.port(port);
+        p.link_at
+            .is_some_and(|t| self.now < t.saturating_add(p.spec.crs.as_nanos() as u64))
+    }
+
+    /// Whether the root port turns Retry Status into vendor ID 0x0001.
+    pub(crate) fn crs_visible(&self, port: usize) -> bool {
+        self.nodes[port].cfg.get16(PORT_PCIE_CAP + 0x1C) & ROOT_CRS_VISIBLE != 0
+    }
+
+    /// Power reached the slot's card (power-on, or an insertion into a
+    /// powered slot): its link trains from now.
+    pub(crate) fn start_link(&mut self, port: usize) {
+        let now = self.now;
+        let p = self.port_mut(port);
+        p.link_at = if p.spec.link_never_up {
+            None
+        } else {
+            Some(now + p.spec.link_training.as_nanos() as u64)
+        };
+    }
+
+    /// Applies what the passing of time changed in the slots: Command
+    /// Completed due, a link that finished training.
+    pub(crate) fn advance_ports(&mut self) {
+        for node in 0..self.nodes.len() {
+            let Kind::RootPort(p) = &self.nodes[node].kind else {
+                continue;
+            };
+            let due = p.command_at.is_some_and(|t| self.now >= t);
+            let up_now = self.link_up(node);
+            let was_up = self.nodes[node]
+                .cfg
+                .get16(PORT_PCIE_CAP + pcie::LINK_STATUS)
+                & LINK_DLLLA
+                != 0;
+            if due {
+                self.port_mut(node).command_at = None;
+                self.set_slot_status(node, slot::COMMAND_COMPLETED);
+            }
+            if up_now != was_up {
+                self.refresh_port(node, true);
+            }
+        }
     }
 
     /// Whether the function is reachable: present and every port above it
@@ -374,6 +471,25 @@ impl Topology {
         cfg.set16(p + pcie::LINK_STATUS, link);
     }
 
+    /// A slot with a power controller at build: a card is powered (power
+    /// indicator on) unless the spec leaves it dark; an empty slot is off.
+    pub(crate) fn power_at_build(&mut self, port: usize, spec: &crate::SlotSpec) {
+        if !spec.power_controller {
+            return;
+        }
+        let populated = self.port(port).child.is_some();
+        let on = populated && !spec.unpowered;
+        let at = PORT_PCIE_CAP + pcie::SLOT_CONTROL;
+        let ctl = self.nodes[port].cfg.get16(at) & !(slot::CTL_POWER_OFF | slot::CTL_PIC_MASK);
+        let ctl = if on {
+            ctl | 1 << 8
+        } else {
+            self.port_mut(port).link_at = None;
+            ctl | slot::CTL_POWER_OFF | slot::CTL_PIC_OFF
+        };
+        self.nodes[port].cfg.set16(at, ctl);
+    }
+
     /// Clears Slot Control power-off and turns the power indicator on.
     pub(crate) fn power_slot_on(&mut self, port: usize) {
         let at = PORT_PCIE_CAP + pcie::SLOT_CONTROL;
@@ -401,12 +517,35 @@ impl Topology {
         let old_ctl = self.nodes[node].cfg.get16(ctl_at);
         self.record_function_write(node, offset, value);
         self.nodes[node].cfg.write32(offset, value);
+        if is_port && offset == DPC_STATUS && self.port(node).contained {
+            if self.nodes[node].cfg.get16(DPC_STATUS) & 1 == 0 {
+                // Containment released: the link trains again.
+                self.port_mut(node).contained = false;
+                self.start_link(node);
+                self.refresh_port(node, true);
+            }
+            return SlotAction::None;
+        }
         if !is_port || offset != ctl_at {
             return SlotAction::None;
         }
         let new_ctl = self.nodes[node].cfg.get16(ctl_at);
-        if new_ctl != old_ctl && self.port(node).hot_plug {
-            self.set_slot_status(node, slot::COMMAND_COMPLETED);
+        let spec = self.port(node).spec.clone();
+        if new_ctl != old_ctl && self.port(node).hot_plug && !spec.no_command_completed {
+            if spec.command_latency.is_zero() {
+                self.set_slot_status(node, slot::COMMAND_COMPLETED);
+            } else {
+                let at = self.now + spec.command_latency.as_nanos() as u64;
+                self.port_mut(node).command_at = Some(at);
+            }
+        }
+        if new_ctl & slot::CTL_POWER_OFF != 0 && old_ctl & slot::CTL_POWER_OFF == 0 {
+            // Power off clears a power fault; power on trains the link anew.
+            let p = self.port_mut(node);
+            p.faulted = false;
+            p.link_at = None;
+        } else if new_ctl & slot::CTL_POWER_OFF == 0 && old_ctl & slot::CTL_POWER_OFF != 0 {
+            self.start_link(node);
         }
         let Some(child) = self.port(node).child.filter(|&c| self.nodes[c].present) else {
             return SlotAction::None;
@@ -416,7 +555,8 @@ impl Topology {
         let pic_off = |c: u16| c & slot::CTL_PIC_MASK == slot::CTL_PIC_OFF;
         // QEMU's rule (pcie_cap_slot_write_config): power and indicator both
         // switched off unplugs the device.
-        if off_now && pic_off(new_ctl) && (!off_before || !pic_off(old_ctl)) {
+        let deletes = !self.port(node).spec.keeps_card;
+        if deletes && off_now && pic_off(new_ctl) && (!off_before || !pic_off(old_ctl)) {
             SlotAction::Remove(child)
         } else if off_now && !off_before {
             SlotAction::PowerOff(child)

@@ -191,6 +191,44 @@ impl Sim {
         self.st().hot_add(loc, spec)
     }
 
+    /// The slot's power controller detects a power fault: Power Fault
+    /// Detected, the slot's power cut (the card reset and unreachable) until
+    /// software switches the slot off and on again.
+    pub fn power_fault(&self, port: PortId) {
+        self.st().power_fault(port);
+    }
+
+    /// Opens the slot's retention latch (MRL Sensor State open, MRL Sensor
+    /// Changed); the card stays until pulled.
+    pub fn open_latch(&self, port: PortId) {
+        self.st().set_latch(port, true);
+    }
+
+    /// Closes the slot's retention latch.
+    pub fn close_latch(&self, port: PortId) {
+        self.st().set_latch(port, false);
+    }
+
+    /// The port triggers Downstream Port Containment (its slot has
+    /// [`crate::SlotSpec::dpc`]): DPC Trigger Status set, the link down and
+    /// a card still there reset, until software clears the trigger.
+    pub fn contain(&self, port: PortId) {
+        self.st().contain(port);
+    }
+
+    /// Whether the port still holds its link down for containment.
+    pub fn contained(&self, port: PortId) -> bool {
+        self.st().contained(port)
+    }
+
+    /// The root port's Slot Control register.
+    pub fn slot_control(&self, port: PortId) -> u16 {
+        let s = self.st();
+        s.pci.nodes[s.ports[port.0]]
+            .cfg
+            .get16(PORT_PCIE_CAP + pcie::SLOT_CONTROL)
+    }
+
     /// Plugs the card `ctrl`, pulled earlier ([`Sim::surprise_remove`]),
     /// back into the empty slot of `port` (its own or another): the same
     /// disk with the same media. It is a new controller to the model (the

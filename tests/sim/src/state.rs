@@ -73,6 +73,8 @@ impl State {
         for s in &mut self.ctrls {
             s.dev.update(now);
         }
+        self.pci.now = now;
+        self.pci.advance_ports();
     }
 
     pub(crate) fn apply(&mut self, fault: Fault) {
@@ -127,6 +129,15 @@ impl State {
             return !0;
         }
         match self.pci.route_config(bus, dev, func) {
+            Some(n) if self.retrying(n) => {
+                let port = self.pci.nodes[n].parent.expect("in a slot");
+                if offset == 0 && self.pci.crs_visible(port) {
+                    // Retry Status as the root port shows it to software.
+                    0xFFFF_0001
+                } else {
+                    !0
+                }
+            }
             Some(n) if offset == 0 && self.pci.nodes[n].glitch_id => {
                 self.pci.nodes[n].glitch_id = false;
                 !0
@@ -147,7 +158,7 @@ impl State {
         let Some(n) = self.pci.route_config(bus, dev, func) else {
             return;
         };
-        if self.pci.nodes[n].ignore_writes {
+        if self.pci.nodes[n].ignore_writes || self.retrying(n) {
             return;
         }
         match self.pci.config_write(n, offset as usize, value) {
@@ -165,10 +176,22 @@ impl State {
                 self.pci.refresh_port(port, true);
             }
             SlotAction::PowerOn(child) => {
+                // The card was dark: it comes up as after reset.
+                let c = self.ctrl_of(child);
+                self.device_reset(c);
                 let port = self.pci.nodes[child].parent.expect("in a slot");
                 self.pci.refresh_port(port, true);
             }
         }
+    }
+
+    /// Whether `node` sits in a root port's slot and still answers with
+    /// Retry Status.
+    fn retrying(&self, node: usize) -> bool {
+        self.pci.nodes[node]
+            .parent
+            .filter(|&p| matches!(self.pci.nodes[p].kind, Kind::RootPort(_)))
+            .is_some_and(|p| self.pci.retrying(p))
     }
 
     fn ctrl_of(&self, node: usize) -> usize {
@@ -284,16 +307,90 @@ impl State {
     }
 
     pub(crate) fn hot_add(&mut self, loc: Location, spec: ControllerSpec) -> CtrlId {
+        self.pci.now = self.now;
         let id = self.add_controller(loc, spec);
         if let Location::Port(p) = loc {
             let port = self.ports[p.0];
-            // The ports have no power controller (Slot Capabilities PCP 0):
-            // a card inserted after a power-off write is powered at once, as
-            // with QEMU's power_controller_present=off.
-            self.pci.power_slot_on(port);
+            if self.pci.port(port).spec.power_controller {
+                // The card stays dark until software powers the slot on;
+                // a slot left powered trains its link at once.
+                if self.pci.slot_powered(port) {
+                    self.pci.start_link(port);
+                }
+            } else {
+                // No power controller (Slot Capabilities PCP 0): a card
+                // inserted after a power-off write is powered at once, as
+                // with QEMU's power_controller_present=off.
+                self.pci.power_slot_on(port);
+                self.pci.start_link(port);
+            }
             self.pci.refresh_port(port, true);
         }
         id
+    }
+
+    /// The slot's power controller reports a fault and cuts power: the
+    /// card is reset and unreachable until software switches the slot off
+    /// and on again.
+    pub(crate) fn power_fault(&mut self, port: PortId) {
+        let p = self.ports[port.0];
+        self.pci.port_mut(p).faulted = true;
+        if let Some(child) = self
+            .pci
+            .port(p)
+            .child
+            .filter(|&c| self.pci.nodes[c].present)
+        {
+            let c = self.ctrl_of(child);
+            self.device_reset(c);
+        }
+        self.pci.set_slot_status(p, slot::POWER_FAULT_DETECTED);
+        self.pci.refresh_port(p, true);
+    }
+
+    /// The port triggers Downstream Port Containment: DPC Trigger Status
+    /// set, the link held down (the card, if still there, is reset) until
+    /// software clears it.
+    pub(crate) fn contain(&mut self, port: PortId) {
+        let p = self.ports[port.0];
+        assert!(self.pci.port(p).spec.dpc, "port {} has no DPC", port.0);
+        self.pci.now = self.now;
+        self.pci.port_mut(p).contained = true;
+        if let Some(child) = self
+            .pci
+            .port(p)
+            .child
+            .filter(|&c| self.pci.nodes[c].present)
+        {
+            let c = self.ctrl_of(child);
+            self.device_reset(c);
+        }
+        let cfg = &mut self.pci.nodes[p].cfg;
+        // Trigger Status, reason 00b: an unmasked uncorrectable error
+        // (what a surprise removal's completion timeouts raise).
+        let status = cfg.get16(crate::pci::DPC_STATUS) | 1;
+        cfg.set16(crate::pci::DPC_STATUS, status);
+        self.pci.refresh_port(p, true);
+    }
+
+    /// Whether the port still holds its link down for containment.
+    pub(crate) fn contained(&self, port: PortId) -> bool {
+        self.pci.port(self.ports[port.0]).contained
+    }
+
+    /// Opens (or closes) the slot's retention latch: MRL Sensor State and
+    /// MRL Sensor Changed. The card stays until it is pulled.
+    pub(crate) fn set_latch(&mut self, port: PortId, open: bool) {
+        let p = self.ports[port.0];
+        let at = crate::pci::PORT_PCIE_CAP + crate::pci::pcie::SLOT_STATUS;
+        let cfg = &mut self.pci.nodes[p].cfg;
+        let mut status = cfg.get16(at) | slot::MRL_SENSOR_CHANGED;
+        if open {
+            status |= slot::MRL_SENSOR_OPEN;
+        } else {
+            status &= !slot::MRL_SENSOR_OPEN;
+        }
+        cfg.set16(at, status);
     }
 
     /// Plugs a new controller made like the removed controller `c`, with a

@@ -10,7 +10,7 @@ use log::info;
 
 use super::ledger::{collect, submit_reads};
 use super::pull::pull;
-use super::verify::check_io;
+use super::verify::{check_io, survivor_round};
 use super::{in_slot, ms, outside, slot_filled, Ctx};
 use crate::dma::{self, DmaStats};
 use crate::nvme::Nvme;
@@ -52,8 +52,12 @@ struct Run {
     /// The controller of the previous cycle.
     previous: Option<ControllerId>,
     add: Latency,
+    /// From Presence Detect to Ready.
+    ready: Latency,
     remove: Latency,
     failed_total: u64,
+    /// Verified I/O rounds the survivor served while a card came up.
+    add_rounds: u64,
 }
 
 /// Runs `count` cycles, then reports their latencies and waits for the host
@@ -68,8 +72,10 @@ pub(super) fn cycles(cx: &mut Ctx, d: &mut Nvme, count: u64) -> Outcome {
         baseline: dma::stats(),
         previous: None,
         add: Latency::default(),
+        ready: Latency::default(),
         remove: Latency::default(),
         failed_total: 0,
+        add_rounds: 0,
     };
     for cycle in 0..count {
         let attached = one_cycle(cx, d, &mut run, cycle)?;
@@ -89,6 +95,20 @@ pub(super) fn cycles(cx: &mut Ctx, d: &mut Nvme, count: u64) -> Outcome {
         remove.max_us / 1000,
         remove.max_us % 1000
     );
+    marker!(
+        "RESULT ready_ticks_min={} ready_ticks_max={} ready_ms_avg={}.{:03} ready_ms_max={}.{:03}",
+        run.ready.min_ticks,
+        run.ready.max_ticks,
+        run.ready.avg_us() / 1000,
+        run.ready.avg_us() % 1000,
+        run.ready.max_us / 1000,
+        run.ready.max_us % 1000
+    );
+    marker!(
+        "RESULT served_during_add={} add_survivor_rounds={}",
+        if run.add_rounds > 0 { "yes" } else { "no" },
+        run.add_rounds
+    );
     marker!("PHASE done");
     cx.monitor.quiet(d, 30)?;
     // The host sees QEMU delete the last controller before the machine ends.
@@ -107,15 +127,19 @@ fn one_cycle(
     cycle: u64,
 ) -> Result<ControllerId, Failure> {
     marker!("PHASE empty {cycle}");
+    let rounds = cx.survivor_rounds;
     let (attached, add_ticks, add_time) = hot_add(cx, d, cycle)?;
+    run.add_rounds += cx.survivor_rounds - rounds;
     run.add.add(add_ticks, add_time);
-    let (_, _, ready_after) = cx.monitor.until(
+    let (_, ready_ticks, ready_after) = cx.monitor.until(
         d,
         cx.timeout_ms,
         "Ready after the hot-add",
         |e| matches!(e, Event::Ready { id, .. } if *id == attached),
         |_| Ok(()),
     )?;
+    run.ready
+        .add(add_ticks + ready_ticks, add_time + ready_after);
     if let Some(prev) = run.previous {
         check_returned(cx, d, cycle, attached, prev)?;
     }
@@ -159,9 +183,16 @@ fn hot_add(
     let deadline = deadline_ms(cx.timeout_ms);
     let mut seen_at: Option<(u64, bare_nvme::Instant)> = None;
     let bus = cx.bus;
+    let survivor = outside(d, bus);
     let attached = loop {
-        if seen_at.is_none() && slot_filled(cx) {
+        // The card is in from Presence Detect on: in a slot with a power
+        // controller it answers only once the driver powered it.
+        if seen_at.is_none() && (cx.hand.presence() || slot_filled(cx)) {
             seen_at = Some((cx.monitor.ticks, clock::now()));
+        }
+        if seen_at.is_some() {
+            // The controller outside the slot serves meanwhile.
+            survivor_round(cx, d, survivor)?;
         }
         let events = cx.monitor.tick(d);
         let found = events.iter().find_map(|e| match e {

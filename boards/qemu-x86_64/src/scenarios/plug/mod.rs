@@ -18,6 +18,9 @@
 //!   `inflight=K` commands in flight (a slow backend keeps them there);
 //! - `button`: the host's `device_del` presses the attention button, the
 //!   driver detaches, then the hand empties the slot (`@@WAIT deleted`);
+//! - `slot-button`: the same press on a slot with a power controller: the
+//!   driver detaches and switches the slot off, which ends the unplug (no
+//!   hand); `@@PHASE emptied`, then `@@WAIT deleted`;
 //! - `flap`: slot power off, the driver reports the removal, power on, the
 //!   same device is reported ready and returned with its data (`quick=on`:
 //!   power returns before the driver could notice);
@@ -36,6 +39,7 @@ mod cycles;
 mod flap;
 mod ledger;
 mod pull;
+mod slot_button;
 mod surprise;
 mod verify;
 mod warmup;
@@ -54,6 +58,7 @@ use bringup::bringup;
 use button::button;
 use cycles::cycles;
 use flap::flap;
+use slot_button::slot_button;
 use surprise::surprise;
 use warmup::{idle_cost, warmup};
 
@@ -135,6 +140,7 @@ fn run(board: &Board) -> Outcome {
                 "cycles" => cycles(&mut cx, &mut d, number("cycles", 1)?),
                 "surprise" => surprise(&mut cx, &mut d),
                 "button" => button(&mut cx, &mut d),
+                "slot-button" => slot_button(&mut cx, &mut d),
                 "flap" => flap(&mut cx, &mut d),
                 other => Err(failure!("unknown mode={other}")),
             }
