@@ -65,8 +65,9 @@ impl Default for BounceConfig {
 /// (whole blocks, inside the namespace) before the first command, checks
 /// the [`NamespaceHandle`] (so it fails with [`Error::StaleHandle`] once
 /// the controller is gone or replaced) and returns only when the device is
-/// done with every piece, failed ones included: the first error of a piece
-/// is the call's.
+/// done with every piece, failed ones included: [`Error::Quarantined`] if
+/// the device may still reach the memory of any piece (whatever else
+/// failed), else the first error of a piece.
 ///
 /// A bounce buffer the device might still write (a call failed with
 /// [`Error::Quarantined`]) is never reused nor freed; the device goes on
