@@ -374,3 +374,66 @@ fn a_reset_while_shared_fails_the_command_once_and_bring_up_waits_for_the_end_of
     platform.dma_free(buf);
     common::finish(&sim, driver);
 }
+
+/// The streaming pattern from inside the completion callback: each read
+/// that comes back is submitted again on the same queue, and the callback
+/// also asks the queue what is in flight and ticks the monitor (as one core
+/// running both would). No lock of the driver is held while it runs, so
+/// none of this waits for the poll that called it. Run on its own thread:
+/// a deadlock fails the test instead of hanging it.
+#[test]
+fn a_completion_callback_resubmits_asks_its_queue_and_ticks_the_monitor() {
+    const TOTAL: usize = 300;
+    let (sim, mut driver, id) = single(spec(1 << 16, 512), config());
+    for lba in 0..BLOCKS as u64 * 8 {
+        sim.write_block(CtrlId(0), 1, lba, &pattern(512, lba as u8));
+    }
+    let ns = handle(&mut driver, id);
+    let platform = sim.platform();
+    let (done, finished) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        {
+            let (mut monitor, queues) = driver.share(id).expect("share");
+            let q = &queues[0];
+            for n in 0..8u64 {
+                let buffer = zeroed(&platform, BYTES);
+                let _token = q
+                    .submit_read(&ns, n * BLOCKS as u64, BLOCKS, buffer, n)
+                    .expect("read queued");
+            }
+            let (mut completed, mut submitted) = (0, 8);
+            let deadline = WallClock::now() + WALL;
+            while completed < TOTAL {
+                assert!(WallClock::now() < deadline, "reads did not complete");
+                q.poll(|c| {
+                    completed += 1;
+                    assert_eq!(c.result, Ok(()), "read {}", c.tag);
+                    let buffer = c.buffer.expect("buffer back");
+                    let n = c.tag % 8;
+                    let want = pattern(512, (n * BLOCKS as u64) as u8);
+                    assert_eq!(&buffer.as_slice()[..512], &want[..], "read {}", c.tag);
+                    assert!(q.in_flight() < 8);
+                    assert_eq!(monitor.tick(), State::Ready);
+                    if submitted < TOTAL {
+                        let lba = n * BLOCKS as u64;
+                        let tag = submitted as u64 * 8 + n;
+                        let _token = q
+                            .submit_read(&ns, lba, BLOCKS, buffer, tag)
+                            .expect("read queued again");
+                        submitted += 1;
+                    } else {
+                        platform.dma_free(buffer);
+                    }
+                });
+            }
+            assert_eq!(q.in_flight(), 0);
+        }
+        done.send(()).expect("main thread waits");
+        driver
+    });
+    finished
+        .recv_timeout(WALL)
+        .expect("a callback waited for the poll that called it");
+    let driver = worker.join().expect("worker");
+    common::finish(&sim, driver);
+}
