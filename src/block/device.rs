@@ -87,6 +87,31 @@ pub struct BlockDevice<T: BlockTarget> {
     pub(super) pool: Vec<Option<DmaRegion>, MAX_BOUNCE_BUFFERS>,
     pub(super) piece: usize,
     pub(super) copied: u64,
+    /// What an adapter on top needs of every namespace the device is bound
+    /// to (see [`BlockDevice::rebind`]).
+    pub(super) needs: Option<Geometry>,
+}
+
+/// The geometry an adapter over a block device relies on: checked when it
+/// is put on the device and on every later rebind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// The only block size it works with.
+    pub(crate) block_size: u32,
+    /// Fewest blocks the namespace may have (a partition view's end).
+    pub(crate) min_blocks: u64,
+    /// Why, for the error.
+    pub(crate) what: &'static str,
+}
+
+impl Geometry {
+    /// `InvalidArgument` unless `handle`'s namespace has this geometry.
+    fn check(&self, handle: &NamespaceHandle) -> Result<()> {
+        if handle.block_size() != self.block_size || handle.blocks() < self.min_blocks {
+            return Err(Error::InvalidArgument { what: self.what });
+        }
+        Ok(())
+    }
 }
 
 impl<T: BlockTarget> BlockDevice<T> {
@@ -125,20 +150,38 @@ impl<T: BlockTarget> BlockDevice<T> {
             pool,
             piece: bytes,
             copied: 0,
+            needs: None,
         })
     }
 
     /// Points the device at another namespace handle of its target (the
     /// namespace of a controller attached again, say), keeping its bounce
     /// buffers. `InvalidArgument` if they are not whole blocks of that
-    /// namespace.
+    /// namespace, or if an adapter holds the device (an
+    /// `adapters::sdmmc::SdmmcDevice`) and the namespace does not have the
+    /// geometry it relies on (512-byte blocks, enough of them for its
+    /// partition view): the device then stays on its namespace.
     pub fn rebind(&mut self, handle: NamespaceHandle) -> Result<()> {
         if self.piece & (handle.block_size() as usize - 1) != 0 {
             return Err(Error::InvalidArgument {
                 what: "bounce buffers are not whole blocks of that namespace",
             });
         }
+        if let Some(needs) = &self.needs {
+            needs.check(&handle)?;
+        }
         self.handle = handle;
+        Ok(())
+    }
+
+    /// Makes every later [`BlockDevice::rebind`] keep `needs` (checked on
+    /// the namespace now too); `None` lifts it.
+    #[cfg_attr(not(feature = "embedded-sdmmc"), allow(dead_code))]
+    pub(crate) fn require(&mut self, needs: Option<Geometry>) -> Result<()> {
+        if let Some(needs) = &needs {
+            needs.check(&self.handle)?;
+        }
+        self.needs = needs;
         Ok(())
     }
 
