@@ -560,3 +560,32 @@ fn a_log_read_cut_off_by_a_reset_ends_aborted() {
     assert!(driver.log_page(id, LogPage::SmartHealth).is_ok());
     finish(&sim, driver);
 }
+
+/// A controller with one namespace more than the driver serves: once NSID
+/// 1 is detached, the driver serves NSIDs 2 to 17; when NSID 1 comes back,
+/// the active list no longer fits, but a served namespace is never pushed
+/// out of it (nor reported removed) by one the driver has no room for.
+#[test]
+fn a_namespace_attached_below_the_served_ones_pushes_none_of_them_out() {
+    use bare_nvme::nvme::controller::MAX_NAMESPACES;
+    let mut spec = spec(1024, 512);
+    for _ in 1..=MAX_NAMESPACES {
+        spec = spec.namespace(NamespaceSpec::new(1024, 512));
+    }
+    let (sim, mut driver, id) = single(spec, ControllerConfig::default());
+    let served = |driver: &mut BoxedDrv| -> Vec<u32> {
+        let c = driver.controller(id).unwrap();
+        c.namespaces().iter().map(|n| n.id()).collect()
+    };
+    assert_eq!(served(&mut driver), (1..=16).collect::<Vec<u32>>());
+    sim.detach_namespace(C, 1);
+    let events = ticks(&sim, &mut driver, 10);
+    assert_eq!(namespace_changes(&events), [(false, 1), (true, 17)]);
+    assert_eq!(served(&mut driver), (2..=17).collect::<Vec<u32>>());
+    sim.attach_namespace(C, 1);
+    let events = ticks(&sim, &mut driver, 10);
+    assert_eq!(namespace_changes(&events), [], "{events:?}");
+    assert_eq!(served(&mut driver), (2..=17).collect::<Vec<u32>>());
+    verified_io(&sim, &mut driver, id, 17, 3);
+    finish(&sim, driver);
+}
