@@ -589,3 +589,27 @@ fn a_namespace_attached_below_the_served_ones_pushes_none_of_them_out() {
     verified_io(&sim, &mut driver, id, 17, 3);
     finish(&sim, driver);
 }
+
+/// A split-phase log read that is begun and never polled to its end does
+/// not keep the scratch page: once the admin timeout passed, the tick takes
+/// the page back (the read, polled then, ends `Aborted`), and a namespace
+/// change is followed up again.
+#[test]
+fn a_log_read_never_polled_gives_the_page_back_to_the_events() {
+    use bare_nvme::LogPage;
+    let config = ControllerConfig::default();
+    let (sim, mut driver, id) = single(two_namespaces(), config);
+    let request = driver.begin_log_page(id, LogPage::SmartHealth).unwrap();
+    sim.detach_namespace(C, 2);
+    // Ticked past the admin timeout, a millisecond at a time.
+    let ms = config.admin_timeout.as_millis() as usize;
+    let events = ticks(&sim, &mut driver, ms + 20);
+    assert_eq!(namespace_changes(&events), [(false, 2)], "{events:?}");
+    assert_eq!(
+        driver.poll_log_page(id, &request),
+        Some(Err(Error::Aborted))
+    );
+    assert_eq!(driver.controller(id).unwrap().reset_count(), 0);
+    assert!(driver.log_page(id, LogPage::SmartHealth).is_ok());
+    finish(&sim, driver);
+}

@@ -116,9 +116,36 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 }
             }
         }
+        self.reclaim_page(now);
         self.advance_work(now);
         if self.owned.lifecycle.state() == State::Ready {
             self.rearm();
+        }
+    }
+
+    /// Ends a caller's log read that began an admin timeout ago or more, so
+    /// that a read nobody polls does not keep the scratch page from event
+    /// follow-ups: once its command completed the page is free (the read,
+    /// polled later, ends `Aborted`); a command past its deadline resets
+    /// the controller, as the caller's poll would.
+    fn reclaim_page(&mut self, now: Instant) {
+        let Some((ticket, since)) = self.owned.events.caller_read() else {
+            return;
+        };
+        if now < since + self.shared.config.admin_timeout {
+            return;
+        }
+        let result = self
+            .owned
+            .admin
+            .poll(&self.shared.platform, &self.shared.regs, ticket, now);
+        match result {
+            None => {}
+            Some(Err(e @ Error::Timeout { .. })) => {
+                self.owned.events.page_returned();
+                self.reset(e);
+            }
+            Some(_) => self.owned.events.page_returned(),
         }
     }
 
