@@ -355,3 +355,47 @@ fn a_switch_hot_added_into_a_reserved_port_is_numbered_and_given_memory() {
         "no renumbering"
     );
 }
+
+#[test]
+fn a_bridge_that_ignores_its_window_decodes_nothing_and_strands_what_is_behind_it() {
+    let pci = Fabric::new();
+    // The memory window dword (20h) reads 0 whatever is written.
+    let deaf = pci.add_root(1, 0, port(false).with_read_only_dword(0x20));
+    let lost = pci.add_behind(deaf, 0, 0, FunctionSpec::nvme(16 << 10));
+    let good = pci.add_root(2, 0, port(false));
+    let placed = pci.add_behind(good, 0, 0, FunctionSpec::nvme(16 << 10));
+    let (topology, stranded) = assign(
+        &pci,
+        memory_only(0x1000_0000, 0x1000_0000),
+        Default::default(),
+    );
+    assert_eq!(stranded, 1);
+    let lost_address = pci.addr(lost);
+    let lost_function = topology
+        .functions()
+        .iter()
+        .find(|f| f.address == lost_address)
+        .expect("recorded");
+    assert!(
+        matches!(
+            lost_function.bar0,
+            Err(Error::BadDeviceValue {
+                field: "bridge window (read back)",
+                ..
+            })
+        ),
+        "{:?}",
+        lost_function.bar0
+    );
+    // A window base 0 limit 1 MiB, made up, must not decode: memory space
+    // and bus mastering stay off on that bridge.
+    assert_eq!(pci.peek(deaf, 0x04) & 0x7, 0, "command register");
+    assert_eq!(bar0(&pci, lost), 0, "nothing behind it programmed");
+    // The other bridge and its controller are placed as usual.
+    assert_eq!(pci.peek(good, 0x04) & 0x6, 0x6);
+    assert!(inside(
+        memory_window(&pci, good).unwrap(),
+        bar0(&pci, placed),
+        16 << 10
+    ));
+}

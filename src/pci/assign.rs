@@ -393,6 +393,8 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
         places: &Places<FUNCTIONS, BRIDGES>,
     ) -> usize {
         let count = self.bridges().len();
+        // Bridges that did not take their windows, and what they read.
+        let mut deaf: [Option<u64>; BRIDGES] = [None; BRIDGES];
         for (i, need) in needs.iter().enumerate().take(count) {
             if !self.in_scope(self.bridges()[i].parent, scope) {
                 continue;
@@ -405,7 +407,14 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
             let bridge = &mut self.bridges_mut()[i];
             bridge.memory = memory;
             bridge.prefetchable = prefetchable;
-            program_bridge(access, bridge.address, memory, prefetchable);
+            if let Err(read) = program_bridge(access, bridge.address, memory, prefetchable) {
+                log::warn!(
+                    "pci: bridge {} does not take its windows (reads {read:#x}): nothing behind it is reachable",
+                    bridge.address
+                );
+                deaf[i] = Some(read);
+                continue;
+            }
             log::info!(
                 "pci: bridge {} buses {}-{} memory {} prefetchable {}",
                 bridge.address,
@@ -421,8 +430,21 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
             if !self.in_scope(self.functions()[i].parent, scope) {
                 continue;
             }
+            let parent = self.functions()[i].parent;
+            let behind_deaf =
+                (0..count).find_map(|b| deaf[b].filter(|_| self.is_behind(parent, b)));
             let f = &mut self.functions_mut()[i];
             let Ok(mut bar) = f.bar0 else { continue };
+            if let Some(read) = behind_deaf {
+                stranded += 1;
+                let error = Error::BadDeviceValue {
+                    field: "bridge window (read back)",
+                    value: read,
+                };
+                log::warn!("pci: NVMe function {}: not placed: {error}", f.address);
+                f.bar0 = Err(error);
+                continue;
+            }
             let placed = places.function_at[i].filter(|_| !places.failed[i] && kind.is_some());
             let Some(at) = placed else {
                 stranded += 1;
@@ -493,13 +515,16 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
 }
 
 /// Programs a bridge's windows (closing those that are `None` and the I/O
-/// window) and turns on memory decoding and bus mastering.
+/// window), reads them back and, if the bridge took them, turns on memory
+/// decoding and bus mastering; a bridge that did not take them is left
+/// with both off (a window it made up must not claim addresses). Returns
+/// whether it took them, or what its memory windows read instead.
 fn program_bridge<A: ConfigRegionAccess + ?Sized>(
     access: &A,
     address: PciAddress,
     memory: Option<Window>,
     prefetchable: Option<Window>,
-) {
+) -> core::result::Result<(), u64> {
     let config = ConfigSpace::new(access, address);
     // I/O base above limit: closed. The upper dword keeps Secondary Status
     // (RW1C bits written as 0 are left alone).
@@ -509,21 +534,37 @@ fn program_bridge<A: ConfigRegionAccess + ?Sized>(
         Some(w) => (w.base.as_u64(), w.limit.as_u64()),
         None => (0xFFF0_0000, 0),
     };
-    config.write32(
-        MEMORY_BASE,
-        ((base >> 16) as u32 & 0xFFF0) | ((limit as u32) & 0xFFF0_0000),
-    );
+    let memory_dword = ((base >> 16) as u32 & 0xFFF0) | ((limit as u32) & 0xFFF0_0000);
+    config.write32(MEMORY_BASE, memory_dword);
     let (base, limit) = match prefetchable {
         Some(w) => (w.base.as_u64(), w.limit.as_u64()),
         None => (0xFFFF_FFFF_FFF0_0000, 0),
     };
-    config.write32(
-        PREFETCHABLE_BASE,
-        ((base >> 16) as u32 & 0xFFF0) | ((limit as u32) & 0xFFF0_0000),
-    );
+    // The type bits (3:0 of base and limit) are the bridge's own.
+    let prefetchable_dword = ((base >> 16) as u32 & 0xFFF0) | ((limit as u32) & 0xFFF0_0000);
+    config.write32(PREFETCHABLE_BASE, prefetchable_dword);
     config.write32(PREFETCHABLE_BASE_UPPER, (base >> 32) as u32);
     config.write32(PREFETCHABLE_LIMIT_UPPER, (limit >> 32) as u32);
+    let read = |offset, mask| config.read32(offset) & mask;
+    const WINDOW: u32 = 0xFFF0_FFF0;
+    let memory_back = read(MEMORY_BASE, WINDOW);
+    let prefetchable_back = read(PREFETCHABLE_BASE, WINDOW);
+    // A bridge without a prefetchable window reads it 0 whatever is
+    // written: what is not there cannot mislead.
+    let prefetchable_taken = prefetchable_back == prefetchable_dword
+        || (prefetchable.is_none() && prefetchable_back == 0);
+    let upper_taken = prefetchable.is_none()
+        || (config.read32(PREFETCHABLE_BASE_UPPER) == (base >> 32) as u32
+            && config.read32(PREFETCHABLE_LIMIT_UPPER) == (limit >> 32) as u32);
+    if memory_back != memory_dword || !prefetchable_taken || !upper_taken {
+        config.update_command(
+            Command::empty(),
+            Command::MEMORY | Command::BUS_MASTER | Command::IO,
+        );
+        return Err(u64::from(memory_back) | (u64::from(prefetchable_back) << 32));
+    }
     config.update_command(Command::MEMORY | Command::BUS_MASTER, Command::IO);
+    Ok(())
 }
 
 /// A window for the log.

@@ -280,15 +280,6 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
         // the list), so that no stale range overlaps a new one during the
         // walk.
         let _ = self.scan(access);
-        for bridge in self.bridges.iter().rev() {
-            let mut cleared = *bridge;
-            cleared.primary = 0;
-            cleared.secondary = 0;
-            cleared.subordinate = 0;
-            numbering::write_bus_numbers(access, &cleared);
-        }
-        self.bridges.clear();
-        self.functions.clear();
         let mut walk = Walk {
             mode: Mode::Renumber,
             buses: Buses::new(),
@@ -296,6 +287,15 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
             hotplug_buses,
             ceiling: u8::MAX,
         };
+        for bridge in self.bridges.iter().rev() {
+            let mut cleared = *bridge;
+            cleared.primary = 0;
+            cleared.secondary = 0;
+            cleared.subordinate = 0;
+            numbering::write_bus_numbers(access, &mut walk, &cleared);
+        }
+        self.bridges.clear();
+        self.functions.clear();
         self.walk(
             access,
             &mut walk,

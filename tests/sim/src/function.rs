@@ -166,6 +166,13 @@ impl FunctionSpec {
         self
     }
 
+    /// The dword at `offset` ignores writes (a bridge that does not take
+    /// its bus numbers or a window, say).
+    pub fn with_read_only_dword(mut self, offset: u16) -> Self {
+        self.cfg.mask32(usize::from(offset & !3), 0);
+        self
+    }
+
     /// A bridge's memory window `base..=limit` (1 MiB granular).
     pub fn with_memory_window(mut self, base: u32, limit: u32) -> Self {
         self.cfg
