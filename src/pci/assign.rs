@@ -1,7 +1,8 @@
 //! Memory resource assignment when no firmware did it (or when told to redo
-//! it): bridge memory windows sized from what is behind each bridge, BAR0 of
-//! every NVMe function placed inside them, room kept in hot-plug capable
-//! ports for a controller added later, I/O windows closed.
+//! it): bridge memory windows sized from what is behind each bridge, every
+//! memory BAR of every NVMe function (BAR0 and the others, in one block per
+//! function) placed inside them, room kept in hot-plug capable ports for a
+//! controller added later, I/O windows closed.
 //!
 //! Two kinds of memory are laid out independently: the 32-bit
 //! non-prefetchable window, and the 64-bit prefetchable one for 64-bit
@@ -101,15 +102,18 @@ struct Plan<'t, const FUNCTIONS: usize, const BRIDGES: usize> {
 }
 
 impl<const FUNCTIONS: usize, const BRIDGES: usize> Plan<'_, FUNCTIONS, BRIDGES> {
-    fn bar(&self, function: usize) -> Option<Bar> {
-        self.topology.functions()[function].bar0.ok()
+    /// The size of the block holding every memory BAR of `function`.
+    fn block(&self, function: usize) -> Option<u64> {
+        let f = &self.topology.functions()[function];
+        let bar0 = f.bar0.ok()?;
+        bar::layout_bars(&bar0, f.other_bars.as_slice()).map(|(size, _)| size)
     }
 
     /// Size and alignment of `item` in kind `kind` (0 size: not in it).
     fn extent(&self, item: Item, kind: usize) -> (u64, u64) {
         match item {
-            Item::Function(f) => match (self.kinds[f], self.bar(f)) {
-                (Some(k), Some(bar)) if k == kind => (bar.size, bar.size),
+            Item::Function(f) => match (self.kinds[f], self.block(f)) {
+                (Some(k), Some(size)) if k == kind => (size, size),
                 _ => (0, 1),
             },
             Item::Bridge(b) => (self.needs[b].size[kind], self.needs[b].align[kind]),
@@ -318,7 +322,10 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
         for (i, f) in self.functions().iter().enumerate() {
             plan.kinds[i] = f.bar0.ok().map(|bar| {
                 let path_ok = f.parent.is_none_or(|p| plan.prefetchable_ok[p]) && host_prefetchable;
-                if bar.prefetchable && bar.is_64bit && path_ok {
+                // One block per function: prefetchable only if all of it is.
+                let all = |b: &Bar| b.prefetchable && b.is_64bit;
+                let others = f.other_bars.as_slice().iter().all(|(_, b)| all(b));
+                if all(&bar) && others && path_ok {
                     PREFETCHABLE
                 } else {
                     MEMORY
@@ -461,14 +468,32 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
                 f.bar0 = Err(error);
                 continue;
             };
-            match bar::program_bar0(access, f.address, &bar, PhysAddr::new(at)) {
-                Ok(()) => {
-                    bar.address = PhysAddr::new(at);
+            let others = f.other_bars;
+            let programmed = bar::layout_bars(&bar, others.as_slice())
+                .ok_or(Error::BadDeviceValue {
+                    field: "memory BARs' total size",
+                    value: bar.size,
+                })
+                .and_then(|(_, offsets)| {
+                    bar::program_block(access, f.address, &bar, others.as_slice(), &offsets, at)?;
+                    Ok(offsets)
+                });
+            match programmed {
+                Ok(offsets) => {
+                    for &(index, offset) in offsets.iter() {
+                        let address = PhysAddr::new(at + offset);
+                        match index {
+                            0 => bar.address = address,
+                            _ => f.other_bars.set_address(index, address),
+                        }
+                    }
                     log::info!(
-                        "pci: NVMe function {} BAR0 {:#x} size {:#x}",
+                        "pci: NVMe function {} BAR0 {:#x} size {:#x}, {} other memory BARs in its block at {:#x}",
                         f.address,
+                        bar.address.as_u64(),
+                        bar.size,
+                        others.as_slice().len(),
                         at,
-                        bar.size
                     );
                     f.bar0 = Ok(bar);
                 }
