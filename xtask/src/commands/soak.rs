@@ -2,8 +2,9 @@
 //! long runs that found the last defects, on demand. The model test runs N
 //! cases (default 20,000) for each of K seeds (default 10: 1 to K), built
 //! in release; then the fuzzer runs for S seconds (default 600). `--ci` is
-//! the short run `cargo xtask test` does: 300 cases for 2 seeds, no fuzzing
-//! (the fuzz stage has its own short run).
+//! the short run `cargo xtask test` does: 300 cases for 2 seeds on the
+//! debug build the host tests already made, no fuzzing (the fuzz stage has
+//! its own short run).
 
 use std::process::Command;
 use std::time::Instant;
@@ -28,7 +29,17 @@ struct Soak {
     seeds: u64,
     /// Fuzzing time; 0: none.
     seconds: u64,
+    /// Release build (long runs) or the tests' debug build.
+    release: bool,
 }
+
+/// The short run.
+const CI: Soak = Soak {
+    cases: CI_CASES,
+    seeds: CI_SEEDS,
+    seconds: 0,
+    release: false,
+};
 
 /// `cargo xtask soak`.
 pub fn main(args: &[String]) -> Result<(), String> {
@@ -36,6 +47,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
         cases: CASES,
         seeds: SEEDS,
         seconds: SECONDS,
+        release: true,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -45,13 +57,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
                 .ok_or(format!("{name} takes a number"))
         };
         match arg.as_str() {
-            "--ci" => {
-                soak = Soak {
-                    cases: CI_CASES,
-                    seeds: CI_SEEDS,
-                    seconds: 0,
-                }
-            }
+            "--ci" => soak = CI,
             "--cases" => {
                 soak.cases = u32::try_from(number("--cases")?).map_err(|e| e.to_string())?
             }
@@ -64,19 +70,20 @@ pub fn main(args: &[String]) -> Result<(), String> {
 }
 
 fn ci_soak() -> Result<(), String> {
-    run(&Soak {
-        cases: CI_CASES,
-        seeds: CI_SEEDS,
-        seconds: 0,
-    })
+    run(&CI)
 }
 
 fn run(soak: &Soak) -> Result<(), String> {
     let all = Instant::now();
     for seed in 1..=soak.seeds {
         let start = Instant::now();
-        let status = Command::new(paths::cargo())
-            .args(["test", "--release", "--all-features", "--test", "model"])
+        let mut cargo = Command::new(paths::cargo());
+        cargo.arg("test");
+        if soak.release {
+            cargo.arg("--release");
+        }
+        let status = cargo
+            .args(["--all-features", "--test", "model"])
             .env("MODEL_CASES", soak.cases.to_string())
             .env("MODEL_SEED", seed.to_string())
             .current_dir(paths::root())
