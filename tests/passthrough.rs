@@ -161,6 +161,8 @@ fn commands_that_change_what_the_driver_relies_on_are_refused() {
         entry(admin::SET_FEATURES, feature::HOST_MEMORY_BUFFER, 1),
         // A keep alive timer the driver would never serve.
         entry(admin::SET_FEATURES, feature::KEEP_ALIVE_TIMER, 10_000),
+        // Notices off: namespace changes would go unseen.
+        entry(admin::SET_FEATURES, feature::ASYNC_EVENT_CONFIG, 0),
         entry(admin::FORMAT_NVM, 0, 0),
         entry(admin::SANITIZE, 0x2, 0),
         entry(admin::NAMESPACE_MANAGEMENT, 0, 0),

@@ -32,6 +32,9 @@ use crate::spec::admin_data::{admin_data, AdminData};
 ///   returned it.
 /// - Set Features Keep Alive Timer to a non-zero time: the driver sends no
 ///   Keep Alive, so the controller would fail.
+/// - Set Features Asynchronous Event Configuration: the driver relies on
+///   the notices it enabled (a namespace attached or detached, by this host
+///   or another, is followed up from its Namespace Attribute Notice).
 /// - Format NVM, Sanitize, Namespace Management, and Firmware Commit with
 ///   an activation (commit actions 001b, 010b, 011b and the reserved
 ///   100b, 101b): they change the block size, the data or the controller
@@ -40,6 +43,10 @@ use crate::spec::admin_data::{admin_data, AdminData};
 ///   a re-identify because a served namespace's geometry is fixed for the
 ///   life of its handles; such maintenance belongs before bring-up or with
 ///   the controller detached.
+///
+/// Namespace Attachment passes: it changes no namespace's geometry, and the
+/// driver follows the Namespace Attribute Notice it raises (the handles of
+/// a namespace detached go stale).
 pub fn refusal(sqe: &SubmissionEntry) -> Option<&'static str> {
     match sqe.opcode() {
         admin::DELETE_SQ
@@ -61,6 +68,9 @@ pub fn refusal(sqe: &SubmissionEntry) -> Option<&'static str> {
             }
             feature::KEEP_ALIVE_TIMER if sqe.cdw11 != 0 => {
                 Some("a keep alive timer the driver does not serve")
+            }
+            feature::ASYNC_EVENT_CONFIG => {
+                Some("the driver's own asynchronous event configuration")
             }
             _ => None,
         },
