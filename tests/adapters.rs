@@ -207,6 +207,84 @@ fn embedded_sdmmc_needs_512_byte_blocks() {
     finish(&sim, driver);
 }
 
+/// An adapter checks its geometry on every rebind, not only when it is
+/// made: a rebind through `with_disk` to a namespace of 4 KiB blocks (where
+/// 512-byte block 8 would land at byte 32,768) or one too small for the
+/// partition view is refused, and the device stays on its namespace.
+#[test]
+fn an_sdmmc_device_refuses_a_rebind_to_a_namespace_it_cannot_show() {
+    use embedded_sdmmc::{Block, BlockDevice as _, BlockIdx};
+    let spec = bare_nvme_sim::ControllerSpec::default()
+        .namespace(bare_nvme_sim::NamespaceSpec::new(4096, 512))
+        .namespace(bare_nvme_sim::NamespaceSpec::new(1024, 4096))
+        .namespace(bare_nvme_sim::NamespaceSpec::new(1024, 512));
+    let (sim, mut driver, id) = single(spec, ControllerConfig::default());
+    let large_blocks = driver.namespace_handle(Some(id), 2).unwrap();
+    let small = driver.namespace_handle(Some(id), 3).unwrap();
+    {
+        let disk = NamespaceDisk::open(&mut *driver, Some(id), 1, BounceConfig::default()).unwrap();
+        let whole = SdmmcDevice::new(disk).unwrap();
+        assert!(matches!(
+            whole.with_disk(|d| d.rebind(large_blocks)),
+            Err(Error::InvalidArgument { .. })
+        ));
+        let mut block = [Block::new()];
+        block[0].contents = [0x42; 512];
+        whole.write(&block, BlockIdx(8)).unwrap();
+        assert_eq!(sim.read_block(CTRL, 1, 8), [0x42; 512], "still namespace 1");
+        assert_eq!(
+            sim.read_block(CTRL, 2, 1),
+            [0; 4096],
+            "nothing at byte 4096"
+        );
+        // Back out of the adapter, the device may go anywhere its bounce
+        // buffers fit.
+        let mut disk = whole.into_inner();
+        disk.rebind(large_blocks).unwrap();
+        assert_eq!(disk.block_size(), 4096);
+    }
+    {
+        let disk = NamespaceDisk::open(&mut *driver, Some(id), 1, BounceConfig::default()).unwrap();
+        let view = SdmmcDevice::partition(disk, 2048, 1024).unwrap();
+        // 512-byte blocks, but 1024 of them: the view ends at 3072.
+        assert!(matches!(
+            view.with_disk(|d| d.rebind(small)),
+            Err(Error::InvalidArgument { .. })
+        ));
+        assert!(matches!(
+            view.with_disk(|d| d.rebind(large_blocks)),
+            Err(Error::InvalidArgument { .. })
+        ));
+        assert_eq!(view.with_disk(|d| d.handle().nsid()), 1);
+    }
+    finish(&sim, driver);
+}
+
+/// A byte stream has no geometry of its own to keep: it reads the block
+/// size from its handle at every call, so after a rebind to a namespace of
+/// 4 KiB blocks byte 4096 is that namespace's block 1.
+#[test]
+fn a_byte_stream_follows_the_block_size_of_a_rebound_device() {
+    let spec = bare_nvme_sim::ControllerSpec::default()
+        .namespace(bare_nvme_sim::NamespaceSpec::new(4096, 512))
+        .namespace(bare_nvme_sim::NamespaceSpec::new(1024, 4096));
+    let (sim, mut driver, id) = single(spec, ControllerConfig::default());
+    let large_blocks = driver.namespace_handle(Some(id), 2).unwrap();
+    {
+        let disk = NamespaceDisk::open(&mut *driver, Some(id), 1, BounceConfig::default()).unwrap();
+        let mut stream = ByteStream::new(disk);
+        stream.seek(SeekFrom::Start(4096)).unwrap();
+        stream.write_all(&[0x11; 8]).unwrap();
+        stream.disk().rebind(large_blocks).unwrap();
+        assert_eq!(stream.len(), 1024 * 4096);
+        stream.seek(SeekFrom::Start(4096)).unwrap();
+        stream.write_all(&[0x22; 8]).unwrap();
+    }
+    assert_eq!(&sim.read_block(CTRL, 1, 8)[..8], &[0x11; 8]);
+    assert_eq!(&sim.read_block(CTRL, 2, 1)[..8], &[0x22; 8]);
+    finish(&sim, driver);
+}
+
 #[test]
 fn a_byte_stream_reads_writes_and_seeks_like_a_model_of_its_bytes() {
     for block in [512u32, 4096] {

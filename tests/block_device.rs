@@ -13,7 +13,7 @@ use bare_nvme::spec::command::nvm;
 use bare_nvme::{
     Controller, ControllerConfig, Driver, DriverConfig, Error, Event, PhysAddr, Platform,
 };
-use bare_nvme_sim::{CtrlId, Hold, PortId, Sim, SimConfig, SimPlatform};
+use bare_nvme_sim::{CtrlId, Fault, Hold, Misbehaviour, PortId, Sim, SimConfig, SimPlatform};
 use pci_types::ConfigRegionAccess as _;
 
 use common::*;
@@ -350,4 +350,54 @@ fn a_handle_outlives_a_reset_that_brings_the_same_namespace_back() {
         assert!(back == data);
     }
     finish(&sim, driver);
+}
+
+/// A zero-copy read in four commands: the last fails with a media error at
+/// once, the first is never completed and the controller then freezes at a
+/// swept point. Whenever the controller kept memory in quarantine, the call
+/// says `Quarantined` (the caller must leak its buffer), whatever other
+/// error a piece met first.
+#[test]
+fn a_request_in_several_commands_reports_a_quarantine_over_any_other_error() {
+    let (mut quarantines, mut after_media_error) = (0, 0);
+    for k in 0..4 {
+        let sim = Sim::single(spec(2048, BLOCK as u32));
+        let mut c = standalone::<1, 32>(
+            &sim,
+            small_transfers()
+                .io_timeout(Duration::from_millis(50))
+                .admin_timeout(Duration::from_millis(50))
+                .ready_timeout_limit(Duration::from_millis(500)),
+        );
+        c.bring_up().unwrap();
+        let mut buffer = sim.platform().dma_alloc(64 << 10, 4096).unwrap();
+        let result = {
+            let mut disk = NamespaceDisk::open(&mut c, None, 1, BounceConfig::default()).unwrap();
+            // Four commands of 16 KiB: the fourth meets a media error, the
+            // first is consumed and never completed.
+            sim.fail_reads(CTRL, 1, 96..128);
+            sim.misbehave(CTRL, Misbehaviour::NeverComplete.once());
+            sim.on_access(sim.access_count() + k, Fault::Hang(CTRL));
+            disk.read_dma(0, &mut buffer)
+        };
+        if c.quarantined().regions > 0 {
+            quarantines += 1;
+            // All four reached the device: the media error was posted
+            // before the freeze.
+            after_media_error += usize::from(reads(&sim) == 4);
+            assert_eq!(result, Err(Error::Quarantined), "freeze at access +{k}");
+            // The device may still write it: never freed.
+            let _kept = buffer;
+            drop(c);
+            sim.expect_quarantined();
+            sim.expect_outstanding();
+        } else {
+            assert!(result.is_err(), "freeze at access +{k}: {result:?}");
+            sim.platform().dma_free(buffer);
+            drop(c);
+            sim.unchecked();
+        }
+    }
+    assert!(quarantines > 0, "no freeze led to a quarantine");
+    assert!(after_media_error > 0, "no quarantine after a media error");
 }

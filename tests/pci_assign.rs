@@ -347,3 +347,84 @@ fn a_switch_hot_added_into_a_reserved_port_is_numbered_and_given_memory() {
         "no renumbering"
     );
 }
+
+#[test]
+fn a_bridge_that_ignores_its_window_decodes_nothing_and_strands_what_is_behind_it() {
+    let pci = Fabric::new();
+    // The memory window dword (20h) reads 0 whatever is written.
+    let deaf = pci.add_root(1, 0, port(false).with_read_only_dword(0x20));
+    let lost = pci.add_behind(deaf, 0, 0, FunctionSpec::nvme(16 << 10));
+    let good = pci.add_root(2, 0, port(false));
+    let placed = pci.add_behind(good, 0, 0, FunctionSpec::nvme(16 << 10));
+    let (topology, stranded) = assign(
+        &pci,
+        memory_only(0x1000_0000, 0x1000_0000),
+        Default::default(),
+    );
+    assert_eq!(stranded, 1);
+    let lost_address = pci.addr(lost);
+    let lost_function = topology
+        .functions()
+        .iter()
+        .find(|f| f.address == lost_address)
+        .expect("recorded");
+    assert!(
+        matches!(
+            lost_function.bar0,
+            Err(Error::BadDeviceValue {
+                field: "bridge window (read back)",
+                ..
+            })
+        ),
+        "{:?}",
+        lost_function.bar0
+    );
+    // A window base 0 limit 1 MiB, made up, must not decode: memory space
+    // and bus mastering stay off on that bridge.
+    assert_eq!(pci.peek(deaf, 0x04) & 0x7, 0, "command register");
+    assert_eq!(bar0(&pci, lost), 0, "nothing behind it programmed");
+    // The other bridge and its controller are placed as usual.
+    assert_eq!(pci.peek(good, 0x04) & 0x6, 0x6);
+    assert!(inside(
+        memory_window(&pci, good).unwrap(),
+        bar0(&pci, placed),
+        16 << 10
+    ));
+}
+
+/// A controller memory buffer (BAR2, 64-bit, 1 MiB) and an MSI-X table
+/// (BAR4, 32-bit, 4 KiB) beside BAR0: every memory BAR is placed inside the
+/// windows above the function, none overlapping another.
+#[test]
+fn every_memory_bar_of_a_function_is_placed_inside_its_bridge_window() {
+    let pci = Fabric::new();
+    let rp = pci.add_root(1, 0, port(false));
+    let nvme = pci.add_behind(
+        rp,
+        0,
+        0,
+        FunctionSpec::nvme(16 << 10)
+            .with_memory_bar(2, MIB, true, false)
+            .with_memory_bar(4, 4 << 10, false, false),
+    );
+    let (topology, stranded) = assign(&pci, virt_host(), HotplugReserve::default());
+    assert_eq!(stranded, 0);
+    assert_eq!(topology.functions()[0].other_bars.as_slice().len(), 2);
+    let window = memory_window(&pci, rp).expect("a memory window");
+    let bar2 = u64::from(pci.peek(nvme, 0x18) & !0xF) | u64::from(pci.peek(nvme, 0x1C)) << 32;
+    let bar4 = u64::from(pci.peek(nvme, 0x20) & !0xF);
+    let bars = [(bar0(&pci, nvme), 16 << 10), (bar2, MIB), (bar4, 4 << 10)];
+    for (i, &(base, size)) in bars.iter().enumerate() {
+        assert!(base != 0 && base % size == 0, "BAR {i} at {base:#x}");
+        assert!(
+            inside(window, base, size),
+            "BAR {i} at {base:#x} outside {window:x?}"
+        );
+        for &(other, other_size) in &bars[i + 1..] {
+            assert!(
+                base + size <= other || other + other_size <= base,
+                "overlap"
+            );
+        }
+    }
+}

@@ -403,3 +403,57 @@ fn a_prefetchable_bar_in_the_prefetchable_window_is_kept() {
     assert_eq!(pci.peek(nvme, BAR0 + 4), 0x8);
     assert!(enabled(&pci, nvme));
 }
+
+/// A function whose BAR0 firmware placed inside the bridge window but whose
+/// controller memory buffer (BAR2) sits at an old address outside it, and
+/// one whose BAR4 was never assigned: neither is enabled with a BAR
+/// decoding outside the window; both get every BAR inside it.
+#[test]
+fn every_memory_bar_is_inside_the_window_before_memory_decoding_is_on() {
+    let pci = Fabric::new();
+    let bridge = pci.add_root(
+        3,
+        0,
+        FunctionSpec::bridge()
+            .with_buses(0, 1, 1)
+            .with_memory_window(0xD000_0000, 0xD01F_FFFF),
+    );
+    let stale = pci.add_behind(
+        bridge,
+        0,
+        0,
+        FunctionSpec::nvme(16 << 10)
+            .with_memory_bar(2, 64 << 10, true, false)
+            .with_memory_bar_at(2, 0xE000_0000)
+            .with_bar0_at(0xD000_0000),
+    );
+    let unassigned = pci.add_behind(
+        bridge,
+        1,
+        0,
+        FunctionSpec::nvme(16 << 10).with_memory_bar(4, 4 << 10, false, false),
+    );
+    let topology = scan(&pci);
+    let results = assign_all(&pci, &topology, &mut Allocator::new(None));
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let window = (0xD000_0000u64, 0xD01F_FFFFu64);
+    let inside = |base: u64, size: u64| window.0 <= base && base + size - 1 <= window.1;
+    let bar = |f: FunctionId, index: u16| u64::from(pci.peek(f, BAR0 + 4 * index) & !0xF);
+    let bar2 = bar(stale, 2) | u64::from(pci.peek(stale, BAR0 + 12)) << 32;
+    let placed = [
+        (bar(stale, 0), 16 << 10),
+        (bar2, 64 << 10),
+        (bar(unassigned, 0), 16 << 10),
+        (bar(unassigned, 4), 4 << 10),
+    ];
+    for (i, &(base, size)) in placed.iter().enumerate() {
+        assert!(base != 0 && inside(base, size), "BAR {i} at {base:#x}");
+        for &(other, other_size) in &placed[i + 1..] {
+            assert!(
+                base + size <= other || other + other_size <= base,
+                "overlap"
+            );
+        }
+    }
+    assert!(enabled(&pci, stale) && enabled(&pci, unassigned));
+}

@@ -355,3 +355,26 @@ fn probing_behind_a_slot_finds_a_hot_added_function_once() {
     assert!(topology.functions().is_empty());
     assert_eq!(topology.probe_behind(&pci, 0), Ok(0));
 }
+
+#[test]
+fn a_bridge_that_ignores_its_bus_numbers_is_reported_and_not_walked() {
+    let pci = Fabric::new();
+    // Bus numbers read back 0 whatever is written.
+    let deaf = pci.add_root(1, 0, FunctionSpec::bridge().with_read_only_dword(0x18));
+    pci.add_behind(deaf, 0, 0, FunctionSpec::nvme(16 << 10));
+    let good = pci.add_root(2, 0, FunctionSpec::bridge());
+    let reachable = pci.add_behind(good, 0, 0, FunctionSpec::nvme(16 << 10));
+    let (topology, result) = scan::<8, 8>(&pci);
+    assert!(
+        matches!(
+            result,
+            Err(Error::BadDeviceValue {
+                field: "bridge bus numbers (read back)",
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    // The other bridge is numbered and walked as usual.
+    assert_eq!(found(&topology), [pci.addr(reachable)]);
+}

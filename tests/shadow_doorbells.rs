@@ -161,3 +161,86 @@ fn a_reset_configures_the_buffers_again_without_leaking() {
     assert_eq!(c.protocol_errors, 0, "{:?}", sim.protocol_log());
     assert_eq!(c.dma_regions, 0);
 }
+
+/// A device whose shadow-doorbell logic stalls (it stops updating EventIdx
+/// and never polls the shadow page): the driver, following the EventIdx
+/// rule, announces the next read in the shadow page only, and the device
+/// never sees it. The command deadline catches it like any other stuck
+/// command: the tick aborts it, then resets the controller; the read ends
+/// once with a timeout and the controller serves again.
+#[test]
+fn a_stalled_shadow_doorbell_queue_is_caught_by_the_command_deadline() {
+    let sim = Sim::single(spec(true));
+    let config = DriverConfig::default().controller(
+        ControllerConfig::default()
+            .shadow_doorbells(true)
+            .io_timeout(Duration::from_millis(100))
+            .admin_timeout(Duration::from_millis(100)),
+    );
+    let mut d = Driver::<_, _>::new(sim.platform(), sim.config_access(), config);
+    d.scan().unwrap();
+    let _ = d.wait_ready(Duration::from_secs(5));
+    let id = d.ready_controllers().next().expect("ready");
+    assert!(sim.shadow_doorbells_active(CtrlId(0)));
+    sim.freeze_event_idx(CtrlId(0), true);
+    let p = sim.platform();
+    let read = |lba| bare_nvme::IoOp::Read {
+        nsid: 1,
+        lba,
+        blocks: 8,
+    };
+    let mut results = Vec::new();
+    for tag in 0..2u64 {
+        let c = d.controller(id).unwrap();
+        let buffer = p.dma_alloc(4096, 4096).unwrap();
+        let _token = c
+            .submit(QueueId::FIRST, read(tag * 8), Some(buffer), tag)
+            .expect("queued");
+        c.ring_doorbells();
+        for _ in 0..1000 {
+            let mut done = Vec::new();
+            if let Ok(c) = d.controller(id) {
+                c.poll(QueueId::FIRST, |x| done.push(x));
+            }
+            if let Some(x) = done.pop() {
+                results.push((x.tag, x.result));
+                p.dma_free(x.buffer.expect("buffer back"));
+                break;
+            }
+            sim.advance(Duration::from_millis(5));
+            let _ = d.tick();
+        }
+    }
+    let doorbell_stalled = sim.counters().sq_doorbell_writes;
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert_eq!(results[0], (0, Ok(())), "announced by MMIO");
+    assert!(
+        matches!(
+            results[1],
+            (
+                1,
+                Err(bare_nvme::Error::Timeout {
+                    what: bare_nvme::Wait::IoCommand,
+                    ..
+                })
+            )
+        ),
+        "{results:?}"
+    );
+    let c = d.controller(id).unwrap();
+    assert_eq!(c.reset_count(), 1);
+    sim.freeze_event_idx(CtrlId(0), false);
+    for _ in 0..200 {
+        sim.advance(Duration::from_millis(5));
+        let _ = d.tick();
+    }
+    assert!(sim.shadow_doorbells_active(CtrlId(0)), "configured again");
+    write_read_back(&sim, &mut d);
+    assert!(sim.counters().sq_doorbell_writes > doorbell_stalled);
+    assert_eq!(
+        sim.counters().protocol_errors,
+        0,
+        "{:?}",
+        sim.protocol_log()
+    );
+}

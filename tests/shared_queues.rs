@@ -368,3 +368,214 @@ fn a_reset_while_shared_fails_the_command_once_and_bring_up_waits_for_the_end_of
     platform.dma_free(buf);
     common::finish(&sim, driver);
 }
+
+/// The streaming pattern from inside the completion callback: each read
+/// that comes back is submitted again on the same queue, and the callback
+/// also asks the queue what is in flight and ticks the monitor (as one core
+/// running both would). No lock of the driver is held while it runs, so
+/// none of this waits for the poll that called it. Run on its own thread:
+/// a deadlock fails the test instead of hanging it.
+#[test]
+fn a_completion_callback_resubmits_asks_its_queue_and_ticks_the_monitor() {
+    const TOTAL: usize = 300;
+    let (sim, mut driver, id) = single(spec(1 << 16, 512), config());
+    for lba in 0..BLOCKS as u64 * 8 {
+        sim.write_block(CtrlId(0), 1, lba, &pattern(512, lba as u8));
+    }
+    let ns = handle(&mut driver, id);
+    let platform = sim.platform();
+    let (done, finished) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        {
+            let (mut monitor, queues) = driver.share(id).expect("share");
+            let q = &queues[0];
+            for n in 0..8u64 {
+                let buffer = zeroed(&platform, BYTES);
+                let _token = q
+                    .submit_read(&ns, n * BLOCKS as u64, BLOCKS, buffer, n)
+                    .expect("read queued");
+            }
+            let (mut completed, mut submitted) = (0, 8);
+            let deadline = WallClock::now() + WALL;
+            while completed < TOTAL {
+                assert!(WallClock::now() < deadline, "reads did not complete");
+                q.poll(|c| {
+                    completed += 1;
+                    assert_eq!(c.result, Ok(()), "read {}", c.tag);
+                    let buffer = c.buffer.expect("buffer back");
+                    let n = c.tag % 8;
+                    let want = pattern(512, (n * BLOCKS as u64) as u8);
+                    assert_eq!(&buffer.as_slice()[..512], &want[..], "read {}", c.tag);
+                    assert!(q.in_flight() < 8);
+                    assert_eq!(monitor.tick(), State::Ready);
+                    if submitted < TOTAL {
+                        let lba = n * BLOCKS as u64;
+                        let tag = submitted as u64 * 8 + n;
+                        let _token = q
+                            .submit_read(&ns, lba, BLOCKS, buffer, tag)
+                            .expect("read queued again");
+                        submitted += 1;
+                    } else {
+                        platform.dma_free(buffer);
+                    }
+                });
+            }
+            assert_eq!(q.in_flight(), 0);
+        }
+        done.send(()).expect("main thread waits");
+        driver
+    });
+    finished
+        .recv_timeout(WALL)
+        .expect("a callback waited for the poll that called it");
+    let driver = worker.join().expect("worker");
+    common::finish(&sim, driver);
+}
+
+/// A hook a test sets and the registers run once.
+type Hook = std::sync::Arc<std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>>;
+
+/// A platform that runs a hook (once) right after the controller's CC.EN
+/// is written to 0: the moment a handle on another core must already see
+/// the gate closed.
+#[derive(Clone)]
+struct Watched {
+    inner: SimPlatform,
+    hook: Hook,
+}
+
+struct WatchedRegisters {
+    inner: bare_nvme_sim::SimRegisters,
+    hook: Hook,
+}
+
+impl bare_nvme::RegisterAccess for WatchedRegisters {
+    fn read32(&self, offset: usize) -> u32 {
+        self.inner.read32(offset)
+    }
+
+    fn write32(&self, offset: usize, value: u32) {
+        self.inner.write32(offset, value);
+        // CC (14h) with EN (bit 0) clear.
+        if offset == 0x14 && value & 1 == 0 {
+            let hook = self.hook.lock().unwrap().take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+    }
+}
+
+impl Platform for Watched {
+    type Registers = WatchedRegisters;
+
+    fn dma_alloc(&self, len: usize, align: usize) -> Option<DmaRegion> {
+        self.inner.dma_alloc(len, align)
+    }
+
+    fn dma_flush(&self, phys: bare_nvme::PhysAddr, len: usize) {
+        self.inner.dma_flush(phys, len)
+    }
+
+    fn dma_invalidate(&self, phys: bare_nvme::PhysAddr, len: usize) {
+        self.inner.dma_invalidate(phys, len)
+    }
+
+    fn dma_free(&self, region: DmaRegion) {
+        self.inner.dma_free(region)
+    }
+
+    fn map_registers(&self, phys: bare_nvme::PhysAddr, len: usize) -> Option<WatchedRegisters> {
+        Some(WatchedRegisters {
+            inner: self.inner.map_registers(phys, len)?,
+            hook: self.hook.clone(),
+        })
+    }
+
+    fn now(&self) -> bare_nvme::Instant {
+        self.inner.now()
+    }
+}
+
+/// A controller given up while shared (its resets are spent, then it
+/// reports a fatal status): the monitor writes CC.EN = 0 only once the gate
+/// is closed and every queue's lock was taken since, so a handle that polls
+/// at that very moment rings no doorbell on the controller being disabled.
+#[test]
+fn a_handle_polling_while_the_monitor_gives_the_controller_up_rings_no_doorbell() {
+    use pci_types::ConfigRegionAccess as _;
+    let sim = bare_nvme_sim::Sim::single(spec(1 << 16, 512));
+    let platform = Watched {
+        inner: sim.platform(),
+        hook: Default::default(),
+    };
+    let access = sim.config_access();
+    let address = sim.address(CtrlId(0)).expect("function");
+    // SAFETY: the simulated config space has no side effects beyond the model.
+    unsafe {
+        let command = access.read(address, 4);
+        access.write(address, 4, command | 0x6);
+    }
+    let regs = platform
+        .map_registers(bare_nvme::PhysAddr::new(sim.bar(CtrlId(0))), 16 << 10)
+        .expect("mapped");
+    let mut c: bare_nvme::Controller<Watched, (), 2, 64> =
+        bare_nvme::Controller::new(platform.clone(), (), regs, 16 << 10, config());
+    c.bring_up().expect("up");
+    // Resets in a row with no command in between spend the budget.
+    for _ in 0..bare_nvme::nvme::recovery::MAX_RESETS {
+        let before = c.reset_count();
+        sim.set_cfs(CtrlId(0));
+        let deadline = WallClock::now() + WALL;
+        while c.tick() != State::Ready || c.reset_count() == before {
+            assert!(WallClock::now() < deadline, "no reset");
+            sim.advance(Duration::from_millis(5));
+        }
+    }
+    let ns = c.namespace_handle(None, 1).expect("handle");
+    let (go, went) = std::sync::mpsc::channel::<()>();
+    let (polled, done) = std::sync::mpsc::channel::<usize>();
+    {
+        let (mut monitor, queues) = c.share().expect("share");
+        let q = &queues[0];
+        // Queued, not yet rung: the next poll would ring the doorbell.
+        for n in 0..2u64 {
+            let buffer = zeroed(&sim.platform(), BYTES);
+            let _token = q
+                .submit_read(&ns, n * 8, BLOCKS, buffer, n)
+                .expect("queued");
+        }
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                went.recv_timeout(WALL).expect("CC.EN cleared");
+                let delivered = q.poll(|_| panic!("nothing may be delivered yet"));
+                polled.send(delivered).expect("monitor waits");
+            });
+            *platform.hook.lock().unwrap() = Some(Box::new(move || {
+                go.send(()).expect("poller waits");
+                done.recv_timeout(WALL).expect("the poll ended");
+            }));
+            sim.set_cfs(CtrlId(0));
+            assert_eq!(monitor.tick(), State::Failed);
+        });
+        assert!(
+            platform.hook.lock().unwrap().is_none(),
+            "CC.EN never cleared"
+        );
+    }
+    assert_eq!(
+        sim.counters().protocol_errors,
+        0,
+        "{:?}",
+        sim.protocol_log()
+    );
+    let mut back = Vec::new();
+    c.poll(QueueId::FIRST, |d| back.push(d));
+    assert_eq!(back.len(), 2);
+    for d in back {
+        assert_eq!(d.result, Err(Error::ControllerFailed));
+        sim.platform().dma_free(d.buffer.expect("buffer back"));
+    }
+    drop(c);
+    assert_eq!(sim.counters().dma_regions, 0, "DMA regions outstanding");
+}

@@ -20,7 +20,7 @@ use core::cell::{Cell, RefCell};
 use embedded_sdmmc::{Block, BlockCount, BlockIdx};
 
 use crate::adapters::AdapterError;
-use crate::block::{BlockTarget, NamespaceDisk};
+use crate::block::{BlockTarget, Geometry, NamespaceDisk};
 use crate::error::Error;
 
 const BLOCK: usize = Block::LEN;
@@ -53,16 +53,25 @@ pub struct SdmmcDevice<T: BlockTarget> {
 
 impl<T: BlockTarget> SdmmcDevice<T> {
     /// The whole namespace. `InvalidArgument` unless its blocks are 512
-    /// bytes, the only size embedded-sdmmc knows.
+    /// bytes, the only size embedded-sdmmc knows; the device keeps refusing
+    /// to be rebound ([`NamespaceDisk::rebind`] through
+    /// [`SdmmcDevice::with_disk`]) to a namespace of another block size.
     pub fn new(disk: NamespaceDisk<T>) -> Result<Self, Error> {
-        if disk.block_size() as usize != BLOCK {
-            return Err(Error::InvalidArgument {
-                what: "embedded-sdmmc needs 512-byte blocks",
-            });
-        }
+        Self::over(disk, None)
+    }
+
+    /// The device over `disk`, which must keep 512-byte blocks and, with a
+    /// view, the view's blocks, on every rebind.
+    fn over(mut disk: NamespaceDisk<T>, view: Option<MbrView>) -> Result<Self, Error> {
+        let min_blocks = view.map_or(0, |v| v.first as u64 + v.blocks as u64);
+        disk.require(Some(Geometry {
+            block_size: BLOCK as u32,
+            min_blocks,
+            what: "embedded-sdmmc needs 512-byte blocks (and its partition view)",
+        }))?;
         Ok(Self {
             disk: RefCell::new(disk),
-            view: None,
+            view,
             last_error: Cell::new(None),
         })
     }
@@ -85,12 +94,12 @@ impl<T: BlockTarget> SdmmcDevice<T> {
                 what: "an MBR entry addresses at most 2^32 blocks",
             });
         };
-        let mut device = Self::new(disk)?;
-        device.view = Some(MbrView { first, blocks });
-        Ok(device)
+        Self::over(disk, Some(MbrView { first, blocks }))
     }
 
-    /// Runs `f` on the block device (to flush it, say).
+    /// Runs `f` on the block device (to flush it, say). A rebind there to
+    /// a namespace this device cannot show is refused (see
+    /// [`SdmmcDevice::new`]).
     pub fn with_disk<R>(&self, f: impl FnOnce(&mut NamespaceDisk<T>) -> R) -> R {
         f(&mut self.disk.borrow_mut())
     }
@@ -115,9 +124,12 @@ impl<T: BlockTarget> SdmmcDevice<T> {
         AdapterError(error)
     }
 
-    /// The block device back.
+    /// The block device back, free to be rebound to any namespace.
     pub fn into_inner(self) -> NamespaceDisk<T> {
-        self.disk.into_inner()
+        let mut disk = self.disk.into_inner();
+        // Lifting a requirement cannot fail.
+        let _ = disk.require(None);
+        disk
     }
 
     /// Whether `count` blocks at `start` may be reached: inside the

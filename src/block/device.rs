@@ -85,8 +85,9 @@ impl BounceConfig {
 /// (whole blocks, inside the namespace) before the first command, checks
 /// the [`NamespaceHandle`] (so it fails with [`Error::StaleHandle`] once
 /// the controller is gone or replaced) and returns only when the device is
-/// done with every piece, failed ones included: the first error of a piece
-/// is the call's.
+/// done with every piece, failed ones included: [`Error::Quarantined`] if
+/// the device may still reach the memory of any piece (whatever else
+/// failed), else the first error of a piece.
 ///
 /// A bounce buffer the device might still write (a call failed with
 /// [`Error::Quarantined`]) is never reused nor freed; the device goes on
@@ -106,6 +107,31 @@ pub struct NamespaceDisk<T: BlockTarget> {
     pub(super) pool: Vec<Option<DmaRegion>, MAX_BOUNCE_BUFFERS>,
     pub(super) piece: usize,
     pub(super) copied: u64,
+    /// What an adapter on top needs of every namespace the device is bound
+    /// to (see [`BlockDevice::rebind`]).
+    pub(super) needs: Option<Geometry>,
+}
+
+/// The geometry an adapter over a block device relies on: checked when it
+/// is put on the device and on every later rebind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// The only block size it works with.
+    pub(crate) block_size: u32,
+    /// Fewest blocks the namespace may have (a partition view's end).
+    pub(crate) min_blocks: u64,
+    /// Why, for the error.
+    pub(crate) what: &'static str,
+}
+
+impl Geometry {
+    /// `InvalidArgument` unless `handle`'s namespace has this geometry.
+    fn check(&self, handle: &NamespaceHandle) -> Result<()> {
+        if handle.block_size() != self.block_size || handle.blocks() < self.min_blocks {
+            return Err(Error::InvalidArgument { what: self.what });
+        }
+        Ok(())
+    }
 }
 
 impl<T: BlockTarget> NamespaceDisk<T> {
@@ -144,20 +170,38 @@ impl<T: BlockTarget> NamespaceDisk<T> {
             pool,
             piece: bytes,
             copied: 0,
+            needs: None,
         })
     }
 
     /// Points the device at another namespace handle of its target (the
     /// namespace of a controller attached again, say), keeping its bounce
     /// buffers. `InvalidArgument` if they are not whole blocks of that
-    /// namespace.
+    /// namespace, or if an adapter holds the device (an
+    /// `adapters::sdmmc::SdmmcDevice`) and the namespace does not have the
+    /// geometry it relies on (512-byte blocks, enough of them for its
+    /// partition view): the device then stays on its namespace.
     pub fn rebind(&mut self, handle: NamespaceHandle) -> Result<()> {
         if self.piece & (handle.block_size() as usize - 1) != 0 {
             return Err(Error::InvalidArgument {
                 what: "bounce buffers are not whole blocks of that namespace",
             });
         }
+        if let Some(needs) = &self.needs {
+            needs.check(&handle)?;
+        }
         self.handle = handle;
+        Ok(())
+    }
+
+    /// Makes every later [`BlockDevice::rebind`] keep `needs` (checked on
+    /// the namespace now too); `None` lifts it.
+    #[cfg_attr(not(feature = "embedded-sdmmc"), allow(dead_code))]
+    pub(crate) fn require(&mut self, needs: Option<Geometry>) -> Result<()> {
+        if let Some(needs) = &needs {
+            needs.check(&self.handle)?;
+        }
+        self.needs = needs;
         Ok(())
     }
 

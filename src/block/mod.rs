@@ -50,6 +50,8 @@ mod pipeline;
 mod target;
 
 pub use crate::nvme::NamespaceHandle;
+#[cfg_attr(not(feature = "embedded-sdmmc"), allow(unused_imports))]
+pub(crate) use device::Geometry;
 pub use device::{
     BounceConfig, NamespaceDisk, DEFAULT_BOUNCE_BUFFERS, DEFAULT_BOUNCE_BYTES, MAX_BOUNCE_BUFFERS,
 };

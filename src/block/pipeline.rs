@@ -61,6 +61,10 @@ struct Flight {
     free: Vec<usize, MAX_BOUNCE_BUFFERS>,
     /// The first error: no piece or command starts after it.
     error: Option<Error>,
+    /// A command ended while the device may still reach its memory: the
+    /// call says `Quarantined` whatever else failed, so that the caller
+    /// never frees memory the device may write.
+    kept: bool,
 }
 
 impl<T: BlockTarget> NamespaceDisk<T> {
@@ -107,6 +111,7 @@ impl<T: BlockTarget> NamespaceDisk<T> {
             owners: Vec::new(),
             free,
             error: None,
+            kept: false,
         };
         loop {
             self.start_pieces(&mut flight, &mut fill);
@@ -135,6 +140,7 @@ impl<T: BlockTarget> NamespaceDisk<T> {
             self.retire(&mut flight, piece, &mut drain);
         }
         match flight.error {
+            _ if flight.kept => Err(Error::Quarantined),
             Some(e) => Err(e),
             None if flight.next == len => Ok(()),
             None => Err(Error::Internal {
@@ -241,6 +247,7 @@ impl<T: BlockTarget> NamespaceDisk<T> {
                     piece.pending = piece.pending.saturating_sub(1);
                     piece.kept |= result == Err(Error::Quarantined);
                 }
+                flight.kept |= result == Err(Error::Quarantined);
             }
             None => {
                 // None of them will be delivered: the device may still
@@ -249,6 +256,7 @@ impl<T: BlockTarget> NamespaceDisk<T> {
                     piece.pending = 0;
                     piece.kept = true;
                 }
+                flight.kept = true;
                 flight.cids.clear();
                 flight.owners.clear();
             }

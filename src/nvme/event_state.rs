@@ -49,8 +49,13 @@ pub enum Notice {
 enum PageUser {
     /// An event's follow-up.
     Events,
-    /// A caller's log page read.
-    Caller,
+    /// A caller's log page read: its lease (one per read), its command,
+    /// and when it began.
+    Caller {
+        lease: u32,
+        ticket: Ticket,
+        since: Instant,
+    },
 }
 
 /// The follow-up of one event in progress.
@@ -76,6 +81,8 @@ pub(crate) struct AsyncEvents {
     /// New namespaces still to identify after a namespace change.
     to_identify: heapless::Vec<u32, MAX_NAMESPACES>,
     page: Option<PageUser>,
+    /// Caller reads lent the page so far: names each read's lease.
+    leases: u32,
     notices: heapless::Deque<Notice, NOTICES>,
     /// Changes with every reset or teardown: requests made before are void.
     epoch: u32,
@@ -95,6 +102,7 @@ impl AsyncEvents {
             work: None,
             to_identify: heapless::Vec::new(),
             page: None,
+            leases: 0,
             notices: heapless::Deque::new(),
             epoch: 0,
             window_start: Instant::from_nanos(0),
@@ -117,20 +125,38 @@ impl AsyncEvents {
         self.epoch = self.epoch.wrapping_add(1);
     }
 
-    /// A caller's log page read takes the scratch page; false (and nothing
-    /// changes) while another read or an event's follow-up holds it.
-    pub(crate) fn lend_page_to_caller(&mut self) -> bool {
-        if self.page.is_some() {
-            return false;
-        }
-        self.page = Some(PageUser::Caller);
-        true
+    /// Whether the scratch page is free for a caller's read.
+    pub(crate) fn page_free(&self) -> bool {
+        self.page.is_none()
     }
 
-    /// Whether the caller's read started in `epoch` still holds the page
-    /// (no reset or teardown voided it since).
-    pub(crate) fn caller_holds_page(&self, epoch: u32) -> bool {
-        epoch == self.epoch && self.page == Some(PageUser::Caller)
+    /// A caller's read, command `ticket` submitted at `since`, takes the
+    /// free scratch page; returns the read's lease.
+    pub(crate) fn lend_page_to_caller(&mut self, ticket: Ticket, since: Instant) -> u32 {
+        self.leases = self.leases.wrapping_add(1);
+        let lease = self.leases;
+        self.page = Some(PageUser::Caller {
+            lease,
+            ticket,
+            since,
+        });
+        lease
+    }
+
+    /// Whether the caller's read of `lease`, started in `epoch`, still
+    /// holds the page (no reset, teardown or reclaim voided it since).
+    pub(crate) fn caller_holds_page(&self, epoch: u32, lease: u32) -> bool {
+        let held = matches!(self.page, Some(PageUser::Caller { lease: l, .. }) if l == lease);
+        epoch == self.epoch && held
+    }
+
+    /// The command of the caller's read holding the page, and when it
+    /// began.
+    pub(crate) fn caller_read(&self) -> Option<(Ticket, Instant)> {
+        match self.page {
+            Some(PageUser::Caller { ticket, since, .. }) => Some((ticket, since)),
+            _ => None,
+        }
     }
 
     /// The caller's read ended: the page is free.

@@ -116,9 +116,36 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 }
             }
         }
+        self.reclaim_page(now);
         self.advance_work(now);
         if self.owned.lifecycle.state() == State::Ready {
             self.rearm();
+        }
+    }
+
+    /// Ends a caller's log read that began an admin timeout ago or more, so
+    /// that a read nobody polls does not keep the scratch page from event
+    /// follow-ups: once its command completed the page is free (the read,
+    /// polled later, ends `Aborted`); a command past its deadline resets
+    /// the controller, as the caller's poll would.
+    fn reclaim_page(&mut self, now: Instant) {
+        let Some((ticket, since)) = self.owned.events.caller_read() else {
+            return;
+        };
+        if now < since + self.shared.config.admin_timeout {
+            return;
+        }
+        let result = self
+            .owned
+            .admin
+            .poll(&self.shared.platform, &self.shared.regs, ticket, now);
+        match result {
+            None => {}
+            Some(Err(e @ Error::Timeout { .. })) => {
+                self.owned.events.page_returned();
+                self.reset(e);
+            }
+            Some(_) => self.owned.events.page_returned(),
         }
     }
 
@@ -360,14 +387,26 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 
     /// Compares the active namespace list with what is served: namespaces
     /// gone are removed (and reported), new ones identified one by one.
+    /// The list may hold more namespaces than the driver serves: a served
+    /// (or refused) one counts as active wherever it stands in the list,
+    /// and only new ones beyond the room to look at them are left out.
     fn active_list_arrived(&mut self, data: &[u8]) {
         let nn = self.shared.info.map_or(0, |i| i.namespace_count);
-        let mut active: heapless::Vec<u32, MAX_NAMESPACES> = heapless::Vec::new();
+        // Served and refused namespaces still active: at most MAX_NAMESPACES
+        // of each.
+        let mut known: heapless::Vec<u32, { 2 * MAX_NAMESPACES }> = heapless::Vec::new();
+        let mut new: heapless::Vec<u32, MAX_NAMESPACES> = heapless::Vec::new();
         for id in identify::active_namespaces(data, nn) {
             match id {
                 Ok(id) => {
-                    if active.push(id).is_err() {
-                        break;
+                    let served = self.shared.namespaces.find(id).is_some();
+                    if served || self.owned.discovery.is_refused(id) {
+                        // Cannot fail: each id is at most once in the list
+                        // (it ascends) and in at most one of the two.
+                        let _ = known.push(id);
+                    } else {
+                        // No room to look at more: left for a later list.
+                        let _ = new.push(id);
                     }
                 }
                 Err(e) => {
@@ -377,19 +416,12 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                 }
             }
         }
-        let gone = self.shared.namespaces.keep_active(&active);
-        self.owned.discovery.keep_active(&active);
+        let gone = self.shared.namespaces.keep_active(&known);
+        self.owned.discovery.keep_active(&known);
         for nsid in gone {
             info!("nvme: namespace {nsid} removed");
             self.notify(Notice::NamespaceRemoved { nsid });
         }
-        let shared = &self.shared;
-        let discovery = &self.owned.discovery;
-        let new = active
-            .iter()
-            .copied()
-            .filter(|&id| shared.namespaces.find(id).is_none() && !discovery.is_refused(id));
-        let new: heapless::Vec<u32, MAX_NAMESPACES> = new.collect();
         self.owned.events.identify_next(new.into_iter());
         self.next_identification();
     }

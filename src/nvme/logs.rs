@@ -65,6 +65,7 @@ pub struct LogRequest {
     page: LogPage,
     ticket: Ticket,
     epoch: u32,
+    lease: u32,
 }
 
 fn invalid(e: LogPageError) -> Error {
@@ -80,7 +81,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 {
     /// Starts reading `page`. `CapacityExceeded` while another read (or an
     /// event's follow-up) uses the page: poll it to the end, or let the
-    /// tick run, and try again.
+    /// tick run, and try again. Poll it within the admin timeout: after
+    /// that the tick ends it (see [`Controller::poll_log_page`]).
     pub fn begin_log_page(&mut self, page: LogPage) -> Result<LogRequest> {
         match self.owned.lifecycle.state() {
             State::Ready => {}
@@ -92,11 +94,12 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             what: "log page reads in progress",
             limit: 1,
         };
-        if !self.owned.events.lend_page_to_caller() {
+        if !self.owned.events.page_free() {
             return Err(busy);
         }
         let (id, bytes) = page.id_and_size();
-        let submitted = self
+        let now = self.now();
+        let ticket = self
             .log_command(id, bytes, true)
             .ok_or(Error::Internal {
                 what: "log page buffer missing",
@@ -104,29 +107,30 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             .and_then(|sqe| {
                 self.owned
                     .admin
-                    .submit(&self.shared.platform, &self.shared.regs, sqe, self.now())
-            });
-        let ticket = match submitted {
-            Ok(ticket) => ticket,
-            Err(e) => {
-                self.owned.events.page_returned();
-                return Err(e);
-            }
-        };
+                    .submit(&self.shared.platform, &self.shared.regs, sqe, now)
+            })?;
+        let lease = self.owned.events.lend_page_to_caller(ticket, now);
         Ok(LogRequest {
             page,
             ticket,
             epoch: self.owned.events.epoch(),
+            lease,
         })
     }
 
     /// The result of `request` once it completed, `None` while it runs.
     /// Past the admin deadline the controller is reset (the device may still
     /// write the page) and the read ends with the timeout. A reset or the
-    /// end of the controller ends it with [`Error::Aborted`].
+    /// end of the controller ends it with [`Error::Aborted`], and so does
+    /// the tick once the admin timeout passed since the read began: a read
+    /// nobody polls gives the page back to event follow-ups.
     #[must_use = "a finished read is returned once"]
     pub fn poll_log_page(&mut self, request: &LogRequest) -> Option<Result<LogData>> {
-        if !self.owned.events.caller_holds_page(request.epoch) {
+        if !self
+            .owned
+            .events
+            .caller_holds_page(request.epoch, request.lease)
+        {
             return Some(Err(Error::Aborted));
         }
         let result = self.owned.admin.poll(

@@ -55,7 +55,7 @@ use crate::nvme::controller::Controller;
 use crate::nvme::engine::Engine;
 use crate::nvme::handle::NamespaceHandle;
 use crate::nvme::io::{
-    poll_queue, prepare_in, transfer_into, Completion, Context, IoOp, QueueId, Rejected, Token,
+    prepare_in, take_finished, transfer_into, Completion, Context, IoOp, QueueId, Rejected, Token,
     Transfer,
 };
 use crate::nvme::lifecycle::{State, Step};
@@ -68,6 +68,10 @@ use crate::platform::{DmaRegion, Platform};
 pub struct Monitor<'a, P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize> {
     engine: Engine<'a, P, L, QUEUES, DEPTH>,
 }
+
+/// Most finished commands [`IoQueue::poll`] takes from its queue under the
+/// queue's lock before it hands them over with the lock released.
+pub const POLL_BATCH: usize = 16;
 
 /// One I/O queue of a shared controller, for one core: it submits, rings its
 /// doorbell and polls its completions, taking only its own queue's lock.
@@ -317,28 +321,51 @@ impl<P: Platform, const QUEUES: usize, const DEPTH: usize> IoQueue<'_, P, QUEUES
     /// [`Controller::poll`]. After a removal or failure it delivers the
     /// commands the monitor failed, once the device is proven unable to
     /// reach their buffers.
+    ///
+    /// `on_complete` runs with no lock of the driver held: it may submit on
+    /// this queue again (the streaming pattern), ask it
+    /// [`IoQueue::in_flight`], poll it, or tick the monitor. Finished
+    /// commands are taken from the queue under its lock, up to
+    /// [`POLL_BATCH`] at a time, and handed over after the lock is released;
+    /// a command submitted by `on_complete` is delivered by a later poll.
     pub fn poll(&self, mut on_complete: impl FnMut(Completion)) -> usize {
         let shared = self.shared;
-        let mut q = shared.io[self.queue.index() as usize].lock();
-        let live = match shared.gate.get().0 {
-            Phase::Open | Phase::Draining => true,
-            Phase::Holding => return 0,
-            Phase::Down => false,
-        };
-        let (delivered, succeeded) = poll_queue(
-            &shared.platform,
-            &shared.regs,
-            None,
-            shared.config.io_timeout,
-            &mut q,
-            self.queue,
-            live,
-            &mut on_complete,
-        );
-        if succeeded {
-            shared.gate.note_success();
+        let mut delivered = 0;
+        let mut reap = true;
+        loop {
+            let mut batch = heapless::Vec::<Completion, POLL_BATCH>::new();
+            {
+                let mut q = shared.io[self.queue.index() as usize].lock();
+                let live = match shared.gate.get().0 {
+                    Phase::Open | Phase::Draining => true,
+                    Phase::Holding => return delivered,
+                    Phase::Down => false,
+                };
+                // The ring once per poll: what the callbacks submit waits
+                // for the next one, so a poll always ends.
+                let succeeded = take_finished(
+                    &shared.platform,
+                    &shared.regs,
+                    shared.config.io_timeout,
+                    &mut q,
+                    self.queue,
+                    live && reap,
+                    &mut batch,
+                );
+                reap = false;
+                if succeeded {
+                    shared.gate.note_success();
+                }
+            }
+            let more = batch.is_full();
+            for completion in batch {
+                delivered += 1;
+                on_complete(completion);
+            }
+            if !more {
+                return delivered;
+            }
         }
-        delivered
     }
 
     /// Commands in flight on this queue.

@@ -35,10 +35,20 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// later [`Controller::advance`] calls. Later calls do nothing. Returns
     /// how many caller commands were failed.
     pub(crate) fn begin_teardown(&mut self, end: State, error: Error) -> usize {
+        self.end(end, error, false)
+    }
+
+    /// [`Engine::begin_teardown`], clearing CC.EN first if `disable`.
+    fn end(&mut self, end: State, error: Error, disable: bool) -> usize {
         if self.owned.lifecycle.ending() {
             return 0;
         }
         let failed = self.fail_outstanding(error, refusal_of(end));
+        if disable {
+            // Only now: the gate is closed and every queue's lock was taken
+            // since, so no queue handle rings a doorbell after this write.
+            self.clear_enable();
+        }
         let deadline = self.now() + self.ready_timeout();
         self.owned.lifecycle.begin_end(end, error, failed, deadline);
         self.stop_dma_step(deadline);
@@ -55,11 +65,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// outstanding command once with `error`, and returns the memory once
     /// its DMA is proven stopped.
     pub(crate) fn fail(&mut self, error: Error) -> usize {
-        if self.owned.lifecycle.ending() {
-            return 0;
-        }
-        self.clear_enable();
-        self.begin_teardown(State::Failed, error)
+        self.end(State::Failed, error, true)
     }
 
     /// Gives the controller up and waits (bounded by CAP.TO on the platform

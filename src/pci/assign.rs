@@ -1,7 +1,8 @@
 //! Memory resource assignment when no firmware did it (or when told to redo
-//! it): bridge memory windows sized from what is behind each bridge, BAR0 of
-//! every NVMe function placed inside them, room kept in hot-plug capable
-//! ports for a controller added later, I/O windows closed.
+//! it): bridge memory windows sized from what is behind each bridge, every
+//! memory BAR of every NVMe function (BAR0 and the others, in one block per
+//! function) placed inside them, room kept in hot-plug capable ports for a
+//! controller added later, I/O windows closed.
 //!
 //! Two kinds of memory are laid out independently: the 32-bit
 //! non-prefetchable window, and the 64-bit prefetchable one for 64-bit
@@ -127,15 +128,18 @@ struct Plan<'t, const FUNCTIONS: usize, const BRIDGES: usize> {
 }
 
 impl<const FUNCTIONS: usize, const BRIDGES: usize> Plan<'_, FUNCTIONS, BRIDGES> {
-    fn bar(&self, function: usize) -> Option<Bar> {
-        self.topology.functions()[function].bar0.ok()
+    /// The size of the block holding every memory BAR of `function`.
+    fn block(&self, function: usize) -> Option<u64> {
+        let f = &self.topology.functions()[function];
+        let bar0 = f.bar0.ok()?;
+        bar::layout_bars(&bar0, f.other_bars.as_slice()).map(|(size, _)| size)
     }
 
     /// Size and alignment of `item` in kind `kind` (0 size: not in it).
     fn extent(&self, item: Item, kind: usize) -> (u64, u64) {
         match item {
-            Item::Function(f) => match (self.kinds[f], self.bar(f)) {
-                (Some(k), Some(bar)) if k == kind => (bar.size, bar.size),
+            Item::Function(f) => match (self.kinds[f], self.block(f)) {
+                (Some(k), Some(size)) if k == kind => (size, size),
                 _ => (0, 1),
             },
             Item::Bridge(b) => (self.needs[b].size[kind], self.needs[b].align[kind]),
@@ -344,7 +348,10 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
         for (i, f) in self.functions().iter().enumerate() {
             plan.kinds[i] = f.bar0.ok().map(|bar| {
                 let path_ok = f.parent.is_none_or(|p| plan.prefetchable_ok[p]) && host_prefetchable;
-                if bar.prefetchable && bar.is_64bit && path_ok {
+                // One block per function: prefetchable only if all of it is.
+                let all = |b: &Bar| b.prefetchable && b.is_64bit;
+                let others = f.other_bars.as_slice().iter().all(|(_, b)| all(b));
+                if all(&bar) && others && path_ok {
                     PREFETCHABLE
                 } else {
                     MEMORY
@@ -419,6 +426,8 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
         places: &Places<FUNCTIONS, BRIDGES>,
     ) -> usize {
         let count = self.bridges().len();
+        // Bridges that did not take their windows, and what they read.
+        let mut deaf: [Option<u64>; BRIDGES] = [None; BRIDGES];
         for (i, need) in needs.iter().enumerate().take(count) {
             if !self.in_scope(self.bridges()[i].parent, scope) {
                 continue;
@@ -431,7 +440,14 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
             let bridge = &mut self.bridges_mut()[i];
             bridge.memory = memory;
             bridge.prefetchable = prefetchable;
-            program_bridge(access, bridge.address, memory, prefetchable);
+            if let Err(read) = program_bridge(access, bridge.address, memory, prefetchable) {
+                log::warn!(
+                    "pci: bridge {} does not take its windows (reads {read:#x}): nothing behind it is reachable",
+                    bridge.address
+                );
+                deaf[i] = Some(read);
+                continue;
+            }
             log::info!(
                 "pci: bridge {} buses {}-{} memory {} prefetchable {}",
                 bridge.address,
@@ -447,8 +463,21 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
             if !self.in_scope(self.functions()[i].parent, scope) {
                 continue;
             }
+            let parent = self.functions()[i].parent;
+            let behind_deaf =
+                (0..count).find_map(|b| deaf[b].filter(|_| self.is_behind(parent, b)));
             let f = &mut self.functions_mut()[i];
             let Ok(mut bar) = f.bar0 else { continue };
+            if let Some(read) = behind_deaf {
+                stranded += 1;
+                let error = Error::BadDeviceValue {
+                    field: "bridge window (read back)",
+                    value: read,
+                };
+                log::warn!("pci: NVMe function {}: not placed: {error}", f.address);
+                f.bar0 = Err(error);
+                continue;
+            }
             let placed = places.function_at[i].filter(|_| !places.failed[i] && kind.is_some());
             let Some(at) = placed else {
                 stranded += 1;
@@ -465,14 +494,32 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
                 f.bar0 = Err(error);
                 continue;
             };
-            match bar::program_bar0(access, f.address, &bar, PhysAddr::new(at)) {
-                Ok(()) => {
-                    bar.address = PhysAddr::new(at);
+            let others = f.other_bars;
+            let programmed = bar::layout_bars(&bar, others.as_slice())
+                .ok_or(Error::BadDeviceValue {
+                    field: "memory BARs' total size",
+                    value: bar.size,
+                })
+                .and_then(|(_, offsets)| {
+                    bar::program_block(access, f.address, &bar, others.as_slice(), &offsets, at)?;
+                    Ok(offsets)
+                });
+            match programmed {
+                Ok(offsets) => {
+                    for &(index, offset) in offsets.iter() {
+                        let address = PhysAddr::new(at + offset);
+                        match index {
+                            0 => bar.address = address,
+                            _ => f.other_bars.set_address(index, address),
+                        }
+                    }
                     log::info!(
-                        "pci: NVMe function {} BAR0 {:#x} size {:#x}",
+                        "pci: NVMe function {} BAR0 {:#x} size {:#x}, {} other memory BARs in its block at {:#x}",
                         f.address,
+                        bar.address.as_u64(),
+                        bar.size,
+                        others.as_slice().len(),
                         at,
-                        bar.size
                     );
                     f.bar0 = Ok(bar);
                 }
@@ -519,13 +566,16 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
 }
 
 /// Programs a bridge's windows (closing those that are `None` and the I/O
-/// window) and turns on memory decoding and bus mastering.
+/// window), reads them back and, if the bridge took them, turns on memory
+/// decoding and bus mastering; a bridge that did not take them is left
+/// with both off (a window it made up must not claim addresses). Returns
+/// whether it took them, or what its memory windows read instead.
 fn program_bridge<A: ConfigRegionAccess + ?Sized>(
     access: &A,
     address: PciAddress,
     memory: Option<Window>,
     prefetchable: Option<Window>,
-) {
+) -> core::result::Result<(), u64> {
     let config = ConfigSpace::new(access, address);
     // I/O base above limit: closed. The upper dword keeps Secondary Status
     // (RW1C bits written as 0 are left alone).
@@ -535,21 +585,37 @@ fn program_bridge<A: ConfigRegionAccess + ?Sized>(
         Some(w) => (w.base.as_u64(), w.limit.as_u64()),
         None => (0xFFF0_0000, 0),
     };
-    config.write32(
-        MEMORY_BASE,
-        ((base >> 16) as u32 & 0xFFF0) | ((limit as u32) & 0xFFF0_0000),
-    );
+    let memory_dword = ((base >> 16) as u32 & 0xFFF0) | ((limit as u32) & 0xFFF0_0000);
+    config.write32(MEMORY_BASE, memory_dword);
     let (base, limit) = match prefetchable {
         Some(w) => (w.base.as_u64(), w.limit.as_u64()),
         None => (0xFFFF_FFFF_FFF0_0000, 0),
     };
-    config.write32(
-        PREFETCHABLE_BASE,
-        ((base >> 16) as u32 & 0xFFF0) | ((limit as u32) & 0xFFF0_0000),
-    );
+    // The type bits (3:0 of base and limit) are the bridge's own.
+    let prefetchable_dword = ((base >> 16) as u32 & 0xFFF0) | ((limit as u32) & 0xFFF0_0000);
+    config.write32(PREFETCHABLE_BASE, prefetchable_dword);
     config.write32(PREFETCHABLE_BASE_UPPER, (base >> 32) as u32);
     config.write32(PREFETCHABLE_LIMIT_UPPER, (limit >> 32) as u32);
+    let read = |offset, mask| config.read32(offset) & mask;
+    const WINDOW: u32 = 0xFFF0_FFF0;
+    let memory_back = read(MEMORY_BASE, WINDOW);
+    let prefetchable_back = read(PREFETCHABLE_BASE, WINDOW);
+    // A bridge without a prefetchable window reads it 0 whatever is
+    // written: what is not there cannot mislead.
+    let prefetchable_taken = prefetchable_back == prefetchable_dword
+        || (prefetchable.is_none() && prefetchable_back == 0);
+    let upper_taken = prefetchable.is_none()
+        || (config.read32(PREFETCHABLE_BASE_UPPER) == (base >> 32) as u32
+            && config.read32(PREFETCHABLE_LIMIT_UPPER) == (limit >> 32) as u32);
+    if memory_back != memory_dword || !prefetchable_taken || !upper_taken {
+        config.update_command(
+            Command::empty(),
+            Command::MEMORY | Command::BUS_MASTER | Command::IO,
+        );
+        return Err(u64::from(memory_back) | (u64::from(prefetchable_back) << 32));
+    }
     config.update_command(Command::MEMORY | Command::BUS_MASTER, Command::IO);
+    Ok(())
 }
 
 /// A window for the log.

@@ -1,13 +1,18 @@
-//! Placing BAR0 of NVMe functions inside their parent bridge's memory
-//! window (or a root window on bus 0).
+//! Placing the memory BARs of NVMe functions (BAR0 and any other, in one
+//! block per function) inside their parent bridge's memory window (or a
+//! root window on bus 0).
 //!
-//! Firmware may have placed BAR0 (SeaBIOS does for cold-plugged devices) or
-//! not (hot-added functions come up with BAR0 zero). A valid firmware
-//! assignment is kept; anything else is placed anew by [`BarAllocator`].
+//! Firmware may have placed them (SeaBIOS does for cold-plugged devices) or
+//! not (hot-added functions come up with their BARs zero; a BAR the driver
+//! did not place may sit at an old address outside the windows after a
+//! reassignment). A valid firmware assignment of every BAR is kept;
+//! anything else is placed anew by [`BarAllocator`]. Memory decoding is
+//! turned on only once every memory BAR of the function is inside the
+//! windows above it.
 
 use pci_types::{ConfigRegionAccess, PciAddress};
 
-use super::bar::{enable_decoding, probe_bar0, program_bar0, Bar};
+use super::bar::{self, enable_decoding, probe_bar0, probe_other_bars, Bar, OtherBars};
 use super::enumerate::Bridge;
 use super::window::{Window, WindowAllocator};
 use crate::error::{Error, Result};
@@ -63,11 +68,13 @@ impl<const WINDOWS: usize, const RANGES: usize> BarAllocator<WINDOWS, RANGES> {
         Ok(Some(&mut self.bridges[index].1))
     }
 
-    /// Sizes BAR0 of `function` (whose parent bridge is `parent`, `None` on
-    /// bus 0), keeps a valid firmware assignment or places it inside the
-    /// parent's memory window, then enables memory decoding with INTx off
-    /// (bus mastering is the controller's to turn on, once it saw the
-    /// controller disabled). Returns the BAR as programmed.
+    /// Sizes the memory BARs of `function` (whose parent bridge is
+    /// `parent`, `None` on bus 0), keeps a valid firmware assignment of all
+    /// of them or places them anew, in one block, inside the parent's
+    /// memory window, then enables memory decoding with INTx off (bus
+    /// mastering is the controller's to turn on, once it saw the controller
+    /// disabled). A function whose BARs cannot all be placed is not
+    /// enabled. Returns BAR0 as programmed.
     pub fn assign_bar0<A: ConfigRegionAccess + ?Sized>(
         &mut self,
         access: &A,
@@ -75,51 +82,74 @@ impl<const WINDOWS: usize, const RANGES: usize> BarAllocator<WINDOWS, RANGES> {
         parent: Option<&Bridge>,
     ) -> Result<Bar> {
         let mut bar = probe_bar0(access, function)?;
-        if !self.keep_firmware_assignment(function, parent, &bar)? {
-            let max_last = bar.max_last();
+        let others = probe_other_bars(access, function, &bar)?;
+        if !self.keep_firmware_assignment(function, parent, &bar, &others)? {
+            let (size, offsets) =
+                bar::layout_bars(&bar, others.as_slice()).ok_or(Error::BadDeviceValue {
+                    field: "memory BARs' total size",
+                    value: bar.size,
+                })?;
+            let max_last = bar::block_max_last(&bar, others.as_slice());
             let Some(window) = self.window_of(parent)? else {
                 return Err(Error::DeviceUnsupported {
                     what: "a memory window to place BAR0 in",
                 });
             };
-            let target = window.allocate(function, bar.size, max_last)?;
-            if let Err(e) = program_bar0(access, function, &bar, target) {
+            let base = window.allocate(function, size, max_last)?;
+            let block = base.as_u64();
+            let programmed =
+                bar::program_block(access, function, &bar, others.as_slice(), &offsets, block);
+            if let Err(e) = programmed {
                 window.release(function);
                 return Err(e);
             }
-            bar.address = target;
+            let offset = offsets.iter().find(|(i, _)| *i == 0).map_or(0, |o| o.1);
+            bar.address = PhysAddr::new(block + offset);
         }
         enable_decoding(access, function)?;
         Ok(bar)
     }
 
-    /// Whether firmware's BAR0 address can stay, recording it when it can.
+    /// Whether firmware's BAR addresses can all stay, recording them when
+    /// they can: each is assigned and inside a window above the function
+    /// (a prefetchable BAR may be in the prefetchable window), those in
+    /// the memory window recorded there as one range.
     fn keep_firmware_assignment(
         &mut self,
         function: PciAddress,
         parent: Option<&Bridge>,
         bar: &Bar,
+        others: &OtherBars,
     ) -> Result<bool> {
-        if !bar.is_assigned() {
+        let all = || core::iter::once(bar).chain(others.as_slice().iter().map(|(_, b)| b));
+        if !all().all(Bar::is_assigned) {
             return Ok(false);
         }
-        let base = bar.address.as_u64();
-        if let Some(bridge) = parent {
-            let in_prefetchable = bar.prefetchable
-                && bridge
-                    .prefetchable
-                    .is_some_and(|w| w.contains(base, bar.size));
-            if in_prefetchable {
-                // Placement only ever uses the non-prefetchable window, so
-                // nothing placed later can collide with this BAR.
-                return Ok(true);
-            }
+        // Placement only ever uses the non-prefetchable window, so nothing
+        // placed later can collide with a BAR in the prefetchable one.
+        let in_prefetchable = |b: &Bar| {
+            b.prefetchable
+                && parent
+                    .and_then(|p| p.prefetchable)
+                    .is_some_and(|w| w.contains(b.address.as_u64(), b.size))
+        };
+        // The span of the BARs the memory window must hold.
+        let mut span: Option<(u64, u64)> = None;
+        for b in all().filter(|b| !in_prefetchable(b)) {
+            let (base, end) = (
+                b.address.as_u64(),
+                b.address.as_u64().saturating_add(b.size),
+            );
+            span = Some(span.map_or((base, end), |(lo, hi)| (lo.min(base), hi.max(end))));
         }
+        let Some((base, end)) = span else {
+            return Ok(true);
+        };
         match self.window_of(parent)? {
-            Some(window) if window.window().contains(base, bar.size) => {
-                Ok(window.reserve(function, base, bar.size).is_ok())
+            Some(window) if window.window().contains(base, end - base) => {
+                Ok(window.reserve(function, base, end - base).is_ok())
             }
-            // Behind a bridge the BAR must be inside its window.
+            // Behind a bridge the BARs must be inside its window.
             _ if parent.is_some() => Ok(false),
             // On bus 0 firmware knows the host bridge's apertures; we do not.
             _ => Ok(true),

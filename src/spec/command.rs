@@ -27,8 +27,38 @@ pub mod admin {
     pub const GET_FEATURES: u8 = 0x0A;
     /// Asynchronous Event Request.
     pub const ASYNC_EVENT_REQUEST: u8 = 0x0C;
+    /// Namespace Management (creates and deletes namespaces).
+    pub const NAMESPACE_MANAGEMENT: u8 = 0x0D;
+    /// Firmware Commit.
+    pub const FIRMWARE_COMMIT: u8 = 0x10;
+    /// Firmware Image Download.
+    pub const FIRMWARE_IMAGE_DOWNLOAD: u8 = 0x11;
+    /// Device Self-test.
+    pub const DEVICE_SELF_TEST: u8 = 0x14;
     /// Namespace Attachment.
     pub const NAMESPACE_ATTACHMENT: u8 = 0x15;
+    /// Keep Alive.
+    pub const KEEP_ALIVE: u8 = 0x18;
+    /// Directive Send.
+    pub const DIRECTIVE_SEND: u8 = 0x19;
+    /// Directive Receive.
+    pub const DIRECTIVE_RECEIVE: u8 = 0x1A;
+    /// Capacity Management.
+    pub const CAPACITY_MANAGEMENT: u8 = 0x20;
+    /// Lockdown.
+    pub const LOCKDOWN: u8 = 0x24;
+    /// Format NVM.
+    pub const FORMAT_NVM: u8 = 0x80;
+    /// Security Send.
+    pub const SECURITY_SEND: u8 = 0x81;
+    /// Security Receive.
+    pub const SECURITY_RECEIVE: u8 = 0x82;
+    /// Sanitize.
+    pub const SANITIZE: u8 = 0x84;
+    /// Get LBA Status.
+    pub const GET_LBA_STATUS: u8 = 0x86;
+    /// First vendor-specific admin opcode (C0h to FFh).
+    pub const VENDOR_FIRST: u8 = 0xC0;
     /// Virtualization Management (moves queue resources between controllers).
     pub const VIRTUALIZATION_MANAGEMENT: u8 = 0x1C;
     /// Doorbell Buffer Config (shadow doorbells).
@@ -130,6 +160,28 @@ pub mod cns {
 
 /// Feature identifiers.
 pub mod feature {
+    /// LBA Range Type.
+    pub const LBA_RANGE_TYPE: u32 = 0x03;
+    /// Autonomous Power State Transition.
+    pub const AUTONOMOUS_POWER_STATE: u32 = 0x0C;
+    /// Host Memory Buffer.
+    pub const HOST_MEMORY_BUFFER: u32 = 0x0D;
+    /// Timestamp.
+    pub const TIMESTAMP: u32 = 0x0E;
+    /// Keep Alive Timer.
+    pub const KEEP_ALIVE_TIMER: u32 = 0x0F;
+    /// Predictable Latency Mode Config.
+    pub const PREDICTABLE_LATENCY_CONFIG: u32 = 0x13;
+    /// Host Behavior Support.
+    pub const HOST_BEHAVIOR_SUPPORT: u32 = 0x16;
+    /// Enhanced Controller Metadata.
+    pub const ENHANCED_CONTROLLER_METADATA: u32 = 0x7D;
+    /// Controller Metadata.
+    pub const CONTROLLER_METADATA: u32 = 0x7E;
+    /// Namespace Metadata.
+    pub const NAMESPACE_METADATA: u32 = 0x7F;
+    /// Host Identifier.
+    pub const HOST_IDENTIFIER: u32 = 0x81;
     /// Temperature Threshold.
     pub const TEMPERATURE_THRESHOLD: u32 = 0x04;
     /// Volatile Write Cache.

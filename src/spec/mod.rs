@@ -5,6 +5,7 @@
 //! hardware or depends on the rest of the crate.
 #![forbid(unsafe_code)]
 
+pub mod admin_data;
 pub mod bits;
 pub mod command;
 pub mod identify;

@@ -1,6 +1,7 @@
 //! Split-phase and blocking I/O: submissions, deliveries and the data a
 //! read returns, checked against the model.
 
+use bare_nvme::block::{BounceConfig, NamespaceDisk};
 use bare_nvme::{DmaRegion, Rejected};
 
 use super::*;
@@ -319,6 +320,66 @@ impl Model {
                 self.verify(dev, lba, &expect, b.as_slice(), 0);
             }
             platform.dma_free(b);
+        }
+    }
+
+    /// A request through a `BlockDevice` (two bounce buffers of two blocks,
+    /// so up to eight pieces, two in flight): checked like a blocking call,
+    /// and one more invariant of a call in several commands: if the
+    /// controller was serving when called and quarantined memory during the
+    /// call, the call says `Quarantined`.
+    pub(crate) fn block_device(&mut self, id: ControllerId, write: bool, lba: u64, blocks: u64) {
+        let dev = self.id_model(id).dev;
+        let vanished = self.devices[dev].lost != self.id_model(id).lost_base;
+        let seen = self.queue_seen(id, 0);
+        let c = self.driver.controller(id).unwrap();
+        let (kept_before, resets_before) = (c.quarantined().regions, c.reset_count());
+        let version = self.next_version;
+        let mut data = vec![0u8; blocks as usize * BLOCK];
+        let mut expect = Vec::new();
+        if write {
+            self.next_version += 1;
+            for i in 0..blocks {
+                data[i as usize * BLOCK..][..BLOCK].copy_from_slice(&content(lba + i, version));
+            }
+            self.devices[dev].start_write(lba, blocks, version);
+        } else {
+            expect = self.devices[dev].expect_read(lba, blocks);
+        }
+        let bounce = BounceConfig::new().buffers(2).bytes(2 * BLOCK);
+        let result = match NamespaceDisk::open(&mut *self.driver, Some(id), 1, bounce) {
+            Ok(mut disk) if write => disk.write(lba, &data),
+            Ok(mut disk) => disk.read(lba, &mut data),
+            Err(e) => Err(e),
+        };
+        let c = self.driver.controller(id).unwrap();
+        let (kept, resets) = (c.quarantined().regions, c.reset_count());
+        let ended = c.state() != State::Ready;
+        self.trace.push(format!("  -> {result:?}"));
+        // Serving when called, the call's first step is a command, and from
+        // then on one of its commands is in flight at every wait: any
+        // quarantine during the call holds some of its memory. (A bring-up
+        // the call finishes first may end in a quarantine of the
+        // controller's own memory before any command of the call.)
+        if seen.serving && kept > kept_before {
+            self.check(result == Err(Error::Quarantined), || {
+                format!("a quarantine during a block request, which returned {result:?}")
+            });
+        }
+        match result {
+            // The namespace list the handle was made on ended with a reset
+            // or the controller during the call.
+            Err(Error::StaleHandle) => self
+                .check(resets != resets_before || ended || !seen.serving, || {
+                    "StaleHandle with no reset and no end".to_string()
+                }),
+            r => self.check_blocking(id, r, &seen, vanished, kept > 0),
+        }
+        let ok = result.is_ok();
+        if write {
+            self.devices[dev].end_write(lba, blocks, version, ok);
+        } else if ok {
+            self.verify(dev, lba, &expect, &data, 0);
         }
     }
 

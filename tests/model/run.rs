@@ -36,6 +36,16 @@ impl Model {
                     self.blocking(id, op, lba as u64, blocks as u64);
                 }
             }
+            Step::BlockDevice {
+                c,
+                write,
+                lba,
+                blocks,
+            } => {
+                if let Some(id) = self.pick(c) {
+                    self.block_device(id, write, lba as u64, blocks as u64);
+                }
+            }
             Step::Poll { c, q } => {
                 if let Some(id) = self.pick(c) {
                     self.poll(id, q as u16);

@@ -105,6 +105,15 @@ pub(crate) enum Step {
         c: u8,
         q: u8,
     },
+    /// A read or write of `blocks` at `lba` through a `BlockDevice` on the
+    /// `c`-th controller with two bounce buffers of two blocks: a request
+    /// in several pieces and commands, pipelined.
+    BlockDevice {
+        c: u8,
+        write: bool,
+        lba: u8,
+        blocks: u8,
+    },
     /// `ring_doorbells` of the `c`-th controller.
     Ring {
         c: u8,
@@ -188,6 +197,8 @@ pub(crate) fn step() -> impl Strategy<Value = Step> {
         )
             .prop_map(|(c, op, lba, blocks)| Step::Blocking { c, op, lba, blocks }),
         6 => (any::<u8>(), 0..2u8).prop_map(|(c, q)| Step::Poll { c, q }),
+        2 => (any::<u8>(), any::<bool>(), 0..LBAS as u8, 1..=16u8)
+            .prop_map(|(c, write, lba, blocks)| Step::BlockDevice { c, write, lba, blocks }),
         2 => any::<u8>().prop_map(|c| Step::Ring { c }),
         // Mostly short ticks; some past the I/O and admin deadlines.
         5 => prop_oneof![4 => 1..20u16, 1 => 60..1500u16].prop_map(|ms| Step::Tick { ms }),

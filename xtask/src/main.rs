@@ -6,6 +6,7 @@
 //! cargo xtask qemu [--board B] [SCENARIO] [k=v ...] [-- QEMU ARGS]
 //! cargo xtask bench [--no-qemu]               instructions, register accesses, QEMU IOPS -> BENCHMARKS.md
 //! cargo xtask fuzz [--ci] [--seconds N]         fuzz the driver against a lying device
+//! cargo xtask soak [--ci] [--cases N] [--seeds K] [--seconds S]   the long model and fuzz runs
 //! cargo xtask miri                            the unsafe layer under Miri
 //! cargo xtask layers                          no module imports one above it
 //! cargo xtask msrv                            no dependency declares a newer rust-version
@@ -48,6 +49,10 @@ usage: cargo xtask <command>
                                   IOPS; prints the table and writes BENCHMARKS.md
   fuzz [--ci] [--seconds N]       fuzz the driver against a lying device (nightly,
                                   cargo-fuzz); --ci: the short run of `test`
+  soak [--ci] [--cases N] [--seeds K] [--seconds S]
+                                  the long runs: the model test at N cases (20,000) for
+                                  seeds 1 to K (10), then S seconds (600) of fuzzing;
+                                  --ci: the short run of `test` (300 cases, 2 seeds)
   miri                            the driver's unit tests and a sim test under Miri
   layers                          check that no module imports one above it (no build)
   msrv                            check that no dependency declares a newer rust-version
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
         "bench" => commands::bench::main(rest),
         "fuzz" => commands::fuzz::main(rest),
         "miri" => commands::fuzz::miri_main(rest),
+        "soak" => commands::soak::main(rest),
         "layers" => layers::check(&paths::root()),
         "msrv" => msrv::check(&paths::root()),
         "uefi" => uefi::main(rest),

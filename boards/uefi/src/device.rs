@@ -8,20 +8,18 @@ use core::ffi::c_void;
 use core::ptr;
 use core::time::Duration;
 
-use bare_nvme::{Controller, ControllerConfig, DmaRegion, Error, Platform, RegisterAccess, State};
+use bare_nvme::{ControllerConfig, DmaRegion, Error, Platform, RegisterAccess, State};
 use uefi_raw::table::boot::{EventType, TimerDelay, Tpl};
 use uefi_raw::{Event, Handle, Status};
 
 use crate::link::PciIoLink;
-use crate::namespace::Namespace;
+use crate::namespace::{Backend, Namespace};
 use crate::pci_io::{self, AttrOp, PciIo};
 use crate::platform::{Bar0, UefiPlatform};
 use crate::requests::{Request, Requests};
 use crate::{clock, efi, say};
 
-/// The controller as this driver runs it: one I/O queue of up to 64 entries,
-/// shared by BlockIo's blocking transfers and BlockIo2's requests.
-pub type Nvme = Controller<UefiPlatform, PciIoLink, 1, 64>;
+pub use crate::link::Nvme;
 
 /// Bytes of the bounce buffer for callers' buffers that cannot be mapped
 /// for the device (not dword aligned, or refused by `Map`).
@@ -79,11 +77,7 @@ impl Device {
         let wanted = supported
             & (pci_io::ATTR_MEMORY | pci_io::ATTR_BUS_MASTER | pci_io::ATTR_DUAL_ADDRESS_CYCLE);
         pci.attributes(AttrOp::Enable, wanted)?;
-        let config = ControllerConfig {
-            io_queues: 1,
-            queue_depth: 64,
-            ..ControllerConfig::default()
-        };
+        let config = ControllerConfig::default().io_queues(1).queue_depth(64);
         let nvme = Nvme::new(
             UefiPlatform::new(pci),
             PciIoLink(pci),
@@ -135,7 +129,14 @@ impl Device {
             .map(|n| (n.id(), n.info.eui64, n.block_size(), n.info.blocks))
             .collect();
         for (nsid, eui64, block_size, blocks) in found {
-            let mut ns = Namespace::new(me, nsid, eui64, block_size, blocks, parent_path);
+            let mut ns = Namespace::new(
+                me as *mut dyn Backend,
+                nsid,
+                eui64,
+                block_size,
+                blocks,
+                parent_path,
+            );
             match ns.install(handle, binding) {
                 Ok(()) => {
                     say!("uefi: namespace {nsid}: {blocks} blocks of {block_size} bytes");
@@ -558,4 +559,43 @@ unsafe extern "efiapi" fn on_exit_boot_services(_event: Event, ctx: *mut c_void)
     // SAFETY: as for `on_tick`.
     let device = unsafe { &mut *ctx.cast::<Device>() };
     device.quiesce();
+}
+
+impl Backend for Device {
+    fn read(&mut self, nsid: u32, lba: u64, out: &mut [u8]) -> bare_nvme::Result<()> {
+        Device::read(self, nsid, lba, out)
+    }
+
+    fn write(&mut self, nsid: u32, lba: u64, data: &[u8]) -> bare_nvme::Result<()> {
+        Device::write(self, nsid, lba, data)
+    }
+
+    fn flush(&mut self, nsid: u32) -> bare_nvme::Result<()> {
+        Device::flush(self, nsid)
+    }
+
+    unsafe fn start_request(
+        &mut self,
+        nsid: u32,
+        lba: u64,
+        token: *mut uefi_raw::protocol::block::BlockIo2Token,
+        bytes: usize,
+        buffer: *mut u8,
+        write: bool,
+    ) -> Option<Status> {
+        // SAFETY: the trait's contract is this method's.
+        unsafe { Device::start_request(self, nsid, lba, token, bytes, buffer, write) }
+    }
+
+    fn flush_after_requests(&mut self, nsid: u32) -> bare_nvme::Result<()> {
+        Device::flush_after_requests(self, nsid)
+    }
+
+    fn identify_namespace(&mut self, nsid: u32, out: &mut [u8]) -> bare_nvme::Result<()> {
+        Device::identify_namespace(self, nsid, out)
+    }
+
+    fn status_of(&mut self, result: bare_nvme::Result<()>) -> Status {
+        Device::status_of(self, result)
+    }
 }

@@ -4,6 +4,11 @@
 use bare_nvme::{DeviceLink, DmaStop, Presence};
 
 use crate::pci_io::{AttrOp, PciIo, ATTR_BUS_MASTER};
+use crate::platform::UefiPlatform;
+
+/// The controller as this driver runs it: one I/O queue of up to 64 entries,
+/// shared by BlockIo's blocking transfers and BlockIo2's requests.
+pub type Nvme = bare_nvme::Controller<UefiPlatform, PciIoLink, 1, 64>;
 
 /// PCI command register: memory space enable.
 const COMMAND_MEMORY: u16 = 1 << 1;

@@ -12,8 +12,39 @@ use uefi_raw::protocol::block::{
 use uefi_raw::protocol::disk::DiskInfoProtocol;
 use uefi_raw::{Boolean, Handle, Status};
 
-use crate::device::Device;
 use crate::efi;
+
+/// What a namespace's protocols ask of the controller under it. The
+/// controller's device ([`crate::device::Device`]) implements it; a trait,
+/// so that this module does not import the one that owns its namespaces.
+pub trait Backend {
+    /// Reads whole blocks at `lba` into `out`.
+    fn read(&mut self, nsid: u32, lba: u64, out: &mut [u8]) -> bare_nvme::Result<()>;
+    /// Writes whole blocks from `data` at `lba`.
+    fn write(&mut self, nsid: u32, lba: u64, data: &[u8]) -> bare_nvme::Result<()>;
+    /// Makes written data durable.
+    fn flush(&mut self, nsid: u32) -> bare_nvme::Result<()>;
+    /// Starts a BlockIo2 request; `None` when it must be done synchronously.
+    ///
+    /// # Safety
+    /// `token` is the caller's valid token with an event, and `bytes` bytes
+    /// at `buffer` are lent until that event is signalled.
+    unsafe fn start_request(
+        &mut self,
+        nsid: u32,
+        lba: u64,
+        token: *mut BlockIo2Token,
+        bytes: usize,
+        buffer: *mut u8,
+        write: bool,
+    ) -> Option<Status>;
+    /// Flushes once every started request of `nsid` has completed.
+    fn flush_after_requests(&mut self, nsid: u32) -> bare_nvme::Result<()>;
+    /// Identify Namespace data (4096 bytes) of `nsid` into `out`.
+    fn identify_namespace(&mut self, nsid: u32, out: &mut [u8]) -> bare_nvme::Result<()>;
+    /// The UEFI status for a result of the calls above.
+    fn status_of(&mut self, result: bare_nvme::Result<()>) -> Status;
+}
 
 /// Device path node: Messaging (3), NVMe namespace (23), 16 bytes.
 const NVME_NODE: [u8; 4] = [3, 23, 16, 0];
@@ -33,14 +64,14 @@ pub struct Namespace {
     pub handle: Handle,
     /// Its NVMe namespace ID.
     pub nsid: u32,
-    device: *mut Device,
+    device: *mut dyn Backend,
 }
 
 impl Namespace {
     /// A namespace of `blocks` blocks of `block_size` bytes, under the
     /// controller whose device path is `parent` (ending in its end node).
     pub fn new(
-        device: *mut Device,
+        device: *mut dyn Backend,
         nsid: u32,
         eui64: u64,
         block_size: u32,
@@ -221,7 +252,7 @@ unsafe fn namespace<'a>(this: *const BlockIoProtocol) -> &'a Namespace {
 /// Callers run at TPL_CALLBACK (the driver's tick cannot run) and use no
 /// other reference to the device meanwhile; the device outlives its
 /// namespaces.
-unsafe fn device_of<'a>(ns: &Namespace) -> &'a mut Device {
+unsafe fn device_of<'a>(ns: &Namespace) -> &'a mut dyn Backend {
     // SAFETY: the caller's promise.
     unsafe { &mut *ns.device }
 }

@@ -11,8 +11,8 @@ use bare_nvme::{DmaRegion, Error, IoOp, PhysAddr, QueueId, State};
 use uefi_raw::protocol::block::BlockIo2Token;
 use uefi_raw::Status;
 
-use crate::device::Nvme;
 use crate::efi;
+use crate::link::Nvme;
 use crate::pci_io::PciIo;
 
 /// Tags of these commands carry this in their upper half (the slot in the

@@ -19,7 +19,7 @@ mod poll;
 mod submit;
 mod transfer;
 
-pub(crate) use poll::poll_queue;
+pub(crate) use poll::take_finished;
 pub(crate) use submit::{prepare_in, Context};
 pub(crate) use transfer::{transfer_into, Transfer};
 

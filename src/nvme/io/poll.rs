@@ -47,6 +47,22 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// unable to reach their buffers (until then, during a reset's disable or
     /// a teardown's stop, nothing is delivered). A command whose buffer was
     /// quarantined (see [`Controller::quarantined`]) is delivered without it.
+    ///
+    /// `on_complete` cannot reach the controller: `poll` borrows it, so a
+    /// callback that would submit again or ask the controller anything does
+    /// not compile (and cannot wait for a lock `poll` holds). Stream by
+    /// collecting the buffers in the callback and submitting them after
+    /// `poll` returns, or share the controller ([`Controller::share`]): an
+    /// [`crate::IoQueue`]'s callback may submit on its own queue.
+    ///
+    /// ```compile_fail
+    /// # use bare_nvme::{Controller, Platform, QueueId};
+    /// fn stream<P: Platform>(c: &mut Controller<P>) {
+    ///     c.poll(QueueId::FIRST, |done| {
+    ///         let _ = c.in_flight(); // the controller is borrowed by `poll`
+    ///     });
+    /// }
+    /// ```
     pub fn poll(&mut self, queue: QueueId, mut on_complete: impl FnMut(Completion)) -> usize {
         if self.holding() {
             return 0;
@@ -78,7 +94,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
 /// were delivered and whether one succeeded.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn poll_queue<P: Platform, const DEPTH: usize>(
+fn poll_queue<P: Platform, const DEPTH: usize>(
     platform: &P,
     regs: &P::Registers,
     shadow: Option<&DoorbellBuffers>,
@@ -156,30 +172,71 @@ fn hand_over<P: Platform>(
     delivered: &mut usize,
     succeeded: &mut bool,
 ) {
+    if let Some(completion) = finished(platform, queue, done, io_timeout, succeeded) {
+        *delivered += 1;
+        on_complete(completion);
+    }
+}
+
+/// Takes up to `batch.capacity()` finished commands of `q` into `batch`
+/// (rings `q`'s doorbell and reaps its completion ring first if `live`),
+/// for a caller who hands them over once `q`'s lock is released. Returns
+/// whether one succeeded.
+pub(crate) fn take_finished<P: Platform, const DEPTH: usize, const N: usize>(
+    platform: &P,
+    regs: &P::Registers,
+    io_timeout: core::time::Duration,
+    q: &mut QueuePair<DEPTH>,
+    queue: QueueId,
+    live: bool,
+    batch: &mut heapless::Vec<Completion, N>,
+) -> bool {
+    if live {
+        q.publish(platform, regs, None);
+        q.reap(platform, regs, None);
+    }
+    let mut succeeded = false;
+    while !batch.is_full() {
+        let Some(done) = q.tracker.take_done() else {
+            break;
+        };
+        if let Some(completion) = finished(platform, queue, done, io_timeout, &mut succeeded) {
+            // Cannot fail: checked not full above.
+            let _ = batch.push(completion);
+        }
+    }
+    succeeded
+}
+
+/// The caller's completion of a command from the done queue (`None` if a
+/// blocking wrapper issued it); notes whether it succeeded.
+fn finished<P: Platform>(
+    platform: &P,
+    queue: QueueId,
+    done: Delivered,
+    io_timeout: core::time::Duration,
+    succeeded: &mut bool,
+) -> Option<Completion> {
     *succeeded |= done.result.is_ok();
     if done.internal {
-        return;
+        return None;
     }
-    *delivered += 1;
     let token = Token {
         queue,
         cid: done.cid,
     };
     let result = aborted_means_timeout(done.result, io_timeout);
-    complete(
+    Some(completion(
         platform,
         token,
         done.tag,
         done.opcode,
         done.buffer,
         result,
-        on_complete,
-    );
+    ))
 }
 
-/// Hands one finished command to the caller. A read's buffer is invalidated
-/// first: the device is done with it (or proven unable to reach it), so the
-/// CPU sees what it wrote, not lines cached before.
+/// Hands one finished command to the caller (see [`completion`]).
 #[inline(always)]
 fn complete<P: Platform>(
     platform: &P,
@@ -190,13 +247,28 @@ fn complete<P: Platform>(
     result: crate::error::Result<()>,
     on_complete: &mut impl FnMut(Completion),
 ) {
+    on_complete(completion(platform, token, tag, opcode, buffer, result));
+}
+
+/// One finished command as the caller gets it. A read's buffer is
+/// invalidated first: the device is done with it (or proven unable to reach
+/// it), so the CPU sees what it wrote, not lines cached before.
+#[inline(always)]
+fn completion<P: Platform>(
+    platform: &P,
+    token: Token,
+    tag: u64,
+    opcode: u8,
+    buffer: Option<DmaRegion>,
+    result: crate::error::Result<()>,
+) -> Completion {
     if let (Some(buffer), nvm::READ) = (&buffer, opcode) {
         platform.dma_invalidate(buffer.phys(), buffer.len());
     }
-    on_complete(Completion {
+    Completion {
         token,
         tag,
         result,
         buffer,
-    });
+    }
 }

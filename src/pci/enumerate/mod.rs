@@ -12,7 +12,7 @@
 
 use pci_types::{ConfigRegionAccess, PciAddress};
 
-use super::bar::{probe_bar0, Bar};
+use super::bar::{probe_bar0, probe_other_bars, Bar, OtherBars};
 use super::config::{
     ConfigSpace, HEADER_TYPE_BRIDGE, HEADER_TYPE_CARDBUS, HEADER_TYPE_ENDPOINT, MEMORY_BASE,
     MEMORY_LIMIT, MULTIFUNCTION, PREFETCHABLE_BASE, PREFETCHABLE_BASE_UPPER, PREFETCHABLE_LIMIT,
@@ -91,8 +91,13 @@ pub struct NvmeFunction {
     pub device_id: u16,
     /// Index of its bridge in [`Topology::bridges`], `None` on bus 0.
     pub parent: Option<usize>,
-    /// BAR0 as sized during the walk, or why it is unusable.
+    /// BAR0 as sized during the walk, or why the function is unusable
+    /// (a malformed other BAR makes it unusable too).
     pub bar0: Result<Bar>,
+    /// Its other memory BARs (a controller memory buffer, an MSI-X
+    /// table), placed with BAR0 in one block: none may decode outside the
+    /// windows above the function once it is enabled.
+    pub other_bars: OtherBars,
 }
 
 /// Whether the walk may still defer bridges without numbers (first pass),
@@ -280,15 +285,6 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
         // the list), so that no stale range overlaps a new one during the
         // walk.
         let _ = self.scan(access);
-        for bridge in self.bridges.iter().rev() {
-            let mut cleared = *bridge;
-            cleared.primary = 0;
-            cleared.secondary = 0;
-            cleared.subordinate = 0;
-            numbering::write_bus_numbers(access, &cleared);
-        }
-        self.bridges.clear();
-        self.functions.clear();
         let mut walk = Walk {
             mode: Mode::Renumber,
             buses: Buses::new(),
@@ -296,6 +292,15 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
             hotplug_buses,
             ceiling: u8::MAX,
         };
+        for bridge in self.bridges.iter().rev() {
+            let mut cleared = *bridge;
+            cleared.primary = 0;
+            cleared.secondary = 0;
+            cleared.subordinate = 0;
+            numbering::write_bus_numbers(access, &mut walk, &cleared);
+        }
+        self.bridges.clear();
+        self.functions.clear();
         self.walk(
             access,
             &mut walk,
@@ -501,12 +506,19 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
         {
             return Ok(());
         }
+        let bar0 = probe_bar0(config.access(), config.address());
+        let others = bar0.and_then(|b| probe_other_bars(config.access(), config.address(), &b));
+        let (bar0, other_bars) = match others {
+            Ok(others) => (bar0, others),
+            Err(e) => (Err(e), OtherBars::new()),
+        };
         let function = NvmeFunction {
             address: config.address(),
             vendor_id: config.vendor_id(),
             device_id: config.device_id(),
             parent,
-            bar0: probe_bar0(config.access(), config.address()),
+            bar0,
+            other_bars,
         };
         if let Err(e) = function.bar0 {
             log::warn!("pci: NVMe function {}: {e}", function.address);

@@ -130,12 +130,13 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
             return None;
         };
 
+        let mut routed = true;
         for (j, &ancestor) in chain.iter().enumerate() {
             let a = &mut self.bridges[ancestor];
             if a.subordinate < bus {
                 let from = a.subordinate + 1;
                 a.subordinate = bus;
-                write_bus_numbers(access, a);
+                routed &= write_bus_numbers(access, walk, a);
                 claim(&mut walk.buses, from, bus, j as u8 + 1);
             }
         }
@@ -144,10 +145,11 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
         b.secondary = bus;
         b.subordinate = bus;
         b.numbered_by_walk = true;
-        write_bus_numbers(access, b);
+        routed &= write_bus_numbers(access, walk, b);
         claim(&mut walk.buses, bus, bus, depth);
         log::debug!("pci: bridge {} numbered, secondary bus {bus}", b.address);
-        Some(Frame::new(bus, Some(index), depth))
+        // A bus no bridge routes to has nothing to walk.
+        routed.then(|| Frame::new(bus, Some(index), depth))
     }
 }
 
@@ -176,9 +178,9 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
         b.secondary = bus;
         b.subordinate = walk.ceiling;
         b.numbered_by_walk = true;
-        write_bus_numbers(access, b);
+        let routed = write_bus_numbers(access, walk, b);
         claim(&mut walk.buses, bus, bus, depth);
-        Some(Frame::new(bus, Some(index), depth))
+        routed.then(|| Frame::new(bus, Some(index), depth))
     }
 
     /// Renumbering: closes bridge `index`'s range once its subtree is
@@ -203,7 +205,8 @@ impl<const FUNCTIONS: usize, const BRIDGES: usize> Topology<FUNCTIONS, BRIDGES> 
             .max(b.secondary)
             .min(walk.ceiling);
         b.subordinate = last;
-        write_bus_numbers(access, b);
+        write_bus_numbers(access, walk, b);
+        let b = &self.bridges[index];
         let from = b.secondary;
         walk.buses.max = walk.buses.max.max(last);
         for x in from..=last {
@@ -224,15 +227,31 @@ pub(super) fn claim(buses: &mut Buses, first: u8, last: u8, depth: u8) {
 }
 
 /// Writes a bridge's bus numbers, keeping the secondary latency timer that
-/// shares their dword.
-pub(super) fn write_bus_numbers<A: ConfigRegionAccess + ?Sized>(access: &A, bridge: &Bridge) {
+/// shares their dword, and reads them back: a bridge that does not take
+/// them routes nothing behind it, which is noted on `walk` with what it
+/// reads. Returns whether it took them.
+pub(super) fn write_bus_numbers<A: ConfigRegionAccess + ?Sized>(
+    access: &A,
+    walk: &mut Walk,
+    bridge: &Bridge,
+) -> bool {
     let config = ConfigSpace::new(access, bridge.address);
     let latency = config.read32(PRIMARY_BUS) & 0xFF00_0000;
-    config.write32(
-        PRIMARY_BUS,
-        latency
-            | u32::from(bridge.primary)
-            | (u32::from(bridge.secondary) << 8)
-            | (u32::from(bridge.subordinate) << 16),
-    );
+    let numbers = u32::from(bridge.primary)
+        | (u32::from(bridge.secondary) << 8)
+        | (u32::from(bridge.subordinate) << 16);
+    config.write32(PRIMARY_BUS, latency | numbers);
+    let back = config.read32(PRIMARY_BUS) & 0x00FF_FFFF;
+    if back != numbers {
+        log::warn!(
+            "pci: bridge {} does not take bus numbers {numbers:#08x} (reads {back:#08x}): nothing behind it is reachable",
+            bridge.address
+        );
+        walk.note(Error::BadDeviceValue {
+            field: "bridge bus numbers (read back)",
+            value: u64::from(back),
+        });
+        return false;
+    }
+    true
 }

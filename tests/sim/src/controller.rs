@@ -54,6 +54,9 @@ pub(crate) struct Controller {
     pub(crate) held: VecDeque<Held>,
     pub(crate) hold: Hold,
     pub(crate) hung: bool,
+    /// The EventIdx slots are no longer updated (see
+    /// [`crate::Sim::freeze_event_idx`]).
+    pub(crate) event_idx_frozen: bool,
     /// Granted (SQs, CQs), 1-based, once Set Features Number of Queues ran.
     pub(crate) queues_granted: Option<(u16, u16)>,
     pub(crate) write_cache_enabled: bool,
@@ -95,6 +98,7 @@ impl Controller {
             held: VecDeque::new(),
             hold,
             hung: false,
+            event_idx_frozen: false,
             queues_granted: None,
             write_cache_enabled: true,
             namespaces,

@@ -137,6 +137,40 @@ impl FunctionSpec {
         self
     }
 
+    /// An unassigned memory BAR `index` (1 to 5) of `size` bytes (a power of
+    /// two): 64-bit (taking index + 1 too) or 32-bit, prefetchable or not,
+    /// as a controller memory buffer or an MSI-X table has.
+    pub fn with_memory_bar(
+        mut self,
+        index: u16,
+        size: u64,
+        is_64bit: bool,
+        prefetchable: bool,
+    ) -> Self {
+        let at = off::BAR0 + 4 * usize::from(index);
+        let mask = !(size - 1);
+        let kind = if is_64bit { 0b100 } else { 0 } | if prefetchable { 0b1000 } else { 0 };
+        self.cfg.set32(at, kind);
+        self.cfg.mask32(at, (mask as u32) & !0xF);
+        if is_64bit {
+            self.cfg.set32(at + 4, 0);
+            self.cfg.mask32(at + 4, (mask >> 32) as u32);
+        }
+        self
+    }
+
+    /// Firmware has programmed memory BAR `index` (and its upper half for a
+    /// 64-bit one) to `address`.
+    pub fn with_memory_bar_at(mut self, index: u16, address: u64) -> Self {
+        let at = off::BAR0 + 4 * usize::from(index);
+        let low = self.cfg.get32(at);
+        self.cfg.set32(at, (low & 0xF) | (address as u32 & !0xF));
+        if low & 0b110 == 0b100 {
+            self.cfg.set32(at + 4, (address >> 32) as u32);
+        }
+        self
+    }
+
     /// BAR0 with raw read-only bits `ro` and writable mask `writable`, for
     /// malformed BARs (BAR1 keeps what it had).
     pub fn with_bar0_raw(mut self, ro: u32, writable: u32) -> Self {
@@ -163,6 +197,13 @@ impl FunctionSpec {
         self.cfg.set8(off::PRIMARY_BUS, primary);
         self.cfg.set8(off::SECONDARY_BUS, secondary);
         self.cfg.set8(off::SUBORDINATE_BUS, subordinate);
+        self
+    }
+
+    /// The dword at `offset` ignores writes (a bridge that does not take
+    /// its bus numbers or a window, say).
+    pub fn with_read_only_dword(mut self, offset: u16) -> Self {
+        self.cfg.mask32(usize::from(offset & !3), 0);
         self
     }
 

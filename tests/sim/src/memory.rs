@@ -195,6 +195,16 @@ impl Arena {
         }
     }
 
+    /// The start (arena offset) of the live allocation `[phys, phys + len)`
+    /// lies inside, if it lies inside one.
+    pub(crate) fn allocation_of(&self, phys: u64, len: usize) -> Option<usize> {
+        let offset = self.check(phys, len).ok()?;
+        self.live
+            .range(..=offset)
+            .next_back()
+            .map(|(&start, _)| start)
+    }
+
     /// Whether `[phys, phys + len)` lies inside one live allocation.
     pub(crate) fn contains(&self, phys: u64, len: usize) -> bool {
         self.check(phys, len).is_ok()

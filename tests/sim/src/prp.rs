@@ -126,14 +126,24 @@ pub(crate) fn walk(
     Ok(segs)
 }
 
-/// Checks that every segment lies inside live DMA memory.
+/// Checks that every segment lies inside live DMA memory, all of them
+/// inside the same allocation: one command's data is one buffer, so a
+/// transfer that runs from one allocation into another (a buffer shorter
+/// than the command, with the next region behind it) is as wrong as one
+/// outside every allocation.
 pub(crate) fn check(mem: &Arena, stats: &mut Stats, segs: &[(u64, usize)]) -> Result<(), Status> {
-    if segs.iter().all(|&(p, n)| mem.contains(p, n)) {
-        Ok(())
-    } else {
-        stats.c.wild_dma += 1;
-        Err(Status::new(sct::GENERIC, sc::DATA_TRANSFER_ERROR))
+    let mut allocations = segs.iter().map(|&(p, n)| mem.allocation_of(p, n));
+    let first = allocations.next().flatten();
+    if first.is_some() && allocations.all(|a| a == first) {
+        return Ok(());
     }
+    if first.is_some() && segs.iter().all(|&(p, n)| mem.contains(p, n)) {
+        stats.protocol(format!(
+            "one command's data spans several allocations: {segs:x?}"
+        ));
+    }
+    stats.c.wild_dma += 1;
+    Err(Status::new(sct::GENERIC, sc::DATA_TRANSFER_ERROR))
 }
 
 /// Device-to-host transfer of `data` into the segments.
@@ -152,5 +162,37 @@ pub(crate) fn read_in(mem: &Arena, segs: &[(u64, usize)], data: &mut [u8]) {
         mem.read(p, &mut data[at..at + n])
             .expect("segments checked");
         at += n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::Owner;
+
+    /// Two page-sized allocations side by side: a transfer whose first page
+    /// is in one and whose second page is in the other is refused, though
+    /// each page alone lies inside live memory.
+    #[test]
+    fn a_transfer_spanning_two_allocations_is_refused() {
+        let mut mem = Arena::new(1 << 16);
+        let a = mem.alloc(4096, 4096, Owner::Driver).unwrap();
+        let b = mem.alloc(4096, 4096, Owner::Driver).unwrap();
+        let (pa, pb) = (a.phys().as_u64(), b.phys().as_u64());
+        let mut stats = Stats::default();
+        assert_eq!(check(&mem, &mut stats, &[(pa, 4096)]), Ok(()));
+        assert_eq!(
+            check(&mem, &mut stats, &[(pa, 2048), (pa + 2048, 2048)]),
+            Ok(())
+        );
+        assert_eq!(stats.c.wild_dma, 0);
+        let spanning = [(pa + 3584, 512), (pb, 3584)];
+        assert_eq!(
+            check(&mem, &mut stats, &spanning),
+            Err(Status::new(sct::GENERIC, sc::DATA_TRANSFER_ERROR))
+        );
+        assert_eq!((stats.c.wild_dma, stats.c.protocol_errors), (1, 1));
+        mem.free(&a);
+        mem.free(&b);
     }
 }

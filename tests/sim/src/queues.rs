@@ -215,6 +215,9 @@ impl Controller {
     }
 
     fn write_event_idx(&self, qid: u16, is_cq: bool, value: u16, env: &mut Env) {
+        if self.event_idx_frozen {
+            return;
+        }
         if let Some((_, ei)) = self.shadow_slot(qid, is_cq) {
             if env.write_into_caller_memory(&self.spec.serial, ei, 4) {
                 return;

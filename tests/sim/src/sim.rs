@@ -342,6 +342,15 @@ impl Sim {
         self.inject(Fault::SetCfs(ctrl));
     }
 
+    /// The controller stops (or, `on` false, resumes) updating its
+    /// EventIdx slots, as a device whose shadow-doorbell logic stalled: a
+    /// host that follows the EventIdx rule then stops ringing MMIO
+    /// doorbells, and what it announces only in the shadow page waits until
+    /// the device polls it ([`Sim::process`]).
+    pub fn freeze_event_idx(&self, ctrl: CtrlId, on: bool) {
+        self.st().ctrls[ctrl.0].dev.event_idx_frozen = on;
+    }
+
     /// Hangs the controller (see [`Fault::Hang`]).
     pub fn hang(&self, ctrl: CtrlId) {
         self.inject(Fault::Hang(ctrl));

@@ -154,7 +154,7 @@ fn ensure_miri() -> Result<(), String> {
 
 /// Runs the fuzz target for `seconds`; fails on any crash, and says how
 /// many inputs ran.
-fn fuzz(seconds: u64) -> Result<(), String> {
+pub(crate) fn fuzz(seconds: u64) -> Result<(), String> {
     ensure_cargo_fuzz()?;
     let dir = paths::root().join("fuzz");
     // libFuzzer wants the working corpus to exist; a fresh clone has none.

@@ -4,4 +4,5 @@ pub mod bench;
 pub mod fuzz;
 pub mod qemu;
 pub mod run;
+pub mod soak;
 pub mod test;

@@ -195,7 +195,10 @@ pub fn main(args: &[String]) -> Result<(), String> {
             report_stage(name, result.is_ok(), start);
             tally.record(result.is_ok());
         }
-        for (name, check) in crate::commands::fuzz::STAGES {
+        let checks = crate::commands::fuzz::STAGES
+            .iter()
+            .chain(crate::commands::soak::STAGES);
+        for (name, check) in checks {
             let start = Instant::now();
             let result = check();
             if let Err(e) = &result {
