@@ -762,8 +762,13 @@ fn cores() -> Vec<Scenario> {
             "smp-pull",
             "the hand pulls a shared controller while both cores keep 32 reads in flight on \
              their own queues: every command completes once (success or DeviceRemoved), later \
-             submissions refused, one Removed event, all DMA returns",
-            null_controller().cpus(2),
+             submissions refused, one Removed event, all DMA returns (each read takes 1 ms, \
+             so that reads are inside QEMU at the pull, not all completed before it)",
+            Machine::q35()
+                .root_port("rp1", 1, 0x4)
+                .null_block("null0", 1 << 30, Some(1_000_000))
+                .nvme("nvme0", "bench", "null0", "rp1", "")
+                .cpus(2),
             "scenario=smp-pull port=0:4.0 pull_after=100",
         )
         .expect("cores", "2")
