@@ -238,9 +238,10 @@ fn hot_plug() -> Vec<Scenario> {
         Scenario::new(
             "hot-add",
             "device_add into the empty rp2: the tick finds it, brings it up, verified I/O; \
-             then the hand pulls it",
+             then the hand pulls it with 4 reads outstanding (QEMU finished them 50 ms \
+             before; the driver had not polled)",
             with_spare_drive("hot-add"),
-            "scenario=plug mode=cycles cycles=1 port=0:5.0 inflight=4",
+            "scenario=plug mode=cycles cycles=1 port=0:5.0 inflight=4 pull_after_us=50000",
         )
         .steps(cycle_steps(1, "d1"))
         .expect("cycles", "1")
