@@ -14,11 +14,11 @@
 use core::mem::MaybeUninit;
 use core::time::Duration;
 
+use crate::counters;
 use bare_nvme::{ControllerId, DmaRegion, Driver, DriverConfig, Event, Platform};
-use bare_nvme_board_common::counters;
 use spin::Mutex;
 
-use super::{check_dma_returned, Board, Failure, Outcome, Scenario};
+use super::{check_dma_returned, Context, Failure, Outcome, Scenario};
 use crate::pci::Access;
 use crate::platform::QemuPlatform;
 use crate::{clock, dma, ensure, failure, marker};
@@ -51,7 +51,7 @@ struct Sample {
     config_max: u64,
 }
 
-fn run(board: &Board) -> Outcome {
+fn run(board: &Context) -> Outcome {
     let baseline = dma::stats();
     let args = board.args;
     let want = args

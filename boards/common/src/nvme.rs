@@ -5,10 +5,10 @@
 
 use core::time::Duration;
 
+use crate::cmdline::Args;
 use bare_nvme::{
     ControllerId, DmaRegion, Driver, DriverConfig, DriverController, Event, Instant, Platform,
 };
-use bare_nvme_board_common::cmdline::Args;
 use log::info;
 use spin::{Mutex, MutexGuard, Once};
 
