@@ -158,11 +158,14 @@ impl SlotPower {
 
     /// The phase of a slot found with `control` and `status` at enumeration,
     /// and the write that starts it: a card in a slot whose power controller
-    /// has it off (no firmware powered it) is powered on.
+    /// has it off (no firmware powered it) is powered on; a card in a
+    /// powered slot whose function does not answer yet (`answers` false:
+    /// still training, or Retry Status) is waited for as after a power-up.
     pub fn initial(
         caps: SlotCapabilities,
         control: SlotControl,
         status: SlotStatus,
+        answers: bool,
         now: Instant,
     ) -> (Phase, Option<SlotControl>) {
         let present = status.contains(SlotStatus::PRESENCE_DETECT_STATE);
@@ -176,6 +179,12 @@ impl SlotPower {
                 Some(power_on(caps, control)),
             ),
             (false, true) => (Phase::Off, None),
+            (true, false) if !answers => (
+                Phase::Ready {
+                    deadline: now + READY_TIMEOUT,
+                },
+                None,
+            ),
             _ => (Phase::Served, None),
         }
     }
@@ -565,14 +574,18 @@ mod tests {
     #[test]
     fn a_populated_slot_found_off_is_powered_on_and_an_empty_one_stays_off() {
         let off = SlotControl::from_bits_retain(0x07C0);
-        let (phase, write) = SlotPower::initial(QEMU_PORT, off, PRESENT, at(0));
+        let (phase, write) = SlotPower::initial(QEMU_PORT, off, PRESENT, false, at(0));
         assert!(matches!(phase, Phase::Link { .. }));
         assert_eq!(write.map(|w| w.bits()), Some(0x02C0));
-        let (phase, write) = SlotPower::initial(QEMU_PORT, off, SlotStatus::empty(), at(0));
+        let empty = SlotStatus::empty();
+        let (phase, write) = SlotPower::initial(QEMU_PORT, off, empty, false, at(0));
         assert_eq!((phase, write), (Phase::Off, None));
         let on = SlotControl::from_bits_retain(0x01C0);
-        let (phase, write) = SlotPower::initial(QEMU_PORT, on, PRESENT, at(0));
+        let (phase, write) = SlotPower::initial(QEMU_PORT, on, PRESENT, true, at(0));
         assert_eq!((phase, write), (Phase::Served, None));
+        // Powered, but the function is not answering yet: waited for.
+        let (phase, write) = SlotPower::initial(QEMU_PORT, on, PRESENT, false, at(0));
+        assert_eq!((phase, write), (Phase::Ready { deadline: at(1000) }, None));
     }
 
     #[test]
