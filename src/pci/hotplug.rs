@@ -310,9 +310,19 @@ impl SlotPower {
         }
         if seen.live {
             // The usual rules tell a bounce from a replaced card; a card
-            // that is new is brought up by a later poll (presence stays).
+            // that is new is brought up by a later poll (presence stays). A
+            // button window running is over.
+            let window = matches!(self.phase, Phase::Button { .. });
             self.phase = Phase::Served;
-            return Step::act(Act::Usual);
+            return Step {
+                write: if window {
+                    self.indicator(seen.control, Indicator::On)
+                } else {
+                    None
+                },
+                act: Act::Usual,
+                fault: None,
+            };
         }
         if powered_off {
             return self.power_up(seen.control, Act::UsualNoAttach, seen.now);
@@ -619,6 +629,38 @@ mod tests {
         assert_eq!(s.act, Act::Attach);
         assert_eq!(s.write.map(|w| w.bits()), Some(0x01C0));
         assert_eq!(m.phase(), Phase::Served);
+    }
+
+    #[test]
+    fn the_button_window_blinks_cancels_and_ends_on_a_presence_bounce() {
+        let mut m = SlotPower::new(QEMU_PORT, true, Phase::Served);
+        let press = PRESENT | SlotStatus::ATTENTION_BUTTON_PRESSED;
+        let s = m.step(&POLICY, &poll(0x01C0, press, true, 0), None, None);
+        assert_eq!(s.write.map(|w| w.bits()), Some(0x02C0));
+        assert_eq!(
+            m.phase(),
+            Phase::Button {
+                at: at(5000),
+                detach: true
+            }
+        );
+        // A bounce of presence while the card's controller still serves:
+        // the window is over, the indicator on again.
+        let bounce = PRESENT | SlotStatus::PRESENCE_DETECT_CHANGED;
+        let s = m.step(&POLICY, &poll(0x02C0, bounce, true, 100), None, None);
+        assert_eq!(s.act, Act::Usual);
+        assert_eq!(s.write.map(|w| w.bits()), Some(0x01C0));
+        assert_eq!(m.phase(), Phase::Served);
+        // Pressed, then let be: at the window's end the controllers detach.
+        m.step(&POLICY, &poll(0x01C0, press, true, 200), None, None);
+        let s = m.step(&POLICY, &poll(0x02C0, PRESENT, true, 5199), None, None);
+        assert_eq!(s, Step::NONE);
+        let s = m.step(&POLICY, &poll(0x02C0, PRESENT, true, 5200), None, None);
+        assert_eq!(s.act, Act::Detach);
+        // Switched off once none is live.
+        let s = m.step(&POLICY, &poll(0x02C0, PRESENT, false, 5300), None, None);
+        assert_eq!(s.write.map(|w| w.bits()), Some(0x07C0));
+        assert_eq!(m.phase(), Phase::Off);
     }
 
     #[test]
