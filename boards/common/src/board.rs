@@ -18,9 +18,6 @@ pub type Config = &'static (dyn ConfigRegionAccess + Sync);
 /// can hold the board as one `&'static dyn Board`; a board's state usually
 /// lives in its own statics and the implementing type is a unit struct.
 pub trait Board: Sync {
-    /// A short name for the log ("QEMU q35", "QEMU virt").
-    fn name(&self) -> &'static str;
-
     // Clock.
 
     /// The monotonic clock the driver runs on.

@@ -17,7 +17,7 @@ use crate::platform::QemuPlatform;
 use crate::scenarios::{Failure, Outcome};
 use crate::{clock, failure};
 
-/// The driver as this board runs it.
+/// The driver as the boards run it.
 pub type Nvme = Driver<QemuPlatform, Access>;
 /// One controller of it.
 pub type Ctrl = DriverController<QemuPlatform, Access>;
@@ -62,7 +62,7 @@ pub fn config_from(args: &Args) -> Result<DriverConfig, Failure> {
     Ok(config)
 }
 
-/// Time since the machine started (QEMU starts the TSC at zero).
+/// Time since the machine started (see [`crate::Board::since_machine_start`]).
 pub fn since_machine_start() -> Duration {
     clock::since_machine_start()
 }

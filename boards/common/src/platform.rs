@@ -1,4 +1,4 @@
-//! `bare_nvme::Platform` for this board.
+//! `bare_nvme::Platform` for every board, over the installed [`crate::Board`].
 
 use core::ptr::NonNull;
 

@@ -13,10 +13,6 @@ use crate::{clock, exit, paging, pci, serial};
 pub struct Virt;
 
 impl Board for Virt {
-    fn name(&self) -> &'static str {
-        "QEMU virt"
-    }
-
     fn now(&self) -> Instant {
         clock::now()
     }

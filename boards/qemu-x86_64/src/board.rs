@@ -17,10 +17,6 @@ use crate::{clock, exit, paging, pci, serial};
 pub struct Q35;
 
 impl Board for Q35 {
-    fn name(&self) -> &'static str {
-        "QEMU q35"
-    }
-
     fn now(&self) -> Instant {
         clock::now()
     }

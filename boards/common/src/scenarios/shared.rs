@@ -9,7 +9,7 @@ use crate::{clock, marker};
 
 pub use crate::scenario::{Failure, Outcome, FAILURE_LEN};
 
-/// A named scenario of this board.
+/// A named scenario of the boards.
 pub type Scenario = crate::scenario::Scenario<Context>;
 
 /// Builds a [`Failure`] from format arguments (truncated to fit).

@@ -1,6 +1,6 @@
 //! `tick-cost`: what one tick costs with many controllers. The driver (room
 //! for [`CONTROLLERS`]) brings up every NVMe controller it finds, then ticks
-//! once per millisecond and measures each tick alone: its time (TSC), the
+//! once per millisecond and measures each tick alone: its time (the board's clock), the
 //! register reads and the configuration reads it made.
 //!
 //! Arguments: `controllers=N` (default 16) must all come up; `ticks=N`
