@@ -15,8 +15,10 @@
 
 mod common_hotplug;
 
+use std::time::Duration;
+
 use bare_nvme::{ControllerId, DriverConfig, Error, Event, IoOp, Platform, State};
-use bare_nvme_sim::{CtrlId, Fault, Hold, PortId, RemovedReads, Sim, SimPlatform};
+use bare_nvme_sim::{CtrlId, Fault, Hold, PortId, RemovedReads, Sim, SimPlatform, SlotSpec};
 use common_hotplug::*;
 
 const SERIAL: &str = "cycler-0001";
@@ -83,9 +85,9 @@ struct Cycler {
 
 impl Cycler {
     /// A machine with one hot-plug port and a ready controller in it.
-    fn new(seed: u64, mode: RemovedReads) -> Self {
+    fn new(seed: u64, mode: RemovedReads, slot: SlotSpec) -> Self {
         let sim = Sim::builder()
-            .root_port(true)
+            .slot(slot)
             .controller_on_port(PortId(0), spec(SERIAL))
             .removed_reads(mode)
             .build();
@@ -287,8 +289,8 @@ impl Cycler {
 }
 
 /// Runs `cycles` remove/re-insert cycles; returns how many completed.
-fn run(cycles: u64, seed: u64, mode: RemovedReads) -> u64 {
-    let mut c = Cycler::new(seed, mode);
+fn run(cycles: u64, seed: u64, mode: RemovedReads, slot: &SlotSpec) -> u64 {
+    let mut c = Cycler::new(seed, mode, slot.clone());
     for cycle in 0..cycles {
         let context = format!("{mode:?} cycle {cycle} (seed {seed})");
         c.cycle(cycle, &context);
@@ -307,14 +309,14 @@ fn run(cycles: u64, seed: u64, mode: RemovedReads) -> u64 {
 }
 
 /// `cycles` cycles in segments of `HOTPLUG_SEGMENT`.
-fn run_segments(cycles: u64, seed: u64, mode: RemovedReads) -> u64 {
+fn run_segments(cycles: u64, seed: u64, mode: RemovedReads, slot: SlotSpec) -> u64 {
     let segment = env("HOTPLUG_SEGMENT", 100).max(1);
     let start = std::time::Instant::now();
     let mut done = 0;
     let mut n = 0;
     while done < cycles {
         let this = segment.min(cycles - done);
-        done += run(this, seed.wrapping_add(n * 0x9E37_79B9), mode);
+        done += run(this, seed.wrapping_add(n * 0x9E37_79B9), mode, &slot);
         n += 1;
     }
     println!(
@@ -328,12 +330,33 @@ fn run_segments(cycles: u64, seed: u64, mode: RemovedReads) -> u64 {
 fn remove_reinsert_cycles_zero_reads() {
     let cycles = env("HOTPLUG_CYCLES", 10_000);
     let seed = env("HOTPLUG_SEED", 0x5EED_0001);
-    assert_eq!(run_segments(cycles, seed, RemovedReads::Zero), cycles);
+    let slot = SlotSpec::default();
+    assert_eq!(run_segments(cycles, seed, RemovedReads::Zero, slot), cycles);
 }
 
 #[test]
 fn remove_reinsert_cycles_all_ones_reads() {
     let cycles = (env("HOTPLUG_CYCLES", 10_000) / 4).max(1);
     let seed = env("HOTPLUG_SEED", 0x5EED_0002);
-    assert_eq!(run_segments(cycles, seed, RemovedReads::AllOnes), cycles);
+    let slot = SlotSpec::default();
+    assert_eq!(
+        run_segments(cycles, seed, RemovedReads::AllOnes, slot),
+        cycles
+    );
+}
+
+#[test]
+fn remove_reinsert_cycles_in_a_slot_with_a_power_controller() {
+    // Every re-insert goes through the driver's power-up: Command Completed
+    // after 2 ms, 5 ms of link training, 20 ms of Retry Status.
+    let cycles = (env("HOTPLUG_CYCLES", 10_000) / 10).max(1);
+    let seed = env("HOTPLUG_SEED", 0x5EED_0003);
+    let slot = SlotSpec::powered()
+        .command_latency(Duration::from_millis(2))
+        .link_training(Duration::from_millis(5))
+        .crs(Duration::from_millis(20));
+    assert_eq!(
+        run_segments(cycles, seed, RemovedReads::AllOnes, slot),
+        cycles
+    );
 }

@@ -607,3 +607,32 @@ fn a_card_left_in_a_switched_off_slot_comes_back_with_the_button() {
     assert!(took >= Duration::from_millis(5100), "{took:?}");
     assert_eq!(sim.slot_control(SLOT) & (POWER_OFF | PIC), PIC_ON);
 }
+
+#[test]
+fn a_card_still_initialising_at_scan_is_attached_once_it_answers() {
+    // Powered by firmware, but still answering Retry Status for 300 ms: the
+    // scan finds nothing, the slot waits for the function.
+    let sim = populated(
+        SlotSpec::powered()
+            .crs(Duration::from_millis(300))
+            .booting(),
+    );
+    let mut d = driver(&sim, DriverConfig::default());
+    assert_eq!(d.scan().unwrap(), 0);
+    let (events, ticks) = until_ready(&mut d, &sim, 2000);
+    assert!(ready_id(&events).is_some(), "{events:?}");
+    assert!(ms(ticks) >= Duration::from_millis(250), "{ticks} ticks");
+    assert!(ms(ticks) < Duration::from_millis(400), "{ticks} ticks");
+    // Past its readiness time it is given up like a new card.
+    let sim = populated(SlotSpec::powered().crs(Duration::from_secs(5)).booting());
+    let mut d = driver(&sim, DriverConfig::default());
+    assert_eq!(d.scan().unwrap(), 0);
+    let (events, _) = tick_until(&mut d, &sim, 2000, |ev| !ev.is_empty());
+    assert_eq!(
+        events,
+        [Event::SlotFault {
+            port: sim.port_address(SLOT),
+            fault: SlotFault::NotReady
+        }]
+    );
+}

@@ -10,7 +10,9 @@ use crate::driver::Driver;
 use crate::pci::config::ConfigSpace;
 use crate::pci::dpc::Dpc;
 use crate::pci::hotplug::{Act, Phase, Poll, SlotFault, SlotPolicy, SlotPower, Step};
-use crate::pci::slot::{LinkCapabilities, LinkStatus, PciePort, SlotControl, SlotStatus};
+use crate::pci::slot::{
+    LinkCapabilities, LinkStatus, PciePort, SlotControl, SlotStatus, CRS_VENDOR_ID,
+};
 use crate::platform::{Instant, Platform};
 
 /// Hot-plug slots the driver keeps machines for.
@@ -134,7 +136,7 @@ impl<
     /// A fresh machine for the slot of `port`, from its registers now; a
     /// card in a slot nobody powered is powered on. `None` when the driver
     /// keeps its hands off slots or the port stopped answering.
-    fn start_machine(&mut self, port: PciePort, now: Instant) -> Option<SlotPower> {
+    fn start_machine(&mut self, port: PciePort, secondary: u8, now: Instant) -> Option<SlotPower> {
         if !self.config.manage_slots {
             return None;
         }
@@ -146,7 +148,12 @@ impl<
         port.enable_crs_visibility(&self.access);
         let dpc = Dpc::find(&self.access, port.address);
         self.pci.slots.set_dpc(port.address, dpc);
-        let (phase, write) = SlotPower::initial(caps, control, status, now);
+        let answers = secondary != 0 && {
+            let vendor =
+                ConfigSpace::new(&self.access, PciAddress::new(0, secondary, 0, 0)).vendor_id();
+            vendor != crate::pci::config::VENDOR_NONE && vendor != CRS_VENDOR_ID
+        };
+        let (phase, write) = SlotPower::initial(caps, control, status, answers, now);
         let mut machine = SlotPower::new(caps, link_reporting, phase);
         if let Some(write) = write {
             info!(
@@ -170,7 +177,7 @@ impl<
             let bridge = self.pci.topology.bridges()[i];
             if let Some(port) = bridge.port.filter(|_| bridge.hot_plug_capable()) {
                 if self.pci.slots.get_mut(port.address).is_none() {
-                    self.start_machine(port, now);
+                    self.start_machine(port, bridge.secondary, now);
                 }
             }
         }
@@ -236,7 +243,7 @@ impl<
         let address = port.address;
         let mut machine = match self.pci.slots.get_mut(address) {
             Some(m) => *m,
-            None => match self.start_machine(port, now) {
+            None => match self.start_machine(port, seen.secondary, now) {
                 Some(m) => m,
                 None => return Then::Usual { attach: true },
             },

@@ -172,3 +172,78 @@ impl<A: ConfigRegionAccess + ?Sized> ConfigSpace<'_, A> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use core::cell::RefCell;
+
+    use pci_types::{ConfigRegionAccess, PciAddress};
+
+    use super::*;
+
+    /// One function's 4 KiB of configuration space, in memory.
+    struct Space(RefCell<[u32; 1024]>);
+
+    impl ConfigRegionAccess for Space {
+        unsafe fn read(&self, _: PciAddress, offset: u16) -> u32 {
+            self.0.borrow()[usize::from(offset / 4)]
+        }
+
+        unsafe fn write(&self, _: PciAddress, offset: u16, value: u32) {
+            self.0.borrow_mut()[usize::from(offset / 4)] = value;
+        }
+    }
+
+    fn space(headers: &[(u16, u32)]) -> Space {
+        let mut dwords = [0u32; 1024];
+        dwords[0] = 0x0010_1b36;
+        for &(at, header) in headers {
+            dwords[usize::from(at / 4)] = header;
+        }
+        Space(RefCell::new(dwords))
+    }
+
+    fn find(space: &Space, id: u16) -> Option<u16> {
+        ConfigSpace::new(space, PciAddress::new(0, 1, 0, 0)).find_extended_capability(id)
+    }
+
+    /// An extended capability header: ID, version 1, next pointer.
+    fn header(id: u16, next: u16) -> u32 {
+        u32::from(id) | 1 << 16 | u32::from(next) << 20
+    }
+
+    #[test]
+    fn the_extended_list_is_followed_and_ends_on_any_malformed_pointer() {
+        let list = space(&[(0x100, header(0x01, 0x140)), (0x140, header(0x1D, 0))]);
+        assert_eq!(find(&list, 0x1D), Some(0x140));
+        assert_eq!(find(&list, 0x02), None);
+        // A pointer back (a loop), to itself, or past the end: no capability.
+        let looping = space(&[(0x100, header(0x01, 0x140)), (0x140, header(0x02, 0x100))]);
+        assert_eq!(find(&looping, 0x1D), None);
+        let itself = space(&[(0x100, header(0x01, 0x100))]);
+        assert_eq!(find(&itself, 0x1D), None);
+        let unaligned = space(&[(0x100, header(0x01, 0x143)), (0x140, header(0x1D, 0))]);
+        assert_eq!(find(&unaligned, 0x1D), Some(0x140), "low bits masked");
+        // No extended space (all-ones or zero at 0x100).
+        assert_eq!(find(&space(&[(0x100, u32::MAX)]), 0x1D), None);
+        assert_eq!(find(&space(&[]), 0x1D), None);
+        // The longest list there can be: a capability in every dword.
+        let mut every: [(u16, u32); 960] = [(0, 0); 960];
+        for (i, slot) in every.iter_mut().enumerate() {
+            let at = 0x100 + 4 * i as u16;
+            let next = if at == 0xFFC { 0 } else { at + 4 };
+            *slot = (at, header(0x01, next));
+        }
+        every[959].1 = header(0x1D, 0);
+        assert_eq!(find(&space(&every), 0x1D), Some(0xFFC));
+    }
+
+    #[test]
+    fn a_dpc_capability_too_close_to_the_end_is_not_used() {
+        use crate::pci::dpc::Dpc;
+        let at_end = space(&[(0x100, header(0x01, 0xFFC)), (0xFFC, header(0x1D, 0))]);
+        assert_eq!(Dpc::find(&at_end, PciAddress::new(0, 1, 0, 0)), None);
+        let fine = space(&[(0x100, header(0x1D, 0))]);
+        assert!(Dpc::find(&fine, PciAddress::new(0, 1, 0, 0)).is_some());
+    }
+}

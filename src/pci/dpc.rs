@@ -8,6 +8,9 @@ use super::config::{ConfigSpace, OtherHalf};
 
 /// Extended capability ID of DPC.
 pub const ID_DPC: u16 = 0x001D;
+/// The last offset a DPC capability may start at: its registers used here
+/// (up to DPC Status) end inside configuration space.
+const CAPABILITY_END: u16 = 0x1000 - 0x0C;
 /// DPC Status (16 bits), from the capability.
 const STATUS: u16 = 0x08;
 /// DPC Status: DPC Trigger Status (RW1C).
@@ -28,6 +31,8 @@ impl Dpc {
     pub fn find<A: ConfigRegionAccess + ?Sized>(access: &A, port: PciAddress) -> Option<Dpc> {
         ConfigSpace::new(access, port)
             .find_extended_capability(ID_DPC)
+            // The registers used must lie inside configuration space.
+            .filter(|&offset| offset <= CAPABILITY_END)
             .map(|offset| Dpc { port, offset })
     }
 

@@ -158,11 +158,14 @@ impl SlotPower {
 
     /// The phase of a slot found with `control` and `status` at enumeration,
     /// and the write that starts it: a card in a slot whose power controller
-    /// has it off (no firmware powered it) is powered on.
+    /// has it off (no firmware powered it) is powered on; a card in a
+    /// powered slot whose function does not answer yet (`answers` false:
+    /// still training, or Retry Status) is waited for as after a power-up.
     pub fn initial(
         caps: SlotCapabilities,
         control: SlotControl,
         status: SlotStatus,
+        answers: bool,
         now: Instant,
     ) -> (Phase, Option<SlotControl>) {
         let present = status.contains(SlotStatus::PRESENCE_DETECT_STATE);
@@ -176,6 +179,12 @@ impl SlotPower {
                 Some(power_on(caps, control)),
             ),
             (false, true) => (Phase::Off, None),
+            (true, false) if !answers => (
+                Phase::Ready {
+                    deadline: now + READY_TIMEOUT,
+                },
+                None,
+            ),
             _ => (Phase::Served, None),
         }
     }
@@ -301,9 +310,19 @@ impl SlotPower {
         }
         if seen.live {
             // The usual rules tell a bounce from a replaced card; a card
-            // that is new is brought up by a later poll (presence stays).
+            // that is new is brought up by a later poll (presence stays). A
+            // button window running is over.
+            let window = matches!(self.phase, Phase::Button { .. });
             self.phase = Phase::Served;
-            return Step::act(Act::Usual);
+            return Step {
+                write: if window {
+                    self.indicator(seen.control, Indicator::On)
+                } else {
+                    None
+                },
+                act: Act::Usual,
+                fault: None,
+            };
         }
         if powered_off {
             return self.power_up(seen.control, Act::UsualNoAttach, seen.now);
@@ -565,14 +584,18 @@ mod tests {
     #[test]
     fn a_populated_slot_found_off_is_powered_on_and_an_empty_one_stays_off() {
         let off = SlotControl::from_bits_retain(0x07C0);
-        let (phase, write) = SlotPower::initial(QEMU_PORT, off, PRESENT, at(0));
+        let (phase, write) = SlotPower::initial(QEMU_PORT, off, PRESENT, false, at(0));
         assert!(matches!(phase, Phase::Link { .. }));
         assert_eq!(write.map(|w| w.bits()), Some(0x02C0));
-        let (phase, write) = SlotPower::initial(QEMU_PORT, off, SlotStatus::empty(), at(0));
+        let empty = SlotStatus::empty();
+        let (phase, write) = SlotPower::initial(QEMU_PORT, off, empty, false, at(0));
         assert_eq!((phase, write), (Phase::Off, None));
         let on = SlotControl::from_bits_retain(0x01C0);
-        let (phase, write) = SlotPower::initial(QEMU_PORT, on, PRESENT, at(0));
+        let (phase, write) = SlotPower::initial(QEMU_PORT, on, PRESENT, true, at(0));
         assert_eq!((phase, write), (Phase::Served, None));
+        // Powered, but the function is not answering yet: waited for.
+        let (phase, write) = SlotPower::initial(QEMU_PORT, on, PRESENT, false, at(0));
+        assert_eq!((phase, write), (Phase::Ready { deadline: at(1000) }, None));
     }
 
     #[test]
@@ -606,6 +629,38 @@ mod tests {
         assert_eq!(s.act, Act::Attach);
         assert_eq!(s.write.map(|w| w.bits()), Some(0x01C0));
         assert_eq!(m.phase(), Phase::Served);
+    }
+
+    #[test]
+    fn the_button_window_blinks_cancels_and_ends_on_a_presence_bounce() {
+        let mut m = SlotPower::new(QEMU_PORT, true, Phase::Served);
+        let press = PRESENT | SlotStatus::ATTENTION_BUTTON_PRESSED;
+        let s = m.step(&POLICY, &poll(0x01C0, press, true, 0), None, None);
+        assert_eq!(s.write.map(|w| w.bits()), Some(0x02C0));
+        assert_eq!(
+            m.phase(),
+            Phase::Button {
+                at: at(5000),
+                detach: true
+            }
+        );
+        // A bounce of presence while the card's controller still serves:
+        // the window is over, the indicator on again.
+        let bounce = PRESENT | SlotStatus::PRESENCE_DETECT_CHANGED;
+        let s = m.step(&POLICY, &poll(0x02C0, bounce, true, 100), None, None);
+        assert_eq!(s.act, Act::Usual);
+        assert_eq!(s.write.map(|w| w.bits()), Some(0x01C0));
+        assert_eq!(m.phase(), Phase::Served);
+        // Pressed, then let be: at the window's end the controllers detach.
+        m.step(&POLICY, &poll(0x01C0, press, true, 200), None, None);
+        let s = m.step(&POLICY, &poll(0x02C0, PRESENT, true, 5199), None, None);
+        assert_eq!(s, Step::NONE);
+        let s = m.step(&POLICY, &poll(0x02C0, PRESENT, true, 5200), None, None);
+        assert_eq!(s.act, Act::Detach);
+        // Switched off once none is live.
+        let s = m.step(&POLICY, &poll(0x02C0, PRESENT, false, 5300), None, None);
+        assert_eq!(s.write.map(|w| w.bits()), Some(0x07C0));
+        assert_eq!(m.phase(), Phase::Off);
     }
 
     #[test]

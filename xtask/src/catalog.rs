@@ -1,8 +1,9 @@
 //! The QEMU scenarios `cargo xtask test` runs, on every board. To add one:
 //! build a [`Scenario`] here (machine, kernel command line, steps, expected
 //! results) and, if it needs new kernel behaviour, a module in
-//! `boards/qemu-x86_64/src/scenarios/` (the aarch64 board compiles those
-//! too). [`plan`] says how each board runs it, or why it cannot.
+//! `boards/common/src/scenarios/` (every board lists those) or in one
+//! board's own `src/scenarios/`. [`plan`] says how each board runs it, or
+//! why it cannot.
 
 use std::time::Duration;
 

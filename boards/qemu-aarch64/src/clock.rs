@@ -28,6 +28,11 @@ pub fn init() -> u64 {
     hz
 }
 
+/// The counter frequency in Hz (1 before [`init`]).
+pub fn hz() -> u64 {
+    HZ.load(Ordering::Relaxed)
+}
+
 /// Converts counter ticks to nanoseconds.
 pub fn ticks_to_nanos(ticks: u64) -> u64 {
     (u128::from(ticks) * 1_000_000_000 / u128::from(HZ.load(Ordering::Relaxed))) as u64

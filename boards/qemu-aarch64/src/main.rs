@@ -9,27 +9,21 @@
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod board;
 mod boot;
 mod clock;
-#[path = "../../qemu-x86_64/src/dma.rs"]
-mod dma;
 mod dtb;
 mod exit;
-#[path = "../../qemu-x86_64/src/hand.rs"]
-mod hand;
-#[path = "../../qemu-x86_64/src/nvme.rs"]
-mod nvme;
 mod paging;
 mod pci;
-#[path = "../../qemu-x86_64/src/platform.rs"]
-mod platform;
 mod scenarios;
 mod serial;
 
 use core::panic::PanicInfo;
 
 use bare_nvme_board_common::cmdline::Args;
-use bare_nvme_board_common::{console, logger, marker, scenario};
+use bare_nvme_board_common::scenarios::Context;
+use bare_nvme_board_common::{console, dma, logger, marker, scenario, Board};
 use log::{info, LevelFilter};
 
 extern "C" {
@@ -43,6 +37,8 @@ extern "C" fn kmain() -> ! {
     let entry = clock::ticks();
     paging::enable();
     serial::init();
+    // First: the shared code reaches the machine only through it.
+    bare_nvme_board_common::board::install(&board::Virt);
     logger::init(LevelFilter::Info, || {
         core::time::Duration::from_nanos(clock::now().as_nanos())
     });
@@ -75,18 +71,10 @@ extern "C" fn kmain() -> ! {
     );
     init_dma(machine.ram);
     pci::init(machine);
-    let access = pci::driver_access();
-    info!("driver configuration access: {}", access.name());
-    let board = scenarios::Board {
-        args,
-        machine,
-        platform: platform::QemuPlatform,
-        config: pci::board_config(),
-        access,
-        timer_hz,
-    };
-    let passed = scenario::run_and_report(scenarios::ALL, &board.args, &board);
-    exit::exit_qemu(if passed { exit::SUCCESS } else { exit::FAILURE })
+    let context = Context::new(args);
+    info!("driver configuration access: {}", context.access.name());
+    let passed = scenario::run_and_report(scenarios::ALL, &context.args, &context);
+    board::Virt.exit(passed)
 }
 
 /// Gives the DMA allocator the RAM above the image.

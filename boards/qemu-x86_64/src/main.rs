@@ -7,15 +7,12 @@
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod board;
 mod boot;
 mod clock;
-mod dma;
 mod exit;
-mod hand;
-mod nvme;
 mod paging;
 mod pci;
-mod platform;
 mod scenarios;
 mod serial;
 mod smp;
@@ -24,7 +21,8 @@ mod start_info;
 use core::panic::PanicInfo;
 
 use bare_nvme_board_common::cmdline::Args;
-use bare_nvme_board_common::{console, logger, marker, scenario};
+use bare_nvme_board_common::scenarios::Context;
+use bare_nvme_board_common::{console, dma, logger, marker, scenario, Board};
 use log::{info, LevelFilter};
 use spin::Once;
 
@@ -42,6 +40,8 @@ extern "C" {
 extern "C" fn kmain(start_info_phys: u32) -> ! {
     let entry_tsc = clock::rdtsc();
     serial::init();
+    // First: the shared code reaches the machine only through it.
+    bare_nvme_board_common::board::install(&board::Q35);
     logger::init(LevelFilter::Info, || {
         core::time::Duration::from_nanos(clock::now().as_nanos())
     });
@@ -70,21 +70,13 @@ extern "C" fn kmain(start_info_phys: u32) -> ! {
         log::warn!("only the boot core runs: {e}");
     }
     init_dma(boot);
-    let config = pci::port_io();
-    let ecam = pci::find_ecam(&config);
-    let access = pci::driver_access(ecam);
-    info!("driver configuration access: {}", access.name());
-    let board = scenarios::Board {
-        args,
-        boot,
-        platform: platform::QemuPlatform,
-        config,
-        access,
-        ecam,
-        tsc_hz,
-    };
-    let passed = scenario::run_and_report(scenarios::ALL, &board.args, &board);
-    exit::exit_qemu(if passed { exit::SUCCESS } else { exit::FAILURE })
+    let ecam = pci::find_ecam(&pci::own_config());
+    pci::init_driver_access(ecam);
+    board::set_facts(board::Facts { boot, ecam, tsc_hz });
+    let context = Context::new(args);
+    info!("driver configuration access: {}", context.access.name());
+    let passed = scenario::run_and_report(scenarios::ALL, &context.args, &context);
+    board::Q35.exit(passed)
 }
 
 /// Gives the DMA allocator the largest usable RAM block above the image.

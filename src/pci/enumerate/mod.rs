@@ -18,7 +18,7 @@ use super::config::{
     MEMORY_LIMIT, MULTIFUNCTION, PREFETCHABLE_BASE, PREFETCHABLE_BASE_UPPER, PREFETCHABLE_LIMIT,
     PREFETCHABLE_LIMIT_UPPER, PRIMARY_BUS,
 };
-use super::slot::{PciePort, SlotCapabilities};
+use super::slot::{PciePort, SlotCapabilities, CRS_VENDOR_ID};
 use super::window::Window;
 use crate::error::{Error, Result};
 use crate::platform::PhysAddr;
@@ -622,5 +622,13 @@ fn prefetchable_window<A: ConfigRegionAccess + ?Sized>(
 /// walk is rare (a scan, a slot event), and an empty device number costs one
 /// read more.
 fn answers<A: ConfigRegionAccess + ?Sized>(config: &ConfigSpace<'_, A>) -> bool {
-    config.is_present() || config.is_present()
+    // Retry Status (CRS Software Visibility on): there, not ready yet, and
+    // the rest of its header reads all-ones; the slot waits for it.
+    let ready = || {
+        !matches!(
+            config.vendor_id(),
+            super::config::VENDOR_NONE | 0x0000 | CRS_VENDOR_ID
+        )
+    };
+    ready() || ready()
 }

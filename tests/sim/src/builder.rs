@@ -147,6 +147,9 @@ impl SimBuilder {
                 child: None,
                 // Cards present at build are up (or dark, below).
                 link_at: Some(0),
+                // Firmware time: a card there finished its initialisation,
+                // unless the spec says it is still booting.
+                ready_at: spec.booting.then_some(spec.crs.as_nanos() as u64),
                 command_at: None,
                 faulted: false,
                 contained: false,

@@ -57,6 +57,8 @@ pub(crate) struct Port {
     /// When the link comes (came) up after power-on or insertion; `None`:
     /// it will not (unpowered, or it never trains).
     pub(crate) link_at: Option<u64>,
+    /// Until when the function answers Retry Status (`None`: it answers).
+    pub(crate) ready_at: Option<u64>,
     /// Command Completed is due then.
     pub(crate) command_at: Option<u64>,
     /// A power fault cut the slot's power; cleared by a power-off write.
@@ -288,9 +290,7 @@ impl Topology {
     /// Whether the function in `port`'s slot still answers configuration
     /// requests with Retry Status.
     pub(crate) fn retrying(&self, port: usize) -> bool {
-        let p = self.port(port);
-        p.link_at
-            .is_some_and(|t| self.now < t.saturating_add(p.spec.crs.as_nanos() as u64))
+        self.port(port).ready_at.is_some_and(|t| self.now < t)
     }
 
     /// Whether the root port turns Retry Status into vendor ID 0x0001.
@@ -308,6 +308,7 @@ impl Topology {
         } else {
             Some(now + p.spec.link_training.as_nanos() as u64)
         };
+        p.ready_at = p.link_at.map(|t| t + p.spec.crs.as_nanos() as u64);
     }
 
     /// Applies what the passing of time changed in the slots: Command

@@ -33,6 +33,10 @@ pub struct SlotSpec {
     pub crs: Duration,
     /// Slot Capabilities MRL Sensor Present.
     pub mrl_sensor: bool,
+    /// A card plugged in at build is still initialising: it answers Retry
+    /// Status for [`SlotSpec::crs`] from the start (by default a card there
+    /// finished during firmware time).
+    pub booting: bool,
     /// A card stays in the slot when software switches power and power
     /// indicator off, as on real hardware; by default the slot deletes it
     /// then, as QEMU does (its unplug).
@@ -54,6 +58,7 @@ impl Default for SlotSpec {
             link_never_up: false,
             crs: Duration::ZERO,
             mrl_sensor: false,
+            booting: false,
             dpc: false,
             keeps_card: false,
         }
@@ -115,6 +120,12 @@ impl SlotSpec {
     /// With Downstream Port Containment.
     pub fn dpc(mut self) -> Self {
         self.dpc = true;
+        self
+    }
+
+    /// With a card at build still answering Retry Status.
+    pub fn booting(mut self) -> Self {
+        self.booting = true;
         self
     }
 

@@ -5,9 +5,10 @@
 use bare_nvme::Platform;
 use log::info;
 
-use super::{check_dma_returned, Board, Outcome, Scenario};
+use super::{check_dma_returned, Context, Outcome, Scenario};
+use crate::clock;
 use crate::pci::scan;
-use crate::{clock, dma, ensure, marker};
+use bare_nvme_board_common::{dma, ensure, marker};
 
 /// The scenario.
 pub const SCENARIO: Scenario = Scenario {
@@ -16,17 +17,17 @@ pub const SCENARIO: Scenario = Scenario {
     run,
 };
 
-fn run(board: &Board) -> Outcome {
-    let m = &board.machine;
+fn run(board: &Context) -> Outcome {
+    let m = crate::pci::machine();
     ensure!(m.ram.1 >= 64 << 20, "implausible RAM {:?}", m.ram);
     ensure!(
         m.memory.is_some(),
         "no 32-bit PCI window in the device tree"
     );
     ensure!(
-        board.timer_hz >= 1_000_000,
+        crate::clock::hz() >= 1_000_000,
         "implausible timer rate {} Hz",
-        board.timer_hz
+        crate::clock::hz()
     );
     let before = board.platform.now();
     clock::delay_us(2_000);
@@ -51,7 +52,7 @@ fn run(board: &Board) -> Outcome {
         m.ram.1 >> 20,
         dma::capacity() >> 20,
         m.ecam.0,
-        board.timer_hz / 1_000_000
+        crate::clock::hz() / 1_000_000
     );
     check_dma_returned(baseline)
 }

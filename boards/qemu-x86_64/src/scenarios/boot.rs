@@ -5,9 +5,10 @@ use bare_nvme::Platform;
 use log::info;
 use pci_types::PciAddress;
 
-use super::{check_dma_returned, Board, Outcome, Scenario};
+use super::{check_dma_returned, Context, Outcome, Scenario};
+use crate::clock;
 use crate::pci::{self, scan, NO_DEVICE};
-use crate::{clock, dma, ensure, marker};
+use bare_nvme_board_common::{dma, ensure, marker};
 
 /// The scenario.
 pub const SCENARIO: Scenario = Scenario {
@@ -16,13 +17,18 @@ pub const SCENARIO: Scenario = Scenario {
     run,
 };
 
-fn run(board: &Board) -> Outcome {
+fn run(board: &Context) -> Outcome {
     info!("memory map:");
-    for region in board.boot.memory_map.regions() {
+    for region in crate::board::facts().boot.memory_map.regions() {
         info!("  {region}");
     }
     ensure!(
-        board.boot.memory_map.usable().next().is_some(),
+        crate::board::facts()
+            .boot
+            .memory_map
+            .usable()
+            .next()
+            .is_some(),
         "no usable RAM in the memory map"
     );
     check_clock(board)?;
@@ -48,18 +54,18 @@ fn run(board: &Board) -> Outcome {
         "RESULT functions={} root_ports={} tsc_mhz={} ecam={:#x} ecam_checked={}",
         topology.functions,
         topology.root_ports.len(),
-        board.tsc_hz / 1_000_000,
-        board.ecam.map_or(0, |w| w.base),
+        crate::board::facts().tsc_hz / 1_000_000,
+        crate::board::facts().ecam.map_or(0, |w| w.base),
         ecam_checked
     );
     Ok(())
 }
 
-fn check_clock(board: &Board) -> Outcome {
+fn check_clock(board: &Context) -> Outcome {
     ensure!(
-        board.tsc_hz > 100_000_000,
+        crate::board::facts().tsc_hz > 100_000_000,
         "implausible TSC rate {} Hz",
-        board.tsc_hz
+        crate::board::facts().tsc_hz
     );
     let before = board.platform.now();
     clock::delay_us(2_000);
@@ -73,13 +79,13 @@ fn check_clock(board: &Board) -> Outcome {
 }
 
 /// Every function on bus 0 must read the same through ECAM and port I/O.
-fn check_ecam(board: &Board) -> Result<usize, super::Failure> {
-    let Some(window) = board.ecam else {
+fn check_ecam(board: &Context) -> Result<usize, super::Failure> {
+    let Some(window) = crate::board::facts().ecam else {
         info!("no ECAM");
         return Ok(0);
     };
     let Some(ecam) = pci::ecam_access(window) else {
-        return Err(crate::failure!(
+        return Err(bare_nvme_board_common::failure!(
             "ECAM at {:#x} is outside the map",
             window.base
         ));
@@ -101,7 +107,7 @@ fn check_ecam(board: &Board) -> Result<usize, super::Failure> {
     Ok(checked)
 }
 
-fn check_dma(board: &Board) -> Outcome {
+fn check_dma(board: &Context) -> Outcome {
     let baseline = dma::stats();
     info!("DMA pool {} MiB", dma::capacity() >> 20);
     let platform = board.platform;
@@ -109,7 +115,7 @@ fn check_dma(board: &Board) -> Outcome {
     let mut regions: heapless::Vec<bare_nvme::DmaRegion, 8> = heapless::Vec::new();
     for (i, &len) in sizes.iter().enumerate() {
         let Some(mut region) = platform.dma_alloc(len, 4096) else {
-            return Err(crate::failure!("dma_alloc({len}) failed"));
+            return Err(bare_nvme_board_common::failure!("dma_alloc({len}) failed"));
         };
         ensure!(
             region.phys().as_u64() == region.virt().as_ptr() as u64,
@@ -149,7 +155,9 @@ fn check_dma(board: &Board) -> Outcome {
     }
     // A freed page comes back zeroed.
     let Some(again) = platform.dma_alloc(1 << 20, 4096) else {
-        return Err(crate::failure!("dma_alloc after free failed"));
+        return Err(bare_nvme_board_common::failure!(
+            "dma_alloc after free failed"
+        ));
     };
     ensure!(
         again.as_slice().iter().all(|&b| b == 0),

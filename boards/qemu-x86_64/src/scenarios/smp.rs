@@ -23,10 +23,11 @@ use core::time::Duration;
 use bare_nvme::Instant;
 use log::info;
 
-use super::{deadline_ms, Board, Failure, Outcome, Scenario};
+use super::{deadline_ms, Context, Failure, Outcome, Scenario};
+use crate::clock;
 use crate::smp::acpi::{self, AcpiError};
 use crate::smp::{self, SmpError};
-use crate::{clock, ensure, failure, marker};
+use bare_nvme_board_common::{ensure, failure, marker};
 
 /// The scenario.
 pub const SCENARIO: Scenario = Scenario {
@@ -42,7 +43,7 @@ const WAIT_MS: u64 = 2_000;
 /// Times core 0 must see core 1's counter advance.
 const SAMPLES: usize = 5;
 
-fn run(board: &Board) -> Outcome {
+fn run(board: &Context) -> Outcome {
     let cores = smp::cores();
     match smp::started() {
         Some(started) => marker!(

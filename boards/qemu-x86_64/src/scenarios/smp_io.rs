@@ -22,11 +22,12 @@ use bare_nvme::nvme::{Controller, ControllerConfig, IoQueue, Monitor};
 use bare_nvme::pci::bar;
 use bare_nvme::{DmaRegion, Instant, Platform, State};
 
-use super::{check_dma_returned, Board, Outcome, Scenario};
+use super::{check_dma_returned, Context, Outcome, Scenario};
+use crate::clock;
 use crate::pci::scan;
-use crate::platform::QemuPlatform;
 use crate::smp::{self, SmpError};
-use crate::{clock, dma, ensure, failure, marker};
+use bare_nvme_board_common::platform::QemuPlatform;
+use bare_nvme_board_common::{dma, ensure, failure, marker};
 
 /// The scenario.
 pub const SCENARIO: Scenario = Scenario {
@@ -50,7 +51,7 @@ type Nvme = Controller<QemuPlatform, (), QUEUES, 256>;
 type Queue<'a> = IoQueue<'a, QemuPlatform, QUEUES, 256>;
 type Buffers = heapless::Vec<Option<DmaRegion>, QD>;
 
-fn run(board: &Board) -> Outcome {
+fn run(board: &Context) -> Outcome {
     let args = board.args;
     let baseline = dma::stats();
     let ms = args

@@ -21,12 +21,13 @@ use bare_nvme::block::{BlockTarget, NamespaceHandle};
 use bare_nvme::nvme::IoQueue;
 use bare_nvme::{DmaRegion, Error, Event, Instant, Platform, State};
 
-use super::{check_dma_returned, Board, Outcome, Scenario};
-use crate::hand::Hand;
-use crate::nvme::{self, Monitor};
-use crate::platform::QemuPlatform;
+use super::{check_dma_returned, Context, Outcome, Scenario};
+use crate::clock;
 use crate::smp::{self, SmpError};
-use crate::{clock, dma, ensure, failure, marker};
+use bare_nvme_board_common::hand::Hand;
+use bare_nvme_board_common::nvme::{self, Monitor};
+use bare_nvme_board_common::platform::QemuPlatform;
+use bare_nvme_board_common::{dma, ensure, failure, marker};
 
 /// The scenario.
 pub const SCENARIO: Scenario = Scenario {
@@ -74,7 +75,7 @@ struct Ledger {
     out_of_tags: bool,
 }
 
-fn run(board: &Board) -> Outcome {
+fn run(board: &Context) -> Outcome {
     let args = board.args;
     let baseline = dma::stats();
     let cores = smp::cores();

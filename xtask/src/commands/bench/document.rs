@@ -29,7 +29,7 @@ Each batch is: submit N, poll (rings), device runs, poll (drains, rings the CQ h
 is counted by the wrapper; config reads by the simulated controller. Streaming keeps QD reads in flight \
 and resubmits each completion at once with its own `ring_doorbells`; the device runs once per poll. \
 With shadow doorbells the EventIdx rule then leaves at most one SQ and one CQ MMIO write per device turn.\n\
-- **QEMU**: two boots. The kernel's `bench` scenario (`boards/qemu-x86_64/src/scenarios/bench/`) on \
+- **QEMU**: two boots. The kernel's `bench` scenario (`boards/common/src/scenarios/bench/`) on \
 `-blockdev driver=null-co,read-zeroes=on` runs three contenders on the same controller: the reference \
 loop (`bench/reference.rs` there: a controller reset, its own admin queue and one I/O queue pair of \
 the driver's size, 128 entries, reads with the command ID as buffer index, the driver's doorbell \

@@ -113,7 +113,9 @@ impl Ring {
 
     fn ring_sq(&self, regs: &impl RegisterAccess) {
         // The SQEs must be in memory before the device hears of them (x86
-        // keeps stores in order; the compiler must too).
+        // keeps stores in order; the compiler must too). A weakly ordered CPU
+        // would need a barrier here: the contest runs only where firmware
+        // placed the BAR, on x86 (the catalog skips it on aarch64).
         compiler_fence(Ordering::SeqCst);
         regs.write32(self.sq_doorbell, u32::from(self.sq_tail));
     }

@@ -1,14 +1,15 @@
-//! `bare_nvme::Platform` for this board.
+//! `bare_nvme::Platform` for every board, over the installed [`crate::Board`].
 
 use core::ptr::NonNull;
 
+use crate::counters;
 use bare_nvme::{DmaRegion, Instant, MmioRegisters, PhysAddr, Platform, RegisterAccess};
-use bare_nvme_board_common::counters;
 
-use crate::{clock, dma, paging};
+use crate::board::board;
+use crate::{clock, dma};
 
 /// The board as the driver sees it: DMA from [`dma`], identity-mapped
-/// registers (uncached, see [`paging`]), the TSC clock.
+/// registers (uncached, see [`crate::Board::is_mapped`]), the board's clock.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct QemuPlatform;
 
@@ -25,12 +26,12 @@ impl Platform for QemuPlatform {
 
     fn map_registers(&self, phys: PhysAddr, len: usize) -> Option<CountedRegisters> {
         let addr = phys.as_u64();
-        if !phys.is_aligned(4) || !paging::is_mapped(addr, len as u64) {
+        if !phys.is_aligned(4) || !board().is_mapped(addr, len as u64) {
             return None;
         }
         let base = NonNull::new(addr as *mut u8)?;
         // SAFETY: the range is inside the identity map, 4-byte aligned, and
-        // uncached because it holds no RAM (`paging::mark_non_ram_uncached`);
+        // uncached because it holds no RAM (`Board::is_mapped`'s contract);
         // the map is never torn down.
         Some(CountedRegisters(unsafe { MmioRegisters::new(base, len) }))
     }

@@ -25,7 +25,7 @@ use bare_nvme::pci::bar;
 use bare_nvme::QueueId;
 use bare_nvme::{DmaRegion, Instant, IoOp, PhysAddr, Platform, RegisterAccess};
 
-use super::{check_dma_returned, Board, Failure, Outcome, Scenario};
+use super::{check_dma_returned, Context, Failure, Outcome, Scenario};
 use crate::pci::scan;
 use crate::platform::{CountedRegisters, QemuPlatform};
 use crate::{clock, dma, ensure, failure, marker};
@@ -139,7 +139,7 @@ struct Target {
     entries: u16,
 }
 
-fn run(board: &Board) -> Outcome {
+fn run(board: &Context) -> Outcome {
     let args = board.args;
     let baseline = dma::stats();
     let index = args

@@ -1,6 +1,6 @@
 //! `tick-cost`: what one tick costs with many controllers. The driver (room
 //! for [`CONTROLLERS`]) brings up every NVMe controller it finds, then ticks
-//! once per millisecond and measures each tick alone: its time (TSC), the
+//! once per millisecond and measures each tick alone: its time (the board's clock), the
 //! register reads and the configuration reads it made.
 //!
 //! Arguments: `controllers=N` (default 16) must all come up; `ticks=N`
@@ -14,11 +14,11 @@
 use core::mem::MaybeUninit;
 use core::time::Duration;
 
+use crate::counters;
 use bare_nvme::{ControllerId, DmaRegion, Driver, DriverConfig, Event, Platform};
-use bare_nvme_board_common::counters;
 use spin::Mutex;
 
-use super::{check_dma_returned, Board, Failure, Outcome, Scenario};
+use super::{check_dma_returned, Context, Failure, Outcome, Scenario};
 use crate::pci::Access;
 use crate::platform::QemuPlatform;
 use crate::{clock, dma, ensure, failure, marker};
@@ -51,7 +51,7 @@ struct Sample {
     config_max: u64,
 }
 
-fn run(board: &Board) -> Outcome {
+fn run(board: &Context) -> Outcome {
     let baseline = dma::stats();
     let args = board.args;
     let want = args

@@ -3,7 +3,7 @@
 
 use core::time::Duration;
 
-use bare_nvme_board_common::counters;
+use crate::counters;
 use log::info;
 
 use super::{outside, Ctx};

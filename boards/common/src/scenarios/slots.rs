@@ -14,7 +14,7 @@
 use log::info;
 use pci_types::PciAddress;
 
-use super::{deadline_ms, wait_for_host, wait_until, Board, Outcome, Scenario};
+use super::{deadline_ms, wait_for_host, wait_until, Context, Outcome, Scenario};
 use crate::hand::{Action, Hand};
 use crate::pci::{self, scan, BoardConfig, NO_DEVICE};
 use crate::{clock, ensure, failure, marker};
@@ -26,7 +26,7 @@ pub const SCENARIO: Scenario = Scenario {
     run,
 };
 
-fn run(board: &Board) -> Outcome {
+fn run(board: &Context) -> Outcome {
     let args = board.args;
     let port = args
         .pci_address("port")

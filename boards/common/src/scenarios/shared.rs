@@ -3,14 +3,14 @@
 
 use bare_nvme::Instant;
 
-use super::Board;
+use super::Context;
 use crate::dma::{self, DmaStats};
 use crate::{clock, marker};
 
-pub use bare_nvme_board_common::scenario::{Failure, Outcome, FAILURE_LEN};
+pub use crate::scenario::{Failure, Outcome, FAILURE_LEN};
 
-/// A named scenario of this board.
-pub type Scenario = bare_nvme_board_common::scenario::Scenario<Board>;
+/// A named scenario of the boards.
+pub type Scenario = crate::scenario::Scenario<Context>;
 
 /// Builds a [`Failure`] from format arguments (truncated to fit).
 #[macro_export]
@@ -61,7 +61,7 @@ pub fn wait_for_host(word: &str, timeout_ms: u64) -> Outcome {
     marker!("WAIT {word}");
     let mut line: heapless::String<HOST_LINE> = heapless::String::new();
     let heard = wait_until(deadline_ms(timeout_ms), || {
-        while let Some(byte) = crate::serial::try_read_byte() {
+        while let Some(byte) = crate::board::board().read_byte() {
             match byte {
                 b'\n' | b'\r' => {
                     if line.as_str() == word {

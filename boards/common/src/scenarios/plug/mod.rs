@@ -49,7 +49,7 @@ use core::time::Duration;
 use bare_nvme::{ControllerId, State};
 use pci_types::PciAddress;
 
-use super::{check_dma_returned, Board, Outcome, Scenario};
+use super::{check_dma_returned, Context, Outcome, Scenario};
 use crate::hand::Hand;
 use crate::nvme::{self, Monitor, Nvme};
 use crate::pci::{self, scan, NO_DEVICE};
@@ -75,7 +75,7 @@ const MAX_INFLIGHT: usize = 64;
 /// What every mode works with: the board, the tick monitor, the hand on the
 /// slot and the arguments.
 struct Ctx<'a> {
-    board: &'a Board,
+    board: &'a Context,
     monitor: Monitor,
     hand: Hand,
     /// The bus behind the slot.
@@ -92,7 +92,7 @@ struct Ctx<'a> {
     survivor_rounds: u64,
 }
 
-fn run(board: &Board) -> Outcome {
+fn run(board: &Context) -> Outcome {
     let args = board.args;
     let baseline = dma::stats();
     let number = |key, default| {

@@ -17,7 +17,7 @@ use bare_nvme::QueueId;
 use bare_nvme::{ControllerId, Error, Event, IoOp, PhysAddr, Platform, RegisterAccess};
 use log::info;
 
-use super::{check_dma_returned, Board, Failure, Outcome, Scenario};
+use super::{check_dma_returned, Context, Failure, Outcome, Scenario};
 use crate::nvme::{self, ctrl, fill, mismatch, Buffers, Ctrl, Monitor, Nvme};
 use crate::pci::{self, scan};
 use crate::{clock, dma, ensure, failure, marker};
@@ -34,7 +34,7 @@ const PERSIST_BYTES: usize = 64 << 10;
 /// Controllers ready, in bus order.
 type Ids = heapless::Vec<ControllerId, 8>;
 
-fn run(board: &Board) -> Outcome {
+fn run(board: &Context) -> Outcome {
     let args = board.args;
     let baseline = dma::stats();
     let config = nvme::config_from(&args)?;
@@ -158,7 +158,7 @@ fn describe(d: &mut Nvme, ids: &Ids, bring_up: Duration) -> Outcome {
 }
 
 /// The pattern check on every namespace of every controller.
-fn exercise_all(board: &Board, d: &mut Nvme, ids: &Ids) -> Outcome {
+fn exercise_all(board: &Context, d: &mut Nvme, ids: &Ids) -> Outcome {
     let mut first_io = true;
     for (i, &id) in ids.iter().enumerate() {
         let c = ctrl(d, id)?;
@@ -179,7 +179,7 @@ fn exercise_all(board: &Board, d: &mut Nvme, ids: &Ids) -> Outcome {
 /// How many NVMe controllers firmware left enabled (CSTS.RDY = 1), read
 /// before the driver starts, through the BAR0 firmware assigned. The driver
 /// must reset these before it gives them queues of its own.
-fn enabled_by_firmware(board: &Board) -> usize {
+fn enabled_by_firmware(board: &Context) -> usize {
     const BAR0: u16 = 0x10;
     const CSTS: usize = 0x1C;
     scan::walk(&board.config)
@@ -199,7 +199,7 @@ fn enabled_by_firmware(board: &Board) -> usize {
 }
 
 /// Pattern over `size` bytes, read back, write zeroes, deallocate.
-fn exercise(board: &Board, c: &mut Ctrl, nsid: u32, seed: u64, first_io: &mut bool) -> Outcome {
+fn exercise(board: &Context, c: &mut Ctrl, nsid: u32, seed: u64, first_io: &mut bool) -> Outcome {
     let ns = *c.namespace(nsid).map_err(|e| failure!("{e}"))?;
     let block = ns.block_size() as usize;
     let capacity = (ns.blocks() as usize).saturating_mul(block);
@@ -278,7 +278,7 @@ fn exercise(board: &Board, c: &mut Ctrl, nsid: u32, seed: u64, first_io: &mut bo
     c.flush(nsid).map_err(|e| failure!("flush: {e}"))
 }
 
-fn persistence(board: &Board, c: &mut Ctrl, nsid: u32) -> Outcome {
+fn persistence(board: &Context, c: &mut Ctrl, nsid: u32) -> Outcome {
     let args = board.args;
     let seed = args
         .number("seed", 1)
@@ -318,7 +318,7 @@ fn persistence(board: &Board, c: &mut Ctrl, nsid: u32) -> Outcome {
 /// A disk with injected read errors at `badblock`: such reads fail with a
 /// typed error (blocking and split-phase), everything else keeps working and
 /// the controller stays ready.
-fn bad_disk(board: &Board, c: &mut Ctrl, nsid: u32) -> Outcome {
+fn bad_disk(board: &Context, c: &mut Ctrl, nsid: u32) -> Outcome {
     let bad = board
         .args
         .number("badblock", 0)

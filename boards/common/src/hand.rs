@@ -1,8 +1,9 @@
 //! The hand: pulls a device out of a root port's slot the way real hardware
 //! loses it.
 //!
-//! It shares nothing with the driver and never calls it: it owns its own
-//! configuration accessor and only writes the port's Slot Control. QEMU
+//! It shares nothing with the driver and never calls it: it uses the
+//! board's own configuration accessor (`Board::own_config`, never the
+//! driver's) and only writes the port's Slot Control. QEMU
 //! destroys the device during a Slot Control write that turns the power
 //! controller off with the power indicator off (0x07c0); 0x05c0 unpowers it
 //! without deleting it, and a later power-on brings it back reset (a link
@@ -43,7 +44,7 @@ pub enum Action {
 
 /// A hand on one root port's slot.
 pub struct Hand {
-    /// Its own accessor: never the driver's.
+    /// The board's own accessor: never the driver's.
     config: BoardConfig,
     port: PciAddress,
     slot_control: u16,

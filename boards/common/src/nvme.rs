@@ -5,10 +5,10 @@
 
 use core::time::Duration;
 
+use crate::cmdline::Args;
 use bare_nvme::{
     ControllerId, DmaRegion, Driver, DriverConfig, DriverController, Event, Instant, Platform,
 };
-use bare_nvme_board_common::cmdline::Args;
 use log::info;
 use spin::{Mutex, MutexGuard, Once};
 
@@ -17,7 +17,7 @@ use crate::platform::QemuPlatform;
 use crate::scenarios::{Failure, Outcome};
 use crate::{clock, failure};
 
-/// The driver as this board runs it.
+/// The driver as the boards run it.
 pub type Nvme = Driver<QemuPlatform, Access>;
 /// One controller of it.
 pub type Ctrl = DriverController<QemuPlatform, Access>;
@@ -62,7 +62,7 @@ pub fn config_from(args: &Args) -> Result<DriverConfig, Failure> {
     Ok(config)
 }
 
-/// Time since the machine started (QEMU starts the TSC at zero).
+/// Time since the machine started (see [`crate::Board::since_machine_start`]).
 pub fn since_machine_start() -> Duration {
     clock::since_machine_start()
 }

@@ -29,7 +29,7 @@ use gpt_disk_io::Disk;
 use log::info;
 use spin::Mutex;
 
-use super::{check_dma_returned, Board, Failure, Outcome, Scenario};
+use super::{check_dma_returned, Context, Failure, Outcome, Scenario};
 use crate::hand::Hand;
 use crate::nvme::{self, Monitor, Nvme};
 use crate::{clock, dma, ensure, failure, marker};
@@ -70,7 +70,7 @@ fn pattern_byte(i: u64, seed: u32) -> u8 {
     (x >> 13) as u8
 }
 
-fn run(board: &Board) -> Outcome {
+fn run(board: &Context) -> Outcome {
     let args = board.args;
     let baseline = dma::stats();
     let config = nvme::config_from(&args)?;

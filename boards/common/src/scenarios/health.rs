@@ -17,7 +17,7 @@ use core::time::Duration;
 use bare_nvme::nvme::command::{admin, SubmissionEntry};
 use bare_nvme::{ControllerId, Error, Event};
 
-use super::{check_dma_returned, wait_for_host, Board, Outcome, Scenario};
+use super::{check_dma_returned, wait_for_host, Context, Outcome, Scenario};
 use crate::nvme::{self, ctrl, verified_io, Buffers, Monitor, Nvme};
 use crate::{dma, ensure, failure, marker};
 
@@ -31,7 +31,7 @@ pub const SCENARIO: Scenario = Scenario {
 /// Ticks every millisecond.
 const PERIOD: Duration = Duration::from_millis(1);
 
-fn run(board: &Board) -> Outcome {
+fn run(board: &Context) -> Outcome {
     let args = board.args;
     let baseline = dma::stats();
     let config = nvme::config_from(&args)?;
