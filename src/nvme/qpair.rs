@@ -263,6 +263,18 @@ impl<const N: usize> QueuePair<N> {
             .is_some_and(|(sq, _)| sq.publish(platform, regs, shadow))
     }
 
+    /// Whether nothing waits to be handed over: the done queue is empty and
+    /// the device has posted no completion at the ring's head (peeked, not
+    /// consumed). Most polls find this, and stop here.
+    #[inline(always)]
+    pub(crate) fn quiet<P: Platform>(&self, platform: &P) -> bool {
+        !self.tracker.has_done()
+            && self
+                .rings
+                .as_ref()
+                .is_some_and(|(_, cq)| !cq.posted(platform))
+    }
+
     /// Consumes posted completions (at most one ring's worth, so a device that
     /// keeps posting cannot hold the caller), validates each, and marks the
     /// commands done. Writes the CQ head doorbell at most once (see
