@@ -47,6 +47,12 @@ impl Model {
                 self.sim.memory_decoding_off(ctrl);
                 fault(&mut self.devices[d]);
             }
+            Device::MediaErrors(true) => {
+                self.sim.fail_reads(ctrl, 1, MEDIA_ERRORS);
+                self.sim.fail_writes(ctrl, 1, MEDIA_ERRORS);
+                self.devices[d].media_errors = true;
+            }
+            Device::MediaErrors(false) => self.sim.clear_media_errors(ctrl),
             Device::IgnoreConfigWrites(on) => {
                 self.sim.ignore_config_writes(ctrl, on);
                 self.devices[d].ignoring_config = on;
@@ -125,6 +131,7 @@ impl Model {
             held: false,
             hung: false,
             ignoring_config: false,
+            media_errors: false,
             present: true,
         });
     }

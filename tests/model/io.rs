@@ -181,6 +181,8 @@ impl Model {
             Error::Aborted => m.detach_requested || faulted || held || unrung,
             // Bring-up could not turn bus mastering on.
             Error::DeviceUnsupported { .. } => d.ignoring_config,
+            // The device's own error status: only a media error made it.
+            Error::CommandFailed { .. } => d.media_errors,
             _ => false,
         }
     }

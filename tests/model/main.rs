@@ -52,6 +52,8 @@ const NS_BLOCKS: u64 = 256;
 /// LBAs the scenario touches: few, so that commands overlap often.
 const LBAS: u64 = 48;
 const IO_TIMEOUT: Duration = Duration::from_millis(50);
+/// LBAs a `MediaErrors` device event makes fail.
+const MEDIA_ERRORS: std::ops::Range<u64> = 8..16;
 /// Virtual time each clock read takes: deadlines pass in few loop rounds.
 const CLOCK_STEP: Duration = Duration::from_micros(10);
 

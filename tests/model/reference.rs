@@ -50,6 +50,9 @@ pub(crate) struct DeviceModel {
     pub(crate) hung: bool,
     pub(crate) ignoring_config: bool,
     pub(crate) present: bool,
+    /// Media errors were turned on at some point: a command may end with
+    /// the device's error status.
+    pub(crate) media_errors: bool,
 }
 
 impl DeviceModel {
@@ -194,6 +197,7 @@ impl Model {
                 held: false,
                 hung: false,
                 ignoring_config: false,
+                media_errors: false,
                 present: true,
             });
             builder.controller_at(location, knobs.spec(&serial))

@@ -118,6 +118,7 @@ impl Model {
             self.sim.unhang(CtrlId(d));
             self.sim.ignore_config_writes(CtrlId(d), false);
             self.sim.hold(CtrlId(d), Hold::None);
+            self.sim.clear_media_errors(CtrlId(d));
             self.devices[d].hung = false;
             self.devices[d].held = false;
         }

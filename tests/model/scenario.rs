@@ -80,6 +80,9 @@ pub(crate) enum Device {
     },
     AttentionButton,
     Hold(bool),
+    /// Reads and writes of LBAs 8 to 15 fail with a media error (or, with
+    /// `false`, succeed again).
+    MediaErrors(bool),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -180,6 +183,7 @@ pub(crate) fn device_event() -> impl Strategy<Value = Device> {
         3 => any::<bool>().prop_map(|same| Device::Insert { same }),
         1 => Just(Device::AttentionButton),
         3 => any::<bool>().prop_map(Device::Hold),
+        2 => any::<bool>().prop_map(Device::MediaErrors),
     ]
 }
 
