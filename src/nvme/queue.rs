@@ -203,21 +203,12 @@ impl SubmissionRing {
     /// Writes `entry` at the tail. The caller checked `is_full`.
     #[inline(always)]
     pub(crate) fn push(&mut self, entry: &SubmissionEntry) {
-        // Eight word stores straight from the fields, not a field-by-field
-        // copy through the stack.
-        self.push_words(sqe_words(entry));
-    }
-
-    /// Writes an entry given as the eight words of its layout at the tail.
-    /// The caller checked `is_full`.
-    #[inline(always)]
-    pub(crate) fn push_words(&mut self, words: [u64; 8]) {
         let next = NextTail(self.next(self.tail));
-        self.push_words_then(words, next);
+        self.push_then(entry, next);
     }
 
     /// Room for one more entry: the tail after it, `None` when the ring is
-    /// full. For [`SubmissionRing::push_words_then`], so that the wrap is
+    /// full. For [`SubmissionRing::push_then`], so that the wrap is
     /// computed once per entry.
     #[inline(always)]
     pub(crate) fn room(&self) -> Option<NextTail> {
@@ -225,12 +216,14 @@ impl SubmissionRing {
         (next != self.head).then_some(NextTail(next))
     }
 
-    /// Writes an entry (the eight words of its layout) at the tail and
-    /// moves the tail to `next`, from [`SubmissionRing::room`] since the
-    /// tail last moved.
+    /// Writes `entry` at the tail and moves the tail to `next`, from
+    /// [`SubmissionRing::room`] since the tail last moved.
     #[inline(always)]
-    pub(crate) fn push_words_then(&mut self, words: [u64; 8], next: NextTail) {
+    pub(crate) fn push_then(&mut self, entry: &SubmissionEntry, next: NextTail) {
         let offset = self.tail as usize * SQE_SIZE;
+        // Eight word stores straight from the fields, not a field-by-field
+        // copy through the stack.
+        let words = sqe_words(entry);
         // SAFETY: `tail < entries`: it starts at 0 and takes only values of
         // `next`, which wraps at `entries` (a `NextTail` holds nothing
         // else); `new` checked that the memory holds `entries` 8-byte
@@ -336,7 +329,7 @@ pub(crate) struct NextTail(u16);
 
 /// Two 32-bit fields as the 64-bit word they occupy in memory.
 #[inline(always)]
-pub(crate) const fn pair(first: u32, second: u32) -> u64 {
+const fn pair(first: u32, second: u32) -> u64 {
     if cfg!(target_endian = "little") {
         first as u64 | (second as u64) << 32
     } else {
