@@ -133,6 +133,19 @@ struct Ending {
     error: Error,
 }
 
+/// What the I/O rings may be used for in a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rings {
+    /// Not created, or the controller is not enabled: nothing touches them.
+    Closed,
+    /// Live on the device (serving, or draining for a detach): doorbells
+    /// are written and completions read.
+    Live,
+    /// A reset's disable or a teardown's stop waits for proof that the
+    /// device can no longer reach memory: failed commands are held back.
+    Holding,
+}
+
 /// The lifecycle of one controller.
 #[derive(Debug)]
 pub(crate) struct Lifecycle {
@@ -142,6 +155,9 @@ pub(crate) struct Lifecycle {
     ending: Option<Ending>,
     /// Why the controller failed or was removed, once it is finished.
     failure: Option<Error>,
+    /// What `step` allows on the I/O rings, kept beside it so the I/O hot
+    /// path reads one byte instead of decoding `step`.
+    rings: Rings,
     /// Caller commands failed by teardowns.
     failed: u32,
     /// How the device was proven unable to reach memory at the end.
@@ -162,6 +178,7 @@ impl Lifecycle {
         Self {
             state: State::Discovered,
             step: Step::Start,
+            rings: Rings::Closed,
             ending: None,
             failure: None,
             failed: 0,
@@ -203,8 +220,25 @@ impl Lifecycle {
     /// Failed commands are held back: a reset's disable or a teardown's stop
     /// still waits for proof that the device can no longer reach their
     /// buffers.
+    #[inline(always)]
     pub(crate) fn holding(&self) -> bool {
-        matches!(self.step, Step::ResetDisable { .. } | Step::StopDma { .. })
+        self.rings == Rings::Holding
+    }
+
+    /// What the I/O rings may be used for now.
+    #[inline(always)]
+    pub(crate) fn rings(&self) -> Rings {
+        self.rings
+    }
+
+    /// Sets `step` and what it allows on the rings.
+    fn set_step(&mut self, step: Step) {
+        self.step = step;
+        self.rings = match step {
+            Step::Ready | Step::Drain { .. } => Rings::Live,
+            Step::ResetDisable { .. } | Step::StopDma { .. } => Rings::Holding,
+            _ => Rings::Closed,
+        };
     }
 
     /// What shared queues may do now (see [`Gate`](crate::nvme::shared::Gate)).
@@ -255,7 +289,7 @@ impl Lifecycle {
     /// Moves on to `step` within the state.
     pub(crate) fn go(&mut self, step: Step) {
         if !self.ending() {
-            self.step = step;
+            self.set_step(step);
         }
     }
 
@@ -264,7 +298,7 @@ impl Lifecycle {
     pub(crate) fn enter(&mut self, state: State, step: Step) {
         if !self.ending() {
             self.state = state;
-            self.step = step;
+            self.set_step(step);
         }
     }
 
@@ -303,7 +337,7 @@ impl Lifecycle {
         self.failed = self.failed.saturating_add(failed as u32);
         self.ending = Some(Ending { state: end, error });
         self.state = State::Stopping;
-        self.step = Step::StopDma { deadline };
+        self.set_step(Step::StopDma { deadline });
         true
     }
 
@@ -314,7 +348,7 @@ impl Lifecycle {
         let ending = self.ending.take()?;
         self.dma_stop = proof;
         self.state = ending.state;
-        self.step = Step::Finished;
+        self.set_step(Step::Finished);
         if ending.state != State::Detached {
             self.failure = Some(ending.error);
         }

@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::nvme::command::SubmissionEntry;
 use crate::nvme::prp::{self, ListArea, PAGE_SIZE};
 use crate::nvme::queue::{
-    alloc_ring, pair, CompletionRing, DoorbellBuffers, SubmissionRing, CQE_SIZE, SQE_SIZE,
+    alloc_ring, CompletionRing, DoorbellBuffers, SubmissionRing, CQE_SIZE, SQE_SIZE,
 };
 use crate::nvme::shared_memory::SharedMemory;
 use crate::nvme::tracker::{Finished, Taken, Tracker, INDEX_BITS};
@@ -55,6 +55,22 @@ pub(crate) struct TransferEntry {
     pub(crate) lba: u64,
     /// Command dword 12: the block count (0's based) and flags (FUA).
     pub(crate) cdw12: u32,
+}
+
+impl TransferEntry {
+    /// The SQE of this transfer as command `cid` with its PRPs.
+    #[inline(always)]
+    fn entry(self, cid: u16, prp1: u64, prp2: u64) -> SubmissionEntry {
+        let mut sqe = SubmissionEntry::new(self.opcode);
+        sqe.set_cid(cid);
+        sqe.nsid = self.nsid;
+        sqe.prp1 = prp1;
+        sqe.prp2 = prp2;
+        sqe.cdw10 = self.lba as u32;
+        sqe.cdw11 = (self.lba >> 32) as u32;
+        sqe.cdw12 = self.cdw12;
+        sqe
+    }
 }
 
 impl<const N: usize> QueuePair<N> {
@@ -229,7 +245,7 @@ impl<const N: usize> QueuePair<N> {
         // reaches memory, and no dirty line of a read's buffer is evicted
         // over what the device writes.
         platform.dma_flush(phys, bytes);
-        sq.push_words_then(sqe_words(command, cid, prp1, prp2), next_tail);
+        sq.push_then(&command.entry(cid, prp1, prp2), next_tail);
         Ok(cid)
     }
 
@@ -261,6 +277,18 @@ impl<const N: usize> QueuePair<N> {
         self.rings
             .as_mut()
             .is_some_and(|(sq, _)| sq.publish(platform, regs, shadow))
+    }
+
+    /// Whether nothing waits to be handed over: the done queue is empty and
+    /// the device has posted no completion at the ring's head (peeked, not
+    /// consumed). Most polls find this, and stop here.
+    #[inline(always)]
+    pub(crate) fn quiet<P: Platform>(&self, platform: &P) -> bool {
+        !self.tracker.has_done()
+            && self
+                .rings
+                .as_ref()
+                .is_some_and(|(_, cq)| !cq.posted(platform))
     }
 
     /// Consumes posted completions (at most one ring's worth, so a device that
@@ -378,24 +406,6 @@ fn no_rings() -> Error {
     Error::Internal {
         what: "queue without rings",
     }
-}
-
-/// A transfer's SQE as the eight 64-bit words of its layout (see
-/// `SubmissionEntry`): CDW0 (opcode, CID) and NSID, CDW2-3, MPTR, PRP1,
-/// PRP2, CDW10-11 (starting LBA), CDW12-13, CDW14-15.
-#[inline(always)]
-fn sqe_words(c: TransferEntry, cid: u16, prp1: u64, prp2: u64) -> [u64; 8] {
-    let cdw0 = c.opcode as u32 | (cid as u32) << 16;
-    [
-        pair(cdw0, c.nsid),
-        0,
-        0,
-        prp1,
-        prp2,
-        pair(c.lba as u32, (c.lba >> 32) as u32),
-        pair(c.cdw12, 0),
-        0,
-    ]
 }
 
 fn sq_phys(sq: &SubmissionRing) -> u64 {

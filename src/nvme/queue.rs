@@ -203,21 +203,12 @@ impl SubmissionRing {
     /// Writes `entry` at the tail. The caller checked `is_full`.
     #[inline(always)]
     pub(crate) fn push(&mut self, entry: &SubmissionEntry) {
-        // Eight word stores straight from the fields, not a field-by-field
-        // copy through the stack.
-        self.push_words(sqe_words(entry));
-    }
-
-    /// Writes an entry given as the eight words of its layout at the tail.
-    /// The caller checked `is_full`.
-    #[inline(always)]
-    pub(crate) fn push_words(&mut self, words: [u64; 8]) {
         let next = NextTail(self.next(self.tail));
-        self.push_words_then(words, next);
+        self.push_then(entry, next);
     }
 
     /// Room for one more entry: the tail after it, `None` when the ring is
-    /// full. For [`SubmissionRing::push_words_then`], so that the wrap is
+    /// full. For [`SubmissionRing::push_then`], so that the wrap is
     /// computed once per entry.
     #[inline(always)]
     pub(crate) fn room(&self) -> Option<NextTail> {
@@ -225,12 +216,14 @@ impl SubmissionRing {
         (next != self.head).then_some(NextTail(next))
     }
 
-    /// Writes an entry (the eight words of its layout) at the tail and
-    /// moves the tail to `next`, from [`SubmissionRing::room`] since the
-    /// tail last moved.
+    /// Writes `entry` at the tail and moves the tail to `next`, from
+    /// [`SubmissionRing::room`] since the tail last moved.
     #[inline(always)]
-    pub(crate) fn push_words_then(&mut self, words: [u64; 8], next: NextTail) {
+    pub(crate) fn push_then(&mut self, entry: &SubmissionEntry, next: NextTail) {
         let offset = self.tail as usize * SQE_SIZE;
+        // Eight word stores straight from the fields, not a field-by-field
+        // copy through the stack.
+        let words = sqe_words(entry);
         // SAFETY: `tail < entries`: it starts at 0 and takes only values of
         // `next`, which wraps at `entries` (a `NextTail` holds nothing
         // else); `new` checked that the memory holds `entries` 8-byte
@@ -253,15 +246,25 @@ impl SubmissionRing {
     /// Rings the tail doorbell if anything was pushed since the last ring:
     /// the shadow slot (if configured) and the MMIO register when needed.
     /// Returns whether it wrote the MMIO register.
+    #[inline(always)]
     pub(crate) fn publish<P: Platform, R: RegisterAccess>(
         &mut self,
         platform: &P,
         regs: &R,
         shadow: Option<&DoorbellBuffers>,
     ) -> bool {
-        if self.tail == self.published {
-            return false;
-        }
+        // Checked inline: most polls have nothing to publish.
+        self.tail != self.published && self.publish_now(platform, regs, shadow)
+    }
+
+    /// [`SubmissionRing::publish`] once entries wait.
+    #[inline(never)]
+    fn publish_now<P: Platform, R: RegisterAccess>(
+        &mut self,
+        platform: &P,
+        regs: &R,
+        shadow: Option<&DoorbellBuffers>,
+    ) -> bool {
         // The new slots, published..tail, in at most two pieces (the ring
         // may have wrapped); a command's PRP list was flushed when it was
         // written.
@@ -326,7 +329,7 @@ pub(crate) struct NextTail(u16);
 
 /// Two 32-bit fields as the 64-bit word they occupy in memory.
 #[inline(always)]
-pub(crate) const fn pair(first: u32, second: u32) -> u64 {
+const fn pair(first: u32, second: u32) -> u64 {
     if cfg!(target_endian = "little") {
         first as u64 | (second as u64) << 32
     } else {
@@ -395,6 +398,17 @@ impl CompletionRing {
         self.mem.phys()
     }
 
+    /// Whether the device has posted the next entry (its phase tag is
+    /// current), without consuming it.
+    #[inline(always)]
+    pub(crate) fn posted<P: Platform>(&self, platform: &P) -> bool {
+        let offset = self.head as usize * CQE_SIZE;
+        self.mem.invalidate(platform, offset + 12, 4);
+        // SAFETY: as in `pop`.
+        let dw3 = u32::from_le(unsafe { self.mem.read_u32_unchecked(offset + 12) });
+        (dw3 & 1 << 16 != 0) == self.phase
+    }
+
     /// The next entry if the device has posted it, consuming it.
     #[inline(always)]
     pub(crate) fn pop<P: Platform>(&mut self, platform: &P) -> Option<Posted> {
@@ -442,15 +456,27 @@ impl CompletionRing {
     /// A full ring cannot stall: the device posts nothing more, the driver
     /// consumes what is there, and then more than a quarter waits. Returns
     /// whether it wrote the MMIO register.
+    #[inline(always)]
     pub(crate) fn acknowledge<P: Platform, R: RegisterAccess>(
         &mut self,
         platform: &P,
         regs: &R,
         shadow: Option<&DoorbellBuffers>,
     ) -> bool {
-        if self.unacked == 0 || self.unacked < self.entries / ACK_FRACTION {
-            return false;
-        }
+        // Checked inline: most polls write no head.
+        self.unacked != 0
+            && self.unacked >= self.entries / ACK_FRACTION
+            && self.acknowledge_now(platform, regs, shadow)
+    }
+
+    /// [`CompletionRing::acknowledge`] once a quarter of the ring waits.
+    #[inline(never)]
+    fn acknowledge_now<P: Platform, R: RegisterAccess>(
+        &mut self,
+        platform: &P,
+        regs: &R,
+        shadow: Option<&DoorbellBuffers>,
+    ) -> bool {
         self.unacked = 0;
         let old = self.acked;
         self.acked = self.head;

@@ -288,6 +288,12 @@ impl<const N: usize> Tracker<N> {
         })
     }
 
+    /// Whether a command waits in the done queue.
+    #[inline(always)]
+    pub(crate) fn has_done(&self) -> bool {
+        !self.done.is_empty()
+    }
+
     /// Commands done but not yet delivered.
     pub(crate) fn undelivered(&self) -> usize {
         self.done.len()

@@ -6,7 +6,7 @@ use super::{Completion, QueueId, Token};
 use crate::link::DeviceLink;
 use crate::nvme::command::nvm;
 use crate::nvme::controller::Controller;
-use crate::nvme::lifecycle::Step;
+use crate::nvme::lifecycle::Rings;
 use crate::nvme::qpair::QueuePair;
 use crate::nvme::queue::DoorbellBuffers;
 use crate::nvme::tracker::Delivered;
@@ -33,11 +33,9 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// Whether the I/O rings are live on the device: serving, or draining
     /// for a detach. Outside that no doorbell is written and no ring read
     /// (a reset may have the controller disabled).
+    #[inline(always)]
     pub(super) fn rings_live(&self) -> bool {
-        matches!(
-            self.owned.lifecycle.step(),
-            Step::Ready | Step::Drain { .. }
-        )
+        self.owned.lifecycle.rings() == Rings::Live
     }
 
     /// Rings `queue`'s doorbell if needed, consumes its completions and hands
@@ -63,11 +61,34 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     ///     });
     /// }
     /// ```
-    pub fn poll(&mut self, queue: QueueId, mut on_complete: impl FnMut(Completion)) -> usize {
-        if self.holding() {
+    #[inline(always)]
+    pub fn poll(&mut self, queue: QueueId, on_complete: impl FnMut(Completion)) -> usize {
+        // Inline, and out of the caller's way: most polls ring a doorbell
+        // at most and find nothing posted.
+        if self.owned.lifecycle.rings() == Rings::Live {
+            if let Some(q) = self.shared.io.get_mut(queue.0 as usize).map(Mutex::get_mut) {
+                q.publish(
+                    &self.shared.platform,
+                    &self.shared.regs,
+                    self.owned.pages.doorbells(),
+                );
+                if q.quiet(&self.shared.platform) {
+                    return 0;
+                }
+            }
+        }
+        self.poll_finished(queue, on_complete)
+    }
+
+    /// [`Controller::poll`] past the doorbell, when something may be
+    /// delivered (or the rings are not live).
+    #[inline(never)]
+    fn poll_finished(&mut self, queue: QueueId, mut on_complete: impl FnMut(Completion)) -> usize {
+        let rings = self.owned.lifecycle.rings();
+        if rings == Rings::Holding {
             return 0;
         }
-        let live = self.rings_live();
+        let live = rings == Rings::Live;
         let Some(q) = self.shared.io.get_mut(queue.0 as usize).map(Mutex::get_mut) else {
             return 0;
         };
@@ -88,10 +109,10 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     }
 }
 
-/// Rings `q`'s doorbell if needed and hands its finished commands to
-/// `on_complete` (see [`Controller::poll`]); with `live` false the rings are
-/// not touched and only what finished earlier is delivered. Returns how many
-/// were delivered and whether one succeeded.
+/// Hands `q`'s finished commands to `on_complete` (see
+/// [`Controller::poll`], which rang the doorbell); with `live` false the
+/// rings are not touched and only what finished earlier is delivered.
+/// Returns how many were delivered and whether one succeeded.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn poll_queue<P: Platform, const DEPTH: usize>(
@@ -104,9 +125,6 @@ fn poll_queue<P: Platform, const DEPTH: usize>(
     live: bool,
     on_complete: &mut impl FnMut(Completion),
 ) -> (usize, bool) {
-    if live {
-        q.publish(platform, regs, shadow);
-    }
     let mut delivered = 0;
     let mut succeeded = false;
     // What completed earlier (failed by a teardown, reaped by a blocking

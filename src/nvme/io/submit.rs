@@ -12,7 +12,6 @@ use crate::nvme::controller::Controller;
 use crate::nvme::identify::ControllerInfo;
 use crate::nvme::lifecycle::State;
 use crate::nvme::namespaces::Namespace;
-use crate::nvme::prp;
 use crate::nvme::qpair::QueuePair;
 use crate::platform::{DmaRegion, PhysAddr, Platform};
 use spin::Mutex;
@@ -102,7 +101,9 @@ impl<P> Context<'_, P> {
 }
 
 /// Validates `op` and writes its SQE into `q` (the I/O queue with index
-/// `queue`) of a serving controller; see [`Controller::prepare`].
+/// `queue`) of a serving controller; see [`Controller::prepare`]. Reads and
+/// writes take the transfer path; the other commands are checked against
+/// their namespace and the controller's features here.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn prepare_in<P: Platform, const DEPTH: usize>(
     context: &Context<'_, P>,
@@ -114,95 +115,49 @@ pub(crate) fn prepare_in<P: Platform, const DEPTH: usize>(
     internal: bool,
     buffer: &mut Option<DmaRegion>,
 ) -> Result<u16> {
-    if let IoOp::Read { nsid, lba, blocks }
-    | IoOp::Write { nsid, lba, blocks }
-    | IoOp::WriteFua { nsid, lba, blocks } = op
-    {
-        let ns = *context.namespace(nsid)?;
-        let fua = if matches!(op, IoOp::WriteFua { .. }) {
-            nvm::FUA
-        } else {
-            0
-        };
-        let command = Transfer {
-            opcode: op.opcode(),
-            cdw12: fua,
-            lba,
-            blocks,
-        };
-        let (phys, len) = data.unwrap_or((PhysAddr::new(0), 0));
-        return transfer_into(
-            context.platform,
-            context.io_timeout_ns,
-            q,
-            queue,
-            &ns,
-            command,
-            phys,
-            len,
-            tag,
-            internal,
-            buffer,
-        );
-    }
-    let (sqe, transfer) = build_entry(context, op, data)?;
-    queue_entry(context, q, queue, op, sqe, transfer, tag, internal, buffer)
-}
-
-/// Checks `op` (not a read or write) against its namespace and the
-/// controller's features and builds its SQE; also returns the data a
-/// transfer would carry.
-fn build_entry<P>(
-    context: &Context<'_, P>,
-    op: IoOp,
-    data: Option<(PhysAddr, usize)>,
-) -> Result<(SubmissionEntry, Option<(PhysAddr, usize)>)> {
-    // Only the few fields used, not copies of whole identify structures.
-    let ns = context.namespace(op.nsid())?;
-    let (nsid, capacity, block_shift, max_blocks) =
-        (ns.id(), ns.blocks(), ns.info.block_shift, ns.max_blocks);
-    let opcode = op.opcode();
-    let mut sqe = SubmissionEntry::new(opcode);
-    sqe.nsid = nsid;
-    let mut transfer = None;
-    match op {
+    let ns = *context.namespace(op.nsid())?;
+    let sqe = match op {
         IoOp::Read { lba, blocks, .. }
         | IoOp::Write { lba, blocks, .. }
         | IoOp::WriteFua { lba, blocks, .. } => {
-            check_blocks(lba, blocks, capacity, max_blocks)?;
-            let bytes = (blocks as usize) << block_shift;
-            let (phys, len) = data.ok_or(Error::BufferTooSmall {
-                needed: bytes,
-                got: 0,
-            })?;
-            if len < bytes {
-                return Err(Error::BufferTooSmall {
-                    needed: bytes,
-                    got: len,
-                });
-            }
-            if phys.as_u64() & 3 != 0 {
-                return Err(Error::BufferMisaligned {
-                    addr: phys.as_u64(),
-                    required: 4,
-                });
-            }
-            sqe.set_lba_range(lba, blocks as u16);
-            if matches!(op, IoOp::WriteFua { .. }) {
-                sqe.cdw12 |= nvm::FUA;
-            }
-            transfer = Some((phys, bytes));
+            let fua = if matches!(op, IoOp::WriteFua { .. }) {
+                nvm::FUA
+            } else {
+                0
+            };
+            let command = Transfer {
+                opcode: op.opcode(),
+                cdw12: fua,
+                lba,
+                blocks,
+            };
+            let (phys, len) = data.unwrap_or((PhysAddr::new(0), 0));
+            return transfer_into(
+                context.platform,
+                context.io_timeout_ns,
+                q,
+                queue,
+                &ns,
+                command,
+                phys,
+                len,
+                tag,
+                internal,
+                buffer,
+            );
         }
-        IoOp::Flush { .. } => {}
+        IoOp::Flush { .. } => entry(&ns, op),
         IoOp::WriteZeroes { lba, blocks, .. } => {
             if !context.info.is_some_and(|i| i.supports_write_zeroes()) {
                 return Err(Error::Unsupported {
                     what: "Write Zeroes",
                 });
             }
-            check_blocks(lba, blocks, capacity, 1 << 16)?;
+            check_blocks(lba, blocks, ns.blocks(), 1 << 16)?;
+            let mut sqe = entry(&ns, op);
             sqe.set_lba_range(lba, blocks as u16);
             sqe.cdw12 |= WRITE_ZEROES_DEAC;
+            sqe
         }
         IoOp::Deallocate { lba, blocks, .. } => {
             if !context.info.is_some_and(|i| i.supports_deallocate()) {
@@ -210,16 +165,25 @@ fn build_entry<P>(
                     what: "Dataset Management",
                 });
             }
-            check_blocks(lba, blocks, capacity, u32::MAX)?;
+            check_blocks(lba, blocks, ns.blocks(), u32::MAX)?;
+            let mut sqe = entry(&ns, op);
             sqe.cdw10 = 0; // one range
             sqe.cdw11 = DSM_DEALLOCATE;
+            sqe
         }
-    }
-    Ok((sqe, transfer))
+    };
+    queue_entry(context, q, queue, op, sqe, tag, internal, buffer)
 }
 
-/// Reserves a command slot in `q` for `sqe` (built from `op`), points it at
-/// its data and writes it into the ring; on failure the slot is freed and
+/// The SQE of `op` on `ns`, before its command-specific fields.
+fn entry(ns: &Namespace, op: IoOp) -> SubmissionEntry {
+    let mut sqe = SubmissionEntry::new(op.opcode());
+    sqe.nsid = ns.id();
+    sqe
+}
+
+/// Reserves a command slot in `q` for `sqe` (built from `op`, which
+/// carries no data buffer) and writes it into the ring; on failure the slot is freed and
 /// `buffer` stays with the caller.
 #[allow(clippy::too_many_arguments)]
 fn queue_entry<P: Platform, const DEPTH: usize>(
@@ -228,7 +192,6 @@ fn queue_entry<P: Platform, const DEPTH: usize>(
     queue: u16,
     op: IoOp,
     mut sqe: SubmissionEntry,
-    transfer: Option<(PhysAddr, usize)>,
     tag: u64,
     internal: bool,
     buffer: &mut Option<DmaRegion>,
@@ -265,22 +228,6 @@ fn queue_entry<P: Platform, const DEPTH: usize>(
                 return Err(Error::Internal {
                     what: "no room for the Dataset Management range",
                 });
-            }
-        }
-    }
-    if let Some((phys, bytes)) = transfer {
-        match prp::build(context.platform, phys, bytes, || q.list_area(cid)) {
-            Ok((prp1, prp2)) => {
-                sqe.prp1 = prp1;
-                sqe.prp2 = prp2;
-                // Both directions, like a streaming DMA mapping: a write's
-                // data reaches memory, and no dirty line of a read's
-                // buffer is evicted over what the device writes.
-                context.platform.dma_flush(phys, bytes);
-            }
-            Err(e) => {
-                *buffer = q.tracker.cancel(cid);
-                return Err(e);
             }
         }
     }
