@@ -360,8 +360,7 @@ fn slot_power() -> Vec<Scenario> {
             "slot-power-add",
             "device_add into rp2 with its power controller off: the driver powers the slot, \
              waits for the link and 100 ms, brings the controller up, verified I/O; then the \
-             hand pulls it idle (a raw image with reads in flight sometimes keeps QEMU 7.2 \
-             from deleting the device; slot-power-cycles pulls with reads in flight)",
+             hand pulls it idle (slot-power-cycles pulls with reads in flight)",
             with_powered_slot("slot-power-add"),
             "scenario=plug mode=cycles cycles=1 port=0:5.0 inflight=0",
         )
