@@ -185,8 +185,8 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         self.owned.lifecycle.dma_stop()
     }
 
-    /// Memory kept for good because the device could not be proven unable
-    /// to reach it.
+    /// Memory quarantined because the device could not be proven unable to
+    /// reach it (what was kept, including what a later proof returned).
     pub fn quarantined(&self) -> Quarantine {
         self.owned.lifecycle.quarantine()
     }
