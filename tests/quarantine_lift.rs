@@ -111,3 +111,39 @@ fn quarantined_regions_return_once_bus_mastering_reads_back_off() {
     sim.expect_quarantined();
     drop(driver);
 }
+
+#[test]
+fn a_quarantine_waits_while_a_scan_has_attached_the_same_function_again() {
+    let sim = Sim::single(spec());
+    let (mut driver, kept, outstanding) = quarantined(&sim);
+    // The function takes config writes again and the embedder scans: the
+    // same device is attached anew. Switching its bus mastering off to lift
+    // the old quarantine would stop the new controller.
+    sim.ignore_config_writes(CTRL, false);
+    sim.hold(CTRL, Hold::None);
+    driver.scan().expect("scan");
+    let events = tick_for(&mut driver, &sim, Duration::from_secs(10), |d| {
+        d.ready_controllers().count() == 1
+    });
+    let Some(id) = driver.ready_controllers().next() else {
+        panic!("not attached again: {events:?}");
+    };
+    round_trip(&mut driver, &sim, id, 8);
+    assert_eq!(driver.quarantine_returned(), Quarantine::default());
+    // Once the new controller is detached, its function's bus mastering
+    // reads back off and the old regions return.
+    driver.begin_detach(id).expect("detach");
+    tick_for(&mut driver, &sim, Duration::from_secs(10), |d| {
+        d.quarantine_returned().regions > 0
+    });
+    let returned = driver.quarantine_returned();
+    assert_eq!(
+        returned.regions + 1,
+        kept.regions,
+        "{returned:?} of {kept:?}"
+    );
+    assert!(sim.counters().dma_regions < outstanding);
+    let c = sim.counters();
+    assert_eq!((c.freed_while_dma_possible, c.wild_dma), (0, 0));
+    sim.expect_quarantined();
+}
