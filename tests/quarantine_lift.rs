@@ -7,8 +7,10 @@ mod misbehaviour_common;
 
 use std::time::Duration;
 
-use bare_nvme::{Event, Quarantine};
-use bare_nvme_sim::{CtrlId, Hold, Sim};
+use bare_nvme::pci::config::{Command, ConfigSpace};
+use bare_nvme::pci::link::PciLink;
+use bare_nvme::{Controller, Event, IoOp, PhysAddr, Platform, Quarantine, QueueId};
+use bare_nvme_sim::{CtrlId, Hold, Sim, SimConfig, SimPlatform};
 use misbehaviour_common::*;
 
 const CTRL: CtrlId = CtrlId(0);
@@ -145,5 +147,76 @@ fn a_quarantine_waits_while_a_scan_has_attached_the_same_function_again() {
     assert!(sim.counters().dma_regions < outstanding);
     let c = sim.counters();
     assert_eq!((c.freed_while_dma_possible, c.wild_dma), (0, 0));
+    sim.expect_quarantined();
+}
+
+#[test]
+fn a_standalone_controller_with_a_pci_link_returns_its_quarantine_from_its_tick() {
+    let sim = Sim::single(spec());
+    let access = sim.config_access();
+    let address = sim.address(CTRL).expect("function");
+    ConfigSpace::new(&access, address)
+        .update_command(Command::MEMORY | Command::BUS_MASTER, Command::empty());
+    let platform = sim.platform();
+    let len = 16 << 10;
+    let regs = platform
+        .map_registers(PhysAddr::new(sim.bar(CTRL)), len)
+        .expect("mapped");
+    let link = PciLink::new(access, address, None);
+    let mut c: Controller<SimPlatform, PciLink<SimConfig>> =
+        Controller::new(platform, link, regs, len, config().controller);
+    c.bring_up().expect("ready");
+    sim.hold(CTRL, Hold::Io);
+    let op = IoOp::Read {
+        nsid: 1,
+        lba: 0,
+        blocks: 1,
+    };
+    let buffer = sim.platform().dma_alloc(512, 4096).unwrap();
+    let _ = c.submit(QueueId::FIRST, op, Some(buffer), 1).unwrap();
+    c.ring_doorbells();
+    // RDY freezes and bus mastering cannot be switched off: the stuck read
+    // ends in a reset that never stops, and the controller is given up.
+    sim.hang(CTRL);
+    sim.ignore_config_writes(CTRL, true);
+    let end = sim.now() + Duration::from_secs(10);
+    while !c.state().is_finished() && sim.now() < end {
+        c.tick();
+        // Virtual time, so the deadlines pass in few ticks.
+        sim.advance(Duration::from_millis(1));
+    }
+    let kept = c.quarantined();
+    assert!(kept.regions > 1, "{kept:?}");
+    let outstanding = sim.counters().dma_regions;
+    for _ in 0..100 {
+        c.tick();
+    }
+    assert_eq!(c.quarantine_returned(), Quarantine::default());
+    assert_eq!(sim.counters().dma_regions, outstanding);
+    // The function takes config writes again: the next tick switches bus
+    // mastering off, reads it back off, and frees.
+    sim.ignore_config_writes(CTRL, false);
+    c.tick();
+    assert!(!sim.can_dma(CTRL));
+    let returned = c.quarantine_returned();
+    assert_eq!(
+        returned.regions + 1,
+        kept.regions,
+        "{returned:?} of {kept:?}"
+    );
+    assert_eq!(
+        sim.counters().dma_regions,
+        outstanding - u64::from(returned.regions)
+    );
+    for _ in 0..100 {
+        c.tick();
+    }
+    assert_eq!(c.quarantine_returned(), returned, "once");
+    let counters = sim.counters();
+    assert_eq!(
+        (counters.freed_while_dma_possible, counters.wild_dma),
+        (0, 0)
+    );
+    drop(c);
     sim.expect_quarantined();
 }

@@ -154,6 +154,8 @@ pub(crate) struct Lifecycle {
     dma_stop: Option<DmaStop>,
     /// Memory quarantined because no such proof could be had.
     quarantine: Quarantine,
+    /// The part of it returned to the platform after a later proof.
+    returned: Quarantine,
     /// Set when an orderly detach could not do everything it should (a
     /// queue deletion failed); the shutdown still runs.
     detach_error: Option<Error>,
@@ -174,6 +176,10 @@ impl Lifecycle {
             failed: 0,
             dma_stop: None,
             quarantine: Quarantine {
+                regions: 0,
+                bytes: 0,
+            },
+            returned: Quarantine {
                 regions: 0,
                 bytes: 0,
             },
@@ -343,6 +349,16 @@ impl Lifecycle {
             self.failure = Some(ending.error);
         }
         Some(ending.state)
+    }
+
+    /// Counts `freed` as returned from quarantine.
+    pub(crate) fn note_returned(&mut self, freed: Quarantine) {
+        self.returned.merge(freed);
+    }
+
+    /// What was returned from quarantine.
+    pub(crate) fn returned(&self) -> Quarantine {
+        self.returned
     }
 
     /// Counts `regions` of `bytes` more quarantined.

@@ -222,6 +222,7 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
             freed.merge(q.lock().kept.free(platform));
         }
         freed.merge(self.owned.pages.free_kept(platform));
+        self.owned.lifecycle.note_returned(freed);
         log::info!(
             "nvme: DMA stopped later ({proof:?}): {} quarantined regions ({} bytes) returned",
             freed.regions,
