@@ -100,7 +100,9 @@ pub enum Event {
     },
     /// After `Removed` or `Failed`: the device could not be proven unable to
     /// reach memory (it did not stop within CAP.TO), so the memory it could
-    /// reach is kept for good, never handed back. Reported once.
+    /// reach is kept. Caller buffers among it are never handed back; the
+    /// driver's own regions return to the platform once a later tick proves
+    /// DMA stopped ([`crate::Driver::quarantine_returned`]). Reported once.
     Quarantined {
         /// Its identity.
         id: ControllerId,

@@ -106,12 +106,16 @@ impl<
     }
 
     /// Whether the entry may be reused: its end (and a quarantine) was
-    /// reported and the controller finished.
+    /// reported, the controller finished, and it holds no quarantined
+    /// regions (they live in the controller until a proof frees them).
     pub(super) fn is_done(&self) -> bool {
         // A quarantine not yet reported would be lost with the entry.
         let quarantine_told =
             self.reported.quarantined || self.controller.quarantined().regions == 0;
-        self.reported.ended && quarantine_told && self.controller.state().is_finished()
+        self.reported.ended
+            && quarantine_told
+            && self.controller.state().is_finished()
+            && !self.controller.holds_quarantine()
     }
 
     /// `Attached`, once. Returns whether it was reported (now or before).

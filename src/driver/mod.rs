@@ -21,7 +21,7 @@ use pci_types::{ConfigRegionAccess, PciAddress};
 use crate::error::{Error, Result};
 use crate::event::{ControllerId, Event};
 use crate::nvme::controller::{MAX_IO_QUEUES, MAX_QUEUE_DEPTH};
-use crate::nvme::{Controller, ControllerConfig, State};
+use crate::nvme::{Controller, ControllerConfig, Quarantine, State};
 use crate::pci::assign::HotplugReserve;
 use crate::pci::link::PciLink;
 use crate::platform::{Instant, PhysAddr, Platform};
@@ -257,6 +257,8 @@ pub struct Driver<
     /// A device waiting for a table entry was warned about (once, until an
     /// entry is free again).
     warned_waiting: bool,
+    /// Quarantined regions freed since, once DMA was proven stopped.
+    returned: Quarantine,
 }
 
 impl<
@@ -300,6 +302,7 @@ impl<
             addr_of_mut!((*this).pci).write(pci::Pci::new(config.root_window));
             addr_of_mut!((*this).next_slot_poll).write(Instant::from_nanos(0));
             addr_of_mut!((*this).warned_waiting).write(false);
+            addr_of_mut!((*this).returned).write(Quarantine::default());
             place.assume_init_mut()
         }
     }
@@ -321,7 +324,23 @@ impl<
             pci: pci::Pci::new(config.root_window),
             next_slot_poll: Instant::from_nanos(0),
             warned_waiting: false,
+            returned: Quarantine::default(),
         }
+    }
+
+    /// The driver's own quarantined regions (queues, PRP lists, scratch and
+    /// shadow doorbell pages of controllers given up) returned to the
+    /// platform's `dma_free` since the driver was made, each exactly once:
+    /// a tick after the end found the device gone (config space silent, the
+    /// slot or link says empty or down) or its bus mastering switched off
+    /// and read back off. Caller buffers of commands failed while
+    /// quarantined are not among them: they are kept for good.
+    ///
+    /// A running total rather than an event: the controller's table entry
+    /// is freed in the same tick, and a count the embedder reads when it
+    /// likes needs no change to [`Event`]'s variants.
+    pub fn quarantine_returned(&self) -> Quarantine {
+        self.returned
     }
 
     /// The platform.

@@ -80,9 +80,26 @@ impl<
                     entry.controller_mut().service_events();
                 }
             }
-            State::Detached | State::Removed | State::Failed => {}
+            State::Detached | State::Removed | State::Failed => self.lift_quarantine(index),
         }
         self.report(index, events);
+    }
+
+    /// Entry `index`'s controller finished: when it holds quarantined
+    /// regions, one look for proof that its device stopped DMA, and they go
+    /// back to the platform with it. Not while another controller is
+    /// attached at the same function (a scan attached the device again):
+    /// turning bus mastering off would stop that one, and its function is
+    /// no proof about the old queues' memory.
+    fn lift_quarantine(&mut self, index: usize) {
+        let address = self.address_of(index);
+        if self.is_attached(address) {
+            return;
+        }
+        if let Some(entry) = self.entries[index].as_mut() {
+            let freed = entry.controller_mut().lift_quarantine();
+            self.returned.merge(freed);
+        }
     }
 
     /// Entry `index`'s controller stopped running (`error`). When its

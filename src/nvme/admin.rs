@@ -210,9 +210,20 @@ impl AdminChannel {
         self.queue.release(platform);
     }
 
-    /// Hands the ring memory to `keep` (quarantine).
-    pub(crate) fn release_with(&mut self, keep: impl FnMut(crate::platform::DmaRegion)) {
-        self.queue.release_with(keep);
+    /// Moves the ring memory into quarantine, counting it into `count`.
+    pub(crate) fn quarantine(&mut self, count: &mut impl FnMut(&crate::platform::DmaRegion)) {
+        self.queue.quarantine(count);
+    }
+
+    /// Frees the quarantined ring memory (the caller has proof that DMA
+    /// stopped).
+    pub(crate) fn free_kept<P: Platform>(&mut self, platform: &P) -> crate::nvme::Quarantine {
+        self.queue.kept.free(platform)
+    }
+
+    /// Whether ring memory is in quarantine.
+    pub(crate) fn has_kept(&self) -> bool {
+        !self.queue.kept.is_empty()
     }
 
     /// Completions consumed, ever.

@@ -185,10 +185,20 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         self.owned.lifecycle.dma_stop()
     }
 
-    /// Memory kept for good because the device could not be proven unable
-    /// to reach it.
+    /// Memory quarantined because the device could not be proven unable to
+    /// reach it (what was kept, including what a later proof returned).
     pub fn quarantined(&self) -> Quarantine {
         self.owned.lifecycle.quarantine()
+    }
+
+    /// The driver's own quarantined regions (rings, PRP lists, scratch and
+    /// shadow doorbell pages) returned to the platform, each once, after a
+    /// later [`Controller::tick`] found proof through the [`DeviceLink`]
+    /// that the device cannot reach memory (gone, or bus mastering read back
+    /// off). Never with `()` as the link, which has no such proof. Caller
+    /// buffers are not among them: they stay quarantined.
+    pub fn quarantine_returned(&self) -> Quarantine {
+        self.owned.lifecycle.returned()
     }
 
     /// Odd status reads (CSTS without RDY, a silent config read) that a

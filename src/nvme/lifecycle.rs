@@ -8,6 +8,7 @@
 
 use crate::error::Error;
 use crate::link::DmaStop;
+pub use crate::nvme::kept::Quarantine;
 use crate::nvme::shared::{Phase, Refusal};
 use crate::platform::Instant;
 use core::time::Duration;
@@ -98,17 +99,6 @@ pub(crate) enum Step {
     Finished,
 }
 
-/// Memory the driver kept because it could not prove that the device can no
-/// longer reach it (the device did not stop within its deadline). It is never
-/// handed back, neither to the platform nor to a caller.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Quarantine {
-    /// DMA regions kept.
-    pub regions: u32,
-    /// Their total size in bytes.
-    pub bytes: u64,
-}
-
 /// What one step did.
 pub(crate) enum Outcome {
     /// Moved on; try the next step now.
@@ -162,8 +152,10 @@ pub(crate) struct Lifecycle {
     failed: u32,
     /// How the device was proven unable to reach memory at the end.
     dma_stop: Option<DmaStop>,
-    /// Memory kept for good because no such proof could be had.
+    /// Memory quarantined because no such proof could be had.
     quarantine: Quarantine,
+    /// The part of it returned to the platform after a later proof.
+    returned: Quarantine,
     /// Set when an orderly detach could not do everything it should (a
     /// queue deletion failed); the shutdown still runs.
     detach_error: Option<Error>,
@@ -184,6 +176,10 @@ impl Lifecycle {
             failed: 0,
             dma_stop: None,
             quarantine: Quarantine {
+                regions: 0,
+                bytes: 0,
+            },
+            returned: Quarantine {
                 regions: 0,
                 bytes: 0,
             },
@@ -271,7 +267,7 @@ impl Lifecycle {
         self.dma_stop
     }
 
-    /// Memory kept for good.
+    /// Memory quarantined (counted when kept; a later return does not undo it).
     pub(crate) fn quarantine(&self) -> Quarantine {
         self.quarantine
     }
@@ -355,7 +351,17 @@ impl Lifecycle {
         Some(ending.state)
     }
 
-    /// Counts `regions` of `bytes` more kept for good.
+    /// Counts `freed` as returned from quarantine.
+    pub(crate) fn note_returned(&mut self, freed: Quarantine) {
+        self.returned.merge(freed);
+    }
+
+    /// What was returned from quarantine.
+    pub(crate) fn returned(&self) -> Quarantine {
+        self.returned
+    }
+
+    /// Counts `regions` of `bytes` more quarantined.
     pub(crate) fn add_quarantine(&mut self, regions: u32, bytes: u64) {
         self.quarantine.regions = self.quarantine.regions.saturating_add(regions);
         self.quarantine.bytes = self.quarantine.bytes.saturating_add(bytes);

@@ -14,6 +14,7 @@ pub mod features;
 mod handle;
 pub mod identify;
 mod io;
+mod kept;
 mod lifecycle;
 pub mod logs;
 mod namespaces;

@@ -6,6 +6,7 @@
 //! queues.
 
 use crate::error::{Error, Result};
+use crate::nvme::kept::{Kept, Quarantine};
 use crate::nvme::prp::PAGE_SIZE;
 use crate::nvme::queue::DoorbellBuffers;
 use crate::nvme::shared_memory::SharedMemory;
@@ -18,6 +19,8 @@ pub(crate) struct OwnPages {
     /// Shadow doorbell and EventIdx pages, while Doorbell Buffer Config is
     /// in effect (or about to be).
     doorbells: Option<DoorbellBuffers>,
+    /// The pages when quarantined (see [`Kept`]).
+    kept: Kept<3>,
 }
 
 impl OwnPages {
@@ -26,6 +29,7 @@ impl OwnPages {
         Self {
             scratch: None,
             doorbells: None,
+            kept: Kept::new(),
         }
     }
 
@@ -102,6 +106,26 @@ impl OwnPages {
             s.release(platform);
         }
         self.release_doorbells(platform);
+    }
+
+    /// Moves every page into quarantine, counting it into `count`.
+    pub(crate) fn quarantine(&mut self, count: &mut impl FnMut(&DmaRegion)) {
+        let mut kept = Kept::new();
+        self.release_with(|region| {
+            count(&region);
+            kept.keep(region);
+        });
+        self.kept = kept;
+    }
+
+    /// Frees the quarantined pages (the caller has proof that DMA stopped).
+    pub(crate) fn free_kept<P: Platform>(&mut self, platform: &P) -> Quarantine {
+        self.kept.free(platform)
+    }
+
+    /// Whether pages are in quarantine.
+    pub(crate) fn has_kept(&self) -> bool {
+        !self.kept.is_empty()
     }
 
     /// Hands every page to `keep` (quarantine).

@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::nvme::command::SubmissionEntry;
+use crate::nvme::kept::Kept;
 use crate::nvme::prp::{self, ListArea, PAGE_SIZE};
 use crate::nvme::queue::{
     alloc_ring, CompletionRing, DoorbellBuffers, SubmissionRing, CQE_SIZE, SQE_SIZE,
@@ -45,6 +46,8 @@ pub(crate) struct QueuePair<const N: usize> {
     /// rung: stamped by the first of them, so the clock is read once per
     /// batch and every command's deadline starts no later than its submit.
     batch_deadline: Instant,
+    /// The rings and lists when quarantined (see [`Kept`]).
+    pub(crate) kept: Kept<3>,
 }
 
 /// A read or write as [`QueuePair::queue_transfer`] writes it.
@@ -86,6 +89,7 @@ impl<const N: usize> QueuePair<N> {
             reaped: 0,
             faults: QueueFaults::default(),
             batch_deadline: Instant::from_nanos(0),
+            kept: Kept::new(),
         }
     }
 
@@ -364,6 +368,17 @@ impl<const N: usize> QueuePair<N> {
     /// stays, so failed commands can still be delivered.
     pub(crate) fn release<P: Platform>(&mut self, platform: &P) {
         self.release_with(|region| platform.dma_free(region));
+    }
+
+    /// Moves the ring and list memory into `kept`, counting it into
+    /// `count` (quarantine).
+    pub(crate) fn quarantine(&mut self, count: &mut impl FnMut(&DmaRegion)) {
+        let mut kept = Kept::new();
+        self.release_with(|region| {
+            count(&region);
+            kept.keep(region);
+        });
+        self.kept = kept;
     }
 
     /// Hands the ring and list memory to `keep` (quarantine, or the

@@ -220,7 +220,9 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
                     self.service_events();
                 }
             },
-            s if s.is_finished() => {}
+            s if s.is_finished() => {
+                let _ = self.lift_quarantine();
+            }
             _ => {
                 let _ = self.advance();
             }

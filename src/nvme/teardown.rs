@@ -8,7 +8,10 @@
 //! or bus mastering was switched off and read back off, or CC.EN = 0 was
 //! written and CSTS.RDY = 0 seen. Until then failed commands are held, not
 //! delivered. If no proof comes within CAP.TO the memory is quarantined:
-//! kept for good, counted ([`Controller::quarantined`]) and logged.
+//! kept, counted ([`Controller::quarantined`]) and logged. The driver's own
+//! regions are held, not dropped: once a later look finds the proof
+//! ([`Engine::lift_quarantine`], from the driver's tick) they return to the
+//! platform, each once. Caller buffers in quarantine are kept for good.
 //!
 //! Every teardown runs exactly once ([`Controller::begin_teardown`] ignores
 //! later calls); every outstanding caller command is failed once, at its
@@ -160,29 +163,33 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         self.owned.pages.release(platform);
     }
 
-    /// No proof came: keep every region the device could reach, for good,
-    /// caller buffers of failed commands included (they are delivered
+    /// No proof came: keep every region the device could reach. The
+    /// driver's own regions are held (not dropped) so that
+    /// [`Engine::lift_quarantine`] can free them on a later proof; caller
+    /// buffers of failed commands are kept for good (they are delivered
     /// without their buffer).
     fn quarantine_memory(&mut self) {
         let mut kept = Quarantine::default();
-        let mut keep = |region: DmaRegion| {
+        let mut count = |region: &DmaRegion| {
             kept.regions = kept.regions.saturating_add(1);
             kept.bytes = kept.bytes.saturating_add(region.len() as u64);
-            // Dropping the handle frees nothing: the memory is never given
-            // back to the platform, so nothing can reuse what the device may
-            // still write.
-            let _kept = region;
         };
-        self.owned.admin.release_with(&mut keep);
+        self.owned.admin.quarantine(&mut count);
         for q in self.shared.io.iter() {
             let mut q = q.lock();
-            q.release_with(&mut keep);
-            q.tracker.take_buffers(&mut keep);
+            q.quarantine(&mut count);
+            q.tracker.take_buffers(|region| {
+                count(&region);
+                // Dropping the handle frees nothing: a caller buffer in
+                // flight is never given back, so nothing can reuse what the
+                // device may still write.
+                let _kept = region;
+            });
         }
-        self.owned.pages.release_with(&mut keep);
+        self.owned.pages.quarantine(&mut count);
         if kept.regions > 0 {
             warn!(
-                "nvme: the device could not be proven stopped within {} ms: {} regions ({} bytes) quarantined for good",
+                "nvme: the device could not be proven stopped within {} ms: {} regions ({} bytes) quarantined",
                 self.ready_timeout().as_millis(),
                 kept.regions,
                 kept.bytes,
@@ -191,6 +198,37 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
         self.owned
             .lifecycle
             .add_quarantine(kept.regions, kept.bytes);
+    }
+
+    /// On a finished controller whose own regions are quarantined, one look
+    /// for proof that the device can no longer reach memory (gone, or bus
+    /// mastering off and read back off); with it, frees those regions, each
+    /// once. Returns what was freed (nothing without proof). A few config
+    /// accesses, never a wait.
+    pub(crate) fn lift_quarantine(&mut self) -> Quarantine {
+        let mut freed = Quarantine::default();
+        let holds = self.owned.admin.has_kept()
+            || self.owned.pages.has_kept()
+            || self.shared.io.iter().any(|q| !q.lock().kept.is_empty());
+        if !self.owned.lifecycle.state().is_finished() || !holds {
+            return freed;
+        }
+        let Some(proof) = self.owned.link.stop_dma() else {
+            return freed;
+        };
+        let platform = &self.shared.platform;
+        freed.merge(self.owned.admin.free_kept(platform));
+        for q in self.shared.io.iter() {
+            freed.merge(q.lock().kept.free(platform));
+        }
+        freed.merge(self.owned.pages.free_kept(platform));
+        self.owned.lifecycle.note_returned(freed);
+        log::info!(
+            "nvme: DMA stopped later ({proof:?}): {} quarantined regions ({} bytes) returned",
+            freed.regions,
+            freed.bytes,
+        );
+        freed
     }
 
     /// One step of a reset's disable: once CSTS.RDY = 0 is seen the failed
@@ -241,6 +279,18 @@ impl<P: Platform, L: DeviceLink, const QUEUES: usize, const DEPTH: usize>
     /// See [`Engine::fail_blocking`].
     pub(crate) fn fail_blocking(&mut self, error: Error) {
         self.engine().fail_blocking(error)
+    }
+
+    /// Whether the driver's own regions are held in quarantine.
+    pub(crate) fn holds_quarantine(&self) -> bool {
+        self.owned.admin.has_kept()
+            || self.owned.pages.has_kept()
+            || self.shared.io.iter().any(|q| !q.lock().kept.is_empty())
+    }
+
+    /// See [`Engine::lift_quarantine`].
+    pub(crate) fn lift_quarantine(&mut self) -> Quarantine {
+        self.engine().lift_quarantine()
     }
 
     /// See [`Engine::stop_dma_step`].
