@@ -142,6 +142,12 @@ pub struct SlotPower {
     phase: Phase,
     /// A Slot Control write waits for Command Completed until then.
     command: Option<Instant>,
+    /// Presence Detect State at the last poll. Presence Detect Changed can
+    /// be lost: a card inserted between the read of Slot Status and the
+    /// acknowledgement of an earlier change has its event cleared with it
+    /// (RW1C clears the bit, not the event). A switched-off slot whose
+    /// presence went from absent to present counts as an insertion.
+    was_present: bool,
 }
 
 impl SlotPower {
@@ -153,6 +159,9 @@ impl SlotPower {
             link_reporting,
             phase,
             command: None,
+            // Assumed present, so that a card already in a slot switched
+            // off on purpose is not taken for a new one.
+            was_present: true,
         }
     }
 
@@ -282,7 +291,9 @@ impl SlotPower {
             // The latch opened: the card is about to leave, power or not.
             return self.stop(seen.control, None, false);
         }
-        let presence = events.contains(SlotStatus::PRESENCE_DETECT_CHANGED);
+        let arrived = present && !self.was_present && self.phase == Phase::Off;
+        self.was_present = present;
+        let presence = events.contains(SlotStatus::PRESENCE_DETECT_CHANGED) || arrived;
         let link_changed = events.contains(SlotStatus::DATA_LINK_STATE_CHANGED);
         // A link change in a slot held off is the slot's own power-off (or
         // a card there being reset): only a presence change or the button
@@ -596,6 +607,34 @@ mod tests {
         // Powered, but the function is not answering yet: waited for.
         let (phase, write) = SlotPower::initial(QEMU_PORT, on, PRESENT, false, at(0));
         assert_eq!((phase, write), (Phase::Ready { deadline: at(1000) }, None));
+    }
+
+    #[test]
+    fn a_card_whose_presence_event_was_lost_is_still_taken_in() {
+        // A slot without a power controller: the card left (the driver
+        // switched the slot off), then a card arrives, but its Presence
+        // Detect Changed was cleared with the acknowledgement of the
+        // departure: only the state says so.
+        let no_pc = QEMU_PORT - SlotCapabilities::POWER_CONTROLLER;
+        let mut m = SlotPower::new(no_pc, true, Phase::Served);
+        let left = SlotStatus::PRESENCE_DETECT_CHANGED;
+        let s = m.step(&POLICY, &poll(0x01C0, left, false, 0), None, None);
+        assert_eq!(s.act, Act::Usual);
+        assert_eq!(m.phase(), Phase::Off);
+        let s = m.step(&POLICY, &poll(0x03C0, PRESENT, false, 10), None, None);
+        assert_eq!(s.act, Act::UsualNoAttach);
+        assert!(matches!(m.phase(), Phase::Link { .. }));
+        // With a power controller the slot is powered up the same way.
+        let mut m = SlotPower::new(QEMU_PORT, true, Phase::Served);
+        let _ = m.step(&POLICY, &poll(0x01C0, left, false, 0), None, None);
+        assert_eq!(m.phase(), Phase::Off);
+        let s = m.step(&POLICY, &poll(0x07C0, PRESENT, false, 10), None, None);
+        assert_eq!(s.write.map(|w| w.bits()), Some(0x02C0));
+        // A card that stayed in a slot switched off on purpose is left off.
+        let mut m = SlotPower::new(QEMU_PORT, true, Phase::Off);
+        let s = m.step(&POLICY, &poll(0x07C0, PRESENT, false, 0), None, None);
+        assert_eq!(s.write, None);
+        assert_eq!(m.phase(), Phase::Off);
     }
 
     #[test]
