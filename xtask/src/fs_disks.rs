@@ -29,27 +29,10 @@ pub fn disk(name: &str) -> Disk {
 }
 
 fn make(name: &str) -> Result<(), String> {
-    let path = image(name);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    }
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    file.set_len(DISK_BYTES).map_err(|e| e.to_string())?;
     let hello = fsimage::pattern(5000, 1);
     let big = fsimage::pattern(300_000, 2);
-    fsimage::create(
-        &mut file,
-        DISK_BYTES,
-        PARTITION_BLOCKS,
-        &[("HELLO.TXT", &hello), ("BIG.BIN", &big)],
-    )
-    .map_err(|e| format!("making the filesystem: {e}"))?;
+    let files = [("HELLO.TXT", &hello[..]), ("BIG.BIN", &big[..])];
+    fsimage::create_file(&image(name), DISK_BYTES, PARTITION_BLOCKS, &files)?;
     Ok(())
 }
 

@@ -69,6 +69,29 @@ pub fn create<S: Read + Write + Seek>(
     Ok(partition)
 }
 
+/// [`create`] on a new image file at `path` of `disk_bytes` bytes (its
+/// directory made, an old file replaced).
+pub fn create_file(
+    path: &std::path::Path,
+    disk_bytes: u64,
+    partition_blocks: u64,
+    files: &[(&str, &[u8])],
+) -> Result<Partition, String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.set_len(disk_bytes).map_err(|e| e.to_string())?;
+    create(&mut file, disk_bytes, partition_blocks, files)
+        .map_err(|e| format!("making the filesystem: {e}"))
+}
+
 fn write_gpt<S: Read + Write + Seek>(
     image: &mut S,
     blocks: u64,

@@ -160,27 +160,13 @@ fn disk(name: &str) -> Disk {
 
 /// A GPT disk with one FAT32 partition holding [`FILES`] and `extra`.
 fn make_disk(name: &str, extra: &[(&str, usize, u32)]) -> Result<(), String> {
-    let path = disk_path(name);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    }
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    file.set_len(DISK_BYTES).map_err(|e| e.to_string())?;
     let contents: Vec<(&str, Vec<u8>)> = FILES
         .iter()
         .chain(extra)
         .map(|&(name, len, seed)| (name, fsimage::pattern(len, seed)))
         .collect();
     let files: Vec<(&str, &[u8])> = contents.iter().map(|(n, c)| (*n, &c[..])).collect();
-    fsimage::create(&mut file, DISK_BYTES, PARTITION_BLOCKS, &files)
-        .map(|_| ())
-        .map_err(|e| format!("making the filesystem: {e}"))
+    fsimage::create_file(&disk_path(name), DISK_BYTES, PARTITION_BLOCKS, &files).map(|_| ())
 }
 
 /// Size of `LARGE.BIN` (pattern seed 4), read by `compare` and `pull` (the
