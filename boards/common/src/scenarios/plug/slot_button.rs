@@ -3,9 +3,10 @@
 //! detaches in order, and switches the slot's power and indicator off; QEMU
 //! ends the unplug on that write. The hand writes nothing.
 
-use bare_nvme::{Detection, Event};
+use bare_nvme::Detection;
 
-use super::ledger::{collect, submit_reads};
+use super::button::orderly_detach;
+use super::ledger::submit_reads;
 use super::verify::survivor_round;
 use super::{in_slot, ms, outside, slot_filled, Ctx};
 use crate::nvme::Nvme;
@@ -18,26 +19,9 @@ pub(super) fn slot_button(cx: &mut Ctx, d: &mut Nvme) -> Outcome {
     let submitted = submit_reads(cx, d, victim, cx.inflight)?;
     marker!("PHASE armed");
     let armed = clock::now();
-    let (event, ticks, took) = cx.monitor.until(
-        d,
-        cx.timeout_ms,
-        "orderly Removed after the attention button",
-        |e| matches!(e, Event::Removed { id, .. } if *id == victim),
-        |_| Ok(()),
-    )?;
-    let Event::Removed { detected_by, .. } = event else {
-        return Err(failure!("not a removal"));
-    };
-    ensure!(
-        detected_by == Detection::Orderly,
-        "button press detected as {detected_by:?}"
-    );
-    let ledger = collect(cx, d, victim, cx.inflight)?;
-    ensure!(
-        ledger.removed == 0,
-        "{} commands failed as removed in an orderly detach",
-        ledger.removed
-    );
+    let detach = orderly_detach(cx, d, victim)?;
+    let (ticks, took, ledger) = (detach.ticks, detach.took, &detach.ledger);
+    let detected_by = Detection::Orderly;
     // The driver's power-off ends the unplug: the slot empties without the
     // hand.
     let deadline = deadline_ms(cx.timeout_ms);
